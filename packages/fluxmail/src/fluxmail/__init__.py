@@ -1,1 +1,44 @@
-"""placeholder"""
+"""FluxMail: send email over SMTP from Python, safely, sync or async.
+
+>>> from fluxmail import FluxMail
+>>> mailer = FluxMail("smtp", "smtp.example.com", port=587, use_tls=True,
+...                   username="me@example.com", password="app-password")
+>>> mailer.create("Hello", ["you@example.com"], "Hi there").send()  # doctest: +SKIP
+'Email sent successfully via SMTP.'
+"""
+
+from fluxmail.bulk import BulkSender
+from fluxmail.client import FluxMail
+from fluxmail.config import EmailInstance, EmailObject
+from fluxmail.errors import (
+    AuthError,
+    FluxMailException,
+    RecipientsRefused,
+    SMTPConnectError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+    TLSError,
+)
+from fluxmail.protocol.replies import Reply
+from fluxmail.result import SendResult
+from fluxmail.template import EmailTemplate
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "AuthError",
+    "BulkSender",
+    "EmailInstance",
+    "EmailObject",
+    "EmailTemplate",
+    "FluxMail",
+    "FluxMailException",
+    "RecipientsRefused",
+    "Reply",
+    "SMTPConnectError",
+    "SMTPReplyError",
+    "SMTPTimeoutError",
+    "SendResult",
+    "TLSError",
+    "__version__",
+]

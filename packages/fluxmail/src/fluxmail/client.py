@@ -1,0 +1,468 @@
+"""``FluxMail``: the contract's mailer. Build a message with ``create()``, then ``send()`` it.
+
+One instance sends many messages: each ``create()`` starts a fresh one. Inside ``with`` (or
+``async with``) every send shares one connection, reopened if it broke; outside, each send
+opens and closes its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import email.utils
+import ipaddress
+import logging
+import ssl
+import time
+from email.message import EmailMessage
+from email.policy import SMTP
+from types import TracebackType
+from typing import Any, Self
+
+from fluxmail import outbox
+from fluxmail.addresses import is_email, parse_address
+from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_from_env
+from fluxmail.errors import FluxMailException
+from fluxmail.message import Draft, MessageSpec, build
+from fluxmail.protocol.commands import Envelope
+from fluxmail.protocol.ops import Credentials
+from fluxmail.protocol.session import SessionPlan, TLSMode
+from fluxmail.result import SendResult
+from fluxmail.retry import RetryPolicy
+from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
+from fluxmail.transport.base import local_hostname
+
+SUCCESS = "Email sent successfully via SMTP."
+OUTLOOK_SUCCESS = "Email sent successfully via Outlook."
+
+_log = logging.getLogger("fluxmail")
+
+
+class FluxMail:
+    """Send email through an SMTP relay (or Outlook desktop on Windows).
+
+    ``host`` is ``"relay"``, ``"relay:domain"``, ``"relay:port"`` or an :class:`EmailInstance`.
+    ``use_tls`` means STARTTLS (a server that does not offer it fails the send); ``use_ssl``
+    means implicit TLS. ``max_retries`` further attempts follow a transient failure,
+    ``retry_delay`` seconds apart. ``sender`` is the default From of every ``create()``.
+
+    Beyond the contract: ``allow_plaintext_auth`` lets a password go over a connection without
+    TLS to a non-loopback host (refused by default); ``local_hostname`` is the EHLO name.
+    """
+
+    def __init__(
+        self,
+        object_type: EmailObject | str,
+        host: str | EmailInstance,
+        logger: logging.Logger | None = None,
+        log_level: str | int = "WARNING",
+        port: int = 25,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool = False,
+        use_ssl: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 30,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        *,
+        sender: str | None = None,
+        allow_plaintext_auth: bool = False,
+        local_hostname: str | None = None,
+    ) -> None:
+        if use_tls and use_ssl:
+            raise FluxMailException(
+                "use_tls (STARTTLS) and use_ssl (implicit TLS) exclude each other; pick one",
+                "invalid_config",
+            )
+        self.object_type = EmailObject.parse(object_type)
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise FluxMailException("logger must be a logging.Logger", "invalid_config")
+        self.logger = logger or _log
+        if logger is None:
+            try:
+                self.logger.setLevel(log_level.upper() if isinstance(log_level, str) else log_level)
+            except (ValueError, TypeError) as exc:
+                raise FluxMailException(
+                    f"Unknown log_level {log_level!r}", "invalid_config"
+                ) from exc
+        spec = parse_host(host)
+        self.relay, self.domain = spec.relay, spec.domain
+        self.port = spec.port if spec.port is not None else _check_int(port, "port", 1, 65535)
+        self.username = username
+        self._credentials = (
+            Credentials(username, password or "") if username and password is not None else None
+        )
+        self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
+        self.timeout = _check_number(timeout, "timeout")
+        self.retry = RetryPolicy(
+            _check_int(max_retries, "max_retries", 0, 1000),
+            _check_number(retry_delay, "retry_delay"),
+        )
+        self.sender = sender
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.local_hostname = local_hostname
+        self.last_result: SendResult | None = None
+        self._draft: Draft | None = None
+        self._in_context = False
+        self._conn: SyncConnection | None = None
+        self._aconn: AsyncConnection | None = None
+        if self.object_type is EmailObject.OUTLOOK:
+            from fluxmail.outlook import OutlookMailer
+
+            self._outlook: OutlookMailer | None = OutlookMailer(self.logger)
+        else:
+            self._outlook = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> FluxMail:
+        """Build from the ``FLUXMAIL_*`` environment variables; keyword arguments override."""
+        return cls(**{**settings_from_env(), **overrides})
+
+    def __repr__(self) -> str:
+        return (
+            f"FluxMail({self.object_type.value!r}, relay={self.relay!r}, port={self.port}, "
+            f"username={self.username!r}, use_tls={self.use_tls}, use_ssl={self.use_ssl})"
+        )
+
+    # -- building ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        subject: str,
+        recipients: list[str],
+        body: str,
+        sender: str | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        reply_to: str | None = None,
+        attachments: list[str] | None = None,
+        html_body: bool = False,
+        plain_body: str | None = None,
+        in_reply_to: str | None = None,
+        references: str | list[str] | None = None,
+        priority: str | None = None,
+        unsubscribe_url: str | None = None,
+        inline_images: dict[str, str] | None = None,
+        inline_css: bool = False,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Self:
+        """Start a fresh message; returns self so ``create(...).send()`` chains.
+
+        Raises FluxMailException with the contract's code for every bad argument.
+        """
+        self._draft = None
+        spec = MessageSpec(
+            subject, recipients, body, self._resolve_sender(sender), cc, bcc, reply_to,
+            attachments, html_body, plain_body, in_reply_to, references, priority,
+            unsubscribe_url, inline_images, inline_css, headers,
+        )  # fmt: skip
+        self._draft = build(spec, id_domain=self.domain or None)
+        return self
+
+    def _resolve_sender(self, sender: str | None) -> str | None:
+        """Explicit sender, then the constructor's, then the username if it is an address."""
+        for candidate in (sender, self.sender):
+            if candidate is not None:
+                return candidate
+        if self.username and is_email(self.username):
+            return self.username
+        if self.object_type is EmailObject.OUTLOOK:
+            return None  # Outlook sends from its default account
+        raise FluxMailException(
+            "No sender: pass sender= to create() or FluxMail(), or log in with an email "
+            "address as username",
+            "sender_required",
+        )
+
+    def display(self) -> str:
+        """``"Email Preview:\\n"`` and the whole message; Outlook opens its compose window."""
+        draft = self._require_draft()
+        if self._outlook is not None:
+            return self._outlook.display(draft)
+        return "Email Preview:\n" + draft.preview()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(self, dry_run: bool = False) -> str:
+        """Send the message built by ``create()``; ``dry_run`` returns the preview instead."""
+        draft = self._check_sendable()
+        if dry_run:
+            return "Email Preview:\n" + draft.preview()
+        if self._outlook is not None:
+            return self._send_outlook(draft)
+        self.send_message(draft.as_bytes(), envelope=draft.envelope)
+        return SUCCESS
+
+    async def send_async(self, dry_run: bool = False) -> str:
+        """``send()`` as a coroutine: the same checks, retries and result, on asyncio."""
+        draft = self._check_sendable()
+        if dry_run:
+            return "Email Preview:\n" + draft.preview()
+        if self._outlook is not None:
+            raise FluxMailException(
+                "Outlook cannot send asynchronously; call send() instead", "outlook_no_async"
+            )
+        await self.send_message_async(draft.as_bytes(), envelope=draft.envelope)
+        return SUCCESS
+
+    def send_message(
+        self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
+    ) -> SendResult:
+        """Send an already-built message with this mailer's connection and retry policy.
+
+        Without ``envelope`` the sender comes from the message's From and the recipients from
+        To, Cc and Bcc; a Bcc header is removed before sending. Returns who was accepted and
+        refused; raises ``send_failed`` (chained) when every attempt failed.
+        """
+        envelope, data = _prepare(message, envelope)
+        if (box := outbox.active()) is not None:
+            box.record(envelope, data)
+            return self._remember(SendResult(accepted=envelope.recipients))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._remember(self._attempt(envelope, data))
+            except FluxMailException as exc:
+                if not self.retry.should_retry(attempt, exc):
+                    raise self._send_failed(exc, attempt) from exc
+                self._log_retry(exc, attempt)
+            time.sleep(self.retry.delay)
+
+    async def send_message_async(
+        self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
+    ) -> SendResult:
+        """:meth:`send_message` as a coroutine."""
+        envelope, data = _prepare(message, envelope)
+        if (box := outbox.active()) is not None:
+            box.record(envelope, data)
+            return self._remember(SendResult(accepted=envelope.recipients))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._remember(await self._attempt_async(envelope, data))
+            except FluxMailException as exc:
+                if not self.retry.should_retry(attempt, exc):
+                    raise self._send_failed(exc, attempt) from exc
+                self._log_retry(exc, attempt)
+            await asyncio.sleep(self.retry.delay)
+
+    def _attempt(self, envelope: Envelope, data: bytes) -> SendResult:
+        if not self._in_context:
+            conn = SyncConnection(self._settings())
+            try:
+                conn.open()
+                return conn.send(envelope, data)
+            finally:
+                conn.close()
+        if self._conn is None or not self._conn.is_open:
+            self._conn = SyncConnection(self._settings())
+            self._conn.open()
+        return self._conn.send(envelope, data)
+
+    async def _attempt_async(self, envelope: Envelope, data: bytes) -> SendResult:
+        if not self._in_context:
+            conn = AsyncConnection(self._settings())
+            try:
+                await conn.open()
+                return await conn.send(envelope, data)
+            finally:
+                await conn.close()
+        if self._aconn is None or not self._aconn.is_open:
+            self._aconn = AsyncConnection(self._settings())
+            await self._aconn.open()
+        return await self._aconn.send(envelope, data)
+
+    def test_connection(self) -> dict[str, Any]:
+        """Connect, upgrade TLS, authenticate and QUIT without sending anything.
+
+        Returns ``{"ok": True, "relay", "port", "latency_ms"}``; raises ``connection_failed``
+        chained to the precise cause (whose ``code`` says what to fix).
+        """
+        if self._outlook is not None:
+            self._outlook.connect()
+            return {"ok": True, "relay": "outlook", "port": None, "latency_ms": 0}
+        self._require_relay()
+        started = time.perf_counter()
+        conn = SyncConnection(self._settings())
+        try:
+            info = conn.open()
+        except FluxMailException as exc:
+            raise FluxMailException(
+                f"Could not connect to {self.relay}:{self.port}: {exc}", "connection_failed"
+            ) from exc
+        finally:
+            conn.close()
+        latency = round((time.perf_counter() - started) * 1000)
+        return {
+            "ok": True,
+            "relay": self.relay,
+            "port": self.port,
+            "latency_ms": latency,
+            "tls": info.tls,
+            "auth": info.auth_mechanism,
+            "extensions": sorted(info.extensions.keywords),
+        }
+
+    # -- persistent connections -------------------------------------------------------------
+
+    @property
+    def in_context(self) -> bool:
+        """True inside ``with``/``async with``: sends share one connection."""
+        return self._in_context
+
+    def __enter__(self) -> Self:
+        self._in_context = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        self._in_context = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Close the persistent connection, if any; later sends open their own."""
+        self._in_context = False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        self._in_context = False
+        if self._aconn is not None:
+            await self._aconn.close()
+            self._aconn = None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _settings(self) -> ConnectionSettings:
+        tls: TLSMode = "ssl" if self.use_ssl else "starttls" if self.use_tls else "none"
+        plan = SessionPlan(
+            local_hostname=self.local_hostname or local_hostname(),
+            tls_mode=tls,
+            credentials=self._credentials,
+            plaintext_auth=self.allow_plaintext_auth or _is_loopback(self.relay),
+        )
+        return ConnectionSettings(
+            self.relay, self.port, plan, float(self.timeout), self.ssl_context, self.logger
+        )
+
+    def _require_draft(self) -> Draft:
+        if self._draft is None:
+            raise FluxMailException("Call create() before sending or displaying", "not_created")
+        return self._draft
+
+    def _require_relay(self) -> None:
+        if not self.relay:
+            raise FluxMailException("No relay host configured", "no_relay")
+
+    def _check_sendable(self) -> Draft:
+        draft = self._require_draft()
+        if self._outlook is None:
+            self._require_relay()
+        return draft
+
+    def _send_outlook(self, draft: Draft) -> str:
+        assert self._outlook is not None
+        if (box := outbox.active()) is not None:
+            box.record(draft.envelope, draft.as_bytes(), via="outlook")
+        else:
+            self._outlook.send(draft)
+        return OUTLOOK_SUCCESS
+
+    def _remember(self, result: SendResult) -> SendResult:
+        self.last_result = result
+        if result.refused:
+            self.logger.warning(
+                "Relay refused %d of %d recipients: %s",
+                len(result.refused),
+                len(result.refused) + len(result.accepted),
+                ", ".join(f"{a} ({r})" for a, r in result.refused.items()),
+            )
+        return result
+
+    def _log_retry(self, exc: FluxMailException, attempt: int) -> None:
+        self.logger.warning(
+            "Send attempt %d of %d failed (%s); retrying in %g s",
+            attempt,
+            self.retry.attempts,
+            exc,
+            self.retry.delay,
+        )
+
+    def _send_failed(self, exc: FluxMailException, attempts: int) -> FluxMailException:
+        plural = "s" if attempts != 1 else ""
+        return FluxMailException(
+            f"Failed to send email via SMTP after {attempts} attempt{plural}: {exc}",
+            "send_failed",
+        )
+
+
+def _prepare(message: EmailMessage | bytes, envelope: Envelope | None) -> tuple[Envelope, bytes]:
+    """The envelope and wire bytes of a ready-made message (Bcc moved to the envelope)."""
+    if isinstance(message, bytes):
+        if envelope is None:
+            raise FluxMailException("Raw bytes need an explicit envelope", "invalid_params")
+        return envelope, message
+    if envelope is None:
+        senders = email.utils.getaddresses(message.get_all("From", []))
+        recipients = email.utils.getaddresses(
+            [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+        )
+        sender = parse_address(senders[0][1] if senders else "", role="sender").addr_spec
+        addrs = tuple(parse_address(a, role="recipient").addr_spec for _, a in recipients if a)
+        envelope = Envelope(sender, addrs)
+    if "Bcc" in message:
+        message = _copy_without_bcc(message)
+    return envelope, message.as_bytes(policy=SMTP)
+
+
+def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
+    # A shallow copy shares the payload; deleting a header rebinds the copy's header list, so
+    # the caller's message keeps its Bcc.
+    stripped = copy.copy(message)
+    del stripped["Bcc"]
+    return stripped
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise FluxMailException(
+            f"{name} must be an integer from {low} to {high}, got {value!r}", "invalid_config"
+        )
+    return value
+
+
+def _check_number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise FluxMailException(
+            f"{name} must be a non-negative number, got {value!r}", "invalid_config"
+        )
+    return float(value)

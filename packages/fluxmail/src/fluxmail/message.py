@@ -1,0 +1,289 @@
+"""Building the MIME message for ``FluxMail.create()``: validation first, then assembly.
+
+Everything a caller passes is checked before anything is built, so a bad argument gives a
+:class:`FluxMailException` with the contract's code and never a half-built or injected message.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, localtime, make_msgid
+from pathlib import Path
+
+from fluxmail.addresses import parse_address, parse_addresses
+from fluxmail.errors import FluxMailException
+from fluxmail.protocol.commands import Envelope, has_control_chars
+
+#: CRLF line endings, no line longer than 998 octets, RFC 2047 for non-ASCII headers.
+WIRE_POLICY = policy.SMTP
+
+PRIORITIES = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
+
+
+@dataclass(frozen=True)
+class Attachment:
+    path: Path
+    content: bytes
+    mime_type: str
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Draft:
+    """A validated message: its MIME form, its envelope, and the checked fields it came from.
+
+    Bcc lives only in the envelope (and ``bcc``), never in ``message``. The fields serve
+    senders that do not speak MIME (Outlook).
+    """
+
+    message: EmailMessage
+    envelope: Envelope
+    subject: str
+    sender: str | None
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    reply_to: str | None = None
+    priority: str | None = None
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    inline_images: dict[str, Attachment] = field(default_factory=dict)
+
+    def as_bytes(self) -> bytes:
+        return self.message.as_bytes(policy=WIRE_POLICY)
+
+    def preview(self) -> str:
+        """The message as it will be sent, plus the envelope's Bcc recipients for reference."""
+        text = self.message.as_string(policy=WIRE_POLICY.clone(linesep="\n"))
+        if self.bcc:
+            text = f"X-FluxMail-Bcc (envelope only, not sent): {', '.join(self.bcc)}\n{text}"
+        return text
+
+
+def _require_list(value: object, name: str) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise FluxMailException(
+            f"{name} must be a list, got {type(value).__name__}", "invalid_params"
+        )
+    return list(value)
+
+
+def _header_text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise FluxMailException(f"{name} must be a string", "invalid_params")
+    if has_control_chars(value):
+        raise FluxMailException(
+            f"{name} contains a line break or control character; headers must be one line",
+            "invalid_params",
+        )
+    return value
+
+
+def read_file(path: object, *, what: str) -> Attachment:
+    """Read an attachment or inline image, with the contract's codes for each failure."""
+    if not isinstance(path, str | Path):
+        raise FluxMailException(f"{what} must be a file path, got {path!r}", "invalid_params")
+    file = Path(path)
+    if not file.is_file():
+        raise FluxMailException(f"{what} not found: {file}", "attachment_not_found")
+    try:
+        content = file.read_bytes()
+    except OSError as exc:
+        raise FluxMailException(f"Could not read {what} {file}: {exc}", "read_error") from exc
+    mime_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return Attachment(file, content, mime_type)
+
+
+def inline_css(html: str) -> str:
+    try:
+        import css_inline  # optional dependency, imported only when asked for
+    except ImportError as exc:
+        raise FluxMailException(
+            "inline_css=True needs the css-inline package: pip install 'fluxmail[css]'",
+            "css_inline_failed",
+        ) from exc
+    try:
+        return str(css_inline.inline(html))
+    except Exception as exc:
+        raise FluxMailException(f"Could not inline CSS: {exc}", "css_inline_failed") from exc
+
+
+@dataclass
+class MessageSpec:
+    """The arguments of ``create()``, exactly as the caller gave them (not yet trusted)."""
+
+    subject: object
+    recipients: object
+    body: object
+    sender: object = None
+    cc: object = None
+    bcc: object = None
+    reply_to: object = None
+    attachments: object = None
+    html_body: bool = False
+    plain_body: object = None
+    in_reply_to: object = None
+    references: object = None
+    priority: object = None
+    unsubscribe_url: object = None
+    inline_images: object = None
+    inline_css: bool = False
+    headers: Mapping[str, str] | None = None
+
+
+def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
+    """Validate ``spec`` and assemble the message; raises FluxMailException on bad input.
+
+    ``id_domain`` names the Message-ID's domain (default: the sender's). Without a sender
+    (Outlook picks its own account) the message has no From header.
+    """
+    if not isinstance(spec.subject, str) or not spec.subject.strip():
+        raise FluxMailException("subject must be a non-empty string", "invalid_params")
+    subject = _header_text(spec.subject, "subject")
+    if not isinstance(spec.recipients, list | tuple) or not spec.recipients:
+        raise FluxMailException("recipients must be a non-empty list", "invalid_params")
+    cc = _require_list(spec.cc, "cc")
+    bcc = _require_list(spec.bcc, "bcc")
+    attachments = _require_list(spec.attachments, "attachments")
+    images = spec.inline_images
+    if images is not None and (not isinstance(images, dict) or not spec.html_body):
+        raise FluxMailException(
+            "inline_images must be a dict of {cid: path} and needs html_body=True",
+            "invalid_params",
+        )
+    if not isinstance(spec.body, str):
+        raise FluxMailException("body must be a string", "invalid_params")
+    priority = spec.priority
+    if priority is not None and (
+        not isinstance(priority, str) or priority.lower() not in PRIORITIES
+    ):
+        raise FluxMailException(
+            f"priority must be one of high, normal, low; got {priority!r}", "invalid_priority"
+        )
+
+    to_addrs = parse_addresses(list(spec.recipients), role="recipient")
+    cc_addrs = parse_addresses(cc, role="cc address")
+    bcc_addrs = parse_addresses(bcc, role="bcc address")
+    sender = None if spec.sender is None else parse_address(spec.sender, role="sender")
+    reply_to = None if spec.reply_to is None else parse_address(spec.reply_to, role="reply_to")
+
+    msg = EmailMessage(policy=WIRE_POLICY)
+    if sender is not None:
+        msg["From"] = sender
+    msg["To"] = to_addrs
+    if cc_addrs:
+        msg["Cc"] = cc_addrs
+    if reply_to is not None:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(localtime())
+    msg["Message-ID"] = make_msgid(domain=id_domain or _id_domain(sender))
+    _threading_headers(msg, spec.in_reply_to, spec.references)
+    if isinstance(priority, str):
+        number, word = PRIORITIES[priority.lower()]
+        msg["X-Priority"] = number
+        msg["X-MSMail-Priority"] = word
+        msg["Importance"] = word
+    if spec.unsubscribe_url is not None:
+        url = _header_text(spec.unsubscribe_url, "unsubscribe_url")
+        if not url.lower().startswith("https://") or any(c in url for c in " <>"):
+            raise FluxMailException(
+                "unsubscribe_url must be an https:// URL (RFC 8058 one-click)", "invalid_params"
+            )
+        msg["List-Unsubscribe"] = f"<{url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in (spec.headers or {}).items():
+        msg[_header_text(name, "header name")] = _header_text(value, f"header {name}")
+
+    text, html, inline = _set_body(msg, spec, images or {})
+    files = [read_file(path, what="Attachment") for path in attachments]
+    for item in files:
+        maintype, _, subtype = item.mime_type.partition("/")
+        msg.add_attachment(item.content, maintype, subtype, filename=item.filename)
+
+    envelope = Envelope(
+        sender.addr_spec if sender else "",
+        tuple(a.addr_spec for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
+    )
+    return Draft(
+        msg,
+        envelope,
+        subject=subject,
+        sender=None if sender is None else str(sender),
+        to=[str(a) for a in to_addrs],
+        cc=[str(a) for a in cc_addrs],
+        bcc=[a.addr_spec for a in bcc_addrs],
+        reply_to=None if reply_to is None else str(reply_to),
+        priority=priority.lower() if isinstance(priority, str) else None,
+        text=text,
+        html=html,
+        attachments=files,
+        inline_images=inline,
+    )
+
+
+def _id_domain(sender: Address | None) -> str:
+    if sender is None:
+        return "fluxmail.invalid"
+    try:
+        return sender.domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "fluxmail.invalid"
+
+
+def _threading_headers(msg: EmailMessage, in_reply_to: object, references: object) -> None:
+    if in_reply_to is not None:
+        msg["In-Reply-To"] = _header_text(in_reply_to, "in_reply_to")
+    if references is not None:
+        refs = references if isinstance(references, list | tuple) else [references]
+        msg["References"] = " ".join(_header_text(r, "references") for r in refs)
+
+
+def _set_body(
+    msg: EmailMessage, spec: MessageSpec, images: Mapping[object, object]
+) -> tuple[str | None, str | None, dict[str, Attachment]]:
+    """Fill in the body parts; returns the text, the final HTML and the inline images."""
+    body = str(spec.body)
+    if not spec.html_body:
+        msg.set_content(body)
+        return body, None, {}
+    text = None
+    html = inline_css(body) if spec.inline_css else body
+    if spec.plain_body is not None:
+        if not isinstance(spec.plain_body, str):
+            raise FluxMailException("plain_body must be a string", "invalid_params")
+        text = spec.plain_body
+        msg.set_content(text)
+        msg.add_alternative(html, subtype="html")
+        html_part = next(
+            part for part in msg.iter_parts() if part.get_content_type() == "text/html"
+        )
+        assert isinstance(html_part, EmailMessage)
+    else:
+        msg.set_content(html, subtype="html")
+        html_part = msg
+    inline: dict[str, Attachment] = {}
+    for cid, path in images.items():
+        name = _header_text(cid, "inline image cid")
+        item = inline[name] = read_file(path, what="Inline image")
+        maintype, _, subtype = item.mime_type.partition("/")
+        html_part.add_related(
+            item.content,
+            maintype,
+            subtype,
+            cid=f"<{name}>",
+            disposition="inline",
+            filename=item.filename,
+        )
+    return text, html, inline

@@ -1,0 +1,115 @@
+"""Sending through Outlook desktop over COM (Windows with pywin32 only).
+
+The message fields were validated by ``create()`` already; this module only hands them to
+Outlook's object model. Outlook picks the account: the one whose address matches the sender,
+or its default when no sender was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from fluxmail.errors import FluxMailException
+from fluxmail.message import Draft
+
+OL_MAIL_ITEM = 0
+#: MAPI property that gives an attachment the Content-ID an HTML ``cid:`` reference uses.
+PR_ATTACH_CONTENT_ID = "http://schemas.microsoft.com/mapi/proptag/0x3712001F"
+IMPORTANCE = {"low": 0, "normal": 1, "high": 2}
+
+
+def on_windows() -> bool:
+    """Whether Outlook's COM interface can exist here (tests pretend, with a fake COM)."""
+    return sys.platform == "win32"
+
+
+def _dispatch_function() -> Any:
+    """``win32com.client.Dispatch``, or ``invalid_config`` saying why Outlook is unavailable."""
+    if not on_windows():
+        raise FluxMailException(
+            "object_type='outlook' needs Outlook desktop on Windows; on this platform use "
+            "object_type='smtp' with your relay",
+            "invalid_config",
+        )
+    try:
+        import win32com.client
+    except ImportError as exc:
+        raise FluxMailException(
+            "object_type='outlook' needs pywin32: pip install 'fluxmail[outlook]'",
+            "invalid_config",
+        ) from exc
+    return win32com.client.Dispatch
+
+
+class OutlookMailer:
+    """Builds and sends Outlook mail items for a :class:`~fluxmail.FluxMail`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._dispatch = _dispatch_function()
+        self._app: Any = None
+        self.logger = logger
+
+    def connect(self) -> Any:
+        """The running (or newly started) Outlook application; ``outlook_no_connect`` if none."""
+        if self._app is None:
+            try:
+                self._app = self._dispatch("Outlook.Application")
+            except Exception as exc:
+                raise FluxMailException(
+                    f"Could not start or reach Outlook: {exc}", "outlook_no_connect"
+                ) from exc
+        return self._app
+
+    def send(self, draft: Draft) -> None:
+        item = self._compose(draft)
+        try:
+            item.Send()
+        except Exception as exc:
+            raise FluxMailException(f"Outlook could not send: {exc}", "outlook_no_send") from exc
+        self.logger.info("Sent %r through Outlook", draft.subject)
+
+    def display(self, draft: Draft) -> str:
+        item = self._compose(draft)
+        try:
+            item.Display(False)
+        except Exception as exc:
+            raise FluxMailException(
+                f"Outlook could not open the message: {exc}", "display_failed"
+            ) from exc
+        return "Email displayed in Outlook."
+
+    def _compose(self, draft: Draft) -> Any:
+        app = self.connect()
+        item = app.CreateItem(OL_MAIL_ITEM)
+        if draft.sender is not None:
+            item.SendUsingAccount = self._account(app, draft.envelope.sender)
+        item.Subject = draft.subject
+        item.To = "; ".join(draft.to)
+        item.CC = "; ".join(draft.cc)
+        item.BCC = "; ".join(draft.bcc)
+        if draft.reply_to is not None:
+            item.ReplyRecipients.Add(draft.reply_to)
+        if draft.priority is not None:
+            item.Importance = IMPORTANCE[draft.priority]
+        if draft.html is not None:
+            item.HTMLBody = draft.html
+        if draft.text is not None and draft.html is None:
+            item.Body = draft.text
+        for attachment in draft.attachments:
+            item.Attachments.Add(str(attachment.path))
+        for cid, image in draft.inline_images.items():
+            added = item.Attachments.Add(str(image.path))
+            added.PropertyAccessor.SetProperty(PR_ATTACH_CONTENT_ID, cid)
+        return item
+
+    def _account(self, app: Any, sender: str) -> Any:
+        for account in app.Session.Accounts:
+            if str(account.SmtpAddress).lower() == sender.lower():
+                return account
+        raise FluxMailException(
+            f"Outlook has no account for sender {sender!r}; add it in Outlook or leave "
+            "sender unset to use the default account",
+            "outlook_no_sender",
+        )

@@ -1,0 +1,129 @@
+"""SMTP command lines, checked so that no argument can smuggle in a second command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fluxmail.errors import FluxMailException
+
+CRLF = b"\r\n"
+
+
+class CommandInjectionError(FluxMailException):
+    """A command argument carried a line break or another control character."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "invalid_params")
+
+
+def has_control_chars(value: str) -> bool:
+    """True if ``value`` holds C0 controls (tab excepted), DEL, or Unicode line separators."""
+    return any((ord(ch) < 0x20 and ch != "\t") or ch in "\x7f\x85\u2028\u2029" for ch in value)
+
+
+def command(verb: str, *args: str) -> bytes:
+    """Build one command line; refuse any argument that could end the line early."""
+    for arg in args:
+        if has_control_chars(arg):
+            raise CommandInjectionError(
+                f"Refusing to send {verb}: an argument contains a line break or control character"
+            )
+    line = " ".join((verb, *args)) if args else verb
+    return line.encode("utf-8") + CRLF
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """What the server advertised in its EHLO reply: keyword (upper case) → parameters."""
+
+    keywords: dict[str, str] = field(default_factory=dict)
+    esmtp: bool = True
+
+    @classmethod
+    def from_ehlo(cls, lines: Iterable[str]) -> Extensions:
+        keywords: dict[str, str] = {}
+        for line in list(lines)[1:]:  # the first line is the server's greeting name
+            name, _, params = line.strip().partition(" ")
+            if name:
+                keywords[name.upper()] = params.strip()
+        # Some old servers announce AUTH as "AUTH=LOGIN PLAIN"; fold it into AUTH.
+        if "AUTH" not in keywords:
+            for name, params in list(keywords.items()):
+                if name.startswith("AUTH="):
+                    keywords["AUTH"] = f"{name[5:]} {params}".strip()
+        return cls(keywords)
+
+    def has(self, keyword: str) -> bool:
+        return keyword.upper() in self.keywords
+
+    @property
+    def auth_mechanisms(self) -> frozenset[str]:
+        return frozenset(self.keywords.get("AUTH", "").upper().split())
+
+    @property
+    def max_size(self) -> int | None:
+        """The SIZE limit the server announced, or None for none (0 also means none)."""
+        value = self.keywords.get("SIZE", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _needs_utf8(address: str) -> bool:
+    return not address.isascii()
+
+
+def envelope_address(address: str, *, smtputf8: bool) -> str:
+    """The form of ``address`` for MAIL FROM / RCPT TO.
+
+    A non-ASCII domain is IDNA-encoded; a non-ASCII local part needs the server's SMTPUTF8.
+    """
+    if has_control_chars(address) or any(ch in address for ch in "<> "):
+        raise CommandInjectionError(f"Invalid envelope address {address!r}")
+    if not _needs_utf8(address):
+        return address
+    local, _, domain = address.rpartition("@")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if domain else domain
+    except UnicodeError as exc:
+        raise FluxMailException(
+            f"Domain {domain!r} cannot be encoded for DNS (IDNA)", "invalid_email"
+        ) from exc
+    if local.isascii() or smtputf8:
+        return f"{local}@{ascii_domain}" if local.isascii() else address
+    raise FluxMailException(
+        f"The address {address!r} has a non-ASCII local part and the server does not "
+        "offer SMTPUTF8",
+        "invalid_email",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Who the message is from and to on the wire (never read from Bcc'd headers)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise FluxMailException("A message needs at least one recipient", "invalid_params")
+
+
+def mail_from(envelope: Envelope, extensions: Extensions, size: int) -> bytes:
+    """The MAIL FROM line, with SIZE, BODY=8BITMIME and SMTPUTF8 when the server offers them."""
+    utf8 = extensions.has("SMTPUTF8") and (
+        _needs_utf8(envelope.sender) or any(map(_needs_utf8, envelope.recipients))
+    )
+    args = [f"FROM:<{envelope_address(envelope.sender, smtputf8=utf8)}>"]
+    if extensions.has("SIZE"):
+        args.append(f"SIZE={size}")
+    if extensions.has("8BITMIME"):
+        args.append("BODY=8BITMIME")
+    if utf8:
+        args.append("SMTPUTF8")
+    return command("MAIL", *args)
+
+
+def rcpt_to(address: str, extensions: Extensions) -> bytes:
+    utf8 = extensions.has("SMTPUTF8")
+    return command("RCPT", f"TO:<{envelope_address(address, smtputf8=utf8)}>")

@@ -1,0 +1,28 @@
+"""The DATA payload: every line ending made CRLF and every leading dot doubled (RFC 5321 4.5.2).
+
+Normalising *all* of ``\\r\\n``, lone ``\\r`` and lone ``\\n`` to CRLF before stuffing is what
+closes SMTP smuggling: a bare ``\\n.\\r\\n`` in a message can never end the DATA early on a
+server that is lax about line endings, because it reaches the wire as ``\\r\\n..\\r\\n``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def normalize_newlines(message: bytes) -> bytes:
+    """Return ``message`` with every line break as CRLF."""
+    return _LINE_BREAK.sub(b"\r\n", message)
+
+
+def encode_data(message: bytes) -> bytes:
+    """Return the bytes to write after a 354 reply: normalised, dot-stuffed, terminated."""
+    body = normalize_newlines(message)
+    if body.startswith(b"."):
+        body = b"." + body
+    body = body.replace(b"\r\n.", b"\r\n..")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"

@@ -1,0 +1,48 @@
+"""The two things a conversation can ask of a transport, and the helpers to ask them."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fluxmail.protocol.replies import Reply
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Write ``data`` (nothing, for the greeting) and read ``replies`` replies.
+
+    ``secret`` marks data that must never be logged (AUTH payloads).
+    """
+
+    data: bytes
+    replies: int = 1
+    secret: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeTLS:
+    """Run the TLS handshake on the open connection (after a 220 to STARTTLS)."""
+
+
+Op = Exchange | UpgradeTLS
+#: A conversation yields ops, receives the replies each Exchange read, and returns a T.
+Conversation = Generator[Op, tuple[Reply, ...], T]
+
+
+def exchange(data: bytes, *, secret: bool = False) -> Conversation[Reply]:
+    """Write one command and read its one reply."""
+    (reply,) = yield Exchange(data, secret=secret)
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log line or a traceback
+        return f"Credentials(username={self.username!r}, password='***')"

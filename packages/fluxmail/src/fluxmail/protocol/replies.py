@@ -1,0 +1,101 @@
+"""SMTP replies as small immutable values, and an incremental parser for them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fluxmail.errors import FluxMailException
+
+# RFC 5321 asks for 512-octet reply lines; real servers send longer ones, so allow plenty but
+# refuse a peer that streams without end.
+MAX_LINE = 8192
+MAX_LINES = 512
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+
+
+class ProtocolError(FluxMailException):
+    """The peer broke the SMTP grammar; the connection cannot be trusted any more."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "protocol_error")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: a three-digit ``code`` and its text ``lines`` (without the code)."""
+
+    code: int
+    lines: tuple[str, ...] = ("",)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def ok(self) -> bool:
+        """2xx and 3xx: the command succeeded or the server waits for more."""
+        return 200 <= self.code < 400
+
+    @property
+    def transient(self) -> bool:
+        """4xx: a failure that may succeed if tried again later."""
+        return 400 <= self.code < 500
+
+    @property
+    def enhanced(self) -> str | None:
+        """The RFC 3463 enhanced status code (``"5.1.1"``) that opens the text, if any."""
+        match = _ENHANCED.match(self.lines[0])
+        return ".".join(match.groups()) if match else None
+
+    def __str__(self) -> str:
+        return f"{self.code} {' / '.join(line for line in self.lines if line)}".rstrip()
+
+
+class ReplyParser:
+    """Turns the bytes a server sends into :class:`Reply` values.
+
+    Feed it whatever arrived with :meth:`feed`; :meth:`next_reply` returns a complete reply or
+    ``None`` when more bytes are needed. ``pending`` tells whether unread bytes remain, which is
+    how a client notices a server that answers ahead of its commands (a STARTTLS injection).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._lines: list[str] = []
+        self._code: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > MAX_LINE and b"\n" not in self._buffer:
+            raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer) or bool(self._lines)
+
+    def next_reply(self) -> Reply | None:
+        while (end := self._buffer.find(b"\n")) >= 0:
+            raw = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            reply = self._take_line(raw)
+            if reply is not None:
+                return reply
+        return None
+
+    def _take_line(self, raw: bytes) -> Reply | None:
+        if len(raw) < 3 or not raw[:3].isdigit() or (len(raw) > 3 and raw[3:4] not in b" -"):
+            raise ProtocolError(f"Server sent a malformed reply line: {raw[:80]!r}")
+        code = int(raw[:3])
+        if self._code is not None and code != self._code:
+            raise ProtocolError(f"Server changed reply code mid-reply: {self._code} then {code}")
+        self._code = code
+        self._lines.append(raw[4:].decode("utf-8", errors="replace"))
+        if len(self._lines) > MAX_LINES:
+            raise ProtocolError(f"Server sent a reply of more than {MAX_LINES} lines")
+        if raw[3:4] == b"-":
+            return None
+        reply = Reply(code, tuple(self._lines))
+        self._lines, self._code = [], None
+        return reply

@@ -1,0 +1,197 @@
+"""The asyncio shell: the same conversations as :mod:`.sync`, awaited instead of blocked on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TypeVar
+
+from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPReplyError
+from fluxmail.protocol.commands import Envelope
+from fluxmail.protocol.ops import Conversation, Exchange
+from fluxmail.protocol.replies import Reply, ReplyParser
+from fluxmail.protocol.session import ServerInfo, open_session, send_message, simple
+from fluxmail.result import SendResult
+from fluxmail.transport.base import ConnectionBase, connection_closed, data_before_tls
+
+T = TypeVar("T")
+
+
+class _ReplyStream(asyncio.Protocol):
+    """Collects server bytes into a :class:`ReplyParser` and wakes whoever waits for a reply.
+
+    Written on the Protocol API rather than StreamReader so that the only buffer is ours: at
+    STARTTLS we can prove nothing was read ahead in the clear.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.parser = ReplyParser()
+        self.transport: asyncio.Transport | None = None
+        self._error: BaseException | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data)
+        except FluxMailException as exc:
+            self._error = exc
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._error = exc or connection_closed(self.address)
+        self._wake()
+        self._resume()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._resume()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _resume(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        assert self.transport is not None
+        self.transport.write(data)
+        if self._paused:  # the kernel buffer is full: wait, as StreamWriter.drain() would
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+            if self._error is not None:
+                raise self._error
+
+    async def read_reply(self) -> Reply:
+        while (reply := self.parser.next_reply()) is None:
+            if self._error is not None:
+                raise self._error
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        return reply
+
+
+class AsyncConnection(ConnectionBase):
+    """An asyncio SMTP connection. One task uses it at a time."""
+
+    _stream: _ReplyStream | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._stream is not None
+
+    async def open(self) -> ServerInfo:
+        """Connect, read the greeting, EHLO, STARTTLS and AUTH as the settings say."""
+        settings = self.settings
+        implicit = settings.plan.tls_mode == "ssl"
+        loop = asyncio.get_running_loop()
+        stream = _ReplyStream(settings.address)
+        try:
+            async with asyncio.timeout(settings.timeout):
+                await loop.create_connection(
+                    lambda: stream,
+                    settings.host,
+                    settings.port,
+                    ssl=settings.tls_context() if implicit else None,
+                    server_hostname=settings.host if implicit else None,
+                )
+        except OSError as exc:
+            raise self._map_error(exc, connecting=True) from exc
+        self._stream = stream
+        self.info = await self._run(open_session(settings.plan))
+        return self.info
+
+    async def send(self, envelope: Envelope, message: bytes) -> SendResult:
+        """Send one message on the open session; partial refusals come back in the result."""
+        if self.info is None:
+            raise SMTPConnectError("The connection is not open", "connection_lost")
+        try:
+            result = await self._run(send_message(envelope, message, self.info.extensions))
+        except SMTPReplyError:
+            await self._reset_quietly()
+            raise
+        self.messages_sent += 1
+        return result
+
+    async def noop(self) -> Reply:
+        return await self._run(simple("NOOP"))
+
+    async def close(self) -> None:
+        """QUIT politely if the session is healthy, then close the transport. Never raises."""
+        if self._stream is None:
+            return
+        if self.info is not None:
+            with contextlib.suppress(FluxMailException):
+                await self._run(simple("QUIT"))
+        self._abort()
+
+    async def _reset_quietly(self) -> None:
+        with contextlib.suppress(FluxMailException):
+            await self._run(simple("RSET"))
+
+    def _abort(self) -> None:
+        stream, self._stream, self.info = self._stream, None, None
+        if stream is not None and stream.transport is not None:
+            stream.transport.abort() if stream._error else stream.transport.close()
+
+    async def _run(self, conversation: Conversation[T]) -> T:
+        """Drive a conversation to its end; any failure but an SMTP reply kills the session."""
+        try:
+            op = next(conversation)
+            while True:
+                async with asyncio.timeout(self.settings.timeout):
+                    if isinstance(op, Exchange):
+                        replies = await self._exchange(op)
+                    else:
+                        replies = await self._upgrade()
+                op = conversation.send(replies)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except SMTPReplyError:
+            raise
+        except (OSError, FluxMailException) as exc:
+            self._abort()
+            raise self._map_error(exc, connecting=False) from exc
+
+    async def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
+        stream = self._stream
+        assert stream is not None, "conversation ran on a closed connection"
+        self._log_out(op)
+        if op.data:
+            await stream.write(op.data)
+        replies: list[Reply] = []
+        for _ in range(op.replies):
+            reply = await stream.read_reply()
+            self._log_in(reply)
+            replies.append(reply)
+        return tuple(replies)
+
+    async def _upgrade(self) -> tuple[Reply, ...]:
+        stream = self._stream
+        assert stream is not None
+        assert stream.transport is not None
+        if stream.parser.pending:
+            raise data_before_tls(self.settings.address)
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(
+            stream.transport,
+            stream,
+            self.settings.tls_context(),
+            server_hostname=self.settings.host,
+        )
+        assert isinstance(transport, asyncio.Transport)
+        stream.transport = transport
+        return ()

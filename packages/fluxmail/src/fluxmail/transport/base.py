@@ -1,0 +1,110 @@
+"""What both transports share: settings, logging, and turning OS errors into FluxMail errors."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from functools import cache
+
+from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPTimeoutError, TLSError
+from fluxmail.protocol.ops import Exchange
+from fluxmail.protocol.replies import Reply
+from fluxmail.protocol.session import ServerInfo, SessionPlan
+
+log = logging.getLogger("fluxmail")
+
+
+@cache
+def local_hostname() -> str:
+    """The name we give in EHLO. Not ``getfqdn()``: its reverse lookup can stall for seconds."""
+    name = socket.gethostname() or "localhost"
+    return name if name.isascii() and " " not in name else "localhost"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where and how to connect; shared by every connection a client opens."""
+
+    host: str
+    port: int
+    plan: SessionPlan
+    timeout: float = 30.0
+    ssl_context: ssl.SSLContext | None = None
+    logger: logging.Logger = field(default=log, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        return self.ssl_context or _default_tls_context()
+
+
+@cache
+def _default_tls_context() -> ssl.SSLContext:
+    # Building a context loads the CA store; doing it once per process keeps connects cheap.
+    return ssl.create_default_context()
+
+
+class ConnectionBase:
+    """State and bookkeeping common to :class:`SyncConnection` and :class:`AsyncConnection`."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.info: ServerInfo | None = None
+        #: How many messages this connection has carried (pools recycle on it).
+        self.messages_sent = 0
+
+    def _log_out(self, op: Exchange) -> None:
+        logger = self.settings.logger
+        if op.data and logger.isEnabledFor(logging.DEBUG):
+            shown = "<AUTH data redacted>" if op.secret else _preview(op.data)
+            logger.debug("%s >>> %s", self.settings.address, shown)
+
+    def _log_in(self, reply: Reply) -> None:
+        logger = self.settings.logger
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s <<< %s", self.settings.address, reply)
+
+    def _map_error(self, exc: BaseException, *, connecting: bool) -> FluxMailException:
+        """Turn an OS-level failure into the FluxMail error that says what to try."""
+        where = self.settings.address
+        if isinstance(exc, FluxMailException):
+            return exc
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return TLSError(f"TLS with {where} failed: {exc}", "tls_failed")
+        if isinstance(exc, TimeoutError):
+            return SMTPTimeoutError(
+                f"{where} did not answer within {self.settings.timeout:g} s", "timeout"
+            )
+        if isinstance(exc, socket.gaierror):
+            return SMTPConnectError(
+                f"Could not resolve {self.settings.host!r} ({exc.strerror}); check the host name",
+                "dns_failed",
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return SMTPConnectError(
+                f"Connection to {where} was refused: nothing listens there, or a firewall "
+                "blocks it (check the host and port; some networks block 25 and 587, try 2525)",
+                "connection_refused",
+            )
+        if connecting:
+            return SMTPConnectError(f"Could not connect to {where}: {exc}", "connection_failed")
+        return SMTPConnectError(f"Connection to {where} broke: {exc}", "connection_lost")
+
+
+def _preview(data: bytes, limit: int = 200) -> str:
+    text = data.decode("utf-8", errors="replace").rstrip("\r\n").replace("\r\n", " | ")
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(data)} bytes)"
+
+
+def connection_closed(address: str) -> SMTPConnectError:
+    return SMTPConnectError(f"{address} closed the connection", "connection_lost")
+
+
+def data_before_tls(address: str) -> TLSError:
+    # Bytes already buffered when TLS starts were sent in the clear and could be injected by
+    # anyone on the path (CVE-2011-0411 in reverse); a client must not act on them.
+    return TLSError(f"{address} sent unexpected data before the TLS handshake", "tls_failed")

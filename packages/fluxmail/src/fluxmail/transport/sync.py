@@ -1,0 +1,119 @@
+"""The blocking shell: one SMTP session over a socket."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import TypeVar
+
+from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPReplyError
+from fluxmail.protocol.commands import Envelope
+from fluxmail.protocol.ops import Conversation, Exchange
+from fluxmail.protocol.replies import Reply, ReplyParser
+from fluxmail.protocol.session import ServerInfo, open_session, send_message, simple
+from fluxmail.result import SendResult
+from fluxmail.transport.base import ConnectionBase, connection_closed, data_before_tls
+
+T = TypeVar("T")
+
+
+class SyncConnection(ConnectionBase):
+    """A blocking SMTP connection. Not thread-safe: one thread uses it at a time."""
+
+    _sock: socket.socket | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
+
+    def open(self) -> ServerInfo:
+        """Connect, read the greeting, EHLO, STARTTLS and AUTH as the settings say."""
+        settings = self.settings
+        self._parser = ReplyParser()
+        try:
+            sock = socket.create_connection((settings.host, settings.port), settings.timeout)
+            try:
+                if settings.plan.tls_mode == "ssl":
+                    sock = settings.tls_context().wrap_socket(sock, server_hostname=settings.host)
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as exc:
+            raise self._map_error(exc, connecting=True) from exc
+        self._sock = sock
+        self.info = self._run(open_session(settings.plan))
+        return self.info
+
+    def send(self, envelope: Envelope, message: bytes) -> SendResult:
+        """Send one message on the open session; partial refusals come back in the result."""
+        if self.info is None:
+            raise SMTPConnectError("The connection is not open", "connection_lost")
+        try:
+            result = self._run(send_message(envelope, message, self.info.extensions))
+        except SMTPReplyError:
+            self._reset_quietly()
+            raise
+        self.messages_sent += 1
+        return result
+
+    def noop(self) -> Reply:
+        return self._run(simple("NOOP"))
+
+    def close(self) -> None:
+        """QUIT politely if the session is healthy, then close the socket. Never raises."""
+        if self._sock is None:
+            return
+        if self.info is not None:
+            with contextlib.suppress(FluxMailException):
+                self._run(simple("QUIT"))
+        self._abort()
+
+    def _reset_quietly(self) -> None:
+        with contextlib.suppress(FluxMailException):
+            self._run(simple("RSET"))
+
+    def _abort(self) -> None:
+        sock, self._sock, self.info = self._sock, None, None
+        if sock is not None:
+            sock.close()
+
+    def _run(self, conversation: Conversation[T]) -> T:
+        """Drive a conversation to its end; any failure but an SMTP reply kills the session."""
+        try:
+            op = next(conversation)
+            while True:
+                replies = self._exchange(op) if isinstance(op, Exchange) else self._upgrade()
+                op = conversation.send(replies)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except SMTPReplyError:
+            raise
+        except (OSError, FluxMailException) as exc:
+            self._abort()
+            raise self._map_error(exc, connecting=False) from exc
+
+    def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
+        assert self._sock is not None, "conversation ran on a closed connection"
+        self._log_out(op)
+        if op.data:
+            self._sock.sendall(op.data)
+        replies: list[Reply] = []
+        while len(replies) < op.replies:
+            reply = self._parser.next_reply()
+            if reply is None:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise connection_closed(self.settings.address)
+                self._parser.feed(chunk)
+                continue
+            self._log_in(reply)
+            replies.append(reply)
+        return tuple(replies)
+
+    def _upgrade(self) -> tuple[Reply, ...]:
+        assert self._sock is not None, "conversation ran on a closed connection"
+        if self._parser.pending:
+            raise data_before_tls(self.settings.address)
+        context = self.settings.tls_context()
+        self._sock = context.wrap_socket(self._sock, server_hostname=self.settings.host)
+        return ()
