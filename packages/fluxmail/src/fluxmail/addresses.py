@@ -49,7 +49,20 @@ def parse_address(value: object, *, role: str = "address") -> Address:
             "invalid_email",
         )
     local, _, domain = text.rpartition("@")
-    return Address(display_name=name, username=local, domain=domain)
+    return Address(display_name=name, username=local, domain=ascii_domain(domain, value))
+
+
+def ascii_domain(domain: str, original: object = None) -> str:
+    """The DNS (IDNA) form of ``domain``: headers without SMTPUTF8 carry only ASCII domains."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise FluxMailException(
+            f"The domain of {original or domain!r} cannot be encoded for DNS (IDNA)",
+            "invalid_email",
+        ) from exc
 
 
 def parse_addresses(values: Sequence[object], *, role: str) -> list[Address]:

@@ -339,17 +339,22 @@ class FluxMail:
         await self.aclose()
 
     def close(self) -> None:
-        """Close the persistent connection, if any; later sends open their own."""
+        """Close the persistent connections, if any; later sends open their own."""
         self._in_context = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._aconn is not None:  # no loop to QUIT on from here: just drop it
+            self._aconn.abort()
+            self._aconn = None
 
     async def aclose(self) -> None:
+        """Close the persistent connections politely (QUIT), if any."""
         self._in_context = False
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None
+        self.close()
 
     # -- internals --------------------------------------------------------------------------
 

@@ -59,11 +59,11 @@ class Draft:
     inline_images: dict[str, Attachment] = field(default_factory=dict)
 
     def as_bytes(self) -> bytes:
-        return self.message.as_bytes(policy=WIRE_POLICY)
+        return self.message.as_bytes(policy=self.message.policy)
 
     def preview(self) -> str:
         """The message as it will be sent, plus the envelope's Bcc recipients for reference."""
-        text = self.message.as_string(policy=WIRE_POLICY.clone(linesep="\n"))
+        text = self.message.as_string(policy=self.message.policy.clone(linesep="\n"))
         if self.bcc:
             text = f"X-FluxMail-Bcc (envelope only, not sent): {', '.join(self.bcc)}\n{text}"
         return text
@@ -178,7 +178,11 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
     sender = None if spec.sender is None else parse_address(spec.sender, role="sender")
     reply_to = None if spec.reply_to is None else parse_address(spec.reply_to, role="reply_to")
 
-    msg = EmailMessage(policy=WIRE_POLICY)
+    everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *([sender] if sender else [])]
+    # A non-ASCII local part can only travel as SMTPUTF8 (RFC 6531): UTF-8 headers, and the
+    # transport refuses the send if the server lacks the extension.
+    utf8 = any(not a.username.isascii() for a in everyone)
+    msg = EmailMessage(policy=WIRE_POLICY.clone(utf8=True) if utf8 else WIRE_POLICY)
     if sender is not None:
         msg["From"] = sender
     msg["To"] = to_addrs
@@ -250,13 +254,24 @@ def _threading_headers(msg: EmailMessage, in_reply_to: object, references: objec
         msg["References"] = " ".join(_header_text(r, "references") for r in refs)
 
 
+def _transfer_encoding(text: str) -> str | None:
+    """7-bit safe encoding for non-ASCII text, so no relay needs 8BITMIME to carry it.
+
+    ASCII is left to the email package (7bit, or quoted-printable for over-long lines).
+    """
+    if text.isascii():
+        return None
+    wide = sum(not ch.isascii() for ch in text)
+    return "base64" if wide * 3 > len(text) else "quoted-printable"
+
+
 def _set_body(
     msg: EmailMessage, spec: MessageSpec, images: Mapping[object, object]
 ) -> tuple[str | None, str | None, dict[str, Attachment]]:
     """Fill in the body parts; returns the text, the final HTML and the inline images."""
     body = str(spec.body)
     if not spec.html_body:
-        msg.set_content(body)
+        msg.set_content(body, cte=_transfer_encoding(body))
         return body, None, {}
     text = None
     html = inline_css(body) if spec.inline_css else body
@@ -264,14 +279,14 @@ def _set_body(
         if not isinstance(spec.plain_body, str):
             raise FluxMailException("plain_body must be a string", "invalid_params")
         text = spec.plain_body
-        msg.set_content(text)
-        msg.add_alternative(html, subtype="html")
+        msg.set_content(text, cte=_transfer_encoding(text))
+        msg.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
         html_part = next(
             part for part in msg.iter_parts() if part.get_content_type() == "text/html"
         )
         assert isinstance(html_part, EmailMessage)
     else:
-        msg.set_content(html, subtype="html")
+        msg.set_content(html, subtype="html", cte=_transfer_encoding(html))
         html_part = msg
     inline: dict[str, Attachment] = {}
     for cid, path in images.items():

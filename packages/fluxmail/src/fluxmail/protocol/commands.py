@@ -109,15 +109,16 @@ class Envelope:
             raise FluxMailException("A message needs at least one recipient", "invalid_params")
 
 
-def mail_from(envelope: Envelope, extensions: Extensions, size: int) -> bytes:
-    """The MAIL FROM line, with SIZE, BODY=8BITMIME and SMTPUTF8 when the server offers them."""
+def mail_from(envelope: Envelope, extensions: Extensions, size: int, *, eight_bit: bool) -> bytes:
+    """The MAIL FROM line, with SIZE, BODY=8BITMIME (for 8-bit content) and SMTPUTF8 when the
+    server offers them."""
     utf8 = extensions.has("SMTPUTF8") and (
         _needs_utf8(envelope.sender) or any(map(_needs_utf8, envelope.recipients))
     )
     args = [f"FROM:<{envelope_address(envelope.sender, smtputf8=utf8)}>"]
     if extensions.has("SIZE"):
         args.append(f"SIZE={size}")
-    if extensions.has("8BITMIME"):
+    if eight_bit and extensions.has("8BITMIME"):
         args.append("BODY=8BITMIME")
     if utf8:
         args.append("SMTPUTF8")

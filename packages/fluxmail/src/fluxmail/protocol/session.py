@@ -106,7 +106,7 @@ def send_message(
             Reply(552, ("5.3.4 Message size exceeds fixed maximum message size",)),
             "MAIL FROM",
         )
-    first = mail_from(envelope, extensions, len(payload))
+    first = mail_from(envelope, extensions, len(payload), eight_bit=not message.isascii())
     rcpts = [rcpt_to(address, extensions) for address in envelope.recipients]
     if extensions.has("PIPELINING"):
         replies = yield Exchange(first + b"".join(rcpts) + command("DATA"), len(rcpts) + 2)

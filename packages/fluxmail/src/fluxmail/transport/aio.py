@@ -91,7 +91,8 @@ class AsyncConnection(ConnectionBase):
 
     @property
     def is_open(self) -> bool:
-        return self._stream is not None
+        """True once the session is open and until it is closed or breaks."""
+        return self._stream is not None and self.info is not None
 
     async def open(self) -> ServerInfo:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as the settings say."""
@@ -111,7 +112,11 @@ class AsyncConnection(ConnectionBase):
         except OSError as exc:
             raise self._map_error(exc, connecting=True) from exc
         self._stream = stream
-        self.info = await self._run(open_session(settings.plan))
+        try:
+            self.info = await self._run(open_session(settings.plan))
+        except BaseException:
+            self._abort()  # a session that failed to open is of no use to anyone
+            raise
         return self.info
 
     async def send(self, envelope: Envelope, message: bytes) -> SendResult:
@@ -141,6 +146,10 @@ class AsyncConnection(ConnectionBase):
     async def _reset_quietly(self) -> None:
         with contextlib.suppress(FluxMailException):
             await self._run(simple("RSET"))
+
+    def abort(self) -> None:
+        """Drop the connection without QUIT (for sync code that cannot await :meth:`close`)."""
+        self._abort()
 
     def _abort(self) -> None:
         stream, self._stream, self.info = self._stream, None, None

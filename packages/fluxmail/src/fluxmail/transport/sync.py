@@ -24,7 +24,8 @@ class SyncConnection(ConnectionBase):
 
     @property
     def is_open(self) -> bool:
-        return self._sock is not None
+        """True once the session is open and until it is closed or breaks."""
+        return self._sock is not None and self.info is not None
 
     def open(self) -> ServerInfo:
         """Connect, read the greeting, EHLO, STARTTLS and AUTH as the settings say."""
@@ -41,7 +42,11 @@ class SyncConnection(ConnectionBase):
         except OSError as exc:
             raise self._map_error(exc, connecting=True) from exc
         self._sock = sock
-        self.info = self._run(open_session(settings.plan))
+        try:
+            self.info = self._run(open_session(settings.plan))
+        except BaseException:
+            self._abort()  # a session that failed to open is of no use to anyone
+            raise
         return self.info
 
     def send(self, envelope: Envelope, message: bytes) -> SendResult:

@@ -1,0 +1,236 @@
+"""Django email backend: ``EMAIL_BACKEND = "fluxmail.backends.django.FluxMailBackend"``.
+
+It reads the settings of Django's own SMTP backend and adds FluxMail's:
+
+=============================== ============ ===============================================
+setting                         default      meaning
+=============================== ============ ===============================================
+``EMAIL_HOST``                  localhost    the relay (taken literally: no ``host:port``)
+``EMAIL_PORT``                  25
+``EMAIL_HOST_USER``             ""           AUTH only when user *and* password are non-empty
+``EMAIL_HOST_PASSWORD``         ""
+``EMAIL_USE_TLS``               False        STARTTLS, required: no silent plaintext fallback
+``EMAIL_USE_SSL``               False        implicit TLS (port 465 style)
+``EMAIL_TIMEOUT``               None         seconds; None means FluxMail's default, 30
+``EMAIL_SSL_CERTFILE``          None         client certificate (and ``EMAIL_SSL_KEYFILE``)
+``EMAIL_SSL_KEYFILE``           None
+``EMAIL_FLUXMAIL_MAX_RETRIES``  0            retries after a transient failure (4xx, network)
+``EMAIL_FLUXMAIL_RETRY_DELAY``  1.0          seconds between attempts
+``EMAIL_FLUXMAIL_SSL_CONTEXT``  None         an :class:`ssl.SSLContext`, e.g. for a private CA
+=============================== ============ ===============================================
+
+Every one can be overridden per connection, like Django's SMTP backend::
+
+    get_connection(host="smtp.example.com", port=587, use_tls=True, max_retries=3,
+                   ssl_context=ssl.create_default_context(cafile="corp-ca.pem"))
+
+Settings are read when a backend is constructed, never at import. Unlike Django's SMTP backend,
+the retries are applied, a password is never sent over a plaintext connection to a remote host,
+and failures raise :class:`~fluxmail.FluxMailException` (``send_failed``, chained to the cause)
+instead of :mod:`smtplib` errors.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import ssl
+import threading
+from collections.abc import Sequence
+from email.generator import BytesGenerator
+from email.message import Message
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import EmailMessage
+
+from fluxmail.addresses import parse_address
+from fluxmail.client import FluxMail
+from fluxmail.config import EmailInstance, EmailObject
+from fluxmail.errors import FluxMailException
+from fluxmail.protocol.commands import Envelope
+
+__all__ = ["FluxMailBackend"]
+
+#: FluxMail's own default; Django's ``EMAIL_TIMEOUT = None`` ("wait forever") is not offered.
+DEFAULT_TIMEOUT = 30.0
+
+# A logger of our own, passed to FluxMail: a FluxMail built without one resets the level of
+# the shared "fluxmail" logger, which would override the project's LOGGING on every connection.
+_log = logging.getLogger("fluxmail.backends.django")
+
+
+class FluxMailBackend(BaseEmailBackend):
+    """Send Django's messages with a :class:`~fluxmail.FluxMail`.
+
+    Keyword arguments override the settings in the module docstring (``None`` means "use the
+    setting"). Between :meth:`open` and :meth:`close` (or inside ``with backend:``) every
+    :meth:`send_messages` shares one SMTP connection, reopened if it breaks; otherwise each
+    call opens and closes its own. Each message gets the mailer's retries.
+
+    ``mailer`` is the :class:`~fluxmail.FluxMail` that sends. A backend is thread-safe: calls
+    from several threads take turns on its one connection.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        fail_silently: bool = False,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        *,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        # The same precedence as django.core.mail.backends.smtp.EmailBackend.
+        self.host: str = host or settings.EMAIL_HOST
+        self.port: int = port or settings.EMAIL_PORT
+        self.username: str = settings.EMAIL_HOST_USER if username is None else username
+        self.password: str = settings.EMAIL_HOST_PASSWORD if password is None else password
+        self.use_tls: bool = settings.EMAIL_USE_TLS if use_tls is None else use_tls
+        self.use_ssl: bool = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+        self.timeout: float | None = settings.EMAIL_TIMEOUT if timeout is None else timeout
+        self.ssl_keyfile: str | None = (
+            settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+        )
+        self.ssl_certfile: str | None = (
+            settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
+        )
+        # getattr: these are ours, so Django's global_settings has no default for them.
+        self.max_retries: int = (
+            getattr(settings, "EMAIL_FLUXMAIL_MAX_RETRIES", 0)
+            if max_retries is None
+            else max_retries
+        )
+        self.retry_delay: float = (
+            getattr(settings, "EMAIL_FLUXMAIL_RETRY_DELAY", 1.0)
+            if retry_delay is None
+            else retry_delay
+        )
+        self.ssl_context = self._tls_context(
+            getattr(settings, "EMAIL_FLUXMAIL_SSL_CONTEXT", None)
+            if ssl_context is None
+            else ssl_context
+        )
+        # Django logs in only when both are set; an empty password means "no AUTH".
+        login = bool(self.username and self.password)
+        self.mailer = FluxMail(
+            EmailObject.SMTP,
+            # An EmailInstance is taken literally, so an IPv6 address is not split at a colon.
+            EmailInstance(self.host),
+            logger=_log,
+            port=self.port,
+            username=self.username if login else None,
+            password=self.password if login else None,
+            use_tls=self.use_tls,
+            use_ssl=self.use_ssl,
+            ssl_context=self.ssl_context,
+            timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+        )
+        self._lock = threading.RLock()
+
+    def _tls_context(self, context: object) -> ssl.SSLContext | None:
+        """The context to use: the given one, or a default one carrying the client cert."""
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            raise ImproperlyConfigured(
+                f"EMAIL_FLUXMAIL_SSL_CONTEXT must be an ssl.SSLContext, not "
+                f"{type(context).__name__}"
+            )
+        if not (self.ssl_certfile or self.ssl_keyfile):
+            return context
+        if context is not None:
+            # Loading the certificate into the caller's context would change it for everyone
+            # who shares it; refuse the ambiguity instead of guessing.
+            raise ImproperlyConfigured(
+                "EMAIL_SSL_CERTFILE/EMAIL_SSL_KEYFILE and an SSL context were both given; "
+                "load the client certificate into the context (load_cert_chain) instead"
+            )
+        if not self.ssl_certfile:
+            raise ImproperlyConfigured("EMAIL_SSL_KEYFILE needs EMAIL_SSL_CERTFILE")
+        context = ssl.create_default_context()
+        context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+    def open(self) -> bool:
+        """Hold one connection for the following sends; True if this call started holding it.
+
+        The connection itself is made by the first send, so connection errors surface there
+        (and are subject to ``fail_silently`` and the retries).
+        """
+        with self._lock:
+            if self.mailer.in_context:
+                return False
+            self.mailer.__enter__()
+            return True
+
+    def close(self) -> None:
+        """QUIT and close the held connection, if any. Never raises."""
+        with self._lock:
+            self.mailer.close()
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        """Send each message; return how many were sent.
+
+        A message without recipients is skipped. A failure raises
+        :class:`~fluxmail.FluxMailException` and stops the batch, or with ``fail_silently`` is
+        logged (INFO) and skipped.
+        """
+        if not email_messages:
+            return 0
+        with self._lock:
+            opened = self.open()
+            try:
+                return sum(self._send(message) for message in email_messages)
+            finally:
+                if opened:
+                    self.close()
+
+    def _send(self, message: EmailMessage) -> bool:
+        recipients = message.recipients()
+        if not recipients:
+            return False
+        data = _wire_bytes(message.message())
+        try:
+            # The envelope comes from the Django message, not the headers: that is where Bcc
+            # lives (message() leaves it out of the data).
+            envelope = Envelope(
+                _addr_spec(message.from_email, "sender"),
+                tuple(_addr_spec(address, "recipient") for address in recipients),
+            )
+            self.mailer.send_message(data, envelope=envelope)
+        except FluxMailException as exc:
+            if not self.fail_silently:
+                raise
+            _log.info("Email %r not sent (fail_silently): %s", message.subject, exc)
+            return False
+        return True
+
+
+def _addr_spec(address: str, role: str) -> str:
+    """``user@example.com`` from ``"Name <user@example.com>"`` or a bare address."""
+    return parse_address(address, role=role).addr_spec
+
+
+def _wire_bytes(message: Message) -> bytes:
+    """The message with CRLF line endings, as Django's SMTP backend sends it.
+
+    Written with a generator rather than ``as_bytes()``: Django < 6 returns its own MIME
+    classes, whose ``as_bytes`` takes ``linesep`` but no ``policy``, and Django 6 returns a
+    stdlib ``EmailMessage``, whose ``as_bytes`` takes ``policy`` but no ``linesep``.
+    """
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False).flatten(message, linesep="\r\n")
+    return buffer.getvalue()

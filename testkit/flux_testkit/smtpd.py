@@ -1,0 +1,719 @@
+"""A real SMTP server on 127.0.0.1 for tests, built on aiosmtpd 1.4.6.
+
+The server runs its own asyncio loop in a background thread, so synchronous tests and asyncio
+tests (whatever their loop) use it the same way::
+
+    with SMTPTestServer(tls="starttls", auth=True) as server:
+        send_something(server.host, server.port)
+        [msg] = server.wait_for_messages(1)
+
+We do not use aiosmtpd's ``Controller``: it needs a fixed port and opens a connection to itself
+at start-up. Instead the server binds port 0 (the OS picks a free port, no race), accepts
+connections itself and hands each socket to asyncio, so ``connections`` counts only real clients
+and ``stop()`` can close every socket it ever accepted (pytest runs with ``-W error``, so a
+leaked socket would fail some later test with a ``ResourceWarning``).
+
+What aiosmtpd 1.4.6 advertises in its EHLO reply, in this order (``hostname`` defaults to
+``localhost``)::
+
+    250-localhost
+    250-SIZE 33554432       (``size``; line absent when size=None)
+    250-8BITMIME            (always)
+    250-SMTPUTF8            (``smtputf8``; default on)
+    250-PIPELINING          (only with pipelining=True; added by this module)
+    250-STARTTLS            (only tls="starttls", and only before the upgrade)
+    250-AUTH LOGIN PLAIN    (only auth=True, and with auth_require_tls only after STARTTLS)
+    250 HELP
+
+The greeting is ``220 <hostname> Python SMTP 1.4.6``. Other replies are aiosmtpd's: ``250 OK``
+to MAIL/RCPT/accepted DATA, ``354 End data with <CR><LF>.<CR><LF>``, ``221 Bye``. Known
+aiosmtpd limits: every RCPT parameter (e.g. DSN ``NOTIFY=``) is refused with ``555``, and so
+are MAIL parameters other than SIZE/BODY/SMTPUTF8; mail parameters are upper-cased; a data
+line longer than 1001 bytes gets ``500`` after the final dot; there is no CHUNKING/BDAT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from types import TracebackType
+from typing import Any, AnyStr, Literal, TypedDict
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from flux_testkit import certs
+
+__all__ = [
+    "DEFAULT_USERS",
+    "Faults",
+    "ReceivedMessage",
+    "SMTPTestServer",
+    "ServerOptions",
+    "TLSMode",
+    "closed_port",
+]
+
+TLSMode = Literal["none", "starttls", "ssl"]
+
+#: Credentials accepted when ``users`` is not given.
+DEFAULT_USERS: dict[str, str] = {"user@example.com": "s3cret-pass"}
+
+_BUILTIN_AUTH_MECHANISMS = frozenset({"LOGIN", "PLAIN"})
+
+
+def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
+    # aiosmtpd 1.4.6 itself touches its deprecated Session.login_data after every successful
+    # AUTH and logs a warning about it; nothing we pass avoids it, so drop just that record.
+    return not record.getMessage().startswith("Session.login_data is deprecated")
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_deprecation)
+_STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class ReceivedMessage:
+    """One message whose content the server received completely (after the final dot).
+
+    ``data`` is exactly what aiosmtpd hands to its DATA hook: the bytes between the ``354`` reply
+    and the terminating ``.<CRLF>`` line, with transparency dots removed (a line sent as
+    ``..x`` arrives as ``.x``) and nothing else changed: line endings are kept as sent (CRLF
+    from a compliant client), the terminator line is not included, so the data of a
+    well-formed message ends with the CRLF of its last line. No ``Received:`` header is added.
+    """
+
+    #: Reverse-path without angle brackets; ``""`` for the null sender ``MAIL FROM:<>``.
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    #: ``data`` with CRLF turned into LF, parsed by ``BytesParser(policy=email.policy.default)``
+    #: (so ``message.get_content()`` has ``"\n"`` line ends, as usual for parsed mail).
+    message: EmailMessage
+    #: MAIL FROM parameters as aiosmtpd stores them: upper-cased, e.g. ``["SIZE=123"]``.
+    mail_options: list[str]
+    #: Always empty with aiosmtpd 1.4.6, which refuses every RCPT parameter with ``555``.
+    rcpt_options: list[str]
+    #: Whether the connection was TLS-protected (STARTTLS or implicit TLS) when DATA ran.
+    tls: bool
+    #: Login name of the authenticated user, or None.
+    auth_user: str | None
+    #: The client's (host, port).
+    peer: tuple[str, int]
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject. Every default means "no fault".
+
+    The server reads its ``faults`` attribute when each command arrives, so a test may mutate
+    the fields (or replace the object) between sends. Counters are decremented by the server
+    each time the fault fires.
+    """
+
+    #: Reject new connections: send ``<code> Service not available`` instead of the 220
+    #: greeting, then close. Applies to every connection while set (with tls="ssl" the reply
+    #: is sent after the TLS handshake).
+    greeting_code: int | None = None
+    #: Answer the next N MAIL FROM commands with ``mail_from_transient_code`` instead of 250.
+    mail_from_transient: int = 0
+    #: 451 → ``451 4.3.0 Temporary failure`` (session stays usable);
+    #: 421 → ``421 4.3.0 Service not available, closing transmission channel``, then the
+    #: server closes the connection.
+    mail_from_transient_code: int = 451
+    #: Per-recipient RCPT replies, e.g. ``{"nobody@example.com": (550, "5.1.1 No such user")}``
+    #: → ``550 5.1.1 No such user``. Matched case-insensitively; other recipients get 250.
+    refuse_recipients: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: Answer the final reply of the next N DATA transfers (after the whole message was
+    #: received) with ``451 4.3.0 Temporary failure``. Checked before ``permanent_failure``.
+    transient_failures: int = 0
+    #: Answer the final reply of every DATA transfer with ``<permanent_code> 5.7.1 Message
+    #: rejected`` while set.
+    permanent_failure: bool = False
+    permanent_code: int = 554
+    #: For the next N DATA commands: send ``354``, read one line of the content, then abort the
+    #: connection without any reply.
+    drop_in_data: int = 0
+    #: When a connection has already received k MAIL FROM commands (k = this value), abort it
+    #: without a reply as the (k+1)th MAIL FROM arrives. The count is per connection, so a
+    #: client that reconnects can send k more; 0 drops every MAIL FROM.
+    drop_after_messages: int | None = None
+    #: Sleep this long before the final reply to DATA (any outcome). A client that gives up
+    #: and disconnects meanwhile leaves no message behind.
+    delay_reply_seconds: float = 0.0
+
+
+class ServerOptions(TypedDict, total=False):
+    """Keyword arguments of :class:`SMTPTestServer` (for typed factories)."""
+
+    tls: TLSMode
+    auth: bool
+    users: dict[str, str] | None
+    auth_mechanisms: Sequence[str]
+    auth_require_tls: bool
+    require_auth: bool
+    require_starttls: bool
+    hostname: str
+    faults: Faults | None
+    pipelining: bool
+    smtputf8: bool
+    size: int | None
+
+
+class SMTPTestServer:
+    """A real SMTP server on ``127.0.0.1``, in a background thread.
+
+    Args:
+        tls: ``"none"``: plaintext, STARTTLS not advertised. ``"starttls"``: plaintext,
+            STARTTLS advertised and supported. ``"ssl"``: implicit TLS from the first byte (a
+            port-465 style listener). Certificates come from :mod:`flux_testkit.certs`, so
+            clients should use ``certs.client_ssl_context()``.
+        auth: advertise and accept ``AUTH`` (mechanisms ``auth_mechanisms``) with the
+            credentials in ``users`` (default :data:`DEFAULT_USERS`). Wrong credentials get
+            ``535 5.7.8 Authentication credentials invalid``. Without auth, AUTH is not
+            advertised and answered with ``502 5.5.1 AUTH not supported``.
+        auth_require_tls: refuse AUTH on a plaintext session (not advertised; an AUTH
+            command gets ``538 5.7.11 Encryption required for requested authentication
+            mechanism``), like real relays. Implicit-TLS sessions always satisfy it.
+        require_auth: MAIL/RCPT/DATA (and VRFY/HELP) get ``530 5.7.0 Authentication
+            required`` until the session authenticated.
+        require_starttls: with tls="starttls" only: every command except EHLO, NOOP,
+            STARTTLS and QUIT gets ``530 Must issue a STARTTLS command first`` before TLS.
+        hostname: name used in the greeting and in the EHLO reply.
+        faults: initial :class:`Faults` (a fresh one by default); see ``self.faults``.
+        pipelining: also advertise PIPELINING (aiosmtpd handles pipelined commands anyway).
+        smtputf8: advertise and accept SMTPUTF8.
+        size: advertised SIZE and DATA size limit in bytes (``552`` beyond); None: no limit,
+            not advertised.
+
+    Attributes (valid after :meth:`start`):
+        host: always ``"127.0.0.1"``.
+        port: the port chosen by the OS.
+        messages: accepted messages (final reply 250), in arrival order.
+        rejected: messages received completely but answered with an injected 4xx/5xx.
+        connections: TCP connections accepted (including rejected or failed ones).
+        tls_handshake_failures: implicit-TLS connections whose handshake failed.
+        commands: every line the clients sent outside message content, raw and stripped of
+            the line ending, across all connections, e.g. ``["EHLO me", "STARTTLS",
+            "EHLO me", "AUTH PLAIN AHVz...", "MAIL FROM:<a@b> SIZE=12", ..., "DATA",
+            "QUIT"]``. AUTH continuation lines (base64 answers to ``334``) are included.
+            Lines sent in plaintext before a STARTTLS handshake but after the STARTTLS
+            command are discarded (as the server discards them).
+        faults: the :class:`Faults` in effect; read at the time of each command.
+    """
+
+    host: str = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        tls: TLSMode = "none",
+        auth: bool = False,
+        users: dict[str, str] | None = None,
+        auth_mechanisms: Sequence[str] = ("LOGIN", "PLAIN"),
+        auth_require_tls: bool = False,
+        require_auth: bool = False,
+        require_starttls: bool = False,
+        hostname: str = "localhost",
+        faults: Faults | None = None,
+        pipelining: bool = False,
+        smtputf8: bool = True,
+        size: int | None = 33554432,
+    ) -> None:
+        if tls not in ("none", "starttls", "ssl"):
+            raise ValueError(f"tls must be 'none', 'starttls' or 'ssl', not {tls!r}")
+        mechanisms = {m.upper() for m in auth_mechanisms}
+        if not mechanisms or not mechanisms <= _BUILTIN_AUTH_MECHANISMS:
+            raise ValueError("auth_mechanisms must be a non-empty subset of LOGIN, PLAIN")
+        if require_starttls and tls != "starttls":
+            raise ValueError("require_starttls needs tls='starttls'")
+        self.tls: TLSMode = tls
+        self.auth = auth
+        self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
+        self.auth_mechanisms = tuple(sorted(mechanisms))
+        self.auth_require_tls = auth_require_tls
+        self.require_auth = require_auth
+        self.require_starttls = require_starttls
+        self.hostname = hostname
+        self.faults: Faults = Faults() if faults is None else faults
+        self.pipelining = pipelining
+        self.smtputf8 = smtputf8
+        self.size = size
+
+        self.port: int = 0
+        self.messages: list[ReceivedMessage] = []
+        self.rejected: list[ReceivedMessage] = []
+        self.commands: list[str] = []
+        self.connections: int = 0
+        self.tls_handshake_failures: int = 0
+
+        # Guards the records above; the loop thread appends, the test thread reads and waits.
+        self._records = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+        # Loop-thread state.
+        self._handshakes: dict[asyncio.Task[None], socket.socket] = {}
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._live: set[asyncio.BaseProtocol] = set()
+        self._handler = _Handler(self)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> SMTPTestServer:
+        """Bind a free port, start the server thread and return ``self``.
+
+        Clients may connect as soon as this returns.
+        """
+        if self._thread is not None:
+            raise RuntimeError("SMTPTestServer already started")
+        if self.tls != "none" and self._ssl_context is None:
+            self._ssl_context = certs.server_ssl_context()
+        listener = socket.create_server((self.host, 0))
+        listener.setblocking(False)  # accepted from the loop's reader callback
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"SMTPTestServer:{self.port}", daemon=True
+        )
+        try:
+            thread.start()
+            if not ready.wait(_STOP_TIMEOUT):
+                raise RuntimeError("SMTPTestServer thread did not start")
+        except BaseException:
+            listener.close()
+            self._listener = None
+            raise
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        """Abort every open connection, stop the thread and close all sockets. Idempotent."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(_STOP_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_STOP_TIMEOUT)
+            self._thread = None
+
+    def __enter__(self) -> SMTPTestServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- test helpers -------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``."""
+        return (self.host, self.port)
+
+    def wait_for_messages(self, n: int, timeout: float = 5.0) -> list[ReceivedMessage]:
+        """Block until at least ``n`` messages were accepted; return a snapshot of all of them.
+
+        Raises:
+            AssertionError: fewer than ``n`` arrived within ``timeout`` seconds; the message
+                lists what did arrive (accepted and rejected) and the commands seen.
+        """
+        with self._records:
+            if self._records.wait_for(lambda: len(self.messages) >= n, timeout):
+                return list(self.messages)
+            raise AssertionError(
+                f"expected {n} message(s) within {timeout}s, got {len(self.messages)}\n"
+                f"accepted: {_summaries(self.messages)}\n"
+                f"rejected: {_summaries(self.rejected)}\n"
+                f"connections: {self.connections}\n"
+                f"commands: {self.commands}"
+            )
+
+    def clear(self) -> None:
+        """Forget recorded messages, commands and counters. ``faults`` is left as it is."""
+        with self._records:
+            self.messages.clear()
+            self.rejected.clear()
+            self.commands.clear()
+            self.connections = 0
+            self.tls_handshake_failures = 0
+
+    # -- recording (loop thread) --------------------------------------------------------------
+
+    def _record_command(self, line: str) -> None:
+        with self._records:
+            self.commands.append(line)
+
+    def _record_message(self, message: ReceivedMessage, *, accepted: bool) -> None:
+        with self._records:
+            (self.messages if accepted else self.rejected).append(message)
+            self._records.notify_all()
+
+    # -- event loop (server thread) -----------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        # A selector loop on every platform: add_reader() is needed and Windows' default
+        # proactor loop lacks it.
+        loop = asyncio.SelectorEventLoop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            assert self._listener is not None
+            loop.add_reader(self._listener, self._accept, self._listener)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        # Accept synchronously in the reader callback rather than awaiting loop.sock_accept():
+        # cancelling that at stop() could drop a socket it had just accepted, unclosed.
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # BlockingIOError: backlog drained; anything else: retry later
+                return
+            conn.setblocking(False)
+            with self._records:
+                self.connections += 1
+            task = asyncio.get_running_loop().create_task(self._serve(conn))
+            self._handshakes[task] = conn
+            task.add_done_callback(self._forget_handshake)
+
+    def _forget_handshake(self, task: asyncio.Task[None]) -> None:
+        del self._handshakes[task]
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        ssl_context = self._ssl_context if self.tls == "ssl" else None
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                self._make_protocol, conn, ssl=ssl_context
+            )
+        except OSError:
+            # TLS handshake failed or the client left early; asyncio closed the transport.
+            with self._records:
+                self.tls_handshake_failures += 1
+            conn.close()
+            return
+        self._transports.add(transport)
+
+    def _make_protocol(self) -> asyncio.BaseProtocol:
+        code = self.faults.greeting_code
+        if code is not None:
+            return _GreetingRejector(self, code)
+        loop = asyncio.get_running_loop()
+        return _Session(
+            self,
+            self._handler,
+            loop=loop,
+            hostname=self.hostname,
+            data_size_limit=self.size,
+            enable_SMTPUTF8=self.smtputf8,
+            decode_data=False,
+            tls_context=self._ssl_context if self.tls == "starttls" else None,
+            require_starttls=self.require_starttls,
+            # aiosmtpd does not see implicit TLS (it lives below the protocol); those sessions
+            # are encrypted anyway, so only plaintext listeners pass the requirement on.
+            auth_require_tls=self.auth_require_tls and self.tls != "ssl",
+            auth_exclude_mechanism=sorted(_BUILTIN_AUTH_MECHANISMS - set(self.auth_mechanisms)),
+            authenticator=self._authenticate,
+        )
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            login = data.login.decode("utf-8", "replace")
+            expected = self.users.get(login)
+            if expected is not None and data.password == expected.encode("utf-8"):
+                return AuthResult(success=True, auth_data=login)
+        # Not handled: aiosmtpd answers "535 5.7.8 Authentication credentials invalid".
+        return AuthResult(success=False, handled=False)
+
+    async def _shutdown(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
+            self._listener.close()
+        tasks = list(self._handshakes)
+        pending_socks = list(self._handshakes.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A handshake task cancelled before it ran never handed its socket to asyncio.
+        for conn in pending_socks:
+            conn.close()
+        for transport in list(self._transports):
+            _abort(transport)
+        # connection_lost() runs a few loop iterations after abort(); wait for it so every
+        # socket is closed before the loop goes away.
+        for _ in range(200):
+            if not self._live:
+                break
+            await asyncio.sleep(0.01)
+        current = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+        for _ in range(3):  # let the last close callbacks run
+            await asyncio.sleep(0)
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 with nothing listening (connecting gets ECONNREFUSED).
+
+    The port was free a moment ago; another process could take it, which is unlikely enough
+    for tests.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- protocol internals ---------------------------------------------------------------------
+
+
+def _abort(transport: asyncio.BaseTransport | None) -> None:
+    """Close without flushing or a TLS close_notify: the client just sees the socket die."""
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    elif transport is not None:
+        transport.close()
+
+
+def _summaries(messages: list[ReceivedMessage]) -> str:
+    return (
+        ", ".join(
+            f"<from={m.mail_from!r} to={m.rcpt_tos} subject={m.message['Subject']!r}>"
+            for m in messages
+        )
+        or "none"
+    )
+
+
+def _peer(session: Session) -> tuple[str, int]:
+    peer: Any = session.peer  # aiosmtpd annotates it as str; it is the peername tuple
+    return (str(peer[0]), int(peer[1]))
+
+
+def _auth_user(session: Session) -> str | None:
+    login: Any = session.auth_data  # what SMTPTestServer._authenticate stored
+    return login if session.authenticated and isinstance(login, str) else None
+
+
+class _GreetingRejector(asyncio.Protocol):
+    """Stands in for a session while ``Faults.greeting_code`` is set."""
+
+    def __init__(self, owner: SMTPTestServer, code: int) -> None:
+        self._owner = owner
+        self._code = code
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._live.add(self)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{self._code} Service not available\r\n".encode("ascii"))
+        transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._live.discard(self)
+
+
+class _Session(SMTP):
+    """aiosmtpd's protocol (one instance per connection) plus recording and faults.
+
+    aiosmtpd dispatches on method names (``smtp_<VERB>``, ``handle_<VERB>``), hence the
+    upper-case names below.
+    """
+
+    def __init__(self, owner: SMTPTestServer, handler: _Handler, **kwargs: Any) -> None:
+        # Set before SMTP.__init__, which introspects the instance.
+        self._tk_owner = owner
+        self._tk_buffer = bytearray()
+        self._tk_in_content = False
+        self._tk_mail_count = 0
+        super().__init__(handler, **kwargs)
+
+    # Command recording: parse the byte stream the way aiosmtpd reads it (commands end at LF,
+    # message content is CRLF lines up to ".\r\n" and starts once we send 354).
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:
+            self._tk_owner._live.add(self)
+        else:
+            # Second call = STARTTLS completed; aiosmtpd drops unread plaintext, so do we.
+            self._tk_buffer.clear()
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._tk_owner._live.discard(self)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._tk_buffer
+        buffer += data
+        while True:
+            sep = b"\r\n" if self._tk_in_content else b"\n"
+            end = buffer.find(sep)
+            if end < 0:
+                break
+            line = bytes(buffer[: end + len(sep)])
+            del buffer[: end + len(sep)]
+            if self._tk_in_content:
+                self._tk_in_content = line != b".\r\n"
+            else:
+                text = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                self._tk_owner._record_command(text)
+        super().data_received(data)
+
+    async def push(self, status: AnyStr) -> None:
+        reply = status.encode() if isinstance(status, str) else status
+        if reply.startswith(b"354"):
+            self._tk_in_content = True
+        await super().push(status)
+
+    # Policies aiosmtpd cannot express without warnings or side effects.
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        # Replaces aiosmtpd's auth_required, which warns when combined with
+        # auth_require_tls=False (pytest turns that warning into an error).
+        if self._tk_owner.require_auth and not (self.session and self.session.authenticated):
+            await self.push("530 5.7.0 Authentication required")
+            return True
+        return False
+
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+        if not self._tk_owner.auth:
+            await self.push("502 5.5.1 AUTH not supported")
+            return
+        await super().smtp_AUTH(arg)
+
+    # Faults.
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
+        assert self.session is not None
+        if not self.session.host_name:  # aiosmtpd answers 503 "send HELO first"
+            await super().smtp_MAIL(arg)
+            return
+        faults = self._tk_owner.faults
+        limit = faults.drop_after_messages
+        if limit is not None and self._tk_mail_count >= limit:
+            _abort(self.transport)
+            return
+        self._tk_mail_count += 1
+        if faults.mail_from_transient > 0:
+            faults.mail_from_transient -= 1
+            code = faults.mail_from_transient_code
+            if code == 421:
+                await self.push("421 4.3.0 Service not available, closing transmission channel")
+                assert self.transport is not None
+                self.transport.close()
+            else:
+                await self.push(f"{code} 4.3.0 Temporary failure")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        faults = self._tk_owner.faults
+        if faults.drop_in_data > 0 and self._tk_data_would_start(arg):
+            faults.drop_in_data -= 1
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                await self._reader.readuntil(b"\r\n")  # "part of the message content"
+            _abort(self.transport)
+            return
+        await super().smtp_DATA(arg)
+
+    def _tk_data_would_start(self, arg: str | None) -> bool:
+        """Whether aiosmtpd would answer this DATA with 354 (mirrors its checks)."""
+        session, envelope = self.session, self.envelope
+        if session is None or envelope is None or arg or not session.host_name:
+            return False
+        if self._tk_owner.require_auth and not session.authenticated:
+            return False
+        return bool(envelope.rcpt_tos)
+
+
+class _Handler:
+    """aiosmtpd handler hooks (called with the ``_Session`` as ``server``)."""
+
+    def __init__(self, owner: SMTPTestServer) -> None:
+        self._owner = owner
+
+    async def handle_EHLO(  # noqa: N802
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # with an EHLO hook, aiosmtpd leaves this to us
+        owner = self._owner
+        lines = [r for r in responses if owner.auth or not r.startswith("250-AUTH")]
+        if owner.pipelining:
+            lines.insert(-1, "250-PIPELINING")  # before the final "250 HELP"
+        return lines
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusals = {a.casefold(): r for a, r in self._owner.faults.refuse_recipients.items()}
+        refusal = refusals.get(address.casefold())
+        if refusal is not None:
+            return f"{refusal[0]} {refusal[1]}"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        delay = self._owner.faults.delay_reply_seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data = envelope.original_content or b""
+        transport = server.transport
+        received = ReceivedMessage(
+            # aiosmtpd stores the null reverse-path as the literal "<>".
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=data,
+            # Parse with LF line ends so get_content() gives "\n" text, as for any parsed mail.
+            message=BytesParser(policy=default_policy).parsebytes(data.replace(b"\r\n", b"\n")),
+            mail_options=list(envelope.mail_options),
+            rcpt_options=list(envelope.rcpt_options),
+            tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
+            auth_user=_auth_user(session),
+            peer=_peer(session),
+        )
+        faults = self._owner.faults  # re-read: the test may have changed it during the delay
+        if faults.transient_failures > 0:
+            faults.transient_failures -= 1
+            reply = "451 4.3.0 Temporary failure"
+        elif faults.permanent_failure:
+            reply = f"{faults.permanent_code} 5.7.1 Message rejected"
+        else:
+            self._owner._record_message(received, accepted=True)
+            return "250 OK"
+        self._owner._record_message(received, accepted=False)
+        return reply
