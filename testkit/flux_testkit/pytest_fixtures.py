@@ -4,9 +4,13 @@ Enable them in a test suite's top-level ``conftest.py`` with either::
 
     pytest_plugins = ["flux_testkit.pytest_fixtures"]
 
-or by importing the fixture functions::
+or by importing the fixture functions (ruff: ``# noqa: F401``)::
 
-    from flux_testkit.pytest_fixtures import client_ssl_context, plain_smtp, smtp_server  # noqa: F401
+    from flux_testkit.pytest_fixtures import client_ssl_context, plain_smtp, smtp_server
+
+Test modules should then import ``SMTPServerFactory`` (for annotations) only under
+``TYPE_CHECKING`` unless the plugin is already registered, or pytest warns that it cannot
+rewrite the module's asserts.
 """
 
 from __future__ import annotations

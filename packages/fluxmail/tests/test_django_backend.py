@@ -1,4 +1,8 @@
-"""The Django email backend against a real SMTP server (``flux_testkit.smtpd``)."""
+"""The Django email backend against a real SMTP server (``flux_testkit.smtpd``).
+
+The server fixtures (``plain_smtp``, ``smtp_server``, ``client_ssl_context``) come from the
+testkit through ``conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.test import override_settings
 
-from flux_testkit import certs, pytest_fixtures
+from flux_testkit import certs
 from flux_testkit.pytest_fixtures import SMTPServerFactory
 from flux_testkit.smtpd import Faults, SMTPTestServer, closed_port
 from fluxmail import FluxMailException, SMTPConnectError, SMTPReplyError
@@ -30,11 +34,6 @@ from fluxmail.backends.django import DEFAULT_TIMEOUT, FluxMailBackend
 if not settings.configured:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flux_testkit.django_settings")
 django.setup()
-
-# The testkit's fixtures, bound here so pytest finds them in this module.
-smtp_server = pytest_fixtures.smtp_server
-plain_smtp = pytest_fixtures.plain_smtp
-client_ssl_context = pytest_fixtures.client_ssl_context
 
 BACKEND = "fluxmail.backends.django.FluxMailBackend"
 USER, PASSWORD = "user@example.com", "s3cret-pass"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fluxmail.errors import FluxMailException
@@ -63,21 +65,15 @@ class OutlookMailer:
         return self._app
 
     def send(self, draft: Draft) -> None:
-        item = self._compose(draft)
-        try:
-            item.Send()
-        except Exception as exc:
-            raise FluxMailException(f"Outlook could not send: {exc}", "outlook_no_send") from exc
+        """Compose and send; ``outlook_no_send`` if Outlook fails at any step."""
+        with _com_errors("Outlook could not send", "outlook_no_send"):
+            self._compose(draft).Send()
         self.logger.info("Sent %r through Outlook", draft.subject)
 
     def display(self, draft: Draft) -> str:
-        item = self._compose(draft)
-        try:
-            item.Display(False)
-        except Exception as exc:
-            raise FluxMailException(
-                f"Outlook could not open the message: {exc}", "display_failed"
-            ) from exc
+        """Compose and open the compose window; ``display_failed`` if Outlook fails."""
+        with _com_errors("Outlook could not open the message", "display_failed"):
+            self._compose(draft).Display(False)
         return "Email displayed in Outlook."
 
     def _compose(self, draft: Draft) -> Any:
@@ -97,10 +93,11 @@ class OutlookMailer:
             item.HTMLBody = draft.html
         if draft.text is not None and draft.html is None:
             item.Body = draft.text
+        # Absolute paths: Outlook is another process, with its own working directory.
         for attachment in draft.attachments:
-            item.Attachments.Add(str(attachment.path))
+            item.Attachments.Add(str(attachment.path.absolute()))
         for cid, image in draft.inline_images.items():
-            added = item.Attachments.Add(str(image.path))
+            added = item.Attachments.Add(str(image.path.absolute()))
             added.PropertyAccessor.SetProperty(PR_ATTACH_CONTENT_ID, cid)
         return item
 
@@ -113,3 +110,18 @@ class OutlookMailer:
             "sender unset to use the default account",
             "outlook_no_sender",
         )
+
+
+@contextmanager
+def _com_errors(what: str, code: str) -> Iterator[None]:
+    """Turn an Outlook (COM) failure into ``FluxMailException(code)``, chained.
+
+    Composing talks to Outlook too (creating the item, adding attachments), so it is covered
+    as well as the final call; our own errors (no sender, no connection) pass unchanged.
+    """
+    try:
+        yield
+    except FluxMailException:
+        raise
+    except Exception as exc:
+        raise FluxMailException(f"{what}: {exc}", code) from exc
