@@ -116,6 +116,12 @@ def test_ehlo_advertisement_of_plain_server(plain_smtp: SMTPTestServer) -> None:
         assert code == 502
 
 
+def test_starttls_command_without_tls_is_454(plain_smtp: SMTPTestServer) -> None:
+    with connect(plain_smtp) as client:
+        client.ehlo()
+        assert client.docmd("STARTTLS")[0] == 454
+
+
 def test_ehlo_toggles(smtp_server: SMTPServerFactory) -> None:
     server = smtp_server(pipelining=True, smtputf8=False, size=None, hostname="mx.test")
     with connect(server) as client:
@@ -402,6 +408,15 @@ def test_stop_aborts_open_connections() -> None:
         for client in (plain, tls):
             client.close()
         idle.close()
+
+
+def test_restart_after_stop() -> None:
+    server = SMTPTestServer()
+    with server:
+        send_raw(server)
+    with server:
+        send_raw(server)
+    assert len(server.messages) == 2
 
 
 def test_stop_during_pending_tls_handshake() -> None:

@@ -47,7 +47,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from types import TracebackType
-from typing import Any, AnyStr, Literal, TypedDict
+from typing import Any, AnyStr, Literal, NoReturn, TypedDict
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -69,6 +69,7 @@ TLSMode = Literal["none", "starttls", "ssl"]
 DEFAULT_USERS: dict[str, str] = {"user@example.com": "s3cret-pass"}
 
 _BUILTIN_AUTH_MECHANISMS = frozenset({"LOGIN", "PLAIN"})
+_STOP_TIMEOUT = 10.0
 
 
 def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
@@ -78,7 +79,6 @@ def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("mail.log").addFilter(_not_login_data_deprecation)
-_STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -173,10 +173,11 @@ class SMTPTestServer:
     """A real SMTP server on ``127.0.0.1``, in a background thread.
 
     Args:
-        tls: ``"none"``: plaintext, STARTTLS not advertised. ``"starttls"``: plaintext,
-            STARTTLS advertised and supported. ``"ssl"``: implicit TLS from the first byte (a
-            port-465 style listener). Certificates come from :mod:`flux_testkit.certs`, so
-            clients should use ``certs.client_ssl_context()``.
+        tls: ``"none"``: plaintext, STARTTLS not advertised (the command gets ``454 TLS not
+            available``). ``"starttls"``: plaintext, STARTTLS advertised and supported.
+            ``"ssl"``: implicit TLS from the first byte (a port-465 style listener; STARTTLS
+            gets 454). Certificates come from :mod:`flux_testkit.certs`, so clients should use
+            ``certs.client_ssl_context()``.
         auth: advertise and accept ``AUTH`` (mechanisms ``auth_mechanisms``) with the
             credentials in ``users`` (default :data:`DEFAULT_USERS`). Wrong credentials get
             ``535 5.7.8 Authentication credentials invalid``. Without auth, AUTH is not
@@ -203,7 +204,7 @@ class SMTPTestServer:
         connections: TCP connections accepted (including rejected or failed ones).
         tls_handshake_failures: implicit-TLS connections whose handshake failed.
         commands: every line the clients sent outside message content, raw and stripped of
-            the line ending, across all connections, e.g. ``["EHLO me", "STARTTLS",
+            the line ending (case as sent), across all connections, e.g. ``["EHLO me", "STARTTLS",
             "EHLO me", "AUTH PLAIN AHVz...", "MAIL FROM:<a@b> SIZE=12", ..., "DATA",
             "QUIT"]``. AUTH continuation lines (base64 answers to ``334``) are included.
             Lines sent in plaintext before a STARTTLS handshake but after the STARTTLS
@@ -273,7 +274,8 @@ class SMTPTestServer:
     def start(self) -> SMTPTestServer:
         """Bind a free port, start the server thread and return ``self``.
 
-        Clients may connect as soon as this returns.
+        Clients may connect as soon as this returns. A stopped server may be started again
+        (on a new port; records are kept).
         """
         if self._thread is not None:
             raise RuntimeError("SMTPTestServer already started")
@@ -371,8 +373,8 @@ class SMTPTestServer:
     def _run(self, ready: threading.Event) -> None:
         # A selector loop on every platform: add_reader() is needed and Windows' default
         # proactor loop lacks it.
+        # Everything gets this loop passed explicitly, so no set_event_loop() is needed.
         loop = asyncio.SelectorEventLoop()
-        asyncio.set_event_loop(loop)
         self._loop = loop
         try:
             assert self._listener is not None
@@ -383,7 +385,6 @@ class SMTPTestServer:
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
-                asyncio.set_event_loop(None)
                 loop.close()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -413,8 +414,9 @@ class SMTPTestServer:
             )
         except OSError:
             # TLS handshake failed or the client left early; asyncio closed the transport.
-            with self._records:
-                self.tls_handshake_failures += 1
+            if ssl_context is not None:
+                with self._records:
+                    self.tls_handshake_failures += 1
             conn.close()
             return
         self._transports.add(transport)
@@ -619,16 +621,14 @@ class _Session(SMTP):
         faults = self._tk_owner.faults
         limit = faults.drop_after_messages
         if limit is not None and self._tk_mail_count >= limit:
-            _abort(self.transport)
-            return
+            await self._tk_hang_up(abort=True)
         self._tk_mail_count += 1
         if faults.mail_from_transient > 0:
             faults.mail_from_transient -= 1
             code = faults.mail_from_transient_code
             if code == 421:
                 await self.push("421 4.3.0 Service not available, closing transmission channel")
-                assert self.transport is not None
-                self.transport.close()
+                await self._tk_hang_up(abort=False)
             else:
                 await self.push(f"{code} 4.3.0 Temporary failure")
             return
@@ -641,9 +641,23 @@ class _Session(SMTP):
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 await self._reader.readuntil(b"\r\n")  # "part of the message content"
-            _abort(self.transport)
-            return
+            await self._tk_hang_up(abort=True)
         await super().smtp_DATA(arg)
+
+    async def _tk_hang_up(self, *, abort: bool) -> NoReturn:
+        """Close the connection and end this session's command loop.
+
+        Without waiting, aiosmtpd would go on executing commands already buffered (a
+        pipelining client's RCPT/DATA, or message lines) and answer into a dead socket.
+        connection_lost() cancels the command loop, i.e. this coroutine, a few loop iterations
+        after the close (stop() would too).
+        """
+        if abort:
+            _abort(self.transport)
+        elif self.transport is not None:
+            self.transport.close()
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable: the session is cancelled when the connection closes")
 
     def _tk_data_would_start(self, arg: str | None) -> bool:
         """Whether aiosmtpd would answer this DATA with 354 (mirrors its checks)."""

@@ -17,6 +17,6 @@ USER = "user@example.com"
 
 
 @pytest.fixture
-def mailer(plain_smtp: SMTPTestServer) -> FluxMail:
+def mailer(plain_smtp: SMTPTestServer) -> FluxMail:  # noqa: F811 - the fixture, by name
     """A FluxMail pointed at the plain test server, with a default sender."""
     return FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="from@example.com")

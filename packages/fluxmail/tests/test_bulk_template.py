@@ -11,7 +11,7 @@ from flux_testkit.smtpd import Faults, SMTPTestServer
 from fluxmail import BulkSender, EmailTemplate, FluxMail, FluxMailException
 
 
-def batch(n: int, bad: set[int] = frozenset()) -> list[dict[str, object]]:  # type: ignore[assignment]
+def batch(n: int, bad: set[int] = frozenset()) -> list[dict[str, object]]:
     return [
         {
             "subject": f"Hello {i}",
@@ -22,7 +22,9 @@ def batch(n: int, bad: set[int] = frozenset()) -> list[dict[str, object]]:  # ty
     ]
 
 
-def test_send_batch_over_one_connection(mailer: FluxMail, plain_smtp: SMTPTestServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_send_batch_over_one_connection(
+    mailer: FluxMail, plain_smtp: SMTPTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     successes: list[int] = []
     failures: list[tuple[int, str | None]] = []
     report = BulkSender(mailer).send_batch(
@@ -37,7 +39,10 @@ def test_send_batch_over_one_connection(mailer: FluxMail, plain_smtp: SMTPTestSe
     assert failures == [(2, "invalid_email"), (4, "invalid_email")]
     assert [r is None for r in report["results"]] == [False, False, True, False, True, False]
     assert [m.rcpt_tos[0] for m in plain_smtp.messages] == [
-        "user0@example.com", "user1@example.com", "user3@example.com", "user5@example.com"
+        "user0@example.com",
+        "user1@example.com",
+        "user3@example.com",
+        "user5@example.com",
     ]
     assert plain_smtp.connections == 1
     assert "6/6" in capsys.readouterr().err  # the progress bar's final line
@@ -55,7 +60,9 @@ def test_relay_failures_are_recorded_and_batch_goes_on(smtp_server: SMTPServerFa
     assert server.connections == 1
 
 
-def test_batch_inside_an_open_session_keeps_it_open(mailer: FluxMail, plain_smtp: SMTPTestServer) -> None:
+def test_batch_inside_an_open_session_keeps_it_open(
+    mailer: FluxMail, plain_smtp: SMTPTestServer
+) -> None:
     with mailer:
         BulkSender(mailer).send_batch(batch(2), progress=False)
         assert mailer.in_context

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -219,7 +219,7 @@ def test_help_goes_to_stdout_and_exits_0() -> None:
 
 
 def test_installed_console_script(plain_smtp: SMTPTestServer) -> None:
-    script = shutil.which("fluxmail", path=os.path.dirname(sys.executable))
+    script = shutil.which("fluxmail", path=Path(sys.executable).parent)
     assert script is not None, "the fluxmail console script is not installed in this venv"
     version = run("--version", command=[script])
     assert (version.returncode, version.stdout) == (0, f"fluxmail {fluxmail.__version__}\n")
@@ -379,7 +379,9 @@ def test_malformed_number_in_env_is_invalid_config(
     variable: str, plain_smtp: SMTPTestServer
 ) -> None:
     env = clean_env(**{variable: "twelve"})
-    result = run(*message_args(plain_smtp, "--body", "x"), env=env)
+    # The port rides in --host, so no flag overrides FLUXMAIL_PORT and it is read.
+    host = f"{plain_smtp.host}:{plain_smtp.port}"
+    result = run(*message_args(None, "--host", host, "--body", "x"), env=env)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("error: ")
     assert variable in result.stderr
@@ -531,14 +533,13 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def broken_send(monkeypatch: pytest.MonkeyPatch, isolated_env: None) -> Iterator[None]:
+def broken_send(monkeypatch: pytest.MonkeyPatch, isolated_env: None) -> None:
     # Nothing a user can do makes the CLI fail unexpectedly (that would be a bug to fix), so
     # the 99 path is driven in-process with a send() that fails the way a bug would.
     def send(self: FluxMail, dry_run: bool = False) -> str:
         raise RuntimeError("something broke\nacross two lines")
 
     monkeypatch.setattr(FluxMail, "send", send)
-    yield
 
 
 def test_exit_99_for_an_unexpected_error(

@@ -11,7 +11,7 @@ from flux_testkit.smtpd import SMTPTestServer
 from fluxmail import EmailInstance, EmailObject, FluxMail, FluxMailException
 
 
-def code_of(call, *args, **kwargs) -> str | None:  # type: ignore[no-untyped-def]
+def code_of(call, *args, **kwargs) -> str | None:
     with pytest.raises(FluxMailException) as info:
         call(*args, **kwargs)
     return info.value.code
@@ -50,29 +50,43 @@ class TestConstructor:
             ("smtp.gmail.com", "smtp.gmail.com", "", 25),
             ("smtp.gmail.com:gmail.com", "smtp.gmail.com", "gmail.com", 25),
             ("smtp.example.com:587", "smtp.example.com", "", 587),  # fixed: a port, not a domain
-            (EmailInstance("smtp.example.com", "example.com"), "smtp.example.com", "example.com", 25),
+            (
+                EmailInstance("smtp.example.com", "example.com"),
+                "smtp.example.com",
+                "example.com",
+                25,
+            ),
         ],
     )
     def test_host_forms(self, host: object, relay: str, domain: str, port: int) -> None:
-        mailer = FluxMail("smtp", host)  # type: ignore[arg-type]
+        mailer = FluxMail("smtp", host)
         assert (mailer.relay, mailer.domain, mailer.port) == (relay, domain, port)
 
     @pytest.mark.parametrize("host", [None, 25, ["smtp.example.com"], ("a", "b"), b"host"])
     def test_other_host_types_are_type_errors(self, host: object) -> None:
         with pytest.raises(TypeError):
-            FluxMail("smtp", host)  # type: ignore[arg-type]
+            FluxMail("smtp", host)
 
     def test_domain_names_message_ids(self, plain_smtp: SMTPTestServer) -> None:
         instance = EmailInstance(plain_smtp.host, "mail.example.org")
         mailer = FluxMail("smtp", instance, port=plain_smtp.port, sender="a@example.com")
         mailer.create("x", ["b@example.com"], "x").send()
-        assert plain_smtp.wait_for_messages(1)[0].message["Message-ID"].endswith(
-            "@mail.example.org>"
+        assert (
+            plain_smtp.wait_for_messages(1)[0].message["Message-ID"].endswith("@mail.example.org>")
         )
 
     @pytest.mark.parametrize(
         "kwargs",
-        [{"port": 0}, {"port": 70000}, {"port": "25"}, {"timeout": -1}, {"max_retries": -1}],
+        [
+            {"port": 0},
+            {"port": 70000},
+            {"port": "25"},
+            {"timeout": -1},
+            {"timeout": 0},
+            {"timeout": float("nan")},
+            {"retry_delay": float("inf")},
+            {"max_retries": -1},
+        ],
     )
     def test_bad_numbers(self, kwargs: dict[str, object]) -> None:
         assert code_of(FluxMail, "smtp", "h", **kwargs) == "invalid_config"
@@ -102,9 +116,7 @@ class TestSenderResolution:
         assert second.mail_from == "ctor@example.com"
 
     def test_username_when_it_is_an_address(self, plain_smtp: SMTPTestServer) -> None:
-        mailer = FluxMail(
-            "smtp", plain_smtp.host, port=plain_smtp.port, username="me@example.com"
-        )
+        mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, username="me@example.com")
         mailer.create("x", ["to@example.com"], "x").send()
         assert plain_smtp.wait_for_messages(1)[0].mail_from == "me@example.com"
 
@@ -150,14 +162,16 @@ class TestCreateValidation:
     @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
     def test_unreadable_attachment(self, mailer: FluxMail) -> None:
         # A regular file whose read fails with EIO, even for root (chmod would not stop root).
-        assert code_of(
-            mailer.create, "s", ["t@example.com"], "b", attachments=["/proc/self/mem"]
-        ) == "read_error"
+        assert (
+            code_of(mailer.create, "s", ["t@example.com"], "b", attachments=["/proc/self/mem"])
+            == "read_error"
+        )
 
     def test_directory_is_not_an_attachment(self, mailer: FluxMail, tmp_path: Path) -> None:
-        assert code_of(
-            mailer.create, "s", ["t@example.com"], "b", attachments=[str(tmp_path)]
-        ) == "attachment_not_found"
+        assert (
+            code_of(mailer.create, "s", ["t@example.com"], "b", attachments=[str(tmp_path)])
+            == "attachment_not_found"
+        )
 
     def test_failed_create_leaves_nothing_to_send(self, mailer: FluxMail) -> None:
         mailer.create("ok", ["to@example.com"], "b")
@@ -182,7 +196,11 @@ class TestFromEnv:
         }.items():
             monkeypatch.setenv(name, value)
         mailer = FluxMail.from_env()
-        assert (mailer.relay, mailer.domain, mailer.port) == ("smtp.example.com", "example.com", 587)
+        assert (mailer.relay, mailer.domain, mailer.port) == (
+            "smtp.example.com",
+            "example.com",
+            587,
+        )
         assert mailer.username == "me@example.com"
         assert (mailer.use_tls, mailer.use_ssl) == (True, False)
         assert mailer.timeout == 12
@@ -193,7 +211,12 @@ class TestFromEnv:
         monkeypatch.setenv("FLUXMAIL_HOST", "relay.example.com")
         mailer = FluxMail.from_env()
         assert mailer.object_type is EmailObject.SMTP
-        assert (mailer.port, mailer.use_tls, mailer.use_ssl, mailer.timeout) == (25, False, False, 30)
+        assert (mailer.port, mailer.use_tls, mailer.use_ssl, mailer.timeout) == (
+            25,
+            False,
+            False,
+            30,
+        )
         assert (mailer.retry.max_retries, mailer.retry.delay) == (0, 1.0)
 
     @pytest.mark.parametrize("truthy", ["true", "TRUE", "1", "yes", "YeS"])

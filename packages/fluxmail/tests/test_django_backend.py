@@ -23,6 +23,7 @@ from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.test import override_settings
+from django.utils.translation import gettext_lazy
 
 from flux_testkit import certs
 from flux_testkit.pytest_fixtures import SMTPServerFactory
@@ -312,6 +313,27 @@ def test_wrong_password(smtp_server: SMTPServerFactory) -> None:
         assert info.value.code == "send_failed"
         assert mail.send_mail("Denied", "Body", None, ["to@example.com"], fail_silently=True) == 0
     assert server.messages == []
+
+
+def test_send_mail_auth_arguments(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True)
+    with email_settings(server, EMAIL_HOST_USER="someone@example.com"):
+        sent = mail.send_mail(
+            "Login", "Body", None, ["to@example.com"], auth_user=USER, auth_password=PASSWORD
+        )
+    assert sent == 1
+    assert server.wait_for_messages(1)[0].auth_user == USER
+
+
+def test_lazy_addresses(plain_smtp: SMTPTestServer) -> None:
+    # Django's SMTP backend accepts lazy strings (it force_str()s addresses); so do we, even
+    # though django-stubs types the arguments as plain str.
+    sender: Any = gettext_lazy("Site <noreply@example.com>")
+    to: Any = gettext_lazy("to@example.com")
+    with email_settings(plain_smtp):
+        assert mail.send_mail("Lazy", "Body", sender, [to]) == 1
+    [received] = plain_smtp.wait_for_messages(1)
+    assert (received.mail_from, received.rcpt_tos) == ("noreply@example.com", ["to@example.com"])
 
 
 def test_no_auth_without_a_password(smtp_server: SMTPServerFactory) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +161,12 @@ class MailItem(ComObject):
     def __setattr__(self, name: str, value: Any) -> None:
         if getattr(self, "_gone", False):
             raise ComError("The item has been moved or deleted.")
-        if name == "SendUsingAccount" and value is not None:
-            if not any(value is account for account in self._app.Session.Accounts):
-                raise ComError("SendUsingAccount must be an Account of this session")
+        if (
+            name == "SendUsingAccount"
+            and value is not None
+            and not any(value is account for account in self._app.Session.Accounts)
+        ):
+            raise ComError("SendUsingAccount must be an Account of this session")
         super().__setattr__(name, value)
 
     @property
@@ -195,7 +198,7 @@ class MailItem(ComObject):
 
 @dataclass
 class Session:
-    Accounts: Accounts  # noqa: N815 - the COM name
+    Accounts: Accounts
 
 
 @dataclass
@@ -239,14 +242,25 @@ class FakeCOM:
         return self.app
 
 
+class Win32ComClient(types.ModuleType):
+    """``win32com.client``, reduced to what ``fluxmail.outlook`` uses."""
+
+    Dispatch: Callable[[str], Application]
+
+
+class Win32Com(types.ModuleType):
+    """The ``win32com`` package: ``import win32com.client`` reads its ``client``."""
+
+    client: Win32ComClient
+
+
 @pytest.fixture
 def com(monkeypatch: pytest.MonkeyPatch) -> FakeCOM:
     """Pretend to be Windows with pywin32 and a running Outlook with two accounts."""
     fake = FakeCOM(Application(["me@example.com", "team@example.com"]))
-    package = types.ModuleType("win32com")
-    client = types.ModuleType("win32com.client")
-    client.Dispatch = fake.Dispatch  # type: ignore[attr-defined]
-    package.client = client  # type: ignore[attr-defined]
+    package, client = Win32Com("win32com"), Win32ComClient("win32com.client")
+    client.Dispatch = fake.Dispatch
+    package.client = client
     monkeypatch.setitem(sys.modules, "win32com", package)
     monkeypatch.setitem(sys.modules, "win32com.client", client)
     monkeypatch.setattr(fluxmail.outlook, "on_windows", lambda: True)
@@ -274,8 +288,8 @@ def only_sent(com: FakeCOM) -> MailItem:
 # -- availability ---------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="describes every other platform")
 def test_outlook_is_refused_off_windows() -> None:
-    assert sys.platform != "win32", "this test describes the non-Windows behaviour"
     with pytest.raises(FluxMailException) as info:
         FluxMail("outlook", "")
     assert info.value.code == "invalid_config"
@@ -459,6 +473,23 @@ def test_send_failure(com: FakeCOM, outlook: FluxMail) -> None:
     assert com.app.sent == []
 
 
+def test_outlook_failing_while_composing(
+    com: FakeCOM, outlook: FluxMail, files: dict[str, Path]
+) -> None:
+    # The file was read by create(), then moved away before Outlook could attach it.
+    outlook.create("Gone", ["to@example.com"], "Body", attachments=[str(files["notes.txt"])])
+    files["notes.txt"].unlink()
+    with pytest.raises(FluxMailException) as info:
+        outlook.send()
+    assert info.value.code == "outlook_no_send"
+    assert isinstance(info.value.__cause__, ComError)
+    with pytest.raises(FluxMailException) as info:
+        outlook.display()
+    assert info.value.code == "display_failed"
+    assert isinstance(info.value.__cause__, ComError)
+    assert com.app.sent == []
+
+
 async def test_send_async_is_refused(com: FakeCOM, outlook: FluxMail) -> None:
     with pytest.raises(FluxMailException) as info:
         await outlook.create("Hi", ["to@example.com"], "Body").send_async()
@@ -508,8 +539,7 @@ def test_dry_run_does_not_touch_outlook(com: FakeCOM, outlook: FluxMail) -> None
 
 def test_connection_check(com: FakeCOM, outlook: FluxMail) -> None:
     assert outlook.test_connection()["ok"] is True
-    com.app = Application([])
-    failing = FluxMail("outlook", "")
+    failing = FluxMail("outlook", "")  # a new mailer: the first one keeps its Outlook
     com.dispatch_error = ComError("Server execution failed")
     with pytest.raises(FluxMailException) as info:
         failing.test_connection()

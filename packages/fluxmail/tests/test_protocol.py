@@ -76,9 +76,7 @@ class TestData:
     def test_leading_dots_are_stuffed(self) -> None:
         assert encode_data(b".first\r\n.\r\nx") == b"..first\r\n..\r\nx\r\n.\r\n"
 
-    @pytest.mark.parametrize(
-        "smuggle", [b"\n.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r", b"\r\n.\r\n"]
-    )
+    @pytest.mark.parametrize("smuggle", [b"\n.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r", b"\r\n.\r\n"])
     def test_no_early_end_of_data(self, smuggle: bytes) -> None:
         # Whatever line endings hide the dot, the only CRLF.CRLF is the terminator we add.
         wire = encode_data(b"Hi" + smuggle + b"MAIL FROM:<evil@example.com>\r\n")

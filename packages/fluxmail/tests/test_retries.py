@@ -28,7 +28,7 @@ both = pytest.mark.parametrize("send", [sync_send, async_send], ids=["sync", "as
 
 def make(server: SMTPTestServer, **kwargs: object) -> FluxMail:
     options: dict[str, object] = {"sender": "from@example.com", "retry_delay": 0, **kwargs}
-    return FluxMail("smtp", server.host, port=server.port, **options)  # type: ignore[arg-type]
+    return FluxMail("smtp", server.host, port=server.port, **options)
 
 
 @both

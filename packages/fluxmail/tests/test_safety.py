@@ -57,7 +57,7 @@ def test_control_characters_refused_in_every_header(
         case "unsubscribe_url":
             kwargs["unsubscribe_url"] = "https://example.com/u" + evil
     with pytest.raises(FluxMailException) as info:
-        mailer.create(**kwargs).send()  # type: ignore[arg-type]
+        mailer.create(**kwargs).send()
     assert info.value.code == code
     assert plain_smtp.connections == 0  # refused before any connection
 
@@ -76,7 +76,9 @@ def test_body_cannot_end_data_early(mailer: FluxMail, plain_smtp: SMTPTestServer
     assert not any("evil@example.com" in c for c in plain_smtp.commands)
 
 
-def test_ready_made_message_body_is_normalised(mailer: FluxMail, plain_smtp: SMTPTestServer) -> None:
+def test_ready_made_message_body_is_normalised(
+    mailer: FluxMail, plain_smtp: SMTPTestServer
+) -> None:
     from fluxmail.protocol.commands import Envelope
 
     raw = b"Subject: raw\n\nline\n.\nMAIL FROM:<evil@example.com>\n"

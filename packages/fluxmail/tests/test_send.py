@@ -43,7 +43,8 @@ def test_plain_message(mailer: FluxMail, plain_smtp: SMTPTestServer) -> None:
     assert msg["Subject"] == "Hello"
     assert msg["From"] == "from@example.com"
     assert msg["To"] == "to@example.com"
-    assert msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith("@example.com>")
+    assert msg["Message-ID"].startswith("<")
+    assert msg["Message-ID"].endswith("@example.com>")
     assert msg["Date"]
     assert msg.get_content_type() == "text/plain"
     assert msg.get_content().splitlines() == ["Hi there", "Second line"]
@@ -98,7 +99,7 @@ def test_attachments_and_inline_images_together(
     assert msg.get_content_type() == "multipart/mixed"
     body, *attached = msg.iter_parts()
     assert body.get_content_type() == "multipart/alternative"
-    plain, related = body.iter_parts()
+    _plain, related = body.iter_parts()
     assert related.get_content_type() == "multipart/related"
     html, image = related.iter_parts()
     assert html.get_content_type() == "text/html"
@@ -181,7 +182,12 @@ def test_dots_and_line_endings_survive(mailer: FluxMail, plain_smtp: SMTPTestSer
     mailer.create("Dots", ["to@example.com"], body).send()
     (received,) = plain_smtp.wait_for_messages(1)
     assert received.message.get_content().splitlines() == [
-        ".leading dot", ".", "bare", "lf and bare", "cr", "..two dots"
+        ".leading dot",
+        ".",
+        "bare",
+        "lf and bare",
+        "cr",
+        "..two dots",
     ]
     assert b"\n" not in received.data.replace(b"\r\n", b"")
 
@@ -195,7 +201,7 @@ def test_one_instance_many_messages(mailer: FluxMail, plain_smtp: SMTPTestServer
     assert first.message["Message-ID"] != second.message["Message-ID"]
 
 
-def test_partial_refusal_is_reported_not_raised(smtp_server, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_partial_refusal_is_reported_not_raised(smtp_server, caplog) -> None:
     from flux_testkit.smtpd import Faults
 
     server = smtp_server(faults=Faults(refuse_recipients={"gone@example.com": (550, "5.1.1 No")}))

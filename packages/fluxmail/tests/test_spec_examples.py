@@ -41,7 +41,7 @@ def test_provider_example(
     provider: Provider, smtp_server: SMTPServerFactory, client_ssl_context: ssl.SSLContext
 ) -> None:
     server = smtp_server(
-        tls=provider.tls, auth=True, auth_require_tls=True, require_auth=True,  # type: ignore[arg-type]
+        tls=provider.tls, auth=True, auth_require_tls=True, require_auth=True,
         users={provider.username: "app-password"},
     )  # fmt: skip
     mailer = FluxMail(
@@ -96,5 +96,7 @@ def test_retries_with_context_manager_example(smtp_server: SMTPServerFactory) ->
         for name in ("ada", "grace", "linus"):
             mailer.create(f"Hi {name}", [f"{name}@example.com"], "x").send()
     assert [m.rcpt_tos for m in server.messages] == [
-        ["ada@example.com"], ["grace@example.com"], ["linus@example.com"]
+        ["ada@example.com"],
+        ["grace@example.com"],
+        ["linus@example.com"],
     ]

@@ -14,18 +14,16 @@ from fluxmail import FluxMail, FluxMailException
 from .conftest import PASSWORD, USER
 
 
-def tls_mailer(server, ctx: ssl.SSLContext, **kwargs) -> FluxMail:  # type: ignore[no-untyped-def]
+def tls_mailer(server, ctx: ssl.SSLContext, **kwargs) -> FluxMail:
     return FluxMail(
         "smtp", "localhost", port=server.port, ssl_context=ctx, sender="from@example.com",
         **kwargs,
     )  # fmt: skip
 
 
-def test_starttls_with_auth_plain(smtp_server: SMTPServerFactory, client_ssl_context) -> None:  # type: ignore[no-untyped-def]
+def test_starttls_with_auth_plain(smtp_server: SMTPServerFactory, client_ssl_context) -> None:
     server = smtp_server(tls="starttls", auth=True, auth_require_tls=True, require_auth=True)
-    mailer = tls_mailer(
-        server, client_ssl_context, use_tls=True, username=USER, password=PASSWORD
-    )
+    mailer = tls_mailer(server, client_ssl_context, use_tls=True, username=USER, password=PASSWORD)
     mailer.create("Secure", ["to@example.com"], "hi").send()
     (received,) = server.wait_for_messages(1)
     assert received.tls
@@ -35,7 +33,7 @@ def test_starttls_with_auth_plain(smtp_server: SMTPServerFactory, client_ssl_con
     assert starttls < auth  # the password only ever travelled inside TLS
 
 
-def test_auth_login_mechanism(smtp_server: SMTPServerFactory, client_ssl_context) -> None:  # type: ignore[no-untyped-def]
+def test_auth_login_mechanism(smtp_server: SMTPServerFactory, client_ssl_context) -> None:
     server = smtp_server(tls="starttls", auth=True, auth_mechanisms=["LOGIN"])
     mailer = tls_mailer(server, client_ssl_context, use_tls=True, username=USER, password=PASSWORD)
     mailer.create("Login", ["to@example.com"], "hi").send()
@@ -43,7 +41,7 @@ def test_auth_login_mechanism(smtp_server: SMTPServerFactory, client_ssl_context
     assert "AUTH LOGIN" in server.commands
 
 
-def test_implicit_tls(smtp_server: SMTPServerFactory, client_ssl_context) -> None:  # type: ignore[no-untyped-def]
+def test_implicit_tls(smtp_server: SMTPServerFactory, client_ssl_context) -> None:
     server = smtp_server(tls="ssl", auth=True)
     mailer = tls_mailer(server, client_ssl_context, use_ssl=True, username=USER, password=PASSWORD)
     mailer.create("465", ["to@example.com"], "hi").send()
@@ -52,7 +50,9 @@ def test_implicit_tls(smtp_server: SMTPServerFactory, client_ssl_context) -> Non
     assert "STARTTLS" not in server.commands
 
 
-async def test_async_starttls_and_implicit_tls(smtp_server: SMTPServerFactory, client_ssl_context) -> None:  # type: ignore[no-untyped-def]
+async def test_async_starttls_and_implicit_tls(
+    smtp_server: SMTPServerFactory, client_ssl_context
+) -> None:
     for mode, flag in (("starttls", "use_tls"), ("ssl", "use_ssl")):
         server = smtp_server(tls=mode, auth=True, auth_require_tls=True)
         mailer = tls_mailer(
@@ -90,7 +90,7 @@ def test_untrusted_certificate_is_refused(smtp_server: SMTPServerFactory) -> Non
     assert server.messages == []
 
 
-def test_wrong_password(smtp_server: SMTPServerFactory, client_ssl_context, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password(smtp_server: SMTPServerFactory, client_ssl_context, caplog) -> None:
     server = smtp_server(tls="starttls", auth=True)
     wrong = "Wr0ng-Pa55word!"
     mailer = tls_mailer(
@@ -107,7 +107,7 @@ def test_wrong_password(smtp_server: SMTPServerFactory, client_ssl_context, capl
         assert wrong not in text
 
 
-def test_password_never_logged(smtp_server: SMTPServerFactory, client_ssl_context, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_password_never_logged(smtp_server: SMTPServerFactory, client_ssl_context, caplog) -> None:
     server = smtp_server(tls="starttls", auth=True)
     caplog.set_level(logging.DEBUG, logger="fluxmail")
     mailer = tls_mailer(
@@ -134,7 +134,11 @@ def test_plaintext_auth_needs_loopback_or_explicit_consent() -> None:
         "smtp", "smtp.example.com", username=USER, password=PASSWORD, allow_plaintext_auth=True
     )
     assert trusted._settings().plan.plaintext_auth
-    assert FluxMail("smtp", "localhost", username=USER, password=PASSWORD)._settings().plan.plaintext_auth
+    assert (
+        FluxMail("smtp", "localhost", username=USER, password=PASSWORD)
+        ._settings()
+        .plan.plaintext_auth
+    )
 
 
 def test_plaintext_auth_to_loopback(smtp_server: SMTPServerFactory) -> None:
@@ -144,7 +148,7 @@ def test_plaintext_auth_to_loopback(smtp_server: SMTPServerFactory) -> None:
     assert server.wait_for_messages(1)[0].auth_user == USER
 
 
-def test_test_connection(smtp_server: SMTPServerFactory, client_ssl_context) -> None:  # type: ignore[no-untyped-def]
+def test_test_connection(smtp_server: SMTPServerFactory, client_ssl_context) -> None:
     server = smtp_server(tls="starttls", auth=True)
     mailer = tls_mailer(server, client_ssl_context, use_tls=True, username=USER, password=PASSWORD)
     result = mailer.test_connection()

@@ -12,6 +12,7 @@ import copy
 import email.utils
 import ipaddress
 import logging
+import math
 import ssl
 import time
 from email.message import EmailMessage
@@ -45,6 +46,9 @@ class FluxMail:
     ``use_tls`` means STARTTLS (a server that does not offer it fails the send); ``use_ssl``
     means implicit TLS. ``max_retries`` further attempts follow a transient failure,
     ``retry_delay`` seconds apart. ``sender`` is the default From of every ``create()``.
+
+    A ``username`` without a ``password`` logs in to nothing: it only serves as the default
+    sender when it is an address (relays that trust the network need no AUTH).
 
     Beyond the contract: ``allow_plaintext_auth`` lets a password go over a connection without
     TLS to a non-loopback host (refused by default); ``local_hostname`` is the EHLO name.
@@ -94,7 +98,7 @@ class FluxMail:
             Credentials(username, password or "") if username and password is not None else None
         )
         self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
-        self.timeout = _check_number(timeout, "timeout")
+        self.timeout = _check_number(timeout, "timeout", positive=True)
         self.retry = RetryPolicy(
             _check_int(max_retries, "max_retries", 0, 1000),
             _check_number(retry_delay, "retry_delay"),
@@ -465,9 +469,11 @@ def _check_int(value: object, name: str, low: int, high: int) -> int:
     return value
 
 
-def _check_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise FluxMailException(
-            f"{name} must be a non-negative number, got {value!r}", "invalid_config"
-        )
-    return float(value)
+def _check_number(value: object, name: str, *, positive: bool = False) -> float:
+    """A finite number, at least 0 (above 0 when ``positive``); else ``invalid_config``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 if positive else number >= 0):
+            return number
+    wanted = "a positive" if positive else "a non-negative"
+    raise FluxMailException(f"{name} must be {wanted} number, got {value!r}", "invalid_config")

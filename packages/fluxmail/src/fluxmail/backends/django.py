@@ -45,6 +45,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
+from django.utils.encoding import force_str
 
 from fluxmail.addresses import parse_address
 from fluxmail.client import FluxMail
@@ -221,7 +222,8 @@ class FluxMailBackend(BaseEmailBackend):
 
 def _addr_spec(address: str, role: str) -> str:
     """``user@example.com`` from ``"Name <user@example.com>"`` or a bare address."""
-    return parse_address(address, role=role).addr_spec
+    # force_str, as Django's own backend: an address may be a lazy translation string.
+    return parse_address(force_str(address), role=role).addr_spec
 
 
 def _wire_bytes(message: Message) -> bytes:
