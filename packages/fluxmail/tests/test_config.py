@@ -30,6 +30,18 @@ class TestConstructor:
         assert FluxMail("smtp", "h", logger=mine).logger is mine
 
     @pytest.mark.parametrize("value", ["smtp", "SMTP", "Smtp", EmailObject.SMTP])
+    def test_log_level_is_per_mailer(self, caplog: pytest.LogCaptureFixture) -> None:
+        root = logging.getLogger("fluxmail")
+        caplog.set_level(logging.DEBUG, logger="fluxmail")
+        quiet = FluxMail("smtp", "h")  # default WARNING: this mailer's debug lines are dropped
+        chatty = FluxMail("smtp", "h", log_level="debug")
+        assert root.level == logging.DEBUG  # the application's setting survives both
+        quiet.logger.debug("quiet-debug")
+        chatty.logger.debug("chatty-debug")
+        assert "chatty-debug" in caplog.text
+        assert "quiet-debug" not in caplog.text
+        assert code_of(FluxMail, "smtp", "h", log_level="LOUD") == "invalid_config"
+
     def test_object_type_forms(self, value: object) -> None:
         assert FluxMail("smtp", "h").object_type is EmailObject(value)
         assert EmailObject(value) is EmailObject.SMTP

@@ -24,6 +24,7 @@ from fluxmail import outbox
 from fluxmail.addresses import is_email, parse_address
 from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_from_env
 from fluxmail.errors import FluxMailException
+from fluxmail.logs import Log, level_view
 from fluxmail.message import Draft, MessageSpec, build
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.ops import Credentials
@@ -35,8 +36,6 @@ from fluxmail.transport.base import local_hostname
 
 SUCCESS = "Email sent successfully via SMTP."
 OUTLOOK_SUCCESS = "Email sent successfully via Outlook."
-
-_log = logging.getLogger("fluxmail")
 
 
 class FluxMail:
@@ -82,13 +81,18 @@ class FluxMail:
         self.object_type = EmailObject.parse(object_type)
         if logger is not None and not isinstance(logger, logging.Logger):
             raise FluxMailException("logger must be a logging.Logger", "invalid_config")
-        self.logger = logger or _log
-        if logger is None:
+        # Without a logger of the caller's, log_level filters this mailer's records only; the
+        # level the application configured on "fluxmail" is never changed.
+        self.logger: Log
+        if logger is not None:
+            self.logger = logger
+        else:
             try:
-                self.logger.setLevel(log_level.upper() if isinstance(log_level, str) else log_level)
+                self.logger = level_view(log_level)
             except (ValueError, TypeError) as exc:
                 raise FluxMailException(
-                    f"Unknown log_level {log_level!r}", "invalid_config"
+                    f"Unknown log_level {log_level!r}; use DEBUG, INFO, WARNING or ERROR",
+                    "invalid_config",
                 ) from exc
         spec = parse_host(host)
         self.relay, self.domain = spec.relay, spec.domain

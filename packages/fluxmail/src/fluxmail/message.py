@@ -94,7 +94,8 @@ def read_file(path: object, *, what: str) -> Attachment:
     """Read an attachment or inline image, with the contract's codes for each failure."""
     if not isinstance(path, str | Path):
         raise FluxMailException(f"{what} must be a file path, got {path!r}", "invalid_params")
-    file = Path(path)
+    # Absolute now, so a later chdir (or Outlook's own working directory) cannot change it.
+    file = Path(path).absolute()
     if not file.is_file():
         raise FluxMailException(f"{what} not found: {file}", "attachment_not_found")
     try:

@@ -7,13 +7,13 @@ or its default when no sender was given.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from fluxmail.errors import FluxMailException
+from fluxmail.logs import Log
 from fluxmail.message import Draft
 
 OL_MAIL_ITEM = 0
@@ -48,7 +48,7 @@ def _dispatch_function() -> Any:
 class OutlookMailer:
     """Builds and sends Outlook mail items for a :class:`~fluxmail.FluxMail`."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: Log) -> None:
         self._dispatch = _dispatch_function()
         self._app: Any = None
         self.logger = logger

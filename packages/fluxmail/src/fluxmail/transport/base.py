@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPTimeoutError, TLSError
+from fluxmail.logs import Log, log
 from fluxmail.protocol.ops import Exchange
 from fluxmail.protocol.replies import Reply
 from fluxmail.protocol.session import ServerInfo, SessionPlan
-
-log = logging.getLogger("fluxmail")
 
 
 @cache
@@ -32,7 +31,7 @@ class ConnectionSettings:
     plan: SessionPlan
     timeout: float = 30.0
     ssl_context: ssl.SSLContext | None = None
-    logger: logging.Logger = field(default=log, repr=False)
+    logger: Log = field(default=log, repr=False)
 
     @property
     def address(self) -> str:
