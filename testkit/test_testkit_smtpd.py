@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
 import smtplib
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
@@ -26,6 +33,7 @@ PASSWORD = "s3cret-pass"
 SENDER = "sender@example.com"
 RCPT = "rcpt@example.com"
 RAW = b"From: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: Hello\r\n\r\nBody line\r\n"
+TOKEN = "ya29.test-access-token"  # DEFAULT_OAUTH_TOKENS' token of USER
 
 
 def connect(server: SMTPTestServer) -> smtplib.SMTP:
@@ -40,6 +48,18 @@ def send_raw(server: SMTPTestServer, raw: bytes = RAW, rcpts: list[str] | None =
 def features(client: smtplib.SMTP) -> set[str]:
     client.ehlo()
     return set(client.esmtp_features)
+
+
+def xoauth2(user: str, token: str) -> str:
+    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """For counters the server thread updates after the client already saw the outcome."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 # -- plain delivery and recording -------------------------------------------------------------
@@ -63,9 +83,10 @@ def test_plain_send_records_message(plain_smtp: SMTPTestServer) -> None:
     assert received.data.endswith(b"last\r\n")
     assert received.message.get_content() == "first\n.leading dot\nlast\n"
     assert received.tls is False
+    assert received.tls_version is None
     assert received.auth_user is None
     assert received.peer[0] == "127.0.0.1"
-    assert received.rcpt_options == []
+    assert received.rcpt_options == [[]]
     assert plain_smtp.rejected == []
 
 
@@ -429,9 +450,15 @@ def test_invalid_options() -> None:
     with pytest.raises(ValueError, match="tls"):
         SMTPTestServer(tls="tls")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="auth_mechanisms"):
-        SMTPTestServer(auth=True, auth_mechanisms=["CRAM-MD5"])
+        SMTPTestServer(auth=True, auth_mechanisms=["DIGEST-MD5"])
+    with pytest.raises(ValueError, match="auth_mechanisms"):
+        SMTPTestServer(auth=True, auth_mechanisms=[])
     with pytest.raises(ValueError, match="require_starttls"):
         SMTPTestServer(require_starttls=True)
+    with pytest.raises(ValueError, match="tls_max_version needs"):
+        SMTPTestServer(tls_max_version=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ValueError, match="tls_max_version must be"):
+        SMTPTestServer(tls="ssl", tls_max_version="TLSv1.2")  # type: ignore[arg-type]
 
 
 async def test_usable_from_asyncio_tests() -> None:

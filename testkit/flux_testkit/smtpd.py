@@ -20,28 +20,40 @@ What aiosmtpd 1.4.6 advertises in its EHLO reply, in this order (``hostname`` de
     250-SIZE 33554432       (``size``; line absent when size=None)
     250-8BITMIME            (always)
     250-SMTPUTF8            (``smtputf8``; default on)
-    250-PIPELINING          (only with pipelining=True; added by this module)
     250-STARTTLS            (only tls="starttls", and only before the upgrade)
-    250-AUTH LOGIN PLAIN    (only auth=True, and with auth_require_tls only after STARTTLS)
+    250-AUTH LOGIN PLAIN    (only auth=True, and with auth_require_tls only after STARTTLS;
+                             the auth_mechanisms, sorted: "CRAM-MD5 LOGIN PLAIN XOAUTH2")
+    250-PIPELINING          (only with pipelining=True; added by this module)
+    250-DSN                 (only with dsn=True; added by this module)
     250 HELP
 
 The greeting is ``220 <hostname> Python SMTP 1.4.6``. Other replies are aiosmtpd's: ``250 OK``
 to MAIL/RCPT/accepted DATA, ``354 End data with <CR><LF>.<CR><LF>``, ``221 Bye``. Known
-aiosmtpd limits: every RCPT parameter (e.g. DSN ``NOTIFY=``) is refused with ``555``, and so
-are MAIL parameters other than SIZE/BODY/SMTPUTF8; mail parameters are upper-cased; a data
-line longer than 1001 bytes gets ``500`` after the final dot; there is no CHUNKING/BDAT.
+aiosmtpd limits: every RCPT parameter is refused with ``555`` (with dsn=True all but
+``NOTIFY``/``ORCPT``), and so are MAIL parameters other than SIZE/BODY/SMTPUTF8 (with dsn=True
+also ``RET``/``ENVID``); mail parameters are upper-cased (DSN ones keep their value as sent); a
+data line longer than 1001 bytes gets ``500`` after the final dot; there is no CHUNKING/BDAT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
+import re
+import secrets
 import socket
 import ssl
 import threading
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -49,11 +61,19 @@ from email.policy import default as default_policy
 from types import TracebackType
 from typing import Any, AnyStr, Literal, NoReturn, TypedDict
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
 from flux_testkit import certs
 
 __all__ = [
+    "DEFAULT_OAUTH_TOKENS",
     "DEFAULT_USERS",
     "Faults",
     "ReceivedMessage",
@@ -67,9 +87,34 @@ TLSMode = Literal["none", "starttls", "ssl"]
 
 #: Credentials accepted when ``users`` is not given.
 DEFAULT_USERS: dict[str, str] = {"user@example.com": "s3cret-pass"}
+#: XOAUTH2 bearer tokens accepted when ``oauth_tokens`` is not given (user → tokens).
+DEFAULT_OAUTH_TOKENS: dict[str, frozenset[str]] = {
+    "user@example.com": frozenset({"ya29.test-access-token"})
+}
 
 _BUILTIN_AUTH_MECHANISMS = frozenset({"LOGIN", "PLAIN"})
+#: Implemented by _Session.auth_CRAM__MD5 / auth_XOAUTH2 (aiosmtpd maps "__" to "-").
+_EXTRA_AUTH_MECHANISMS = frozenset({"CRAM-MD5", "XOAUTH2"})
+_AUTH_MECHANISMS = _BUILTIN_AUTH_MECHANISMS | _EXTRA_AUTH_MECHANISMS
 _STOP_TIMEOUT = 10.0
+
+#: What Google and Microsoft answer (base64-encoded, in a 334 challenge) to a refused token.
+_XOAUTH2_ERROR = json.dumps(
+    {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"},
+    separators=(",", ":"),
+)
+_XOAUTH2_REFUSED = "535 5.7.8 Username and Password not accepted"
+
+# RFC 3461 DSN parameters. xtext: printable ASCII but "+" and "=", which travel as "+HH".
+_XTEXT = r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+"
+_ENVID_RE = re.compile(_XTEXT + r"\Z")
+_ORCPT_RE = re.compile(r"[A-Za-z0-9-]+;" + _XTEXT + r"\Z")
+_NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_MAIL_DSN_PARAMS = ("RET", "ENVID")
+_RCPT_DSN_PARAMS = ("NOTIFY", "ORCPT")
+# RFC 3461: DSN parameters may lengthen MAIL lines by 110 and RCPT lines by 500 characters.
+_MAIL_DSN_EXTRA = 110
+_RCPT_DSN_EXTRA = 500
 
 
 def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
@@ -99,13 +144,22 @@ class ReceivedMessage:
     #: ``data`` with CRLF turned into LF, parsed by ``BytesParser(policy=email.policy.default)``
     #: (so ``message.get_content()`` has ``"\n"`` line ends, as usual for parsed mail).
     message: EmailMessage
-    #: MAIL FROM parameters as aiosmtpd stores them: upper-cased, e.g. ``["SIZE=123"]``.
+    #: MAIL FROM parameters in the order sent. As aiosmtpd stores them they are upper-cased,
+    #: e.g. ``["SIZE=123", "BODY=8BITMIME"]``; with dsn=True, ``RET=``/``ENVID=`` keep their
+    #: value as sent (xtext is case-sensitive): ``["SIZE=123", "RET=HDRS", "ENVID=a+2Bb"]``.
     mail_options: list[str]
-    #: Always empty with aiosmtpd 1.4.6, which refuses every RCPT parameter with ``555``.
-    rcpt_options: list[str]
+    #: The RCPT TO parameters of each recipient: one list per entry of ``rcpt_tos``, in the
+    #: same order, each holding that RCPT's parameters in the order sent (keyword upper-cased,
+    #: value as sent), e.g. ``[["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;a@example.com"], []]``.
+    #: Only dsn=True lets parameters (``NOTIFY``, ``ORCPT``) through; otherwise every list is
+    #: empty (aiosmtpd refuses a RCPT with parameters with ``555``).
+    rcpt_options: list[list[str]]
     #: Whether the connection was TLS-protected (STARTTLS or implicit TLS) when DATA ran.
     tls: bool
-    #: Login name of the authenticated user, or None.
+    #: The negotiated protocol (``ssl.SSLObject.version()``): ``"TLSv1.3"``, ``"TLSv1.2"``...;
+    #: None without TLS.
+    tls_version: str | None
+    #: Login name of the authenticated user (any mechanism; the ``user=`` of XOAUTH2), or None.
     auth_user: str | None
     #: The client's (host, port).
     peer: tuple[str, int]
@@ -158,6 +212,7 @@ class ServerOptions(TypedDict, total=False):
     tls: TLSMode
     auth: bool
     users: dict[str, str] | None
+    oauth_tokens: Mapping[str, Set[str]] | None
     auth_mechanisms: Sequence[str]
     auth_require_tls: bool
     require_auth: bool
@@ -167,6 +222,8 @@ class ServerOptions(TypedDict, total=False):
     pipelining: bool
     smtputf8: bool
     size: int | None
+    dsn: bool
+    tls_max_version: ssl.TLSVersion | None
 
 
 class SMTPTestServer:
@@ -182,6 +239,26 @@ class SMTPTestServer:
             credentials in ``users`` (default :data:`DEFAULT_USERS`). Wrong credentials get
             ``535 5.7.8 Authentication credentials invalid``. Without auth, AUTH is not
             advertised and answered with ``502 5.5.1 AUTH not supported``.
+        users: login → password, for PLAIN, LOGIN and CRAM-MD5 (copied; see ``self.users``).
+        oauth_tokens: login → bearer tokens XOAUTH2 accepts (default
+            :data:`DEFAULT_OAUTH_TOKENS`; copied, see ``self.oauth_tokens``).
+        auth_mechanisms: any non-empty subset of ``LOGIN``, ``PLAIN`` (aiosmtpd's own),
+            ``CRAM-MD5`` and ``XOAUTH2`` (case-insensitive). On the wire:
+
+            - ``CRAM-MD5`` (RFC 2195): ``AUTH CRAM-MD5`` (an initial response gets ``501``) →
+              ``334 base64("<random.timestamp@hostname>")``; the client answers
+              ``base64(user + " " + lowercase hex HMAC-MD5(password, challenge))``, checked
+              against ``users``.
+            - ``XOAUTH2`` (Google's and Microsoft's SASL mechanism): ``AUTH XOAUTH2
+              base64("user=" user "\\x01auth=Bearer " token "\\x01\\x01")`` (or ``AUTH
+              XOAUTH2``, ``334 ``, then that line). An accepted token gets ``235``; a refused
+              one ``334 base64('{"status":"401","schemes":"bearer","scope":
+              "https://mail.google.com/"}')``, and whatever the client answers (it should send
+              an empty line; ``*`` gets ``501 5.7.0 Auth aborted``) then ``535 5.7.8 Username
+              and Password not accepted``. A malformed response gets ``501``.
+
+            Every mechanism answers undecodable base64 with ``501 5.5.2 Can't decode base64``
+            and ``*`` (client cancels) with ``501 5.7.0 Auth aborted``.
         auth_require_tls: refuse AUTH on a plaintext session (not advertised; an AUTH
             command gets ``538 5.7.11 Encryption required for requested authentication
             mechanism``), like real relays. Implicit-TLS sessions always satisfy it.
@@ -195,6 +272,15 @@ class SMTPTestServer:
         smtputf8: advertise and accept SMTPUTF8.
         size: advertised SIZE and DATA size limit in bytes (``552`` beyond); None: no limit,
             not advertised.
+        dsn: advertise DSN (RFC 3461) and accept its parameters: ``RET=FULL|HDRS`` and
+            ``ENVID=<xtext>`` on MAIL, ``NOTIFY=NEVER|<SUCCESS,FAILURE,DELAY list>`` and
+            ``ORCPT=<addr-type>;<xtext>`` on RCPT (keywords and RET/NOTIFY values are
+            case-insensitive). A malformed or repeated one gets ``501 5.5.4 Bad <KEYWORD>
+            parameter``. They are recorded in ``mail_options`` and ``rcpt_options`` of
+            :class:`ReceivedMessage`; no DSN is ever sent.
+        tls_max_version: the highest TLS version the server negotiates (e.g.
+            ``ssl.TLSVersion.TLSv1_2``, to check a client's minimum); None: OpenSSL's
+            default (TLS 1.3). Needs tls="starttls" or "ssl".
 
     Attributes (valid after :meth:`start`):
         host: always ``"127.0.0.1"``.
@@ -202,7 +288,8 @@ class SMTPTestServer:
         messages: accepted messages (final reply 250), in arrival order.
         rejected: messages received completely but answered with an injected 4xx/5xx.
         connections: TCP connections accepted (including rejected or failed ones).
-        tls_handshake_failures: implicit-TLS connections whose handshake failed.
+        tls_handshake_failures: TLS handshakes that failed, implicit TLS or after STARTTLS
+            (the server closes those connections).
         commands: every line the clients sent outside message content, raw and stripped of
             the line ending (case as sent), across all connections, e.g. ``["EHLO me", "STARTTLS",
             "EHLO me", "AUTH PLAIN AHVz...", "MAIL FROM:<a@b> SIZE=12", ..., "DATA",
@@ -210,6 +297,8 @@ class SMTPTestServer:
             Lines sent in plaintext before a STARTTLS handshake but after the STARTTLS
             command are discarded (as the server discards them).
         faults: the :class:`Faults` in effect; read at the time of each command.
+        users, oauth_tokens: the accepted credentials; read at each AUTH, so a test may
+            change them (e.g. revoke a token) between sends.
     """
 
     host: str = "127.0.0.1"
@@ -220,6 +309,7 @@ class SMTPTestServer:
         tls: TLSMode = "none",
         auth: bool = False,
         users: dict[str, str] | None = None,
+        oauth_tokens: Mapping[str, Set[str]] | None = None,
         auth_mechanisms: Sequence[str] = ("LOGIN", "PLAIN"),
         auth_require_tls: bool = False,
         require_auth: bool = False,
@@ -229,17 +319,31 @@ class SMTPTestServer:
         pipelining: bool = False,
         smtputf8: bool = True,
         size: int | None = 33554432,
+        dsn: bool = False,
+        tls_max_version: ssl.TLSVersion | None = None,
     ) -> None:
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError(f"tls must be 'none', 'starttls' or 'ssl', not {tls!r}")
         mechanisms = {m.upper() for m in auth_mechanisms}
-        if not mechanisms or not mechanisms <= _BUILTIN_AUTH_MECHANISMS:
-            raise ValueError("auth_mechanisms must be a non-empty subset of LOGIN, PLAIN")
+        if not mechanisms or not mechanisms <= _AUTH_MECHANISMS:
+            raise ValueError(
+                "auth_mechanisms must be a non-empty subset of "
+                + ", ".join(sorted(_AUTH_MECHANISMS))
+            )
         if require_starttls and tls != "starttls":
             raise ValueError("require_starttls needs tls='starttls'")
+        if tls_max_version is not None:
+            if not isinstance(tls_max_version, ssl.TLSVersion):
+                raise ValueError(
+                    f"tls_max_version must be an ssl.TLSVersion, not {tls_max_version!r}"
+                )
+            if tls == "none":
+                raise ValueError("tls_max_version needs tls='starttls' or tls='ssl'")
         self.tls: TLSMode = tls
         self.auth = auth
         self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
+        tokens = DEFAULT_OAUTH_TOKENS if oauth_tokens is None else oauth_tokens
+        self.oauth_tokens: dict[str, set[str]] = {u: set(t) for u, t in tokens.items()}
         self.auth_mechanisms = tuple(sorted(mechanisms))
         self.auth_require_tls = auth_require_tls
         self.require_auth = require_auth
@@ -249,6 +353,8 @@ class SMTPTestServer:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.size = size
+        self.dsn = dsn
+        self.tls_max_version = tls_max_version
 
         self.port: int = 0
         self.messages: list[ReceivedMessage] = []
@@ -280,7 +386,10 @@ class SMTPTestServer:
         if self._thread is not None:
             raise RuntimeError("SMTPTestServer already started")
         if self.tls != "none" and self._ssl_context is None:
-            self._ssl_context = certs.server_ssl_context()
+            context = certs.server_ssl_context()
+            if self.tls_max_version is not None:
+                context.maximum_version = self.tls_max_version
+            self._ssl_context = context
         listener = socket.create_server((self.host, 0))
         listener.setblocking(False)  # accepted from the loop's reader callback
         self.port = listener.getsockname()[1]
@@ -439,7 +548,7 @@ class SMTPTestServer:
             # aiosmtpd does not see implicit TLS (it lives below the protocol); those sessions
             # are encrypted anyway, so only plaintext listeners pass the requirement on.
             auth_require_tls=self.auth_require_tls and self.tls != "ssl",
-            auth_exclude_mechanism=sorted(_BUILTIN_AUTH_MECHANISMS - set(self.auth_mechanisms)),
+            auth_exclude_mechanism=sorted(_AUTH_MECHANISMS - set(self.auth_mechanisms)),
             authenticator=self._authenticate,
         )
 
@@ -521,8 +630,64 @@ def _peer(session: Session) -> tuple[str, int]:
 
 
 def _auth_user(session: Session) -> str | None:
-    login: Any = session.auth_data  # what SMTPTestServer._authenticate stored
+    login: Any = session.auth_data  # the login SMTPTestServer._authenticate / auth_* stored
     return login if session.authenticated and isinstance(login, str) else None
+
+
+def _dsn_param(param: str) -> str:
+    """A DSN parameter as recorded: keyword upper-cased, value exactly as sent."""
+    keyword, _, value = param.partition("=")
+    return f"{keyword.upper()}={value}"
+
+
+def _dsn_error(params: list[str], keywords: tuple[str, ...]) -> str | None:
+    """The ``501`` reply for the first malformed or repeated DSN parameter, or None."""
+    seen: set[str] = set()
+    for param in params:
+        keyword, eq, value = param.partition("=")
+        keyword = keyword.upper()
+        if keyword not in keywords:
+            continue
+        if keyword in seen:
+            return f"501 5.5.4 Bad {keyword} parameter (repeated)"
+        seen.add(keyword)
+        if keyword == "RET":
+            valid = value.upper() in ("FULL", "HDRS")
+        elif keyword == "ENVID":
+            valid = _ENVID_RE.match(value) is not None
+        elif keyword == "NOTIFY":
+            notify = value.upper().split(",")
+            valid = notify == ["NEVER"] or set(notify) <= _NOTIFY_VALUES
+        else:  # ORCPT
+            valid = _ORCPT_RE.match(value) is not None
+        if not eq or not valid:
+            return f"501 5.5.4 Bad {keyword} parameter syntax"
+    return None
+
+
+def _parse_xoauth2(response: bytes) -> tuple[str, str] | None:
+    """``(user, token)`` of ``user=<user>^Aauth=Bearer <token>^A^A``; None if malformed."""
+    if not response.endswith(b"\x01\x01"):
+        return None
+    fields: dict[bytes, bytes] = {}
+    for part in response[:-2].split(b"\x01"):
+        key, _, value = part.partition(b"=")
+        fields[key] = value
+    scheme, _, token = fields.get(b"auth", b"").partition(b" ")
+    user = fields.get(b"user", b"")
+    if not user or scheme.lower() != b"bearer" or not token:
+        return None
+    return user.decode("utf-8", "replace"), token.decode("utf-8", "replace")
+
+
+def _decode_b64_arg(arg: str) -> bytes | None:
+    """An initial response given on the AUTH line (``=`` is the empty one, RFC 4954 4)."""
+    if arg == "=":
+        return b""
+    try:
+        return base64.b64decode(arg, validate=True)
+    except binascii.Error:
+        return None
 
 
 class _GreetingRejector(asyncio.Protocol):
@@ -542,11 +707,21 @@ class _GreetingRejector(asyncio.Protocol):
         self._owner._live.discard(self)
 
 
-class _Session(SMTP):
-    """aiosmtpd's protocol (one instance per connection) plus recording and faults.
+class _Envelope(Envelope):
+    """aiosmtpd's envelope plus the parameters of each accepted RCPT."""
 
-    aiosmtpd dispatches on method names (``smtp_<VERB>``, ``handle_<VERB>``), hence the
-    upper-case names below.
+    def __init__(self) -> None:
+        super().__init__()
+        #: Parallel to ``rcpt_tos`` (aiosmtpd's flat ``rcpt_options`` cannot say whose).
+        self.tk_rcpt_params: list[list[str]] = []
+
+
+class _Session(SMTP):
+    """aiosmtpd's protocol (one instance per connection) plus recording, faults, DSN and the
+    CRAM-MD5 and XOAUTH2 mechanisms.
+
+    aiosmtpd dispatches on method names (``smtp_<VERB>``, ``handle_<VERB>``, ``auth_<MECH>``
+    with ``__`` standing for ``-``), hence the upper-case names below.
     """
 
     def __init__(self, owner: SMTPTestServer, handler: _Handler, **kwargs: Any) -> None:
@@ -555,7 +730,17 @@ class _Session(SMTP):
         self._tk_buffer = bytearray()
         self._tk_in_content = False
         self._tk_mail_count = 0
+        # aiosmtpd 1.4.6 keeps the command length limits in a class attribute shared by every
+        # session of the process (each EHLO raises it, each new session resets it); give each
+        # session its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, **kwargs)
+        if owner.dsn:
+            self.command_size_limits["MAIL"] += _MAIL_DSN_EXTRA
+            self.command_size_limits["RCPT"] += _RCPT_DSN_EXTRA
+
+    def _create_envelope(self) -> Envelope:
+        return _Envelope()
 
     # Command recording: parse the byte stream the way aiosmtpd reads it (commands end at LF,
     # message content is CRLF lines up to ".\r\n" and starts once we send 354).
@@ -611,6 +796,65 @@ class _Session(SMTP):
             return
         await super().smtp_AUTH(arg)
 
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A failed STARTTLS handshake: aiosmtpd closes the connection after this; count it
+            # instead of logging a traceback.
+            with self._tk_owner._records:
+                self._tk_owner.tls_handshake_failures += 1
+            return "454 4.7.0 TLS handshake failed"  # never sent: the connection is closed
+        return await super().handle_exception(error)
+
+    # AUTH mechanisms beyond aiosmtpd's LOGIN and PLAIN. aiosmtpd calls them with the session
+    # itself as ``server`` and the AUTH arguments (mechanism, optional initial response).
+
+    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """RFC 2195: the client proves the password with an HMAC of our challenge."""
+        if len(args) > 1:
+            await self.push("501 5.5.2 CRAM-MD5 takes no initial response")
+            return AuthResult(success=False, handled=True)
+        challenge = (
+            f"<{secrets.randbelow(10**9)}.{time.time_ns() // 1_000_000}@{self.hostname}>"
+        ).encode("ascii")
+        response = await self.challenge_auth(challenge)
+        if not isinstance(response, bytes):  # aborted or not base64; already answered
+            return AuthResult(success=False, handled=True)
+        login_bytes, space, digest = response.rpartition(b" ")
+        if not space or not login_bytes:
+            await self.push("501 5.5.2 Malformed CRAM-MD5 response")
+            return AuthResult(success=False, handled=True)
+        login = login_bytes.decode("utf-8", "replace")
+        password = self._tk_owner.users.get(login)
+        if password is not None:
+            expected = hmac.new(password.encode("utf-8"), challenge, hashlib.md5).hexdigest()
+            if hmac.compare_digest(digest, expected.encode("ascii")):
+                return AuthResult(success=True, auth_data=login)
+        return AuthResult(success=False, handled=False)  # "535 5.7.8 ... invalid"
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """Google's and Microsoft's SASL XOAUTH2: a user name and an OAuth 2 bearer token."""
+        if len(args) > 1:
+            response = _decode_b64_arg(args[1])
+            if response is None:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            answer = await self.challenge_auth(b"")
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            response = answer
+        parsed = _parse_xoauth2(response)
+        if parsed is None:
+            await self.push("501 5.5.2 Malformed XOAUTH2 response")
+            return AuthResult(success=False, handled=True)
+        login, token = parsed
+        if token in self._tk_owner.oauth_tokens.get(login, ()):
+            return AuthResult(success=True, auth_data=login)
+        # Refused: explain in a challenge, then refuse whatever the client answers.
+        if not isinstance(await self.challenge_auth(_XOAUTH2_ERROR), bytes):
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=_XOAUTH2_REFUSED)
+
     # Faults.
 
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
@@ -632,7 +876,64 @@ class _Session(SMTP):
             else:
                 await self.push(f"{code} 4.3.0 Temporary failure")
             return
-        await super().smtp_MAIL(arg)
+        await self._tk_with_dsn("FROM:", _MAIL_DSN_PARAMS, arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
+        await self._tk_with_dsn("TO:", _RCPT_DSN_PARAMS, arg)
+
+    async def _tk_with_dsn(
+        self, keyword: str, dsn_keywords: tuple[str, ...], arg: str | None
+    ) -> None:
+        """Run aiosmtpd's MAIL (``keyword`` "FROM:") or RCPT ("TO:"), letting DSN through.
+
+        aiosmtpd refuses parameters it does not know, so with dsn=True the DSN ones are
+        checked here and taken off the line before aiosmtpd sees it, and recorded once
+        aiosmtpd accepted the command: MAIL's in ``mail_options``, in their original place;
+        each accepted RCPT's in ``_Envelope.tk_rcpt_params`` (an empty list without DSN).
+        """
+        is_mail = keyword == "FROM:"
+        envelope, session = self.envelope, self.session
+        assert isinstance(envelope, _Envelope)
+        assert session is not None
+        recorded: list[str] = []
+        split = self._tk_split_params(keyword, arg)
+        # Leave commands aiosmtpd refuses anyway (no EHLO yet, RCPT before MAIL) to it.
+        ready = bool(session.host_name) and (is_mail or bool(envelope.mail_from))
+        if self._tk_owner.dsn and split is not None and ready:
+            if await self.check_auth_needed("MAIL" if is_mail else "RCPT"):
+                return
+            head, params = split
+            error = _dsn_error(params, dsn_keywords)
+            if error is not None:
+                await self.push(error)
+                return
+            is_dsn = [p.partition("=")[0].upper() in dsn_keywords for p in params]
+            arg = " ".join([head, *(p for p, dsn in zip(params, is_dsn, strict=True) if not dsn)])
+            recorded = [
+                _dsn_param(p) if dsn else p.upper() for p, dsn in zip(params, is_dsn, strict=True)
+            ]
+        mail_before, rcpts_before = envelope.mail_from, len(envelope.rcpt_tos)
+        if is_mail:
+            await super().smtp_MAIL(arg)
+            if recorded and not mail_before and envelope.mail_from:  # accepted
+                envelope.mail_options[:] = recorded
+        else:
+            await super().smtp_RCPT(arg)
+            if len(envelope.rcpt_tos) > rcpts_before:  # accepted
+                envelope.tk_rcpt_params.append(recorded)
+
+    def _tk_split_params(self, keyword: str, arg: str | None) -> tuple[str, list[str]] | None:
+        """``("FROM:<address>", [parameters...])`` of a MAIL/RCPT argument; None if malformed
+        (aiosmtpd then answers it)."""
+        if arg is None:
+            return None
+        rest = self._strip_command_keyword(keyword, arg)
+        if rest is None:
+            return None
+        address, params = self._getaddr(rest)
+        if not address or params is None:
+            return None
+        return keyword + rest[: len(rest) - len(params)].strip(), params.split()
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
         faults = self._tk_owner.faults
@@ -688,6 +989,8 @@ class _Handler:
         lines = [r for r in responses if owner.auth or not r.startswith("250-AUTH")]
         if owner.pipelining:
             lines.insert(-1, "250-PIPELINING")  # before the final "250 HELP"
+        if owner.dsn:
+            lines.insert(-1, "250-DSN")
         return lines
 
     async def handle_RCPT(  # noqa: N802
@@ -707,6 +1010,8 @@ class _Handler:
             await asyncio.sleep(delay)
         data = envelope.original_content or b""
         transport = server.transport
+        ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+        rcpt_params = envelope.tk_rcpt_params if isinstance(envelope, _Envelope) else []
         received = ReceivedMessage(
             # aiosmtpd stores the null reverse-path as the literal "<>".
             mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
@@ -715,8 +1020,9 @@ class _Handler:
             # Parse with LF line ends so get_content() gives "\n" text, as for any parsed mail.
             message=BytesParser(policy=default_policy).parsebytes(data.replace(b"\r\n", b"\n")),
             mail_options=list(envelope.mail_options),
-            rcpt_options=list(envelope.rcpt_options),
-            tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
+            rcpt_options=[list(p) for p in rcpt_params],
+            tls=ssl_object is not None,
+            tls_version=None if ssl_object is None else ssl_object.version(),
             auth_user=_auth_user(session),
             peer=_peer(session),
         )

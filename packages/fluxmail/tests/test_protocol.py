@@ -18,7 +18,8 @@ from fluxmail.protocol.commands import (
 from fluxmail.protocol.data import encode_data
 from fluxmail.protocol.ops import Conversation, Credentials, Exchange, UpgradeTLS
 from fluxmail.protocol.replies import ProtocolError, Reply, ReplyParser
-from fluxmail.protocol.session import SessionPlan, open_session, send_message
+from fluxmail.protocol.session import SessionPlan, open_session
+from fluxmail.protocol.transaction import send_message, send_pipelined
 
 
 def parse_all(data: bytes) -> list[Reply]:
@@ -267,3 +268,66 @@ class TestTransaction:
         with pytest.raises(SMTPReplyError) as info:
             peer.run(send_message(ENVELOPE, b"x", PIPELINED))
         assert info.value.code == "smtp_permanent"
+
+
+ONE = Envelope("from@example.com", ("a@example.com",))
+
+
+class TestPipelinedStream:
+    def test_one_round_trip_per_message(self) -> None:
+        items = [(ONE, f"Subject: {i}\r\n\r\nbody".encode()) for i in range(3)]
+        peer = ScriptedPeer(
+            *["250 ok", "250 ok", "354 go"],  # envelope of 0
+            *["250 queued as Q0", "250 ok", "250 ok", "354 go"],  # 0's final + envelope of 1
+            *["250 queued as Q1", "250 ok", "250 ok", "354 go"],
+            "250 queued as Q2",
+        )
+        outcomes: dict[int, Any] = {}
+        peer.run(send_pipelined(items, PIPELINED, outcomes))
+        assert len(peer.writes) == 4  # three messages, four writes: one round trip each
+        assert peer.writes[1].startswith(b"Subject: 0\r\n\r\nbody\r\n.\r\nMAIL FROM:")
+        assert [outcomes[i].queue_id for i in range(3)] == ["Q0", "Q1", "Q2"]
+
+    def test_failures_are_per_message_and_the_stream_goes_on(self) -> None:
+        items = [(ONE, b"zero"), (ONE, b"one"), (ONE, b"two"), (ONE, b"three")]
+        peer = ScriptedPeer(
+            *["250 ok", "250 ok", "354 go"],  # 0 envelope
+            *[
+                "550 5.7.1 rejected",
+                "250 ok",
+                "550 5.1.1 no user",
+                "554 no valid rcpt",
+            ],  # 1 refused
+            *["250 ok", "250 ok", "250 ok", "354 go"],  # RSET reply, then 2's envelope
+            *["451 4.3.0 later", "553 bad sender", "503 no", "503 no"],  # 2 final; 3 refused
+            "250 ok",  # never read: 3's MAIL failed, so no RSET is owed
+        )
+        outcomes: dict[int, Any] = {}
+        peer.run(send_pipelined(items, PIPELINED, outcomes))
+        assert outcomes[0].reply.code == 550
+        assert not outcomes[0].transient
+        assert isinstance(outcomes[1], RecipientsRefused)
+        assert outcomes[2].transient
+        assert outcomes[3].reply.code == 553
+        assert b"RSET\r\n" in peer.writes[2]
+        assert peer.replies == [Reply(250, ("ok",))]  # no reply was left unread or overread
+
+    def test_354_after_failed_envelope_closes_empty_data(self) -> None:
+        peer = ScriptedPeer("250 ok", "550 no", "354 go", "554 empty", "250 reset")
+        outcomes: dict[int, Any] = {}
+        peer.run(send_pipelined([(ONE, b"x")], PIPELINED, outcomes))
+        assert isinstance(outcomes[0], RecipientsRefused)
+        assert peer.writes[-1] == b".\r\nRSET\r\n"
+
+    def test_without_pipelining_falls_back_to_one_by_one(self) -> None:
+        plain = Extensions.from_ehlo(["mx"])
+        peer = ScriptedPeer(
+            "250 ok", "250 ok", "354 go", "250 one", "550 no", "250 reset", "250 ok", "250 ok",
+            "354 go", "250 three",
+        )  # fmt: skip
+        outcomes: dict[int, Any] = {}
+        peer.run(send_pipelined([(ONE, b"1"), (ONE, b"2"), (ONE, b"3")], plain, outcomes))
+        assert outcomes[0].reply.text == "one"
+        assert outcomes[1].reply.code == 550
+        assert outcomes[2].reply.text == "three"
+        assert all(len(w.split(b"\r\n")) <= 3 for w in peer.writes[:-1])

@@ -15,6 +15,7 @@ import logging
 import math
 import ssl
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from types import TracebackType
@@ -26,6 +27,7 @@ from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_fro
 from fluxmail.errors import FluxMailException
 from fluxmail.logs import Log, level_view
 from fluxmail.message import Draft, MessageSpec, build
+from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.ops import Credentials
 from fluxmail.protocol.session import SessionPlan, TLSMode
@@ -50,7 +52,10 @@ class FluxMail:
     sender when it is an address (relays that trust the network need no AUTH).
 
     Beyond the contract: ``allow_plaintext_auth`` lets a password go over a connection without
-    TLS to a non-loopback host (refused by default); ``local_hostname`` is the EHLO name.
+    TLS to a non-loopback host (refused by default); ``local_hostname`` is the EHLO name;
+    ``oauth2_token`` (a token, or a callable that returns a fresh one) logs in with XOAUTH2 as
+    ``username``; ``min_tls_version`` ("TLSv1.2", "TLSv1.3" or an ``ssl.TLSVersion``) refuses
+    older TLS, also on a given ``ssl_context``, which it raises if needed.
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class FluxMail:
         sender: str | None = None,
         allow_plaintext_auth: bool = False,
         local_hostname: str | None = None,
+        oauth2_token: str | Callable[[], str] | None = None,
+        min_tls_version: ssl.TLSVersion | str | None = None,
     ) -> None:
         if use_tls and use_ssl:
             raise FluxMailException(
@@ -98,9 +105,8 @@ class FluxMail:
         self.relay, self.domain = spec.relay, spec.domain
         self.port = spec.port if spec.port is not None else _check_int(port, "port", 1, 65535)
         self.username = username
-        self._credentials = (
-            Credentials(username, password or "") if username and password is not None else None
-        )
+        self._credentials = _credentials(username, password, oauth2_token)
+        self.min_tls_version = _tls_version(min_tls_version)
         self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
         self.timeout = _check_number(timeout, "timeout", positive=True)
         self.retry = RetryPolicy(
@@ -155,16 +161,23 @@ class FluxMail:
         inline_css: bool = False,
         *,
         headers: dict[str, str] | None = None,
+        dsn_notify: list[str] | None = None,
+        dsn_ret: str | None = None,
+        dsn_envid: str | None = None,
     ) -> Self:
         """Start a fresh message; returns self so ``create(...).send()`` chains.
 
-        Raises FluxMailException with the contract's code for every bad argument.
+        Raises FluxMailException with the contract's code for every bad argument. Beyond the
+        contract: ``headers`` adds custom headers; ``dsn_notify`` (SUCCESS, FAILURE, DELAY or
+        NEVER), ``dsn_ret`` (FULL or HDRS) and ``dsn_envid`` request delivery status
+        notifications from relays that offer DSN.
         """
         self._draft = None
         spec = MessageSpec(
             subject, recipients, body, self._resolve_sender(sender), cc, bcc, reply_to,
             attachments, html_body, plain_body, in_reply_to, references, priority,
             unsubscribe_url, inline_images, inline_css, headers,
+            tuple(dsn_notify or ()), dsn_ret, dsn_envid,
         )  # fmt: skip
         self._draft = build(spec, id_domain=self.domain or None)
         return self
@@ -315,6 +328,20 @@ class FluxMail:
             "extensions": sorted(info.extensions.keywords),
         }
 
+    # -- pools ------------------------------------------------------------------------------
+
+    def pool(self, **options: Any) -> SMTPPool:
+        """A thread-safe connection pool with this mailer's relay, TLS, login and retries.
+
+        ``options`` are :class:`~fluxmail.pool.PoolOptions` fields (max_connections,
+        max_messages_per_connection, idle_timeout, batch_size, rate_limit).
+        """
+        return SMTPPool(self._settings, self.retry, PoolOptions(**options))
+
+    def async_pool(self, **options: Any) -> AsyncSMTPPool:
+        """The asyncio twin of :meth:`pool`."""
+        return AsyncSMTPPool(self._settings, self.retry, PoolOptions(**options))
+
     # -- persistent connections -------------------------------------------------------------
 
     @property
@@ -375,7 +402,13 @@ class FluxMail:
             plaintext_auth=self.allow_plaintext_auth or _is_loopback(self.relay),
         )
         return ConnectionSettings(
-            self.relay, self.port, plan, float(self.timeout), self.ssl_context, self.logger
+            self.relay,
+            self.port,
+            plan,
+            float(self.timeout),
+            self.ssl_context,
+            self.logger,
+            self.min_tls_version,
         )
 
     def _require_draft(self) -> Draft:
@@ -454,6 +487,41 @@ def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
     stripped = copy.copy(message)
     del stripped["Bcc"]
     return stripped
+
+
+def _credentials(
+    username: str | None, password: str | None, token: str | Callable[[], str] | None
+) -> Credentials | None:
+    """What to log in with; None when nothing was given (the relay trusts us)."""
+    if token is not None:
+        if not username:
+            raise FluxMailException("oauth2_token needs the account as username", "invalid_config")
+        source = token if callable(token) else (lambda: token)
+        return Credentials(username, oauth2_token=source)
+    if username and password is not None:
+        return Credentials(username, password)
+    return None
+
+
+def _tls_version(value: ssl.TLSVersion | str | None) -> ssl.TLSVersion | None:
+    if value is None or isinstance(value, ssl.TLSVersion):
+        return value
+    number = value.strip().upper().replace("_", ".").removeprefix("TLSV")
+    if number not in _TLS_VERSIONS:
+        raise FluxMailException(
+            f"min_tls_version {value!r} is not a TLS version; use 'TLSv1.2' or 'TLSv1.3'",
+            "invalid_config",
+        )
+    return _TLS_VERSIONS[number]
+
+
+_TLS_VERSIONS = {
+    "1": ssl.TLSVersion.TLSv1,
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
 
 
 def _is_loopback(host: str) -> bool:

@@ -141,6 +141,9 @@ class MessageSpec:
     inline_images: object = None
     inline_css: bool = False
     headers: Mapping[str, str] | None = None
+    dsn_notify: tuple[str, ...] = ()
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
@@ -220,6 +223,9 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
     envelope = Envelope(
         sender.addr_spec if sender else "",
         tuple(a.addr_spec for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
+        spec.dsn_notify,
+        spec.dsn_ret,
+        spec.dsn_envid,
     )
     return Draft(
         msg,

@@ -97,16 +97,44 @@ def envelope_address(address: str, *, smtputf8: bool) -> str:
     )
 
 
+NOTIFY_VALUES = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """Who the message is from and to on the wire (never read from Bcc'd headers)."""
+    """Who the message is from and to on the wire (never read from Bcc'd headers).
+
+    ``notify``, ``ret`` and ``envid`` ask for delivery status notifications (RFC 3461); they are
+    sent only to servers that advertise DSN.
+    """
 
     sender: str
     recipients: tuple[str, ...]
+    notify: tuple[str, ...] = ()
+    ret: str | None = None
+    envid: str | None = None
 
     def __post_init__(self) -> None:
         if not self.recipients:
             raise FluxMailException("A message needs at least one recipient", "invalid_params")
+        notify = {n.upper() for n in self.notify}
+        if not notify <= NOTIFY_VALUES or ("NEVER" in notify and len(notify) > 1):
+            raise FluxMailException(
+                "dsn_notify takes SUCCESS, FAILURE and DELAY, or NEVER alone", "invalid_params"
+            )
+        if self.ret is not None and self.ret.upper() not in ("FULL", "HDRS"):
+            raise FluxMailException("dsn_ret must be FULL or HDRS", "invalid_params")
+        if self.envid is not None and not (
+            0 < len(self.envid) <= 100 and self.envid.isascii() and self.envid.isprintable()
+        ):
+            raise FluxMailException(
+                "dsn_envid must be 1-100 printable ASCII characters", "invalid_params"
+            )
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: ``+``, ``=``, spaces and controls as ``+HH``."""
+    return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
 
 
 def mail_from(envelope: Envelope, extensions: Extensions, size: int, *, eight_bit: bool) -> bytes:
@@ -122,9 +150,19 @@ def mail_from(envelope: Envelope, extensions: Extensions, size: int, *, eight_bi
         args.append("BODY=8BITMIME")
     if utf8:
         args.append("SMTPUTF8")
+    if extensions.has("DSN"):
+        if envelope.ret:
+            args.append(f"RET={envelope.ret.upper()}")
+        if envelope.envid:
+            args.append(f"ENVID={xtext(envelope.envid)}")
     return command("MAIL", *args)
 
 
-def rcpt_to(address: str, extensions: Extensions) -> bytes:
+def rcpt_to(address: str, extensions: Extensions, notify: tuple[str, ...] = ()) -> bytes:
     utf8 = extensions.has("SMTPUTF8")
-    return command("RCPT", f"TO:<{envelope_address(address, smtputf8=utf8)}>")
+    wire = envelope_address(address, smtputf8=utf8)
+    if notify and extensions.has("DSN"):
+        orcpt = f"ORCPT=rfc822;{xtext(wire)}" if wire.isascii() else None
+        args = [f"NOTIFY={','.join(n.upper() for n in notify)}", *([orcpt] if orcpt else [])]
+        return command("RCPT", f"TO:<{wire}>", *args)
+    return command("RCPT", f"TO:<{wire}>")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -41,8 +41,16 @@ def exchange(data: bytes, *, secret: bool = False) -> Conversation[Reply]:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    username: str
-    password: str
+    """What to log in with: a password, or an OAuth 2 access token source for XOAUTH2.
 
-    def __repr__(self) -> str:  # never let a password reach a log line or a traceback
-        return f"Credentials(username={self.username!r}, password='***')"
+    ``oauth2_token`` is called for every login, so it can hand out a refreshed token; after a
+    refused token it is called once more before giving up (the token may have just expired).
+    """
+
+    username: str
+    password: str = ""
+    oauth2_token: Callable[[], str] | None = None
+
+    def __repr__(self) -> str:  # never let a secret reach a log line or a traceback
+        kind = "oauth2_token=<callable>" if self.oauth2_token else "password='***'"
+        return f"Credentials(username={self.username!r}, {kind})"

@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fluxmail.errors import AuthError, RecipientsRefused, SMTPReplyError, TLSError
+from fluxmail.errors import AuthError, SMTPReplyError, TLSError
 from fluxmail.protocol.auth import authenticate
-from fluxmail.protocol.commands import Envelope, Extensions, command, mail_from, rcpt_to
-from fluxmail.protocol.data import encode_data
-from fluxmail.protocol.ops import Conversation, Credentials, Exchange, UpgradeTLS, exchange
+from fluxmail.protocol.commands import Extensions, command
+from fluxmail.protocol.ops import Conversation, Credentials, UpgradeTLS, exchange
 from fluxmail.protocol.replies import Reply
-from fluxmail.result import SendResult
 
 TLSMode = Literal["none", "starttls", "ssl"]
 
@@ -86,60 +84,8 @@ def open_session(plan: SessionPlan) -> Conversation[ServerInfo]:
                 "or use_ssl=True, or allow_plaintext_auth=True for a relay you trust",
                 "auth_requires_tls",
             )
-        mechanism = yield from authenticate(extensions.auth_mechanisms, plan.credentials)
+        mechanism = yield from authenticate(extensions.auth_mechanisms, plan.credentials, tls=tls)
     return ServerInfo(greeting, extensions, tls, mechanism)
-
-
-def send_message(
-    envelope: Envelope, message: bytes, extensions: Extensions
-) -> Conversation[SendResult]:
-    """One mail transaction. A partial refusal is a result; a total one raises.
-
-    With PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). After a failed
-    transaction the caller should RSET (:func:`reset`) before reusing the connection.
-    """
-    payload = encode_data(message)
-    limit = extensions.max_size
-    if limit is not None and len(payload) > limit:
-        raise SMTPReplyError(
-            f"Message of {len(payload)} bytes exceeds the server's SIZE limit of {limit}",
-            Reply(552, ("5.3.4 Message size exceeds fixed maximum message size",)),
-            "MAIL FROM",
-        )
-    first = mail_from(envelope, extensions, len(payload), eight_bit=not message.isascii())
-    rcpts = [rcpt_to(address, extensions) for address in envelope.recipients]
-    if extensions.has("PIPELINING"):
-        replies = yield Exchange(first + b"".join(rcpts) + command("DATA"), len(rcpts) + 2)
-        mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
-    else:
-        mail_reply = yield from exchange(first)
-        if not mail_reply.ok:
-            raise SMTPReplyError(f"Server refused the sender: {mail_reply}", mail_reply, "MAIL")
-        answers: list[Reply] = []
-        for rcpt in rcpts:
-            answers.append((yield from exchange(rcpt)))
-        rcpt_replies = tuple(answers)
-        if not any(r.ok for r in rcpt_replies):
-            data_reply = Reply(554, ("5.5.1 No valid recipients",))
-        else:
-            data_reply = yield from exchange(command("DATA"))
-
-    accepted = tuple(a for a, r in zip(envelope.recipients, rcpt_replies, strict=True) if r.ok)
-    refused = {a: r for a, r in zip(envelope.recipients, rcpt_replies, strict=True) if not r.ok}
-    if data_reply.code == 354 and (not mail_reply.ok or not accepted):
-        # A pipelining server may accept DATA although nothing before it succeeded; close the
-        # empty transaction rather than send the message to nobody.
-        yield from exchange(b".\r\n")
-    if not mail_reply.ok:
-        raise SMTPReplyError(f"Server refused the sender: {mail_reply}", mail_reply, "MAIL")
-    if not accepted:
-        raise RecipientsRefused(refused)
-    if data_reply.code != 354:
-        raise SMTPReplyError(f"Server refused DATA: {data_reply}", data_reply, "DATA")
-    final = yield from exchange(payload)
-    if not final.ok:
-        raise SMTPReplyError(f"Server rejected the message: {final}", final, "DATA")
-    return SendResult(accepted=accepted, refused=refused, reply=final)
 
 
 def simple(verb: str) -> Conversation[Reply]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import TypeVar
 
 from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPReplyError
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.ops import Conversation, Exchange
 from fluxmail.protocol.replies import Reply, ReplyParser
-from fluxmail.protocol.session import ServerInfo, open_session, send_message, simple
+from fluxmail.protocol.session import ServerInfo, open_session, simple
+from fluxmail.protocol.transaction import Outcome, send_message, send_pipelined
 from fluxmail.result import SendResult
 from fluxmail.transport.base import ConnectionBase, connection_closed, data_before_tls
 
@@ -130,6 +132,22 @@ class AsyncConnection(ConnectionBase):
             raise
         self.messages_sent += 1
         return result
+
+    async def send_many(
+        self, items: Sequence[tuple[Envelope, bytes]], outcomes: dict[int, Outcome]
+    ) -> None:
+        """Send every item on this session, pipelined; see :func:`send_pipelined`.
+
+        Outcomes land in ``outcomes`` as they are known; if the connection breaks, the
+        exception propagates and the items without an outcome were not sent.
+        """
+        if self.info is None:
+            raise SMTPConnectError("The connection is not open", "connection_lost")
+        before = len(outcomes)
+        try:
+            await self._run(send_pipelined(items, self.info.extensions, outcomes))
+        finally:
+            self.messages_sent += len(outcomes) - before
 
     async def noop(self) -> Reply:
         return await self._run(simple("NOOP"))

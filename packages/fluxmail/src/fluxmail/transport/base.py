@@ -32,19 +32,29 @@ class ConnectionSettings:
     timeout: float = 30.0
     ssl_context: ssl.SSLContext | None = None
     logger: Log = field(default=log, repr=False)
+    min_tls_version: ssl.TLSVersion | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def tls_context(self) -> ssl.SSLContext:
-        return self.ssl_context or _default_tls_context()
+        """The caller's context, or a verifying default; raised to ``min_tls_version``."""
+        if self.ssl_context is None:
+            return _default_tls_context(self.min_tls_version)
+        wanted = self.min_tls_version
+        if wanted is not None and self.ssl_context.minimum_version < wanted:
+            self.ssl_context.minimum_version = wanted
+        return self.ssl_context
 
 
 @cache
-def _default_tls_context() -> ssl.SSLContext:
+def _default_tls_context(minimum: ssl.TLSVersion | None) -> ssl.SSLContext:
     # Building a context loads the CA store; doing it once per process keeps connects cheap.
-    return ssl.create_default_context()
+    context = ssl.create_default_context()
+    if minimum is not None:
+        context.minimum_version = minimum
+    return context
 
 
 class ConnectionBase:

@@ -1,0 +1,388 @@
+"""Connection pools for bulk sending: many connections, one rate limit, per-message results.
+
+:class:`SMTPPool` (threads) and :class:`AsyncSMTPPool` (asyncio) share everything but their
+waiting: the bookkeeping of which messages remain, their attempts and outcomes is
+:class:`_Work`, and the connection policy is :class:`PoolOptions`. Each worker owns one
+connection at a time and streams batches of messages down it with
+:func:`~fluxmail.protocol.transaction.send_pipelined`, one round trip per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from fluxmail import outbox
+from fluxmail.errors import FluxMailException, is_transient
+from fluxmail.protocol.commands import Envelope
+from fluxmail.protocol.transaction import Outcome
+from fluxmail.ratelimit import RateLimit, RateLimiter
+from fluxmail.result import SendResult
+from fluxmail.retry import RetryPolicy
+from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
+
+Item = tuple[Envelope, bytes]
+C = TypeVar("C", SyncConnection, AsyncConnection)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """How a pool treats its connections.
+
+    ``max_connections`` caps the connections open at once; ``max_messages_per_connection``
+    (0: no cap) replaces a connection after that many messages; a connection idle for more than
+    ``idle_timeout`` seconds is closed instead of reused; ``batch_size`` is how many messages a
+    worker pipelines in one go; ``rate_limit`` holds across all connections of the pool.
+    """
+
+    max_connections: int = 10
+    max_messages_per_connection: int = 0
+    idle_timeout: float = 60.0
+    batch_size: int = 100
+    rate_limit: RateLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.batch_size < 1 or self.max_messages_per_connection < 0:
+            raise FluxMailException(
+                "max_connections and batch_size must be at least 1, "
+                "max_messages_per_connection at least 0",
+                "invalid_config",
+            )
+
+    def batch_limit(self, sent_on_connection: int) -> int:
+        """How many messages the next batch on a connection may hold."""
+        limit = self.batch_size
+        if self.rate_limit is not None and self.rate_limit.per_second:
+            limit = min(limit, self.rate_limit.burst)  # a batch goes out all at once
+        if self.max_messages_per_connection:
+            limit = min(limit, self.max_messages_per_connection - sent_on_connection)
+        return max(limit, 1)
+
+    def reusable(self, conn: SyncConnection | AsyncConnection, idle_since: float) -> bool:
+        if not conn.is_open or time.monotonic() - idle_since > self.idle_timeout:
+            return False
+        cap = self.max_messages_per_connection
+        return not cap or conn.messages_sent < cap
+
+
+class _Work:
+    """One ``send_many`` call's bookkeeping: what remains, attempts, and final outcomes.
+
+    Thread-safe; workers of either pool take batches, send them, and report back through
+    :meth:`settle`, which decides per message between done and another attempt.
+    """
+
+    def __init__(self, count: int, retry: RetryPolicy) -> None:
+        self.retry = retry
+        self._lock = threading.Lock()
+        self._queue: deque[int] = deque(range(count))
+        self._attempts = [0] * count
+        self.outcomes: list[Outcome | None] = [None] * count
+        self._left = count
+
+    @property
+    def done(self) -> bool:
+        return self._left == 0
+
+    def take(self, limit: int) -> list[int]:
+        with self._lock:
+            batch = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+            for index in batch:
+                self._attempts[index] += 1
+            return batch
+
+    def settle(
+        self, batch: Sequence[int], outcomes: dict[int, Outcome], error: FluxMailException | None
+    ) -> bool:
+        """Record a batch's outcomes (keyed by position in the batch); messages the batch did
+        not settle failed with ``error``. Returns True if anything will be tried again."""
+        retrying = False
+        with self._lock:
+            for position, index in enumerate(batch):
+                outcome = outcomes.get(position, error)
+                assert outcome is not None, "a batch left a message unsettled without an error"
+                if isinstance(outcome, FluxMailException) and self.retry.should_retry(
+                    self._attempts[index], outcome
+                ):
+                    self._queue.appendleft(index)
+                    retrying = True
+                else:
+                    self.outcomes[index] = outcome
+                    self._left -= 1
+        return retrying
+
+    def fail_all(self, error: FluxMailException) -> None:
+        """Settle everything not yet sent with ``error`` (the relay refused us for good)."""
+        with self._lock:
+            while self._queue:
+                index = self._queue.popleft()
+                self.outcomes[index] = error
+                self._left -= 1
+
+    def results(self) -> list[Outcome]:
+        assert all(o is not None for o in self.outcomes), "send_many ended with messages unsent"
+        return list(self.outcomes)  # type: ignore[arg-type]
+
+
+def _captured(items: Sequence[Item]) -> list[Outcome] | None:
+    """With :func:`fluxmail.testing.capture` active, record instead of sending."""
+    box = outbox.active()
+    if box is None:
+        return None
+    for envelope, data in items:
+        box.record(envelope, data)
+    return [SendResult(accepted=envelope.recipients) for envelope, _ in items]
+
+
+def _single(outcome: Outcome) -> SendResult:
+    if isinstance(outcome, FluxMailException):
+        raise FluxMailException(f"Failed to send email via SMTP: {outcome}", "send_failed") from (
+            outcome
+        )
+    return outcome
+
+
+class _PoolBase(Generic[C]):
+    """Connection bookkeeping shared by both pools (no I/O here)."""
+
+    def __init__(
+        self,
+        settings: Callable[[], ConnectionSettings],
+        retry: RetryPolicy,
+        options: PoolOptions,
+    ) -> None:
+        self._settings = settings
+        self.retry = retry
+        self.options = options
+        self.limiter = RateLimiter(options.rate_limit) if options.rate_limit else None
+        self._idle: list[tuple[C, float]] = []
+        self._idle_lock = threading.Lock()
+        self._closed = False
+
+    def _take_idle(self) -> tuple[C | None, list[C]]:
+        """A reusable idle connection, if any, and the stale ones to close."""
+        stale: list[C] = []
+        with self._idle_lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if self.options.reusable(conn, since):
+                    return conn, stale
+                stale.append(conn)
+        return None, stale
+
+    def _keep(self, conn: C) -> bool:
+        """Park ``conn`` for reuse; False if the pool is closed or it cannot be reused."""
+        if self._closed or not self.options.reusable(conn, time.monotonic()):
+            return False
+        with self._idle_lock:
+            self._idle.append((conn, time.monotonic()))
+        return True
+
+    def _drain(self) -> list[C]:
+        self._closed = True
+        with self._idle_lock:
+            conns = [conn for conn, _ in self._idle]
+            self._idle.clear()
+        return conns
+
+    def _workers(self, count: int) -> int:
+        return max(1, min(self.options.max_connections, count))
+
+
+class SMTPPool(_PoolBase[SyncConnection]):
+    """A thread-safe pool of blocking SMTP connections. Use as a context manager.
+
+    :meth:`send_many` sends a batch over up to ``max_connections`` connections in parallel
+    threads and returns one outcome per message, in order: a :class:`SendResult`, or the
+    :class:`FluxMailException` that settled it after the mailer's retries.
+    """
+
+    def __init__(
+        self,
+        settings: Callable[[], ConnectionSettings],
+        retry: RetryPolicy,
+        options: PoolOptions,
+    ) -> None:
+        super().__init__(settings, retry, options)
+        self._slots = threading.BoundedSemaphore(options.max_connections)
+
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Send one message; raises ``send_failed`` (chained) if it could not be sent."""
+        return _single(self.send_many([(envelope, data)])[0])
+
+    def send_many(self, items: Iterable[Item]) -> list[Outcome]:
+        batch = list(items)
+        if (captured := _captured(batch)) is not None:
+            return captured
+        work = _Work(len(batch), self.retry)
+        workers = self._workers(len(batch))
+        if workers == 1:
+            self._worker(batch, work)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="fluxmail-pool") as threads:
+                for future in [threads.submit(self._worker, batch, work) for _ in range(workers)]:
+                    future.result()
+        return work.results()
+
+    def _worker(self, items: Sequence[Item], work: _Work) -> None:
+        with self._slots:
+            conn: SyncConnection | None = None
+            try:
+                while not work.done:
+                    sent = conn.messages_sent if conn is not None else 0
+                    batch = work.take(self.options.batch_limit(sent))
+                    if not batch:
+                        return  # the rest is in other workers' hands
+                    if self.limiter is not None and (wait := self.limiter.reserve(len(batch))):
+                        time.sleep(wait)
+                    conn, retrying = self._send_batch(conn, items, batch, work)
+                    if retrying:
+                        time.sleep(self.retry.delay)
+            finally:
+                if conn is not None and not self._keep(conn):
+                    conn.close()
+
+    def _send_batch(
+        self, conn: SyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
+    ) -> tuple[SyncConnection | None, bool]:
+        outcomes: dict[int, Outcome] = {}
+        if conn is not None and not self.options.reusable(conn, time.monotonic()):
+            conn.close()
+            conn = None
+        try:
+            if conn is None:
+                conn = self._checkout()
+            conn.send_many([items[i] for i in batch], outcomes)
+        except FluxMailException as exc:
+            if conn is None and not is_transient(exc):
+                # Could not even open a session (bad password, TLS refused): the same awaits
+                # every other message, so settle them all now rather than one batch at a time.
+                work.settle(batch, {}, exc)
+                work.fail_all(exc)
+                return None, False
+            return None, work.settle(batch, outcomes, exc)  # the transport dropped the session
+        return conn, work.settle(batch, outcomes, None)
+
+    def _checkout(self) -> SyncConnection:
+        conn, stale = self._take_idle()
+        for old in stale:
+            old.close()
+        if conn is None:
+            conn = SyncConnection(self._settings())
+            conn.open()
+        return conn
+
+    def close(self) -> None:
+        """QUIT every idle connection; connections in use close when their worker ends."""
+        for conn in self._drain():
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncSMTPPool(_PoolBase[AsyncConnection]):
+    """The asyncio twin of :class:`SMTPPool`: ``max_connections`` concurrent tasks."""
+
+    def __init__(
+        self,
+        settings: Callable[[], ConnectionSettings],
+        retry: RetryPolicy,
+        options: PoolOptions,
+    ) -> None:
+        super().__init__(settings, retry, options)
+        self._slots: asyncio.Semaphore | None = None  # made on first use, inside the loop
+
+    async def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Send one message; raises ``send_failed`` (chained) if it could not be sent."""
+        return _single((await self.send_many([(envelope, data)]))[0])
+
+    async def send_many(self, items: Iterable[Item]) -> list[Outcome]:
+        batch = list(items)
+        if (captured := _captured(batch)) is not None:
+            return captured
+        work = _Work(len(batch), self.retry)
+        workers = self._workers(len(batch))
+        await asyncio.gather(*(self._worker(batch, work) for _ in range(workers)))
+        return work.results()
+
+    async def _worker(self, items: Sequence[Item], work: _Work) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.options.max_connections)
+        async with self._slots:
+            conn: AsyncConnection | None = None
+            try:
+                while not work.done:
+                    sent = conn.messages_sent if conn is not None else 0
+                    batch = work.take(self.options.batch_limit(sent))
+                    if not batch:
+                        return
+                    if self.limiter is not None and (wait := self.limiter.reserve(len(batch))):
+                        await asyncio.sleep(wait)
+                    conn, retrying = await self._send_batch(conn, items, batch, work)
+                    if retrying:
+                        await asyncio.sleep(self.retry.delay)
+            finally:
+                if conn is not None and not self._keep(conn):
+                    await conn.close()
+
+    async def _send_batch(
+        self, conn: AsyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
+    ) -> tuple[AsyncConnection | None, bool]:
+        outcomes: dict[int, Outcome] = {}
+        if conn is not None and not self.options.reusable(conn, time.monotonic()):
+            await conn.close()
+            conn = None
+        try:
+            if conn is None:
+                conn = await self._checkout()
+            await conn.send_many([items[i] for i in batch], outcomes)
+        except FluxMailException as exc:
+            if conn is None and not is_transient(exc):
+                # Could not even open a session (bad password, TLS refused): the same awaits
+                # every other message, so settle them all now rather than one batch at a time.
+                work.settle(batch, {}, exc)
+                work.fail_all(exc)
+                return None, False
+            return None, work.settle(batch, outcomes, exc)  # the transport dropped the session
+        return conn, work.settle(batch, outcomes, None)
+
+    async def _checkout(self) -> AsyncConnection:
+        conn, stale = self._take_idle()
+        for old in stale:
+            await old.close()
+        if conn is None:
+            conn = AsyncConnection(self._settings())
+            await conn.open()
+        return conn
+
+    async def close(self) -> None:
+        """QUIT every idle connection; connections in use close when their task ends."""
+        for conn in self._drain():
+            await conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
