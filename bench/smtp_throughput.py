@@ -407,7 +407,7 @@ def run_once(client: Client, settings: Settings, profile: bool = False) -> Run:
         run.status = "failed"
     if run.status == "ok" and sink_messages != n:
         run.status = "failed"
-        run.note = f"the sink counted {sink_messages} messages, not {n}"
+        run.note = "the sink's own count disagrees"
     if run.status == "ok" and run.seconds:
         run.rate = n / run.seconds
     return run

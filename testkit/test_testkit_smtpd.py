@@ -268,6 +268,365 @@ def test_require_starttls(
     server.wait_for_messages(1)
 
 
+# -- CRAM-MD5 and XOAUTH2 ------------------------------------------------------------------------
+
+
+def test_all_mechanisms_and_extensions_in_ehlo_order(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(
+        auth=True,
+        auth_mechanisms=["xoauth2", "CRAM-MD5", "PLAIN", "LOGIN"],
+        pipelining=True,
+        dsn=True,
+    )
+    with connect(server) as client:
+        code, reply = client.ehlo()
+    assert code == 250
+    assert reply.decode().splitlines() == [
+        "localhost",
+        "SIZE 33554432",
+        "8BITMIME",
+        "SMTPUTF8",
+        "AUTH CRAM-MD5 LOGIN PLAIN XOAUTH2",
+        "PIPELINING",
+        "DSN",
+        "HELP",
+    ]
+
+
+def test_cram_md5_by_hand(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5"], hostname="mx.test")
+    with connect(server) as client:
+        assert features(client) >= {"auth"}
+        assert client.esmtp_features["auth"].strip() == "CRAM-MD5"
+        code, blob = client.docmd("AUTH", "CRAM-MD5")
+        assert code == 334
+        challenge = base64.b64decode(blob, validate=True)
+        assert re.fullmatch(rb"<\d+\.\d+@mx\.test>", challenge)
+        digest = hmac.new(PASSWORD.encode(), challenge, hashlib.md5).hexdigest()
+        answer = base64.b64encode(f"{USER} {digest}".encode()).decode()
+        assert client.docmd(answer) == (235, b"2.7.0 Authentication successful")
+        client.sendmail(SENDER, [RCPT], RAW)
+    [received] = server.wait_for_messages(1)
+    assert received.auth_user == USER
+    assert server.commands[1:3] == ["AUTH CRAM-MD5", answer]
+
+
+def test_cram_md5_challenges_differ(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5"])
+    challenges = set()
+    with connect(server) as client:
+        client.ehlo()
+        for _ in range(3):
+            code, blob = client.docmd("AUTH", "CRAM-MD5")
+            assert code == 334
+            challenges.add(blob)
+            assert client.docmd("*")[0] == 501  # client cancels
+    assert len(challenges) == 3
+
+
+def test_cram_md5_with_smtplib_login(smtp_server: SMTPServerFactory) -> None:
+    # smtplib prefers CRAM-MD5 when offered.
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5", "PLAIN", "LOGIN"])
+    with connect(server) as client:
+        client.login(USER, PASSWORD)
+        client.sendmail(SENDER, [RCPT], RAW)
+    assert server.wait_for_messages(1)[0].auth_user == USER
+    assert "AUTH CRAM-MD5" in server.commands
+
+
+@pytest.mark.parametrize(("user", "password"), [(USER, "wrong"), ("nobody@example.com", PASSWORD)])
+def test_cram_md5_refused(smtp_server: SMTPServerFactory, user: str, password: str) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5"])
+    with connect(server) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as excinfo:
+            client.login(user, password)
+        assert excinfo.value.smtp_code == 535
+        assert excinfo.value.smtp_error == b"5.7.8 Authentication credentials invalid"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reply"),
+    [
+        ("not base64!", (501, b"5.5.2 Can't decode base64")),
+        (
+            base64.b64encode(b"no-space-at-all").decode(),
+            (501, b"5.5.2 Malformed CRAM-MD5 response"),
+        ),
+        # The digest must be lowercase hex, as RFC 2195 says.
+        (base64.b64encode(f"{USER} {'A' * 32}".encode()).decode(), (535, None)),
+    ],
+)
+def test_cram_md5_malformed_answers(
+    smtp_server: SMTPServerFactory, answer: str, reply: tuple[int, bytes | None]
+) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5"])
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "CRAM-MD5")[0] == 334
+        code, text = client.docmd(answer)
+        assert code == reply[0]
+        assert reply[1] is None or text == reply[1]
+        # An initial response is not allowed with CRAM-MD5 (RFC 4954 4).
+        assert client.docmd("AUTH", "CRAM-MD5 " + answer)[0] == 501
+
+
+def test_cram_md5_digest_is_checked_in_lowercase(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["CRAM-MD5"])
+    with connect(server) as client:
+        client.ehlo()
+        _, blob = client.docmd("AUTH", "CRAM-MD5")
+        challenge = base64.b64decode(blob)
+        digest = hmac.new(PASSWORD.encode(), challenge, hashlib.md5).hexdigest().upper()
+        assert client.docmd(base64.b64encode(f"{USER} {digest}".encode()).decode())[0] == 535
+
+
+def test_xoauth2_over_starttls(
+    smtp_server: SMTPServerFactory, client_ssl_context: ssl.SSLContext
+) -> None:
+    server = smtp_server(
+        tls="starttls", auth=True, auth_require_tls=True, auth_mechanisms=["XOAUTH2"]
+    )
+    with connect(server) as client:
+        client.ehlo()
+        client.starttls(context=client_ssl_context)
+        assert features(client) >= {"auth"}
+        assert client.esmtp_features["auth"].strip() == "XOAUTH2"
+        code, text = client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, TOKEN))
+        assert (code, text) == (235, b"2.7.0 Authentication successful")
+        client.sendmail(SENDER, [RCPT], RAW)
+    [received] = server.wait_for_messages(1)
+    assert (received.tls, received.auth_user) == (True, USER)
+
+
+def test_xoauth2_refused_token_then_fresh_one(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["XOAUTH2"])
+    with connect(server) as client:
+        client.ehlo()
+        code, blob = client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, "expired-token"))
+        assert code == 334
+        assert json.loads(base64.b64decode(blob, validate=True)) == {
+            "status": "401",
+            "schemes": "bearer",
+            "scope": "https://mail.google.com/",
+        }
+        assert client.docmd("") == (535, b"5.7.8 Username and Password not accepted")
+        # The session stays usable: a fresh token logs in.
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, TOKEN))[0] == 235
+    assert server.commands[2] == ""  # the client's empty answer to the error challenge
+
+
+def test_xoauth2_cancel_after_refusal(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["XOAUTH2"])
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, "bad"))[0] == 334
+        assert client.docmd("*") == (501, b"5.7.0 Auth aborted")
+
+
+def test_xoauth2_without_initial_response(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["XOAUTH2"])
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2") == (334, b"")
+        assert client.docmd(xoauth2(USER, TOKEN))[0] == 235
+
+
+def test_xoauth2_custom_tokens_read_at_each_auth(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["XOAUTH2"], oauth_tokens={"bob": {"t1"}})
+    assert server.oauth_tokens == {"bob": {"t1"}}
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, TOKEN))[0] == 334
+        assert client.docmd("")[0] == 535
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2("bob", "t1"))[0] == 235
+        client.sendmail(SENDER, [RCPT], RAW)
+    assert server.wait_for_messages(1)[0].auth_user == "bob"
+    server.oauth_tokens["bob"].discard("t1")  # revoked
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2("bob", "t1"))[0] == 334
+        assert client.docmd("")[0] == 535
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"user=user@example.com\x01auth=Bearer t\x01",  # one final ^A short
+        b"auth=Bearer t\x01\x01",  # no user
+        b"user=user@example.com\x01auth=Basic dXNlcjpwYXNz\x01\x01",  # not a bearer token
+        b"user=user@example.com\x01auth=Bearer \x01\x01",  # empty token
+        b"",
+    ],
+)
+def test_xoauth2_malformed(smtp_server: SMTPServerFactory, blob: bytes) -> None:
+    server = smtp_server(auth=True, auth_mechanisms=["XOAUTH2"])
+    with connect(server) as client:
+        client.ehlo()
+        arg = base64.b64encode(blob).decode() or "="  # "=" is the empty initial response
+        assert client.docmd("AUTH", "XOAUTH2 " + arg) == (
+            501,
+            b"5.5.2 Malformed XOAUTH2 response",
+        )
+        assert client.docmd("AUTH", "XOAUTH2 not-base64!") == (
+            501,
+            b"5.5.2 Can't decode base64",
+        )
+
+
+# -- DSN ------------------------------------------------------------------------------------------
+
+
+def test_dsn_parameters_are_accepted_and_recorded(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(dsn=True)
+    with connect(server) as client:
+        assert "dsn" in features(client)
+        assert client.docmd("MAIL", f"FROM:<{SENDER}> ret=hdrs SIZE=10 ENVID=Q+2B1+3Dx")[0] == 250
+        assert client.docmd("RCPT", "TO:<a@example.com> NOTIFY=failure,DELAY")[0] == 250
+        assert client.docmd("RCPT", "TO:<b@example.com>")[0] == 250
+        assert client.docmd("RCPT", "TO:<c@example.com> orcpt=rfc822;C+2B@example.com")[0] == 250
+        assert client.docmd("RCPT", "TO:<d@example.com> NOTIFY=NEVER ORCPT=rfc822;d")[0] == 250
+        assert client.data(RAW)[0] == 250
+        # Another transaction starts with empty records.
+        client.sendmail(SENDER, [RCPT], RAW, rcpt_options=["NOTIFY=SUCCESS"])
+    first, second = server.wait_for_messages(2)
+    # Keywords upper-cased, DSN values as sent (xtext is case-sensitive), order kept.
+    assert first.mail_options == ["RET=hdrs", "SIZE=10", "ENVID=Q+2B1+3Dx"]
+    assert first.rcpt_tos == ["a@example.com", "b@example.com", "c@example.com", "d@example.com"]
+    assert first.rcpt_options == [
+        ["NOTIFY=failure,DELAY"],
+        [],
+        ["ORCPT=rfc822;C+2B@example.com"],
+        ["NOTIFY=NEVER", "ORCPT=rfc822;d"],
+    ]
+    assert second.mail_options == [f"SIZE={len(RAW)}"]
+    assert second.rcpt_options == [["NOTIFY=SUCCESS"]]
+
+
+def test_dsn_refused_recipient_records_nothing(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(dsn=True)
+    server.faults.refuse_recipients = {"no@example.com": (550, "5.1.1 No such user")}
+    with connect(server) as client:
+        refused = client.sendmail(
+            SENDER, ["no@example.com", RCPT], RAW, rcpt_options=["NOTIFY=DELAY"]
+        )
+    assert list(refused) == ["no@example.com"]
+    [received] = server.wait_for_messages(1)
+    assert (received.rcpt_tos, received.rcpt_options) == ([RCPT], [["NOTIFY=DELAY"]])
+
+
+def test_dsn_allows_longer_lines(smtp_server: SMTPServerFactory) -> None:
+    # RFC 3461: DSN may lengthen RCPT lines by 500 characters (aiosmtpd's limit is 512).
+    server = smtp_server(dsn=True)
+    orcpt = "ORCPT=rfc822;" + "x" * 700 + "@example.com"
+    with connect(server) as client:
+        client.sendmail(SENDER, [RCPT], RAW, rcpt_options=["NOTIFY=FAILURE", orcpt])
+    assert server.wait_for_messages(1)[0].rcpt_options == [["NOTIFY=FAILURE", orcpt]]
+
+
+@pytest.mark.parametrize(
+    ("verb", "arg", "reply"),
+    [
+        ("MAIL", "RET=ALL", "501 5.5.4 Bad RET parameter syntax"),
+        ("MAIL", "RET", "501 5.5.4 Bad RET parameter syntax"),
+        ("MAIL", "RET=FULL RET=HDRS", "501 5.5.4 Bad RET parameter (repeated)"),
+        ("MAIL", "ENVID=a=b", "501 5.5.4 Bad ENVID parameter syntax"),
+        ("MAIL", "ENVID=a+2b", "501 5.5.4 Bad ENVID parameter syntax"),  # hex is upper case
+        ("MAIL", "ENVID=a+", "501 5.5.4 Bad ENVID parameter syntax"),
+        ("MAIL", "ENVID=caf\u00e9", "501 5.5.4 Bad ENVID parameter syntax"),
+        ("MAIL", "BY=1000", "555 MAIL FROM parameters not recognized or not implemented"),
+        ("RCPT", "NOTIFY=NEVER,FAILURE", "501 5.5.4 Bad NOTIFY parameter syntax"),
+        ("RCPT", "NOTIFY=SOMETIMES", "501 5.5.4 Bad NOTIFY parameter syntax"),
+        ("RCPT", "NOTIFY=FAILURE,", "501 5.5.4 Bad NOTIFY parameter syntax"),
+        ("RCPT", "NOTIFY=DELAY NOTIFY=DELAY", "501 5.5.4 Bad NOTIFY parameter (repeated)"),
+        ("RCPT", "ORCPT=a@example.com", "501 5.5.4 Bad ORCPT parameter syntax"),
+        ("RCPT", "ORCPT=rfc822;", "501 5.5.4 Bad ORCPT parameter syntax"),
+        ("RCPT", "ORCPT=rfc822;a=b@example.com", "501 5.5.4 Bad ORCPT parameter syntax"),
+        ("RCPT", "FOO=1", "555 RCPT TO parameters not recognized or not implemented"),
+    ],
+)
+def test_dsn_malformed_parameters(
+    smtp_server: SMTPServerFactory, verb: str, arg: str, reply: str
+) -> None:
+    server = smtp_server(dsn=True)
+    with connect(server) as client:
+        client.command_encoding = "utf-8"  # lets the non-ASCII ENVID through
+        client.ehlo()
+        if verb == "RCPT":
+            assert client.docmd("MAIL", f"FROM:<{SENDER}>")[0] == 250
+            code, text = client.docmd("RCPT", f"TO:<{RCPT}> {arg}")
+        else:
+            code, text = client.docmd("MAIL", f"FROM:<{SENDER}> {arg}")
+        assert f"{code} {text.decode()}" == reply
+        # Nothing was accepted: the transaction can still start (or take a recipient).
+        if verb == "RCPT":
+            assert client.docmd("RCPT", f"TO:<{RCPT}>")[0] == 250
+        else:
+            assert client.docmd("MAIL", f"FROM:<{SENDER}>")[0] == 250
+
+
+def test_dsn_checks_come_after_session_checks(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server(dsn=True, auth=True, require_auth=True)
+    with connect(server) as client:
+        assert client.docmd("MAIL", f"FROM:<{SENDER}> RET=ALL")[0] == 503  # no EHLO yet
+        client.ehlo()
+        assert client.docmd("RCPT", f"TO:<{RCPT}> NOTIFY=BAD")[0] == 530  # not logged in
+        assert client.docmd("MAIL", f"FROM:<{SENDER}> RET=ALL")[0] == 530
+        client.login(USER, PASSWORD)
+        assert client.docmd("RCPT", f"TO:<{RCPT}> NOTIFY=BAD")[0] == 503  # no MAIL yet
+
+
+def test_without_dsn_parameters_are_refused(plain_smtp: SMTPTestServer) -> None:
+    with connect(plain_smtp) as client:
+        assert "dsn" not in features(client)
+        assert client.docmd("MAIL", f"FROM:<{SENDER}> RET=HDRS")[0] == 555
+        assert client.docmd("MAIL", f"FROM:<{SENDER}>")[0] == 250
+        assert client.docmd("RCPT", f"TO:<{RCPT}> NOTIFY=FAILURE")[0] == 555
+
+
+# -- TLS versions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["starttls", "ssl"])
+def test_tls_version_is_recorded(
+    smtp_server: SMTPServerFactory, client_ssl_context: ssl.SSLContext, tls: str
+) -> None:
+    uncapped = smtp_server(tls="starttls" if tls == "starttls" else "ssl")
+    capped = smtp_server(
+        tls="starttls" if tls == "starttls" else "ssl", tls_max_version=ssl.TLSVersion.TLSv1_2
+    )
+    for server in (uncapped, capped):
+        if tls == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                server.host, server.port, context=client_ssl_context
+            )
+        else:
+            client = connect(server)
+            client.starttls(context=client_ssl_context)
+        with client:
+            client.sendmail(SENDER, [RCPT], RAW)
+    assert uncapped.wait_for_messages(1)[0].tls_version == "TLSv1.3"
+    assert capped.wait_for_messages(1)[0].tls_version == "TLSv1.2"
+
+
+def test_tls_max_version_refuses_newer_only_clients(
+    smtp_server: SMTPServerFactory, client_ssl_context: ssl.SSLContext
+) -> None:
+    client_ssl_context.minimum_version = ssl.TLSVersion.TLSv1_3
+    starttls = smtp_server(tls="starttls", tls_max_version=ssl.TLSVersion.TLSv1_2)
+    with connect(starttls) as client:
+        client.ehlo()
+        with pytest.raises(ssl.SSLError):
+            client.starttls(context=client_ssl_context)
+    wait_until(lambda: starttls.tls_handshake_failures == 1)
+    assert starttls.commands[-1] == "STARTTLS"
+
+    implicit = smtp_server(tls="ssl", tls_max_version=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ssl.SSLError):
+        smtplib.SMTP_SSL(implicit.host, implicit.port, context=client_ssl_context)
+    wait_until(lambda: implicit.tls_handshake_failures == 1)
+    assert implicit.messages == starttls.messages == []
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 

@@ -128,6 +128,9 @@ def messages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
             reply_to="Åsa <asa@example.com>",
             body="Schöne Grüße, ça va ?\n" * 40,
         ),
+        "utf8_headers": create(  # a non-ASCII local part: SMTPUTF8, raw UTF-8 headers
+            subject="Grüße", recipients=["josé@example.com"], body="¡Hola!\n"
+        ),
         "multipart": create(
             subject="Report",
             recipients=to,
@@ -189,6 +192,7 @@ def signature_lines(signed: bytes) -> list[bytes]:
     [
         "plain",
         "unicode",
+        "utf8_headers",
         "multipart",
         "trailing_blank_lines",
         "empty_body",

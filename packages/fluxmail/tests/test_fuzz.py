@@ -1022,7 +1022,11 @@ dsn_notify = st.lists(
     st.sampled_from(["SUCCESS", "failure", "Delay", "NEVER"]) | texts(max_size=8), max_size=3
 ).map(tuple)
 dsn_ret = st.none() | st.sampled_from(["FULL", "hdrs"]) | texts(max_size=8)
-dsn_envid = st.none() | texts(max_size=12) | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=100)
+dsn_envid = (
+    st.none()
+    | texts(max_size=12)
+    | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=100)
+)
 #: One command line: the verb, the path, then ESMTP parameters (keyword[=value], no spaces).
 ONE_LINE = re.compile(
     rb"(?:MAIL FROM|RCPT TO):<[^<>\x00-\x08\x0a-\x20\x7f]*>(?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?)*\r\n"

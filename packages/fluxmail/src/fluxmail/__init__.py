@@ -9,6 +9,7 @@
 
 from fluxmail.bulk import BulkSender
 from fluxmail.client import FluxMail
+from fluxmail.compose import MessageTemplate
 from fluxmail.config import EmailInstance, EmailObject
 from fluxmail.errors import (
     AuthError,
@@ -19,13 +20,16 @@ from fluxmail.errors import (
     SMTPTimeoutError,
     TLSError,
 )
+from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.replies import Reply
+from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 from fluxmail.template import EmailTemplate
 
 __version__ = "1.0.0"
 
 __all__ = [
+    "AsyncSMTPPool",
     "AuthError",
     "BulkSender",
     "EmailInstance",
@@ -33,9 +37,13 @@ __all__ = [
     "EmailTemplate",
     "FluxMail",
     "FluxMailException",
+    "MessageTemplate",
+    "PoolOptions",
+    "RateLimit",
     "RecipientsRefused",
     "Reply",
     "SMTPConnectError",
+    "SMTPPool",
     "SMTPReplyError",
     "SMTPTimeoutError",
     "SendResult",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,9 +18,12 @@ class CommandInjectionError(FluxMailException):
         super().__init__(message, "invalid_params")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
 def has_control_chars(value: str) -> bool:
     """True if ``value`` holds C0 controls (tab excepted), DEL, or Unicode line separators."""
-    return any((ord(ch) < 0x20 and ch != "\t") or ch in "\x7f\x85\u2028\u2029" for ch in value)
+    return _CONTROL.search(value) is not None
 
 
 def command(verb: str, *args: str) -> bytes:

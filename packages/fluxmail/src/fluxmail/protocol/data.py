@@ -7,14 +7,13 @@ server that is lax about line endings, because it reaches the wire as ``\\r\\n..
 
 from __future__ import annotations
 
-import re
-
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-
 
 def normalize_newlines(message: bytes) -> bytes:
     """Return ``message`` with every line break as CRLF."""
-    return _LINE_BREAK.sub(b"\r\n", message)
+    # Three C-level passes beat one regex substitution several times over.
+    if b"\r" in message:
+        message = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return message.replace(b"\n", b"\r\n")
 
 
 def encode_data(message: bytes) -> bytes:
