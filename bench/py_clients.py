@@ -5,14 +5,16 @@ sends the workload of :mod:`workload` (N messages, each built fresh inside the t
 to the SMTP sink on ``127.0.0.1:P`` and prints exactly one JSON line on stdout::
 
     {"client": ..., "status": "ok" | "failed" | "unavailable", "messages": N,
-     "accepted": k, "seconds": t, "message_bytes": b, "errors": [...], "note": ...}
+     "accepted": k, "seconds": t, "cpu_seconds": c, "message_bytes": b, "errors": [...],
+     "note": ...}
 
 ``accepted`` counts the messages whose final reply the client saw as an acceptance (250 for
 the one recipient); ``status`` is ``ok`` only when ``accepted == N``. ``seconds`` covers
 building every message, connecting, sending and closing, and nothing else (no interpreter
-start, no imports). ``message_bytes`` is the size of message 0 as the client puts it on the
-wire, measured after the clock stops. Exit status: 0 ok, 1 failed, 3 unavailable (the
-library or API is missing), 2 bad usage.
+start, no imports); ``cpu_seconds`` is this process's CPU time over the same section.
+``message_bytes`` is the size of message 0 as the client puts it on the wire, measured
+after the clock stops. Exit status: 0 ok, 1 failed, 3 unavailable (the library or API is
+missing), 2 bad usage.
 
 ``--profile`` runs the same timed section under pyinstrument and writes its text report to
 stderr; its ``seconds`` then include the profiler's overhead.
@@ -68,6 +70,7 @@ class Outcome:
     status: str = "ok"
     accepted: int = 0
     seconds: float | None = None
+    cpu_seconds: float | None = None
     message_bytes: int | None = None
     errors: list[str] = field(default_factory=list)
     note: str | None = None
@@ -86,6 +89,17 @@ class Outcome:
 
 class UnavailableError(Exception):
     """The client's library, or the API the benchmark is written against, cannot be imported."""
+
+
+@contextmanager
+def timed(out: Outcome) -> Iterator[None]:
+    """Time the block into ``out``: wall clock, and this process's CPU time (all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        out.seconds = time.perf_counter() - wall
+        out.cpu_seconds = time.process_time() - cpu
 
 
 @contextmanager
@@ -124,8 +138,7 @@ def run_smtplib(port: int, n: int, profile: bool) -> Outcome:
     recipients, so a message counts as accepted when it returned an empty mapping.
     """
     out = Outcome("smtplib", n)
-    start = time.perf_counter()
-    with profiled(profile):
+    with timed(out), profiled(profile):
         try:
             with smtplib.SMTP(HOST, port, local_hostname=EHLO_NAME, timeout=TIMEOUT) as smtp:
                 for i in range(n):
@@ -141,7 +154,6 @@ def run_smtplib(port: int, n: int, profile: bool) -> Outcome:
                         out.accepted += 1
         except (OSError, smtplib.SMTPException) as exc:
             out.error(f"connection: {exc!r}")
-    out.seconds = time.perf_counter() - start
     out.message_bytes = len(build_email(0).as_bytes(policy=email.policy.SMTP))
     return out
 
@@ -182,10 +194,8 @@ def run_aiosmtplib(port: int, n: int, profile: bool) -> Outcome:
         except (OSError, aiosmtplib.SMTPException) as exc:
             out.error(f"connection: {exc!r}")
 
-    start = time.perf_counter()
-    with profiled(profile):
+    with timed(out), profiled(profile):
         asyncio.run(send_all())
-    out.seconds = time.perf_counter() - start
     # aiosmtplib flattens with the message's own policy and CRLF, as email.policy.SMTP does.
     out.message_bytes = len(build_email(0).as_bytes(policy=email.policy.SMTP))
     return out
@@ -254,8 +264,7 @@ def run_fluxmail(port: int, n: int, profile: bool, connections: int, use_async: 
         async with mailer.async_pool(max_connections=connections) as pool:
             return batch, list(await pool.send_many(batch))
 
-    start = time.perf_counter()
-    with profiled(profile):
+    with timed(out), profiled(profile):
         try:
             if use_async:
                 items, results = asyncio.run(send_async())
@@ -265,7 +274,6 @@ def run_fluxmail(port: int, n: int, profile: bool, connections: int, use_async: 
                     results = list(pool.send_many(items))
         except (OSError, flux_error) as exc:
             out.error(f"pool: {exc!r}")
-    out.seconds = time.perf_counter() - start
     if items:
         _envelope, data = items[0]
         out.message_bytes = len(data)

@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -75,20 +76,20 @@ class Client:
     """One column of the comparison: what runs, over how many connections."""
 
     key: str  # also the worker's client name for the Python clients
-    label: str
+    label: str  # "{c}" stands for the connection count
     kind: str  # "smtp-source" | "python" | "node"
     pooled: bool  # True: --connections connections; False: exactly one
 
 
 CLIENTS: tuple[Client, ...] = (
     Client("smtp-source-1", "Postfix smtp-source (C), -d", "smtp-source", pooled=False),
-    Client("smtp-source-pool", "Postfix smtp-source (C), -d -s C", "smtp-source", pooled=True),
+    Client("smtp-source-pool", "Postfix smtp-source (C), -d -s {c}", "smtp-source", pooled=True),
     Client("smtplib", "Python smtplib + email", "python", pooled=False),
     Client("aiosmtplib", "aiosmtplib SMTP.send_message", "python", pooled=False),
     Client("nodemailer-1", "Nodemailer pool, maxConnections 1", "node", pooled=False),
-    Client("nodemailer-pool", "Nodemailer pool, maxConnections C", "node", pooled=True),
+    Client("nodemailer-pool", "Nodemailer pool, maxConnections {c}", "node", pooled=True),
     Client("fluxmail-1", "FluxMail pool(max_connections=1)", "python", pooled=False),
-    Client("fluxmail-pool", "FluxMail async_pool(max_connections=C)", "python", pooled=True),
+    Client("fluxmail-pool", "FluxMail async_pool(max_connections={c})", "python", pooled=True),
 )
 CLIENT_KEYS = tuple(c.key for c in CLIENTS)
 PROFILABLE = tuple(c.key for c in CLIENTS if c.kind == "python")
@@ -290,6 +291,7 @@ class Run:
 
     status: str  # "ok" | "failed" | "unavailable"
     seconds: float | None = None
+    cpu_seconds: float | None = None  # the client process's CPU time over ``seconds``
     rate: float | None = None
     accepted: int | None = None
     sink_messages: int | None = None
@@ -358,6 +360,12 @@ def parse_worker(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of every child reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_once(client: Client, settings: Settings, profile: bool = False) -> Run:
     """Start a sink, run ``client`` against it, and check both ends' counts.
 
@@ -370,6 +378,9 @@ def run_once(client: Client, settings: Settings, profile: bool = False) -> Run:
     assert settings.tools.sink is not None
     with running_sink(settings.tools.sink) as sink:
         argv = client_argv(client, settings, sink.port, profile)
+        # The children's CPU clock moves only by the client here: the sink is still running,
+        # and a child's time is added when it is reaped.
+        cpu_before = _children_cpu()
         started = time.perf_counter()
         try:
             proc = subprocess.run(
@@ -378,13 +389,15 @@ def run_once(client: Client, settings: Settings, profile: bool = False) -> Run:
         except subprocess.TimeoutExpired:
             return Run("failed", note=f"timed out after {settings.timeout:.0f} s")
         wall = time.perf_counter() - started
+        process_cpu = _children_cpu() - cpu_before
         sink_messages = sink.settled_count(n)
     if profile and proc.stderr:
         print(proc.stderr)
     if client.kind == "smtp-source":
         # smtp-source aborts with a message on stderr at any reply it did not expect.
         accepted = n if proc.returncode == 0 else None
-        run = Run("ok", seconds=wall, accepted=accepted, sink_messages=sink_messages)
+        run = Run("ok", seconds=wall, cpu_seconds=process_cpu, accepted=accepted)
+        run.sink_messages = sink_messages
         run.message_bytes = settings.smtp_source_length + SMTP_SOURCE_HEADER_BYTES
         if proc.returncode != 0:
             run.status = "failed"
@@ -397,6 +410,7 @@ def run_once(client: Client, settings: Settings, profile: bool = False) -> Run:
         run = Run(
             status=report["status"],
             seconds=report["seconds"],
+            cpu_seconds=report.get("cpu_seconds"),
             accepted=report["accepted"],
             sink_messages=sink_messages,
             message_bytes=report["message_bytes"],
@@ -423,6 +437,7 @@ class Summary:
     key: str
     label: str
     connections: int
+    messages: int
     status: str = "ok"  # "ok" | "failed" | "skipped" | "unavailable"
     runs: list[Run] = field(default_factory=list)
     note: str | None = None
@@ -434,6 +449,20 @@ class Summary:
     @property
     def median(self) -> float | None:
         return statistics.median(self.rates) if self.status == "ok" and self.rates else None
+
+    @property
+    def cpu_us_per_message(self) -> float | None:
+        """Median client CPU time per message, in microseconds, over the ok runs.
+
+        Steadier than the rate on a shared machine: a neighbour's load delays the client
+        but adds little to the CPU time it spends itself.
+        """
+        per_message = [
+            r.cpu_seconds / self.messages * 1e6
+            for r in self.runs
+            if r.rate is not None and r.cpu_seconds is not None
+        ]
+        return statistics.median(per_message) if self.median and per_message else None
 
     @property
     def message_bytes(self) -> int | None:
@@ -461,6 +490,7 @@ class Summary:
             "min": min(rates) if self.median is not None else None,
             "max": max(rates) if self.median is not None else None,
             "rates": rates,
+            "cpu_us_per_msg": self.cpu_us_per_message,
             "message_bytes": self.message_bytes,
             "note": self.note,
             "runs": [asdict(r) for r in self.runs],
@@ -493,22 +523,28 @@ def fmt_rate(value: float | None) -> str:
 def print_table(
     summaries: dict[str, Summary], ratio_rows: list[dict[str, Any]], settings: Settings, r: int
 ) -> None:
-    """The human-readable part of stdout."""
+    """The human-readable part of stdout: one row per client, then the ratios."""
     print(
         f"\nSMTP throughput: {settings.messages} personalised messages (~2 KB) per run into "
         f"smtp-sink on {HOST}, median of {r} run(s); msg/s, higher is better"
     )
-    head = f"{'client':<17} {'what':<41} {'conns':>5} {'msg/s':>8} {'min':>8} {'max':>8} "
-    print(head + f"{'bytes':>6}  status")
+    print(
+        f"{'client':<17} {'what':<40} {'conns':>5} {'msg/s':>7} {'min':>7} {'max':>7} "
+        f"{'cpu us':>7} {'bytes':>5}  status"
+    )
     for s in summaries.values():
         rates = s.rates if s.median is not None else []
         status = s.status if s.note is None else f"{s.status}: {s.note}"
+        if len(status) > 90:  # the JSON line has it whole
+            status = status[:87] + "..."
+        cpu = s.cpu_us_per_message
         print(
-            f"{s.key:<17} {s.label.replace(' C', f' {s.connections}'):<41} {s.connections:>5} "
-            f"{fmt_rate(s.median):>8} {fmt_rate(min(rates) if rates else None):>8} "
-            f"{fmt_rate(max(rates) if rates else None):>8} {s.message_bytes or '-':>6}  {status}"
+            f"{s.key:<17} {s.label:<40} {s.connections:>5} {fmt_rate(s.median):>7} "
+            f"{fmt_rate(min(rates) if rates else None):>7} "
+            f"{fmt_rate(max(rates) if rates else None):>7} "
+            f"{'-' if cpu is None else f'{cpu:,.0f}':>7} {s.message_bytes or '-':>5}  {status}"
         )
-    print(f"\n{'ratio of medians':<34} {'target':>7} {'value':>7}  met")
+    print(f"\n{'ratio of medians (msg/s)':<34} {'target':>7} {'value':>7}  met")
     for row in ratio_rows:
         target = "-" if row["target"] is None else f">= {row['target']:g}"
         value = "-" if row["value"] is None else f"{row['value']:.2f}"
@@ -642,7 +678,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     chosen = [c for c in CLIENTS if c.key in args.clients]
     summaries = {
-        c.key: Summary(c.key, c.label, args.connections if c.pooled else 1) for c in chosen
+        c.key: Summary(
+            c.key,
+            c.label.format(c=args.connections),
+            args.connections if c.pooled else 1,
+            args.messages,
+        )
+        for c in chosen
     }
     for c in chosen:
         reason = missing_for(c, tools)

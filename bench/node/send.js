@@ -13,10 +13,10 @@
  * all of them to a pooled transport at once (the pool queues them over its connections), and
  * prints one JSON line in the same shape as bench/py_clients.py:
  *   {"client", "status": "ok"|"failed"|"unavailable", "messages", "accepted", "seconds",
- *    "message_bytes", "errors", "note"}
+ *    "cpu_seconds", "message_bytes", "errors", "note"}
  * A message counts as accepted when Nodemailer reports its one recipient accepted and the
  * final reply is 250. "seconds" covers building, connecting, sending and closing, not the
- * start of node. Exit status: 0 ok, 1 failed, 3 unavailable, 2 bad usage.
+ * start of node; "cpu_seconds" is the process's CPU time (user + system) over the same span. Exit status: 0 ok, 1 failed, 3 unavailable, 2 bad usage.
  */
 
 const EXIT_OK = 0;
@@ -49,6 +49,7 @@ async function main() {
     messages: opts.messages,
     accepted: 0,
     seconds: null,
+    cpu_seconds: null,
     message_bytes: null,
     errors: [],
     note: null,
@@ -81,6 +82,7 @@ async function main() {
   };
 
   const start = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
   const transport = nodemailer.createTransport({
     host: '127.0.0.1',
     port: opts.port,
@@ -115,6 +117,8 @@ async function main() {
   await Promise.all(sends);
   transport.close();
   out.seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const cpu = process.cpuUsage(cpuStart);
+  out.cpu_seconds = (cpu.user + cpu.system) / 1e6;
 
   // Message 0 as the pool would have put it on the wire, measured after the clock stopped.
   out.message_bytes = await new Promise((resolve) => {

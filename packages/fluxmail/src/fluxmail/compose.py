@@ -40,6 +40,7 @@ CRLF = b"\r\n"
 _POLICY = policy.SMTP
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _LONGEST_LINE = 998  # RFC 5322 2.1.1, without the CRLF
+_ROLES = {"To": "recipient", "From": "sender", "Reply-To": "reply_to"}
 
 Render = Callable[[Mapping[str, Any]], str]
 
@@ -116,7 +117,7 @@ def _address_header(name: str, value: str) -> tuple[bytes, str]:
     """The header line for an address and its envelope form."""
     if _PLAIN_ADDRESS.fullmatch(value):
         return f"{name}: {value}\r\n".encode("ascii"), value
-    address = parse_address(value, role=name.lower())
+    address = parse_address(value, role=_ROLES.get(name, name))
     return _POLICY.fold_binary(name, str(address)), address.addr_spec
 
 

@@ -29,6 +29,8 @@ from fluxmail.retry import RetryPolicy
 from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
 
 Item = tuple[Envelope, bytes]
+#: Called once per message as soon as its outcome is final: (index in the batch, outcome).
+OnResult = Callable[[int, Outcome], object]
 C = TypeVar("C", SyncConnection, AsyncConnection)
 
 
@@ -79,8 +81,9 @@ class _Work:
     :meth:`settle`, which decides per message between done and another attempt.
     """
 
-    def __init__(self, count: int, retry: RetryPolicy) -> None:
+    def __init__(self, count: int, retry: RetryPolicy, on_result: OnResult | None = None) -> None:
         self.retry = retry
+        self.on_result = on_result
         self._lock = threading.Lock()
         self._queue: deque[int] = deque(range(count))
         self._attempts = [0] * count
@@ -104,6 +107,7 @@ class _Work:
         """Record a batch's outcomes (keyed by position in the batch); messages the batch did
         not settle failed with ``error``. Returns True if anything will be tried again."""
         retrying = False
+        settled: list[int] = []
         with self._lock:
             for position, index in enumerate(batch):
                 outcome = outcomes.get(position, error)
@@ -116,29 +120,45 @@ class _Work:
                 else:
                     self.outcomes[index] = outcome
                     self._left -= 1
+                    settled.append(index)
+        self._report(settled)
         return retrying
+
+    def _report(self, indexes: list[int]) -> None:
+        if self.on_result is not None:
+            for index in indexes:
+                outcome = self.outcomes[index]
+                assert outcome is not None
+                self.on_result(index, outcome)
 
     def fail_all(self, error: FluxMailException) -> None:
         """Settle everything not yet sent with ``error`` (the relay refused us for good)."""
+        settled: list[int] = []
         with self._lock:
             while self._queue:
                 index = self._queue.popleft()
                 self.outcomes[index] = error
                 self._left -= 1
+                settled.append(index)
+        self._report(settled)
 
     def results(self) -> list[Outcome]:
         assert all(o is not None for o in self.outcomes), "send_many ended with messages unsent"
         return list(self.outcomes)  # type: ignore[arg-type]
 
 
-def _captured(items: Sequence[Item]) -> list[Outcome] | None:
+def _captured(items: Sequence[Item], on_result: OnResult | None) -> list[Outcome] | None:
     """With :func:`fluxmail.testing.capture` active, record instead of sending."""
     box = outbox.active()
     if box is None:
         return None
-    for envelope, data in items:
+    results: list[Outcome] = []
+    for index, (envelope, data) in enumerate(items):
         box.record(envelope, data)
-    return [SendResult(accepted=envelope.recipients) for envelope, _ in items]
+        results.append(SendResult(accepted=envelope.recipients))
+        if on_result is not None:
+            on_result(index, results[-1])
+    return results
 
 
 def _single(outcome: Outcome) -> SendResult:
@@ -217,11 +237,13 @@ class SMTPPool(_PoolBase[SyncConnection]):
         """Send one message; raises ``send_failed`` (chained) if it could not be sent."""
         return _single(self.send_many([(envelope, data)])[0])
 
-    def send_many(self, items: Iterable[Item]) -> list[Outcome]:
+    def send_many(self, items: Iterable[Item], on_result: OnResult | None = None) -> list[Outcome]:
+        """Send every item; one outcome per item, in order. ``on_result`` hears of each
+        outcome as soon as it is final (from the worker threads: keep it quick and safe)."""
         batch = list(items)
-        if (captured := _captured(batch)) is not None:
+        if (captured := _captured(batch, on_result)) is not None:
             return captured
-        work = _Work(len(batch), self.retry)
+        work = _Work(len(batch), self.retry, on_result)
         workers = self._workers(len(batch))
         if workers == 1:
             self._worker(batch, work)
@@ -312,11 +334,14 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
         """Send one message; raises ``send_failed`` (chained) if it could not be sent."""
         return _single((await self.send_many([(envelope, data)]))[0])
 
-    async def send_many(self, items: Iterable[Item]) -> list[Outcome]:
+    async def send_many(
+        self, items: Iterable[Item], on_result: OnResult | None = None
+    ) -> list[Outcome]:
+        """Send every item; one outcome per item, in order; ``on_result`` as for the sync pool."""
         batch = list(items)
-        if (captured := _captured(batch)) is not None:
+        if (captured := _captured(batch, on_result)) is not None:
             return captured
-        work = _Work(len(batch), self.retry)
+        work = _Work(len(batch), self.retry, on_result)
         workers = self._workers(len(batch))
         await asyncio.gather(*(self._worker(batch, work) for _ in range(workers)))
         return work.results()
