@@ -387,6 +387,7 @@ class SMTPTestServer:
             raise RuntimeError("SMTPTestServer already started")
         if self.tls != "none" and self._ssl_context is None:
             context = certs.server_ssl_context()
+            context.sslobject_class = _AlertingSSLObject
             if self.tls_max_version is not None:
                 context.maximum_version = self.tls_max_version
             self._ssl_context = context
@@ -688,6 +689,30 @@ def _decode_b64_arg(arg: str) -> bytes | None:
         return base64.b64decode(arg, validate=True)
     except binascii.Error:
         return None
+
+
+class _AlertingSSLObject(ssl.SSLObject):
+    """Lets a failed TLS handshake end with its alert, as with any real server.
+
+    asyncio (3.11) closes the connection as soon as the server's handshake fails, without
+    sending the alert OpenSSL wrote (e.g. ``protocol_version`` when the client's minimum is
+    above ``tls_max_version``), so clients would see an unexplained EOF or reset. Reporting
+    the first failure as "want read" makes asyncio send what is pending (the alert) and wait;
+    the handshake then fails for good when the client hangs up (or sends anything).
+    """
+
+    _tk_failure: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        if self._tk_failure is not None:
+            raise self._tk_failure
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self._tk_failure = exc
+            raise ssl.SSLWantReadError("handshake failed; alert pending") from exc
 
 
 class _GreetingRejector(asyncio.Protocol):

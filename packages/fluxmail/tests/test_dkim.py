@@ -512,6 +512,10 @@ def test_invalid_config(rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519Priva
         (lambda: DKIMSigner("example", SELECTOR, ed_key), "e.g. 'example.com'", []),
         (lambda: DKIMSigner("192.0.2.1", SELECTOR, ed_key), "e.g. 'example.com'", []),
         (lambda: DKIMSigner(b"example.com", SELECTOR, ed_key), "string", []),  # type: ignore[arg-type]
+        # The IDNA codec's NFKC turns compatibility characters into ASCII specials (";", ">",
+        # ","), so the name is checked after encoding.
+        (lambda: DKIMSigner("x\uff1bevil.example.com", SELECTOR, ed_key), "not a valid", []),
+        (lambda: DKIMSigner("b\uff1e\u00b4x.com", SELECTOR, ed_key), "not a valid", []),
         (lambda: DKIMSigner(DOMAIN, "sel;x", ed_key), "not a valid name", []),
         (lambda: DKIMSigner(DOMAIN, "sel\n", ed_key), "line breaks", []),
         (lambda: DKIMSigner(DOMAIN, "a" * 64, ed_key), "not a valid name", []),
@@ -537,6 +541,11 @@ def test_invalid_config(rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519Priva
         (lambda: DKIMSigner(DOMAIN, SELECTOR, ed_key, identity="a@evil.com"), "subdomain", []),
         (lambda: DKIMSigner(DOMAIN, SELECTOR, ed_key, identity="example.com"), "look like", []),
         (lambda: DKIMSigner(DOMAIN, SELECTOR, ed_key, identity="a b@example.com"), "spaces", []),
+        (
+            lambda: DKIMSigner(DOMAIN, SELECTOR, ed_key, identity="v@x\uff0cevil\uff20example.com"),
+            "not a valid name",
+            [],
+        ),
     ]
     for make, says, extra_secrets in cases:
         with pytest.raises(FluxMailException) as info:
@@ -620,3 +629,30 @@ def test_signed_message_survives_smtp(
     for name, message in zip(names, received, strict=True):
         assert message.data.startswith(b"DKIM-Signature: "), name
         assert verifies(message.data, key), name
+
+
+# -- wired into the mailer and the bulk fast path ----------------------------------------------
+
+
+def test_mailer_signs_every_send(key: PrivateKey, plain_smtp: SMTPTestServer) -> None:
+    mailer = FluxMail(
+        "smtp", plain_smtp.host, port=plain_smtp.port, sender=f"news@{DOMAIN}",
+        dkim=signer(key), max_retries=1, retry_delay=0,
+    )  # fmt: skip
+    plain_smtp.faults.transient_failures = 1  # signed once, not once per attempt
+    mailer.create("Signed", ["to@example.com"], "Hello", bcc=["hidden@example.com"]).send()
+    (received,) = plain_smtp.wait_for_messages(1)
+    assert received.data.count(b"DKIM-Signature:") == 1
+    assert verifies(received.data, key)
+
+
+def test_message_template_signs(key: PrivateKey, plain_smtp: SMTPTestServer) -> None:
+    from fluxmail import MessageTemplate
+
+    template = MessageTemplate(
+        sender=f"news@{DOMAIN}", subject="Hi {{ n }}", text="Body {{ n }}", sign=signer(key).sign
+    )
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port)
+    with mailer.pool(max_connections=1) as pool:
+        pool.send_many([template.render(f"u{i}@example.com", n=i) for i in range(3)])
+    assert all(verifies(m.data, key) for m in plain_smtp.wait_for_messages(3))

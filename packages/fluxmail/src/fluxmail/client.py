@@ -19,7 +19,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from fluxmail import outbox
 from fluxmail.addresses import is_email, parse_address
@@ -35,6 +35,9 @@ from fluxmail.result import SendResult
 from fluxmail.retry import RetryPolicy
 from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
 from fluxmail.transport.base import local_hostname
+
+if TYPE_CHECKING:
+    from fluxmail.dkim import DKIMSigner
 
 SUCCESS = "Email sent successfully via SMTP."
 OUTLOOK_SUCCESS = "Email sent successfully via Outlook."
@@ -55,7 +58,8 @@ class FluxMail:
     TLS to a non-loopback host (refused by default); ``local_hostname`` is the EHLO name;
     ``oauth2_token`` (a token, or a callable that returns a fresh one) logs in with XOAUTH2 as
     ``username``; ``min_tls_version`` ("TLSv1.2", "TLSv1.3" or an ``ssl.TLSVersion``) refuses
-    older TLS, also on a given ``ssl_context``, which it raises if needed.
+    older TLS, also on a given ``ssl_context``, which it raises if needed; ``dkim``
+    (a :class:`~fluxmail.dkim.DKIMSigner`) signs every message sent.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class FluxMail:
         local_hostname: str | None = None,
         oauth2_token: str | Callable[[], str] | None = None,
         min_tls_version: ssl.TLSVersion | str | None = None,
+        dkim: DKIMSigner | None = None,
     ) -> None:
         if use_tls and use_ssl:
             raise FluxMailException(
@@ -107,6 +112,7 @@ class FluxMail:
         self.username = username
         self._credentials = _credentials(username, password, oauth2_token)
         self.min_tls_version = _tls_version(min_tls_version)
+        self.dkim = dkim
         self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
         self.timeout = _check_number(timeout, "timeout", positive=True)
         self.retry = RetryPolicy(
@@ -237,7 +243,7 @@ class FluxMail:
         To, Cc and Bcc; a Bcc header is removed before sending. Returns who was accepted and
         refused; raises ``send_failed`` (chained) when every attempt failed.
         """
-        envelope, data = _prepare(message, envelope)
+        envelope, data = self._prepare(message, envelope)
         if (box := outbox.active()) is not None:
             box.record(envelope, data)
             return self._remember(SendResult(accepted=envelope.recipients))
@@ -256,7 +262,7 @@ class FluxMail:
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
     ) -> SendResult:
         """:meth:`send_message` as a coroutine."""
-        envelope, data = _prepare(message, envelope)
+        envelope, data = self._prepare(message, envelope)
         if (box := outbox.active()) is not None:
             box.record(envelope, data)
             return self._remember(SendResult(accepted=envelope.recipients))
@@ -270,6 +276,13 @@ class FluxMail:
                     raise self._send_failed(exc, attempt) from exc
                 self._log_retry(exc, attempt)
             await asyncio.sleep(self.retry.delay)
+
+    def _prepare(
+        self, message: EmailMessage | bytes, envelope: Envelope | None
+    ) -> tuple[Envelope, bytes]:
+        """Envelope and final wire bytes, DKIM-signed once (not once per retry)."""
+        envelope, data = _prepare(message, envelope)
+        return envelope, self.dkim.sign(data) if self.dkim is not None else data
 
     def _attempt(self, envelope: Envelope, data: bytes) -> SendResult:
         if not self._in_context:

@@ -72,6 +72,11 @@ class SMTPReplyError(FluxMailException):
     def transient(self) -> bool:
         return self.reply.transient
 
+    @property
+    def enhanced(self) -> str | None:
+        """The server's RFC 3463 status code (``"5.1.1"``), when it sent one."""
+        return self.reply.enhanced
+
 
 class RecipientsRefused(SMTPReplyError):  # noqa: N818 - reads as what happened
     """Every recipient of a message was refused; ``refused`` maps each address to its reply."""
