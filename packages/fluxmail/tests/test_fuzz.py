@@ -5,41 +5,57 @@ code, or what reaches the wire is valid (CRLF lines of at most 998 octets, no NU
 headers FluxMail meant to write, no Bcc) and carries no injected header or SMTP command.
 
 How the input space is split. Each property is checked on the widest input class on which
-FluxMail currently keeps its promise. Every input class on which it does not is covered by a
-separate property of the same strength, marked ``xfail(strict=True)`` and pinned by an explicit
-``@example`` (the minimal reproduction), so that the bug shows up as an XFAIL today and as a
-hard failure (XPASS, strict) the day it is fixed. The carved-out classes are:
+FluxMail keeps its promise today. Each input class on which it does not is checked by its own
+property of the same strength, marked ``xfail(strict=True)`` with the bug in ``reason`` and
+pinned by an explicit ``@example`` (the minimal reproduction): the bug shows as XFAIL now and
+turns into a failure (strict XPASS) once it is fixed, which is the cue to drop the mark and
+widen the main strategy again. The carved-out classes, and their tests:
 
-* lone surrogates (``"\\ud800"``) in any text argument: ``test_surrogates_*``;
+* lone surrogates (``"\\ud800"``) in any text: ``test_surrogates_*``;
 * RFC 2047 encoded words (text containing ``"=?"``) in header values and display names:
-  ``test_encoded_words_*``;
-* header *names* in ``headers={...}`` that are not plain RFC 5322 field names, or that name a
-  header FluxMail writes itself (From, To, Bcc, Date, Content-Type, ...):
-  ``test_custom_header_names_*``;
-* NUL characters in message bodies: ``test_body_nul_*``;
-* C1 control characters (U+0080..U+009F) in addresses: ``test_address_c1_*``;
+  ``test_encoded_words_in_headers``;
+* ``headers={...}`` names that are not short RFC 5322 field names or that name a header
+  FluxMail manages (From, To, Bcc, Date, Content-*, ...): ``test_custom_header_names_*``;
+* long display names (more than 40 characters) in a message with a non-ASCII local part
+  (SMTPUTF8): ``test_smtputf8_long_display_names``;
+* domains with characters that IDNA maps to ASCII punctuation (U+FF1C, U+00B4, ...):
+  ``test_idna_traps_in_domains``;
+* C1 control characters in addresses: ``test_address_c1_controls_refused``;
 * tabs in envelope addresses: ``test_envelope_address_whitespace``;
-* non-decimal digits (``"²"``) in an EHLO ``SIZE`` parameter: ``test_ehlo_size_*``;
-* reply lines longer than ``MAX_LINE`` that arrive together with their line end:
-  ``test_reply_long_lines_*``.
+* NUL in message bodies: ``test_body_nul_never_raw``;
+* wrong argument types for ``headers`` and ``dsn_*``: ``test_*_argument_type*``;
+* non-decimal digits (``"²"``) in an EHLO SIZE: ``test_ehlo_size_non_decimal_digits``;
+* reply lines over ``MAX_LINE`` that arrive with their line end: ``test_reply_long_lines_*``;
+* exact round trip of long non-ASCII header text: ``test_non_ascii_header_text_exact``.
 
-Decisions: a NUL character is legitimate *input* (a caller may paste anything) but must never
-reach the wire raw, since RFC 5322 section 2.3 and RFC 2045 section 2.7 forbid NUL in 7bit
-data (FluxMail may refuse it or transfer-encode it). The "control characters" an address must
-not contain are Unicode category Cc (C0, DEL and C1) plus U+2028/U+2029.
+Decisions. A header value reads back equal to what was given once leading blanks are dropped
+on both sides (the parser strips them, and the folder may move the first word to a
+continuation line); that is exact for ASCII text. For non-ASCII text the email package of
+CPython < 3.15 may also lose a run of blanks that falls between two encoded words at a fold
+(CPython gh-144156), so there the main properties accept exactly that loss and nothing else.
+A NUL character is legitimate *input* but must never reach the wire raw: RFC 5322 2.3 and
+RFC 2045 2.7 forbid NUL in 7bit data (FluxMail may refuse it or transfer-encode it). The
+"control characters" an address must not contain are Unicode category Cc (C0, DEL, C1) and
+U+2028/U+2029; the characters that must never reach a header or command line are FluxMail's
+own injection set (C0 but tab, DEL, U+0085, U+2028, U+2029).
+
+``FLUXMAIL_FUZZ_SCALE=20`` multiplies the number of examples for a deeper local run.
 """
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import functools
+import os
 import re
 import string
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from typing import Any
 
 import pytest
@@ -62,11 +78,26 @@ from fluxmail.protocol.data import encode_data
 from fluxmail.protocol.replies import MAX_LINE, ProtocolError, Reply, ReplyParser
 
 SENDER = "a@example.com"
-PARSER = BytesParser(policy=email.policy.default)
-ADDRESS_CODES = {"no_email", "invalid_email"}
+ADDRESS_CODES = frozenset({"no_email", "invalid_email"})
+PARAM_CODES = frozenset({"invalid_params", "invalid_email"})
+#: What create() may raise for bad arguments (the contract's codes).
+CREATE_CODES = frozenset(
+    "invalid_params invalid_email no_email invalid_priority sender_required "
+    "attachment_not_found read_error css_inline_failed".split()
+)
+SCALE = max(1, int(os.environ.get("FLUXMAIL_FUZZ_SCALE", "1")))
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def fuzz(examples: int) -> Any:
+    return settings(
+        max_examples=examples * SCALE,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+FAST = fuzz(150)
+SLOW = fuzz(60)
 
 # -- strategies ----------------------------------------------------------------------------------
 
@@ -77,16 +108,18 @@ NASTY = (
     "<>\"',;:@\\()[]. =?_-\u00a0\u3000\u200b\ufeff\u202eé€𝄞"
 )
 C1_CONTROLS = "".join(map(chr, range(0x80, 0xA0)))
+#: Characters that IDNA turns into ASCII punctuation or a space (see ``idna_trap``).
+IDNA_TRAPS = "\uff1c\uff1e\uff0c\uff20\u00b4\u00a8\u2474\u2100\ufe64\uff02\uff1b\uff1a\uff3c"
 
-#: Any Unicode scalar value (no lone surrogates: those are ``test_surrogates_*``).
+#: Any Unicode scalar value (lone surrogates are ``test_surrogates_*``).
 any_char = st.one_of(st.characters(codec="utf-8"), st.sampled_from(NASTY))
 
 
 @functools.cache
 def idna_trap(ch: str) -> bool:
-    """A non-ASCII character that IDNA (nameprep, NFKC) turns into ASCII other than letters,
-    digits, "-" and ".": U+FF1C FULLWIDTH LESS-THAN SIGN becomes "<", U+00B4 ACUTE ACCENT a
-    space, U+FF0C FULLWIDTH COMMA a comma, ..."""
+    """A non-ASCII character that the IDNA codec (nameprep, i.e. NFKC) turns into ASCII other
+    than letters, digits, "-" and ".": U+FF1C FULLWIDTH LESS-THAN SIGN becomes "<", U+FF0C a
+    comma, U+00B4 ACUTE ACCENT a space and a combining accent, and so on."""
     if ch.isascii():
         return False
     try:
@@ -98,11 +131,10 @@ def idna_trap(ch: str) -> bool:
 
 #: Characters for text that may end up in a domain (IDNA traps are ``test_idna_*``).
 addr_char = any_char.filter(lambda ch: not idna_trap(ch))
-IDNA_TRAPS = "\uff1c\uff1e\uff0c\uff20\u00b4\u00a8\u2474\u2100\ufe64\uff02\uff1b\uff1a\uff3c"
 
 
 def texts(alphabet: st.SearchStrategy[str] = any_char, max_size: int = 40) -> Any:
-    """Short text, and now and then a very long repetition of it (folding, line limits)."""
+    """Short text, and now and then a very long repetition of some (folding, line limits)."""
     short = st.text(alphabet, max_size=max_size)
     long = st.tuples(st.text(alphabet, min_size=1, max_size=8), st.integers(100, 600)).map(
         lambda t: t[0] * t[1]
@@ -110,9 +142,14 @@ def texts(alphabet: st.SearchStrategy[str] = any_char, max_size: int = 40) -> An
     return st.one_of(short, short, short, long)
 
 
+def no_ew(text: str) -> bool:
+    return "=?" not in text
+
+
 nasty_text = texts()
-#: Text without the RFC 2047 marker "=?" (encoded words are ``test_encoded_words_*``).
-plain_text = nasty_text.filter(lambda s: "=?" not in s)
+#: Header text without the RFC 2047 marker "=?" (encoded words: ``test_encoded_words_*``).
+plain_text = nasty_text.filter(no_ew)
+short_plain_text = st.text(any_char, max_size=40).filter(no_ew)
 
 ATOM_CHARS = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
 atom = st.text(st.sampled_from(ATOM_CHARS), min_size=1, max_size=10)
@@ -121,18 +158,22 @@ unicode_label = st.text(
     st.characters(categories=("Ll", "Lu", "Lo"), min_codepoint=0xC0, max_codepoint=0x3000),
     min_size=1,
     max_size=6,
-)
-#: Addresses FluxMail must accept: dot-atom local parts, ASCII or IDNA-encodable domains.
-good_addresses = st.one_of(
+).filter(lambda s: not any(map(idna_trap, s)))
+#: Addresses FluxMail must accept with an ASCII local part (ASCII or IDNA domains).
+ascii_addresses = st.one_of(
     st.builds(
         lambda local, labels, tld: f"{'.'.join(local)}@{'.'.join([*labels, tld])}",
         st.lists(atom, min_size=1, max_size=3),
         st.lists(label, min_size=1, max_size=3),
         st.sampled_from(["com", "org", "example", "xn--p1ai"]),
     ),
-    st.builds(lambda u, d: f"{u}@{d}.example", st.sampled_from(["jörg", "δοκιμή", "用户"]), label),
     st.builds(lambda d: f"user@{d}.example", unicode_label),
 )
+#: Addresses with a non-ASCII local part: they make the message SMTPUTF8 (RFC 6531/6532).
+utf8_addresses = st.builds(
+    lambda u, d: f"{u}@{d}.example", st.sampled_from(["jörg", "δοκιμή", "用户", "x€"]), label
+)
+good_addresses = st.one_of(ascii_addresses, utf8_addresses)
 
 
 def _address_like(chars: st.SearchStrategy[str]) -> Any:
@@ -141,20 +182,20 @@ def _address_like(chars: st.SearchStrategy[str]) -> Any:
     return st.builds(lambda lp, d: f"{lp}@{d}", local, domain)
 
 
-def _with_name(names: Any, addresses: Any) -> Any:
+def with_name(names: Any, addresses: Any) -> Any:
     quoted = st.builds(lambda n, a: f'"{n}" <{a}>', names, addresses)
     bare = st.builds(lambda n, a, sp: f"{n}{sp}<{a}>", names, addresses, st.sampled_from(["", " "]))
-    return st.one_of(quoted, bare)
+    return st.one_of(addresses, quoted, bare)
 
 
 addr_text = texts(addr_char)
-#: Text that is meant to stress parse_address: garbage, near-addresses and name-addrs.
+#: Text meant to stress parse_address: garbage, near-addresses and name-addrs.
 address_inputs = st.one_of(
     addr_text,
     good_addresses,
     _address_like(addr_char),
-    _with_name(addr_text, good_addresses),
-    _with_name(st.text(addr_char, max_size=10), _address_like(addr_char)),
+    with_name(addr_text, good_addresses),
+    with_name(st.text(addr_char, max_size=10), _address_like(addr_char)),
     st.builds(
         lambda ws1, a, ws2: ws1 + a + ws2,
         st.sampled_from(["", " ", "\t", "\n"]),
@@ -162,33 +203,34 @@ address_inputs = st.one_of(
         st.sampled_from(["", " ", "\t", "\r\n"]),
     ),
 )
-#: A recipient/sender with an arbitrary display name (the address itself valid).
-named_addresses = st.one_of(good_addresses, _with_name(plain_text, good_addresses))
+
+
+def _people(utf8: bool) -> Any:
+    # Long display names in SMTPUTF8 messages are test_smtputf8_long_display_names.
+    addresses = good_addresses if utf8 else ascii_addresses
+    named = with_name(short_plain_text if utf8 else plain_text, addresses)
+    return st.fixed_dictionaries(
+        {
+            "recipients": st.lists(named, min_size=1, max_size=3),
+            "cc": st.lists(named, max_size=2),
+            "bcc": st.lists(named, max_size=2),
+            "reply_to": st.none() | named,
+            "sender": st.none() | named,
+        }
+    )
+
+
+#: Recipients, cc, bcc, reply_to and sender for ``create()``, with arbitrary display names.
+people = st.booleans().flatmap(_people)
 
 #: Header names of the kind RFC 5322 allows (printable ASCII but ":"), short enough to fit.
 FIELD_NAME = st.from_regex(r"\A[!-9;-~]{1,60}\Z")
-
 #: Headers FluxMail writes or manages itself, and the ones the email package structures.
-MANAGED = {
-    "from",
-    "sender",
-    "to",
-    "cc",
-    "bcc",
-    "reply-to",
-    "subject",
-    "date",
-    "message-id",
-    "in-reply-to",
-    "references",
-    "x-priority",
-    "x-msmail-priority",
-    "importance",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "mime-version",
-    "orig-date",
-}
+MANAGED = frozenset(
+    "from sender to cc bcc reply-to subject date message-id in-reply-to references x-priority "
+    "x-msmail-priority importance list-unsubscribe list-unsubscribe-post mime-version "
+    "orig-date".split()
+)
 
 
 def is_managed(name: str) -> bool:
@@ -201,45 +243,61 @@ custom_names = FIELD_NAME.filter(lambda n: not is_managed(n))
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def mailer() -> FluxMail:
-    return FluxMail("smtp", "h", sender=SENDER)
+def expect_code(exc: FluxMailException, codes: Iterable[str]) -> None:
+    assert exc.code in codes, repr(exc)
 
 
 def create_bytes(**kwargs: Any) -> bytes | None:
-    """The message bytes of ``create(**kwargs)``; None when it raised FluxMailException.
+    """The message bytes of ``create(**kwargs)``, or None when it raised FluxMailException.
 
-    Any other exception escapes: that is a bug (the contract allows only FluxMailException).
+    Any other exception escapes, and that is a bug: the contract allows FluxMailException only.
     """
     args: dict[str, Any] = {"subject": "s", "recipients": ["to@example.com"], "body": "b"}
     args.update(kwargs)
-    fm = mailer()
+    mailer = FluxMail("smtp", "h", sender=SENDER)
     try:
-        fm.create(**args)
+        mailer.create(**args)
     except FluxMailException as exc:
-        assert exc.code, exc
+        expect_code(exc, CREATE_CODES)
         return None
-    assert fm._draft is not None
-    return fm._draft.as_bytes()
+    assert mailer._draft is not None
+    return mailer._draft.as_bytes()
+
+
+def injection_chars(text: str) -> bool:
+    """What must never reach a header or command line: C0 but tab, DEL, NEL, LS and PS."""
+    return any((ord(ch) < 0x20 and ch != "\t") or ch in "\x7f\x85\u2028\u2029" for ch in text)
+
+
+def has_cc(text: str) -> bool:
+    """Unicode control characters (C0, DEL, C1) and the line and paragraph separators."""
+    return any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in text)
 
 
 def assert_wire_lines(raw: bytes) -> None:
     """CRLF line ends only, at most 998 octets per line, no NUL."""
     assert raw.endswith(b"\r\n")
-    lines = raw[:-2].split(b"\r\n")
-    for line in lines:
-        assert b"\r" not in line and b"\n" not in line, f"bare CR or LF in {line[:120]!r}"
+    for line in raw[:-2].split(b"\r\n"):
+        assert b"\r" not in line, f"bare CR in {line[:120]!r}"
+        assert b"\n" not in line, f"bare LF in {line[:120]!r}"
         assert len(line) <= 998, f"line of {len(line)} octets: {line[:80]!r}..."
     assert b"\x00" not in raw, "NUL on the wire"
 
 
-def parse(raw: bytes) -> EmailMessage:
-    msg = PARSER.parsebytes(raw)
+def parse_bytes(raw: bytes) -> EmailMessage:
+    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     return msg
 
 
-def header_counts(msg: EmailMessage) -> Counter[str]:
-    return Counter(name.lower() for name in msg)
+def parse_values(raw: bytes) -> EmailMessage:
+    """The message as a reader sees it. BytesParser reads 8-bit headers as surrogate escapes,
+    so an SMTPUTF8 message (UTF-8 headers, RFC 6532) is decoded before parsing."""
+    if raw.isascii():
+        return parse_bytes(raw)
+    msg = Parser(policy=email.policy.default).parsestr(raw.decode("utf-8"))
+    assert isinstance(msg, EmailMessage)
+    return msg
 
 
 def expected_headers(
@@ -250,7 +308,7 @@ def expected_headers(
     references: bool = False,
     priority: bool = False,
     unsubscribe: bool = False,
-    custom: tuple[str, ...] = (),
+    custom: Iterable[str] = (),
 ) -> Counter[str]:
     names = ["from", "to", "subject", "date", "message-id", "mime-version", "content-type"]
     names.append("content-transfer-encoding")  # the body is a single text part here
@@ -262,24 +320,50 @@ def expected_headers(
     return Counter(names)
 
 
-def unfolded(value: str) -> str:
-    """How a header value reads after a round trip: the parser drops the leading blanks.
+def check_headers(raw: bytes | None, expected: Counter[str]) -> EmailMessage | None:
+    """Valid lines, exactly the expected header fields (so none injected), never a Bcc.
 
-    That is the whole equivalence: folding only ever inserts CRLF before existing blanks and
-    RFC 2047 encoding is undone exactly, so every other character survives (runs of blanks,
-    trailing blanks and tabs included).
+    Returns the message parsed for reading values, or None if ``create()`` refused the input.
     """
-    return value.lstrip(" \t")
+    if raw is None:
+        return None
+    assert_wire_lines(raw)
+    head = raw[: raw.index(b"\r\n\r\n") + 2]
+    counts = Counter(name.lower() for name in parse_bytes(raw))
+    assert "bcc" not in counts, head.decode("utf-8", "replace")
+    assert counts == expected, head.decode("utf-8", "replace")
+    return parse_values(raw)
 
 
-def has_cc(text: str) -> bool:
-    """Unicode control characters (C0, DEL, C1) and the line/paragraph separators."""
-    return any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in text)
+def same_header_text(got: str, want: str, *, exact: bool = False) -> bool:
+    """Whether a header value read back as ``got`` carries the text ``want`` that was written.
+
+    Leading blanks never count. ASCII text (or ``exact``) must then match exactly; other text
+    may lose whole runs of blanks, and nothing else (CPython gh-144156: blanks between two
+    encoded words at a fold are written as folding white space, which decoders drop).
+    """
+    got, want = got.lstrip(" \t"), want.lstrip(" \t")
+    if got == want or exact or want.isascii():
+        return got == want
+    pieces = re.split(r"([ \t]+)", want)
+    pattern = "".join(
+        f"(?:{re.escape(p)})?" if i % 2 else re.escape(p) for i, p in enumerate(pieces)
+    )
+    return re.fullmatch(pattern, got) is not None
 
 
-def injection_chars(text: str) -> bool:
-    """What FluxMail's own rule (has_control_chars) must keep out: C0 but tab, DEL, NEL, LS, PS."""
-    return any((ord(ch) < 0x20 and ch != "\t") or ch in "\x7f\x85\u2028\u2029" for ch in text)
+def assert_header_text(got: object, want: str) -> None:
+    assert isinstance(got, str), got
+    assert same_header_text(got, want), (got, want)
+
+
+def check_addresses(header: Any, inputs: Iterable[str]) -> None:
+    """The header lists exactly the given addresses, with their display names."""
+    want = [parse_address(value) for value in inputs]
+    got = list(header.addresses)
+    assert [a.addr_spec for a in got] == [a.addr_spec for a in want]
+    for have, given_ in zip(got, want, strict=True):
+        assert_header_text(have.display_name, given_.display_name)
 
 
 def nl(text: str) -> str:
@@ -289,53 +373,67 @@ def nl(text: str) -> str:
 
 
 def unstuff(wire: bytes) -> bytes:
-    """Undo encode_data: check the terminator and transparency, return the CRLF message."""
-    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
-    assert b"\r" not in wire.replace(b"\r\n", b"") and b"\n" not in wire.replace(b"\r\n", b"")
+    """Undo encode_data, checking the terminator and the transparency dots on the way."""
+    assert wire.endswith(b"\r\n.\r\n")
+    bare = wire.replace(b"\r\n", b"")
+    assert b"\r" not in bare
+    assert b"\n" not in bare
     lines = wire.split(b"\r\n")
-    assert lines[-1] == b"" and lines[-2] == b"."
     out = []
     for line in lines[:-2]:
         assert line != b".", "a lone dot before the end of DATA"
         if line.startswith(b"."):
-            assert line.startswith(b".."), f"unstuffed leading dot in {line[:40]!r}"
+            assert line.startswith(b".."), f"leading dot not doubled in {line[:40]!r}"
             line = line[1:]
         out.append(line + b"\r\n")
     return b"".join(out)
 
 
 def normalized(data: bytes) -> bytes:
+    """``data`` with CRLF line ends and a final CRLF (an empty message is one empty line)."""
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
-    return data if data.endswith(b"\r\n") or not data else data + b"\r\n"
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 # == 1. address parsing ==========================================================================
 
 
 def check_parsed_address(value: str) -> Address | None:
+    """parse_address: a contract error, or an Address that is safe everywhere it goes."""
     try:
         addr = parse_address(value)
     except FluxMailException as exc:
-        assert exc.code in ADDRESS_CODES, exc
+        expect_code(exc, ADDRESS_CODES)
         return None
     assert isinstance(addr, Address)
-    assert addr.addr_spec, value
+    assert addr.username
     # Headers carry the DNS form of the domain: letters, digits, hyphens and dots only.
     assert re.fullmatch(r"[A-Za-z0-9.-]+", addr.domain), addr.domain
-    for text in (addr.addr_spec, str(addr)):
-        assert not injection_chars(text), text
+    assert not injection_chars(addr.addr_spec), addr.addr_spec
+    assert not injection_chars(str(addr)), str(addr)
     assert parse_address(str(addr)).addr_spec == addr.addr_spec
     assert parse_address(addr.addr_spec).addr_spec == addr.addr_spec
     for smtputf8 in (False, True):
         try:
             wire = envelope_address(addr.addr_spec, smtputf8=smtputf8)
         except FluxMailException as exc:
-            assert exc.code == "invalid_email", exc
-            assert not smtputf8 and not addr.username.isascii()
+            expect_code(exc, {"invalid_email"})
+            assert not smtputf8
+            assert not addr.username.isascii()
             continue
         assert not any(ch in wire for ch in "\r\n <>"), wire
         assert not injection_chars(wire), wire
     return addr
+
+
+def check_envelope_text(value: str, smtputf8: bool) -> None:
+    try:
+        wire = envelope_address(value, smtputf8=smtputf8)
+    except FluxMailException as exc:
+        expect_code(exc, PARAM_CODES)
+        return
+    assert not any(ch in wire for ch in "\r\n <>"), wire
+    assert not injection_chars(wire), wire
 
 
 @FAST
@@ -346,27 +444,38 @@ def check_parsed_address(value: str) -> Address | None:
 @example("a@" + "b" * 64 + ".com")
 @example("<>")
 @example('"" <a@example.com>')
+@example('"a\\" <a@example.com>')
 @example("x" * 300 + "@example.com")
 @example("a@bücher.example")
 @example("\u3000a@example.com")
 def test_parse_address(value: str) -> None:
-    """Either a contract error or an Address without injection characters that re-parses to
-    itself and has a safe envelope form."""
+    """A contract error, or an Address without injection characters, with a DNS domain, that
+    re-parses to itself and has a safe envelope form."""
     check_parsed_address(value)
+
+
+@FAST
+@given(texts(addr_char, max_size=30), st.booleans())
+@example("a\r\nRCPT TO:<x@y>", True)
+@example("a@b>\r\nDATA", False)
+def test_envelope_address_arbitrary_text(value: str, smtputf8: bool) -> None:
+    """Whatever the text, envelope_address refuses it or yields one token without CR, LF,
+    space or angle brackets."""
+    check_envelope_text(value, smtputf8)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="parse_address accepts C1 control characters (U+0080..U+009F except U+0085, e.g. "
-    "CSI U+009B) in the local part: has_control_chars does not cover them and the local-part "
-    "regex allows \\u0080-\\U0010ffff",
+    reason="parse_address accepts C1 control characters (U+0080..U+009F but U+0085, e.g. CSI "
+    "U+009B) in the local part: has_control_chars does not cover them and the local-part regex "
+    "allows \\u0080-\\U0010ffff; parse_address('a\\x9bb@example.com') succeeds",
 )
 @FAST
 @given(
     st.builds(
         lambda a, c, b: f"{a}{c}{b}@example.com",
         atom,
-        st.text(st.sampled_from(C1_CONTROLS), min_size=1, max_size=3),
+        st.text(st.sampled_from(C1_CONTROLS.replace("\x85", "")), min_size=1, max_size=3),
         atom,
     )
 )
@@ -375,32 +484,15 @@ def test_address_c1_controls_refused(value: str) -> None:
     """No control character at all (Unicode Cc) in an accepted address."""
     addr = check_parsed_address(value)
     if addr is not None:
-        assert not has_cc(addr.addr_spec) and not has_cc(str(addr)), ascii(addr.addr_spec)
-
-
-@FAST
-@given(texts(addr_char, max_size=30), st.booleans())
-@example("a\r\nRCPT TO:<x@y>", True)
-@example("a\t@b", False)
-def test_envelope_address_arbitrary_text(value: str, smtputf8: bool) -> None:
-    """Whatever the text, envelope_address refuses it or yields one safe token."""
-    check_envelope_text(value, smtputf8)
-
-
-def check_envelope_text(value: str, smtputf8: bool) -> None:
-    try:
-        wire = envelope_address(value, smtputf8=smtputf8)
-    except FluxMailException as exc:
-        assert exc.code in {"invalid_params", "invalid_email"}, exc
-        return
-    assert not any(ch in wire for ch in "\r\n <>"), wire
-    assert not injection_chars(wire), wire
+        assert not has_cc(addr.addr_spec), ascii(addr.addr_spec)
+        assert not has_cc(str(addr)), ascii(str(addr))
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="envelope_address refuses space but not tab: MAIL FROM:<a\\t@b> reaches the wire, "
-    "and a server that splits on whitespace reads '@b>' as an ESMTP parameter",
+    reason="envelope_address refuses a space but not a tab: MAIL FROM:<a\\t@example.com> "
+    "reaches the wire (send_message with an explicit Envelope), and a server that splits on "
+    "white space reads '@example.com>' as an ESMTP parameter",
 )
 @FAST
 @given(st.builds(lambda a, ws, b: f"{a}{ws}{b}@example.com", atom, st.sampled_from(" \t"), atom))
@@ -410,18 +502,19 @@ def test_envelope_address_whitespace(value: str) -> None:
         wire = envelope_address(value, smtputf8=True)
     except FluxMailException:
         return
-    assert not any(ch in wire for ch in " \t"), wire
+    assert " " not in wire
+    assert "\t" not in wire
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="addresses.ascii_domain and commands.envelope_address trust the IDNA codec, whose "
-    "nameprep (NFKC) maps compatibility characters to ASCII specials and keeps them: "
-    "parse_address('victim@x\\uff0cevil\\uff20attacker.example').addr_spec is "
+    "nameprep (NFKC) maps compatibility characters to ASCII punctuation: parse_address("
+    "'victim@x\\uff0cevil\\uff20attacker.example').addr_spec == "
     "'victim@x,evil@attacker.example', so the To header lists two addresses and the envelope "
-    "says RCPT TO:<victim@x,evil@attacker.example>; U+FF1C/U+FF1E give '<'/'>', U+00B4 a space "
-    "('a@x\\u00b4.com' -> To: a@xn--x -9tb.com); envelope_address checks for '<> ' before it "
-    "IDNA-encodes: envelope_address('a@b\\uff1e\\u00b4SIZE=1', smtputf8=False) == "
+    "sends RCPT TO:<victim@x,evil@attacker.example>; U+FF1C/U+FF1E give '<'/'>' and U+00B4 a "
+    "space (To: a@xn--x -9tb.com for 'a@x\\u00b4.com'); envelope_address checks for '<> ' "
+    "before it IDNA-encodes: envelope_address('a@b\\uff1e\\u00b4SIZE=1', smtputf8=False) == "
     "'a@xn--b> size=1-iif'",
 )
 @FAST
@@ -437,7 +530,7 @@ def test_envelope_address_whitespace(value: str) -> None:
 )
 @example("victim@x\uff0cevil\uff20attacker.example", False)
 def test_idna_traps_in_domains(value: str, smtputf8: bool) -> None:
-    """A domain whose IDNA form is not letters-digits-hyphens is refused, in both places."""
+    """A domain whose IDNA form is not letters, digits and hyphens is refused everywhere."""
     check_parsed_address(value)
     check_envelope_text(value, smtputf8)
 
@@ -445,76 +538,91 @@ def test_idna_traps_in_domains(value: str, smtputf8: bool) -> None:
 # == 2. header writing ===========================================================================
 
 
-def check_message_headers(raw: bytes | None, expected: Counter[str]) -> EmailMessage | None:
-    if raw is None:
-        return None
-    assert_wire_lines(raw)
-    msg = parse(raw)
-    assert "bcc" not in header_counts(msg)
-    assert header_counts(msg) == expected, raw[: raw.find(b"\r\n\r\n")].decode("utf-8", "replace")
-    return msg
-
-
-def check_addresses(header: Any, inputs: list[str]) -> None:
-    want = [parse_address(value) for value in inputs]
-    got = list(header.addresses)
-    assert [a.addr_spec for a in got] == [a.addr_spec for a in want]
-    assert [a.display_name for a in got] == [a.display_name for a in want]
-
-
 @FAST
 @given(plain_text)
 @example("x\r\nBcc: victim@example.com")
 @example("x\nBcc: victim@example.com")
+@example("x\u2028Bcc: victim@example.com")
 @example(" \t leading and trailing blanks \t ")
+@example("0" * 70)
 @example("a" * 2000)
 @example("é" * 500)
 @example("word " * 300)
-@example("x\u2028Bcc: victim@example.com")
+@example("aa é" * 10)
 def test_subject(subject: str) -> None:
-    raw = create_bytes(subject=subject)
-    msg = check_message_headers(raw, expected_headers())
-    if msg is not None:
-        assert msg["Subject"] == unfolded(subject)
-        assert subject.strip() and not injection_chars(subject)
+    msg = check_headers(create_bytes(subject=subject), expected_headers())
+    if msg is None:
+        assert not subject.strip() or injection_chars(subject)
+        return
+    assert_header_text(msg["Subject"], subject)
 
 
 @FAST
-@given(
-    to=st.lists(named_addresses, min_size=1, max_size=3),
-    cc=st.lists(named_addresses, max_size=2),
-    bcc=st.lists(named_addresses, max_size=2),
-    reply_to=st.none() | named_addresses,
-    sender=st.none() | named_addresses,
+@given(people)
+@example(
+    {
+        "recipients": ['"Eve\r\nBcc: x@example.com" <eve@example.com>'],
+        "cc": [],
+        "bcc": [],
+        "reply_to": None,
+        "sender": None,
+    }
 )
 @example(
-    to=['"Eve\r\nBcc: x@example.com" <eve@example.com>'], cc=[], bcc=[], reply_to=None, sender=None
+    {
+        "recipients": ["a@example.com"],
+        "cc": ['"a, b" <c@example.com>'],
+        "bcc": ["Secret <secret@example.com>"],
+        "reply_to": '"x@y" <r@example.com>',
+        "sender": '"Name (comment)" <s@example.com>',
+    }
 )
-@example(to=["a@example.com"], cc=[], bcc=["secret@example.com"], reply_to=None, sender=None)
 @example(
-    to=['"a, b" <a@example.com>', '"x@y" <b@example.com>'],
-    cc=[],
-    bcc=[],
-    reply_to=None,
-    sender='"Name (comment)" <s@example.com>',
+    {
+        "recipients": ['"Jö, rg" <jörg@x.example>'],
+        "cc": ["用户@y.example"],
+        "bcc": [],
+        "reply_to": None,
+        "sender": None,
+    }
 )
-def test_address_headers(
-    to: list[str], cc: list[str], bcc: list[str], reply_to: str | None, sender: str | None
-) -> None:
-    """Display names are written exactly, the addresses are the ones given, Bcc never shows."""
-    raw = create_bytes(recipients=to, cc=cc, bcc=bcc, reply_to=reply_to, sender=sender)
-    msg = check_message_headers(raw, expected_headers(cc=bool(cc), reply_to=reply_to is not None))
+def test_address_headers(people: dict[str, Any]) -> None:
+    """Addresses and display names as given, each header once, Bcc only in the envelope."""
+    raw = create_bytes(**people)
+    expected = expected_headers(cc=bool(people["cc"]), reply_to=people["reply_to"] is not None)
+    msg = check_headers(raw, expected)
     if msg is None:
-        for value in [*to, *cc, *bcc, reply_to, sender]:
-            if value is not None:
-                check_parsed_address(value)  # so some argument must be refused by itself
+        values = [*people["recipients"], *people["cc"], *people["bcc"]]
+        values += [v for v in (people["reply_to"], people["sender"]) if v is not None]
+        # create() may only refuse what parse_address refuses on its own.
+        assert any(check_parsed_address(v) is None for v in values)
         return
-    check_addresses(msg["To"], to)
-    check_addresses(msg["From"], [sender or SENDER])
-    if cc:
-        check_addresses(msg["Cc"], cc)
-    if reply_to is not None:
-        check_addresses(msg["Reply-To"], [reply_to])
+    check_addresses(msg["To"], people["recipients"])
+    check_addresses(msg["From"], [people["sender"] or SENDER])
+    if people["cc"]:
+        check_addresses(msg["Cc"], people["cc"])
+    if people["reply_to"] is not None:
+        check_addresses(msg["Reply-To"], [people["reply_to"]])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with SMTPUTF8 (a non-ASCII local part anywhere) build() uses policy utf8=True, "
+    "which writes display names raw and cannot fold a long word: create('s', ['é' * 600 + ' "
+    "<jörg@x.example>'], 'b') gives a To line of 1201 octets (RFC 5322/6532: 998 at most)",
+)
+@FAST
+@given(
+    st.text(any_char, min_size=1, max_size=8).filter(no_ew),
+    st.integers(100, 600),
+    utf8_addresses,
+)
+@example("é", 600, "jörg@x.example")
+def test_smtputf8_long_display_names(piece: str, times: int, address: str) -> None:
+    raw = create_bytes(recipients=[f'"{piece * times}" <{address}>'])
+    msg = check_headers(raw, expected_headers())
+    if msg is not None:
+        check_addresses(msg["To"], [f'"{piece * times}" <{address}>'])
 
 
 @FAST
@@ -532,7 +640,10 @@ def test_address_headers(
 )
 @example(in_reply_to=None, references=["<a@b>", "<c@d>\nBcc: x@y"], unsubscribe=None, priority=None)
 @example(
-    in_reply_to=None, references=None, unsubscribe="https://x.example/u>\r\nBcc: x@y", priority=None
+    in_reply_to=None,
+    references=None,
+    unsubscribe="https://x.example/u>\r\nBcc: x@y",
+    priority=None,
 )
 @example(
     in_reply_to="<" + "x" * 2000 + "@example.com>",
@@ -558,17 +669,17 @@ def test_threading_priority_unsubscribe(
         priority=priority is not None,
         unsubscribe=unsubscribe is not None,
     )
-    msg = check_message_headers(raw, expected)
+    msg = check_headers(raw, expected)
     if msg is None:
         return
     if in_reply_to is not None:
-        assert msg["In-Reply-To"] == unfolded(in_reply_to)
+        assert_header_text(msg["In-Reply-To"], in_reply_to)
     if references is not None:
         refs = references if isinstance(references, list) else [references]
-        assert msg["References"] == unfolded(" ".join(refs))
+        assert_header_text(msg["References"], " ".join(refs))
     if unsubscribe is not None:
-        assert msg["List-Unsubscribe"] == f"<{unsubscribe}>"
         assert unsubscribe.lower().startswith("https://")
+        assert_header_text(msg["List-Unsubscribe"], f"<{unsubscribe}>")
     if priority is not None:
         assert priority.lower() in {"high", "normal", "low"}
 
@@ -581,22 +692,19 @@ def test_threading_priority_unsubscribe(
 @example({"x-dup": "1", "X-DUP": "2"})
 def test_custom_headers(headers: dict[str, str]) -> None:
     """Well-formed custom header names: each written once, its value read back unchanged."""
-    raw = create_bytes(headers=headers)
-    msg = check_message_headers(raw, expected_headers(custom=tuple(headers)))
+    msg = check_headers(create_bytes(headers=headers), expected_headers(custom=headers))
     if msg is None:
-        assert any(injection_chars(v) for v in headers.values())
+        assert any(map(injection_chars, headers.values()))
         return
     for name, value in headers.items():
-        assert unfolded(value) in msg.get_all(name, [])
+        values = msg.get_all(name, [])
+        assert any(same_header_text(v, value) for v in values), (name, value, values)
 
 
 @FAST
 @given(
-    subject=plain_text.filter(lambda s: not injection_chars(s) and s.strip()),
-    to=st.lists(named_addresses, min_size=1, max_size=2),
-    cc=st.lists(named_addresses, max_size=2),
-    bcc=st.lists(good_addresses, max_size=2),
-    reply_to=st.none() | named_addresses,
+    subject=plain_text.filter(lambda s: s.strip() and not injection_chars(s)),
+    people=people,
     in_reply_to=st.none() | plain_text,
     references=st.none() | st.lists(plain_text, max_size=3),
     priority=st.none() | st.sampled_from(["high", "normal", "low"]),
@@ -604,10 +712,7 @@ def test_custom_headers(headers: dict[str, str]) -> None:
 )
 def test_all_headers_together(
     subject: str,
-    to: list[str],
-    cc: list[str],
-    bcc: list[str],
-    reply_to: str | None,
+    people: dict[str, Any],
     in_reply_to: str | None,
     references: list[str] | None,
     priority: str | None,
@@ -615,10 +720,7 @@ def test_all_headers_together(
 ) -> None:
     raw = create_bytes(
         subject=subject,
-        recipients=to,
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to,
+        **people,
         in_reply_to=in_reply_to,
         references=references,
         priority=priority,
@@ -626,21 +728,41 @@ def test_all_headers_together(
         headers=headers,
     )
     expected = expected_headers(
-        cc=bool(cc),
-        reply_to=reply_to is not None,
+        cc=bool(people["cc"]),
+        reply_to=people["reply_to"] is not None,
         in_reply_to=in_reply_to is not None,
         references=references is not None,
         priority=priority is not None,
         unsubscribe=True,
-        custom=tuple(headers),
+        custom=headers,
     )
-    msg = check_message_headers(raw, expected)
+    msg = check_headers(raw, expected)
     if msg is not None:
-        assert msg["Subject"] == unfolded(subject)
-        check_addresses(msg["To"], to)
+        assert_header_text(msg["Subject"], subject)
+        check_addresses(msg["To"], people["recipients"])
 
 
-#: Arguments of ``create()`` and values of every type a caller might pass by mistake.
+@pytest.mark.xfail(
+    strict=True,
+    reason="CPython gh-144156 (email package before 3.15): when a long non-ASCII header is "
+    "folded into encoded words, the blanks between two of them become folding white space "
+    "and decoders drop them: create('aa é' * 10, ...) reads back as 'aa éaa é...aa éaaéaa é'. "
+    "FluxMail could avoid it by encoding such headers itself",
+)
+@FAST
+@given(
+    st.tuples(st.text(st.sampled_from("ab é\t"), min_size=1, max_size=6), st.integers(5, 60)).map(
+        lambda t: t[0] * t[1]
+    )
+)
+@example("aa é" * 10)
+def test_non_ascii_header_text_exact(subject: str) -> None:
+    msg = check_headers(create_bytes(subject=subject), expected_headers())
+    if msg is not None:
+        assert same_header_text(msg["Subject"], subject, exact=True), msg["Subject"]
+
+
+#: Values of every type a caller might pass by mistake.
 ODD_VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -653,47 +775,48 @@ ODD_VALUES = st.one_of(
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
     st.sets(st.integers(), max_size=2),
-    st.just(object()),
+    st.builds(object),
 )
-CREATE_ARGS = [
-    "subject",
-    "recipients",
-    "body",
-    "sender",
-    "cc",
-    "bcc",
-    "reply_to",
-    "attachments",
-    "html_body",
-    "plain_body",
-    "in_reply_to",
-    "references",
-    "priority",
-    "unsubscribe_url",
-    "inline_images",
-]
+CREATE_ARGS = (
+    "subject recipients body sender cc bcc reply_to attachments html_body plain_body "
+    "in_reply_to references priority unsubscribe_url inline_images inline_css".split()
+)
 
 
 @FAST
 @given(st.sampled_from(CREATE_ARGS), ODD_VALUES)
 def test_argument_types(name: str, value: object) -> None:
     """A value of the wrong type is a FluxMailException, never a TypeError from inside."""
-    args: dict[str, Any] = {"html_body": True, "plain_body": "p", name: value}
-    raw = create_bytes(**args)
+    raw = create_bytes(**{"html_body": True, "plain_body": "p", name: value})
     if raw is not None:
         assert_wire_lines(raw)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="build() calls headers.items() without checking the type: headers=[('X-A', 'v')] "
-    "raises AttributeError instead of FluxMailException(invalid_params)",
+    reason="build() calls headers.items() unchecked: create(..., headers=[('X-A', 'v')]) "
+    "raises AttributeError instead of FluxMailException('invalid_params')",
 )
 @FAST
 @given(ODD_VALUES)
 @example([("X-A", "v")])
 def test_headers_argument_type(value: object) -> None:
     create_bytes(headers=value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the dsn_* arguments of create() are not type-checked: dsn_notify=5 raises "
+    "TypeError (tuple(5) in FluxMail.create), dsn_notify=[1] and dsn_ret=1 AttributeError "
+    "(.upper() in Envelope.__post_init__), dsn_envid=1 TypeError (len())",
+)
+@FAST
+@given(st.sampled_from(["dsn_notify", "dsn_ret", "dsn_envid"]), ODD_VALUES)
+@example("dsn_notify", 5)
+def test_dsn_argument_types(name: str, value: object) -> None:
+    raw = create_bytes(**{name: value})
+    if raw is not None:
+        assert_wire_lines(raw)
 
 
 # -- header names (xfail: FluxMail writes any name it is given) ----------------------------------
@@ -710,11 +833,12 @@ custom_name_inputs = st.one_of(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="build() writes headers={name: value} with any name that has no control character: "
-    "'To'/'From'/'Date'/'Subject'/'Message-ID' raise ValueError from the email package, 'Bcc' "
-    "puts a Bcc header on the wire, 'X-A: b' / 'To: evil@example.com, X' inject other fields, "
-    "'' / 'X A' / 'X-é' give malformed header lines, a 1000-octet name gives a line over 998 "
-    "octets, and 'Content-*' names are silently dropped by set_content()",
+    reason="build() writes headers={name: value} under any name without control characters: "
+    "'To', 'From', 'Date', 'Subject', 'Message-ID' raise ValueError from the email package; "
+    "'Bcc' puts a Bcc header on the wire; 'X-A: b' and 'To: evil@example.com, X' inject other "
+    "fields; '', 'X A' and 'X-é' give malformed header lines; a 1000-character name a line "
+    "over 998 octets; 'X-Priority' with priority= gives two; 'Content-*' names are silently "
+    "dropped by set_content()",
 )
 @FAST
 @given(st.dictionaries(custom_name_inputs, plain_text, min_size=1, max_size=2))
@@ -727,11 +851,10 @@ custom_name_inputs = st.one_of(
 def test_custom_header_names_refused_or_written_exactly(headers: dict[str, str]) -> None:
     """Any name: refused with FluxMailException, or written once under exactly that name."""
     raw = create_bytes(headers=headers, priority="high")
-    expected = expected_headers(priority=True, custom=tuple(headers))
-    msg = check_message_headers(raw, expected)
+    msg = check_headers(raw, expected_headers(priority=True, custom=headers))
     if msg is not None:
         for name, value in headers.items():
-            assert unfolded(value) in msg.get_all(name, [])
+            assert any(same_header_text(v, value) for v in msg.get_all(name, []))
 
 
 # -- encoded words (xfail: the email package decodes them into the header it writes) -------------
@@ -740,81 +863,62 @@ def test_custom_header_names_refused_or_written_exactly(headers: dict[str, str])
 def encoded_word(text: str, encoding: str) -> str:
     data = text.encode("utf-8")
     if encoding == "b":
-        import base64
-
         return f"=?utf-8?b?{base64.b64encode(data).decode()}?="
-    body = "".join(chr(b) if chr(b).isalnum() else "_" if b == 0x20 else f"={b:02X}" for b in data)
+    body = "".join(chr(b) if chr(b).isalnum() else f"={b:02X}" for b in data)
     return f"=?utf-8?q?{body}?="
 
 
-injected_lines = st.sampled_from(
-    ["\r\nBcc: victim@example.com", "\nBcc: v@x", "\rTo: v@x", "\r\n\r\nbody", "\x00", ""]
-)
 encoded_words = st.builds(
-    lambda text, inj, enc: encoded_word(text + inj, enc),
+    lambda text, inject, enc: encoded_word(text + inject, enc),
     st.text(any_char, max_size=10),
-    injected_lines,
+    st.sampled_from(["\r\nBcc: v@example.com", "\nTo: v@x", "\rCc: v@x", "\r\n\r\nbody", "\x00"]),
     st.sampled_from("qb"),
 )
 with_encoded_words = st.lists(st.one_of(plain_text, encoded_words), min_size=1, max_size=3).map(
     " ".join
 )
-EW_FIELDS = [
-    "subject",
-    "to_name",
-    "reply_to_name",
-    "sender_name",
-    "in_reply_to",
-    "references",
-    "custom",
-]
+EW_FIELDS = "subject to_name reply_to_name sender_name in_reply_to references custom".split()
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="header values are checked for control characters before the email package decodes "
-    "RFC 2047 encoded words in them; build() then writes the decoded text: subject="
-    "'=?utf-8?q?x=0D=0ABcc:_v@x.com?=' puts a real 'Bcc: v@x.com' header line on the wire "
-    "(also display names, in_reply_to, references, custom header values; '=0D=0A=0D=0A' ends "
-    "the header block early, '=0A'/'=0D' give bare LF/CR, '=00' a NUL)",
+    reason="HEADER INJECTION: build() checks header text for control characters, then the "
+    "email package decodes RFC 2047 encoded words in it and writes the decoded text raw: "
+    "subject='=?utf-8?q?x=0D=0ABcc:_v@x.com?=' puts a real 'Bcc: v@x.com' line on the wire; "
+    "the same through display names (To, Cc, From, Reply-To), in_reply_to, references and "
+    "custom header values; '=0D=0A=0D=0A' ends the header block early (the rest of the "
+    "headers become body), '=0A'/'=0D' give bare LF/CR and '=00' a NUL",
 )
 @FAST
 @given(st.sampled_from(EW_FIELDS), with_encoded_words)
 @example("subject", "=?utf-8?q?x=0D=0ABcc:_v@x.com?=")
 def test_encoded_words_in_headers(field: str, value: str) -> None:
     """Text that looks like RFC 2047 is refused, or written so that it reads back verbatim."""
-    args: dict[str, Any] = {}
     named = f'"{value}" <n@example.com>'
-    match field:
-        case "subject":
-            args["subject"] = value
-        case "to_name":
-            args["recipients"] = [named]
-        case "reply_to_name":
-            args["reply_to"] = named
-        case "sender_name":
-            args["sender"] = named
-        case "in_reply_to":
-            args["in_reply_to"] = value
-        case "references":
-            args["references"] = [value]
-        case "custom":
-            args["headers"] = {"X-Custom": value}
+    args: dict[str, Any] = {
+        "subject": {"subject": value},
+        "to_name": {"recipients": [named]},
+        "reply_to_name": {"reply_to": named},
+        "sender_name": {"sender": named},
+        "in_reply_to": {"in_reply_to": value},
+        "references": {"references": [value]},
+        "custom": {"headers": {"X-Custom": value}},
+    }[field]
     expected = expected_headers(
         reply_to=field == "reply_to_name",
         in_reply_to=field == "in_reply_to",
         references=field == "references",
-        custom=("X-Custom",) if field == "custom" else (),
+        custom=["X-Custom"] if field == "custom" else [],
     )
-    msg = check_message_headers(create_bytes(**args), expected)
+    msg = check_headers(create_bytes(**args), expected)
     if msg is None:
         return
     header = {"to_name": "To", "reply_to_name": "Reply-To", "sender_name": "From"}.get(field)
     if header is not None:
-        assert msg[header].addresses[0].display_name == parse_address(named).display_name
+        check_addresses(msg[header], [named])
     else:
-        name = {"subject": "Subject", "custom": "X-Custom"}.get(field, field.title())
-        assert msg[name.replace("_", "-")] == unfolded(value)
+        name = {"subject": "Subject", "custom": "X-Custom"}.get(field, field)
+        assert_header_text(msg[name.replace("_", "-")], value)
 
 
 # -- surrogates (xfail: UnicodeEncodeError from inside) -----------------------------------------
@@ -822,46 +926,31 @@ def test_encoded_words_in_headers(field: str, value: str) -> None:
 with_surrogates = st.text(
     st.one_of(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), any_char), max_size=8
 ).filter(lambda s: any(0xD800 <= ord(c) <= 0xDFFF for c in s))
-SURROGATE_FIELDS = [
-    "subject",
-    "body",
-    "recipient_local",
-    "display_name",
-    "in_reply_to",
-    "custom",
-    "html",
-    "plain_body",
-]
+SURROGATE_FIELDS = (
+    "subject body recipient_local display_name in_reply_to custom html plain_body".split()
+)
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="lone surrogates pass every check in build() (has_control_chars, the address regex "
-    "\\u0080-\\U0010ffff) and create() then raises UnicodeEncodeError from the email package, "
-    "e.g. FluxMail('smtp','h',sender='a@example.com').create('\\ud800', ['t@example.com'], 'b')",
+    "\\u0080-\\U0010ffff) and create() then raises UnicodeEncodeError from the email package: "
+    "FluxMail('smtp', 'h', sender='a@example.com').create('s\\ud800', ['t@example.com'], 'b')",
 )
 @FAST
 @given(st.sampled_from(SURROGATE_FIELDS), with_surrogates)
 @example("subject", "\ud800")
 def test_surrogates_in_create(field: str, value: str) -> None:
-    args: dict[str, Any] = {}
-    match field:
-        case "subject":
-            args["subject"] = "s" + value
-        case "body":
-            args["body"] = value
-        case "recipient_local":
-            args["recipients"] = [f"a{value}@example.com"]
-        case "display_name":
-            args["recipients"] = [f"{value} <t@example.com>"]
-        case "in_reply_to":
-            args["in_reply_to"] = value
-        case "custom":
-            args["headers"] = {"X-A": value}
-        case "html":
-            args.update(body=value, html_body=True)
-        case "plain_body":
-            args.update(body="<p>", html_body=True, plain_body=value)
+    args: dict[str, Any] = {
+        "subject": {"subject": "s" + value},
+        "body": {"body": value},
+        "recipient_local": {"recipients": [f"a{value}@example.com"]},
+        "display_name": {"recipients": [f"{value} <t@example.com>"]},
+        "in_reply_to": {"in_reply_to": value},
+        "custom": {"headers": {"X-A": value}},
+        "html": {"body": value, "html_body": True},
+        "plain_body": {"body": "<p>", "html_body": True, "plain_body": value},
+    }[field]
     raw = create_bytes(**args)
     if raw is not None:
         assert_wire_lines(raw)
@@ -869,6 +958,7 @@ def test_surrogates_in_create(field: str, value: str) -> None:
 
 # == 3. message encoding =========================================================================
 
+#: Line-ending and dot sequences that have ended DATA early somewhere, and very long lines.
 body_fragments = st.sampled_from(
     [
         "\r",
@@ -879,8 +969,9 @@ body_fragments = st.sampled_from(
         "\n.\n",
         "\r\n.\r\n",
         "\r.\r",
+        "\n.\r\n",
         "..",
-        " ",
+        " \n",
         "\t",
         "From ",
         "=",
@@ -893,28 +984,29 @@ body_fragments = st.sampled_from(
         "." + "y" * 1100,
     ]
 )
-body_chars = st.one_of(st.characters(codec="utf-8", exclude_characters="\x00"), body_fragments)
-bodies = st.lists(st.one_of(body_fragments, st.text(body_chars, max_size=20)), max_size=12).map(
-    "".join
-)
+#: Body text: any character but NUL (bodies with NUL are test_body_nul_never_raw).
+body_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+bodies = st.lists(st.one_of(body_fragments, body_text), max_size=12).map("".join)
 
 
 def check_body_round_trip(raw: bytes, body: str, html: bool, plain: str | None) -> None:
+    """DATA is well formed and un-stuffing it gives the message, whose parts read back."""
     assert_wire_lines(raw)
     wire = encode_data(raw)
+    assert wire.endswith(b"\r\n.\r\n")
+    assert wire.count(b"\r\n.\r\n") == 1
     for line in wire.split(b"\r\n")[:-1]:
         assert len(line) + 2 <= 1000, f"DATA line of {len(line) + 2} octets"
-    assert wire.count(b"\r\n.\r\n") == 1 and wire.endswith(b"\r\n.\r\n")
     data = unstuff(wire)
-    assert data == raw  # FluxMail's own bytes need no newline repair
-    msg = parse(data.replace(b"\r\n", b"\n"))
+    assert data == raw  # FluxMail's own bytes need no line-ending repair
+    msg = parse_bytes(data.replace(b"\r\n", b"\n"))
 
     def content(kind: str) -> str:
         part = msg.get_body((kind,))
         assert part is not None, kind
         text = part.get_content()
         assert isinstance(text, str)
-        return text.replace("\r\n", "\n")
+        return text.replace("\r\n", "\n")  # base64 parts keep the CRLF they were encoded with
 
     if not html:
         assert content("plain") == nl(body)
@@ -933,6 +1025,8 @@ def check_body_round_trip(raw: bytes, body: str, html: bool, plain: str | None) 
 @example("." + "a" * 997, False, None)
 @example("", True, "")
 def test_body_encoding(body: str, html: bool, plain: str | None) -> None:
+    """Bodies: one terminator, CRLF only, short lines, and the text comes back (line ends as
+    LF, plus a final LF)."""
     raw = create_bytes(body=body, html_body=html, plain_body=plain)
     assert raw is not None  # every str body is acceptable
     check_body_round_trip(raw, body, html, plain)
@@ -940,11 +1034,12 @@ def test_body_encoding(body: str, html: bool, plain: str | None) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a short ASCII body with NUL goes out as Content-Transfer-Encoding: 7bit with a raw "
-    "NUL octet (RFC 2045 2.7 / RFC 5322 2.3 forbid NUL in 7bit data); e.g. body='\\x00'",
+    reason="a short ASCII body with a NUL goes out as Content-Transfer-Encoding: 7bit with a "
+    "raw NUL octet (RFC 2045 2.7 and RFC 5322 2.3 forbid NUL in 7bit data): "
+    "create('s', ['t@example.com'], '\\x00')",
 )
 @FAST
-@given(st.lists(st.one_of(bodies, st.just("\x00")), min_size=1).map("\x00".join), st.booleans())
+@given(st.lists(bodies, min_size=2, max_size=3).map("\x00".join), st.booleans())
 @example("\x00", False)
 def test_body_nul_never_raw(body: str, html: bool) -> None:
     raw = create_bytes(body=body, html_body=html)
@@ -966,10 +1061,11 @@ def test_body_nul_never_raw(body: str, html: bool) -> None:
 @example(b"\r\n.\r\n")
 @example(b".\r\n.\r\n.")
 def test_encode_data_raw_bytes(data: bytes) -> None:
-    """For any bytes: one terminator, CRLF only, and un-stuffing gives the normalised input."""
+    """Any bytes: one terminator, CRLF only, and un-stuffing gives the input with its line ends
+    made CRLF (and a final CRLF)."""
     wire = encode_data(data)
-    assert wire.count(b"\r\n.\r\n") == 1 or wire == b"\r\n.\r\n"
-    assert unstuff(wire) == normalized(data) or (data == b"" and unstuff(wire) == b"\r\n")
+    assert wire.count(b"\r\n.\r\n") == 1
+    assert unstuff(wire) == normalized(data)
 
 
 # == 4. SMTP commands ============================================================================
@@ -981,12 +1077,14 @@ def check_command(verb: str, args: list[str]) -> None:
     try:
         line = command(verb, *args)
     except CommandInjectionError as exc:
-        assert exc.code == "invalid_params"
-        assert any(injection_chars(a) for a in args)
+        expect_code(exc, {"invalid_params"})
+        assert any(map(injection_chars, args))
         return
     assert line.endswith(b"\r\n")
-    assert line.count(b"\r") == 1 and line.count(b"\n") == 1
-    assert not any(b < 0x20 and b != 0x09 for b in line[:-2]) and b"\x7f" not in line
+    assert line.count(b"\r") == 1
+    assert line.count(b"\n") == 1
+    assert not any(b < 0x20 and b != 0x09 for b in line[:-2])
+    assert b"\x7f" not in line
     text = line[:-2].decode("utf-8")
     assert not any(ch in text for ch in "\x85\u2028\u2029")
     assert text == " ".join([verb, *args])
@@ -1003,9 +1101,10 @@ def test_command_is_one_line(verb: str, args: list[str]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="command() does line.encode('utf-8') without a check for lone surrogates: "
-    "command('EHLO', '\\ud800') raises UnicodeEncodeError (reachable through "
-    "FluxMail(local_hostname=...) and through envelope addresses)",
+    reason="command() encodes with line.encode('utf-8') and no check for lone surrogates: "
+    "command('EHLO', '\\ud800') raises UnicodeEncodeError, reachable through "
+    "FluxMail(local_hostname=...) and through envelope addresses (the sync transport only "
+    "maps OSError and FluxMailException)",
 )
 @FAST
 @given(st.sampled_from(VERBS), with_surrogates)
@@ -1018,18 +1117,18 @@ extension_sets = st.sets(
     st.sampled_from(["SMTPUTF8", "SIZE 1000", "8BITMIME", "PIPELINING", "DSN"])
 )
 envelope_addresses = st.one_of(good_addresses, address_inputs, texts(addr_char, max_size=20))
-dsn_notify = st.lists(
-    st.sampled_from(["SUCCESS", "failure", "Delay", "NEVER"]) | texts(max_size=8), max_size=3
-).map(tuple)
-dsn_ret = st.none() | st.sampled_from(["FULL", "hdrs"]) | texts(max_size=8)
-dsn_envid = (
-    st.none()
-    | texts(max_size=12)
-    | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=100)
+dsn_options = st.tuples(
+    st.lists(
+        st.sampled_from(["SUCCESS", "failure", "Delay", "NEVER"]) | texts(max_size=8), max_size=3
+    ).map(tuple),
+    st.none() | st.sampled_from(["FULL", "hdrs"]) | texts(max_size=8),
+    st.none() | texts(max_size=12) | st.text(st.characters(min_codepoint=33, max_codepoint=126)),
 )
-#: One command line: the verb, the path, then ESMTP parameters (keyword[=value], no spaces).
+#: One command line: verb, path (a tab is test_envelope_address_whitespace), then ESMTP
+#: parameters, each keyword[=value] with no space, no "=" and nothing unprintable in the value.
 ONE_LINE = re.compile(
-    rb"(?:MAIL FROM|RCPT TO):<[^<>\x00-\x08\x0a-\x20\x7f]*>(?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?)*\r\n"
+    rb"(?:MAIL FROM|RCPT TO):<[^<>\x00-\x08\x0a-\x20\x7f]*>"
+    rb"(?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?)*\r\n"
 )
 
 
@@ -1040,7 +1139,7 @@ ONE_LINE = re.compile(
     extension_sets,
     st.integers(0, 10**9),
     st.booleans(),
-    st.tuples(dsn_notify, dsn_ret, dsn_envid),
+    dsn_options,
 )
 @example(
     "a@example.com",
@@ -1058,7 +1157,7 @@ ONE_LINE = re.compile(
     {"DSN"},
     10,
     False,
-    (("SUCCESS", "FAILURE"), "HDRS", "id+= x\r\n"),
+    (("SUCCESS", "FAILURE"), "HDRS", "id+= x"),
 )
 def test_mail_from_and_rcpt_to_one_line_each(
     sender: str,
@@ -1072,20 +1171,19 @@ def test_mail_from_and_rcpt_to_one_line_each(
     try:
         envelope = Envelope(sender, tuple(recipients), *dsn)
     except FluxMailException as exc:
-        assert exc.code == "invalid_params", exc
+        expect_code(exc, {"invalid_params"})
         return
     lines: list[bytes] = []
     try:
         lines.append(mail_from(envelope, extensions, size, eight_bit=eight_bit))
     except FluxMailException as exc:
-        assert exc.code in {"invalid_params", "invalid_email"}, exc
+        expect_code(exc, PARAM_CODES)
     for address in recipients:
         try:
             lines.append(rcpt_to(address, extensions, envelope.notify))
         except FluxMailException as exc:
-            assert exc.code in {"invalid_params", "invalid_email"}, exc
+            expect_code(exc, PARAM_CODES)
     for line in lines:
-        assert line.count(b"\n") == 1 and line.count(b"\r") == 1, line
         assert ONE_LINE.fullmatch(line), line
 
 
@@ -1094,7 +1192,7 @@ ehlo_lines = st.lists(
         texts(max_size=20),
         st.builds(
             lambda k, v: f"{k} {v}",
-            st.sampled_from(["SIZE", "AUTH", "size", "AUTH=PLAIN"]),
+            st.sampled_from(["SIZE", "AUTH", "size", "AUTH=PLAIN", "DSN"]),
             texts(max_size=12),
         ),
     ),
@@ -1102,21 +1200,21 @@ ehlo_lines = st.lists(
 )
 
 
-def _decimal_only(lines: list[str]) -> bool:
+def decimal_digits_only(lines: list[str]) -> bool:
     return not any(ch.isdigit() and not ch.isdecimal() for line in lines for ch in line)
 
 
 def check_extensions(lines: list[str]) -> None:
     ext = Extensions.from_ehlo(["mx", *lines])
     size = ext.max_size
-    assert size is None or (isinstance(size, int) and size > 0)
-    assert all(isinstance(m, str) and m for m in ext.auth_mechanisms)
+    assert size is None or size > 0
+    assert all(ext.auth_mechanisms)
     for keyword in ext.keywords:
         assert ext.has(keyword.lower())
 
 
 @FAST
-@given(ehlo_lines.filter(_decimal_only))
+@given(ehlo_lines.filter(decimal_digits_only))
 @example(["SIZE", "SIZE 0", "SIZE -1", "SIZE 99999999999999999999", "AUTH=LOGIN", "AUTH"])
 @example(["SIZE ٣"])
 def test_ehlo_extensions_never_raise(lines: list[str]) -> None:
@@ -1127,12 +1225,12 @@ def test_ehlo_extensions_never_raise(lines: list[str]) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="Extensions.max_size tests value.isdigit() and then calls int(value): a server "
-    "announcing 'SIZE ²' (isdigit but not a decimal) makes it raise ValueError",
+    "announcing 'SIZE ²' (a digit but not a decimal) makes it raise ValueError",
 )
 @FAST
 @given(
     st.text(st.sampled_from("0123456789²³¹⁴①"), min_size=1, max_size=4).filter(
-        lambda s: not _decimal_only([s])
+        lambda s: not decimal_digits_only([s])
     )
 )
 @example("²")
@@ -1142,9 +1240,11 @@ def test_ehlo_size_non_decimal_digits(value: str) -> None:
 
 # == 5. reply parsing ============================================================================
 
-reply_text = st.text(
-    st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=60
-) | st.text(st.sampled_from("abc -.5"), min_size=400, max_size=508)
+#: RFC 5321 reply text: at most 512 octets per line with the code and CRLF.
+reply_text = st.one_of(
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=60),
+    st.text(st.sampled_from("abc -.5"), min_size=400, max_size=500),
+)
 replies = st.builds(
     Reply,
     st.builds(
@@ -1160,13 +1260,15 @@ replies = st.builds(
 def encode_reply(reply: Reply, eol: bytes) -> bytes:
     out = []
     for i, line in enumerate(reply.lines):
-        sep = " " if i == len(reply.lines) - 1 else "-"
-        text = f"{reply.code}{sep}{line}" if line or sep == "-" else str(reply.code)
+        last = i == len(reply.lines) - 1
+        text = f"{reply.code}{' ' if last else '-'}{line}" if line or not last else str(reply.code)
         out.append(text.encode("utf-8") + eol)
     return b"".join(out)
 
 
-def feed_chunks(chunks: list[bytes], *, drain_each: bool = True) -> list[Reply]:
+def feed_chunks(chunks: Iterable[bytes], *, drain_each: bool = True) -> list[Reply]:
+    """Feed the chunks in order, reading replies after each one (as the sync transport does)
+    or only at the end (as a reader that lags behind its feeds)."""
     parser = ReplyParser()
     got: list[Reply] = []
     for chunk in chunks:
@@ -1192,6 +1294,7 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 )
 @example([Reply(250, ("",))], b"\r\n", [1, 2, 3], True)
 @example([Reply(220, ("a", "b"))], b"\r\n", [4], False)
+@example([Reply(250, ("", "x", ""))], b"\n", [5, 6], True)
 def test_reply_chunking_is_transparent(
     reply_list: list[Reply], eol: bytes, cuts: list[int], drain_each: bool
 ) -> None:
@@ -1199,7 +1302,7 @@ def test_reply_chunking_is_transparent(
     whole = feed_chunks([data])
     assert whole == reply_list
     assert feed_chunks(split_at(data, cuts), drain_each=drain_each) == whole
-    assert feed_chunks([data[i : i + 1] for i in range(len(data))]) == whole
+    assert feed_chunks(data[i : i + 1] for i in range(len(data))) == whole
 
 
 @FAST
@@ -1210,20 +1313,21 @@ def test_reply_chunking_is_transparent(
             st.sampled_from([b"250-", b"250 ", b"\r\n", b"\n", b"2", b"\xff\xfe", b"550 x\n"]),
         ),
         max_size=20,
-    )
+    ),
+    st.booleans(),
 )
-@example([b"250 ok\r\n", b"\r\n"])
-@example([b"250-a\r\n251 b\r\n"])
-@example([b"2" * (MAX_LINE + 1)])
-def test_reply_garbage(chunks: list[bytes]) -> None:
+@example([b"250 ok\r\n", b"\r\n"], True)
+@example([b"250-a\r\n251 b\r\n"], True)
+@example([b"2" * (MAX_LINE + 1)], False)
+def test_reply_garbage(chunks: list[bytes], drain_each: bool) -> None:
     """Garbage gives replies or ProtocolError, nothing else."""
     try:
-        got = feed_chunks(chunks)
+        got = feed_chunks(chunks, drain_each=drain_each)
     except ProtocolError as exc:
-        assert exc.code == "protocol_error"
+        expect_code(exc, {"protocol_error"})
         return
     for reply in got:
-        assert isinstance(reply, Reply) and 100 <= reply.code <= 999
+        assert 100 <= reply.code <= 999
 
 
 @FAST
@@ -1232,15 +1336,15 @@ def test_reply_endless_line_refused(length_kb: int, chunk_size: int) -> None:
     """A line that never ends is refused once it passes MAX_LINE, whatever the read size."""
     data = b"250 " + b"x" * (MAX_LINE + 1024 * length_kb)
     with pytest.raises(ProtocolError):
-        feed_chunks([data[i : i + chunk_size] for i in range(0, len(data), chunk_size)])
+        feed_chunks(data[i : i + chunk_size] for i in range(0, len(data), chunk_size))
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="ReplyParser.feed only checks the buffer length when it holds no LF and _take_line "
-    "never checks the line length, so a reply line far over MAX_LINE is accepted when its LF "
-    "arrives in the same read: ReplyParser().feed(b'250 ' + b'x' * 100_000 + b'\\r\\n') "
-    "parses fine, while the same bytes fed in small reads raise ProtocolError",
+    reason="ReplyParser.feed checks the buffer length only while it holds no LF, and "
+    "_take_line never checks a line's length, so a reply line far over MAX_LINE is accepted "
+    "when its LF arrives in the same read: ReplyParser().feed(b'250 ' + b'x' * 100_000 + "
+    "b'\\r\\n') parses, while the same bytes in small reads raise ProtocolError",
 )
 @FAST
 @given(st.integers(MAX_LINE + 1, 4 * MAX_LINE), st.lists(st.integers(0, 10**6), max_size=3))
@@ -1257,62 +1361,60 @@ ALLOWED_VERBS = {"EHLO", "MAIL", "RCPT", "DATA", "QUIT", "RSET", "NOOP"}
 
 
 def test_end_to_end_on_a_real_server() -> None:
+    """Fuzzed messages through a real SMTP server: one message per accepted send, exactly the
+    envelope asked for, and nothing but the expected commands."""
     with SMTPTestServer() as server:
-        fm = FluxMail("smtp", server.host, port=server.port, sender=SENDER, timeout=10)
+        mailer = FluxMail("smtp", server.host, port=server.port, sender=SENDER, timeout=10)
 
-        @settings(
-            max_examples=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        )
-        @given(
-            subject=plain_text,
-            body=bodies,
-            to=st.lists(named_addresses, min_size=1, max_size=2),
-            cc=st.lists(named_addresses, max_size=1),
-            bcc=st.lists(good_addresses, max_size=2),
-            html=st.booleans(),
-        )
+        @fuzz(25)
+        @given(subject=plain_text, body=bodies, people=people, html=st.booleans())
         @example(
             subject="Hi\r\nBcc: x@example.com",
             body="b",
-            to=["t@example.com"],
-            cc=[],
-            bcc=[],
+            people={
+                "recipients": ["t@example.com"],
+                "cc": [],
+                "bcc": [],
+                "reply_to": None,
+                "sender": None,
+            },
             html=False,
         )
         @example(
             subject="smuggle",
             body="a\n.\r\nMAIL FROM:<e@example.com>\r\nRCPT TO:<v@e.com>\r\nDATA\r\nevil\r\n.\r\n",
-            to=["t@example.com"],
-            cc=[],
-            bcc=["b@example.com"],
+            people={
+                "recipients": ["t@example.com"],
+                "cc": ['"Jö" <jörg@x.example>'],
+                "bcc": ["b@example.com"],
+                "reply_to": None,
+                "sender": None,
+            },
             html=False,
         )
-        def send_one(
-            subject: str, body: str, to: list[str], cc: list[str], bcc: list[str], html: bool
-        ) -> None:
+        def send_one(subject: str, body: str, people: dict[str, Any], html: bool) -> None:
             server.clear()
             try:
-                fm.create(subject, to, body, cc=cc, bcc=bcc, html_body=html)
+                mailer.create(subject, body=body, html_body=html, **people)
             except FluxMailException as exc:
-                assert exc.code in {"invalid_params", "invalid_email", "no_email"}, exc
-                assert server.commands == [] and server.messages == []
+                expect_code(exc, CREATE_CODES)
+                assert server.commands == []
                 return
-            fm.send()
-            rcpts = [parse_address(a).addr_spec for a in [*to, *cc, *bcc]]
+            mailer.send()
+            sender = parse_address(people["sender"] or SENDER).addr_spec
+            everyone = [*people["recipients"], *people["cc"], *people["bcc"]]
+            rcpts = [parse_address(a).addr_spec for a in everyone]
             [received] = server.messages
-            assert received.mail_from == SENDER
+            assert received.mail_from == sender
             assert received.rcpt_tos == rcpts
             verbs = [re.split(r"[ :]", c, maxsplit=1)[0].upper() for c in server.commands]
             assert set(verbs) <= ALLOWED_VERBS, server.commands
             assert verbs == ["EHLO", "MAIL", *["RCPT"] * len(rcpts), "DATA", "QUIT"]
-            assert [c for c in server.commands if c.startswith("RCPT")] == [
-                f"RCPT TO:<{a}>" for a in rcpts
-            ]
-            msg = received.message
+            rcpt_lines = [c for c in server.commands if c.startswith("RCPT")]
+            assert rcpt_lines == [f"RCPT TO:<{a}>" for a in rcpts]
+            msg = parse_values(received.data.replace(b"\r\n", b"\n"))
             assert "Bcc" not in msg
-            assert msg["Subject"] == unfolded(subject)
+            assert_header_text(msg["Subject"], subject)
             part = msg.get_body(("html",) if html else ("plain",))
             assert part is not None
             assert part.get_content().replace("\r\n", "\n") == nl(body)
