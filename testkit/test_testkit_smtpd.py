@@ -473,6 +473,23 @@ def test_xoauth2_malformed(smtp_server: SMTPServerFactory, blob: bytes) -> None:
         )
 
 
+def test_xoauth2_token_length_is_bounded_by_the_command_line(
+    smtp_server: SMTPServerFactory,
+) -> None:
+    # aiosmtpd limits every command line to 512 characters, AUTH included.
+    fits, too_long = "t" * 300, "t" * 400
+    server = smtp_server(
+        auth=True, auth_mechanisms=["XOAUTH2"], oauth_tokens={USER: {fits, too_long}}
+    )
+    with connect(server) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, too_long)) == (
+            500,
+            b"Command line too long",
+        )
+        assert client.docmd("AUTH", "XOAUTH2 " + xoauth2(USER, fits))[0] == 235
+
+
 # -- DSN ------------------------------------------------------------------------------------------
 
 

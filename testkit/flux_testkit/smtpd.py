@@ -32,7 +32,10 @@ to MAIL/RCPT/accepted DATA, ``354 End data with <CR><LF>.<CR><LF>``, ``221 Bye``
 aiosmtpd limits: every RCPT parameter is refused with ``555`` (with dsn=True all but
 ``NOTIFY``/``ORCPT``), and so are MAIL parameters other than SIZE/BODY/SMTPUTF8 (with dsn=True
 also ``RET``/``ENVID``); mail parameters are upper-cased (DSN ones keep their value as sent); a
-data line longer than 1001 bytes gets ``500`` after the final dot; there is no CHUNKING/BDAT.
+data line longer than 1001 bytes gets ``500`` after the final dot; there is no CHUNKING/BDAT;
+a command line longer than 512 characters (a little more for MAIL, see ``dsn``) gets ``500
+Command line too long``, AUTH lines included (RFC 4954 allows 12288), so an XOAUTH2 initial
+response only fits a token of up to about 330 characters.
 """
 
 from __future__ import annotations
@@ -275,9 +278,12 @@ class SMTPTestServer:
         dsn: advertise DSN (RFC 3461) and accept its parameters: ``RET=FULL|HDRS`` and
             ``ENVID=<xtext>`` on MAIL, ``NOTIFY=NEVER|<SUCCESS,FAILURE,DELAY list>`` and
             ``ORCPT=<addr-type>;<xtext>`` on RCPT (keywords and RET/NOTIFY values are
-            case-insensitive). A malformed or repeated one gets ``501 5.5.4 Bad <KEYWORD>
-            parameter``. They are recorded in ``mail_options`` and ``rcpt_options`` of
-            :class:`ReceivedMessage`; no DSN is ever sent.
+            case-insensitive). A malformed one gets ``501 5.5.4 Bad <KEYWORD> parameter
+            syntax``, a repeated one ``501 5.5.4 Bad <KEYWORD> parameter (repeated)``; other
+            unknown parameters still get ``555``. MAIL lines may be 110 and RCPT lines 500
+            characters longer than without DSN (RFC 3461). The parameters are recorded in
+            ``mail_options`` and ``rcpt_options`` of :class:`ReceivedMessage`; no DSN is
+            ever sent.
         tls_max_version: the highest TLS version the server negotiates (e.g.
             ``ssl.TLSVersion.TLSv1_2``, to check a client's minimum); None: OpenSSL's
             default (TLS 1.3). Needs tls="starttls" or "ssl".
@@ -506,6 +512,9 @@ class SMTPTestServer:
             except OSError:  # BlockingIOError: backlog drained; anything else: retry later
                 return
             conn.setblocking(False)
+            # Replies to pipelined commands go out as separate small writes; with Nagle each
+            # would wait for the client's delayed ACK (~40 ms), which real servers avoid.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._records:
                 self.connections += 1
             task = asyncio.get_running_loop().create_task(self._serve(conn))
@@ -901,12 +910,12 @@ class _Session(SMTP):
             else:
                 await self.push(f"{code} 4.3.0 Temporary failure")
             return
-        await self._tk_with_dsn("FROM:", _MAIL_DSN_PARAMS, arg)
+        await self._tk_mail_or_rcpt("FROM:", _MAIL_DSN_PARAMS, arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
-        await self._tk_with_dsn("TO:", _RCPT_DSN_PARAMS, arg)
+        await self._tk_mail_or_rcpt("TO:", _RCPT_DSN_PARAMS, arg)
 
-    async def _tk_with_dsn(
+    async def _tk_mail_or_rcpt(
         self, keyword: str, dsn_keywords: tuple[str, ...], arg: str | None
     ) -> None:
         """Run aiosmtpd's MAIL (``keyword`` "FROM:") or RCPT ("TO:"), letting DSN through.

@@ -519,6 +519,11 @@ def _credentials(
 def _tls_version(value: ssl.TLSVersion | str | None) -> ssl.TLSVersion | None:
     if value is None or isinstance(value, ssl.TLSVersion):
         return value
+    if not isinstance(value, str):
+        raise FluxMailException(
+            f"min_tls_version must be a string such as 'TLSv1.2', got {value!r}",
+            "invalid_config",
+        )
     number = value.strip().upper().replace("_", ".").removeprefix("TLSV")
     if number not in _TLS_VERSIONS:
         raise FluxMailException(

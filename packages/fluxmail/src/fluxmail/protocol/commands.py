@@ -121,6 +121,11 @@ class Envelope:
     def __post_init__(self) -> None:
         if not self.recipients:
             raise FluxMailException("A message needs at least one recipient", "invalid_params")
+        for value in (*self.notify, self.ret, self.envid):
+            if value is not None and not isinstance(value, str):
+                raise FluxMailException(
+                    f"DSN settings are strings, got {value!r}", "invalid_params"
+                )
         notify = {n.upper() for n in self.notify}
         if not notify <= NOTIFY_VALUES or ("NEVER" in notify and len(notify) > 1):
             raise FluxMailException(
@@ -167,6 +172,7 @@ def rcpt_to(address: str, extensions: Extensions, notify: tuple[str, ...] = ()) 
     wire = envelope_address(address, smtputf8=utf8)
     if notify and extensions.has("DSN"):
         orcpt = f"ORCPT=rfc822;{xtext(wire)}" if wire.isascii() else None
-        args = [f"NOTIFY={','.join(n.upper() for n in notify)}", *([orcpt] if orcpt else [])]
+        unique = dict.fromkeys(n.upper() for n in notify)  # keep the caller's order, once each
+        args = [f"NOTIFY={','.join(unique)}", *([orcpt] if orcpt else [])]
         return command("RCPT", f"TO:<{wire}>", *args)
     return command("RCPT", f"TO:<{wire}>")

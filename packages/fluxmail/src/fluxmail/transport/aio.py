@@ -14,7 +14,12 @@ from fluxmail.protocol.replies import Reply, ReplyParser
 from fluxmail.protocol.session import ServerInfo, open_session, simple
 from fluxmail.protocol.transaction import Outcome, send_message, send_pipelined
 from fluxmail.result import SendResult
-from fluxmail.transport.base import ConnectionBase, connection_closed, data_before_tls
+from fluxmail.transport.base import (
+    ConnectionBase,
+    connection_closed,
+    data_before_tls,
+    handshake_aborted,
+)
 
 T = TypeVar("T")
 
@@ -112,6 +117,9 @@ class AsyncConnection(ConnectionBase):
                     server_hostname=settings.host if implicit else None,
                 )
         except OSError as exc:
+            if implicit and isinstance(exc, ConnectionError | EOFError):
+                if not isinstance(exc, ConnectionRefusedError):
+                    raise handshake_aborted(settings.address) from exc
             raise self._map_error(exc, connecting=True) from exc
         self._stream = stream
         try:
@@ -213,12 +221,15 @@ class AsyncConnection(ConnectionBase):
         if stream.parser.pending:
             raise data_before_tls(self.settings.address)
         loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(
-            stream.transport,
-            stream,
-            self.settings.tls_context(),
-            server_hostname=self.settings.host,
-        )
+        try:
+            transport = await loop.start_tls(
+                stream.transport,
+                stream,
+                self.settings.tls_context(),
+                server_hostname=self.settings.host,
+            )
+        except (ConnectionError, EOFError) as exc:
+            raise handshake_aborted(self.settings.address) from exc
         assert isinstance(transport, asyncio.Transport)
         stream.transport = transport
         return ()

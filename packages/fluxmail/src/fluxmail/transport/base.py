@@ -117,3 +117,9 @@ def data_before_tls(address: str) -> TLSError:
     # Bytes already buffered when TLS starts were sent in the clear and could be injected by
     # anyone on the path (CVE-2011-0411 in reverse); a client must not act on them.
     return TLSError(f"{address} sent unexpected data before the TLS handshake", "tls_failed")
+
+
+def handshake_aborted(address: str) -> TLSError:
+    # asyncio reports a peer that hangs up mid-handshake as a reset; it is a TLS failure (the
+    # sync shell's ssl module says so itself), and retrying will not fix it.
+    return TLSError(f"{address} closed the connection during the TLS handshake", "tls_failed")
