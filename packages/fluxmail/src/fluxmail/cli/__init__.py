@@ -33,8 +33,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fluxmail.cli import bulk, check, send
+from fluxmail.cli.bulk import run as run_bulk
+from fluxmail.cli.check import run as run_check
 from fluxmail.cli.common import exit_code
+from fluxmail.cli.send import run as run_send
 from fluxmail.config import env_flag
 
 __all__ = ["main"]
@@ -52,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A plain argv[0] check rather than argparse subparsers: the contract's flags-only
         # form has no subcommand and must keep parsing exactly as before.
         if args[:1] == ["check"]:
-            return check.run(args[1:], env)
+            return run_check(args[1:], env)
         if args[:1] == ["bulk"]:
-            return bulk.run(args[1:], env)
-        return send.run(args, env)
+            return run_bulk(args[1:], env)
+        return run_send(args, env)
     except (Exception, KeyboardInterrupt) as exc:
         return exit_code(exc, debug=env_flag(env.get("FLUXMAIL_DEBUG")))

@@ -10,10 +10,11 @@ the line: bulk mail must not go out from a file whose columns may be shifted.
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fluxmail.cli.common import BadFlagsError
 
@@ -46,13 +47,13 @@ class CsvRows:
         self.path = path
         self.to_column = to_column
         with self._open() as file:
-            self.header = self._read_header(csv.reader(file))
+            self.header = self._read_header(csv.reader(self._decoded(file)))
 
     def __iter__(self) -> Iterator[Row]:
         """Every data row, in order. BadFlagsError for a row whose field count differs from
         the header's, or text that is not UTF-8 or not CSV."""
         with self._open() as file:
-            reader = csv.reader(file)
+            reader = csv.reader(self._decoded(file))
             self._next(reader)  # the header, checked in __init__
             number = 0
             while (fields := self._next(reader)) is not None:
@@ -66,11 +67,23 @@ class CsvRows:
                     )
                 yield Row(number, dict(zip(self.header, fields, strict=True)))
 
-    def _open(self) -> TextIO:
+    def _open(self) -> BinaryIO:
         try:
-            return self.path.open(encoding="utf-8-sig", newline="")
+            return self.path.open("rb")
         except OSError as exc:
             raise BadFlagsError(f"cannot read --csv {self.path}: {exc.strerror or exc}") from None
+
+    def _decoded(self, file: BinaryIO) -> Iterator[str]:
+        """The file's lines as text, line endings kept (what csv.reader wants).
+
+        Decoded line by line rather than through a text wrapper, which decodes ahead in
+        blocks: this way a decoding error names the line it is on.
+        """
+        for number, line in enumerate(file, 1):
+            try:
+                yield (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).decode()
+            except UnicodeDecodeError:
+                raise self._bad(number, "not UTF-8 text") from None
 
     def _read_header(self, reader: CsvReader) -> list[str]:
         header = self._next(reader)
@@ -96,8 +109,6 @@ class CsvRows:
         """The next record, None at the end; decoding and CSV errors become BadFlagsError."""
         try:
             return next(reader, None)
-        except UnicodeDecodeError:
-            raise self._bad(reader.line_num + 1, "not UTF-8 text") from None
         except csv.Error as exc:
             raise self._bad(reader.line_num, str(exc)) from None
         except OSError as exc:

@@ -1,0 +1,1 @@
+"""HTTP: parse, authenticate, call the domain, render. No SQL here."""

@@ -1,0 +1,53 @@
+"""The composition root: settings → database → delivery context → HTTP app and workers.
+
+Settings are built once (by the CLI) and passed down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from getfluxly_server import __version__
+from getfluxly_server.api import dev, errors, projects, providers
+from getfluxly_server.delivery.base import BuildContext
+from getfluxly_server.domain import delivery_jobs
+from getfluxly_server.queue.worker import Worker
+from getfluxly_server.settings import Settings
+from getfluxly_server.storage.db import Database
+
+
+def build_context(settings: Settings) -> BuildContext:
+    return BuildContext(
+        timeout=settings.smtp_timeout, block_private_networks=settings.multi_tenant_guard
+    )
+
+
+def create_app(settings: Settings, db: Database) -> FastAPI:
+    app = FastAPI(
+        title="GetFluxly",
+        version=__version__,
+        description="Self-hosted lifecycle email: tenancy, keys and email providers.",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.build_context = build_context(settings)
+    errors.install(app)
+    for module in (projects, providers, dev):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"])
+    def health() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    return app
+
+
+def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
+    return Worker(
+        db,
+        delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
+        lease_seconds=settings.job_lease_seconds,
+        threads=threads or settings.worker_threads,
+    )

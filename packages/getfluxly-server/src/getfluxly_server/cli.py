@@ -1,0 +1,283 @@
+"""The ``getfluxly`` command: run the server, migrate, manage tenants and keys, dev mode.
+
+    getfluxly dev [--port 8000] [--data-dir .getfluxly]   everything on this machine, now
+    getfluxly migrate                                     bring the database up to date
+    getfluxly serve | api | worker                        API and workers together or apart
+    getfluxly workspace create NAME                       prints the workspace key, once
+    getfluxly project create --workspace WS NAME          prints the project keys, once
+    getfluxly key create|list|revoke ...                  more keys, or revoke one
+    getfluxly keys generate-encryption-key | rotate       the secrets keyring
+
+Configuration comes from ``GETFLUXLY_*`` variables (see settings.py). Exit codes: 0 success,
+1 bad configuration (the message lists every problem), 2 usage error or refused operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+
+from getfluxly_server import __version__
+from getfluxly_server.app import create_app, create_worker
+from getfluxly_server.crypto import Keyring
+from getfluxly_server.domain import providers as provider_domain
+from getfluxly_server.domain import tenancy
+from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.settings import Settings, SettingsError
+from getfluxly_server.storage import schema
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import EmailProvider
+
+log = logging.getLogger("getfluxly")
+
+
+class UsageError(Exception):
+    """The command cannot run as asked (exit 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            dev=args.command == "dev", data_dir=getattr(args, "data_dir", None)
+        )
+        logging.basicConfig(
+            level=settings.log_level,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (UsageError, DomainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="getfluxly", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"getfluxly {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="run everything locally with a mail catcher")
+    dev.add_argument(
+        "--port", type=int, default=None, help="HTTP port (default GETFLUXLY_PORT or 8000)"
+    )
+    dev.add_argument("--data-dir", type=Path, default=None, help="default .getfluxly")
+    dev.add_argument("--smtp-port", type=int, default=0, help="catcher port (default: any free)")
+    dev.set_defaults(handler=_dev)
+
+    for name, handler, text in (
+        ("migrate", _migrate, "apply database migrations"),
+        ("serve", _serve, "API and workers in one process"),
+        ("api", _api, "the HTTP API only"),
+        ("worker", _worker, "workers only"),
+    ):
+        command = commands.add_parser(name, help=text)
+        if name in ("serve", "api"):
+            command.add_argument("--host", default=None)
+            command.add_argument("--port", type=int, default=None)
+        command.set_defaults(handler=handler)
+
+    workspace = commands.add_parser("workspace", help="workspaces").add_subparsers(
+        dest="action", required=True
+    )
+    create_ws = workspace.add_parser("create", help="create a workspace and its first key")
+    create_ws.add_argument("name")
+    create_ws.set_defaults(handler=_workspace_create)
+
+    project = commands.add_parser("project", help="projects").add_subparsers(
+        dest="action", required=True
+    )
+    create_project = project.add_parser("create", help="create a project and its keys")
+    create_project.add_argument("--workspace", required=True)
+    create_project.add_argument("name")
+    create_project.set_defaults(handler=_project_create)
+
+    key = commands.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    key_create = key.add_parser("create", help="issue a key (shown once)")
+    key_create.add_argument("--workspace", required=True)
+    key_create.add_argument("--project", default=None)
+    key_create.add_argument("--kind", choices=("workspace", "secret", "publishable"), required=True)
+    key_create.add_argument("--name", default="")
+    key_create.set_defaults(handler=_key_create)
+    key_list = key.add_parser("list", help="list keys (never their values)")
+    key_list.add_argument("--workspace", required=True)
+    key_list.set_defaults(handler=_key_list)
+    key_revoke = key.add_parser("revoke", help="revoke a key")
+    key_revoke.add_argument("--workspace", required=True)
+    key_revoke.add_argument("key_id")
+    key_revoke.set_defaults(handler=_key_revoke)
+
+    keys = commands.add_parser("keys", help="the encryption keyring").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser(
+        "generate-encryption-key", help="print a new key for GETFLUXLY_ENCRYPTION_KEYS"
+    ).set_defaults(handler=_generate_key)
+    keys.add_parser("rotate", help="re-encrypt stored secrets with the primary key").set_defaults(
+        handler=_rotate
+    )
+    return parser
+
+
+def _database(settings: Settings, *, migrated: bool = True) -> Database:
+    db = Database(settings.database_url)
+    if migrated and not schema.is_current(db):
+        raise UsageError("the database schema is not up to date: run `getfluxly migrate` first")
+    return db
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    schema.upgrade(_database(settings, migrated=False))
+    print("database is up to date", file=sys.stderr)
+    return 0
+
+
+def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(create_app(settings, db), host=host, port=port, log_level="warning")
+    uvicorn.Server(config).run()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    db = _database(settings)
+    worker = create_worker(settings, db)
+    worker.start()
+    try:
+        _run_api(settings, db, args.host or settings.host, args.port or settings.port)
+    finally:
+        worker.stop()
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    _run_api(
+        settings,
+        _database(settings),
+        args.host or settings.host,
+        args.port or settings.port,
+    )
+    return 0
+
+
+def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    log.info("worker started")
+    create_worker(settings, _database(settings)).run_forever()
+    return 0
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from getfluxly_server import devmode
+
+    if args.port is not None:
+        settings = replace(settings, port=args.port)
+    db = Database(settings.database_url)
+    schema.upgrade(db)
+    catcher = devmode.Catcher(db, args.smtp_port)
+    catcher.start()
+    try:
+        install = devmode.prepare(settings, db, catcher)
+        sys.stdout.write(devmode.exports(settings, install, catcher))
+        sys.stdout.flush()
+        print(
+            f"getfluxly dev: API on http://{settings.host}:{settings.port}, mail catcher on "
+            f"{catcher.address}; data in {settings.data_dir} (Ctrl-C stops)",
+            file=sys.stderr,
+        )
+        worker = create_worker(settings, db)
+        worker.start()
+        try:
+            _run_api(settings, db, settings.host, settings.port)
+        finally:
+            worker.stop()
+    finally:
+        catcher.stop()
+    return 0
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _workspace_create(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings).transaction() as session:
+        workspace, key = tenancy.create_workspace(session, args.name)
+        _print_json({"workspace_id": workspace.id, "workspace_key": key.plaintext})
+    print("the key is shown this once: store it now", file=sys.stderr)
+    return 0
+
+
+def _project_create(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings).transaction() as session:
+        made = tenancy.create_project(session, args.workspace, args.name)
+        _print_json(
+            {
+                "project_id": made.project.id,
+                "secret_key": made.secret_key.plaintext,
+                "publishable_key": made.publishable_key.plaintext,
+            }
+        )
+    return 0
+
+
+def _key_create(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings).transaction() as session:
+        if args.project is not None:
+            tenancy.project_of(
+                session, tenancy.Principal("", "workspace", args.workspace, None), args.project
+            )
+        issued = tenancy.issue_key(session, args.kind, args.workspace, args.project, args.name)
+        _print_json({"key_id": issued.record.id, "key": issued.plaintext})
+    return 0
+
+
+def _key_list(args: argparse.Namespace, settings: Settings) -> int:
+    from getfluxly_server.api import views
+    from getfluxly_server.storage import tenancy as store
+
+    with _database(settings).read() as session:
+        _print_json([views.key(k) for k in store.list_keys(session, args.workspace, None)])
+    return 0
+
+
+def _key_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings).transaction() as session:
+        tenancy.revoke_key(
+            session, tenancy.Principal("", "workspace", args.workspace, None), args.key_id
+        )
+    print(f"revoked {args.key_id}", file=sys.stderr)
+    return 0
+
+
+def _generate_key(_args: argparse.Namespace, _settings: Settings) -> int:
+    print(Keyring.generate())
+    return 0
+
+
+def _rotate(_args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypt every secret not under the primary key, so old keys can be dropped."""
+    keyring = settings.keyring
+    count = 0
+    with _database(settings).transaction() as session:
+        for row in session.scalars(select(EmailProvider)).all():
+            if keyring.needs_rotation(row.secret):
+                draft = provider_domain.draft_of(row, keyring)
+                provider_domain.apply(row, draft, keyring, verified=False)
+                count += 1
+    print(f"re-encrypted {count} secret(s) with key {keyring.primary!r}", file=sys.stderr)
+    return 0

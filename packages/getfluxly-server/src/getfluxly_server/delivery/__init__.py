@@ -1,0 +1,1 @@
+"""Delivery adapters: one small module per provider behind :class:`base.ProviderClient`."""

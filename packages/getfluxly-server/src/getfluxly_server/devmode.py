@@ -1,0 +1,174 @@
+"""``getfluxly dev``: one command from nothing to a working install on this machine.
+
+It creates (or reuses) the SQLite database in the data dir, migrates it, makes sure a workspace
+and a project exist, issues fresh keys (printed once, as ``NAME=value`` lines a shell can
+``eval``), starts a built-in SMTP catcher whose mail the API lists at /v1/dev/messages, and
+registers the catcher as the project's email provider, verified like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesParser
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from sqlalchemy import select
+
+from getfluxly_server.app import build_context
+from getfluxly_server.domain import providers, tenancy
+from getfluxly_server.settings import Settings
+from getfluxly_server.storage import dev_messages
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import EmailProvider, Project, Workspace
+
+log = logging.getLogger("getfluxly.dev")
+CATCHER_NAME = "Dev catcher"
+CATCHER_LOGIN = ("dev", "dev")  # the catcher accepts any login; these are what we register
+
+
+class _Store:
+    """aiosmtpd handler: every message into the dev_messages table, accepted."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        raw = bytes(envelope.original_content or envelope.content)
+        message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+        subject = str(message.get("Subject", ""))
+
+        def save() -> int:
+            with self.db.transaction() as session_:
+                row = dev_messages.add(
+                    session_, envelope.mail_from, list(envelope.rcpt_tos), subject, raw
+                )
+                return row.id
+
+        # The database call blocks; keep the catcher's event loop free meanwhile.
+        message_id = await asyncio.get_running_loop().run_in_executor(None, save)
+        log.info("caught message %s for %s: %s", message_id, ", ".join(envelope.rcpt_tos), subject)
+        return f"250 OK queued as dev-{message_id}"
+
+
+def _any_login(*_args: Any) -> AuthResult:
+    return AuthResult(success=True)
+
+
+class Catcher:
+    """The built-in SMTP server of dev mode, on 127.0.0.1 (AUTH accepted without TLS)."""
+
+    def __init__(self, db: Database, port: int = 0) -> None:
+        with warnings.catch_warnings():
+            # aiosmtpd warns that AUTH without TLS is unsafe: true, and the point here.
+            warnings.simplefilter("ignore")
+            self._controller = Controller(
+                _Store(db),
+                hostname="127.0.0.1",
+                port=port or _free_port(),
+                authenticator=_any_login,
+                auth_require_tls=False,
+            )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._controller.port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class DevInstall:
+    project_id: str
+    workspace_key: str
+    server_key: str
+    publishable_key: str
+    provider_id: str
+
+
+def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
+    """Workspace, project and fresh keys; the catcher registered (and verified) as provider."""
+    with db.transaction() as session:
+        workspace = session.scalars(select(Workspace).order_by(Workspace.created_at)).first()
+        if workspace is None:
+            workspace, workspace_key = tenancy.create_workspace(session, "Dev workspace")
+        else:
+            workspace_key = tenancy.issue_key(session, "workspace", workspace.id, None, "dev")
+        query = select(Project).where(Project.workspace_id == workspace.id)
+        project = session.scalars(query.order_by(Project.created_at)).first()
+        if project is None:
+            made = tenancy.create_project(session, workspace.id, "Dev project")
+            project, secret, publishable = made.project, made.secret_key, made.publishable_key
+        else:
+            secret = tenancy.issue_key(session, "secret", workspace.id, project.id, "dev")
+            publishable = tenancy.issue_key(session, "publishable", workspace.id, project.id, "dev")
+        principal = tenancy.authenticate(session, workspace_key.plaintext)
+        existing = session.scalars(
+            select(EmailProvider).where(
+                EmailProvider.project_id == project.id,
+                EmailProvider.display_name == CATCHER_NAME,
+            )
+        ).first()
+        existing_id = existing.id if existing is not None else None
+    body = {
+        "provider": "smtp",
+        "display_name": CATCHER_NAME,
+        "from_email": "hello@getfluxly.test",
+        "from_name": "GetFluxly Dev",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": catcher.port,
+        "smtp_secure": "none",
+        "username": CATCHER_LOGIN[0],
+        "password": CATCHER_LOGIN[1],
+    }
+    draft = providers.parse(body)
+    providers.verify(draft, build_context(settings))
+    with db.transaction() as session:
+        if existing_id is None:
+            provider_id = providers.save_new(
+                session, principal, project.id, draft, settings.keyring
+            ).id
+        else:
+            row = providers.find(session, principal, existing_id)
+            providers.apply(row, draft, settings.keyring, verified=True)
+            provider_id = row.id
+    return DevInstall(
+        project.id, workspace_key.plaintext, secret.plaintext, publishable.plaintext, provider_id
+    )
+
+
+def exports(settings: Settings, install: DevInstall, catcher: Catcher) -> str:
+    """The ``NAME=value`` lines ``getfluxly dev`` prints (shell-safe: no quoting needed)."""
+    values = {
+        "GETFLUXLY_URL": f"http://{settings.host}:{settings.port}",
+        "GETFLUXLY_PROJECT_ID": install.project_id,
+        "GETFLUXLY_WORKSPACE_KEY": install.workspace_key,
+        "GETFLUXLY_SERVER_KEY": install.server_key,
+        "GETFLUXLY_PUBLISHABLE_KEY": install.publishable_key,
+        "GETFLUXLY_CATCHER_SMTP": catcher.address,
+    }
+    return "".join(f"{name}={value}\n" for name, value in values.items())
+
+
+__all__ = ["Catcher", "DevInstall", "exports", "prepare"]

@@ -1,0 +1,135 @@
+"""Workspaces, projects and keys: creation (keys shown once), authentication, revocation.
+
+Keys are 32 random base62 characters after their prefix (about 190 bits), so a plain SHA-256
+is a safe thing to store: nobody can brute-force it, and lookup by hash is an index probe that
+does not depend on how much of a guess matches (no timing leak); the final comparison is
+constant-time anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.storage import tenancy as store
+from getfluxly_server.storage.models import ApiKey, Project, Workspace, now
+
+KeyKind = Literal["workspace", "secret", "publishable"]
+PREFIXES: dict[KeyKind, str] = {
+    "workspace": "gf_live_",
+    "secret": "gflux_secret_",
+    "publishable": "gflux_pub_",
+}
+_BASE62 = string.ascii_letters + string.digits
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key as issued: the plaintext exists only here, to be shown once."""
+
+    record: ApiKey
+    plaintext: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's kind and the workspace (and project) it is bound to."""
+
+    key_id: str
+    kind: KeyKind
+    workspace_id: str
+    project_id: str | None
+
+
+def _check_name(name: str, what: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise ValidationFailed(f"{what} name must be 1-200 printable characters")
+    return name
+
+
+def issue_key(
+    session: Session, kind: KeyKind, workspace_id: str, project_id: str | None, name: str = ""
+) -> IssuedKey:
+    if (kind == "workspace") != (project_id is None):
+        raise ValidationFailed("workspace keys belong to a workspace, project keys to a project")
+    plaintext = PREFIXES[kind] + "".join(secrets.choice(_BASE62) for _ in range(32))
+    record = store.add_key(
+        session,
+        workspace_id=workspace_id,
+        project_id=project_id,
+        kind=kind,
+        name=name.strip()[:200],
+        hint=plaintext[: len(PREFIXES[kind]) + 4],
+        key_hash=hash_key(plaintext),
+    )
+    return IssuedKey(record, plaintext)
+
+
+def create_workspace(session: Session, name: str) -> tuple[Workspace, IssuedKey]:
+    """A workspace and its first workspace key."""
+    workspace = store.add_workspace(session, _check_name(name, "workspace"))
+    return workspace, issue_key(session, "workspace", workspace.id, None, "default")
+
+
+@dataclass(frozen=True)
+class NewProject:
+    project: Project
+    secret_key: IssuedKey
+    publishable_key: IssuedKey
+
+
+def create_project(session: Session, workspace_id: str, name: str) -> NewProject:
+    """A project with a server (secret) key and a publishable key."""
+    if store.get_workspace(session, workspace_id) is None:
+        raise NotFound("workspace")
+    project = store.add_project(session, workspace_id, _check_name(name, "project"))
+    return NewProject(
+        project,
+        issue_key(session, "secret", workspace_id, project.id, "default"),
+        issue_key(session, "publishable", workspace_id, project.id, "default"),
+    )
+
+
+def project_of(session: Session, principal: Principal, project_id: str) -> Project:
+    """The project, if ``principal`` may see it; otherwise not_found (never forbidden:
+    another tenant's ids must not even be confirmed to exist)."""
+    if principal.project_id is not None and principal.project_id != project_id:
+        raise NotFound("project")
+    project = store.get_project(session, principal.workspace_id, project_id)
+    if project is None:
+        raise NotFound("project")
+    return project
+
+
+def authenticate(session: Session, plaintext: str) -> Principal:
+    """The principal for a presented key; ``unauthenticated`` for unknown or revoked keys."""
+    kind = next((k for k, prefix in PREFIXES.items() if plaintext.startswith(prefix)), None)
+    record = store.key_by_hash(session, hash_key(plaintext)) if kind else None
+    if (
+        record is None
+        or record.revoked_at is not None
+        or not hmac.compare_digest(record.key_hash, hash_key(plaintext))
+    ):
+        raise DomainError("unauthenticated", "Unknown or revoked API key")
+    return Principal(record.id, record.kind, record.workspace_id, record.project_id)  # type: ignore[arg-type]
+
+
+def revoke_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
+    key = store.get_key(session, principal.workspace_id, key_id)
+    if key is None:
+        raise NotFound("key")
+    if key.revoked_at is None:
+        key.revoked_at = now()
+    return key

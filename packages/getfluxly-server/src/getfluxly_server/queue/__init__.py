@@ -1,0 +1,1 @@
+"""Durable jobs on the database, and the worker that runs them."""

@@ -1,0 +1,174 @@
+"""GetFluxly's settings: read once from ``GETFLUXLY_*`` variables at the composition root.
+
+Every problem with the environment is collected and reported together, each naming the
+variable, what was wrong and what to do, so a bad deployment fails at boot with one clear
+message instead of at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from getfluxly_server.crypto import Keyring, KeyringError
+
+DEFAULT_DATA_DIR = ".getfluxly"
+
+
+class SettingsError(Exception):
+    """The environment is unusable; ``problems`` lists one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "Invalid GetFluxly configuration:\n" + "\n".join(f"- {p}" for p in problems)
+        )
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, validated. Built by :meth:`from_env` (or directly in tests)."""
+
+    database_url: str
+    keyring: Keyring = field(repr=False)
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Refuse email providers on private and loopback networks (for multi-tenant installs).
+    multi_tenant_guard: bool = False
+    job_lease_seconds: float = 60.0
+    worker_threads: int = 4
+    #: How long POST /v1/email-providers/{id}/test waits for the worker's outcome.
+    test_send_timeout: float = 30.0
+    smtp_timeout: float = 15.0
+    log_level: str = "INFO"
+    dev: bool = False
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        dev: bool = False,
+        data_dir: Path | None = None,
+    ) -> Settings:
+        """Read and check every ``GETFLUXLY_*`` variable; raise SettingsError listing all
+        problems. ``dev`` fills what a newcomer has not set (a key stored in the data dir);
+        ``data_dir`` (the CLI's --data-dir) wins over GETFLUXLY_DATA_DIR."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        data_dir = data_dir or Path(env.get("GETFLUXLY_DATA_DIR") or DEFAULT_DATA_DIR)
+        default_db = f"sqlite:///{(data_dir / 'getfluxly.db').as_posix()}"
+        database_url = normalize_database_url(env.get("GETFLUXLY_DATABASE_URL") or default_db)
+        keyring = reader.keyring(data_dir if dev else None)
+        values: dict[str, object] = {
+            "database_url": database_url,
+            "data_dir": data_dir,
+            "public_url": reader.url("GETFLUXLY_PUBLIC_URL", "http://127.0.0.1:8000"),
+            "host": env.get("GETFLUXLY_HOST", "127.0.0.1"),
+            "port": reader.integer("GETFLUXLY_PORT", 8000, 1, 65535),
+            "multi_tenant_guard": reader.flag("GETFLUXLY_MULTI_TENANT_GUARD", False),
+            "job_lease_seconds": reader.number("GETFLUXLY_JOB_LEASE_SECONDS", 60.0, 1.0),
+            "worker_threads": reader.integer("GETFLUXLY_WORKER_THREADS", 4, 1, 256),
+            "test_send_timeout": reader.number("GETFLUXLY_TEST_SEND_TIMEOUT", 30.0, 1.0),
+            "smtp_timeout": reader.number("GETFLUXLY_SMTP_TIMEOUT", 15.0, 1.0),
+            "log_level": reader.choice(
+                "GETFLUXLY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+            "dev": dev,
+        }
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        assert keyring is not None
+        return cls(keyring=keyring, **values)  # type: ignore[arg-type]
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator used."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class _Reader:
+    """Parses variables, recording a problem (and a default) instead of raising at once."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            self.problems.append(f"{name}={raw!r} must be a whole number from {low} to {high}")
+            return default
+        return int(raw)
+
+    def number(self, name: str, default: float, low: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not value >= low or value == float("inf"):
+            self.problems.append(f"{name}={raw!r} must be a number of at least {low:g}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name}={raw!r} must be true or false")
+        return default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.upper() not in choices:
+            self.problems.append(f"{name}={raw!r} must be one of {', '.join(choices)}")
+            return default
+        return raw.upper()
+
+    def url(self, name: str, default: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if not raw.startswith(("http://", "https://")) or " " in raw:
+            self.problems.append(f"{name}={raw!r} must be an http(s):// URL")
+            return default
+        return raw.rstrip("/")
+
+    def keyring(self, dev_dir: Path | None) -> Keyring | None:
+        raw = self._raw("GETFLUXLY_ENCRYPTION_KEYS")
+        if raw is None:
+            if dev_dir is not None:
+                return Keyring.for_development(dev_dir / "encryption.key")
+            self.problems.append(
+                "GETFLUXLY_ENCRYPTION_KEYS is not set: generate one with "
+                "`getfluxly keys generate-encryption-key` and set it (kid:base64key, newest "
+                "first, comma-separated to rotate)"
+            )
+            return None
+        try:
+            return Keyring.parse(raw)
+        except KeyringError as exc:
+            self.problems.append(f"GETFLUXLY_ENCRYPTION_KEYS: {exc}")
+            return None

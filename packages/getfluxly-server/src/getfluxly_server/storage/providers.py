@@ -1,0 +1,35 @@
+"""Email providers in the database (their secrets only ever encrypted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from getfluxly_server.storage.models import EmailProvider, Project
+
+
+def add(session: Session, provider: EmailProvider) -> EmailProvider:
+    session.add(provider)
+    session.flush()
+    return provider
+
+
+def get_in_workspace(session: Session, workspace_id: str, provider_id: str) -> EmailProvider | None:
+    """The provider if its project belongs to ``workspace_id``."""
+    query = (
+        select(EmailProvider)
+        .join(Project, Project.id == EmailProvider.project_id)
+        .where(EmailProvider.id == provider_id, Project.workspace_id == workspace_id)
+    )
+    return session.scalars(query).first()
+
+
+def list_for_project(session: Session, project_id: str) -> Sequence[EmailProvider]:
+    query = select(EmailProvider).where(EmailProvider.project_id == project_id)
+    return session.scalars(query.order_by(EmailProvider.created_at)).all()
+
+
+def delete(session: Session, provider: EmailProvider) -> None:
+    session.delete(provider)
