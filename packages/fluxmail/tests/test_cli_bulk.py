@@ -175,11 +175,6 @@ def test_the_log_records_every_row(plain_smtp: SMTPTestServer, tmp_path: Path) -
         assert log_of(data).stat().st_mode & 0o077 == 0  # the recipients are personal data
 
 
-@pytest.mark.xfail(
-    reason="library bug: fluxmail.compose._header folds a short non-ASCII value with "
-    "policy.SMTP.fold_binary, which does not RFC 2047-encode it: UnicodeEncodeError",
-    strict=True,
-)
 def test_a_non_ascii_subject(plain_smtp: SMTPTestServer, tmp_path: Path) -> None:
     rows = people(3)
     data = write_csv(tmp_path / "people.csv", rows)

@@ -25,8 +25,9 @@ def test_public_names() -> None:
 
     assert sorted(fluxmail.__all__) == sorted(
         [
-            "AuthError", "BulkSender", "EmailInstance", "EmailObject", "EmailTemplate",
-            "FluxMail", "FluxMailException", "RecipientsRefused", "Reply", "SMTPConnectError",
+            "AsyncSMTPPool", "AuthError", "BulkSender", "EmailInstance", "EmailObject",
+            "EmailTemplate", "FluxMail", "FluxMailException", "MessageTemplate", "PoolOptions",
+            "RateLimit", "RecipientsRefused", "Reply", "SMTPConnectError", "SMTPPool",
             "SMTPReplyError", "SMTPTimeoutError", "SendResult", "TLSError", "__version__",
         ]
     )  # fmt: skip

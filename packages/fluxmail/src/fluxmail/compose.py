@@ -38,6 +38,7 @@ from fluxmail.protocol.data import normalize_newlines
 
 CRLF = b"\r\n"
 _POLICY = policy.SMTP
+_UTF8_POLICY = policy.SMTPUTF8
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _LONGEST_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 _ROLES = {"To": "recipient", "From": "sender", "Reply-To": "reply_to"}
@@ -69,7 +70,12 @@ def _substitution(source: str, *, html: bool) -> Render | None:
                 raise FluxMailException(
                     f"Template failed to render: {name!r} is undefined", "template_error"
                 ) from None
-            out.append(convert(value))
+            try:
+                out.append(convert(value))
+            except Exception as exc:  # a value whose str() fails is the data's problem
+                raise FluxMailException(
+                    f"Template failed to render {name!r}: {exc}", "template_error"
+                ) from exc
             out.append(text)
         return "".join(out)
 
@@ -96,7 +102,7 @@ def _compile(source: str | None, *, html: bool) -> Render | None:
     def render(context: Mapping[str, Any]) -> str:
         try:
             return template.render(context)
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # a template is code: any error in it is the template's
             raise FluxMailException(f"Template failed to render: {exc}", "template_error") from exc
 
     return render
@@ -110,7 +116,15 @@ def _header(name: str, value: str) -> bytes:
         )
     if value.isascii() and len(name) + len(value) < 76:
         return f"{name}: {value}\r\n".encode("ascii")
-    return _POLICY.fold_binary(name, value)
+    return _fold(name, value)
+
+
+def _fold(name: str, value: str, *, utf8: bool = False) -> bytes:
+    """A header line through the email package: RFC 2047 for non-ASCII text and names, or
+    raw UTF-8 where the address itself needs SMTPUTF8."""
+    folding = _UTF8_POLICY if utf8 else _POLICY
+    folded: str = folding.header_factory(name, value).fold(policy=folding)
+    return folded.encode("utf-8")
 
 
 def _address_header(name: str, value: str) -> tuple[bytes, str]:
@@ -118,7 +132,7 @@ def _address_header(name: str, value: str) -> tuple[bytes, str]:
     if _PLAIN_ADDRESS.fullmatch(value):
         return f"{name}: {value}\r\n".encode("ascii"), value
     address = parse_address(value, role=_ROLES.get(name, name))
-    return _POLICY.fold_binary(name, str(address)), address.addr_spec
+    return _fold(name, str(address), utf8=not address.username.isascii()), address.addr_spec
 
 
 def _encode_text(text: str) -> tuple[bytes, bytes]:
@@ -193,9 +207,7 @@ class MessageTemplate:
 
     def _attachment_part(self, path: str | Path) -> bytes:
         item = read_file(path, what="Attachment")
-        disposition = _POLICY.fold_binary(
-            "Content-Disposition", f'attachment; filename="{item.filename}"'
-        )
+        disposition = _fold("Content-Disposition", f'attachment; filename="{item.filename}"')
         return (
             b"--" + self._mixed + CRLF
             + f"Content-Type: {item.mime_type}\r\n".encode("ascii")
@@ -203,7 +215,7 @@ class MessageTemplate:
             + _wrap_base64(binascii.b2a_base64(item.content, newline=False)) + CRLF
         )  # fmt: skip
 
-    def render(self, to: str | Sequence[str], **context: Any) -> tuple[Envelope, bytes]:
+    def render(self, to: str | Sequence[str], /, **context: Any) -> tuple[Envelope, bytes]:
         """The envelope and wire bytes of the message for ``to``, rendered with ``context``."""
         recipients = [to] if isinstance(to, str) else list(to)
         if not recipients:
@@ -212,9 +224,7 @@ class MessageTemplate:
         if len(lines) == 1:
             to_line = lines[0][0]
         else:
-            to_line = _POLICY.fold_binary(
-                "To", ", ".join(str(parse_address(r)) for r in recipients)
-            )
+            to_line = _fold("To", ", ".join(str(parse_address(r)) for r in recipients))
         assert self._subject is not None
         subject = self._subject(context)
         if not subject.strip():
@@ -260,7 +270,7 @@ class MessageTemplate:
             attachments = attachments.replace(b"--" + self._mixed + CRLF, b"--" + mixed + CRLF)
         return (
             b'Content-Type: multipart/mixed; boundary="' + mixed + b'"\r\n\r\n'
-            + b"--" + mixed + CRLF + content + attachments + b"--" + mixed + b"--\r\n"
+            + b"--" + mixed + CRLF + content + CRLF + attachments + b"--" + mixed + b"--\r\n"
         )  # fmt: skip
 
 
@@ -281,5 +291,7 @@ def _multipart(subtype: bytes, boundary: bytes, parts: list[bytes]) -> bytes:
     delimiter = b"--" + boundary
     return (
         b"Content-Type: multipart/" + subtype + b'; boundary="' + boundary + b'"\r\n\r\n'
-        + b"".join(delimiter + CRLF + part for part in parts) + delimiter + b"--\r\n"
+        # The CRLF before each delimiter belongs to the delimiter (RFC 2046 5.1.1): add one,
+        # so each part keeps its own final line break.
+        + b"".join(delimiter + CRLF + part + CRLF for part in parts) + delimiter + b"--\r\n"
     )  # fmt: skip

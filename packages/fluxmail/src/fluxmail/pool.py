@@ -101,50 +101,63 @@ class _Work:
                 self._attempts[index] += 1
             return batch
 
-    def settle(
-        self, batch: Sequence[int], outcomes: dict[int, Outcome], error: FluxMailException | None
-    ) -> bool:
-        """Record a batch's outcomes (keyed by position in the batch); messages the batch did
-        not settle failed with ``error``. Returns True if anything will be tried again."""
-        retrying = False
-        settled: list[int] = []
+    def settle_one(self, index: int, outcome: Outcome) -> bool:
+        """Record one message's outcome as soon as it is known; True if it will be tried
+        again (a transient failure with attempts left), else it is final and reported."""
         with self._lock:
-            for position, index in enumerate(batch):
-                outcome = outcomes.get(position, error)
-                assert outcome is not None, "a batch left a message unsettled without an error"
-                if isinstance(outcome, FluxMailException) and self.retry.should_retry(
-                    self._attempts[index], outcome
-                ):
-                    self._queue.appendleft(index)
-                    retrying = True
-                else:
-                    self.outcomes[index] = outcome
-                    self._left -= 1
-                    settled.append(index)
-        self._report(settled)
-        return retrying
-
-    def _report(self, indexes: list[int]) -> None:
+            if isinstance(outcome, FluxMailException) and self.retry.should_retry(
+                self._attempts[index], outcome
+            ):
+                self._queue.appendleft(index)
+                return True
+            self.outcomes[index] = outcome
+            self._left -= 1
         if self.on_result is not None:
-            for index in indexes:
-                outcome = self.outcomes[index]
-                assert outcome is not None
-                self.on_result(index, outcome)
+            self.on_result(index, outcome)
+        return False
+
+    def batch(self, indexes: list[int]) -> _Settling:
+        """The outcome map to hand a connection for one batch (see :class:`_Settling`)."""
+        return _Settling(self, indexes)
 
     def fail_all(self, error: FluxMailException) -> None:
         """Settle everything not yet sent with ``error`` (the relay refused us for good)."""
-        settled: list[int] = []
         with self._lock:
-            while self._queue:
-                index = self._queue.popleft()
+            settled = list(self._queue)
+            self._queue.clear()
+            for index in settled:
                 self.outcomes[index] = error
-                self._left -= 1
-                settled.append(index)
-        self._report(settled)
+            self._left -= len(settled)
+        if self.on_result is not None:
+            for index in settled:
+                self.on_result(index, error)
 
     def results(self) -> list[Outcome]:
         assert all(o is not None for o in self.outcomes), "send_many ended with messages unsent"
         return list(self.outcomes)  # type: ignore[arg-type]
+
+
+class _Settling(dict[int, Outcome]):
+    """One batch's outcomes, keyed by position in the batch, settled with the work the moment
+    the connection stores each one, so results are reported (and logged by callers) per
+    message, not when the whole batch is over."""
+
+    def __init__(self, work: _Work, indexes: list[int]) -> None:
+        super().__init__()
+        self.work, self.indexes = work, indexes
+        self.retrying = False
+
+    def __setitem__(self, position: int, outcome: Outcome) -> None:
+        super().__setitem__(position, outcome)
+        self.retrying |= self.work.settle_one(self.indexes[position], outcome)
+
+    def finish(self, error: FluxMailException | None) -> bool:
+        """Settle what the batch did not reach with ``error``; True if anything is retried."""
+        for position in range(len(self.indexes)):
+            if position not in self:
+                assert error is not None, "a batch left a message unsettled without an error"
+                self[position] = error
+        return self.retrying
 
 
 def _captured(items: Sequence[Item], on_result: OnResult | None) -> list[Outcome] | None:
@@ -274,7 +287,7 @@ class SMTPPool(_PoolBase[SyncConnection]):
     def _send_batch(
         self, conn: SyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
     ) -> tuple[SyncConnection | None, bool]:
-        outcomes: dict[int, Outcome] = {}
+        outcomes = work.batch(batch)
         if conn is not None and not self.options.reusable(conn, time.monotonic()):
             conn.close()
             conn = None
@@ -286,11 +299,11 @@ class SMTPPool(_PoolBase[SyncConnection]):
             if conn is None and not is_transient(exc):
                 # Could not even open a session (bad password, TLS refused): the same awaits
                 # every other message, so settle them all now rather than one batch at a time.
-                work.settle(batch, {}, exc)
+                outcomes.finish(exc)
                 work.fail_all(exc)
                 return None, False
-            return None, work.settle(batch, outcomes, exc)  # the transport dropped the session
-        return conn, work.settle(batch, outcomes, None)
+            return None, outcomes.finish(exc)  # the transport dropped the session
+        return conn, outcomes.finish(None)
 
     def _checkout(self) -> SyncConnection:
         conn, stale = self._take_idle()
@@ -369,7 +382,7 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
     async def _send_batch(
         self, conn: AsyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
     ) -> tuple[AsyncConnection | None, bool]:
-        outcomes: dict[int, Outcome] = {}
+        outcomes = work.batch(batch)
         if conn is not None and not self.options.reusable(conn, time.monotonic()):
             await conn.close()
             conn = None
@@ -381,11 +394,11 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
             if conn is None and not is_transient(exc):
                 # Could not even open a session (bad password, TLS refused): the same awaits
                 # every other message, so settle them all now rather than one batch at a time.
-                work.settle(batch, {}, exc)
+                outcomes.finish(exc)
                 work.fail_all(exc)
                 return None, False
-            return None, work.settle(batch, outcomes, exc)  # the transport dropped the session
-        return conn, work.settle(batch, outcomes, None)
+            return None, outcomes.finish(exc)  # the transport dropped the session
+        return conn, outcomes.finish(None)
 
     async def _checkout(self) -> AsyncConnection:
         conn, stale = self._take_idle()

@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -49,7 +49,6 @@ from fluxmail.client import FluxMail
 from fluxmail.compose import MessageTemplate
 from fluxmail.config import EmailObject
 from fluxmail.errors import FluxMailException
-from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.transaction import Outcome
 from fluxmail.ratelimit import RateLimit
 
@@ -178,27 +177,6 @@ def _parser() -> argparse.ArgumentParser:
 # -- from flags to the pieces ---------------------------------------------------------------
 
 
-class _RowTemplate(MessageTemplate):
-    """A MessageTemplate whose per-row failures are all FluxMailExceptions.
-
-    ``MessageTemplate.render`` turns Jinja's own errors into ``template_error`` but lets other
-    errors through: an expression's Python error (``{{ count + 1 }}`` on a CSV's text is a
-    TypeError), or UnicodeEncodeError for a non-ASCII address. ``send_rows`` would then abort
-    the whole run instead of failing the one row.
-    """
-
-    def render(self, to: str | Sequence[str], **context: Any) -> tuple[Envelope, bytes]:
-        try:
-            return super().render(to, **context)
-        except FluxMailException:
-            raise
-        except Exception as exc:
-            raise FluxMailException(
-                f"Could not build the message for this row: {type(exc).__name__}: {exc}",
-                "template_error",
-            ) from exc
-
-
 def _bodies(args: argparse.Namespace) -> tuple[str, str | None]:
     """The text template (from ``--text`` or ``--text-file``, exactly one) and the HTML one."""
     if args.text is not None and args.text_file is not None:
@@ -219,9 +197,9 @@ def _read_text(flag: str, path: str) -> str:
         raise BadFlagsError(f"cannot read {flag} {path}: not UTF-8 text ({exc})") from None
 
 
-def _template(args: argparse.Namespace, text: str, html: str | None) -> _RowTemplate:
+def _template(args: argparse.Namespace, text: str, html: str | None) -> MessageTemplate:
     """Compile the templates; FluxMailException (exit 2) for bad syntax or a bad address."""
-    return _RowTemplate(
+    return MessageTemplate(
         sender=args.sender,
         subject=args.subject,
         text=text,
@@ -419,10 +397,9 @@ def _pool_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "progress": not args.no_progress,
         "max_connections": args.connections,
-        # The pool reports a batch's outcomes only once the whole batch is done; one message
-        # per batch lets each accepted message reach the log at once, so a kill can leave at
-        # most one message per connection sent but unlogged (at the cost of pipelining).
-        "batch_size": 1,
+        # The pool reports each message the moment its relay answers, and a pipelined
+        # connection has one message awaiting that answer at a time: a kill can leave at
+        # most one message per connection sent but unlogged.
         "rate_limit": _rate_limit(args),
     }
 

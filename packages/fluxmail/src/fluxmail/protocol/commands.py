@@ -69,7 +69,9 @@ class Extensions:
     def max_size(self) -> int | None:
         """The SIZE limit the server announced, or None for none (0 also means none)."""
         value = self.keywords.get("SIZE", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        # isdigit() alone admits "²" and other digits int() refuses.
+        digits = value.isascii() and value.isdigit()
+        return int(value) if digits and int(value) > 0 else None
 
 
 def _needs_utf8(address: str) -> bool:

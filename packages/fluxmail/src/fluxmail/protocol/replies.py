@@ -77,6 +77,8 @@ class ReplyParser:
 
     def next_reply(self) -> Reply | None:
         while (end := self._buffer.find(b"\n")) >= 0:
+            if end > MAX_LINE:  # however the bytes arrived, in one read or many
+                raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
             raw = bytes(self._buffer[:end]).rstrip(b"\r")
             del self._buffer[: end + 1]
             reply = self._take_line(raw)

@@ -117,9 +117,9 @@ class AsyncConnection(ConnectionBase):
                     server_hostname=settings.host if implicit else None,
                 )
         except OSError as exc:
-            if implicit and isinstance(exc, ConnectionError | EOFError):
-                if not isinstance(exc, ConnectionRefusedError):
-                    raise handshake_aborted(settings.address) from exc
+            hung_up = isinstance(exc, ConnectionError | EOFError)
+            if implicit and hung_up and not isinstance(exc, ConnectionRefusedError):
+                raise handshake_aborted(settings.address) from exc
             raise self._map_error(exc, connecting=True) from exc
         self._stream = stream
         try:
@@ -200,6 +200,11 @@ class AsyncConnection(ConnectionBase):
         except (OSError, FluxMailException) as exc:
             self._abort()
             raise self._map_error(exc, connecting=False) from exc
+        except BaseException:
+            # Anything else (a caller's callback raising, a cancellation) leaves the session
+            # in an unknown state: drop it rather than reuse it.
+            self._abort()
+            raise
 
     async def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
         stream = self._stream

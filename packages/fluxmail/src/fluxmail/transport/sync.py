@@ -117,6 +117,11 @@ class SyncConnection(ConnectionBase):
         except (OSError, FluxMailException) as exc:
             self._abort()
             raise self._map_error(exc, connecting=False) from exc
+        except BaseException:
+            # Anything else (a caller's callback raising, a cancellation) leaves the session
+            # in an unknown state: drop it rather than reuse it.
+            self._abort()
+            raise
 
     def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
         assert self._sock is not None, "conversation ran on a closed connection"
