@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="HTTP port (default GETFLUXLY_PORT or 8000)"
     )
     dev.add_argument("--data-dir", type=Path, default=None, help="default .getfluxly")
-    dev.add_argument("--smtp-port", type=int, default=0, help="catcher port (default: any free)")
+    dev.add_argument(
+        "--smtp-port", type=int, default=2525, help="catcher port (default 2525, else any free)"
+    )
     dev.set_defaults(handler=_dev)
 
     for name, handler, text in (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import warnings
 from dataclasses import dataclass
 from email import policy
@@ -70,7 +71,7 @@ class Catcher:
             self._controller = Controller(
                 _Store(db),
                 hostname="127.0.0.1",
-                port=port or _free_port(),
+                port=_port_or_free(port),
                 authenticator=_any_login,
                 auth_require_tls=False,
             )
@@ -90,11 +91,14 @@ class Catcher:
         self._controller.stop()
 
 
-def _free_port() -> int:
-    import socket
-
+def _port_or_free(preferred: int) -> int:
+    """``preferred`` if it is free on 127.0.0.1, else any free port (0 means any)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            log.warning("port %d is taken; the catcher listens on another port", preferred)
+            probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
