@@ -1,0 +1,56 @@
+"""Settings from GETFLUXLY_* variables: defaults, and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from getfluxly_server.crypto import Keyring
+from getfluxly_server.settings import Settings, SettingsError
+
+
+def test_defaults_with_a_key() -> None:
+    settings = Settings.from_env({"GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate("a")})
+    assert settings.database_url == "sqlite:///.getfluxly/getfluxly.db"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.multi_tenant_guard is False
+    assert settings.keyring.primary == "a"
+
+
+def test_postgres_urls_use_psycopg() -> None:
+    env = {
+        "GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate(),
+        "GETFLUXLY_DATABASE_URL": "postgres://u:p@h/db",
+    }
+    assert Settings.from_env(env).database_url == "postgresql+psycopg://u:p@h/db"
+
+
+def test_every_problem_is_reported_together() -> None:
+    env = {
+        "GETFLUXLY_PORT": "eighty",
+        "GETFLUXLY_PUBLIC_URL": "ftp://x",
+        "GETFLUXLY_MULTI_TENANT_GUARD": "maybe",
+        "GETFLUXLY_JOB_LEASE_SECONDS": "-3",
+        "GETFLUXLY_LOG_LEVEL": "LOUD",
+    }
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    text = str(info.value)
+    for name in (*env, "GETFLUXLY_ENCRYPTION_KEYS"):
+        assert name in text
+    assert len(info.value.problems) == 6
+
+
+def test_bad_key_is_named_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"GETFLUXLY_ENCRYPTION_KEYS": "a:c2hvcnQ="})
+    assert "GETFLUXLY_ENCRYPTION_KEYS" in str(info.value)
+    assert "c2hvcnQ=" not in str(info.value)
+
+
+def test_dev_mode_makes_its_own_key(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, dev=True, data_dir=tmp_path)
+    assert settings.dev
+    assert (tmp_path / "encryption.key").exists()
+    assert settings.database_url == f"sqlite:///{tmp_path.as_posix()}/getfluxly.db"
