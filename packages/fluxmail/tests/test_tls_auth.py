@@ -7,6 +7,7 @@ import ssl
 
 import pytest
 
+from flux_testkit.netguard import unresolvable_names
 from flux_testkit.pytest_fixtures import SMTPServerFactory
 from flux_testkit.smtpd import closed_port
 from fluxmail import FluxMail, FluxMailException
@@ -166,7 +167,7 @@ def test_test_connection(smtp_server: SMTPServerFactory, client_ssl_context) -> 
 )
 def test_test_connection_failures(host: str, cause: str) -> None:
     mailer = FluxMail("smtp", host, port=closed_port(), timeout=5)
-    with pytest.raises(FluxMailException) as info:
+    with unresolvable_names(), pytest.raises(FluxMailException) as info:
         mailer.test_connection()
     assert info.value.code == "connection_failed"
     assert getattr(info.value.__cause__, "code", None) == cause

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flux_testkit.netguard import unresolvable_names
 from flux_testkit.provider_fakes import (
     FakeProviderServer,
     MailgunFake,
@@ -987,7 +988,8 @@ def test_dns_failure_is_dns_failed() -> None:
     client = PROVIDERS["resend"].build(
         {"api_url": "https://api.nonexistent.invalid"}, {"api_key": "re_x"}, CONTEXT
     )
-    error = error_of(client.verify)
+    with unresolvable_names():
+        error = error_of(client.verify)
     assert (error.code, error.transient) == ("dns_failed", False)
     assert "re_x" not in error.detail
 

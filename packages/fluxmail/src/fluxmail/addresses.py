@@ -40,8 +40,10 @@ def parse_address(value: object, *, role: str = "address") -> Address:
         )
     text = value.strip()
     name = ""
-    if match := _NAME_ADDR.match(text):
-        name = match["name"].strip().strip('"').strip()
+    if text.startswith('"'):
+        name, text = _quoted_name(text, value, role)
+    elif match := _NAME_ADDR.match(text):
+        name = match["name"].strip()
         text = match["addr"].strip()
     if not is_email(text):
         raise FluxMailException(
@@ -50,6 +52,30 @@ def parse_address(value: object, *, role: str = "address") -> Address:
         )
     local, _, domain = text.rpartition("@")
     return Address(display_name=name, username=local, domain=ascii_domain(domain, value))
+
+
+def _quoted_name(text: str, original: str, role: str) -> tuple[str, str]:
+    """Split ``"Display \\"Name\\"" <addr>`` into the unescaped name and the address."""
+    name: list[str] = []
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and index + 1 < len(text):
+            name.append(text[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            rest = text[index + 1 :].strip()
+            if rest.startswith("<") and rest.endswith(">"):
+                return "".join(name), rest[1:-1].strip()
+            break
+        name.append(char)
+        index += 1
+    raise FluxMailException(
+        f"The {role} {original!r} is not a valid email address "
+        '(expected "Name" <user@example.com>)',
+        "invalid_email",
+    )
 
 
 def ascii_domain(domain: str, original: object = None) -> str:
@@ -63,6 +89,19 @@ def ascii_domain(domain: str, original: object = None) -> str:
             f"The domain of {original or domain!r} cannot be encoded for DNS (IDNA)",
             "invalid_email",
         ) from exc
+
+
+_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def format_address(name: str | None, address: str) -> str:
+    """``Name <address>``, quoting the name when it holds specials (the inverse of
+    :func:`parse_address`; non-ASCII is left for the header writer to encode)."""
+    if not name:
+        return address
+    if any(ch in _SPECIALS for ch in name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
 
 
 def parse_addresses(values: Sequence[object], *, role: str) -> list[Address]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -151,7 +152,15 @@ def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
     import uvicorn
 
     config = uvicorn.Config(create_app(settings, db), host=host, port=port, log_level="warning")
+    # uvicorn stops on SIGTERM, then re-raises it to the handler that was there before it
+    # started. With Python's default handler that kills the process at once, before our
+    # finally blocks drain the workers; this one turns it into an orderly exit instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.Server(config).run()
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,11 +38,15 @@ class DeliveryError(Exception):
     (connection_refused, auth_failed, starttls_not_advertised, tls_failed, timeout,
     dns_failed, rejected, ...); ``transient`` says whether trying later may succeed."""
 
-    def __init__(self, code: str, detail: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, code: str, detail: str, *, transient: bool = False, field: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.transient = transient
+        #: The API field at fault, for validation errors.
+        self.field = field
 
 
 class ProviderClient(Protocol):
@@ -110,7 +115,7 @@ def check_host_allowed(host: str, context: BuildContext) -> list[str]:
         raise DeliveryError("dns_failed", f"Could not resolve {host!r}: {exc.strerror}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local:
+        if not address.is_global:  # private, loopback, link-local, CGNAT, reserved...
             raise DeliveryError(
                 "host_not_allowed",
                 f"{host} resolves to {address}, a private network address; this server only "
@@ -119,10 +124,35 @@ def check_host_allowed(host: str, context: BuildContext) -> list[str]:
     return []
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_hostname(host: str, field: str) -> str:
+    """A DNS name or an IP literal (IPv6 without brackets), nothing else: no port, no path.
+
+    Raises DeliveryError(validation_error) naming ``field``.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise DeliveryError(
+            "validation_error",
+            f"{field} must be a host name or IP address (no port: that is smtp_port)",
+            field=field,
+        )
+    return host
+
+
 def is_public_host(host: str) -> bool:
     """Whether ``host`` is a public address or name (for plaintext warnings)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return host.lower() not in ("localhost",) and "." in host
-    return not (address.is_private or address.is_loopback or address.is_link_local)
+        try:  # the short IPv4 forms the resolver accepts too ("127.1", "0x7f.1")
+            address = ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(host)))
+        except OSError:
+            return host.lower() != "localhost" and "." in host
+    return address.is_global

@@ -6,7 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from fluxmail import FluxMail, FluxMailException
+from fluxmail import EmailInstance, FluxMail, FluxMailException
+from fluxmail.addresses import format_address
 from getfluxly_server.delivery.base import (
     BuildContext,
     DeliveryError,
@@ -15,9 +16,18 @@ from getfluxly_server.delivery.base import (
     OutgoingEmail,
     ProviderKind,
     check_host_allowed,
+    check_hostname,
     is_public_host,
 )
 
+#: What to try, in the API's own terms, where FluxMail's message (which speaks of its own
+#: parameters) is not the right thing to show.
+REPLACE = {
+    "starttls_not_advertised": "The relay does not offer STARTTLS on this port; switch "
+    "smtp_secure to ssl (usually port 465), or use the relay's STARTTLS port (usually 587)",
+    "auth_requires_tls": "The relay would only let us log in without encryption; use "
+    "smtp_secure starttls or ssl",
+}
 #: What to try, where FluxMail's own message does not already say it.
 ADVICE = {
     "tls_failed": "The port may expect the other TLS mode (starttls on 587, ssl on 465), or "
@@ -42,7 +52,7 @@ def _error(exc: FluxMailException) -> DeliveryError:
     cause = exc.__cause__ if isinstance(exc.__cause__, FluxMailException) else exc
     code = cause.code or "send_failed"
     advice = ADVICE.get(code)
-    detail = f"{cause}. {advice}" if advice else str(cause)
+    detail = REPLACE.get(code) or (f"{cause}. {advice}" if advice else str(cause))
     return DeliveryError(_CODE.get(code, code), detail, transient=code in _TRANSIENT)
 
 
@@ -52,13 +62,13 @@ class SMTPProvider:
     def __init__(
         self, config: Mapping[str, Any], secrets: Mapping[str, str], context: BuildContext
     ) -> None:
-        self.host = str(config["smtp_host"])
+        self.host = check_hostname(str(config["smtp_host"]), "smtp_host")
         self.port = int(config["smtp_port"])
         self.secure = str(config["smtp_secure"])
         self.context = context
         self._mailer = FluxMail(
             "smtp",
-            self.host,
+            EmailInstance(self.host),  # never FluxMail's "host:port" syntax: IPv6 stays whole
             port=self.port,
             username=str(config["username"]),
             password=secrets["password"],
@@ -84,7 +94,7 @@ class SMTPProvider:
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
         check_host_allowed(self.host, self.context)
-        sender = f"{email.from_name} <{email.from_email}>" if email.from_name else email.from_email
+        sender = format_address(email.from_name, email.from_email)
         started = time.perf_counter()
         try:
             self._mailer.create(

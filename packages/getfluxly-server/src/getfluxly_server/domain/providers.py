@@ -56,8 +56,10 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool, limit: int = 32
         if required:
             raise ValidationFailed(f"{name} is required", field=name)
         return None
-    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+    if not isinstance(value, str) or len(value) > limit:
         raise ValidationFailed(f"{name} must be text of at most {limit} characters", field=name)
+    if not value.isprintable():
+        raise ValidationFailed(f"{name} must be one line, without control characters", field=name)
     return value.strip()
 
 
@@ -138,7 +140,9 @@ def verify(draft: Draft, context: BuildContext) -> list[str]:
     try:
         return draft.client(context).verify()
     except DeliveryError as exc:
-        raise DomainError(exc.code, exc.detail) from None
+        raise DomainError(
+            exc.code, exc.detail, extra={"field": exc.field} if exc.field else None
+        ) from None
 
 
 def save_new(
