@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from getfluxly_server import __version__
-from getfluxly_server.api import dev, errors, projects, providers
+from getfluxly_server.api import dev, errors, ingest, profiles, projects, providers
+from getfluxly_server.api.ratelimit import RateLimiter
 from getfluxly_server.delivery.base import BuildContext
-from getfluxly_server.domain import delivery_jobs
+from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
@@ -34,7 +35,8 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.state.db = db
     app.state.build_context = build_context(settings)
     errors.install(app)
-    for module in (projects, providers, dev):
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    for module in (projects, providers, ingest, profiles, dev):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
@@ -47,7 +49,10 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
 def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
     return Worker(
         db,
-        delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
+        {
+            **delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
+            **ingest_jobs.handlers(db),
+        },
         lease_seconds=settings.job_lease_seconds,
         threads=threads or settings.worker_threads,
     )

@@ -45,6 +45,9 @@ class Settings:
     test_send_timeout: float = 30.0
     smtp_timeout: float = 15.0
     log_level: str = "INFO"
+    #: Requests a second each API key may make (a token bucket of ``rate_limit_burst``).
+    rate_limit_per_second: float = 1000.0
+    rate_limit_burst: int = 2000
     dev: bool = False
 
     @classmethod
@@ -78,6 +81,8 @@ class Settings:
             "log_level": reader.choice(
                 "GETFLUXLY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
+            "rate_limit_per_second": reader.number("GETFLUXLY_RATE_LIMIT_PER_SECOND", 1000.0, 0.1),
+            "rate_limit_burst": reader.integer("GETFLUXLY_RATE_LIMIT_BURST", 2000, 1, 10_000_000),
             "dev": dev,
         }
         if reader.problems:

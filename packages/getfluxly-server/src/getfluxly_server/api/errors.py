@@ -37,16 +37,20 @@ STATUS = {
 UNPROCESSABLE = 422
 
 
-def error_response(code: str, detail: str, **extra: object) -> JSONResponse:
+def error_response(
+    code: str, detail: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
     status = STATUS.get(code, UNPROCESSABLE)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return error_response(exc.code, exc.detail, **exc.extra)
+        return error_response(exc.code, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

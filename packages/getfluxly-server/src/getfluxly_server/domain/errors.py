@@ -6,11 +6,20 @@ from __future__ import annotations
 class DomainError(Exception):
     """A refusal the caller can act on: ``code`` (contract), ``detail`` (what to do)."""
 
-    def __init__(self, code: str, detail: str, *, extra: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        extra: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.extra = extra or {}
+        #: HTTP headers the answer must carry (Retry-After, X-RateLimit-*).
+        self.headers = headers or {}
 
 
 class NotFound(DomainError):  # noqa: N818 - reads as what happened

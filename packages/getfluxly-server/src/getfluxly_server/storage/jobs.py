@@ -33,6 +33,14 @@ def enqueue(
     return job
 
 
+def enqueue_once(session: Session, kind: str, payload: dict[str, Any], unique_key: str) -> None:
+    """Enqueue unless a job with ``unique_key`` is already waiting: one pass of it will serve
+    every request that asked (e.g. "process this project's new events")."""
+    waiting = select(Job.id).where(Job.unique_key == unique_key, Job.status == "queued")
+    if session.scalars(waiting.limit(1)).first() is None:
+        enqueue(session, kind, payload).unique_key = unique_key
+
+
 def claim(session: Session, worker: str, kinds: list[str], lease: timedelta) -> Job | None:
     """Take the next due job (or one whose lease ran out) for ``worker``, or None."""
     moment = now()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -120,6 +121,8 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
+    #: Set for jobs that need run only once however often they are asked for (while queued).
+    unique_key: Mapped[str | None] = mapped_column(String(128), default=None)
     #: Ids, never objects: the job reads current state when it runs.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
@@ -133,7 +136,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    __table_args__ = (Index("ix_jobs_claim", "status", "run_at"),)
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "run_at"),
+        Index("ix_jobs_unique", "unique_key", "status"),
+    )
 
 
 class DevMessage(Base):
@@ -147,3 +153,96 @@ class DevMessage(Base):
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON)
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Profile(Base):
+    """One person in a project. Merged profiles point at their survivor and are not used."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    merged_into: Mapped[str | None] = mapped_column(String(32), default=None)
+    merged_at: Mapped[datetime | None] = mapped_column(default=None)
+    erased_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (Index("ix_profiles_project", "project_id", "created_at"),)
+
+
+class Identity(Base):
+    """An id a person is known by: a device (anonymous_id) or your user id (external_id)."""
+
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # anonymous_id | external_id
+    value: Mapped[str] = mapped_column(String(255))
+    profile_id: Mapped[str] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "kind", "value", name="uq_identities_value"),
+        Index("ix_identities_profile", "profile_id"),
+    )
+
+
+class Event(Base):
+    """An event as accepted. Stored (and acknowledged) before it is processed."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))  # track | identify
+    name: Mapped[str | None] = mapped_column(String(64))
+    anonymous_id: Mapped[str | None] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timestamp: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=now)
+    profile_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "message_id", name="uq_events_message"),
+        Index("ix_events_unprocessed", "project_id", "processed_at", "id"),
+        Index("ix_events_profile", "profile_id", "timestamp"),
+    )
+
+
+class IdempotentResponse(Base):
+    """The response first given to an ``X-Idempotency-Key``, replayed for 24 hours."""
+
+    __tablename__ = "idempotent_responses"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[int] = mapped_column()
+    body: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class Erasure(Base):
+    """The audit record of an erasure: what was erased and why, never what it contained."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    profile_ids: Mapped[list[str]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(255))
+    profiles_targeted: Mapped[int] = mapped_column()
+    events_targeted: Mapped[int] = mapped_column()
+    requested_at: Mapped[datetime] = mapped_column(default=now)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,103 @@
+"""Ingest (project keys): events one at a time or in batches, alias, erase.
+
+The answer is sent only after the events are committed. Bodies are size-checked before they
+are parsed (413), and parsing runs in the threadpool with the database work.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from getfluxly_server.api.auth import IngestKey, ServerKey
+from getfluxly_server.domain import identity, ingest
+from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.storage.db import Database
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+
+async def _json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise DomainError("payload_too_large", f"The body exceeds {limit // 1024} KB")
+    raw = bytearray()
+    async for chunk in request.stream():  # stop reading as soon as the limit is passed
+        raw += chunk
+        if len(raw) > limit:
+            raise DomainError("payload_too_large", f"The body exceeds {limit // 1024} KB")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise DomainError("validation_error", "The body is not valid JSON") from None
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _accept(
+    db: Database, project_id: str, events: list[Any], batch: bool, key: str | None
+) -> ingest.Answer:
+    with db.transaction() as session:
+        return ingest.accept(session, project_id, events, batch=batch, idempotency_key=key)
+
+
+@router.post("/events", status_code=202)
+async def track(request: Request, response: Response, who: IngestKey) -> dict[str, Any]:
+    """One event: 202 once it is stored; 400 validation_error saying what is wrong."""
+    payload = await _json(request, ingest.MAX_EVENT_BYTES)
+    assert who.project_id is not None
+    answer = await run_in_threadpool(_accept, _db(request), who.project_id, [payload], False, None)
+    response.status_code = answer.status
+    return answer.body
+
+
+@router.post("/events/batch", status_code=202)
+async def track_batch(request: Request, response: Response, who: IngestKey) -> dict[str, Any]:
+    """Up to 100 events; bad ones are reported by index, good ones stored. A replayed
+    X-Idempotency-Key (24 h) answers the original response."""
+    key = request.headers.get("x-idempotency-key")
+    if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
+        raise DomainError(
+            "validation_error", "X-Idempotency-Key must be 1-255 printable characters"
+        )
+    payload = await _json(request, ingest.MAX_BATCH_BYTES)
+    events = ingest.parse_body(payload, batch=True)
+    assert who.project_id is not None
+    answer = await run_in_threadpool(_accept, _db(request), who.project_id, events, True, key)
+    response.status_code = answer.status
+    return answer.body
+
+
+@router.post("/identify/alias")
+async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
+    body = await _json(request, ingest.MAX_EVENT_BYTES)
+    if not isinstance(body, dict):
+        raise DomainError("validation_error", "The body must be a JSON object")
+    assert who.project_id is not None
+
+    def run() -> dict[str, Any]:
+        with _db(request).transaction() as session:
+            return identity.alias(session, who.project_id, body)  # type: ignore[arg-type]
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/profiles/{profile_id}/erase", status_code=202)
+async def erase(profile_id: str, request: Request, who: ServerKey) -> dict[str, Any]:
+    """Erase every stitched profile's personal data (in a worker); an audit row is kept."""
+    body = await _json(request, ingest.MAX_EVENT_BYTES)
+    if not isinstance(body, dict):
+        raise DomainError("validation_error", "The body must be a JSON object")
+    assert who.project_id is not None
+
+    def run() -> dict[str, Any]:
+        with _db(request).transaction() as session:
+            return identity.request_erasure(session, who.project_id, profile_id, body)  # type: ignore[arg-type]
+
+    return await run_in_threadpool(run)

@@ -1,0 +1,215 @@
+"""Identity stitching: events become one profile per person, merging into the oldest.
+
+Events are processed in the order they were stored, one project at a time (a project's
+processor holds the project's row lock on PostgreSQL, the write lock on SQLite), so a
+person's events always apply in order. An event whose ids match several profiles merges them
+into the oldest: the survivor keeps its traits and only fills keys it lacks, events and
+identities move to it, and the others are marked merged into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.storage import events as store
+from getfluxly_server.storage import jobs
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import Erasure, Event, Identity, Profile, Project, new_id, now
+
+ERASE_JOB = "profiles.erase"
+ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
+CHUNK = 500
+
+
+def live(session: Session, profile: Profile) -> Profile:
+    """Follow merges to the profile that survived."""
+    seen = set()
+    while profile.merged_into is not None and profile.id not in seen:
+        seen.add(profile.id)
+        survivor = session.get(Profile, profile.merged_into)
+        if survivor is None:
+            break
+        profile = survivor
+    return profile
+
+
+def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
+    """Merge into the oldest; returns the survivor."""
+    ordered = sorted({p.id: p for p in profiles}.values(), key=lambda p: (p.created_at, p.id))
+    survivor, losers = ordered[0], ordered[1:]
+    if not losers:
+        return survivor
+    traits = dict(survivor.traits)
+    for loser in losers:
+        for key, value in loser.traits.items():
+            traits.setdefault(key, value)  # the survivor's own values win
+        loser.merged_into, loser.merged_at = survivor.id, now()
+    survivor.traits, survivor.updated_at = traits, now()
+    store.move_to(session, [p.id for p in losers], survivor.id)
+    return survivor
+
+
+def resolve(session: Session, event: Event) -> Profile:
+    """The (live) profile for an event's ids, created or merged as needed."""
+    pairs = [
+        (kind, value) for kind in ("anonymous_id", "external_id") if (value := getattr(event, kind))
+    ]
+    found = {i.profile_id for i in store.identities_for(session, event.project_id, pairs)}
+    profiles = [live(session, p) for pid in found if (p := session.get(Profile, pid)) is not None]
+    if event.user_id:
+        named = store.profile(session, event.project_id, event.user_id)
+        if named is not None:
+            profiles.append(live(session, named))
+    profiles = [p for p in profiles if p.erased_at is None]
+    if profiles:
+        survivor = merge(session, profiles)
+    else:
+        survivor = store.new_profile(session, event.project_id, event.received_at)
+    known = {(i.kind, i.value) for i in store.profile_identities(session, survivor.id)}
+    for kind, value in pairs:
+        if (kind, value) not in known:
+            store.add_identity(session, event.project_id, kind, value, survivor.id)
+    return survivor
+
+
+def apply(session: Session, event: Event) -> None:
+    profile = resolve(session, event)
+    if event.type == "identify" and event.traits:
+        profile.traits = {**profile.traits, **event.traits}
+        profile.updated_at = now()
+    event.profile_id, event.processed_at = profile.id, now()
+
+
+def process_project(db: Database, project_id: str) -> int:
+    """Apply every stored, unprocessed event of a project, in order; returns how many."""
+    done = 0
+    while True:
+        with db.transaction() as session:
+            # One processor per project at a time: this row lock (PostgreSQL) or the write
+            # lock SQLite takes at BEGIN keeps a person's events in order.
+            session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+            batch = store.unprocessed(session, project_id, CHUNK)
+            for event in batch:
+                apply(session, event)
+        done += len(batch)
+        if len(batch) < CHUNK:
+            return done
+
+
+# -- alias -------------------------------------------------------------------------------------
+
+
+def alias(session: Session, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Link an anonymous id or a previous external id to a profile.
+
+    An id nobody has is attached; an anonymous-only profile is merged (into the oldest); an id
+    that belongs to another profile known by an external id is ``alias_conflict``.
+    """
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        raise ValidationFailed("user_id (the GetFluxly profile id) is required", field="user_id")
+    sources = [(k, body[k]) for k in ("anonymous_id", "previous_id") if body.get(k)]
+    if len(sources) != 1 or not isinstance(sources[0][1], str):
+        raise ValidationFailed("give exactly one of anonymous_id or previous_id")
+    field, value = sources[0]
+    kind = "anonymous_id" if field == "anonymous_id" else "external_id"
+    target = store.profile(session, project_id, user_id)
+    if target is None:
+        raise NotFound("profile")
+    target = live(session, target)
+    merged_at: datetime | None = None
+    owner_rows = store.identities_for(session, project_id, [(kind, value)])
+    if not owner_rows:
+        store.add_identity(session, project_id, kind, value, target.id)
+    else:
+        owner = live(session, session.get(Profile, owner_rows[0].profile_id))  # type: ignore[arg-type]
+        if owner.id != target.id:
+            named = [
+                i for i in store.profile_identities(session, owner.id) if i.kind == "external_id"
+            ]
+            if named:
+                raise DomainError(
+                    "alias_conflict",
+                    f"{field} {value!r} belongs to another profile known by an external id; "
+                    "merge is refused so two people are never joined by mistake",
+                )
+            target = merge(session, [target, owner])
+            merged_at = now()
+    return {"alias": {"user_id": target.id, field: value, "merged_at": _iso(merged_at)}}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+# -- erase -------------------------------------------------------------------------------------
+
+
+def stitched(session: Session, project_id: str, profile_id: str) -> list[Profile]:
+    """The profile, the one it merged into, and every profile merged into that one."""
+    profile = store.profile(session, project_id, profile_id)
+    if profile is None:
+        raise NotFound("profile")
+    root = live(session, profile)
+    found = {root.id: root}
+    frontier = [root.id]
+    while frontier:
+        children = session.scalars(select(Profile).where(Profile.merged_into.in_(frontier))).all()
+        frontier = [c.id for c in children if c.id not in found]
+        found.update({c.id: c for c in children})
+    return list(found.values())
+
+
+def request_erasure(
+    session: Session, project_id: str, profile_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    reason = body.get("reason")
+    if reason not in ERASE_REASONS:
+        raise ValidationFailed(f"reason must be one of {', '.join(ERASE_REASONS)}", field="reason")
+    request_ref = body.get("request_id")
+    if request_ref is not None and (not isinstance(request_ref, str) or len(request_ref) > 255):
+        raise ValidationFailed(
+            "request_id must be text of at most 255 characters", field="request_id"
+        )
+    profiles = stitched(session, project_id, profile_id)
+    ids = sorted(p.id for p in profiles)
+    pending = session.scalars(
+        select(Erasure).where(Erasure.project_id == project_id, Erasure.completed_at.is_(None))
+    ).all()
+    if any(set(e.profile_ids) & set(ids) for e in pending):
+        raise DomainError("erasure_in_progress", "An erasure of this profile is already under way")
+    erasure = Erasure(
+        id=new_id("era"), project_id=project_id, profile_ids=ids, reason=reason,
+        request_id=request_ref, profiles_targeted=len(ids),
+        events_targeted=store.count_events(session, ids), requested_at=now(),
+    )  # fmt: skip
+    session.add(erasure)
+    jobs.enqueue(session, ERASE_JOB, {"erasure_id": erasure.id})
+    return {
+        "erasure_id": erasure.id,
+        "profiles_targeted": erasure.profiles_targeted,
+        "events_targeted": erasure.events_targeted,
+        "completes_by": _iso(erasure.requested_at + timedelta(minutes=5)),
+    }
+
+
+def erase(session: Session, erasure_id: str) -> None:
+    """Remove the personal data of every targeted profile; keep the audit row."""
+    erasure = session.get(Erasure, erasure_id)
+    if erasure is None or erasure.completed_at is not None:
+        return
+    ids = list(erasure.profile_ids)
+    for profile in session.scalars(select(Profile).where(Profile.id.in_(ids))):
+        profile.traits, profile.erased_at = {}, now()
+    for identity in session.scalars(select(Identity).where(Identity.profile_id.in_(ids))):
+        session.delete(identity)
+    for event in session.scalars(select(Event).where(Event.profile_id.in_(ids))):
+        event.properties, event.traits, event.context = {}, {}, {}
+        event.anonymous_id = event.external_id = event.user_id = None
+    erasure.completed_at = datetime.now(UTC)

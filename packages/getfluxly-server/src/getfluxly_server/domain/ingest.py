@@ -1,0 +1,187 @@
+"""Ingest: validate events, store them durably, answer; processing happens after, in a worker.
+
+An event is acknowledged (202) only once the transaction that stored it has committed, so an
+acknowledged event is never lost. Retries are harmless: a batch's ``X-Idempotency-Key``
+replays the first response for 24 hours, and every event is stored at most once per
+``(project, message_id)``. A bad event in a batch is reported by index and never rejects its
+good neighbours.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.storage import events as store
+from getfluxly_server.storage import jobs
+
+PROCESS_JOB = "events.process"
+EVENT_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+ID_FIELDS = ("anonymous_id", "external_id", "user_id")
+FIELDS = {
+    "event", "type", *ID_FIELDS, "properties", "traits", "timestamp", "sent_at", "context",
+    "message_id",
+}  # fmt: skip
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_EVENTS = 100
+MAX_PROPERTIES = 32
+REPLAY_WINDOW = timedelta(hours=24)
+
+
+class EventInvalid(Exception):  # noqa: N818 - reads as what happened
+    """One event broke a rule; ``detail`` says which."""
+
+
+def request_id() -> str:
+    return f"req_{secrets.token_hex(12)}"
+
+
+def _parse_time(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise EventInvalid(f"{name} must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventInvalid(f"{name} {value!r} is not ISO-8601") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _identifier(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise EventInvalid(f"{name} must be a string")
+    text = str(value).strip()
+    if not text or len(text) > 255 or not text.isprintable():
+        raise EventInvalid(f"{name} must be 1-255 printable characters")
+    return text
+
+
+def _object(value: Any, name: str, *, limit: int | None = None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventInvalid(f"{name} must be an object")
+    if limit is not None and len(value) > limit:
+        raise EventInvalid(f"{name} has {len(value)} keys; at most {limit} are allowed")
+    return value
+
+
+def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]:
+    """An event body → the row to store; raises EventInvalid saying what is wrong."""
+    if not isinstance(raw, dict):
+        raise EventInvalid("each event must be a JSON object")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise EventInvalid(f"unknown fields: {', '.join(unknown)}")
+    kind = raw.get("type", "track")
+    if kind not in ("track", "identify"):
+        raise EventInvalid("type must be track or identify")
+    name = raw.get("event")
+    named = isinstance(name, str) and len(name) <= 64 and EVENT_NAME.match(name)
+    if (kind == "track" or name is not None) and not named:
+        raise EventInvalid("event must be a snake_case name of at most 64 characters")
+    ids = {field: _identifier(raw.get(field), field) for field in ID_FIELDS}
+    if not any(ids.values()):
+        raise EventInvalid("at least one of anonymous_id, external_id, user_id is required")
+    properties = _object(raw.get("properties"), "properties", limit=MAX_PROPERTIES)
+    traits = _object(raw.get("traits"), "traits")
+    if traits and kind != "identify":
+        raise EventInvalid("traits belong to identify events (type: identify)")
+    timestamp = received_at
+    if raw.get("timestamp") is not None:
+        timestamp = _parse_time(raw["timestamp"], "timestamp")
+        if raw.get("sent_at") is not None:
+            # The client's clock may be off: shift by how far its send time was from ours.
+            timestamp += received_at - _parse_time(raw["sent_at"], "sent_at")
+    message_id = raw.get("message_id")
+    if message_id is None:
+        message_id = str(uuid.uuid4())
+    elif (
+        not isinstance(message_id, str)
+        or not 0 < len(message_id) <= 64
+        or not message_id.isprintable()
+    ):
+        raise EventInvalid("message_id must be 1-64 printable characters (a UUID)")
+    return {
+        "project_id": project_id,
+        "message_id": message_id,
+        "type": kind,
+        "name": name,
+        **ids,
+        "properties": properties,
+        "traits": traits,
+        "context": _object(raw.get("context"), "context"),
+        "timestamp": timestamp,
+        "received_at": received_at,
+    }
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+def accept(
+    session: Session,
+    project_id: str,
+    raw_events: list[Any],
+    *,
+    batch: bool,
+    idempotency_key: str | None = None,
+    received_at: datetime | None = None,
+) -> Answer:
+    """Store what is valid and say what is not, in the caller's transaction (which must
+    commit before the answer is sent)."""
+    received_at = received_at or datetime.now(UTC)
+    if idempotency_key is not None:
+        stored = store.stored_response(
+            session, project_id, idempotency_key, received_at - REPLAY_WINDOW
+        )
+        if stored is not None:
+            return Answer(stored.status, dict(stored.body))
+    rows, errors = [], []
+    for index, raw in enumerate(raw_events):
+        try:
+            rows.append(validate(raw, project_id, received_at))
+        except EventInvalid as exc:
+            if not batch:
+                raise DomainError("validation_error", str(exc)) from None
+            errors.append({"index": index, "error": "validation_error", "detail": str(exc)})
+    if store.insert_events(session, rows):
+        jobs.enqueue_once(
+            session, PROCESS_JOB, {"project_id": project_id}, f"{PROCESS_JOB}:{project_id}"
+        )
+    body: dict[str, Any] = {"accepted": len(rows), "rejected": len(errors)}
+    if batch:
+        body["errors"] = errors
+    body["request_id"] = request_id()
+    if idempotency_key is not None:
+        store.store_response(session, project_id, idempotency_key, 202, body)
+    return Answer(202, body)
+
+
+def parse_body(payload: Mapping[str, Any] | Any, *, batch: bool) -> list[Any]:
+    """The events of a request body (already within its size limit)."""
+    if not batch:
+        return [payload]
+    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+        raise DomainError("validation_error", 'The body must be {"events": [...]}')
+    events: list[Any] = payload["events"]
+    if not events:
+        raise DomainError("validation_error", "events is empty")
+    if len(events) > MAX_BATCH_EVENTS:
+        raise DomainError(
+            "payload_too_large", f"{len(events)} events; a batch holds at most {MAX_BATCH_EVENTS}"
+        )
+    return events

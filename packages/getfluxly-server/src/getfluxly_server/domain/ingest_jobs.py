@@ -1,0 +1,29 @@
+"""Job handlers for events: stitch identities in order; carry out erasures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from getfluxly_server.domain.identity import ERASE_JOB, erase, process_project
+from getfluxly_server.domain.ingest import PROCESS_JOB
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import Erasure
+
+
+def handlers(db: Database) -> dict[str, Any]:
+    def process(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"processed": process_project(db, payload["project_id"])}
+
+    def run_erasure(payload: dict[str, Any]) -> dict[str, Any]:
+        with db.read() as session:
+            erasure = session.get(Erasure, payload["erasure_id"])
+            project_id = erasure.project_id if erasure is not None else None
+        if project_id is None:
+            return {"erased": False}
+        # Events stored but not yet stitched may belong to the person: stitch them first.
+        process_project(db, project_id)
+        with db.transaction() as session:
+            erase(session, payload["erasure_id"])
+        return {"erased": True}
+
+    return {PROCESS_JOB: process, ERASE_JOB: run_erasure}

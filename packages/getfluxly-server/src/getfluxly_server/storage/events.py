@@ -1,0 +1,161 @@
+"""Events, profiles, identities and idempotent responses in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from getfluxly_server.storage.models import (
+    Event,
+    IdempotentResponse,
+    Identity,
+    Profile,
+    new_id,
+    now,
+)
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert events, skipping any whose (project, message_id) is already stored; returns how
+    many were new. One statement per batch: the storage limit, not Python, sets the pace."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(Event)
+        .on_conflict_do_nothing(index_elements=["project_id", "message_id"])
+        .returning(Event.id)
+    )
+    # Core, not ORM: one multi-row INSERT; RETURNING counts the rows that were new.
+    return len(session.connection().execute(statement, rows).all())
+
+
+def stored_response(
+    session: Session, project_id: str, key: str, since: datetime
+) -> IdempotentResponse | None:
+    row = session.get(IdempotentResponse, (project_id, key))
+    return row if row is not None and row.created_at >= since else None
+
+
+def store_response(
+    session: Session, project_id: str, key: str, status: int, body: dict[str, Any]
+) -> None:
+    """Remember a response; a replaced expired one is overwritten."""
+    row = session.get(IdempotentResponse, (project_id, key))
+    if row is None:
+        session.add(
+            IdempotentResponse(
+                project_id=project_id, key=key, status=status, body=body, created_at=now()
+            )
+        )
+    else:
+        row.status, row.body, row.created_at = status, body, now()
+
+
+def unprocessed(session: Session, project_id: str, limit: int) -> Sequence[Event]:
+    query = (
+        select(Event)
+        .where(Event.project_id == project_id, Event.processed_at.is_(None))
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def identities_for(
+    session: Session, project_id: str, pairs: list[tuple[str, str]]
+) -> Sequence[Identity]:
+    if not pairs:
+        return []
+    conditions = [(Identity.kind == kind) & (Identity.value == value) for kind, value in pairs]
+    return session.scalars(
+        select(Identity).where(Identity.project_id == project_id, or_(*conditions))
+    ).all()
+
+
+def new_profile(session: Session, project_id: str, created_at: datetime) -> Profile:
+    profile = Profile(
+        id=new_id("prf"),
+        project_id=project_id,
+        traits={},
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    session.add(profile)
+    session.flush()
+    return profile
+
+
+def add_identity(session: Session, project_id: str, kind: str, value: str, profile_id: str) -> None:
+    session.add(
+        Identity(
+            project_id=project_id, kind=kind, value=value, profile_id=profile_id, created_at=now()
+        )
+    )
+    session.flush()
+
+
+def move_to(session: Session, loser_ids: list[str], survivor_id: str) -> None:
+    """Point the losers' identities and events at the survivor."""
+    session.execute(
+        update(Identity).where(Identity.profile_id.in_(loser_ids)).values(profile_id=survivor_id)
+    )
+    session.execute(
+        update(Event).where(Event.profile_id.in_(loser_ids)).values(profile_id=survivor_id)
+    )
+
+
+def profile(session: Session, project_id: str, profile_id: str) -> Profile | None:
+    row = session.get(Profile, profile_id)
+    return row if row is not None and row.project_id == project_id else None
+
+
+def profile_identities(session: Session, profile_id: str) -> Sequence[Identity]:
+    return session.scalars(
+        select(Identity).where(Identity.profile_id == profile_id).order_by(Identity.id)
+    ).all()
+
+
+def recent_events(session: Session, profile_id: str, limit: int) -> Sequence[Event]:
+    query = (
+        select(Event)
+        .where(Event.profile_id == profile_id)
+        .order_by(Event.timestamp.desc(), Event.id.desc())
+    )
+    return session.scalars(query.limit(limit)).all()
+
+
+def count_events(session: Session, profile_ids: list[str]) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Event).where(Event.profile_id.in_(profile_ids))
+        )
+        or 0
+    )
+
+
+def search_profiles(
+    session: Session,
+    project_id: str,
+    *,
+    identity: str | None,
+    trait: tuple[str, str] | None,
+    limit: int,
+) -> Sequence[Profile]:
+    """Live profiles, newest first, by any of their ids and/or a trait's value (as text)."""
+    query = select(Profile).where(Profile.project_id == project_id, Profile.merged_into.is_(None))
+    if trait is not None:
+        key, value = trait
+        query = query.where(Profile.traits[key].as_string() == value)
+    if identity is not None:
+        ids = select(Identity.profile_id).where(
+            Identity.project_id == project_id, Identity.value == identity
+        )
+        query = query.where((Profile.id == identity) | Profile.id.in_(ids))
+    return session.scalars(query.order_by(Profile.created_at.desc()).limit(limit)).all()
