@@ -22,10 +22,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from getfluxly_server import __version__
-from getfluxly_server.app import create_app, create_worker
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import providers as provider_domain
 from getfluxly_server.domain import tenancy
@@ -45,6 +45,9 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "keys" and args.action == "generate-encryption-key":
+        print(Keyring.generate())  # the one command that must work before any set-up
+        return 0
     try:
         settings = Settings.from_env(
             dev=args.command == "dev", data_dir=getattr(args, "data_dir", None)
@@ -54,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # no chatter on every command
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)
     except SettingsError as exc:
@@ -136,8 +140,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _database(settings: Settings, *, migrated: bool = True) -> Database:
-    db = Database(settings.database_url)
-    if migrated and not schema.is_current(db):
+    """The database, checked: reachable, a known kind, and (unless migrating) up to date."""
+    try:
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        db = Database(settings.database_url)
+        current = schema.is_current(db)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise SettingsError(
+            [
+                "GETFLUXLY_DATABASE_URL is not a database URL GetFluxly can use "
+                f"(sqlite:///path or postgresql://user:password@host/db): {exc}"
+            ]
+        ) from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        raise SettingsError(
+            [f"GETFLUXLY_DATABASE_URL: cannot connect to {shown}: {reason}"]
+        ) from None
+    if migrated and not current:
         raise UsageError("the database schema is not up to date: run `getfluxly migrate` first")
     return db
 
@@ -150,6 +170,8 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
     import uvicorn
+
+    from getfluxly_server.app import create_app
 
     config = uvicorn.Config(create_app(settings, db), host=host, port=port, log_level="warning")
     # uvicorn stops on SIGTERM, then re-raises it to the handler that was there before it
@@ -164,6 +186,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from getfluxly_server.app import create_worker
+
     db = _database(settings)
     worker = create_worker(settings, db)
     worker.start()
@@ -185,6 +209,8 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from getfluxly_server.app import create_worker
+
     log.info("worker started")
     create_worker(settings, _database(settings)).run_forever()
     return 0
@@ -194,6 +220,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from getfluxly_server import devmode
+    from getfluxly_server.app import create_worker
 
     if args.port is not None:
         settings = replace(settings, port=args.port)

@@ -66,6 +66,11 @@ class Settings:
         data_dir = data_dir or Path(env.get("GETFLUXLY_DATA_DIR") or DEFAULT_DATA_DIR)
         default_db = f"sqlite:///{(data_dir / 'getfluxly.db').as_posix()}"
         database_url = normalize_database_url(env.get("GETFLUXLY_DATABASE_URL") or default_db)
+        if not database_url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            reader.problems.append(
+                "GETFLUXLY_DATABASE_URL must be sqlite:///path/to/file.db or "
+                "postgresql://user:password@host:5432/database"
+            )
         keyring = reader.keyring(data_dir if dev else None)
         values: dict[str, object] = {
             "database_url": database_url,

@@ -11,6 +11,7 @@ from getfluxly_server.api import views
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
 from getfluxly_server.domain import tenancy
+from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.storage import tenancy as store
 from getfluxly_server.storage.db import Database
 
@@ -69,11 +70,9 @@ def create_project_key(project_id: str, body: NewKey, who: WorkspaceKey, db: DB)
     with db.transaction() as session:
         tenancy.project_of(session, who, project_id)
         if body.kind == "workspace":
-            return {
-                "key": views.issued(
-                    tenancy.issue_key(session, "workspace", who.workspace_id, None, body.name)
-                )
-            }
+            raise ValidationFailed(
+                "workspace keys are created with POST /v1/keys, not under a project", field="kind"
+            )
         issued = tenancy.issue_key(session, body.kind, who.workspace_id, project_id, body.name)
         return {"key": views.issued(issued)}
 
@@ -83,8 +82,6 @@ def create_workspace_key(body: NewKey, who: WorkspaceKey, db: DB) -> dict[str, A
     """Another workspace key (project keys are made under their project)."""
     with db.transaction() as session:
         if body.kind != "workspace":
-            from getfluxly_server.domain.errors import ValidationFailed
-
             raise ValidationFailed("project keys are created with POST /v1/projects/{id}/keys")
         return {
             "key": views.issued(

@@ -6,6 +6,7 @@ from typing import Any
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext, DeliveryError
+from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import TEST_SEND_JOB, draft_of, test_email
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
@@ -21,7 +22,10 @@ def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str,
             row = session.get(EmailProvider, payload["provider_id"])
             if row is None:
                 return {"accepted": False, "error": "not_found", "detail": "Provider was deleted"}
-            draft = draft_of(row, keyring)
+            try:
+                draft = draft_of(row, keyring)
+            except DomainError as exc:
+                return {"accepted": False, "error": exc.code, "detail": exc.detail}
         try:
             result = draft.client(context).send(test_email(draft, payload["to"]))
         except DeliveryError as exc:

@@ -24,7 +24,7 @@ class DomainError(Exception):
 
 class NotFound(DomainError):  # noqa: N818 - reads as what happened
     def __init__(self, what: str) -> None:
-        super().__init__("not_found", f"No such {what}, or it belongs to another project")
+        super().__init__("not_found", f"No such {what} here (or it belongs to another tenant)")
 
 
 class ValidationFailed(DomainError):  # noqa: N818

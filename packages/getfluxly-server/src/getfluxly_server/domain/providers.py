@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from fluxmail import FluxMailException
 from fluxmail.addresses import parse_address
-from getfluxly_server.crypto import Keyring
+from getfluxly_server.crypto import Keyring, KeyringError
 from getfluxly_server.delivery.base import (
     BuildContext,
     DeliveryError,
@@ -175,7 +175,14 @@ def find(session: Session, principal: Principal, provider_id: str) -> EmailProvi
 
 def draft_of(row: EmailProvider, keyring: Keyring) -> Draft:
     """The stored provider as a Draft (secrets decrypted, for building a client)."""
-    secrets = json.loads(keyring.decrypt(row.secret, context=row.id))
+    try:
+        secrets = json.loads(keyring.decrypt(row.secret, context=row.id))
+    except KeyringError as exc:
+        raise DomainError(
+            "secret_unreadable",
+            f"This provider's credentials cannot be decrypted: {exc}. Re-enter them with "
+            "PATCH, or restore the key to GETFLUXLY_ENCRYPTION_KEYS",
+        ) from None
     return Draft(
         PROVIDERS[row.provider], row.display_name, row.from_email, row.from_name, row.reply_to,
         dict(row.config), secrets,
