@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from getfluxly_server import __version__
-from getfluxly_server.api import dev, errors, ingest, profiles, projects, providers
+from getfluxly_server.api import browser, dev, errors, ingest, profiles, projects, providers
 from getfluxly_server.api.ratelimit import RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
@@ -36,8 +36,10 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.state.build_context = build_context(settings)
     errors.install(app)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    for module in (projects, providers, ingest, profiles, dev):
+    for module in (projects, providers, ingest, profiles, dev, browser):
         app.include_router(module.router)
+    # Browsers post events from customer sites: CORS for the ingest paths, and only those.
+    app.add_middleware(browser.IngestCORS)
 
     @app.get("/healthz", tags=["health"])
     def health() -> dict[str, Any]:
