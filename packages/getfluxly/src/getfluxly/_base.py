@@ -151,7 +151,7 @@ class ClientBase:
     # -- requests ------------------------------------------------------------------------------
 
     def _batch_request(self, batch: Batch) -> Request:
-        return Request(BATCH_PATH, batch.body(), {"X-Idempotency-Key": batch.key})
+        return Request(BATCH_PATH, batch.body, {"X-Idempotency-Key": batch.key})
 
     def _alias_request(
         self, user_id: object, anonymous_id: object, previous_id: object, request_id: object

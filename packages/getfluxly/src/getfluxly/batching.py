@@ -66,7 +66,6 @@ class Batch:
 
     events: tuple[QueuedEvent, ...]
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
-    _body: bytes | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -83,13 +82,12 @@ class Batch:
         return [q.event.message_id for q in self.events]
 
     def body(self) -> bytes:
-        """The request body; built (and ``sent_at`` stamped) on the first call only."""
-        if self._body is None:
-            sent_at = format_sent_at()
-            self._body = (
-                _HEAD + b",".join(stamp_sent_at(q.event.data, sent_at) for q in self.events) + _TAIL
-            )
-        return self._body
+        """The request body, with ``sent_at`` stamped now: on a retry too, because the server
+        takes (its receipt time - sent_at) as the client's clock skew, and a stale stamp would
+        shift every event by the retry's delay. The idempotency key, not the bytes, is what
+        makes a retry the same request."""
+        sent_at = format_sent_at()
+        return _HEAD + b",".join(stamp_sent_at(q.event.data, sent_at) for q in self.events) + _TAIL
 
     def split(self) -> tuple[Batch, Batch]:
         """Two halves, each a new request with its own key (for a 413 on this one)."""

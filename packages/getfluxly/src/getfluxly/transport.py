@@ -53,11 +53,18 @@ USER_AGENT = f"getfluxly-python/{__version__}"
 
 @dataclass(frozen=True)
 class Request:
-    """One POST: its path (below ``api_host``), JSON body and extra headers."""
+    """One POST: its path (below ``api_host``), JSON body and extra headers.
+
+    ``body`` may be a function: it is then called for every attempt (a batch restamps its
+    ``sent_at`` each time, so the server's clock-skew correction stays right on retries).
+    """
 
     path: str
-    body: bytes
+    body: bytes | Callable[[], bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        return self.body() if callable(self.body) else self.body
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,9 @@ def send(
         attempts += 1
         outcome: Outcome
         try:
-            answer = http.post(request.path, content=request.body, headers=dict(request.headers))
+            answer = http.post(
+                request.path, content=request.payload(), headers=dict(request.headers)
+            )
             outcome = Reply(answer.status_code, answer.headers, answer.content)
         except httpx.TransportError as exc:
             outcome = _network_error(exc)
@@ -236,7 +245,7 @@ async def send_async(
         outcome: Outcome
         try:
             answer = await http.post(
-                request.path, content=request.body, headers=dict(request.headers)
+                request.path, content=request.payload(), headers=dict(request.headers)
             )
             outcome = Reply(answer.status_code, answer.headers, answer.content)
         except httpx.TransportError as exc:

@@ -31,7 +31,9 @@ def _identify(
     with db.read() as session:
         who = authenticate(session, token)
     limiter: RateLimiter = request.app.state.rate_limiter
-    response.headers.update(limiter.take(who.key_id))
+    headers = limiter.take(who.key_id)
+    response.headers.update(headers)
+    request.state.rate_limit_headers = headers  # error answers carry them too (errors.py)
     return who
 
 

@@ -47,17 +47,25 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
 
 
+def _rate_headers(request: Request) -> dict[str, str]:
+    """The X-RateLimit-* headers the request's key earned (set by api/auth.py), if any."""
+    headers: dict[str, str] = getattr(request.state, "rate_limit_headers", {})
+    return headers
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return error_response(exc.code, exc.detail, exc.headers, **exc.extra)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        headers = {**_rate_headers(request), **exc.headers}
+        return error_response(exc.code, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = first.get("msg", "Invalid request")
-        return error_response("validation_error", f"{where}: {message}" if where else message)
+        detail = f"{where}: {message}" if where else message
+        return error_response("validation_error", detail, _rate_headers(request))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

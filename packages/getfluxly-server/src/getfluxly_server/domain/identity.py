@@ -70,7 +70,9 @@ def resolve(session: Session, event: Event) -> Profile:
     if profiles:
         survivor = merge(session, profiles)
     else:
-        survivor = store.new_profile(session, event.project_id, event.received_at)
+        # Created "now": processing is sequential, so creation order is the order the events
+        # were stored in, even for several new people in one batch (same received_at).
+        survivor = store.new_profile(session, event.project_id, now())
     known = {(i.kind, i.value) for i in store.profile_identities(session, survivor.id)}
     for kind, value in pairs:
         if (kind, value) not in known:

@@ -145,9 +145,7 @@ def accept(
     commit before the answer is sent)."""
     received_at = received_at or datetime.now(UTC)
     if idempotency_key is not None:
-        stored = store.stored_response(
-            session, project_id, idempotency_key, received_at - REPLAY_WINDOW
-        )
+        stored = store.claim_key(session, project_id, idempotency_key, received_at - REPLAY_WINDOW)
         if stored is not None:
             return Answer(stored.status, dict(stored.body))
     rows, errors = [], []

@@ -24,6 +24,7 @@ def handlers(db: Database) -> dict[str, Any]:
         process_project(db, project_id)
         with db.transaction() as session:
             erase(session, payload["erasure_id"])
+        db.checkpoint()
         return {"erased": True}
 
     return {PROCESS_JOB: process, ERASE_JOB: run_erasure}

@@ -45,6 +45,18 @@ class Database:
         with self._readers() as session, session.begin():
             yield session
 
+    def checkpoint(self) -> None:
+        """SQLite: move the WAL into the database file and empty it (after an erasure, so old
+        row versions do not stay in the log); nothing on PostgreSQL."""
+        if self.is_sqlite:
+            # Outside any transaction (a checkpoint cannot run inside one); if readers hold
+            # the log, SQLite checkpoints what it can and the rest goes at the next one.
+            raw = self.engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -67,6 +79,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Erased personal data must not linger in freed pages of the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, case, cast, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,26 +36,45 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> int:
     return len(session.connection().execute(statement, rows).all())
 
 
-def stored_response(
+def claim_key(
     session: Session, project_id: str, key: str, since: datetime
 ) -> IdempotentResponse | None:
-    row = session.get(IdempotentResponse, (project_id, key))
-    return row if row is not None and row.created_at >= since else None
+    """Claim an idempotency key for this transaction, or return the response stored for it.
+
+    The claim is an INSERT: a concurrent request with the same key waits on it (PostgreSQL's
+    unique index; SQLite's write lock) until this transaction commits, then finds the stored
+    response instead of running the request a second time. A claim older than ``since`` has
+    expired and is taken over.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    claimed = (
+        session.connection()
+        .execute(
+            insert(IdempotentResponse)
+            .values(project_id=project_id, key=key, status=0, body={}, created_at=now())
+            .on_conflict_do_nothing(index_elements=["project_id", "key"])
+            .returning(IdempotentResponse.key)
+        )
+        .first()
+    )
+    if claimed is not None:
+        return None
+    row = session.get(IdempotentResponse, (project_id, key), with_for_update=True)
+    if row is not None and row.status and row.created_at >= since:
+        return row
+    if row is not None:  # expired: this request takes the key over
+        row.created_at = now()
+    return None
 
 
 def store_response(
     session: Session, project_id: str, key: str, status: int, body: dict[str, Any]
 ) -> None:
-    """Remember a response; a replaced expired one is overwritten."""
+    """Fill in the response for a key claimed with :func:`claim_key`."""
     row = session.get(IdempotentResponse, (project_id, key))
-    if row is None:
-        session.add(
-            IdempotentResponse(
-                project_id=project_id, key=key, status=status, body=body, created_at=now()
-            )
-        )
-    else:
-        row.status, row.body, row.created_at = status, body, now()
+    assert row is not None, "store_response without claim_key"
+    row.status, row.body = status, body
 
 
 def unprocessed(session: Session, project_id: str, limit: int) -> Sequence[Event]:
@@ -151,11 +170,27 @@ def search_profiles(
     """Live profiles, newest first, by any of their ids and/or a trait's value (as text)."""
     query = select(Profile).where(Profile.project_id == project_id, Profile.merged_into.is_(None))
     if trait is not None:
-        key, value = trait
-        query = query.where(Profile.traits[key].as_string() == value)
+        query = query.where(_trait_text(session, *trait[:1]) == trait[1])
     if identity is not None:
         ids = select(Identity.profile_id).where(
             Identity.project_id == project_id, Identity.value == identity
         )
         query = query.where((Profile.id == identity) | Profile.id.in_(ids))
     return session.scalars(query.order_by(Profile.created_at.desc()).limit(limit)).all()
+
+
+def _trait_text(session: Session, key: str) -> Any:
+    """A trait's value as PostgreSQL's ``->>`` gives it: text, ``42``, ``true``, ``false``.
+
+    SQLite's json_extract yields numbers and 1/0 for booleans, so spell those out the same
+    way there; trait search then means the same on both databases.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return Profile.traits[key].as_string()
+    path = '$."' + key.replace('"', "") + '"'
+    kind = func.json_type(Profile.traits, path)
+    return case(
+        (kind == "true", "true"),
+        (kind == "false", "false"),
+        else_=cast(func.json_extract(Profile.traits, path), String),
+    )
