@@ -50,8 +50,31 @@ def parse_address(value: object, *, role: str = "address") -> Address:
             f"The {role} {value!r} is not a valid email address (expected user@example.com)",
             "invalid_email",
         )
+    check_header_text(name, f"The {role}'s display name", "invalid_email")
+    if len(name) > MAX_QUOTED_NAME and any(ch in _SPECIALS for ch in name):
+        raise FluxMailException(
+            f"The {role}'s display name is over {MAX_QUOTED_NAME} characters and has "
+            "punctuation; shorten it",
+            "invalid_email",
+        )
     local, _, domain = text.rpartition("@")
     return Address(display_name=name, username=local, domain=ascii_domain(domain, value))
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def check_header_text(value: str, what: str, code: str = "invalid_params") -> str:
+    """Refuse text the email package would not write as given: RFC 2047 encoded words are
+    decoded before they are written, so ``=?utf-8?q?=0D=0ABcc:...?=`` would become a header
+    line of its own. Pass plain text; FluxMail encodes it."""
+    if _ENCODED_WORD.search(value):
+        raise FluxMailException(
+            f"{what} contains an RFC 2047 encoded word (=?charset?x?...?=); pass plain text, "
+            "FluxMail encodes it itself",
+            code,
+        )
+    return value
 
 
 def _quoted_name(text: str, original: str, role: str) -> tuple[str, str]:
@@ -83,7 +106,12 @@ def ascii_domain(domain: str, original: object = None) -> str:
     if domain.isascii():
         return domain
     try:
-        return domain.encode("idna").decode("ascii")
+        encoded = domain.encode("idna").decode("ascii")
+        # IDNA's nameprep maps compatibility characters to ASCII ("＠" to "@", "，" to ","):
+        # what comes out must still be a plain host name, or one address becomes two.
+        if not all(_ASCII_LABEL.match(label) for label in encoded.split(".")):
+            raise UnicodeError("not a host name after IDNA")
+        return encoded
     except UnicodeError as exc:
         raise FluxMailException(
             f"The domain of {original or domain!r} cannot be encoded for DNS (IDNA)",
@@ -91,6 +119,11 @@ def ascii_domain(domain: str, original: object = None) -> str:
         ) from exc
 
 
+_ASCII_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+#: Quoted display names longer than this are refused: the email package of Python < 3.12.x
+#: folds a long quoted string without its quotes (CPython gh-80222), turning its commas and
+#: angle brackets into address syntax.
+MAX_QUOTED_NAME = 60
 _SPECIALS = set('()<>[]:;@\\,."')
 
 

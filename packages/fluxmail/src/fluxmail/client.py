@@ -183,7 +183,7 @@ class FluxMail:
             subject, recipients, body, self._resolve_sender(sender), cc, bcc, reply_to,
             attachments, html_body, plain_body, in_reply_to, references, priority,
             unsubscribe_url, inline_images, inline_css, headers,
-            tuple(dsn_notify or ()), dsn_ret, dsn_envid,
+            _notify(dsn_notify), dsn_ret, dsn_envid,
         )  # fmt: skip
         self._draft = build(spec, id_domain=self.domain or None)
         return self
@@ -500,6 +500,16 @@ def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
     stripped = copy.copy(message)
     del stripped["Bcc"]
     return stripped
+
+
+def _notify(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise FluxMailException(
+            "dsn_notify must be a list such as ['FAILURE', 'DELAY']", "invalid_params"
+        )
+    return tuple(value)
 
 
 def _credentials(

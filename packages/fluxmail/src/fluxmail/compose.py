@@ -30,7 +30,7 @@ import jinja2
 import jinja2.sandbox
 import markupsafe
 
-from fluxmail.addresses import parse_address
+from fluxmail.addresses import check_header_text, parse_address
 from fluxmail.errors import FluxMailException
 from fluxmail.message import read_file
 from fluxmail.protocol.commands import Envelope, has_control_chars
@@ -114,6 +114,7 @@ def _header(name: str, value: str) -> bytes:
         raise FluxMailException(
             f"{name} contains a line break or control character", "invalid_params"
         )
+    check_header_text(value, name)  # an encoded word would be decoded, and could inject
     if value.isascii() and len(name) + len(value) < 76:
         return f"{name}: {value}\r\n".encode("ascii")
     return _fold(name, value)

@@ -7,6 +7,7 @@ Everything a caller passes is checked before anything is built, so a bad argumen
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import policy
@@ -15,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, localtime, make_msgid
 from pathlib import Path
 
-from fluxmail.addresses import parse_address, parse_addresses
+from fluxmail.addresses import check_header_text, parse_address, parse_addresses
 from fluxmail.errors import FluxMailException
 from fluxmail.protocol.commands import Envelope, has_control_chars
 
@@ -87,7 +88,44 @@ def _header_text(value: object, name: str) -> str:
             f"{name} contains a line break or control character; headers must be one line",
             "invalid_params",
         )
-    return value
+    return check_header_text(value, name)
+
+
+#: Headers FluxMail writes itself (from create()'s arguments): never from ``headers=``.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID",
+        "In-Reply-To", "References", "MIME-Version", "Content-Type",
+        "Content-Transfer-Encoding", "Content-Disposition", "Content-ID", "List-Unsubscribe",
+        "List-Unsubscribe-Post", "Return-Path", "Received", "DKIM-Signature", "X-Priority",
+        "X-MSMail-Priority", "Importance",
+    )
+)  # fmt: skip
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext
+
+
+def _custom_headers(headers: object) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    if not isinstance(headers, Mapping):
+        raise FluxMailException("headers must be a dict of name: value", "invalid_params")
+    checked = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _FIELD_NAME.match(name):
+            raise FluxMailException(
+                f"Header name {name!r} is not a valid field name (printable ASCII, no colon "
+                "or space)",
+                "invalid_params",
+            )
+        if name.lower() in RESERVED_HEADERS:
+            raise FluxMailException(
+                f"Header {name} is set from create()'s own arguments; it cannot be passed in "
+                "headers=",
+                "invalid_params",
+            )
+        checked.append((name, _header_text(value, f"header {name}")))
+    return checked
 
 
 def read_file(path: object, *, what: str) -> Attachment:
@@ -211,8 +249,8 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
             )
         msg["List-Unsubscribe"] = f"<{url}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in (spec.headers or {}).items():
-        msg[_header_text(name, "header name")] = _header_text(value, f"header {name}")
+    for name, value in _custom_headers(spec.headers):
+        msg[name] = value
 
     text, html, inline = _set_body(msg, spec, images or {})
     files = [read_file(path, what="Attachment") for path in attachments]
@@ -266,6 +304,8 @@ def _transfer_encoding(text: str) -> str | None:
 
     ASCII is left to the email package (7bit, or quoted-printable for over-long lines).
     """
+    if "\x00" in text:  # NUL is never allowed raw, not even in 8bit (RFC 2045 2.7)
+        return "quoted-printable"
     if text.isascii():
         return None
     wide = sum(not ch.isascii() for ch in text)

@@ -18,7 +18,9 @@ class CommandInjectionError(FluxMailException):
         super().__init__(message, "invalid_params")
 
 
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# C0 (tab aside) and C1 controls, DEL, Unicode line separators, and lone surrogates (which
+# cannot even be encoded).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def has_control_chars(value: str) -> bool:
@@ -78,18 +80,23 @@ def _needs_utf8(address: str) -> bool:
     return not address.isascii()
 
 
+_DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
 def envelope_address(address: str, *, smtputf8: bool) -> str:
     """The form of ``address`` for MAIL FROM / RCPT TO.
 
     A non-ASCII domain is IDNA-encoded; a non-ASCII local part needs the server's SMTPUTF8.
     """
-    if has_control_chars(address) or any(ch in address for ch in "<> "):
+    if has_control_chars(address) or any(ch in address for ch in "<> \t"):
         raise CommandInjectionError(f"Invalid envelope address {address!r}")
     if not _needs_utf8(address):
         return address
     local, _, domain = address.rpartition("@")
     try:
         ascii_domain = domain.encode("idna").decode("ascii") if domain else domain
+        if not _DNS_NAME.match(ascii_domain):  # nameprep can turn "＠" into "@"
+            raise UnicodeError("not a host name after IDNA")
     except UnicodeError as exc:
         raise FluxMailException(
             f"Domain {domain!r} cannot be encoded for DNS (IDNA)", "invalid_email"

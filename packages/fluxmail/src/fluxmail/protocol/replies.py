@@ -11,6 +11,9 @@ from fluxmail.errors import FluxMailException
 # refuse a peer that streams without end.
 MAX_LINE = 8192
 MAX_LINES = 512
+#: Bytes buffered but not yet read as replies: a server answering far ahead of the client
+#: (or flooding it) is cut off rather than allowed to fill memory.
+MAX_BUFFER = 1 << 20
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 
@@ -68,6 +71,8 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
+        if len(self._buffer) > MAX_BUFFER:
+            raise ProtocolError(f"Server sent more than {MAX_BUFFER} bytes nobody asked for")
         if len(self._buffer) > MAX_LINE and b"\n" not in self._buffer:
             raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
 
