@@ -18,21 +18,25 @@ widen the main strategy again. The carved-out classes, and their tests:
   FluxMail manages (From, To, Bcc, Date, Content-*, ...): ``test_custom_header_names_*``;
 * display names with an unbreakable run of more than 40 characters (no blank):
   ``test_long_display_names``;
+* display names of more than 30 characters that need quoting (RFC 5322 specials):
+  ``test_long_quoted_display_names``;
+* non-ASCII display names in a message that is not SMTPUTF8 (written as encoded words),
+  but for one short name alone: ``test_non_ascii_display_names``;
 * domains with characters that IDNA maps to ASCII punctuation (U+FF1C, U+00B4, ...):
   ``test_idna_traps_in_domains``;
 * C1 control characters in addresses: ``test_address_c1_controls_refused``;
 * tabs in envelope addresses: ``test_envelope_address_whitespace``;
 * NUL in message bodies: ``test_body_nul_never_raw``;
 * wrong argument types for ``headers`` and ``dsn_*``: ``test_*_argument_type*``;
-* non-decimal digits (``"²"``) in an EHLO SIZE: ``test_ehlo_size_non_decimal_digits``;
-* reply lines over ``MAX_LINE`` that arrive with their line end: ``test_reply_long_lines_*``;
-* exact round trip of long non-ASCII header text: ``test_non_ascii_header_text_exact``.
+* exact round trip of long non-ASCII header text: ``test_non_ascii_header_text_exact``;
+* reply data that nobody reads yet (no limit on the parser's buffer):
+  ``test_reply_unread_buffer_is_bounded``.
 
-Decisions. A header value reads back equal to what was given once leading blanks are dropped
-on both sides (the parser strips them, and the folder may move the first word to a
-continuation line); that is exact for ASCII text. For non-ASCII text the email package of
-CPython < 3.15 may also lose a run of blanks that falls between two encoded words at a fold
-(CPython gh-144156), so there the main properties accept exactly that loss and nothing else.
+Decisions. A header value must read back as the text given (``same_header_text``): leading
+blanks never count, and in a display name (an RFC 5322 phrase) only the words count. ASCII
+text must then match exactly; non-ASCII text is compared without its blanks, because the
+email package of this Python mishandles blanks next to the encoded words it writes (CPython
+gh-144156 and relatives); ``test_non_ascii_header_text_exact`` pins the exact form.
 A NUL character is legitimate *input* but must never reach the wire raw: RFC 5322 2.3 and
 RFC 2045 2.7 forbid NUL in 7bit data (FluxMail may refuse it or transfer-encode it). The
 "control characters" an address must not contain are Unicode category Cc (C0, DEL, C1) and
@@ -59,7 +63,7 @@ from email.parser import BytesParser, Parser
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from flux_testkit.smtpd import SMTPTestServer
@@ -75,7 +79,7 @@ from fluxmail.protocol.commands import (
     rcpt_to,
 )
 from fluxmail.protocol.data import encode_data
-from fluxmail.protocol.replies import MAX_LINE, ProtocolError, Reply, ReplyParser
+from fluxmail.protocol.replies import MAX_LINE, MAX_LINES, ProtocolError, Reply, ReplyParser
 
 SENDER = "a@example.com"
 ADDRESS_CODES = frozenset({"no_email", "invalid_email"})
@@ -104,8 +108,9 @@ def fuzz(examples: int) -> Any:
     )
 
 
-FAST = fuzz(150)
-SLOW = fuzz(60)
+FAST = fuzz(80)
+MEDIUM = fuzz(50)
+SLOW = fuzz(30)
 
 # -- strategies ----------------------------------------------------------------------------------
 
@@ -137,6 +142,15 @@ def idna_trap(ch: str) -> bool:
     return re.fullmatch(rb"[A-Za-z0-9.-]*", out) is None
 
 
+def idna_ok(label: str) -> bool:
+    """Whether the IDNA codec encodes the label (mixed-direction labels, for one, it refuses)."""
+    try:
+        label.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 #: Characters for text that may end up in a domain (IDNA traps are ``test_idna_*``).
 addr_char = any_char.filter(lambda ch: not idna_trap(ch))
 
@@ -157,7 +171,11 @@ def no_ew(text: str) -> bool:
 nasty_text = texts()
 #: Header text without the RFC 2047 marker "=?" (encoded words: ``test_encoded_words_*``).
 plain_text = nasty_text.filter(no_ew)
-short_plain_text = st.text(any_char, max_size=40).filter(no_ew)
+#: Characters FluxMail must accept in header text (no injection characters).
+clean_char = any_char.filter(lambda ch: not injection_chars(ch))
+clean_text = texts(clean_char).filter(no_ew)
+#: Header text that create() should mostly accept, and sometimes has to refuse.
+header_text = st.one_of(clean_text, clean_text, plain_text)
 
 ATOM_CHARS = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
 atom = st.text(st.sampled_from(ATOM_CHARS), min_size=1, max_size=10)
@@ -166,7 +184,7 @@ unicode_label = st.text(
     st.characters(categories=("Ll", "Lu", "Lo"), min_codepoint=0xC0, max_codepoint=0x3000),
     min_size=1,
     max_size=6,
-).filter(lambda s: not any(map(idna_trap, s)))
+).filter(lambda s: not any(map(idna_trap, s)) and idna_ok(s))
 #: Addresses FluxMail must accept with an ASCII local part (ASCII or IDNA domains).
 ascii_addresses = st.one_of(
     st.builds(
@@ -190,10 +208,28 @@ def _address_like(chars: st.SearchStrategy[str]) -> Any:
     return st.builds(lambda lp, d: f"{lp}@{d}", local, domain)
 
 
-def with_name(names: Any, addresses: Any) -> Any:
-    quoted = st.builds(lambda n, a: f'"{n}" <{a}>', names, addresses)
-    bare = st.builds(lambda n, a, sp: f"{n}{sp}<{a}>", names, addresses, st.sampled_from(["", " "]))
-    return st.one_of(addresses, quoted, bare)
+def quoted(name: str, address: str) -> str:
+    """``"name" <address>`` with the name as an RFC 5322 quoted-string."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{address}>'
+
+
+def with_name(names: Any, addresses: Any, *, raw: bool = True) -> Any:
+    """An address alone, or with a display name: quoted, unquoted, or (``raw``) quoted as is,
+    stray quotes and backslashes included (which parse_address may refuse)."""
+    forms = [
+        addresses,
+        st.builds(quoted, names, addresses),
+        st.builds(
+            lambda n, a, sp: f"{n}{sp}<{a}>",
+            names if raw else names.filter(lambda n: not n.strip().startswith('"')),
+            addresses,
+            st.sampled_from(["", " "]),
+        ),
+    ]
+    if raw:
+        forms.append(st.builds(lambda n, a: f'"{n}" <{a}>', names, addresses))
+    return st.one_of(forms)
 
 
 addr_text = texts(addr_char)
@@ -213,28 +249,62 @@ address_inputs = st.one_of(
 )
 
 
-#: Display names: short, or long with words of at most 40 characters (longer unbreakable runs
-#: are test_long_display_names).
-display_names = st.one_of(
-    short_plain_text,
-    st.lists(
-        st.text(any_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=40),
-        min_size=1,
-        max_size=60,
+#: RFC 5322 specials: a display name with one of them is written as a quoted-string.
+SPECIALS = '()<>@,:;.\\"[]'
+
+
+def display_names(chars: st.SearchStrategy[str]) -> Any:
+    """Short names (at most 30 characters), and long ones of words of at most 40 characters
+    without specials. Longer unbreakable runs are test_long_display_names, long names that
+    need quoting test_long_quoted_display_names."""
+    word_char = chars.filter(lambda ch: ch not in " \t" and ch not in SPECIALS)
+    word = st.text(word_char, min_size=1, max_size=40)
+    long = st.lists(word, min_size=1, max_size=60).flatmap(
+        lambda words: st.sampled_from([" ", "\t", "  "]).map(lambda sep: sep.join(words))
     )
-    .flatmap(lambda words: st.sampled_from([" ", "\t", "  "]).map(lambda sep: sep.join(words)))
-    .filter(no_ew),
+    return st.one_of(st.text(chars, max_size=30), long).filter(no_ew)
+
+
+def people_with(
+    names: st.SearchStrategy[str],
+    addresses: Any = good_addresses,
+    *,
+    smtputf8: bool = False,
+    raw: bool = False,
+) -> Any:
+    """Recipients, cc, bcc, reply_to and sender for ``create()``, with these display names;
+    ``smtputf8`` adds a Bcc with a non-ASCII local part, which makes the message SMTPUTF8.
+    ``raw`` adds names quoted without escaping (see ``with_name``)."""
+    named = with_name(names, addresses, raw=raw)
+    bcc = st.lists(named, max_size=2)
+    if smtputf8:
+        bcc = st.tuples(utf8_addresses, st.lists(named, max_size=1)).map(lambda t: [t[0], *t[1]])
+    return st.fixed_dictionaries(
+        {
+            "recipients": st.lists(named, min_size=1, max_size=3),
+            "cc": st.lists(named, max_size=2),
+            "bcc": bcc,
+            "reply_to": st.none() | named,
+            "sender": st.none() | named,
+        }
+    )
+
+
+ascii_char = st.one_of(
+    st.characters(codec="ascii"), st.sampled_from([ch for ch in NASTY if ch.isascii()])
 )
-named_addresses = with_name(display_names, good_addresses)
-#: Recipients, cc, bcc, reply_to and sender for ``create()``.
-people = st.fixed_dictionaries(
-    {
-        "recipients": st.lists(named_addresses, min_size=1, max_size=3),
-        "cc": st.lists(named_addresses, max_size=2),
-        "bcc": st.lists(named_addresses, max_size=2),
-        "reply_to": st.none() | named_addresses,
-        "sender": st.none() | named_addresses,
-    }
+clean_name_char = clean_char.filter(lambda ch: ch not in "<>")
+#: People create() must accept, and people with any display names at all. Non-ASCII display
+#: names in a message that is not SMTPUTF8 (RFC 2047 encoded words) are
+#: test_non_ascii_display_names.
+clean_people = st.one_of(
+    people_with(display_names(clean_name_char.filter(str.isascii))),
+    people_with(display_names(clean_name_char), smtputf8=True),
+)
+people = st.one_of(
+    clean_people,
+    people_with(display_names(ascii_char), raw=True),
+    people_with(display_names(any_char), smtputf8=True, raw=True),
 )
 
 #: Header names of the kind RFC 5322 allows (printable ASCII but ":"), short enough to fit.
@@ -278,8 +348,8 @@ def expect_code(exc: FluxMailException, codes: Iterable[str]) -> None:
     assert exc.code in codes, repr(exc)
 
 
-def create_bytes(**kwargs: Any) -> bytes | None:
-    """The message bytes of ``create(**kwargs)``, or None when it raised FluxMailException.
+def try_create(**kwargs: Any) -> bytes | FluxMailException:
+    """The message bytes of ``create(**kwargs)``, or the FluxMailException it raised.
 
     Any other exception escapes, and that is a bug: the contract allows FluxMailException only.
     """
@@ -289,15 +359,33 @@ def create_bytes(**kwargs: Any) -> bytes | None:
     try:
         mailer.create(**args)
     except FluxMailException as exc:
-        expect_code(exc, CREATE_CODES)
-        return None
+        event(f"create() refused: {exc.code}")
+        return exc
+    event("create() accepted")
     assert mailer._draft is not None
     return mailer._draft.as_bytes()
 
 
+def create_bytes(**kwargs: Any) -> bytes | None:
+    """The message bytes of ``create(**kwargs)``, or None if it refused them (with a contract
+    code)."""
+    result = try_create(**kwargs)
+    if isinstance(result, FluxMailException):
+        expect_code(result, CREATE_CODES)
+        return None
+    return result
+
+
 def injection_chars(text: str) -> bool:
-    """What must never reach a header or command line: C0 but tab, DEL, NEL, LS and PS."""
-    return any((ord(ch) < 0x20 and ch != "\t") or ch in "\x7f\x85\u2028\u2029" for ch in text)
+    """What FluxMail refuses in a header or command line: C0 but tab, DEL, C1 (NEL among
+    them), LS and PS, and lone surrogates."""
+    return any(
+        (ord(ch) < 0x20 and ch != "\t")
+        or 0x7F <= ord(ch) <= 0x9F
+        or ch in "\u2028\u2029"
+        or 0xD800 <= ord(ch) <= 0xDFFF
+        for ch in text
+    )
 
 
 def has_cc(text: str) -> bool:
@@ -369,29 +457,22 @@ def check_headers(raw: bytes | None, expected: Counter[str]) -> EmailMessage | N
 def same_header_text(got: str, want: str, *, exact: bool = False, phrase: bool = False) -> bool:
     """Whether a header value read back as ``got`` carries the text ``want`` that was written.
 
-    Leading blanks never count. ASCII text (or ``exact``) must then match exactly; other text
-    may lose whole runs of blanks, and nothing else (CPython gh-144156: blanks between two
-    encoded words at a fold are written as folding white space, which decoders drop).
-
-    A ``phrase`` (a display name) is a sequence of words, and only the words count: the email
-    package splits it with ``str.split()``, so any run of white space (U+00A0 and the other
-    Unicode spaces included) reads as one space, and as none at the ends. Non-ASCII phrases
-    are compared without any white space at all: besides gh-144156, the email package's
-    address parser puts a space between two adjacent encoded words of one display name (a
-    long name folded over two lines), which RFC 2047 6.2 says to join without one.
+    Leading blanks never count (the parser drops them, and the folder may move the first word
+    to a continuation line). A ``phrase`` (a display name) is a sequence of words and only the
+    words count: the email package splits it with ``str.split()``, so any run of white space
+    (U+00A0 and the other Unicode spaces included) reads as one space, at the ends as none.
+    ASCII text (or ``exact``) must then match exactly. Non-ASCII text is compared without its
+    blanks: CPython's folder mishandles blanks next to the encoded words it writes, dropping
+    a run between two of them (gh-144156) or moving a tab into the folding white space, and
+    its address parser puts a space between two adjacent encoded words of one display name,
+    which RFC 2047 6.2 says to join (test_non_ascii_header_text_exact pins the exact form).
     """
     if phrase:
         got, want = " ".join(got.split()), " ".join(want.split())
-        if not want.isascii() and not exact:
-            return "".join(got.split()) == "".join(want.split())
     got, want = got.lstrip(" \t"), want.lstrip(" \t")
-    if got == want or exact or want.isascii():
+    if exact or want.isascii():
         return got == want
-    pieces = re.split(r"([ \t]+)", want)
-    pattern = "".join(
-        f"(?:{re.escape(p)})?" if i % 2 else re.escape(p) for i, p in enumerate(pieces)
-    )
-    return re.fullmatch(pattern, got) is not None
+    return re.sub(r"[ \t]+", "", got) == re.sub(r"[ \t]+", "", want)
 
 
 def assert_header_text(got: object, want: str, *, phrase: bool = False) -> None:
@@ -506,12 +587,6 @@ def test_envelope_address_arbitrary_text(value: str, smtputf8: bool) -> None:
     check_envelope_text(value, smtputf8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_address accepts C1 control characters (U+0080..U+009F but U+0085, e.g. CSI "
-    "U+009B) in the local part: has_control_chars does not cover them and the local-part regex "
-    "allows \\u0080-\\U0010ffff; parse_address('a\\x9bb@example.com') succeeds",
-)
 @FAST
 @given(
     st.builds(
@@ -530,12 +605,6 @@ def test_address_c1_controls_refused(value: str) -> None:
         assert not has_cc(str(addr)), ascii(str(addr))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envelope_address refuses a space but not a tab: MAIL FROM:<a\\t@example.com> "
-    "reaches the wire (send_message with an explicit Envelope), and a server that splits on "
-    "white space reads '@example.com>' as an ESMTP parameter",
-)
 @FAST
 @given(st.builds(lambda a, ws, b: f"{a}{ws}{b}@example.com", atom, st.sampled_from(" \t"), atom))
 @example("a\t@example.com")
@@ -548,17 +617,6 @@ def test_envelope_address_whitespace(value: str) -> None:
     assert "\t" not in wire
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="addresses.ascii_domain and commands.envelope_address trust the IDNA codec, whose "
-    "nameprep (NFKC) maps compatibility characters to ASCII punctuation: parse_address("
-    "'victim@x\\uff0cevil\\uff20attacker.example').addr_spec == "
-    "'victim@x,evil@attacker.example', so the To header lists two addresses and the envelope "
-    "sends RCPT TO:<victim@x,evil@attacker.example>; U+FF1C/U+FF1E give '<'/'>' and U+00B4 a "
-    "space (To: a@xn--x -9tb.com for 'a@x\\u00b4.com'); envelope_address checks for '<> ' "
-    "before it IDNA-encodes: envelope_address('a@b\\uff1e\\u00b4SIZE=1', smtputf8=False) == "
-    "'a@xn--b> size=1-iif'",
-)
 @FAST
 @given(
     st.builds(
@@ -581,7 +639,7 @@ def test_idna_traps_in_domains(value: str, smtputf8: bool) -> None:
 
 
 @FAST
-@given(plain_text)
+@given(header_text)
 @example("x\r\nBcc: victim@example.com")
 @example("x\nBcc: victim@example.com")
 @example("x\u2028Bcc: victim@example.com")
@@ -599,7 +657,7 @@ def test_subject(subject: str) -> None:
     assert_header_text(msg["Subject"], subject)
 
 
-@FAST
+@MEDIUM
 @given(people)
 @example(
     {
@@ -630,6 +688,10 @@ def test_subject(subject: str) -> None:
 )
 def test_address_headers(people: dict[str, Any]) -> None:
     """Addresses and display names as given, each header once, Bcc only in the envelope."""
+    check_people(people)
+
+
+def check_people(people: dict[str, Any]) -> None:
     raw = create_bytes(**people)
     expected = expected_headers(cc=bool(people["cc"]), reply_to=people["reply_to"] is not None)
     msg = check_headers(raw, expected)
@@ -664,7 +726,74 @@ def test_address_headers(people: dict[str, Any]) -> None:
 @example("é", 600, "jörg@x.example")
 def test_long_display_names(piece: str, times: int, address: str) -> None:
     """A display name with a long unbreakable run is refused, or folded (encoded) to fit."""
-    value = f'"{piece * times}" <{address}>'
+    value = quoted(piece * times, address)
+    msg = check_headers(create_bytes(recipients=[value]), expected_headers())
+    if msg is not None:
+        check_addresses(msg["To"], [value])
+
+
+@pytest.mark.xfail(
+    strict=False,  # hypothesis does not always reach a failing example in its budget
+    reason="CPython's email folder garbles long non-ASCII display names in address lists "
+    "(encoded words swallow the separating comma); FluxMail should fold address headers itself",
+)
+@MEDIUM
+@given(people_with(display_names(clean_name_char), ascii_addresses))
+@example(
+    {
+        "recipients": [
+            "00\x80\x80\u0800 00000\x80\x80\x80\x80\u0800\U00010000\U00010000<0.0.0@0.com>",
+            "0@0.com",
+        ],
+        "cc": [],
+        "bcc": [],
+        "reply_to": None,
+        "sender": None,
+    }
+)
+def test_non_ascii_display_names(people: dict[str, Any]) -> None:
+    """Non-ASCII display names in a message that is not SMTPUTF8: as test_address_headers."""
+    check_people(people)
+
+
+@FAST
+@given(
+    st.text(clean_name_char, min_size=1, max_size=10).filter(no_ew),
+    st.builds(lambda local, d: f"{local}@{d}.com", atom, label),
+)
+@example("Zoë", "z@example.com")
+def test_short_non_ascii_display_name(name: str, address: str) -> None:
+    """One short encoded display name on a line of its own reads back as given."""
+    check_people(
+        {
+            "recipients": [quoted(name, address)],
+            "cc": [],
+            "bcc": [],
+            "reply_to": None,
+            "sender": None,
+        }
+    )
+
+
+@FAST
+@given(
+    st.lists(
+        st.text(clean_name_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=20).filter(
+            no_ew
+        ),
+        min_size=2,
+        max_size=12,
+    )
+    .map(" ".join)
+    .filter(lambda name: len(name) > 30 and any(ch in SPECIALS for ch in name)),
+    good_addresses,
+)
+@example(
+    "Support Team of Example Corporation International Limited, billing@evil.example",
+    "ceo@example.com",
+)
+def test_long_quoted_display_names(name: str, address: str) -> None:
+    value = quoted(name, address)
     msg = check_headers(create_bytes(recipients=[value]), expected_headers())
     if msg is not None:
         check_addresses(msg["To"], [value])
@@ -672,10 +801,10 @@ def test_long_display_names(piece: str, times: int, address: str) -> None:
 
 @FAST
 @given(
-    in_reply_to=st.none() | plain_text,
-    references=st.none() | plain_text | st.lists(plain_text, max_size=4),
-    unsubscribe=st.none() | plain_text | plain_text.map(lambda s: "https://example.com/" + s),
-    priority=st.none() | st.sampled_from(["high", "LOW", "Normal", "urgent", ""]) | plain_text,
+    in_reply_to=st.none() | header_text,
+    references=st.none() | header_text | st.lists(header_text, max_size=4),
+    unsubscribe=st.none() | header_text | header_text.map(lambda s: "https://example.com/" + s),
+    priority=st.none() | st.sampled_from(["high", "LOW", "Normal"]),
 )
 @example(
     in_reply_to="<a@example.com>\r\nBcc: x@example.com",
@@ -725,12 +854,28 @@ def test_threading_priority_unsubscribe(
     if unsubscribe is not None:
         assert unsubscribe.lower().startswith("https://")
         assert_header_text(msg["List-Unsubscribe"], f"<{unsubscribe}>")
-    if priority is not None:
-        assert priority.lower() in {"high", "normal", "low"}
+
+
+PRIORITY_HEADERS = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
 
 
 @FAST
-@given(st.dictionaries(custom_names, plain_text, max_size=4))
+@given(st.one_of(st.sampled_from(["high", "LOW", "Normal", "urgent", "", " high"]), nasty_text))
+def test_priority(priority: str) -> None:
+    """high/normal/low in any case give the three priority headers; the rest invalid_priority."""
+    raw = try_create(priority=priority)
+    if isinstance(raw, FluxMailException):
+        expect_code(raw, {"invalid_priority"})
+        assert priority.lower() not in PRIORITY_HEADERS
+        return
+    msg = check_headers(raw, expected_headers(priority=True))
+    assert msg is not None
+    number, word = PRIORITY_HEADERS[priority.lower()]
+    assert (msg["X-Priority"], msg["X-MSMail-Priority"], msg["Importance"]) == (number, word, word)
+
+
+@MEDIUM
+@given(st.dictionaries(custom_names, header_text, max_size=4))
 @example({"X-Tag": "x\r\nBcc: victim@example.com"})
 @example({"X-Long": "v" * 3000})
 @example({"X-" + "n" * 58: "value"})
@@ -746,14 +891,14 @@ def test_custom_headers(headers: dict[str, str]) -> None:
         assert any(same_header_text(v, value) for v in values), (name, value, values)
 
 
-@FAST
+@SLOW
 @given(
-    subject=plain_text.filter(lambda s: s.strip() and not injection_chars(s)),
-    people=people,
-    in_reply_to=st.none() | plain_text,
-    references=st.none() | st.lists(plain_text, max_size=3),
+    subject=clean_text.filter(str.strip),
+    people=clean_people,
+    in_reply_to=st.none() | clean_text,
+    references=st.none() | st.lists(clean_text, max_size=3),
     priority=st.none() | st.sampled_from(["high", "normal", "low"]),
-    headers=st.dictionaries(custom_names, plain_text, max_size=3),
+    headers=st.dictionaries(custom_names, clean_text, max_size=3),
 )
 def test_all_headers_together(
     subject: str,
@@ -782,9 +927,9 @@ def test_all_headers_together(
         custom=headers,
     )
     msg = check_headers(raw, expected)
-    if msg is not None:
-        assert_header_text(msg["Subject"], subject)
-        check_addresses(msg["To"], people["recipients"])
+    assert msg is not None  # nothing here is invalid
+    assert_header_text(msg["Subject"], subject)
+    check_addresses(msg["To"], people["recipients"])
 
 
 @pytest.mark.xfail(
@@ -807,6 +952,8 @@ def test_non_ascii_header_text_exact(subject: str) -> None:
         assert same_header_text(msg["Subject"], subject, exact=True), msg["Subject"]
 
 
+#: Short text for ODD_VALUES (surrogates and NUL have their own tests).
+odd_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=5)
 #: Values of every type a caller might pass by mistake.
 ODD_VALUES = st.one_of(
     st.none(),
@@ -814,11 +961,11 @@ ODD_VALUES = st.one_of(
     st.integers(),
     st.floats(),
     st.binary(max_size=5),
-    st.text(max_size=5),
-    st.lists(st.text(max_size=5) | st.integers(), max_size=2),
-    st.tuples(st.text(max_size=5)),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+    odd_text,
+    st.lists(odd_text | st.integers(), max_size=2),
+    st.tuples(odd_text),
+    st.dictionaries(odd_text, st.integers(), max_size=2),
+    st.dictionaries(odd_text, odd_text, max_size=2),
     st.sets(st.integers(), max_size=2),
     st.builds(object),
 )
@@ -851,11 +998,6 @@ def test_argument_types(name: str, value: object) -> None:
         assert_wire_lines(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build() calls headers.items() unchecked: create(..., headers=[('X-A', 'v')]) "
-    "raises AttributeError instead of FluxMailException('invalid_params')",
-)
 @FAST
 @given(ODD_VALUES)
 @example([("X-A", "v")])
@@ -863,12 +1005,6 @@ def test_headers_argument_type(value: object) -> None:
     create_bytes(headers=value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dsn_* arguments of create() are not type-checked: dsn_notify=5 raises "
-    "TypeError (tuple(5) in FluxMail.create), dsn_notify=[1] and dsn_ret=1 AttributeError "
-    "(.upper() in Envelope.__post_init__), dsn_envid=1 TypeError (len())",
-)
 @FAST
 @given(st.sampled_from(["dsn_notify", "dsn_ret", "dsn_envid"]), ODD_VALUES)
 @example("dsn_notify", 5)
@@ -890,15 +1026,6 @@ custom_name_inputs = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build() writes headers={name: value} under any name without control characters: "
-    "'To', 'From', 'Date', 'Subject', 'Message-ID' raise ValueError from the email package; "
-    "'Bcc' puts a Bcc header on the wire; 'X-A: b' and 'To: evil@example.com, X' inject other "
-    "fields; '', 'X A' and 'X-é' give malformed header lines; a 1000-character name a line "
-    "over 998 octets; 'X-Priority' with priority= gives two; 'Content-*' names are silently "
-    "dropped by set_content()",
-)
 @FAST
 @given(st.dictionaries(custom_name_inputs, plain_text, min_size=1, max_size=2))
 @example({"Bcc": "victim@example.com"})
@@ -961,7 +1088,7 @@ EW_FIELDS = [
 @example("subject", "=?utf-8?q?x=0D=0ABcc:_v@x.com?=")
 def test_encoded_words_in_headers(field: str, value: str) -> None:
     """Text that looks like RFC 2047 is refused, or written so that it reads back verbatim."""
-    named = f'"{value}" <n@example.com>'
+    named = quoted(value, "n@example.com")
     args: dict[str, Any] = {
         "subject": {"subject": value},
         "to_name": {"recipients": [named]},
@@ -1106,12 +1233,6 @@ def test_body_encoding(body: str, html: bool, plain: str | None) -> None:
     check_body_round_trip(raw, body, html, plain)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a short ASCII body with a NUL goes out as Content-Transfer-Encoding: 7bit with a "
-    "raw NUL octet (RFC 2045 2.7 and RFC 5322 2.3 forbid NUL in 7bit data): "
-    "create('s', ['t@example.com'], '\\x00')",
-)
 @FAST
 @given(st.lists(bodies, min_size=2, max_size=3).map("\x00".join), st.booleans())
 @example("\x00", False)
@@ -1261,55 +1382,39 @@ def test_mail_from_and_rcpt_to_one_line_each(
         assert ONE_LINE.fullmatch(line), line
 
 
+#: SIZE values, with digits that are not decimal ("²", "①": str.isdigit() but not int()).
+size_values = st.text(st.sampled_from("0123456789²³¹⁴①⑽٣ -+x"), max_size=6)
+ehlo_text = texts(max_size=20)
 ehlo_lines = st.lists(
     st.one_of(
-        texts(max_size=20),
+        ehlo_text,
+        size_values.map(lambda v: f"SIZE {v}"),
         st.builds(
             lambda k, v: f"{k} {v}",
             st.sampled_from(["SIZE", "AUTH", "size", "AUTH=PLAIN", "DSN"]),
-            texts(max_size=12),
+            ehlo_text,
         ),
     ),
     max_size=6,
 )
 
 
-def decimal_digits_only(lines: list[str]) -> bool:
-    return not any(ch.isdigit() and not ch.isdecimal() for line in lines for ch in line)
-
-
-def check_extensions(lines: list[str]) -> None:
+@FAST
+@given(ehlo_lines)
+@example(["SIZE", "SIZE 0", "SIZE -1", "SIZE 99999999999999999999", "AUTH=LOGIN", "AUTH"])
+@example(["SIZE ²"])
+@example(["SIZE ٣"])
+@example(["\u2126"])
+def test_ehlo_extensions_never_raise(lines: list[str]) -> None:
+    """Whatever the server advertises, reading its extensions raises nothing."""
     ext = Extensions.from_ehlo(["mx", *lines])
     size = ext.max_size
     assert size is None or size > 0
     assert all(ext.auth_mechanisms)
     for keyword in ext.keywords:
-        assert ext.has(keyword.lower())
-
-
-@FAST
-@given(ehlo_lines.filter(decimal_digits_only))
-@example(["SIZE", "SIZE 0", "SIZE -1", "SIZE 99999999999999999999", "AUTH=LOGIN", "AUTH"])
-@example(["SIZE ٣"])
-def test_ehlo_extensions_never_raise(lines: list[str]) -> None:
-    """Whatever the server advertises, reading its extensions raises nothing."""
-    check_extensions(lines)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Extensions.max_size tests value.isdigit() and then calls int(value): a server "
-    "announcing 'SIZE ²' (a digit but not a decimal) makes it raise ValueError",
-)
-@FAST
-@given(
-    st.text(st.sampled_from("0123456789²³¹⁴①"), min_size=1, max_size=4).filter(
-        lambda s: not decimal_digits_only([s])
-    )
-)
-@example("²")
-def test_ehlo_size_non_decimal_digits(value: str) -> None:
-    check_extensions([f"SIZE {value}"])
+        assert ext.has(keyword)
+        if keyword.isascii():  # EHLO keywords are ASCII, case-insensitive (RFC 5321 4.1.1.1)
+            assert ext.has(keyword.lower())
 
 
 # == 5. reply parsing ============================================================================
@@ -1413,20 +1518,31 @@ def test_reply_endless_line_refused(length_kb: int, chunk_size: int) -> None:
         feed_chunks(data[i : i + chunk_size] for i in range(0, len(data), chunk_size))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ReplyParser.feed checks the buffer length only while it holds no LF, and "
-    "_take_line never checks a line's length, so a reply line far over MAX_LINE is accepted "
-    "when its LF arrives in the same read: ReplyParser().feed(b'250 ' + b'x' * 100_000 + "
-    "b'\\r\\n') parses, while the same bytes in small reads raise ProtocolError",
-)
 @FAST
 @given(st.integers(MAX_LINE + 1, 4 * MAX_LINE), st.lists(st.integers(0, 10**6), max_size=3))
 @example(100_000, [])
 def test_reply_long_lines_refused(length: int, cuts: list[int]) -> None:
+    """A line over MAX_LINE is refused whether it arrives in one read or in many."""
     data = b"250 " + b"x" * length + b"\r\n"
     with pytest.raises(ProtocolError):
         feed_chunks(split_at(data, cuts))
+
+
+@fuzz(3)
+@given(st.sampled_from([b"250-x\r\n", b"250 ok\r\n", b"2\n"]))
+@example(b"250-x\r\n")
+def test_reply_unread_buffer_is_bounded(line: bytes) -> None:
+    """Far more unread data than the largest acceptable reply is refused."""
+    chunk = line * (65536 // len(line))
+    limit = 16 * MAX_LINE * MAX_LINES  # 64 MiB: 16 times the largest reply
+    with pytest.raises(ProtocolError):
+        feed_without_reading([chunk] * (limit // len(chunk) + 1))
+
+
+def feed_without_reading(chunks: Iterable[bytes]) -> None:
+    parser = ReplyParser()
+    for chunk in chunks:
+        parser.feed(chunk)
 
 
 # == 6. end to end ===============================================================================
@@ -1441,7 +1557,7 @@ def test_end_to_end_on_a_real_server() -> None:
         mailer = FluxMail("smtp", server.host, port=server.port, sender=SENDER, timeout=10)
 
         @fuzz(25)
-        @given(subject=plain_text, body=bodies, people=people, html=st.booleans())
+        @given(subject=header_text, body=bodies, people=people, html=st.booleans())
         @example(
             subject="Hi\r\nBcc: x@example.com",
             body="b",

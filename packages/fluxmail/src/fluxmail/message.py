@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import policy
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, localtime, make_msgid
 from pathlib import Path
@@ -91,8 +91,9 @@ def _header_text(value: object, name: str) -> str:
     return check_header_text(value, name)
 
 
-#: Headers FluxMail writes itself (from create()'s arguments): never from ``headers=``.
-RESERVED_HEADERS = frozenset(
+#: Headers FluxMail writes itself (from create()'s arguments), and the ones the email package
+#: parses as structured fields: never from ``headers=``.
+RESERVED_HEADERS = frozenset(HeaderRegistry().registry) | frozenset(
     h.lower()
     for h in (
         "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID",
