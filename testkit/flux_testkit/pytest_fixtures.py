@@ -219,3 +219,18 @@ def gf_module_server(
     finally:
         server.close()
         database.close()
+
+
+def _hypothesis_profiles() -> None:
+    """On CI, property tests draw the same examples every run (derandomized), so a result can
+    be reproduced from its log; developers keep random exploration."""
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profiles()

@@ -11,26 +11,20 @@ pinned by an explicit ``@example`` (the minimal reproduction): the bug shows as 
 turns into a failure (strict XPASS) once it is fixed, which is the cue to drop the mark and
 widen the main strategy again. The carved-out classes, and their tests:
 
-* lone surrogates (``"\\ud800"``) in any text: ``test_surrogates_*``;
 * RFC 2047 encoded words (text containing ``"=?"``) in header values and display names:
   ``test_encoded_words_in_headers``;
-* ``headers={...}`` names that are not short RFC 5322 field names or that name a header
-  FluxMail manages (From, To, Bcc, Date, Content-*, ...): ``test_custom_header_names_*``;
-* display names with an unbreakable run of more than 40 characters (no blank):
-  ``test_long_display_names``;
+* display names with a word of more than 40 characters: ``test_long_display_names``;
 * display names of more than 30 characters that need quoting (RFC 5322 specials):
   ``test_long_quoted_display_names``;
 * non-ASCII display names in a message that is not SMTPUTF8 (written as encoded words),
   but for one short name alone: ``test_non_ascii_display_names``;
-* domains with characters that IDNA maps to ASCII punctuation (U+FF1C, U+00B4, ...):
-  ``test_idna_traps_in_domains``;
-* C1 control characters in addresses: ``test_address_c1_controls_refused``;
-* tabs in envelope addresses: ``test_envelope_address_whitespace``;
-* NUL in message bodies: ``test_body_nul_never_raw``;
-* wrong argument types for ``headers`` and ``dsn_*``: ``test_*_argument_type*``;
-* exact round trip of long non-ASCII header text: ``test_non_ascii_header_text_exact``;
-* reply data that nobody reads yet (no limit on the parser's buffer):
-  ``test_reply_unread_buffer_is_bounded``.
+* lone surrogates in bodies: ``test_surrogates_in_bodies``;
+* exact round trip of long non-ASCII header text: ``test_non_ascii_header_text_exact``.
+
+Classes that were carved out until FluxMail was fixed, and are plain properties now: C1
+controls, lone surrogates in headers and commands, tabs in envelope addresses, IDNA results
+that are not host names, NUL in bodies, custom header names, argument types, and a reply
+buffer nobody reads.
 
 Decisions. A header value must read back as the text given (``same_header_text``): leading
 blanks never count, and in a display name (an RFC 5322 phrase) only the words count. ASCII
@@ -39,9 +33,8 @@ email package of this Python mishandles blanks next to the encoded words it writ
 gh-144156 and relatives); ``test_non_ascii_header_text_exact`` pins the exact form.
 A NUL character is legitimate *input* but must never reach the wire raw: RFC 5322 2.3 and
 RFC 2045 2.7 forbid NUL in 7bit data (FluxMail may refuse it or transfer-encode it). The
-"control characters" an address must not contain are Unicode category Cc (C0, DEL, C1) and
-U+2028/U+2029; the characters that must never reach a header or command line are FluxMail's
-own injection set (C0 but tab, DEL, U+0085, U+2028, U+2029).
+"control characters" that must never reach a header, an address or a command line are
+Unicode category Cc but tab (C0, DEL, C1), U+2028/U+2029, and lone surrogates.
 
 ``FLUXMAIL_FUZZ_SCALE=20`` multiplies the number of examples for a deeper local run.
 """
@@ -117,14 +110,14 @@ SLOW = fuzz(30)
 #: Characters that have broken mail software before: line breaks of every kind, NUL, other
 #: controls, address and header syntax, RFC 2047 markers, odd spaces, non-BMP, bidi controls.
 NASTY = (
-    "\r\n\x00\t\x0b\x0c\x1b\x1c\x1d\x1e\x1f\x7f\x80\x85\x9b\u2028\u2029"
+    "\r\n\x00\t\x0b\x0c\x1b\x1c\x1d\x1e\x1f\x7f\x80\x85\x9b\u2028\u2029\ud800\udfff"
     "<>\"',;:@\\()[]. =?_-\u00a0\u3000\u200b\ufeff\u202eé€𝄞"
 )
 C1_CONTROLS = "".join(map(chr, range(0x80, 0xA0)))
 #: Characters that IDNA turns into ASCII punctuation or a space (see ``idna_trap``).
 IDNA_TRAPS = "\uff1c\uff1e\uff0c\uff20\u00b4\u00a8\u2474\u2100\ufe64\uff02\uff1b\uff1a\uff3c"
 
-#: Any Unicode scalar value (lone surrogates are ``test_surrogates_*``).
+#: Any character, and the usual suspects (lone surrogates among them).
 any_char = st.one_of(st.characters(codec="utf-8"), st.sampled_from(NASTY))
 
 
@@ -151,8 +144,8 @@ def idna_ok(label: str) -> bool:
     return True
 
 
-#: Characters for text that may end up in a domain (IDNA traps are ``test_idna_*``).
-addr_char = any_char.filter(lambda ch: not idna_trap(ch))
+#: Characters for text that may end up in a domain (IDNA traps included: they must be refused).
+addr_char = any_char
 
 
 def texts(alphabet: st.SearchStrategy[str] = any_char, max_size: int = 40) -> Any:
@@ -711,39 +704,56 @@ def check_people(people: dict[str, Any]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="build() leaves display names to the email package, which cannot fold a long word "
-    "in an address header: create('s', ['0' * 1000 + ' <a@example.com>'], 'b') writes a To "
-    "line of 1001 octets (RFC 5322: 998 at most); with SMTPUTF8 (policy utf8=True, a non-ASCII "
-    "local part anywhere) non-ASCII names are written raw too, so 'é' * 600 gives 1201 octets",
+    reason="HEADER BLOCK CUT SHORT: build() leaves display names to the email package, which "
+    "cannot fold a long word in an address header. Two words of 100 characters, create('s', "
+    "['\"' + '0' * 100 + ' ' + '0' * 100 + '\" <n@example.com>'], 'b'), give 'To:\\r\\n "
+    "000...\\r\\n\\r\\n 000...': an empty line inside the headers, so Subject, Date, "
+    "Message-ID and Content-Type become body text; one word of 1000, create('s', ['0' * 1000 "
+    "+ ' <a@example.com>'], 'b'), a To line of 1001 octets (RFC 5322: 998 at most), and with "
+    "SMTPUTF8 (utf8 policy) 'é' * 600 one of 1201 octets",
 )
 @FAST
 @given(
-    st.text(any_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=4).filter(no_ew),
-    st.integers(41, 1000),
+    st.lists(
+        st.builds(
+            lambda piece, times: piece * times,
+            st.text(clean_name_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=4),
+            st.integers(41, 1000),
+        ).filter(no_ew),
+        min_size=1,
+        max_size=3,
+    ).map(" ".join),
     good_addresses,
 )
-@example("0", 1000, "a@example.com")
-@example("é", 600, "jörg@x.example")
-def test_long_display_names(piece: str, times: int, address: str) -> None:
-    """A display name with a long unbreakable run is refused, or folded (encoded) to fit."""
-    value = quoted(piece * times, address)
+@example("0" * 100 + " " + "0" * 100, "n@example.com")
+@example("0" * 1000, "a@example.com")
+@example("é" * 600, "jörg@x.example")
+def test_long_display_names(name: str, address: str) -> None:
+    """A display name with long unbreakable words is refused, or folded (encoded) to fit."""
+    value = quoted(name, address)
     msg = check_headers(create_bytes(recipients=[value]), expected_headers())
     if msg is not None:
         check_addresses(msg["To"], [value])
 
 
 @pytest.mark.xfail(
-    strict=False,  # hypothesis does not always reach a failing example in its budget
-    reason="CPython's email folder garbles long non-ASCII display names in address lists "
-    "(encoded words swallow the separating comma); FluxMail should fold address headers itself",
+    strict=True,
+    reason="RECIPIENT LOST FROM THE HEADER: the email package of this Python encodes the comma "
+    "after a non-ASCII display name when the fold falls there, so the next address merges "
+    "into it: create('s', ['team@example.com', 'José García <jgarcia1@example.com>', "
+    "'bob@example.com'], 'b') writes 'To: team@example.com, =?utf-8?q?Jos=C3=A9_Garc=C3=ADa?= "
+    "<jgarcia1@example.com>\\r\\n =?utf-8?q?=2C?= bob@example.com', which lists two "
+    "recipients, not three; other names get an encoded word cut in two. FluxMail should "
+    "write (fold) address headers itself",
 )
 @MEDIUM
 @given(people_with(display_names(clean_name_char), ascii_addresses))
 @example(
     {
         "recipients": [
-            "00\x80\x80\u0800 00000\x80\x80\x80\x80\u0800\U00010000\U00010000<0.0.0@0.com>",
-            "0@0.com",
+            "team@example.com",
+            "José García <jgarcia1@example.com>",
+            "bob@example.com",
         ],
         "cc": [],
         "bcc": [],
@@ -775,24 +785,38 @@ def test_short_non_ascii_display_name(name: str, address: str) -> None:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="HEADER SPOOFING, still (CPython gh-80222, fixed upstream in 2025, not in the "
+    "Python 3.11.7 of this venv): a quoted display name longer than a line is folded without "
+    "its quotes. parse_address refuses names over MAX_QUOTED_NAME = 60 characters with "
+    "punctuation, but escaping doubles every quote and backslash: the 52-character name '\"' "
+    "* 30 + ',evil@attacker.example' (create('s', ['\"' + '\\\\\"' * 30 + ',evil@attacker."
+    "example\" <ceo@example.com>'], 'b')) gives a To header that reads as <> and "
+    "evil@attacker.example, and ceo@example.com is gone. The limit should apply to the "
+    "quoted (escaped) form",
+)
 @FAST
 @given(
-    st.lists(
-        st.text(clean_name_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=20).filter(
-            no_ew
-        ),
-        min_size=2,
-        max_size=12,
-    )
-    .map(" ".join)
-    .filter(lambda name: len(name) > 30 and any(ch in SPECIALS for ch in name)),
+    st.one_of(
+        st.lists(
+            st.text(
+                clean_name_char.filter(lambda ch: ch not in " \t"), min_size=1, max_size=20
+            ).filter(no_ew),
+            min_size=2,
+            max_size=12,
+        ).map(" ".join),
+        st.text(st.sampled_from('"\\,@<> a'), min_size=31, max_size=60),
+    ).filter(lambda name: len(name) > 30 and any(ch in SPECIALS for ch in name)),
     good_addresses,
 )
 @example(
     "Support Team of Example Corporation International Limited, billing@evil.example",
     "ceo@example.com",
 )
+@example('"' * 30 + ",evil@attacker.example", "ceo@example.com")
 def test_long_quoted_display_names(name: str, address: str) -> None:
+    """Long names that need quoting: refused, or written so that they read back as given."""
     value = quoted(name, address)
     msg = check_headers(create_bytes(recipients=[value]), expected_headers())
     if msg is not None:
@@ -952,8 +976,8 @@ def test_non_ascii_header_text_exact(subject: str) -> None:
         assert same_header_text(msg["Subject"], subject, exact=True), msg["Subject"]
 
 
-#: Short text for ODD_VALUES (surrogates and NUL have their own tests).
-odd_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=5)
+#: Short text for ODD_VALUES (no lone surrogates: in bodies they are test_surrogates_in_bodies).
+odd_text = st.text(st.characters(codec="utf-8"), max_size=5)
 #: Values of every type a caller might pass by mistake.
 ODD_VALUES = st.one_of(
     st.none(),
@@ -1054,15 +1078,39 @@ def encoded_word(text: str, encoding: str) -> str:
     return f"=?utf-8?q?{body}?="
 
 
+def encoded_word_variant(word: str, variant: str) -> str:
+    """Spellings of an encoded word that the email package decodes all the same: a blank or
+    a tab inside the encoded text, an empty charset, a language tag, upper-case markers."""
+    prefix, charset, enc, text, _ = word.split("?")
+    match variant:
+        case "blank":
+            text = text[:1] + " " + text[1:]
+        case "tab":
+            text = text[:1] + "\t" + text[1:]
+        case "no-charset":
+            charset = ""
+        case "language":
+            charset += "*en"
+        case "upper":
+            charset, enc = charset.upper(), enc.upper()
+    return "?".join((prefix, charset, enc, text, "="))
+
+
 encoded_words = st.builds(
-    lambda text, inject, enc: encoded_word(text + inject, enc),
+    lambda text, inject, enc, variant: encoded_word_variant(
+        encoded_word(text + inject, enc), variant
+    ),
     st.text(any_char, max_size=10),
     st.sampled_from(["\r\nBcc: v@example.com", "\nTo: v@x", "\rCc: v@x", "\r\n\r\nbody", "\x00"]),
     st.sampled_from("qb"),
+    st.sampled_from(["plain", "blank", "tab", "no-charset", "language", "upper"]),
 )
-with_encoded_words = st.lists(st.one_of(plain_text, encoded_words), min_size=1, max_size=3).map(
-    " ".join
-)
+#: Short plain text around the encoded words (long display names are test_long_display_names).
+with_encoded_words = st.lists(
+    st.one_of(st.text(any_char, max_size=20).filter(no_ew), encoded_words),
+    min_size=1,
+    max_size=3,
+).map(" ".join)
 EW_FIELDS = [
     "subject",
     "to_name",
@@ -1074,18 +1122,11 @@ EW_FIELDS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HEADER INJECTION: build() checks header text for control characters, then the "
-    "email package decodes RFC 2047 encoded words in it and writes the decoded text raw: "
-    "subject='=?utf-8?q?x=0D=0ABcc:_v@x.com?=' puts a real 'Bcc: v@x.com' line on the wire; "
-    "the same through display names (To, Cc, From, Reply-To), in_reply_to, references and "
-    "custom header values; '=0D=0A=0D=0A' ends the header block early (the rest of the "
-    "headers become body), '=0A'/'=0D' give bare LF/CR and '=00' a NUL",
-)
 @FAST
 @given(st.sampled_from(EW_FIELDS), with_encoded_words)
 @example("subject", "=?utf-8?q?x=0D=0ABcc:_v@x.com?=")
+@example("subject", "=?utf-8?q?a b=0D=0ABcc:_v@x.com?=")
+@example("to_name", "=??q?=0D=0ABcc:_v@x.com?=")
 def test_encoded_words_in_headers(field: str, value: str) -> None:
     """Text that looks like RFC 2047 is refused, or written so that it reads back verbatim."""
     named = quoted(value, "n@example.com")
@@ -1117,38 +1158,45 @@ def test_encoded_words_in_headers(field: str, value: str) -> None:
 
 # -- surrogates (xfail: UnicodeEncodeError from inside) -----------------------------------------
 
-with_surrogates = st.text(
-    st.one_of(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), any_char), max_size=8
-).filter(lambda s: any(0xD800 <= ord(c) <= 0xDFFF for c in s))
-SURROGATE_FIELDS = [
-    "subject",
-    "body",
-    "recipient_local",
-    "display_name",
-    "in_reply_to",
-    "custom",
-    "html",
-    "plain_body",
-]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="lone surrogates pass every check in build() (has_control_chars, the address regex "
-    "\\u0080-\\U0010ffff) and create() then raises UnicodeEncodeError from the email package: "
-    "FluxMail('smtp', 'h', sender='a@example.com').create('s\\ud800', ['t@example.com'], 'b')",
+#: Text with at least one lone surrogate (UTF-8 cannot encode it).
+with_surrogates = st.builds(
+    lambda a, surrogate, b: a + surrogate + b,
+    st.text(any_char, max_size=4),
+    st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"]),
+    st.text(any_char, max_size=4),
 )
+HEADER_FIELDS = ["subject", "recipient_local", "display_name", "in_reply_to", "custom"]
+
+
 @FAST
-@given(st.sampled_from(SURROGATE_FIELDS), with_surrogates)
+@given(st.sampled_from(HEADER_FIELDS), with_surrogates)
 @example("subject", "\ud800")
-def test_surrogates_in_create(field: str, value: str) -> None:
+def test_surrogates_in_headers(field: str, value: str) -> None:
+    """A lone surrogate anywhere in header text or an address is refused (FluxMailException)."""
     args: dict[str, Any] = {
         "subject": {"subject": "s" + value},
-        "body": {"body": value},
         "recipient_local": {"recipients": [f"a{value}@example.com"]},
         "display_name": {"recipients": [f"{value} <t@example.com>"]},
         "in_reply_to": {"in_reply_to": value},
         "custom": {"headers": {"X-A": value}},
+    }[field]
+    assert create_bytes(**args) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="message._set_body does not check bodies for lone surrogates, and the email package "
+    "then raises UnicodeEncodeError from create(): FluxMail('smtp', 'h', sender="
+    "'a@example.com').create('s', ['t@example.com'], '\\ud800') (also html bodies and "
+    "plain_body)",
+)
+@FAST
+@given(st.sampled_from(["body", "html", "plain_body"]), with_surrogates)
+@example("body", "\ud800")
+def test_surrogates_in_bodies(field: str, value: str) -> None:
+    """A lone surrogate in a body is refused (FluxMailException), or written as something."""
+    args: dict[str, Any] = {
+        "body": {"body": value},
         "html": {"body": value, "html_body": True},
         "plain_body": {"body": "<p>", "html_body": True, "plain_body": value},
     }[field]
@@ -1181,12 +1229,13 @@ body_fragments = st.sampled_from(
         "é",
         "\u2028",
         "\x0c",
+        "\x00",
         "x" * 1200,
         "." + "y" * 1100,
     ]
 )
-#: Body text: any character but NUL (bodies with NUL are test_body_nul_never_raw).
-body_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+#: Body text: any character (lone surrogates are test_surrogates_in_bodies).
+body_text = st.text(st.characters(codec="utf-8"), max_size=20)
 bodies = st.lists(st.one_of(body_fragments, body_text), max_size=12).map("".join)
 
 
@@ -1294,17 +1343,11 @@ def test_command_is_one_line(verb: str, args: list[str]) -> None:
     check_command(verb, args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="command() encodes with line.encode('utf-8') and no check for lone surrogates: "
-    "command('EHLO', '\\ud800') raises UnicodeEncodeError, reachable through "
-    "FluxMail(local_hostname=...) and through envelope addresses (the sync transport only "
-    "maps OSError and FluxMailException)",
-)
 @FAST
 @given(st.sampled_from(VERBS), with_surrogates)
 @example("EHLO", "\ud800")
 def test_surrogates_in_command(verb: str, arg: str) -> None:
+    """A lone surrogate (which UTF-8 cannot encode) is refused like a control character."""
     check_command(verb, [arg])
 
 

@@ -61,7 +61,9 @@ def parse_address(value: object, *, role: str = "address") -> Address:
     return Address(display_name=name, username=local, domain=ascii_domain(domain, value))
 
 
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+# Anything shaped like an encoded word, even a malformed one (the decoder is lenient: an empty
+# charset still decodes), is refused rather than second-guessed.
+_ENCODED_WORD = re.compile(r"=\?.*?\?=", re.DOTALL)
 
 
 def check_header_text(value: str, what: str, code: str = "invalid_params") -> str:
