@@ -39,6 +39,8 @@ class _ReplyStream(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        #: Resolved once the transport has really let go of its socket.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -55,6 +57,8 @@ class _ReplyStream(asyncio.Protocol):
         self._error = exc or connection_closed(self.address)
         self._wake()
         self._resume()
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -167,7 +171,7 @@ class AsyncConnection(ConnectionBase):
         if self.info is not None:
             with contextlib.suppress(FluxMailException):
                 await self._run(simple("QUIT"))
-        self._abort()
+        await self._drop()
 
     async def _reset_quietly(self) -> None:
         with contextlib.suppress(FluxMailException):
@@ -178,9 +182,19 @@ class AsyncConnection(ConnectionBase):
         self._abort()
 
     def _abort(self) -> None:
+        """Start closing at once (sync callers); the socket goes on the loop's next turn."""
         stream, self._stream, self.info = self._stream, None, None
         if stream is not None and stream.transport is not None:
             stream.transport.abort() if stream._error else stream.transport.close()
+
+    async def _drop(self) -> None:
+        """Close and wait (briefly) until the socket is really closed: a transport left
+        "closing" when its loop ends is never cleaned up."""
+        stream = self._stream
+        self._abort()
+        if stream is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stream.closed), 2.0)
 
     async def _run(self, conversation: Conversation[T]) -> T:
         """Drive a conversation to its end; any failure but an SMTP reply kills the session."""
@@ -198,7 +212,7 @@ class AsyncConnection(ConnectionBase):
         except SMTPReplyError:
             raise
         except (OSError, FluxMailException) as exc:
-            self._abort()
+            await self._drop()
             raise self._map_error(exc, connecting=False) from exc
         except BaseException:
             # Anything else (a caller's callback raising, a cancellation) leaves the session
