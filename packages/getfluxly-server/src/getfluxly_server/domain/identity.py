@@ -88,14 +88,30 @@ def apply(session: Session, event: Event) -> None:
     event.profile_id, event.processed_at = profile.id, now()
 
 
+def lock_project(session: Session, project_id: str) -> None:
+    """Serialise event processing per project: this row lock (PostgreSQL), or the write lock
+    SQLite takes at BEGIN, keeps a person's events in order. It also waits for ingests still
+    committing (their foreign key holds a share lock on the same row)."""
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
+def process_pending(session: Session, project_id: str) -> int:
+    """Apply every stored, unprocessed event of a project, in the caller's locked transaction."""
+    done = 0
+    while batch := store.unprocessed(session, project_id, CHUNK):
+        for event in batch:
+            apply(session, event)
+        done += len(batch)
+    return done
+
+
 def process_project(db: Database, project_id: str) -> int:
-    """Apply every stored, unprocessed event of a project, in order; returns how many."""
+    """Apply every stored, unprocessed event of a project, in order, a chunk per transaction;
+    returns how many."""
     done = 0
     while True:
         with db.transaction() as session:
-            # One processor per project at a time: this row lock (PostgreSQL) or the write
-            # lock SQLite takes at BEGIN keeps a person's events in order.
-            session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+            lock_project(session, project_id)
             batch = store.unprocessed(session, project_id, CHUNK)
             for event in batch:
                 apply(session, event)

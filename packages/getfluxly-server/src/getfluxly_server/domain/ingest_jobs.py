@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from getfluxly_server.domain.identity import ERASE_JOB, erase, process_project
+from getfluxly_server.domain.identity import (
+    ERASE_JOB,
+    erase,
+    lock_project,
+    process_pending,
+    process_project,
+)
 from getfluxly_server.domain.ingest import PROCESS_JOB
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure
@@ -20,9 +26,11 @@ def handlers(db: Database) -> dict[str, Any]:
             project_id = erasure.project_id if erasure is not None else None
         if project_id is None:
             return {"erased": False}
-        # Events stored but not yet stitched may belong to the person: stitch them first.
-        process_project(db, project_id)
+        # Events stored but not yet stitched may belong to the person: stitch them first, in
+        # the same locked transaction as the erasure, so none can slip in between.
         with db.transaction() as session:
+            lock_project(session, project_id)
+            process_pending(session, project_id)
             erase(session, payload["erasure_id"])
         db.checkpoint()
         return {"erased": True}
