@@ -62,16 +62,17 @@ import re
 import secrets
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
+
+from flux_testkit.httpfake import FakeHTTPServer
 
 __all__ = ["IngestFake", "Received", "Reply"]
 
@@ -193,22 +194,10 @@ class _Scripted:
     after_processing: bool
 
 
-class _Server(ThreadingHTTPServer):
-    # Join request threads on close (stop() first interrupts scripted delays), so nothing
-    # outlives the fake.
-    daemon_threads = False
-    block_on_close = True
-
+class _Server(FakeHTTPServer):
     def __init__(self, fake: IngestFake) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(fake, _Handler)
         self.fake = fake
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):
-            return  # the client gave up (a timeout test); nothing to report
-        self.fake._note(f"fake crashed: {exc!r}")
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

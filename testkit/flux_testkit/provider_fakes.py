@@ -45,17 +45,18 @@ import hmac
 import json
 import re
 import secrets
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
+
+from flux_testkit.httpfake import FakeHTTPServer
 
 __all__ = [
     "FakeProviderServer",
@@ -135,22 +136,10 @@ class _Scripted:
     path: str | None
 
 
-class _Server(ThreadingHTTPServer):
-    # Join request threads on close (stop() first interrupts any scripted delay), so nothing
-    # outlives the fake.
-    daemon_threads = False
-    block_on_close = True
-
+class _Server(FakeHTTPServer):
     def __init__(self, fake: FakeProviderServer) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(fake, _Handler)
         self.fake = fake
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):
-            return  # the client gave up (a timeout test); nothing to report
-        self.fake._note(f"fake crashed: {exc!r}")
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
