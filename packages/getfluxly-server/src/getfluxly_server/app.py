@@ -5,15 +5,19 @@ Settings are built once (by the CLI) and passed down; nothing below reads the en
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from getfluxly_server import __version__
 from getfluxly_server.api import browser, dev, errors, ingest, profiles, projects, providers
+from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.ratelimit import RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
@@ -26,16 +30,28 @@ def build_context(settings: Settings) -> BuildContext:
 
 
 def create_app(settings: Settings, db: Database) -> FastAPI:
+    writer = ingest_writer(db)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # The server has finished its requests: nothing queued is still awaited, but let
+        # the writer finish its group before the database is closed under it.
+        writer.close()
+
     app = FastAPI(
         title="GetFluxly",
         version=__version__,
         description="Self-hosted lifecycle email: tenancy, keys and email providers.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.db = db
     app.state.build_context = build_context(settings)
     errors.install(app)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.known_keys = KnownKeys()
+    app.state.ingest_writer = writer
     for module in (projects, providers, ingest, profiles, dev, browser):
         app.include_router(module.router)
     # Browsers post events from customer sites: CORS for the ingest paths, and only those.

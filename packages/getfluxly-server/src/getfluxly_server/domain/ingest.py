@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage import jobs
+from getfluxly_server.storage import tenancy as tenancy_store
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.group_commit import GroupCommit
 
 PROCESS_JOB = "events.process"
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -132,22 +135,35 @@ class Answer:
     body: dict[str, Any]
 
 
-def accept(
-    session: Session,
+@dataclass(frozen=True)
+class Submission:
+    """One request's events, validated outside any transaction, waiting to be stored."""
+
+    project_id: str
+    key_id: str
+    rows: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    batch: bool
+    received_at: datetime
+    idempotency_key: str | None = None
+
+    @property
+    def weight(self) -> int:
+        return max(1, len(self.rows))
+
+
+def prepare(
     project_id: str,
+    key_id: str,
     raw_events: list[Any],
     *,
     batch: bool,
     idempotency_key: str | None = None,
     received_at: datetime | None = None,
-) -> Answer:
-    """Store what is valid and say what is not, in the caller's transaction (which must
-    commit before the answer is sent)."""
+) -> Submission:
+    """Validate a request's events (CPU only, no database). A single bad event is a
+    validation_error; in a batch each bad one is reported by its index instead."""
     received_at = received_at or datetime.now(UTC)
-    if idempotency_key is not None:
-        stored = store.claim_key(session, project_id, idempotency_key, received_at - REPLAY_WINDOW)
-        if stored is not None:
-            return Answer(stored.status, dict(stored.body))
     rows, errors = [], []
     for index, raw in enumerate(raw_events):
         try:
@@ -156,17 +172,66 @@ def accept(
             if not batch:
                 raise DomainError("validation_error", str(exc)) from None
             errors.append({"index": index, "error": "validation_error", "detail": str(exc)})
-    if store.insert_events(session, rows):
+    return Submission(project_id, key_id, rows, errors, batch, received_at, idempotency_key)
+
+
+def store_all(session: Session, submissions: Sequence[Submission]) -> list[Answer | DomainError]:
+    """Store the submissions in the caller's transaction, which must commit before any of
+    the answers is sent; one answer (or error) per submission, in order.
+
+    The key that sent each submission is checked again here, in the transaction that
+    stores its events: the API may have authenticated it from a cache, and a key revoked
+    since then must store nothing. All the events go in as one INSERT, however many
+    requests they came from (see storage.group_commit).
+    """
+    live = tenancy_store.live_key_ids(session, {s.key_id for s in submissions})
+    answers: list[Answer | DomainError] = []
+    rows: list[dict[str, Any]] = []
+    for submission in submissions:
+        answer, fresh = _answer(session, submission, submission.key_id in live)
+        if fresh:
+            rows += submission.rows
+        answers.append(answer)
+    for project_id in sorted(store.insert_events(session, rows)):
         jobs.enqueue_once(
             session, PROCESS_JOB, {"project_id": project_id}, f"{PROCESS_JOB}:{project_id}"
         )
-    body: dict[str, Any] = {"accepted": len(rows), "rejected": len(errors)}
-    if batch:
-        body["errors"] = errors
+    return answers
+
+
+def _answer(
+    session: Session, submission: Submission, key_live: bool
+) -> tuple[Answer | DomainError, bool]:
+    """The answer to a submission, and whether its events are to be inserted (not when its
+    key was revoked, nor when its idempotency key replays an earlier answer)."""
+    if not key_live:
+        return DomainError("unauthenticated", "Unknown or revoked API key"), False
+    project_id, key = submission.project_id, submission.idempotency_key
+    if key is not None:
+        since = submission.received_at - REPLAY_WINDOW
+        stored = store.claim_key(session, project_id, key, since)
+        if stored is not None:
+            return Answer(stored.status, dict(stored.body)), False
+    body: dict[str, Any] = {"accepted": len(submission.rows), "rejected": len(submission.errors)}
+    if submission.batch:
+        body["errors"] = submission.errors
     body["request_id"] = request_id()
-    if idempotency_key is not None:
-        store.store_response(session, project_id, idempotency_key, 202, body)
-    return Answer(202, body)
+    if key is not None:
+        store.store_response(session, project_id, key, 202, body)
+    return Answer(202, body), True
+
+
+def writer(db: Database) -> GroupCommit[Submission, Answer]:
+    """The group commit that stores submissions: one writer thread on SQLite (it has one
+    writer at a time anyway), a few on PostgreSQL; up to 1,000 events per transaction."""
+    return GroupCommit(
+        db,
+        store_all,
+        name="ingest-writer",
+        threads=1 if db.is_sqlite else 4,
+        max_weight=1_000,
+        weight=lambda submission: submission.weight,
+    )
 
 
 def parse_body(payload: Mapping[str, Any] | Any, *, batch: bool) -> list[Any]:

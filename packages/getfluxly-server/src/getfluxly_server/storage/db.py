@@ -6,8 +6,9 @@ an API process and its workers share one file safely; PostgreSQL is used through
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,15 @@ class Database:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+            # SQLite lets one writer in at a time; the others wait in its busy handler, which
+            # polls with sleeps of up to 100 ms. Writers of this process queue on this lock
+            # instead and get the database the moment it is free. (Other processes still
+            # meet at SQLite's own lock.) Re-entrant, so a nested write fails as it would
+            # without the lock (busy timeout) rather than hanging.
+            self._write_lock: AbstractContextManager[object] = threading.RLock()
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self._write_lock = nullcontext()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(
             self.engine.execution_options(read_only=True), expire_on_commit=False
@@ -36,7 +44,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed if the block succeeds, else rolled back."""
-        with self._sessions() as session, session.begin():
+        with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

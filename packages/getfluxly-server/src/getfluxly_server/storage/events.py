@@ -20,20 +20,21 @@ from getfluxly_server.storage.models import (
 )
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Insert events, skipping any whose (project, message_id) is already stored; returns how
-    many were new. One statement per batch: the storage limit, not Python, sets the pace."""
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert events, skipping any whose (project, message_id) is already stored; returns the
+    projects that got new events. One statement for all the rows: the storage limit, not
+    Python, sets the pace."""
     if not rows:
-        return 0
+        return set()
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
         insert(Event)
         .on_conflict_do_nothing(index_elements=["project_id", "message_id"])
-        .returning(Event.id)
+        .returning(Event.project_id)
     )
-    # Core, not ORM: one multi-row INSERT; RETURNING counts the rows that were new.
-    return len(session.connection().execute(statement, rows).all())
+    # Core, not ORM: one multi-row INSERT; RETURNING names the rows that were new.
+    return set(session.connection().execute(statement, rows).scalars())
 
 
 def claim_key(

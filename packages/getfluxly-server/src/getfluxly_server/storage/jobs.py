@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from getfluxly_server.storage.models import Job, now
+from getfluxly_server.storage.models import QUEUED, Job, now
 
 
 def enqueue(
@@ -35,10 +36,20 @@ def enqueue(
 
 def enqueue_once(session: Session, kind: str, payload: dict[str, Any], unique_key: str) -> None:
     """Enqueue unless a job with ``unique_key`` is already waiting: one pass of it will serve
-    every request that asked (e.g. "process this project's new events")."""
-    waiting = select(Job.id).where(Job.unique_key == unique_key, Job.status == "queued")
-    if session.scalars(waiting.limit(1)).first() is None:
-        enqueue(session, kind, payload).unique_key = unique_key
+    every request that asked (e.g. "process this project's new events").
+
+    One statement against the partial unique index on queued jobs, so two transactions that
+    ask at once still leave one job (the second waits for the first to commit, then skips).
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.connection().execute(
+        insert(Job)
+        .values(kind=kind, payload=payload, unique_key=unique_key)
+        # The predicate as literal SQL: PostgreSQL must match it to the index's own, which it
+        # cannot do for a bound parameter once psycopg prepares the statement.
+        .on_conflict_do_nothing(index_elements=["unique_key"], index_where=QUEUED)
+    )
 
 
 def claim(session: Session, worker: str, kinds: list[str], lease: timedelta) -> Job | None:

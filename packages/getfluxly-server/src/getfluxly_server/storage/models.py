@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,6 +115,10 @@ class EmailProvider(Base):
     __table_args__ = (Index("ix_email_providers_project", "project_id"),)
 
 
+#: The predicate of queued jobs, as literal SQL (for a partial index and its conflict target).
+QUEUED = text("status = 'queued'")
+
+
 class Job(Base):
     """A durable job. Visible to workers once the transaction that enqueued it commits."""
 
@@ -138,7 +143,14 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_claim", "status", "run_at"),
-        Index("ix_jobs_unique", "unique_key", "status"),
+        # One queued job per unique_key (enqueue_once is an INSERT ... ON CONFLICT on it).
+        Index(
+            "ux_jobs_queued_unique",
+            "unique_key",
+            unique=True,
+            sqlite_where=QUEUED,
+            postgresql_where=QUEUED,
+        ),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -60,6 +60,12 @@ def add_key(
 
 def key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
     return session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+
+
+def live_key_ids(session: Session, key_ids: Collection[str]) -> set[str]:
+    """Those of ``key_ids`` that exist and are not revoked."""
+    query = select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None))
+    return set(session.scalars(query))
 
 
 def list_keys(session: Session, workspace_id: str, project_id: str | None) -> Sequence[ApiKey]:
