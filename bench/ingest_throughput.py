@@ -11,7 +11,7 @@ For each database, in one invocation, on a fresh database (SQLite file or Postgr
 database) migrated by ``getfluxly migrate`` and served by the real ``getfluxly api`` (or
 ``serve``) subprocess:
 
-1. ``api-batch``: C client threads (httpx, one connection each) post N events in batches of
+1. ``api-batch``: C client threads (http.client, one connection each) post N events in batches of
    100 to ``POST /v1/events/batch``, each batch with its own ``X-Idempotency-Key`` as the SDK
    sends it. Only events in a 202 answer that accepted the whole batch count; afterwards the
    ``events`` table must hold exactly N rows for the project.
@@ -20,10 +20,14 @@ database) migrated by ``getfluxly migrate`` and served by the real ``getfluxly a
    ``events`` table in the same database, with SQLAlchemy Core through the server's own
    ``Database`` engine (same pragmas, same ``BEGIN IMMEDIATE`` on SQLite), in batches of 100,
    each batch one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` in its own
-   committed transaction, exactly the statement ``storage/events.py`` runs (the server must
-   commit each batch before its 202, so the storage limit does too). Once over one connection,
-   once over C; the better of the two is the storage limit.
+   committed transaction, exactly the statement ``storage/events.py`` runs. Once over one
+   connection (``raw-1``), once over C (``raw-c``), and once over one connection in batches
+   of 1,000 (``raw-group``): the server commits the events of concurrent requests together,
+   up to 1,000 in a transaction (``domain/ingest.py`` MAX_EVENTS_PER_COMMIT), so the storage
+   limit must be allowed the same. The best of the three is the storage limit.
 3. ``api-single``: C clients post M single events to ``POST /v1/events``, one per request.
+   ``http-floor`` (information only): the same clients send M ``GET /healthz``, what the
+   HTTP stack manages with nothing behind it.
 4. ``raw-single`` (information only): M rows inserted and committed one at a time over C
    connections, the storage limit of one-event requests.
 
@@ -46,6 +50,7 @@ import argparse
 import base64
 import contextlib
 import functools
+import http.client
 import json
 import os
 import platform
@@ -73,12 +78,12 @@ import httpx
 import psycopg
 from psycopg import sql as pgsql
 from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import quoted_name
 
-from getfluxly_server.domain.ingest import validate
+from getfluxly_server.domain.ingest import MAX_EVENTS_PER_COMMIT, validate
 from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.events import insert_rows
 from getfluxly_server.storage.models import Base, Event
 
 BENCH = Path(__file__).resolve().parent
@@ -92,6 +97,7 @@ QUICK_EVENTS, QUICK_SINGLE = 2_000, 300
 BATCH_SIZE = 100  # the endpoint's maximum, and what the SDK sends
 TARGET_BATCH_RATIO = 0.5  # api-batch events/s / best raw events/s, per database
 TARGET_SINGLE_RPS = 1_000.0  # api-single requests/s
+RAW_PHASES = ("raw-1", "raw-group", "raw-c")  # the storage limit is the best of these
 
 # The tests' convention (scripts/setup-postgres, testkit/flux_testkit/gfserver.py).
 POSTGRES_URL_ENV = "GETFLUXLY_TEST_POSTGRES_URL"
@@ -317,6 +323,14 @@ class PhaseResult:
         self.seconds, self.bench_cpu = meter.wall, meter.bench_cpu
         self.server_cpu, self.postgres_cpu = meter.server_cpu, meter.postgres_cpu
 
+    def take_run(self, run: ClientRun) -> None:
+        """What the clients saw: acceptances, failures, latency percentiles."""
+        self.accepted, self.failures = run.accepted, run.failures
+        self.failed_requests = run.failed_requests
+        p50, p99 = percentile(run.latencies, 0.5), percentile(run.latencies, 0.99)
+        self.latency_ms_p50 = p50 * 1000 if p50 is not None else None
+        self.latency_ms_p99 = p99 * 1000 if p99 is not None else None
+
     def to_json(self) -> dict[str, Any]:
         result = asdict(self)
         result.update(
@@ -435,16 +449,6 @@ def schema_signature(engine: Engine, table: str) -> list[str]:
         for f in found.get_foreign_keys(table)
     ]
     return sorted(columns) + sorted(indexes) + sorted(uniques) + sorted(foreign)
-
-
-def insert_statement(backend: Backend, table: Table) -> Any:
-    """The statement ``storage.events.insert_events`` runs, on ``table``."""
-    insert = postgresql.insert if backend == "postgres" else sqlite.insert
-    return (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["project_id", "message_id"])
-        .returning(table.c.id)
-    )
 
 
 # --------------------------------------------------------------------------- the server
@@ -624,20 +628,27 @@ def post_all(
     base_url: str,
     key: str,
     path: str,
-    bodies: Sequence[bytes],
+    bodies: Sequence[bytes | None],
     expected: Sequence[int],
     clients: int,
     meter: Meter,
     idempotency_keys: Sequence[str] | None = None,
 ) -> ClientRun:
-    """Post every body from ``clients`` threads (one httpx client and connection each),
-    taking bodies in order from a shared cursor. A request counts only when it answered 202
-    with ``accepted`` equal to the events it carried and nothing rejected. ``meter`` is
-    started once every client is connected and stopped when the last answer is in."""
+    """Send every body from ``clients`` threads (one keep-alive connection each), taking
+    bodies in order from a shared cursor: a POST of the body, or a GET where it is None. A
+    POST counts only when it answered 202 with ``accepted`` equal to the events it carried
+    and nothing rejected; a GET when it answered 200. ``meter`` is started once every
+    client is connected and stopped when the last answer is in.
+
+    The clients use the standard library's ``http.client``, about a tenth of httpx's CPU
+    per request: the load generator shares the machine with the server, and what is
+    measured is the server (``bench us/ev`` in the table is the clients' own cost).
+    """
     run = ClientRun()
     lock = threading.Lock()
     cursor = iter(range(len(bodies)))
     barrier = threading.Barrier(clients + 1)
+    address = urlsplit(base_url)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def fail(message: str) -> None:
@@ -646,14 +657,23 @@ def post_all(
             if len(run.failures) < 5:
                 run.failures.append(message)
 
+    def exchange(
+        connection: http.client.HTTPConnection, body: bytes | None, extra: dict[str, str]
+    ) -> tuple[int, bytes]:
+        method = "GET" if body is None else "POST"
+        connection.request(method, path, body=body, headers={**headers, **extra})
+        response = connection.getresponse()
+        return response.status, response.read()
+
     def work() -> None:
         accepted, latencies = 0, []
-        client = httpx.Client(
-            base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT, verify=tls_context()
+        connection = http.client.HTTPConnection(
+            address.hostname or "127.0.0.1", address.port, timeout=REQUEST_TIMEOUT
         )
-        with client:
+        try:
             try:
-                client.get("/healthz")  # the connection is open before the clock starts
+                connection.request("GET", "/healthz")  # connected before the clock starts
+                connection.getresponse().read()
             finally:
                 barrier.wait()
             while True:
@@ -661,22 +681,29 @@ def post_all(
                     index = next(cursor, None)
                 if index is None:
                     break
-                extra = {"X-Idempotency-Key": idempotency_keys[index]} if idempotency_keys else None
+                extra = {"X-Idempotency-Key": idempotency_keys[index]} if idempotency_keys else {}
                 began = time.perf_counter()
                 try:
-                    response = client.post(path, content=bodies[index], headers=extra)
-                except httpx.HTTPError as exc:
+                    status, text = exchange(connection, bodies[index], extra)
+                except (OSError, http.client.HTTPException) as exc:
                     fail(f"request {index}: {type(exc).__name__}: {exc}")
+                    connection.close()  # http.client reconnects on the next request
                     continue
                 latencies.append(time.perf_counter() - began)
-                if response.status_code != 202:
-                    fail(f"request {index}: {response.status_code} {response.text[:200]}")
+                if bodies[index] is None:
+                    if status != 200:
+                        fail(f"request {index}: {status} {text[:200]!r}")
                     continue
-                answer = response.json()
+                if status != 202:
+                    fail(f"request {index}: {status} {text[:200]!r}")
+                    continue
+                answer = json.loads(text)
                 if answer.get("accepted") != expected[index] or answer.get("rejected") != 0:
-                    fail(f"request {index}: 202 but {response.text[:200]}")
+                    fail(f"request {index}: 202 but {text[:200]!r}")
                     continue
                 accepted += expected[index]
+        finally:
+            connection.close()
         with lock:
             run.accepted += accepted
             run.latencies += latencies
@@ -690,6 +717,21 @@ def post_all(
         thread.join()
     meter.stop()
     return run
+
+
+def run_floor_phase(server: Server, *, requests: int, clients: int) -> PhaseResult:
+    """``GET /healthz`` from the same clients: what the HTTP stack (uvicorn, FastAPI, the
+    clients) manages with no work behind it, the ceiling of ``api-single`` (information)."""
+    result = PhaseResult(
+        "http-floor", "GET /healthz, no work behind it (information)", clients, requests,
+        requests, info_only=True,
+    )  # fmt: skip
+    meter = Meter(server.pids, postgres=False)
+    run = post_all(server.url, "", "/healthz", [None] * requests, [0] * requests, clients, meter)
+    result.take(meter)
+    result.take_run(run)
+    result.accepted = result.stored = requests - run.failed_requests
+    return result
 
 
 def run_api_phase(
@@ -722,11 +764,7 @@ def run_api_phase(
     meter = Meter(server.pids, postgres=database.backend == "postgres")
     run = post_all(server.url, key, path, bodies, sizes, clients, meter, keys or None)
     result.take(meter)
-    result.accepted, result.failures = run.accepted, run.failures
-    result.failed_requests = run.failed_requests
-    p50, p99 = percentile(run.latencies, 0.5), percentile(run.latencies, 0.99)
-    result.latency_ms_p50 = p50 * 1000 if p50 is not None else None
-    result.latency_ms_p99 = p99 * 1000 if p99 is not None else None
+    result.take_run(run)
     result.stored = database.scalar(
         "SELECT count(*) FROM events WHERE project_id = :p", p=project_id
     )
@@ -766,7 +804,6 @@ def run_raw_phase(
         table.create(db.engine)
         if schema_signature(db.engine, "events") != schema_signature(db.engine, table.name):
             note(f"   note: {table.name} differs from events in shape (see schema_signature)")
-        statement = insert_statement(database.backend, table)
         lock = threading.Lock()
         cursor = iter(range(len(batches)))
         barrier = threading.Barrier(conns + 1)
@@ -792,7 +829,7 @@ def run_raw_phase(
                         break
                     try:
                         with conn.begin():
-                            inserted[slot] += len(conn.execute(statement, batches[index]).all())
+                            inserted[slot] += len(insert_rows(conn, table, batches[index]))
                     except Exception as exc:
                         fail(f"batch {index}: {type(exc).__name__}: {exc}"[:300])
 
@@ -883,6 +920,18 @@ def run_round(
                 ),
             ),
             (
+                "raw-group",
+                lambda: run_raw_phase(
+                    database,
+                    rows,
+                    conns=1,
+                    batch_size=MAX_EVENTS_PER_COMMIT,
+                    phase="raw-group",
+                    what=f"the same, {MAX_EVENTS_PER_COMMIT} rows a statement (the server's "
+                    "largest group commit)",
+                ),
+            ),
+            (
                 "api-batch",
                 lambda: run_api_phase(
                     server, database, projects.batch, batch=True, workload=workload, clients=c
@@ -904,6 +953,10 @@ def run_round(
                 lambda: run_api_phase(
                     server, database, projects.single, batch=False, workload=workload, clients=c
                 ),
+            ),
+            (
+                "http-floor",
+                lambda: run_floor_phase(server, requests=len(workload.single_bodies), clients=c),
             ),
             (
                 "raw-single",
@@ -1211,7 +1264,7 @@ def median_of(values: list[float | None]) -> float | None:
 
 def summarize(rounds: list[Round]) -> dict[str, Any]:
     """Medians over the rounds of one database, and its ratios."""
-    names = ("raw-1", "api-batch", "raw-c", "api-single", "raw-single")
+    names = ("raw-1", "raw-group", "api-batch", "raw-c", "api-single", "http-floor", "raw-single")
     rates = {name: median_of([r.rate(name) for r in rounds]) for name in names}
     single_rps = median_of(
         [
@@ -1219,10 +1272,10 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
             for r in rounds
         ]
     )
-    raw_best = max((v for v in (rates["raw-1"], rates["raw-c"]) if v is not None), default=None)
+    raw_best = max((rates[n] for n in RAW_PHASES if rates[n] is not None), default=None)
     per_round: list[float | None] = []
     for r in rounds:
-        best = max((v for v in (r.rate("raw-1"), r.rate("raw-c")) if v is not None), default=None)
+        best = max((v for n in RAW_PHASES if (v := r.rate(n)) is not None), default=None)
         api = r.rate("api-batch")
         per_round.append(api / best if api and best else None)
     # The headline is the median of each round's own ratio: API and raw measured minutes
@@ -1237,6 +1290,12 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
             rates["api-batch"] / raw_best if rates["api-batch"] and raw_best else None
         ),
         "api_single_requests_per_second": single_rps,
+        # How close one-event ingest comes to the HTTP stack with nothing behind it.
+        "api_single_over_http_floor": (
+            rates["api-single"] / rates["http-floor"]
+            if rates["api-single"] and rates["http-floor"]
+            else None
+        ),
     }
 
 
@@ -1339,6 +1398,15 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
         print(
             f"{label:<58} {fmt(row['value'], digits):>9} {'>= ' + fmt(row['target'], digits):>9}"
             f"  {'yes' if row['met'] else 'NO'}"
+        )
+
+
+def print_floors(summaries: dict[str, dict[str, Any]]) -> None:
+    for backend, summary in summaries.items():
+        ratio = summary["api_single_over_http_floor"]
+        print(
+            f"{backend}: api-single / http-floor requests/s = {fmt(ratio, 3)} (information: "
+            "how near one-event ingest comes to GET /healthz on the same stack)"
         )
 
 
@@ -1516,6 +1584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print_table(rounds)
     print_targets(target_rows)
+    print_floors(summaries)
     for profiled in profiles.values():
         print_profile(profiled, args.profile_lines)
     exact = all(r.error is None and all(p.exact for p in r.phases.values()) for r in rounds)

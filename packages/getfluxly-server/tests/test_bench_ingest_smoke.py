@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "ingest_throughput.py"
-PHASES = ("raw-1", "api-batch", "raw-c", "api-single", "raw-single")
+PHASES = ("raw-1", "raw-group", "api-batch", "raw-c", "api-single", "http-floor", "raw-single")
 
 
 @pytest.mark.slow
@@ -42,8 +42,10 @@ def test_quick_benchmark_counts_are_exact(backend: str) -> None:
     for name, expected in (
         ("api-batch", report["events"]),
         ("raw-1", report["events"]),
+        ("raw-group", report["events"]),
         ("raw-c", report["events"]),
         ("api-single", report["single_requests"]),
+        ("http-floor", report["single_requests"]),
         ("raw-single", report["single_requests"]),
     ):
         phase = phases[name]
@@ -58,4 +60,5 @@ def test_quick_benchmark_counts_are_exact(backend: str) -> None:
     summary = report["databases"][backend]
     assert summary["api_batch_over_raw"] is not None
     assert summary["api_single_requests_per_second"] is not None
+    assert summary["api_single_over_http_floor"] is not None
     assert {t["database"] for t in report["targets"]} == {backend}

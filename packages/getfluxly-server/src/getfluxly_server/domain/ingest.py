@@ -38,6 +38,8 @@ MAX_BATCH_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 100
 MAX_PROPERTIES = 32
 REPLAY_WINDOW = timedelta(hours=24)
+#: The most events one ingest transaction stores (from as many requests as fit).
+MAX_EVENTS_PER_COMMIT = 1_000
 
 
 class EventInvalid(Exception):  # noqa: N818 - reads as what happened
@@ -223,13 +225,14 @@ def _answer(
 
 def writer(db: Database) -> GroupCommit[Submission, Answer]:
     """The group commit that stores submissions: one writer thread on SQLite (it has one
-    writer at a time anyway), a few on PostgreSQL; up to 1,000 events per transaction."""
+    writer at a time anyway), a few on PostgreSQL; up to MAX_EVENTS_PER_COMMIT events per
+    transaction."""
     return GroupCommit(
         db,
         store_all,
         name="ingest-writer",
-        threads=1 if db.is_sqlite else 4,
-        max_weight=1_000,
+        threads=1 if db.is_sqlite else 2,
+        max_weight=MAX_EVENTS_PER_COMMIT,
         weight=lambda submission: submission.weight,
     )
 
