@@ -208,18 +208,16 @@ def _answer(
     key was revoked, nor when its idempotency key replays an earlier answer)."""
     if not key_live:
         return DomainError("unauthenticated", "Unknown or revoked API key"), False
-    project_id, key = submission.project_id, submission.idempotency_key
-    if key is not None:
-        since = submission.received_at - REPLAY_WINDOW
-        stored = store.claim_key(session, project_id, key, since)
-        if stored is not None:
-            return Answer(stored.status, dict(stored.body)), False
     body: dict[str, Any] = {"accepted": len(submission.rows), "rejected": len(submission.errors)}
     if submission.batch:
         body["errors"] = submission.errors
     body["request_id"] = request_id()
+    key = submission.idempotency_key
     if key is not None:
-        store.store_response(session, project_id, key, 202, body)
+        since = submission.received_at - REPLAY_WINDOW
+        earlier = store.record_response(session, submission.project_id, key, since, 202, body)
+        if earlier is not None:
+            return Answer(earlier.status, dict(earlier.body)), False
     return Answer(202, body), True
 
 

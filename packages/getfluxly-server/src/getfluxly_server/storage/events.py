@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     String,
@@ -54,7 +54,7 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     if not rows:
         return []
     if connection.dialect.name == "postgresql":
-        payload = json.dumps(rows, default=_isoformat, separators=(",", ":"))
+        payload = orjson.dumps(rows).decode()  # datetimes as ISO 8601, natively
         result = connection.execute(_recordset_insert(table, connection.dialect), {"rows": payload})
     else:
         statement = (
@@ -90,51 +90,42 @@ def _recordset_insert(table: Table, dialect: Dialect) -> TextClause:
     )
 
 
-def _isoformat(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def claim_key(
-    session: Session, project_id: str, key: str, since: datetime
+def record_response(
+    session: Session,
+    project_id: str,
+    key: str,
+    since: datetime,
+    status: int,
+    body: dict[str, Any],
 ) -> IdempotentResponse | None:
-    """Claim an idempotency key for this transaction, or return the response stored for it.
+    """Record ``(status, body)`` as the answer to an idempotency key, unless an answer
+    recorded at or after ``since`` exists: then that one is returned, to be replayed.
 
-    The claim is an INSERT: a concurrent request with the same key waits on it (PostgreSQL's
-    unique index; SQLite's write lock) until this transaction commits, then finds the stored
-    response instead of running the request a second time. A claim older than ``since`` has
-    expired and is taken over.
+    The record is an INSERT in the caller's transaction: a concurrent request with the same
+    key waits on it (PostgreSQL's unique index; SQLite's write lock) until this transaction
+    commits, then finds this answer instead of doing the work a second time. An answer older
+    than ``since`` has expired and is replaced.
     """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    claimed = (
+    recorded = (
         session.connection()
         .execute(
             insert(IdempotentResponse)
-            .values(project_id=project_id, key=key, status=0, body={}, created_at=now())
+            .values(project_id=project_id, key=key, status=status, body=body, created_at=now())
             .on_conflict_do_nothing(index_elements=["project_id", "key"])
             .returning(IdempotentResponse.key)
         )
         .first()
     )
-    if claimed is not None:
+    if recorded is not None:
         return None
     row = session.get(IdempotentResponse, (project_id, key), with_for_update=True)
-    if row is not None and row.status and row.created_at >= since:
+    assert row is not None, "a conflicting idempotency row cannot vanish under FOR UPDATE"
+    if row.created_at >= since:
         return row
-    if row is not None:  # expired: this request takes the key over
-        row.created_at = now()
+    row.status, row.body, row.created_at = status, body, now()  # expired: taken over
     return None
-
-
-def store_response(
-    session: Session, project_id: str, key: str, status: int, body: dict[str, Any]
-) -> None:
-    """Fill in the response for a key claimed with :func:`claim_key`."""
-    row = session.get(IdempotentResponse, (project_id, key))
-    assert row is not None, "store_response without claim_key"
-    row.status, row.body = status, body
 
 
 def unprocessed(session: Session, project_id: str, limit: int) -> Sequence[Event]:

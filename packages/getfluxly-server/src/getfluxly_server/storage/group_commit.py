@@ -8,7 +8,8 @@ wait for the single write lock) is paid once per group rather than once per requ
 no load a group is one request and nothing waits for company.
 
 SQLite has one writer at a time anyway, so it is given one writer thread; PostgreSQL a few,
-so that one group's statements overlap another's commit.
+so that one group's statements overlap another's commit. Each thread keeps one connection
+(no pool checkout and liveness ping per group); after a failure it opens a new one.
 
 If a group's transaction fails, each of its items runs again alone in a transaction of its
 own, so one bad item fails only its own request. A handler may also fail single items
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.db import Database
@@ -33,6 +35,12 @@ Result = TypeVar("Result")
 
 #: Runs a group's items in the open transaction; returns one result (or exception) per item.
 Handler = Callable[[Session, Sequence[Item]], Sequence[Result | Exception]]
+
+
+class _ThreadConnection(threading.local):
+    """Each writer thread's own connection (None until its first group)."""
+
+    value: Connection | None = None
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -63,6 +71,7 @@ class GroupCommit(Generic[Item, Result]):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._connection = _ThreadConnection()
 
     def submit(self, item: Item) -> Future[Result]:
         """Queue ``item``; the future resolves once its group has committed (or failed)."""
@@ -98,6 +107,13 @@ class GroupCommit(Generic[Item, Result]):
             self._threads.append(thread)
 
     def _loop(self) -> None:
+        try:
+            self._take_groups()
+        finally:
+            if self._connection.value is not None:
+                self._connection.value.close()
+
+    def _take_groups(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -122,12 +138,17 @@ class GroupCommit(Generic[Item, Result]):
                 self._commit(taken)
 
     def _commit(self, taken: list[tuple[Item, Future[Result]]]) -> None:
+        if self._connection.value is None:
+            self._connection.value = self._db.engine.connect()
         try:
-            with self._db.transaction() as session:
+            with self._db.transaction(self._connection.value) as session:
                 results = self._handler(session, [item for item, _ in taken])
                 if len(results) != len(taken):
                     raise RuntimeError(f"{self._name}: the handler answered the wrong count")
         except Exception as exc:
+            # The connection may be what failed (a restarted database): start afresh.
+            self._connection.value.close()
+            self._connection.value = None
             if len(taken) == 1:
                 taken[0][1].set_exception(exc)
                 return
