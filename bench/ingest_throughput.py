@@ -1014,6 +1014,7 @@ LIBRARY_CATEGORIES = (
 THREAD_GROUPS = (
     ("MainThread", "event loop (main thread)"),
     ("AnyIO worker thread", "threadpool (anyio workers)"),
+    ("ingest-writer", "ingest writer threads (group commit)"),
     ("worker-", "job worker threads"),
 )
 
@@ -1067,10 +1068,12 @@ def categorize(stack: Sequence[str]) -> str:
 def step_of(stack: Sequence[str]) -> str:
     """Which part of the request a threadpool sample belongs to."""
     frames = _frames(stack)
-    if any(fn == "_identify" and "api/auth.py" in fl for fn, fl in frames):
-        return "auth dependency (key lookup, rate limit)"
-    if any(fn == "_accept" and "api/ingest.py" in fl for fn, fl in frames):
-        return "ingest.accept (validate, INSERT, enqueue, commit)"
+    if any(fn in ("_identify", "_look_up") and "api/auth.py" in fl for fn, fl in frames):
+        return "auth (key lookup)"
+    if any(fn == "store_all" and "domain/ingest.py" in fl for fn, fl in frames):
+        return "ingest.store_all (INSERT, idempotency, enqueue)"
+    if any(fn == "_commit" and "storage/group_commit.py" in fl for fn, fl in frames):
+        return "group commit (BEGIN, COMMIT, session)"
     return "other"
 
 

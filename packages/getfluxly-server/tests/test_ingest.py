@@ -535,6 +535,54 @@ def test_publishable_keys_ingest_but_nothing_else_and_workspace_keys_cannot_inge
     assert len(_stored(gf_module_server, project)) == 2
 
 
+def test_json_the_databases_would_refuse_is_a_400_not_a_500(
+    gf_module_server: GFServer, project: GFProject, secret: httpx.Client
+) -> None:
+    """NaN, Infinity, lone surrogates and integers beyond 64 bits are what Python's json
+    accepts and a JSON column (or PostgreSQL) does not: refused at the door, saying why."""
+    bodies = (
+        b'{"event":"x","anonymous_id":"a","properties":{"n":NaN}}',
+        b'{"event":"x","anonymous_id":"a","properties":{"n":-Infinity}}',
+        b'{"event":"x","anonymous_id":"a","properties":{"s":"\\ud800"}}',
+        b'{"event":"x","anonymous_id":"a","properties":{"n":123456789012345678901234567890}}',
+    )
+    for body in bodies:
+        detail = expect_error(_post_raw(secret, "/v1/events", body), 400, "validation_error")
+        assert "not valid JSON" in detail, detail
+        batch = b'{"events":[' + body + b"]}"
+        expect_error(_post_raw(secret, "/v1/events/batch", batch), 400, "validation_error")
+    assert _stored(gf_module_server, project) == []
+    # Long digit strings and the 64-bit extremes are fine, and stored exactly.
+    exact = {"order": "123456789012345678901234567890", "max": 2**63 - 1, "min": -(2**63)}
+    assert secret.post("/v1/events", json=_event(properties=exact)).status_code == 202
+    [row] = _stored(gf_module_server, project)
+    assert _json_value(row["properties"]) == exact
+
+
+def test_a_revoked_key_stores_nothing_even_right_after_it_was_used(
+    gf_module_server: GFServer,
+) -> None:
+    """Ingest authenticates keys it has seen from memory; the transaction that stores the
+    events checks the key again, so revocation (here through the CLI, another process)
+    takes effect on the very next request."""
+    project = gf_module_server.create_project("Revoked mid-stream")
+    secret = gf_module_server.client(project.secret_key)
+    assert secret.post("/v1/events", json=_event()).status_code == 202  # now known
+    gf_module_server.cli(
+        "key", "revoke", "--workspace", project.workspace_id, project.secret_key_id
+    )
+    late = _event()
+    expect_error(secret.post("/v1/events", json=late), 401, "unauthenticated")
+    expect_error(
+        secret.post("/v1/events/batch", json={"events": [_event()]}), 401, "unauthenticated"
+    )
+    assert late["message_id"] not in _message_ids(gf_module_server, project)
+    assert len(_stored(gf_module_server, project)) == 1
+    # The project's other key is unaffected.
+    publishable = gf_module_server.client(project.publishable_key)
+    assert publishable.post("/v1/events", json=_event()).status_code == 202
+
+
 @pytest.fixture(autouse=True)
 def _no_server_errors(gf_module_server: GFServer) -> Iterator[None]:
     """No test here may make the server log an unhandled error (a 500 hidden by a retry)."""

@@ -178,6 +178,10 @@ def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
     # started. With Python's default handler that kills the process at once, before our
     # finally blocks drain the workers; this one turns it into an orderly exit instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    log.debug(
+        "API on %s:%d, database %s, event loop %s, HTTP parser %s",
+        host, port, "SQLite" if db.is_sqlite else "PostgreSQL", config.loop, config.http,
+    )  # fmt: skip
     uvicorn.Server(config).run()
 
 

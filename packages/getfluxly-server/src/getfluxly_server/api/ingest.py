@@ -8,6 +8,8 @@ events of many concurrent requests together.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -33,11 +35,29 @@ async def _json(request: Request, limit: int) -> Any:
         if len(raw) > limit:
             raise DomainError("payload_too_large", f"The body exceeds {limit // 1024} KB")
     try:
-        # Strict where json.loads is lax, as the databases are: NaN and Infinity, lone
-        # surrogates and integers beyond 64 bits are refused here rather than by the INSERT.
-        return orjson.loads(raw)
+        # Strict where json.loads is lax, as the databases are: NaN, Infinity and lone
+        # surrogates are refused here rather than by the INSERT.
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DomainError("validation_error", f"The body is not valid JSON: {exc}") from None
+    if _LONG_DIGITS.search(raw):
+        # orjson reads integers beyond 64 bits as floats, silently rounding them. Rare:
+        # read such a body again, exactly, and refuse what does not fit.
+        try:
+            value = json.loads(raw, parse_int=_int64)
+        except ValueError as exc:
+            raise DomainError("validation_error", f"The body is not valid JSON: {exc}") from None
+    return value
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _int64(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise ValueError(f"the integer {text[:30]} does not fit in 64 bits; send it as a string")
+    return number
 
 
 def _db(request: Request) -> Database:
