@@ -316,24 +316,19 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the test holds the ingest at its idempotency row, which ingest now claims before "
-    "it inserts the event (so concurrent retries cannot both run): the held ingest has stored "
-    "nothing when the erasure runs, and its event arrives after it. Holding an ingest between "
-    "its insert and its commit needs another lever; the erasure itself now stitches and erases "
-    "in one transaction under the project lock",
-)
 def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
     server: GFServer, drain: Drain
 ) -> None:
     """An event of the person whose ingest has not committed when the erasure job starts is
     stitched, then erased, and not left behind to become a new profile with the person's data.
 
-    This holds because the processor's ``FOR UPDATE`` on the project row waits for the
+    This holds because the erasure's ``FOR UPDATE`` on the project row waits for the
     ingest's foreign-key lock (its commit). The test holds an ingest between its insert and
-    its commit by holding the idempotency row of its key, and lets go once the erasure job
-    waits for it. It guards that reliance: with a weaker lock the event would escape.
+    its commit: after inserting the event, the ingest enqueues "process this project" with
+    an INSERT on the partial unique index of queued jobs, and a transaction of the test's
+    holds an uncommitted queued job with that key, so the ingest waits there. The test lets
+    go once the erasure job waits for the ingest. It guards that reliance: with a weaker
+    lock the event would escape.
     """
     if server.database.backend != "postgres":
         pytest.skip("SQLite takes its write lock at BEGIN: no ingest is in flight meanwhile")
@@ -356,17 +351,13 @@ def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
         blocker = engine.connect()
         blocker.begin()
         blocker.exec_driver_sql(
-            "INSERT INTO idempotent_responses (project_id, key, status, body, created_at) "
-            "VALUES (%(p)s, 'in-flight', 202, '{}', now())",
-            {"p": project.id},
+            "INSERT INTO jobs (kind, unique_key, payload, status, run_at, attempts, "
+            "max_attempts, created_at) VALUES ('events.process', %(k)s, '{}', 'queued', "
+            "now() + interval '1 hour', 0, 1, now())",
+            {"k": f"events.process:{project.id}"},
         )
-        sent = pool.submit(
-            person.client.post,
-            "/v1/events/batch",
-            json={"events": [late]},
-            headers={"X-Idempotency-Key": "in-flight"},
-        )
-        _wait(lambda: _lock_waiters(server) >= 1, "the ingest to wait on the held row")
+        sent = pool.submit(person.client.post, "/v1/events/batch", json={"events": [late]})
+        _wait(lambda: _lock_waiters(server) >= 1, "the ingest to wait on the held job row")
         erasure = _erase(person, profile_id, reason="internal")
         assert erasure.status_code == 202, erasure.text
         ran = pool.submit(drain)
