@@ -829,7 +829,7 @@ def run_raw_phase(
                         break
                     try:
                         with conn.begin():
-                            inserted[slot] += len(insert_rows(conn, table, batches[index]))
+                            inserted[slot] += insert_rows(conn, table, batches[index])
                     except Exception as exc:
                         fail(f"batch {index}: {type(exc).__name__}: {exc}"[:300])
 

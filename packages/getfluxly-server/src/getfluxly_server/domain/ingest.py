@@ -194,7 +194,10 @@ def store_all(session: Session, submissions: Sequence[Submission]) -> list[Answe
         if fresh:
             rows += submission.rows
         answers.append(answer)
-    for project_id in sorted(store.insert_events(session, rows)):
+    # Processing is asked for once per project that sent events (if any were new; a pass
+    # over a project with nothing new costs one query).
+    new = store.insert_events(session, rows)
+    for project_id in sorted({row["project_id"] for row in rows} if new else ()):
         jobs.enqueue_once(
             session, PROCESS_JOB, {"project_id": project_id}, f"{PROCESS_JOB}:{project_id}"
         )
