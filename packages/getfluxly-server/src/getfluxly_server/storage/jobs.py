@@ -9,10 +9,11 @@ runs out and the job becomes claimable again.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Insert, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,13 +42,23 @@ def enqueue_once(session: Session, kind: str, payload: dict[str, Any], unique_ke
     One statement against the partial unique index on queued jobs, so two transactions that
     ask at once still leave one job (the second waits for the first to commit, then skips).
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.connection().execute(
+        _enqueue_once_statement(session.get_bind().dialect.name),
+        {"kind": kind, "payload": payload, "unique_key": unique_key},
+    )
+
+
+@functools.cache
+def _enqueue_once_statement(dialect: str) -> Insert:
+    # Built once per dialect: enqueue_once runs in every ingest transaction. The predicate
+    # is literal SQL: PostgreSQL must match it to the index's own, which it cannot do for a
+    # bound parameter once psycopg prepares the statement.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
         insert(Job)
-        .values(kind=kind, payload=payload, unique_key=unique_key)
-        # The predicate as literal SQL: PostgreSQL must match it to the index's own, which it
-        # cannot do for a bound parameter once psycopg prepares the statement.
+        .values(
+            kind=bindparam("kind"), payload=bindparam("payload"), unique_key=bindparam("unique_key")
+        )
         .on_conflict_do_nothing(index_elements=["unique_key"], index_where=QUEUED)
     )
 
