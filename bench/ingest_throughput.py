@@ -234,6 +234,14 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def child_pids(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(child) for child in path.read_text().split()]
+    except OSError:
+        return []
+
+
 def postgres_cpu() -> float:
     """CPU seconds used so far by every PostgreSQL process on this machine (backends,
     WAL writer, checkpointer...; other users' included, and a backend that exited between
@@ -497,9 +505,11 @@ class Server:
         workdir: Path,
         worker: WorkerMode,
         profile_dir: Path | None = None,
+        processes: int = 1,
     ) -> None:
         self.database = database
         self.workdir = workdir
+        self.processes_flag = ["--processes", str(processes)] if processes > 1 else []
         self.worker_mode = worker
         self.profile_dir = profile_dir
         self.port = free_port()
@@ -550,7 +560,7 @@ class Server:
         self.cli("migrate")
         workspace_key: str = json.loads(self.cli("workspace", "create", "Bench"))["workspace_key"]
         mode = "serve" if self.worker_mode == "thread" else "api"
-        args = [mode, "--host", "127.0.0.1", "--port", str(self.port)]
+        args = [mode, "--host", "127.0.0.1", "--port", str(self.port), *self.processes_flag]
         if self.profile_dir is not None:
             self.api = self._spawn(
                 [
@@ -596,7 +606,9 @@ class Server:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.poll() is None]
+        """The server's live processes, with the API's children (``--processes``)."""
+        live = [p.pid for p in self.processes if p.poll() is None]
+        return live + [child for pid in live for child in child_pids(pid)]
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -895,7 +907,9 @@ def run_round(
     noisy stretch of the machine does not fall on one side only (``only``: that phase
     alone, for a profile)."""
     database = new_database(backend, workdir)
-    server = Server(database, workdir, args.worker, profile_dir)
+    # Several API processes are a PostgreSQL deployment (SQLite refuses them).
+    processes = args.api_processes if backend == "postgres" else 1
+    server = Server(database, workdir, args.worker, profile_dir, processes)
     phases: dict[str, PhaseResult] = {}
     try:
         workspace_key = server.start()
@@ -1496,6 +1510,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the default), thread (getfluxly serve), process (api + worker)",
     )
     parser.add_argument(
+        "--api-processes",
+        type=positive,
+        default=1,
+        help="PostgreSQL rounds: getfluxly api --processes N (default 1; SQLite rounds "
+        "always run one process)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=300.0,
@@ -1578,7 +1599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GetFluxly ingest: {args.events:,} events in batches of {BATCH_SIZE}, "
         f"{args.single:,} single-event requests, {args.clients} clients, "
         f"{args.repeats} round(s); {workload.event_bytes:.0f} B/event; event worker "
-        f"{WORKER_LABELS[args.worker]}"
+        f"{WORKER_LABELS[args.worker]}; API processes on PostgreSQL: {args.api_processes}"
     )
     print(
         f"load average {loadavg_start[0]:.2f} at the start on {os.cpu_count()} CPUs "
@@ -1600,6 +1621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
         "event_bytes_avg": round(workload.event_bytes, 1),
         "worker": args.worker,
+        "api_processes_postgres": args.api_processes,
         "worker_running": args.worker != "none",
         "worker_description": WORKER_LABELS[args.worker],
         "server_env": SERVER_ENV,

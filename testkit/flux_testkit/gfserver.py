@@ -489,10 +489,12 @@ class GFServer:
         *,
         env: ServerEnv | None = None,
         mode: Literal["serve", "api"] = "serve",
+        args: Sequence[str] = (),
     ) -> None:
         self.harness = harness
         self.database = database
         self.mode = mode
+        self.args = list(args)
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -542,7 +544,7 @@ class GFServer:
         if self.process is not None and self.process.alive:
             raise RuntimeError("the server is already running")
         for _ in range(3):
-            args = [self.mode, "--host", "127.0.0.1", "--port", str(self.port)]
+            args = [self.mode, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
             process = self.process = GFProcess(self.mode, args, self.env, self._log(self.mode))
             if self._wait_healthy(process):
                 return self

@@ -22,7 +22,7 @@ The ``gf_*`` fixtures run the real GetFluxly server (:mod:`flux_testkit.gfserver
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Unpack
 
@@ -104,6 +104,7 @@ class GFServerFactory(Protocol):
         *,
         env: ServerEnv | None = None,
         mode: Literal["serve", "api"] = "serve",
+        args: Sequence[str] = (),
         start: bool = True,
     ) -> GFServer: ...
 
@@ -161,11 +162,12 @@ def gf_server_factory(
     gf_harness: Harness, gf_database: GFDatabase, tmp_path: Path
 ) -> Iterator[GFServerFactory]:
     """Factory of servers on this test's database: ``gf_server_factory(env={...},
-    mode="serve"|"api", start=True)``.
+    mode="serve"|"api", args=[...], start=True)``.
 
     ``env`` overrides the server environment (None removes a variable); ``mode="api"`` runs
     ``getfluxly api`` with no worker threads, so only workers the test starts with
-    ``.start_worker()`` run jobs; ``start=False`` returns it unstarted (call ``.start()``).
+    ``.start_worker()`` run jobs; ``args`` go after the command's own (``--processes 2``);
+    ``start=False`` returns it unstarted (call ``.start()``).
     Every server it made is closed (clients, API process, workers) when the test ends.
     """
     from flux_testkit.gfserver import GFServer
@@ -176,11 +178,13 @@ def gf_server_factory(
         *,
         env: ServerEnv | None = None,
         mode: Literal["serve", "api"] = "serve",
+        args: Sequence[str] = (),
         start: bool = True,
     ) -> GFServer:
         server = GFServer(
-            gf_harness, gf_database, tmp_path / f"logs-{len(made)}", env=env, mode=mode
-        )
+            gf_harness, gf_database, tmp_path / f"logs-{len(made)}", env=env, mode=mode,
+            args=args,
+        )  # fmt: skip
         made.append(server)
         return server.start() if start else server
 

@@ -15,10 +15,15 @@ Configuration comes from ``GETFLUXLY_*`` variables (see settings.py). Exit codes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -95,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("serve", "api"):
             command.add_argument("--host", default=None)
             command.add_argument("--port", type=int, default=None)
+            command.add_argument(
+                "--processes",
+                type=_positive,
+                default=1,
+                help="serve from this many processes sharing the port (PostgreSQL only; "
+                "one Python process uses one core)",
+            )
         command.set_defaults(handler=handler)
 
     workspace = commands.add_parser("workspace", help="workspaces").add_subparsers(
@@ -139,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(value: str) -> int:
+    number = int(value) if value.isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return number
+
+
 def _database(settings: Settings, *, migrated: bool = True) -> Database:
     """The database, checked: reachable, a known kind, and (unless migrating) up to date."""
     try:
@@ -168,7 +187,13 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
+def _run_api(
+    settings: Settings,
+    db: Database,
+    host: str,
+    port: int,
+    sockets: list[socket.socket] | None = None,
+) -> None:
     import uvicorn
 
     from getfluxly_server.app import create_app
@@ -179,10 +204,11 @@ def _run_api(settings: Settings, db: Database, host: str, port: int) -> None:
     # finally blocks drain the workers; this one turns it into an orderly exit instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log.debug(
-        "API on %s:%d, database %s, event loop %s, HTTP parser %s",
-        host, port, "SQLite" if db.is_sqlite else "PostgreSQL", config.loop, config.http,
+        "API on %s:%d (pid %d), database %s, event loop %s, HTTP parser %s",
+        host, port, os.getpid(), "SQLite" if db.is_sqlite else "PostgreSQL", config.loop,
+        config.http,
     )  # fmt: skip
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -190,26 +216,107 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from getfluxly_server.app import create_worker
-
-    db = _database(settings)
-    worker = create_worker(settings, db)
-    worker.start()
-    try:
-        _run_api(settings, db, args.host or settings.host, args.port or settings.port)
-    finally:
-        worker.stop()
-    return 0
+    return _run(args, settings, with_worker=True)
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
-    _run_api(
-        settings,
-        _database(settings),
-        args.host or settings.host,
-        args.port or settings.port,
-    )
-    return 0
+    return _run(args, settings, with_worker=False)
+
+
+def _run(args: argparse.Namespace, settings: Settings, *, with_worker: bool) -> int:
+    host, port = args.host or settings.host, args.port or settings.port
+    db = _database(settings)
+    if args.processes == 1:
+        _run_one(settings, db, host, port, with_worker=with_worker)
+        return 0
+    if db.is_sqlite:
+        raise UsageError(
+            "--processes needs PostgreSQL: SQLite lets one process write at a time, so more "
+            "API processes would only wait on each other"
+        )
+    if not hasattr(os, "fork"):
+        raise UsageError("--processes needs a system with fork(); run one process per port")
+    db.dispose()  # no connection may be shared across the fork
+    return _run_many(settings, host, port, args.processes, with_worker=with_worker)
+
+
+def _run_one(
+    settings: Settings,
+    db: Database,
+    host: str,
+    port: int,
+    *,
+    with_worker: bool,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """The API (and with ``with_worker`` the job workers, as threads) in this process."""
+    from getfluxly_server.app import create_worker
+
+    worker = create_worker(settings, db) if with_worker else None
+    if worker is not None:
+        worker.start()
+    try:
+        _run_api(settings, db, host, port, sockets)
+    finally:
+        if worker is not None:
+            worker.stop()
+        db.dispose()
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop this process (as SIGTERM would) once its supervisor is gone, even if it was
+    killed outright, so no orphan keeps serving the port."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+def _run_many(settings: Settings, host: str, port: int, count: int, *, with_worker: bool) -> int:
+    """``count`` forked processes serving one listening socket (the kernel hands each
+    connection to one of them). This process only supervises: SIGTERM or SIGINT go on to
+    every child; when one child ends, the others are stopped too, and the exit status is the
+    first child's (so a service manager restarts the whole set)."""
+    listener = socket.create_server((host, port), backlog=2048)
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # a child: its own database engine, event loop and threads
+            status = 0
+            _stop_when_orphaned(os.getppid())
+            try:
+                db = Database(settings.database_url)
+                _run_one(settings, db, host, port, with_worker=with_worker, sockets=[listener])
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                log.exception("API process %d failed", os.getpid())
+                status = 1
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        children.append(pid)
+    listener.close()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("serving on %s:%d from %d processes: %s", host, port, count, children)
+    pid, status = os.wait()
+    first = os.waitstatus_to_exitcode(status)
+    children.remove(pid)
+    forward(signal.SIGTERM, None)
+    for child in children:
+        os.waitpid(child, 0)
+    # A child stopped by our SIGTERM exits 128 + 15: that is an orderly stop.
+    return 0 if first in (0, 128 + signal.SIGTERM) else 1
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
@@ -224,7 +331,6 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from getfluxly_server import devmode
-    from getfluxly_server.app import create_worker
 
     if args.port is not None:
         settings = replace(settings, port=args.port)
@@ -241,12 +347,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
             f"{catcher.address}; data in {settings.data_dir} (Ctrl-C stops)",
             file=sys.stderr,
         )
-        worker = create_worker(settings, db)
-        worker.start()
-        try:
-            _run_api(settings, db, settings.host, settings.port)
-        finally:
-            worker.stop()
+        _run_one(settings, db, settings.host, settings.port, with_worker=True)
     finally:
         catcher.stop()
     return 0
