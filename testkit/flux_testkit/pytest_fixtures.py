@@ -33,6 +33,7 @@ from flux_testkit.smtpd import ServerOptions, SMTPTestServer
 
 if TYPE_CHECKING:
     from flux_testkit.gfserver import Backend, GFDatabase, GFServer, Harness, ServerEnv
+    from getfluxly_server.storage.db import Database
 
 __all__ = [
     "GFServerFactory",
@@ -155,6 +156,19 @@ def gf_database(gf_harness: Harness, gf_backend: Backend, tmp_path: Path) -> Ite
         yield database
     finally:
         database.close()
+
+
+@pytest.fixture
+def gf_db(gf_database: GFDatabase) -> Iterator[Database]:
+    """The test's database (``gf_database``) opened in this process the way the server opens
+    it (``getfluxly_server.storage.db.Database``), disposed at the end of the test."""
+    from getfluxly_server.storage.db import Database
+
+    opened = Database(gf_database.sqlalchemy_url)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
 
 
 @pytest.fixture

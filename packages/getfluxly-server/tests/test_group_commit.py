@@ -10,14 +10,13 @@ The handler here writes job rows, so what was committed is read back from the da
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
@@ -57,15 +56,6 @@ class Recorder:
         return results
 
 
-@pytest.fixture
-def db(gf_database: GFDatabase) -> Iterator[Database]:
-    opened = Database(gf_database.sqlalchemy_url)
-    try:
-        yield opened
-    finally:
-        opened.dispose()
-
-
 def _stored(db: Database) -> list[str]:
     with db.read() as session:
         payloads = session.scalars(select(Job.payload).where(Job.kind == KIND).order_by(Job.id))
@@ -76,9 +66,9 @@ def _writer(db: Database, handler: Recorder, threads: int = 1) -> GroupCommit[st
     return GroupCommit(db, handler, name="test-writer", threads=threads, max_weight=50)
 
 
-def test_waiting_items_share_a_transaction_and_each_gets_its_own_answer(db: Database) -> None:
+def test_waiting_items_share_a_transaction_and_each_gets_its_own_answer(gf_db: Database) -> None:
     handler = Recorder(hold=True)
-    writer = _writer(db, handler)
+    writer = _writer(gf_db, handler)
     try:
         first = writer.submit("first")
         assert handler.entered.wait(10)
@@ -91,12 +81,12 @@ def test_waiting_items_share_a_transaction_and_each_gets_its_own_answer(db: Data
         writer.close()
     # The first group was alone; the 120 behind it went in groups of at most 50.
     assert [len(g) for g in handler.groups] == [1, 50, 50, 20]
-    assert _stored(db) == ["first", *[f"item-{i}" for i in range(120)]]
+    assert _stored(gf_db) == ["first", *[f"item-{i}" for i in range(120)]]
 
 
-def test_a_bad_item_fails_alone_and_its_group_is_stored_without_it(db: Database) -> None:
+def test_a_bad_item_fails_alone_and_its_group_is_stored_without_it(gf_db: Database) -> None:
     handler = Recorder(hold=True)
-    writer = _writer(db, handler)
+    writer = _writer(gf_db, handler)
     try:
         first = writer.submit("first")
         assert handler.entered.wait(10)
@@ -115,14 +105,14 @@ def test_a_bad_item_fails_alone_and_its_group_is_stored_without_it(db: Database)
     # Tried together once, then one by one; "bad" wrote nothing, the rest exactly once.
     assert handler.groups[1] == ["a", "bad", "b", "refused", "c"]
     assert handler.groups[2:] == [["a"], ["bad"], ["b"], ["refused"], ["c"]]
-    assert _stored(db) == ["first", "a", "b", "c"]
+    assert _stored(gf_db) == ["first", "a", "b", "c"]
 
 
 def test_an_item_whose_caller_gave_up_before_it_was_taken_is_never_written(
-    db: Database,
+    gf_db: Database,
 ) -> None:
     handler = Recorder(hold=True)
-    writer = _writer(db, handler)
+    writer = _writer(gf_db, handler)
     try:
         first = writer.submit("first")
         assert handler.entered.wait(10)
@@ -136,12 +126,12 @@ def test_an_item_whose_caller_gave_up_before_it_was_taken_is_never_written(
         assert first.result(30) == "stored first"
     finally:
         writer.close()
-    assert _stored(db) == ["first", "kept"]
+    assert _stored(gf_db) == ["first", "kept"]
 
 
-def test_close_commits_what_is_queued_and_then_refuses_more(db: Database) -> None:
+def test_close_commits_what_is_queued_and_then_refuses_more(gf_db: Database) -> None:
     handler = Recorder(hold=True)
-    writer = _writer(db, handler, threads=2)
+    writer = _writer(gf_db, handler, threads=2)
     futures: list[Future[str]] = [writer.submit(f"item-{i}") for i in range(30)]
     assert handler.entered.wait(10)
     closer = threading.Thread(target=writer.close)
@@ -150,6 +140,6 @@ def test_close_commits_what_is_queued_and_then_refuses_more(db: Database) -> Non
     closer.join(30)
     assert not closer.is_alive()
     assert all(f.result(0).startswith("stored") for f in futures)
-    assert sorted(_stored(db)) == sorted(f"item-{i}" for i in range(30))
+    assert sorted(_stored(gf_db)) == sorted(f"item-{i}" for i in range(30))
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit("late")

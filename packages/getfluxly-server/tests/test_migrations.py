@@ -7,8 +7,6 @@ packaged migrations, puts in data the old schema allowed, and upgrades it again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,19 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Base
 from getfluxly_server.storage.schema import alembic_config, is_current, upgrade
-
-
-@pytest.fixture
-def db(gf_database: GFDatabase) -> Iterator[Database]:
-    opened = Database(gf_database.sqlalchemy_url)
-    try:
-        yield opened
-    finally:
-        opened.dispose()
 
 
 def _migrate(db: Database, revision: str, *, down: bool = False) -> None:
@@ -38,17 +26,17 @@ def _migrate(db: Database, revision: str, *, down: bool = False) -> None:
         (command.downgrade if down else command.upgrade)(config, revision)
 
 
-def test_the_migrated_schema_is_the_models_schema(db: Database) -> None:
-    with db.engine.connect() as connection:
+def test_the_migrated_schema_is_the_models_schema(gf_db: Database) -> None:
+    with gf_db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
 
 def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job(
-    db: Database,
+    gf_db: Database,
 ) -> None:
-    _migrate(db, "0002", down=True)
-    assert not is_current(db)
+    _migrate(gf_db, "0002", down=True)
+    assert not is_current(gf_db)
     rows = [
         ("events.process", "events.process:prj_a", "queued"),  # the oldest: stays queued
         ("events.process", "events.process:prj_a", "queued"),  # a duplicate: folded
@@ -58,7 +46,7 @@ def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job
         ("providers.test_send", None, "queued"),
         ("providers.test_send", None, "queued"),
     ]
-    with db.engine.begin() as connection:
+    with gf_db.engine.begin() as connection:
         for kind, unique_key, status in rows:
             connection.execute(
                 text(
@@ -68,9 +56,9 @@ def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job
                 ),
                 {"kind": kind, "key": unique_key, "status": status},
             )
-    upgrade(db)
-    assert is_current(db)
-    with db.engine.connect() as connection:
+    upgrade(gf_db)
+    assert is_current(gf_db)
+    with gf_db.engine.connect() as connection:
         found = connection.execute(
             text("SELECT kind, unique_key, status, last_error FROM jobs ORDER BY id")
         ).all()
@@ -85,7 +73,7 @@ def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job
     ]
     assert "folded" in (found[1][3] or "")
     # And the new index holds: a second queued job with the same key is refused.
-    with pytest.raises(IntegrityError), db.engine.begin() as connection:
+    with pytest.raises(IntegrityError), gf_db.engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO jobs (kind, unique_key, payload, status, run_at, attempts, "
