@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,18 +48,26 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     No per-row, per-column work in SQLAlchemy (binding 12 columns of 1,000 rows through its
     type processors costs several times the insert itself). PostgreSQL: the rows travel as
     one JSON parameter unpacked by ``json_to_recordset``, so the statement is the same for
-    every batch (prepared once) and the database parses the rows in C. SQLite: one prepared
-    INSERT run for each row by the driver's ``executemany``, values made here in one pass.
+    every batch (prepared once) and the database parses the rows in C. SQLite: multi-row
+    ``INSERT ... VALUES`` of up to SQLITE_ROWS rows, values made here in one pass; one
+    statement step per chunk rather than per row also means one release of the GIL per
+    chunk, where a per-row ``executemany`` hands the GIL to the event loop and back for
+    every row.
     """
     if not rows:
         return 0
-    statement = _insert_statement(table, connection.dialect)
     if connection.dialect.name == "postgresql":
+        statement = _insert_statement(table, connection.dialect, 0)
         # orjson writes datetimes as ISO 8601 with their offset, natively.
         result = connection.exec_driver_sql(statement, {"rows": orjson.dumps(rows).decode()})
-    else:
-        result = connection.exec_driver_sql(statement, [_sqlite_values(row) for row in rows])
-    return int(result.rowcount)
+        return int(result.rowcount)
+    new = 0
+    for start in range(0, len(rows), SQLITE_ROWS):
+        chunk = rows[start : start + SQLITE_ROWS]
+        values = tuple(itertools.chain.from_iterable(_sqlite_values(row) for row in chunk))
+        statement = _insert_statement(table, connection.dialect, len(chunk))
+        new += int(connection.exec_driver_sql(statement, values).rowcount)
+    return new
 
 
 #: The columns a validated event fills (``domain.ingest.validate``), in the order inserted.
@@ -85,8 +95,13 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-@functools.cache
-def _insert_statement(table: Table, dialect: Dialect) -> str:
+#: Rows per SQLite statement: 12 parameters each, within SQLite's 32,766 (999 before 3.32).
+SQLITE_ROWS = 1_000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(ROW_COLUMNS)
+
+
+@functools.lru_cache(maxsize=128)  # a statement per row count: bounded (up to 30 KB each)
+def _insert_statement(table: Table, dialect: Dialect, rows: int) -> str:
+    """The INSERT for ``rows`` rows (SQLite) or any number of them (PostgreSQL: 0)."""
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in ROW_COLUMNS)
     if dialect.name == "postgresql":
@@ -99,7 +114,8 @@ def _insert_statement(table: Table, dialect: Dialect) -> str:
             f"AS ({definitions})) WITH ORDINALITY AS r({names}, ord) ORDER BY ord"
         )
     else:
-        source = f"VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
+        row = f"({', '.join('?' for _ in ROW_COLUMNS)})"
+        source = "VALUES " + ", ".join(row for _ in range(rows))
     # Only identifiers from the table's own metadata (quoted) go into the text; rows are bound.
     return (
         f"INSERT INTO {quote(table.name)} ({names}) {source} "
