@@ -92,3 +92,22 @@ def test_custom_headers_checked(mailer: FluxMail) -> None:
     with pytest.raises(FluxMailException) as info:
         mailer.create("s", ["to@example.com"], "b", headers={"X-Tag": "a\r\nBcc: v@example.com"})
     assert info.value.code == "invalid_params"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"body": "caf\udce9"},  # what errors="surrogateescape" makes of a Latin-1 byte
+        {"body": "<p>\ud800</p>", "html_body": True},
+        {"body": "<p>ok</p>", "html_body": True, "plain_body": "ok \udfff"},
+    ],
+)
+def test_a_lone_surrogate_in_a_body_is_refused_saying_where(
+    mailer: FluxMail, plain_smtp: SMTPTestServer, body: dict[str, object]
+) -> None:
+    with pytest.raises(FluxMailException) as info:
+        mailer.create(subject="s", recipients=["to@example.com"], **body).send()
+    assert info.value.code == "invalid_params"
+    assert "lone surrogate" in str(info.value)
+    assert "position" in str(info.value)
+    assert plain_smtp.connections == 0

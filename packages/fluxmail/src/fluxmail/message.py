@@ -313,11 +313,28 @@ def _transfer_encoding(text: str) -> str | None:
     return "base64" if wide * 3 > len(text) else "quoted-printable"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_text(text: str, what: str) -> str:
+    """``text``, unless it holds a lone surrogate (half of a UTF-16 pair, what a bad decode
+    such as ``errors="surrogateescape"`` leaves behind), which no charset can encode."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise FluxMailException(
+            f"{what} contains a lone surrogate (U+{ord(found.group()):04X}) at position "
+            f"{found.start()}: it is not valid Unicode text; decode the source correctly "
+            "(or with errors='replace') before sending it",
+            "invalid_params",
+        )
+    return text
+
+
 def _set_body(
     msg: EmailMessage, spec: MessageSpec, images: Mapping[object, object]
 ) -> tuple[str | None, str | None, dict[str, Attachment]]:
     """Fill in the body parts; returns the text, the final HTML and the inline images."""
-    body = str(spec.body)
+    body = _unicode_text(str(spec.body), "body")
     if not spec.html_body:
         msg.set_content(body, cte=_transfer_encoding(body))
         return body, None, {}
@@ -326,7 +343,7 @@ def _set_body(
     if spec.plain_body is not None:
         if not isinstance(spec.plain_body, str):
             raise FluxMailException("plain_body must be a string", "invalid_params")
-        text = spec.plain_body
+        text = _unicode_text(spec.plain_body, "plain_body")
         msg.set_content(text, cte=_transfer_encoding(text))
         msg.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
         html_part = next(
