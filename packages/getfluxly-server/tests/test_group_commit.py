@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage import jobs
@@ -143,3 +143,26 @@ def test_close_commits_what_is_queued_and_then_refuses_more(gf_db: Database) -> 
     assert sorted(_stored(gf_db)) == sorted(f"item-{i}" for i in range(30))
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit("late")
+
+
+@pytest.mark.parametrize("gf_backend", ["postgres"])
+def test_a_group_whose_connection_was_dropped_runs_again_on_a_new_one(gf_db: Database) -> None:
+    """A restarted database (here: every other connection terminated) costs the callers
+    nothing: the writer notices its connection is gone and runs the group again."""
+    handler = Recorder()
+    writer = _writer(gf_db, handler)
+    try:
+        assert writer.submit("before").result(30) == "stored before"
+        with gf_db.engine.connect() as admin:
+            killed = admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+        assert killed, "the writer's connection should have been there to terminate"
+        assert writer.submit("after").result(30) == "stored after"
+    finally:
+        writer.close()
+    assert _stored(gf_db) == ["before", "after"]
+    assert handler.groups == [["before"], ["after"], ["after"]]  # lost, then run again

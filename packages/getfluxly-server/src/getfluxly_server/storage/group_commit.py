@@ -13,7 +13,10 @@ so that one group's statements overlap another's commit. Each thread keeps one c
 
 If a group's transaction fails, each of its items runs again alone in a transaction of its
 own, so one bad item fails only its own request. A handler may also fail single items
-without failing the group by returning an exception in that item's place.
+without failing the group by returning an exception in that item's place. If the connection
+was lost (the database restarted), the group runs once more on a new connection. Handlers
+must therefore be safe to run again after a commit whose outcome was lost with the
+connection (ingest is: message ids and idempotency keys make a repeat a no-op).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.db import Database
@@ -137,7 +141,9 @@ class GroupCommit(Generic[Item, Result]):
             if taken:
                 self._commit(taken)
 
-    def _commit(self, taken: list[tuple[Item, Future[Result]]]) -> None:
+    def _commit(
+        self, taken: list[tuple[Item, Future[Result]]], *, reconnected: bool = False
+    ) -> None:
         if self._connection.value is None:
             self._connection.value = self._db.engine.connect()
         try:
@@ -149,6 +155,11 @@ class GroupCommit(Generic[Item, Result]):
             # The connection may be what failed (a restarted database): start afresh.
             self._connection.value.close()
             self._connection.value = None
+            if not reconnected and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                # The database went away (restart, failover, a dropped idle connection): the
+                # same group once more on a new connection, so that callers never see it.
+                self._commit(taken, reconnected=True)
+                return
             if len(taken) == 1:
                 taken[0][1].set_exception(exc)
                 return
