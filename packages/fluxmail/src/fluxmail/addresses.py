@@ -59,6 +59,14 @@ def parse_address(value: object, *, role: str = "address") -> Address:
             "punctuation; shorten it",
             "invalid_email",
         )
+    # Words as the header folder sees them: only a space is a place to break a line.
+    longest = max((len(word.encode("utf-8")) for word in name.split(" ")), default=0)
+    if longest > MAX_NAME_WORD:
+        raise FluxMailException(
+            f"The {role}'s display name has a word of {longest} bytes; at most "
+            f"{MAX_NAME_WORD} fit on a header line: shorten it or break it up",
+            "invalid_email",
+        )
     local, _, domain = text.rpartition("@")
     return Address(display_name=name, username=local, domain=ascii_domain(domain, value))
 
@@ -128,6 +136,9 @@ _ASCII_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 #: folds a long quoted string without its quotes (CPython gh-80222), turning its commas and
 #: angle brackets into address syntax.
 MAX_QUOTED_NAME = 60
+#: The longest word (in UTF-8 bytes) a display name may hold: with the address after it, a
+#: header line stays within RFC 5322's 998 octets.
+MAX_NAME_WORD = 700
 _SPECIALS = set('()<>[]:;@\\,."')
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from fluxmail.addresses import check_header_text, parse_address, parse_addresses
 from fluxmail.errors import FluxMailException
+from fluxmail.folding import address_words, fold, text_words
 from fluxmail.protocol.commands import Envelope, has_control_chars
 
 #: CRLF line endings, no line longer than 998 octets, RFC 2047 for non-ASCII headers.
-WIRE_POLICY = policy.SMTP
+#: SMTP line endings; the headers FluxMail writes already folded (folding.py) stay as written.
+WIRE_POLICY = policy.SMTP.clone(refold_source="none")
 
 PRIORITIES = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
 
@@ -78,6 +80,10 @@ def _require_list(value: object, name: str) -> list[object]:
             f"{name} must be a list, got {type(value).__name__}", "invalid_params"
         )
     return list(value)
+
+
+def _set_addresses(msg: EmailMessage, name: str, addresses: list[Address], *, utf8: bool) -> None:
+    msg.set_raw(name, fold(name, address_words(addresses, utf8=utf8)))
 
 
 def _header_text(value: object, name: str) -> str:
@@ -221,19 +227,20 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
     sender = None if spec.sender is None else parse_address(spec.sender, role="sender")
     reply_to = None if spec.reply_to is None else parse_address(spec.reply_to, role="reply_to")
 
-    everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *([sender] if sender else [])]
+    everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *(a for a in (sender, reply_to) if a)]
     # A non-ASCII local part can only travel as SMTPUTF8 (RFC 6531): UTF-8 headers, and the
     # transport refuses the send if the server lacks the extension.
     utf8 = any(not a.username.isascii() for a in everyone)
     msg = EmailMessage(policy=WIRE_POLICY.clone(utf8=True) if utf8 else WIRE_POLICY)
+    # Addresses and text are folded here, not by the email package (see folding.py).
     if sender is not None:
-        msg["From"] = sender
-    msg["To"] = to_addrs
+        _set_addresses(msg, "From", [sender], utf8=utf8)
+    _set_addresses(msg, "To", to_addrs, utf8=utf8)
     if cc_addrs:
-        msg["Cc"] = cc_addrs
+        _set_addresses(msg, "Cc", cc_addrs, utf8=utf8)
     if reply_to is not None:
-        msg["Reply-To"] = reply_to
-    msg["Subject"] = subject
+        _set_addresses(msg, "Reply-To", [reply_to], utf8=utf8)
+    msg.set_raw("Subject", fold("Subject", text_words(subject, utf8=utf8)))
     msg["Date"] = format_datetime(localtime())
     msg["Message-ID"] = make_msgid(domain=id_domain or _id_domain(sender))
     _threading_headers(msg, spec.in_reply_to, spec.references)
@@ -251,7 +258,7 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
         msg["List-Unsubscribe"] = f"<{url}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in _custom_headers(spec.headers):
-        msg[name] = value
+        msg.set_raw(name, fold(name, text_words(value, utf8=utf8)))
 
     text, html, inline = _set_body(msg, spec, images or {})
     files = [read_file(path, what="Attachment") for path in attachments]
