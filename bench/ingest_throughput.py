@@ -17,10 +17,10 @@ database) migrated by ``getfluxly migrate`` and served by the real ``getfluxly a
    ``events`` table must hold exactly N rows for the project.
 2. ``raw-1`` and ``raw-C``: the same N rows (what the server's own ``validate`` makes of the
    same events, built before the clock starts) inserted straight into a fresh copy of the
-   ``events`` table in the same database, with SQLAlchemy Core through the server's own
-   ``Database`` engine (same pragmas, same ``BEGIN IMMEDIATE`` on SQLite), in batches of 100,
-   each batch one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` in its own
-   committed transaction, exactly the statement ``storage/events.py`` runs. Once over one
+   ``events`` table in the same database, through the server's own ``Database`` engine
+   (same pragmas, same ``BEGIN IMMEDIATE`` on SQLite) and its own ``insert_rows`` (the
+   statement ``storage/events.py`` runs, ``ON CONFLICT DO NOTHING``), in batches of 100, each
+   batch in its own committed transaction. Once over one
    connection (``raw-1``), once over C (``raw-c``), and once over one connection in batches
    of 1,000 (``raw-group``): the server commits the events of concurrent requests together,
    up to 1,000 in a transaction (``domain/ingest.py`` MAX_EVENTS_PER_COMMIT), so the storage
