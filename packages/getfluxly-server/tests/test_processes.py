@@ -129,3 +129,30 @@ def test_sqlite_refuses_several_processes_and_says_why(gf_server: GFServer) -> N
     assert done.returncode == 2
     assert "--processes needs PostgreSQL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@postgres_only
+def test_the_processes_share_each_keys_rate_limit(gf_server_factory: GFServerFactory) -> None:
+    """A bucket of 3 refilled at 0.1 a second: 12 requests on 12 connections (the kernel
+    spreads them over both processes) get 3 answers, not 3 per process."""
+    limits = {"GETFLUXLY_RATE_LIMIT_PER_SECOND": "0.1", "GETFLUXLY_RATE_LIMIT_BURST": "3"}
+    server = gf_server_factory(mode="api", args=["--processes", "2"], env=limits)
+    # Made with the workspace key (its own bucket), so the project key's is still full.
+    project = server.create_project("Shared limits")
+
+    def send(n: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            return client.post(
+                "/v1/events",
+                json={"event": "page_viewed", "anonymous_id": f"a{n}"},
+                headers={"Authorization": f"Bearer {project.secret_key}"},
+            )
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(12)))
+    assert sorted(r.status_code for r in answers) == [202] * 3 + [429] * 9
+    assert sorted(r.headers["X-RateLimit-Remaining"] for r in answers if r.status_code == 202) == [
+        "0",
+        "1",
+        "2",
+    ]

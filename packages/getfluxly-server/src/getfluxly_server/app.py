@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from getfluxly_server import __version__
 from getfluxly_server.api import browser, dev, errors, ingest, profiles, projects, providers
 from getfluxly_server.api.auth import KnownKeys
-from getfluxly_server.api.ratelimit import RateLimiter
+from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.ingest import writer as ingest_writer
@@ -29,7 +29,9 @@ def build_context(settings: Settings) -> BuildContext:
     )
 
 
-def create_app(settings: Settings, db: Database) -> FastAPI:
+def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None = None) -> FastAPI:
+    """The HTTP API. ``rate_buckets``: where the per-key rate limits count (default: this
+    process; ``api.ratelimit.SharedBuckets`` for processes forked from one another)."""
     writer = ingest_writer(db)
 
     @asynccontextmanager
@@ -49,7 +51,9 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.state.db = db
     app.state.build_context = build_context(settings)
     errors.install(app)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_per_second, settings.rate_limit_burst, rate_buckets
+    )
     app.state.known_keys = KnownKeys()
     app.state.ingest_writer = writer
     for module in (projects, providers, ingest, profiles, dev, browser):

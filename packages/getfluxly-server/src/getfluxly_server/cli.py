@@ -25,7 +25,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import make_url, select
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -39,6 +41,9 @@ from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage import schema
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
+
+if TYPE_CHECKING:
+    from getfluxly_server.api.ratelimit import SharedBuckets
 
 log = logging.getLogger("getfluxly")
 
@@ -192,13 +197,14 @@ def _run_api(
     db: Database,
     host: str,
     port: int,
-    sockets: list[socket.socket] | None = None,
+    shared: _Shared | None = None,
 ) -> None:
     import uvicorn
 
     from getfluxly_server.app import create_app
 
-    config = uvicorn.Config(create_app(settings, db), host=host, port=port, log_level="warning")
+    app = create_app(settings, db, rate_buckets=shared.buckets if shared else None)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     # uvicorn stops on SIGTERM, then re-raises it to the handler that was there before it
     # started. With Python's default handler that kills the process at once, before our
     # finally blocks drain the workers; this one turns it into an orderly exit instead.
@@ -208,7 +214,7 @@ def _run_api(
         host, port, os.getpid(), "SQLite" if db.is_sqlite else "PostgreSQL", config.loop,
         config.http,
     )  # fmt: skip
-    uvicorn.Server(config).run(sockets=sockets)
+    uvicorn.Server(config).run(sockets=[shared.listener] if shared else None)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -247,20 +253,30 @@ def _run_one(
     port: int,
     *,
     with_worker: bool,
-    sockets: list[socket.socket] | None = None,
+    shared: _Shared | None = None,
 ) -> None:
-    """The API (and with ``with_worker`` the job workers, as threads) in this process."""
+    """The API (and with ``with_worker`` the job workers, as threads) in this process;
+    ``shared``: what it shares with the other processes of ``--processes``."""
     from getfluxly_server.app import create_worker
 
     worker = create_worker(settings, db) if with_worker else None
     if worker is not None:
         worker.start()
     try:
-        _run_api(settings, db, host, port, sockets)
+        _run_api(settings, db, host, port, shared)
     finally:
         if worker is not None:
             worker.stop()
         db.dispose()
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What the processes of ``--processes`` share: the listening socket and the buckets
+    of the per-key rate limits."""
+
+    listener: socket.socket
+    buckets: SharedBuckets
 
 
 def _stop_when_orphaned(parent: int) -> None:
@@ -280,7 +296,10 @@ def _run_many(settings: Settings, host: str, port: int, count: int, *, with_work
     connection to one of them). This process only supervises: SIGTERM or SIGINT go on to
     every child; when one child ends, the others are stopped too, and the exit status is the
     first child's (so a service manager restarts the whole set)."""
-    listener = socket.create_server((host, port), backlog=2048)
+    from getfluxly_server.api.ratelimit import SharedBuckets
+
+    # Made before the fork, so every child has the same socket and the same rate limits.
+    shared = _Shared(socket.create_server((host, port), backlog=2048), SharedBuckets())
     children: list[int] = []
     for _ in range(count):
         pid = os.fork()
@@ -289,7 +308,7 @@ def _run_many(settings: Settings, host: str, port: int, count: int, *, with_work
             _stop_when_orphaned(os.getppid())
             try:
                 db = Database(settings.database_url)
-                _run_one(settings, db, host, port, with_worker=with_worker, sockets=[listener])
+                _run_one(settings, db, host, port, with_worker=with_worker, shared=shared)
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -299,7 +318,7 @@ def _run_many(settings: Settings, host: str, port: int, count: int, *, with_work
                 logging.shutdown()
                 os._exit(status)
         children.append(pid)
-    listener.close()
+    shared.listener.close()
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
