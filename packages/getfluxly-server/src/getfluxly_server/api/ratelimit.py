@@ -59,7 +59,9 @@ class SharedBuckets:
     memory map of ``slots`` fixed-size slots (64-bit key hash, tokens, time), open addressing
     over a few neighbouring slots, under one inter-process lock. When a key finds no slot,
     the least recently used of its neighbours is given to it; the key thrown out starts full
-    when it comes back (lenient, and rare: a slot per key recently seen)."""
+    when it comes back (lenient, and rare: a slot per key recently seen). A process killed
+    while holding the lock would block the others; the ``--processes`` supervisor stops the
+    whole set as soon as one child dies (cli._run_many), so that ends with the set."""
 
     _SLOT = struct.Struct("<Qdd")
     _PROBES = 8
