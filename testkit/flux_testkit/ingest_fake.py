@@ -60,19 +60,17 @@ import datetime as dt
 import json
 import re
 import secrets
-import socket
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs
 
-from flux_testkit.httpfake import FakeHTTPServer
+from flux_testkit.httpfake import RESET as _RESET
+from flux_testkit.httpfake import FakeService, Request
+from flux_testkit.httpfake import Reply as BaseReply
 
 __all__ = ["IngestFake", "Received", "Reply"]
 
@@ -130,23 +128,8 @@ _STATUS_CODE = {
 
 
 @dataclass(frozen=True)
-class Received:
+class Received(Request):
     """One HTTP request as the fake received it."""
-
-    method: str
-    #: The path without the query string.
-    path: str
-    query: str
-    #: Header names in lower case (a repeated header keeps its last value).
-    headers: Mapping[str, str]
-    body: bytes
-    #: ``time.monotonic()`` when it arrived.
-    at: float
-
-    @property
-    def json(self) -> Any:
-        """The body parsed as JSON (raises ValueError when it is not JSON)."""
-        return json.loads(self.body)
 
     @property
     def idempotency_key(self) -> str | None:
@@ -154,20 +137,8 @@ class Received:
 
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(BaseReply):
     """What the fake answers."""
-
-    status: int
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, data: Any, headers: Mapping[str, str] | None = None) -> Reply:
-        return cls(
-            status,
-            json.dumps(data).encode("utf-8"),
-            {"Content-Type": "application/json", **(headers or {})},
-        )
 
     @classmethod
     def error(
@@ -180,10 +151,6 @@ class Reply:
         return Reply(self.status, self.body, {**self.headers, **headers})
 
 
-#: Returned by the handler logic to mean "reset the connection, answer nothing".
-_RESET = object()
-
-
 @dataclass
 class _Scripted:
     kind: Literal["reply", "slow", "reset"]
@@ -192,65 +159,6 @@ class _Scripted:
     times: int
     path: str | None
     after_processing: bool
-
-
-class _Server(FakeHTTPServer):
-    def __init__(self, fake: IngestFake) -> None:
-        super().__init__(fake, _Handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    # HTTP/1.0: one request per connection, so no idle keep-alive connection can hold a
-    # request thread (and stop()) hostage.
-    protocol_version = "HTTP/1.0"
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        url = urlsplit(self.path)
-        request = Received(
-            method=self.command,
-            path=url.path,
-            query=url.query,
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=body,
-            at=time.monotonic(),
-        )
-        reply = self.server.fake._dispatch(request)
-        if reply is None:
-            return  # stopped while delaying: answer nothing
-        if reply is _RESET:
-            # SO_LINGER with a zero timeout makes close() send RST instead of FIN: the client
-            # sees "connection reset", not a clean (if empty) end of stream.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.wfile.close()
-            self.rfile.close()
-            self.connection.close()
-            return
-        assert isinstance(reply, Reply)
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def do_POST(self) -> None:  # the name http.server dispatches to
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests read fake.requests instead
 
 
 def _now_iso() -> str:
@@ -277,8 +185,10 @@ def _is_uuid(value: object) -> bool:
     return True
 
 
-class IngestFake:
+class IngestFake(FakeService):
     """The fake ingest server (see the module docstring)."""
+
+    request_type = Received
 
     def __init__(
         self,
@@ -292,6 +202,7 @@ class IngestFake:
         rate_limit: int = 100_000,
         rate_window: float = 60.0,
     ) -> None:
+        super().__init__()
         self.secret_key = secret_key or f"gflux_secret_{secrets.token_hex(12)}"
         self.publishable_key = publishable_key or f"gflux_pub_{secrets.token_hex(12)}"
         self.max_batch_events = max_batch_events
@@ -313,58 +224,6 @@ class IngestFake:
         self._windows: dict[str, tuple[float, int]] = {}
         self.duplicates = 0
         self.replays = 0
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("IngestFake already started")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"IngestFake:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; interrupts delays, joins every thread, closes every socket."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        thread.join()
-        server.server_close()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("IngestFake is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The base URL (``http://127.0.0.1:<port>``): the SDK's ``api_host``."""
-        return f"http://127.0.0.1:{self.port}"
 
     # -- what happened ---------------------------------------------------------------------
 

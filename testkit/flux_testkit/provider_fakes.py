@@ -42,21 +42,19 @@ import datetime as dt
 import email.utils
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
-from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, ClassVar, Self
-from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, parse_qsl, quote
 
-from flux_testkit.httpfake import FakeHTTPServer
+from flux_testkit.httpfake import FakeService, Request
+from flux_testkit.httpfake import Reply as BaseReply
 
 __all__ = [
     "FakeProviderServer",
@@ -72,21 +70,8 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Received:
+class Received(Request):
     """One HTTP request as the fake received it."""
-
-    method: str
-    #: The path without the query string, as sent (percent-encoded).
-    path: str
-    query: str
-    #: Header names in lower case (a repeated header keeps its last value).
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        """The body parsed as JSON (raises ValueError when it is not JSON)."""
-        return json.loads(self.body)
 
     @property
     def form(self) -> dict[str, list[str]]:
@@ -107,20 +92,8 @@ class Received:
 
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(BaseReply):
     """What a fake answers."""
-
-    status: int
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, data: Any, headers: Mapping[str, str] | None = None) -> Reply:
-        return cls(
-            status,
-            json.dumps(data).encode("utf-8"),
-            {"Content-Type": "application/json", **(headers or {})},
-        )
 
     @classmethod
     def text(cls, status: int, text: str) -> Reply:
@@ -136,50 +109,7 @@ class _Scripted:
     path: str | None
 
 
-class _Server(FakeHTTPServer):
-    def __init__(self, fake: FakeProviderServer) -> None:
-        super().__init__(fake, _Handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    # HTTP/1.0: one request per connection, so no idle keep-alive connection can hold a
-    # request thread (and stop()) hostage.
-    protocol_version = "HTTP/1.0"
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        url = urlsplit(self.path)
-        request = Received(
-            method=self.command,
-            path=url.path,
-            query=url.query,
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=body,
-        )
-        reply = self.server.fake._dispatch(request)
-        if reply is None:
-            return  # stopped while delaying: answer nothing
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def do_GET(self) -> None:  # the name http.server dispatches to
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests read fake.requests instead
-
-
-class FakeProviderServer:
+class FakeProviderServer(FakeService):
     """Base of the fakes: the server, recording, and scripted failures (see module doc).
 
     Subclasses implement :meth:`route` (answer a request the script did not take) and
@@ -187,69 +117,15 @@ class FakeProviderServer:
     """
 
     label: ClassVar[str] = "provider"
+    request_type = Received
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._requests: list[Received] = []
         self._messages: list[Received] = []
         self._problems: list[str] = []
         self._script: list[_Scripted] = []
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError(f"{type(self).__name__} already started")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"{type(self).__name__}:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; interrupts delays, joins every thread, closes every socket."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        thread.join()
-        server.server_close()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The base URL to use as the connector's ``api_url``."""
-        return f"http://{self.host}:{self.port}"
 
     # -- what happened ---------------------------------------------------------------------
 
