@@ -226,8 +226,9 @@ def _answer(
 
 def writer(db: Database) -> GroupCommit[Submission, Answer]:
     """The group commit that stores submissions: one writer thread on SQLite (it has one
-    writer at a time anyway), a few on PostgreSQL; up to MAX_EVENTS_PER_COMMIT events per
-    transaction."""
+    writer at a time anyway), two on PostgreSQL (one group's statements overlap the other's
+    commit; more only contend for the GIL, measured with bench/ingest_throughput.py); up to
+    MAX_EVENTS_PER_COMMIT events per transaction."""
     return GroupCommit(
         db,
         store_all,
