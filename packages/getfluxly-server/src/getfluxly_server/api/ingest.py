@@ -16,9 +16,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from getfluxly_server.api.auth import IngestKey, ServerKey
+from getfluxly_server.api.deps import database
 from getfluxly_server.domain import identity, ingest
 from getfluxly_server.domain.errors import DomainError
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -60,11 +60,6 @@ def _int64(text: str) -> int:
     if not -(2**63) <= number < 2**64:
         raise ValueError(f"the integer {text[:30]} does not fit in 64 bits; send it as a string")
     return number
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 async def _store(request: Request, submission: ingest.Submission) -> ingest.Answer:
@@ -110,7 +105,7 @@ async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
     assert who.project_id is not None
 
     def run() -> dict[str, Any]:
-        with _db(request).transaction() as session:
+        with database(request).transaction() as session:
             return identity.alias(session, who.project_id, body)  # type: ignore[arg-type]
 
     return await run_in_threadpool(run)
@@ -125,7 +120,7 @@ async def erase(profile_id: str, request: Request, who: ServerKey) -> dict[str, 
     assert who.project_id is not None
 
     def run() -> dict[str, Any]:
-        with _db(request).transaction() as session:
+        with database(request).transaction() as session:
             return identity.request_erasure(session, who.project_id, profile_id, body)  # type: ignore[arg-type]
 
     return await run_in_threadpool(run)
