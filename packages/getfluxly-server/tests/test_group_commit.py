@@ -15,6 +15,7 @@ from concurrent.futures import CancelledError, Future
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage import jobs
@@ -166,3 +167,17 @@ def test_a_group_whose_connection_was_dropped_runs_again_on_a_new_one(gf_db: Dat
         writer.close()
     assert _stored(gf_db) == ["before", "after"]
     assert handler.groups == [["before"], ["after"], ["after"]]  # lost, then run again
+
+
+def test_a_database_that_cannot_be_reached_fails_the_callers_not_the_writer() -> None:
+    """No connection can be opened (nothing listens on the port): each caller gets the
+    error, and the writer thread lives on to try again for the next one."""
+    unreachable = Database("postgresql+psycopg://nobody:nothing@127.0.0.1:1/none")
+    writer = _writer(unreachable, Recorder())
+    try:
+        for item in ("first", "second"):
+            with pytest.raises(OperationalError):
+                writer.submit(item).result(30)
+    finally:
+        writer.close(timeout=30)
+        unreachable.dispose()

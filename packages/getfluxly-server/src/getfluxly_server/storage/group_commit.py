@@ -144,17 +144,20 @@ class GroupCommit(Generic[Item, Result]):
     def _commit(
         self, taken: list[tuple[Item, Future[Result]]], *, reconnected: bool = False
     ) -> None:
-        if self._connection.value is None:
-            self._connection.value = self._db.engine.connect()
         try:
+            # Connecting is inside the try: a database that cannot be reached fails this
+            # group's callers, not the writer thread (which would leave every caller waiting).
+            if self._connection.value is None:
+                self._connection.value = self._db.engine.connect()
             with self._db.transaction(self._connection.value) as session:
                 results = self._handler(session, [item for item, _ in taken])
                 if len(results) != len(taken):
                     raise RuntimeError(f"{self._name}: the handler answered the wrong count")
         except Exception as exc:
             # The connection may be what failed (a restarted database): start afresh.
-            self._connection.value.close()
-            self._connection.value = None
+            if self._connection.value is not None:
+                self._connection.value.close()
+                self._connection.value = None
             if not reconnected and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 # The database went away (restart, failover, a dropped idle connection): the
                 # same group once more on a new connection, so that callers never see it.
