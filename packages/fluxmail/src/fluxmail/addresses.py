@@ -53,7 +53,7 @@ def parse_address(value: object, *, role: str = "address") -> Address:
     check_header_text(name, f"The {role}'s display name", "invalid_email")
     # Measured as written: escaping doubles every quote and backslash.
     written = len(name) + name.count('"') + name.count("\\")
-    if written > MAX_QUOTED_NAME and any(ch in _SPECIALS for ch in name):
+    if written > MAX_QUOTED_NAME and any(ch in SPECIALS for ch in name):
         raise FluxMailException(
             f"The {role}'s display name is over {MAX_QUOTED_NAME} characters and has "
             "punctuation; shorten it",
@@ -139,7 +139,13 @@ MAX_QUOTED_NAME = 60
 #: The longest word (in UTF-8 bytes) a display name may hold: with the address after it, a
 #: header line stays within RFC 5322's 998 octets.
 MAX_NAME_WORD = 700
-_SPECIALS = set('()<>[]:;@\\,."')
+#: RFC 5322 3.2.3: characters that keep a display name from being plain atoms.
+SPECIALS = frozenset('()<>[]:;@\\,."')
+
+
+def quoted_string(text: str) -> str:
+    """``text`` as an RFC 5322 quoted string (backslashes and quotes escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def format_address(name: str | None, address: str) -> str:
@@ -147,8 +153,8 @@ def format_address(name: str | None, address: str) -> str:
     :func:`parse_address`; non-ASCII is left for the header writer to encode)."""
     if not name:
         return address
-    if any(ch in _SPECIALS for ch in name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if any(ch in SPECIALS for ch in name):
+        name = quoted_string(name)
     return f"{name} <{address}>"
 
 

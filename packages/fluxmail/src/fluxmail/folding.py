@@ -22,6 +22,8 @@ import base64
 from collections.abc import Sequence
 from email.headerregistry import Address
 
+from fluxmail.addresses import SPECIALS, quoted_string
+
 #: RFC 5322 2.1.1: lines SHOULD be at most 78 characters (998 is the hard limit).
 LINE = 78
 #: RFC 2047 2: an encoded word is at most 75 characters; "=?utf-8?b?" and "?=" take 12,
@@ -30,8 +32,6 @@ _WORD_OCTETS = 45
 #: A word longer than this is written as encoded words: with the blank that starts a
 #: continuation line and a comma, any line stays within RFC 5322's 998 octets (in UTF-8 too).
 LONG_WORD = 240
-#: RFC 5322 3.2.3: characters that keep a display name from being plain atoms.
-_SPECIALS = frozenset('()<>[]:;@\\,."')
 
 
 def encoded_words(text: str) -> list[str]:
@@ -102,11 +102,10 @@ def _phrase(name: str, *, utf8: bool) -> list[str]:
     Python's own address parser reads the blanks between them back into the name."""
     if not utf8 and not name.isascii():
         return encoded_words(name)
-    if any(char in _SPECIALS for char in name) or "  " in name or name != name.strip(" \t"):
+    if any(char in SPECIALS for char in name) or "  " in name or name != name.strip(" \t"):
         # One quoted string, folded at its own blanks if need be (folding white space
         # inside quotes unfolds to the same blank).
-        quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return quoted.split(" ")
+        return quoted_string(name).split(" ")
     return name.split(" ")
 
 
