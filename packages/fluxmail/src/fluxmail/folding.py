@@ -66,8 +66,9 @@ def address_words(addresses: Sequence[Address], *, utf8: bool) -> list[str]:
     """An address list as the words to fold, a comma ending each mailbox but the last."""
     words: list[str] = []
     for index, address in enumerate(addresses):
-        mailbox = [*_phrase(address.display_name, utf8=utf8), f"<{address.addr_spec}>"]
-        if not address.display_name:
+        if address.display_name:
+            mailbox = [*_phrase(address.display_name, utf8=utf8), f"<{address.addr_spec}>"]
+        else:
             mailbox = [address.addr_spec]
         if index < len(addresses) - 1:
             mailbox[-1] += ","
