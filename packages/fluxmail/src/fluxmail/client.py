@@ -26,7 +26,7 @@ from fluxmail.addresses import is_email, parse_address
 from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_from_env
 from fluxmail.errors import FluxMailException
 from fluxmail.logs import Log, level_view
-from fluxmail.message import Draft, MessageSpec, build
+from fluxmail.message import Draft, MessageSpec, build, preview
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.ops import Credentials
@@ -180,11 +180,27 @@ class FluxMail:
         """
         self._draft = None
         spec = MessageSpec(
-            subject, recipients, body, self._resolve_sender(sender), cc, bcc, reply_to,
-            attachments, html_body, plain_body, in_reply_to, references, priority,
-            unsubscribe_url, inline_images, inline_css, headers,
-            _notify(dsn_notify), dsn_ret, dsn_envid,
-        )  # fmt: skip
+            subject=subject,
+            recipients=recipients,
+            body=body,
+            sender=self._resolve_sender(sender),
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            attachments=attachments,
+            html_body=html_body,
+            plain_body=plain_body,
+            in_reply_to=in_reply_to,
+            references=references,
+            priority=priority,
+            unsubscribe_url=unsubscribe_url,
+            inline_images=inline_images,
+            inline_css=inline_css,
+            headers=headers,
+            dsn_notify=_notify(dsn_notify),
+            dsn_ret=dsn_ret,
+            dsn_envid=dsn_envid,
+        )
         self._draft = build(spec, id_domain=self.domain or None)
         return self
 
@@ -208,7 +224,7 @@ class FluxMail:
         draft = self._require_draft()
         if self._outlook is not None:
             return self._outlook.display(draft)
-        return "Email Preview:\n" + draft.preview()
+        return "Email Preview:\n" + preview(self._wire(draft))
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -216,23 +232,32 @@ class FluxMail:
         """Send the message built by ``create()``; ``dry_run`` returns the preview instead."""
         draft = self._check_sendable()
         if dry_run:
-            return "Email Preview:\n" + draft.preview()
+            return "Email Preview:\n" + preview(self._wire(draft))
         if self._outlook is not None:
             return self._send_outlook(draft)
-        self.send_message(draft.as_bytes(), envelope=draft.envelope)
+        self._deliver(draft.envelope, self._wire(draft))
         return SUCCESS
 
     async def send_async(self, dry_run: bool = False) -> str:
         """``send()`` as a coroutine: the same checks, retries and result, on asyncio."""
         draft = self._check_sendable()
         if dry_run:
-            return "Email Preview:\n" + draft.preview()
+            return "Email Preview:\n" + preview(self._wire(draft))
         if self._outlook is not None:
             raise FluxMailException(
                 "Outlook cannot send asynchronously; call send() instead", "outlook_no_async"
             )
-        await self.send_message_async(draft.as_bytes(), envelope=draft.envelope)
+        await self._deliver_async(draft.envelope, self._wire(draft))
         return SUCCESS
+
+    def _wire(self, draft: Draft) -> bytes:
+        """The draft's bytes as they go on the wire: DKIM-signed once, so ``display()`` and
+        every send and retry of this draft carry the very same bytes."""
+        if self.dkim is None:
+            return draft.data
+        if draft.signed is None:
+            draft.signed = self.dkim.sign(draft.data)
+        return draft.signed
 
     def send_message(
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
@@ -243,7 +268,10 @@ class FluxMail:
         To, Cc and Bcc; a Bcc header is removed before sending. Returns who was accepted and
         refused; raises ``send_failed`` (chained) when every attempt failed.
         """
-        envelope, data = self._prepare(message, envelope)
+        return self._deliver(*self._prepare(message, envelope))
+
+    def _deliver(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Send final wire bytes with this mailer's connection and retry policy."""
         if (box := outbox.active()) is not None:
             box.record(envelope, data)
             return self._remember(SendResult(accepted=envelope.recipients))
@@ -262,7 +290,10 @@ class FluxMail:
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
     ) -> SendResult:
         """:meth:`send_message` as a coroutine."""
-        envelope, data = self._prepare(message, envelope)
+        return await self._deliver_async(*self._prepare(message, envelope))
+
+    async def _deliver_async(self, envelope: Envelope, data: bytes) -> SendResult:
+        """:meth:`_deliver` as a coroutine."""
         if (box := outbox.active()) is not None:
             box.record(envelope, data)
             return self._remember(SendResult(accepted=envelope.recipients))
@@ -442,7 +473,7 @@ class FluxMail:
     def _send_outlook(self, draft: Draft) -> str:
         assert self._outlook is not None
         if (box := outbox.active()) is not None:
-            box.record(draft.envelope, draft.as_bytes(), via="outlook")
+            box.record(draft.envelope, draft.data, via="outlook")
         else:
             self._outlook.send(draft)
         return OUTLOOK_SUCCESS
