@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address, HeaderRegistry
+from functools import lru_cache
 from pathlib import Path
 
 from fluxmail import mime
-from fluxmail.addresses import check_header_text, parse_address, parse_addresses
+from fluxmail.addresses import check_header_text, parse_address
 from fluxmail.errors import FluxMailException
 from fluxmail.folding import text_words
 from fluxmail.protocol.commands import Envelope, has_control_chars
@@ -45,11 +46,11 @@ class Draft:
     data: bytes
     envelope: Envelope
     subject: str
-    sender: str | None
-    to: list[str]
-    cc: list[str] = field(default_factory=list)
+    from_address: Address | None
+    to_addresses: list[Address]
+    cc_addresses: list[Address] = field(default_factory=list)
     bcc: list[str] = field(default_factory=list)
-    reply_to: str | None = None
+    reply_to_address: Address | None = None
     priority: str | None = None
     text: str | None = None
     html: str | None = None
@@ -57,6 +58,23 @@ class Draft:
     inline_images: dict[str, Attachment] = field(default_factory=dict)
     #: ``data`` DKIM-signed by the mailer that sends it (signed once, on first use).
     signed: bytes | None = None
+
+    @property
+    def sender(self) -> str | None:
+        """``Name <address>`` of the From, or None (Outlook's default account)."""
+        return None if self.from_address is None else str(self.from_address)
+
+    @property
+    def to(self) -> list[str]:
+        return [str(a) for a in self.to_addresses]
+
+    @property
+    def cc(self) -> list[str]:
+        return [str(a) for a in self.cc_addresses]
+
+    @property
+    def reply_to(self) -> str | None:
+        return None if self.reply_to_address is None else str(self.reply_to_address)
 
     def as_bytes(self) -> bytes:
         """The message exactly as it goes on the wire (before DKIM signing, if any)."""
@@ -221,11 +239,11 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
             f"priority must be one of high, normal, low; got {priority!r}", "invalid_priority"
         )
 
-    to_addrs = parse_addresses(list(recipients), role="recipient")
-    cc_addrs = parse_addresses(cc, role="cc address")
-    bcc_addrs = parse_addresses(bcc, role="bcc address")
-    sender = None if spec.sender is None else parse_address(spec.sender, role="sender")
-    reply_to = None if spec.reply_to is None else parse_address(spec.reply_to, role="reply_to")
+    to_addrs = [_address(value, "recipient") for value in recipients]
+    cc_addrs = [_address(value, "cc address") for value in cc]
+    bcc_addrs = [_address(value, "bcc address") for value in bcc]
+    sender = None if spec.sender is None else _repeated_address(spec.sender, "sender")
+    reply_to = None if spec.reply_to is None else _repeated_address(spec.reply_to, "reply_to")
 
     everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *(a for a in (sender, reply_to) if a)]
     # A non-ASCII local part can only travel as SMTPUTF8 (RFC 6531): UTF-8 headers, and the
@@ -265,9 +283,10 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
             [content, *(mime.file_part(f.content, f.mime_type, f.filename) for f in files)],
         )
 
+    # addr_spec is username@domain: the parser admits no local part that needs quoting.
     envelope = Envelope(
-        sender.addr_spec if sender else "",
-        tuple(a.addr_spec for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
+        f"{sender.username}@{sender.domain}" if sender else "",
+        tuple(f"{a.username}@{a.domain}" for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
         spec.dsn_notify,
         spec.dsn_ret,
         spec.dsn_envid,
@@ -276,11 +295,11 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
         b"".join(head) + content,
         envelope,
         subject=subject,
-        sender=None if sender is None else str(sender),
-        to=[str(a) for a in to_addrs],
-        cc=[str(a) for a in cc_addrs],
-        bcc=[a.addr_spec for a in bcc_addrs],
-        reply_to=None if reply_to is None else str(reply_to),
+        from_address=sender,
+        to_addresses=to_addrs,
+        cc_addresses=cc_addrs,
+        bcc=[f"{a.username}@{a.domain}" for a in bcc_addrs],
+        reply_to_address=reply_to,
         priority=priority.lower() if isinstance(priority, str) else None,
         text=text,
         html=html,
@@ -306,12 +325,42 @@ def unsubscribe_headers(url: str) -> list[bytes]:
 
 
 def _id_domain(sender: Address | None) -> str:
-    if sender is None:
-        return "fluxmail.invalid"
+    return "fluxmail.invalid" if sender is None else _ascii_domain(sender.domain)
+
+
+@lru_cache(maxsize=64)
+def _ascii_domain(domain: str) -> str:
+    if domain.isascii():
+        return domain
     try:
-        return sender.domain.encode("idna").decode("ascii")
+        return domain.encode("idna").decode("ascii")
     except UnicodeError:
         return "fluxmail.invalid"
+
+
+#: A plain ASCII address without a display name, exactly as parse_address accepts it (dot-atom
+#: local part, host name labels): the common case, parsed without the general path.
+_SIMPLE_ADDRESS = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*)"
+)
+
+
+def _address(value: object, role: str) -> Address:
+    """``parse_address``, with a fast path for the common bare address."""
+    if isinstance(value, str) and len(value) <= 254 and (m := _SIMPLE_ADDRESS.fullmatch(value)):
+        return Address(username=m["local"], domain=m["domain"])
+    return parse_address(value, role=role)
+
+
+@lru_cache(maxsize=256)
+def _cached_address(value: str, role: str) -> Address:
+    return parse_address(value, role=role)
+
+
+def _repeated_address(value: object, role: str) -> Address:
+    """An address that recurs on every message (the sender), parsed once per process."""
+    return _cached_address(value, role) if isinstance(value, str) else _address(value, role)
 
 
 def _threading_headers(in_reply_to: object, references: object, *, utf8: bool) -> list[bytes]:
@@ -350,7 +399,8 @@ def _body(
     spec: MessageSpec, body: str, images: Mapping[object, object]
 ) -> tuple[str | None, str | None, dict[str, Attachment], bytes]:
     """The body part(s); returns the text, the final HTML, the inline images and the bytes."""
-    body = _unicode_text(body, "body")
+    if not body.isascii():
+        body = _unicode_text(body, "body")
     if not spec.html_body:
         return body, None, {}, mime.text_part(body, b"plain")
     text = None
