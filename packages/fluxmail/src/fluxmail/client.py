@@ -15,7 +15,8 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from email.message import EmailMessage
 from email.policy import SMTP
 from types import TracebackType
@@ -385,6 +386,53 @@ class FluxMail:
     def async_pool(self, **options: Any) -> AsyncSMTPPool:
         """The asyncio twin of :meth:`pool`."""
         return AsyncSMTPPool(self._settings, self.retry, PoolOptions(**options))
+
+    @contextmanager
+    def _session_pool(self, **options: Any) -> Iterator[SMTPPool]:
+        """:meth:`pool`, sharing this mailer's ``with`` session when there is one: its open
+        connection is lent to the pool and the pool's connection kept for later sends, so a
+        bulk send inside ``with`` uses the same connection as the sends around it."""
+        pool = self.pool(**options)
+        if not self._in_context:
+            with pool:
+                yield pool
+            return
+        if self._conn is not None and self._conn.is_open:
+            pool.adopt(self._conn)
+        self._conn = None
+        try:
+            yield pool
+        finally:
+            kept = pool.release()
+            if kept and self._in_context:
+                self._conn = kept.pop(0)
+            for conn in kept:
+                conn.close()
+
+    @asynccontextmanager
+    async def _async_session_pool(self, **options: Any) -> AsyncIterator[AsyncSMTPPool]:
+        """The asyncio twin of :meth:`_session_pool` (shares the ``async with`` session)."""
+        pool = self.async_pool(**options)
+        if not self._in_context:
+            async with pool:
+                yield pool
+            return
+        if self._aconn is not None and self._aconn.is_open:
+            pool.adopt(self._aconn)
+        self._aconn = None
+        try:
+            yield pool
+        finally:
+            kept = pool.release()
+            if kept and self._in_context:
+                self._aconn = kept.pop(0)
+            for conn in kept:
+                await conn.close()
+
+    def _draft_bytes(self) -> tuple[Envelope, bytes]:
+        """The envelope and wire bytes (DKIM-signed if configured) of the last ``create()``."""
+        draft = self._require_draft()
+        return draft.envelope, self._wire(draft)
 
     # -- persistent connections -------------------------------------------------------------
 

@@ -218,6 +218,14 @@ class _PoolBase(Generic[C]):
             self._idle.append((conn, time.monotonic()))
         return True
 
+    def adopt(self, conn: C) -> None:
+        """Lend the pool an open connection (a mailer's ``with`` session) to use first."""
+        self._keep(conn)
+
+    def release(self) -> list[C]:
+        """Close the pool and hand back its idle connections, still open, to the caller."""
+        return self._drain()
+
     def _drain(self) -> list[C]:
         self._closed = True
         with self._idle_lock:
