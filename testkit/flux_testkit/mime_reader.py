@@ -194,7 +194,8 @@ def _decode_word(charset: str, kind: str, text: str) -> str:
 
 def _split_top(value: str, separator: str) -> list[str]:
     """``value`` split at ``separator`` outside quoted strings and angle brackets."""
-    pieces, current = [], []
+    pieces: list[str] = []
+    current: list[str] = []
     quoted = escaped = False
     depth = 0
     for char in value:
