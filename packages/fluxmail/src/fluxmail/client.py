@@ -273,19 +273,16 @@ class FluxMail:
 
     def _deliver(self, envelope: Envelope, data: bytes) -> SendResult:
         """Send final wire bytes with this mailer's connection and retry policy."""
-        if (box := outbox.active()) is not None:
-            box.record(envelope, data)
-            return self._remember(SendResult(accepted=envelope.recipients))
+        if (captured := self._captured(envelope, data)) is not None:
+            return captured
         attempt = 0
         while True:
             attempt += 1
             try:
                 return self._remember(self._attempt(envelope, data))
             except FluxMailException as exc:
-                if not self.retry.should_retry(attempt, exc):
-                    raise self._send_failed(exc, attempt) from exc
-                self._log_retry(exc, attempt)
-            time.sleep(self.retry.delay)
+                delay = self._retry_delay(exc, attempt)
+            time.sleep(delay)
 
     async def send_message_async(
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
@@ -294,20 +291,32 @@ class FluxMail:
         return await self._deliver_async(*self._prepare(message, envelope))
 
     async def _deliver_async(self, envelope: Envelope, data: bytes) -> SendResult:
-        """:meth:`_deliver` as a coroutine."""
-        if (box := outbox.active()) is not None:
-            box.record(envelope, data)
-            return self._remember(SendResult(accepted=envelope.recipients))
+        """:meth:`_deliver` as a coroutine: the same decisions, awaited."""
+        if (captured := self._captured(envelope, data)) is not None:
+            return captured
         attempt = 0
         while True:
             attempt += 1
             try:
                 return self._remember(await self._attempt_async(envelope, data))
             except FluxMailException as exc:
-                if not self.retry.should_retry(attempt, exc):
-                    raise self._send_failed(exc, attempt) from exc
-                self._log_retry(exc, attempt)
-            await asyncio.sleep(self.retry.delay)
+                delay = self._retry_delay(exc, attempt)
+            await asyncio.sleep(delay)
+
+    def _captured(self, envelope: Envelope, data: bytes) -> SendResult | None:
+        """With :func:`fluxmail.testing.capture` active: record instead of sending."""
+        if (box := outbox.active()) is None:
+            return None
+        box.record(envelope, data)
+        return self._remember(SendResult(accepted=envelope.recipients))
+
+    def _retry_delay(self, exc: FluxMailException, attempt: int) -> float:
+        """After attempt number ``attempt`` failed with ``exc``: the seconds to wait before
+        the next, or ``send_failed`` (chained) when there is none."""
+        if not self.retry.should_retry(attempt, exc):
+            raise self._send_failed(exc, attempt) from exc
+        self._log_retry(exc, attempt)
+        return self.retry.delay
 
     def _prepare(
         self, message: EmailMessage | bytes, envelope: Envelope | None
