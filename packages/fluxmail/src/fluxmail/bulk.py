@@ -82,10 +82,16 @@ class BulkSender:
         max_connections: int = 1,
     ) -> BatchReport:
         batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
+        if self.mailer._outlook is not None:  # Outlook sends one by one, through COM
+            try:
+                for index in range(len(batch.messages)):
+                    batch.send_alone(index)
+            finally:
+                batch.close()
+            return batch.report
+        options = batch.pool_options(max_per_second, max_connections)
         try:
-            with self.mailer._session_pool(
-                **batch.pool_options(max_per_second, max_connections)
-            ) as pool:
+            with self.mailer._session_pool(**options) as pool:
                 for start, chunk in _chunks(batch.messages, CHUNK):
                     items, where = batch.build(start, chunk)
                     if items:
@@ -106,6 +112,16 @@ class BulkSender:
     ) -> BatchReport:
         """The asyncio twin of :meth:`send_batch`: the same decisions, awaited."""
         batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
+        if self.mailer._outlook is not None:  # each fails: Outlook cannot send asynchronously
+            try:
+                for index, message in enumerate(batch.messages):
+                    try:
+                        await self.mailer.create(**message).send_async()
+                    except FluxMailException as exc:
+                        batch.settle(index, exc)
+            finally:
+                batch.close()
+            return batch.report
         options = batch.pool_options(max_per_second, max_connections)
         try:
             async with self.mailer._async_session_pool(**options) as pool:
@@ -211,7 +227,7 @@ class _Batch:
             try:
                 items.append(self.mailer.create(**message)._draft_bytes())
             except FluxMailException as exc:
-                self._settle(start + offset, exc)
+                self.settle(start + offset, exc)
             else:
                 where.append(start + offset)
         return items, where
@@ -225,11 +241,22 @@ class _Batch:
                 failed = self.mailer._send_failed(outcome, attempts)
                 failed.__cause__ = outcome
                 outcome = failed
-            self._settle(where[position], outcome)
+            self.settle(where[position], outcome)
 
         return forward
 
-    def _settle(self, index: int, outcome: Outcome) -> None:
+    def send_alone(self, index: int) -> None:
+        """Send message ``index`` on its own with ``create().send()`` (Outlook, not SMTP)."""
+        message = self.messages[index]
+        try:
+            self.mailer.create(**message).send()
+        except FluxMailException as exc:
+            self.settle(index, exc)
+        else:
+            with self._lock:
+                _succeeded(self.report, self.bar, self.on_success, index, message, None)
+
+    def settle(self, index: int, outcome: Outcome) -> None:
         message = self.messages[index]
         with self._lock:
             if isinstance(outcome, SendResult):

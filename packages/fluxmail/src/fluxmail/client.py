@@ -440,7 +440,7 @@ class FluxMail:
 
     def _draft_bytes(self) -> tuple[Envelope, bytes]:
         """The envelope and wire bytes (DKIM-signed if configured) of the last ``create()``."""
-        draft = self._require_draft()
+        draft = self._check_sendable()
         return draft.envelope, self._wire(draft)
 
     # -- persistent connections -------------------------------------------------------------
