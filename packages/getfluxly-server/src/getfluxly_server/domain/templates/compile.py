@@ -1,0 +1,204 @@
+"""Save-time compilation: check every field, turn MJML into HTML, parse Liquid once.
+
+A template is saved as :class:`TemplateFields` (what the author wrote). :func:`prepare` checks
+it and returns the fields to store: the same, with ``html`` made from ``mjml`` when MJML was
+given. :func:`compile_template` parses prepared fields into a :class:`CompiledTemplate`, the
+thing a worker renders many times (see :mod:`.cache`). Both raise
+:class:`~.errors.TemplateSyntaxInvalid` (``validation_error``) naming the field, line and
+column, or :class:`~getfluxly_server.domain.errors.ValidationFailed` for a missing field.
+
+MJML goes through MRML (``mjml-python``: Rust, no Node, no network). Liquid inside MJML
+survives it: the MJML source is first parsed as Liquid (so a Liquid mistake is reported at
+its line in the MJML the author wrote), then compiled to HTML, then the HTML is parsed as
+Liquid. Liquid in text content and attribute values passes through MRML unchanged; control
+flow between MJML components belongs in ``<mj-raw>`` (MRML rejects bare text there).
+``<mj-include>`` is refused: reuse goes through Liquid's ``include``/``render``, resolved
+at render time so an edited partial takes effect without re-saving every template.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import mjml
+from liquid import BoundTemplate
+from liquid.exceptions import LiquidError
+
+from getfluxly_server.domain.errors import ValidationFailed
+from getfluxly_server.domain.templates.errors import TemplateSyntaxInvalid
+from getfluxly_server.domain.templates.sandbox import (
+    DEFAULT_LIMITS,
+    Limits,
+    SandboxEnvironment,
+    sandbox_environment,
+)
+
+
+@dataclass(frozen=True)
+class TemplateFields:
+    """A template's sources as the author gave them (each Liquid; ``mjml`` is MJML + Liquid)."""
+
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    mjml: str | None = None
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """Prepared fields and their parsed Liquid: immutable, rendered by many threads at once."""
+
+    fields: TemplateFields
+    subject: BoundTemplate
+    html: BoundTemplate | None
+    text: BoundTemplate | None
+    limits: Limits
+
+
+def prepare(fields: TemplateFields, *, limits: Limits = DEFAULT_LIMITS) -> TemplateFields:
+    """Check ``fields`` and compile MJML: what to store. Idempotent on its own output.
+
+    Rules: ``subject`` is required text; at least one of ``html``, ``text``, ``mjml``; not both
+    ``html`` and ``mjml`` (the HTML is made from the MJML), unless ``html`` is what this MJML
+    compiles to (fields as prepared and stored); every field within
+    ``limits.max_source_chars``; every field valid Liquid with only known filters.
+    """
+    if not isinstance(fields.subject, str) or not fields.subject.strip():
+        raise ValidationFailed("subject is required (Liquid text)", field="subject")
+    for name in ("subject", "html", "text", "mjml"):
+        value = getattr(fields, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValidationFailed(f"{name} must be text", field=name)
+        if len(value) > limits.max_source_chars:
+            raise ValidationFailed(
+                f"{name} is longer than {limits.max_source_chars} characters", field=name
+            )
+    if not (fields.html or fields.text or fields.mjml):
+        raise ValidationFailed("give at least one of html, text, mjml", field="html")
+    plain = sandbox_environment(limits, autoescape=False)
+    html_env = sandbox_environment(limits, autoescape=True)
+    _parse("subject", fields.subject, plain)
+    if fields.text:
+        _parse("text", fields.text, plain)
+    if fields.mjml:
+        _parse("mjml", fields.mjml, html_env)
+        html = mjml_to_html(fields.mjml)
+        if fields.html and fields.html != html:
+            # Both given, and the HTML is not the MJML's own (as stored after a save).
+            raise ValidationFailed(
+                "give html or mjml, not both: the HTML part is compiled from the MJML",
+                field="mjml",
+            )
+        try:
+            html_env.from_string(html, name="mjml")
+        except LiquidError as err:
+            raise TemplateSyntaxInvalid(
+                "mjml",
+                f"the HTML compiled from the MJML is not valid Liquid ({_message(err)}); "
+                "put Liquid tags between components inside <mj-raw>",
+                line=None,
+                column=None,
+            ) from None
+        return replace(fields, html=html)
+    if fields.html:
+        _parse("html", fields.html, html_env)
+    return fields
+
+
+def compile_template(
+    fields: TemplateFields, *, limits: Limits = DEFAULT_LIMITS
+) -> CompiledTemplate:
+    """Parse prepared (or raw: :func:`prepare` runs again) fields into a renderable template."""
+    prepared = prepare(fields, limits=limits)
+    plain = sandbox_environment(limits, autoescape=False)
+    html_env = sandbox_environment(limits, autoescape=True)
+    return CompiledTemplate(
+        fields=prepared,
+        subject=plain.from_string(prepared.subject, name="subject"),
+        html=html_env.from_string(prepared.html, name="html") if prepared.html else None,
+        text=plain.from_string(prepared.text, name="text") if prepared.text else None,
+        limits=limits,
+    )
+
+
+def _refuse_mj_include(path: str) -> str:
+    raise ValueError(f"<mj-include path={path!r}> is not available: use Liquid's include")
+
+
+_MRML_POSITION = re.compile(r"at position (\d+):(\d+)")
+
+
+def mjml_to_html(source: str) -> str:
+    """Compile MJML to HTML with MRML; an error is a ``validation_error`` on field ``mjml``."""
+    try:
+        return mjml.mjml2html(source, include_loader=_refuse_mj_include)
+    except (ValueError, RuntimeError) as err:
+        message = str(err)
+        line = column = None
+        found = _MRML_POSITION.search(message)
+        if found:
+            line, column = _line_col(source.encode("utf-8"), int(found.group(1)))
+        raise TemplateSyntaxInvalid(
+            "mjml", f"not valid MJML: {message}", line=line, column=column
+        ) from None
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    before = data[:offset].decode("utf-8", "replace")
+    line = before.count("\n") + 1
+    return line, len(before) - (before.rfind("\n") + 1) + 1
+
+
+def _parse(field: str, source: str, env: SandboxEnvironment) -> BoundTemplate:
+    try:
+        template = env.from_string(source, name=field)
+    except LiquidError as err:
+        line, column = _locate(err, source, env)
+        raise TemplateSyntaxInvalid(field, _message(err), line=line, column=column) from None
+    unknown = {
+        name: spans
+        for name, spans in template.analyze(include_partials=False).filters.items()
+        if name not in env.filters
+    }
+    for name, spans in unknown.items():
+        line, column = spans[0].line_col(source)
+        raise TemplateSyntaxInvalid(field, f"unknown filter {name!r}", line=line, column=column + 1)
+    return template
+
+
+def _message(err: LiquidError) -> str:
+    return str(err.message)
+
+
+# A Liquid output statement or tag, for finding where a parse error without position is.
+_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
+def _locate(
+    err: LiquidError, source: str, env: SandboxEnvironment
+) -> tuple[int | None, int | None]:
+    """Line and column (1-based) of a parse error.
+
+    python-liquid gives the position for most errors; for those found at the end of an
+    expression (``{{ x | }}``, ``{% if a == %}``) it does not, so each statement is parsed
+    alone and the one failing with the same message is the culprit (for an unclosed block,
+    the last such opening tag).
+    """
+    context = err.context()
+    if context is not None:
+        return context[0], context[1] + 1
+    message = _message(err)
+    hits: list[int] = []
+    for match in _MARKUP.finditer(source):
+        try:
+            env.from_string(match.group(0))
+        except LiquidError as alone:
+            if _message(alone) == message:
+                hits.append(match.start())
+    if not hits:
+        return None, None
+    offset = hits[-1] if message.startswith("expected tag end") else hits[0]
+    return _line_col(source[:offset].encode("utf-8"), len(source[:offset].encode("utf-8")))

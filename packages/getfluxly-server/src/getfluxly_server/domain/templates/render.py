@@ -1,0 +1,162 @@
+"""Rendering a message from a compiled template, and the preview of one.
+
+Variables (the contract of ``getfluxly-engine.md`` section 1), built by :func:`variables`:
+
+* ``profile``: the profile's traits, plus ``profile.id`` and ``profile.email`` (which a trait
+  of the same name cannot override);
+* ``event``: ``event.name`` and ``event.properties`` of the triggering event;
+* ``data``: the transactional call's ``data``;
+* ``project``: what the caller passes about the project (e.g. ``id``, ``name``);
+* ``unsubscribe_url``, ``preferences_url``.
+
+What is not given is undefined, and an undefined variable renders empty (``| default: "x"``
+gives it a value); a real render never fails for one. A preview lists them as warnings.
+
+Escaping: the ``html`` field is rendered with autoescaping on (python-liquid's ``autoescape``,
+markupsafe): every value output with ``{{ }}`` is HTML-escaped, so a trait holding
+``<script>`` shows as text instead of injecting markup into the mail, and ``&`` in a URL
+becomes the ``&amp;`` HTML requires. Markup written in the template itself is untouched. An
+author who deliberately puts HTML in ``data`` outputs it with ``{{ data.block | safe }}``:
+the decision is the template author's, per variable, never the data's (data cannot carry
+"safe" strings in: :func:`~.sandbox.plain_data` turns every string plain). ``subject`` and
+``text`` are not HTML and are never escaped. The subject is one line: line breaks and runs of
+white space in the rendered subject become single spaces, so a trait cannot add a header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from getfluxly_server.domain.errors import ValidationFailed
+from getfluxly_server.domain.templates.compile import CompiledTemplate
+from getfluxly_server.domain.templates.sandbox import PartialLoader, plain_data, render_field
+from getfluxly_server.domain.templates.text import html_to_text
+
+#: The most warnings a preview lists (a template looping over an undefined list could repeat).
+MAX_WARNINGS = 100
+
+_ONE_LINE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """The parts of one message: ``html`` is None for a text-only template."""
+
+    subject: str
+    html: str | None
+    text: str
+
+
+def variables(
+    *,
+    profile_id: str | None = None,
+    email: str | None = None,
+    traits: Mapping[str, object] | None = None,
+    event_name: str | None = None,
+    event_properties: Mapping[str, object] | None = None,
+    data: Mapping[str, object] | None = None,
+    project: Mapping[str, object] | None = None,
+    unsubscribe_url: str | None = None,
+    preferences_url: str | None = None,
+) -> dict[str, Any]:
+    """The template variables, as plain data; what is None stays undefined.
+
+    Raises:
+        ValidationFailed: a value is not JSON-like (it never comes from JSON, so a caller's bug).
+    """
+    out: dict[str, object] = {}
+    if profile_id is not None or email is not None or traits is not None:
+        profile: dict[str, object] = dict(traits or {})
+        if profile_id is not None:
+            profile["id"] = profile_id
+        if email is not None:
+            profile["email"] = email
+        out["profile"] = profile
+    if event_name is not None or event_properties is not None:
+        event: dict[str, object] = {"properties": dict(event_properties or {})}
+        if event_name is not None:
+            event["name"] = event_name
+        out["event"] = event
+    for name, value in (
+        ("data", data),
+        ("project", project),
+        ("unsubscribe_url", unsubscribe_url),
+        ("preferences_url", preferences_url),
+    ):
+        if value is not None:
+            out[name] = value
+    try:
+        result: dict[str, Any] = plain_data(out)
+    except TypeError as err:
+        raise ValidationFailed(str(err), field="data") from None
+    return result
+
+
+def render_message(
+    template: CompiledTemplate,
+    values: Mapping[str, object],
+    *,
+    partials: PartialLoader | None = None,
+) -> RenderedMessage:
+    """Render subject, HTML and text with ``values`` (from :func:`variables`).
+
+    ``partials`` resolves ``include``/``render`` names to sources of the same project's
+    templates. Without a text field, the text is derived from the rendered HTML.
+
+    Raises:
+        TemplateRenderFailed: a sandbox limit or a template error; names the field.
+    """
+    return _render(template, values, partials, None)
+
+
+def preview(
+    template: CompiledTemplate,
+    values: Mapping[str, object],
+    *,
+    partials: PartialLoader | None = None,
+) -> dict[str, Any]:
+    """``{"subject", "html", "text", "warnings"}`` as the preview endpoint answers.
+
+    Each warning is ``{"type": "undefined_variable", "variable": <dotted path, e.g.
+    "profile.first_name" or "data.items[0].name">, "fields": [fields where it is used]}``,
+    in the order first met, at most :data:`MAX_WARNINGS`. Rendering is the same as a real
+    send (undefined renders empty), so what the preview shows is what would be sent.
+    """
+    seen: dict[str, list[str]] = {}
+    message = _render(template, values, partials, seen)
+    warnings = [
+        {"type": "undefined_variable", "variable": variable, "fields": fields}
+        for variable, fields in list(seen.items())[:MAX_WARNINGS]
+    ]
+    return {
+        "subject": message.subject,
+        "html": message.html,
+        "text": message.text,
+        "warnings": warnings,
+    }
+
+
+def _render(
+    template: CompiledTemplate,
+    values: Mapping[str, object],
+    partials: PartialLoader | None,
+    seen: dict[str, list[str]] | None,
+) -> RenderedMessage:
+    def field(name: str, parsed: Any) -> str:
+        undefined: list[str] | None = [] if seen is not None else None
+        out = render_field(parsed, values, field=name, partials=partials, undefined=undefined)
+        if seen is not None and undefined:
+            for variable in undefined:
+                fields = seen.setdefault(variable, [])
+                if name not in fields:
+                    fields.append(name)
+        return out
+
+    subject = _ONE_LINE.sub(" ", field("subject", template.subject)).strip()
+    html = field("html", template.html) if template.html is not None else None
+    # No text field: the text part is the rendered HTML made readable as text.
+    text = field("text", template.text) if template.text else html_to_text(html or "")
+    return RenderedMessage(subject=subject, html=html, text=text)
