@@ -49,8 +49,10 @@ class TemplateSyntaxInvalid(ValidationFailed):
 class TemplateRenderFailed(ValidationFailed):
     """Rendering stopped: a sandbox limit was reached or the template did something invalid.
 
-    ``extra`` holds ``field`` and ``reason``: one of ``loop_limit``, ``output_limit``,
-    ``memory_limit``, ``depth_limit``, ``include_limit``, ``time_limit``, ``not_found`` (an
+    ``extra`` holds ``field``, ``line`` (of the statement, when known) and ``reason``: one of
+    ``loop_limit``, ``output_limit``, ``memory_limit`` (assign/capture), ``size_limit`` (what a
+    filter takes or makes: items, numbers), ``depth_limit``, ``include_limit``,
+    ``time_limit``, ``not_found`` (an
     included template that does not exist), ``syntax`` (an included template that does not
     parse), ``error`` (anything else the template did wrong, e.g. dividing by zero).
     """

@@ -88,11 +88,7 @@ def variables(
     ):
         if value is not None:
             out[name] = value
-    try:
-        result: dict[str, Any] = plain_data(out)
-    except TypeError as err:
-        raise ValidationFailed(str(err), field="data") from None
-    return result
+    return _plain(out)
 
 
 def render_message(
@@ -101,7 +97,8 @@ def render_message(
     *,
     partials: PartialLoader | None = None,
 ) -> RenderedMessage:
-    """Render subject, HTML and text with ``values`` (from :func:`variables`).
+    """Render subject, HTML and text with ``values`` (from :func:`variables`; any mapping is
+    copied to plain data first, refusing objects with :class:`ValidationFailed`).
 
     ``partials`` resolves ``include``/``render`` names to sources of the same project's
     templates. Without a text field, the text is derived from the rendered HTML.
@@ -109,7 +106,7 @@ def render_message(
     Raises:
         TemplateRenderFailed: a sandbox limit or a template error; names the field.
     """
-    return _render(template, values, partials, None)
+    return _render(template, _plain(values), partials, None)
 
 
 def preview(
@@ -126,7 +123,7 @@ def preview(
     send (undefined renders empty), so what the preview shows is what would be sent.
     """
     seen: dict[str, list[str]] = {}
-    message = _render(template, values, partials, seen)
+    message = _render(template, _plain(values), partials, seen)
     warnings = [
         {"type": "undefined_variable", "variable": variable, "fields": fields}
         for variable, fields in list(seen.items())[:MAX_WARNINGS]
@@ -137,6 +134,15 @@ def preview(
         "text": message.text,
         "warnings": warnings,
     }
+
+
+def _plain(values: Mapping[str, object]) -> dict[str, Any]:
+    # Again here, not only in variables(): whatever a caller passes, no object reaches Liquid.
+    try:
+        plain: dict[str, Any] = plain_data(values)
+    except TypeError as err:
+        raise ValidationFailed(str(err), field="data") from None
+    return plain
 
 
 def _render(

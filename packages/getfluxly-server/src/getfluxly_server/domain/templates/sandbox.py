@@ -124,8 +124,9 @@ class _TimeLimitError(LiquidError):
 
 
 class _ItemLimitError(LiquidError):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "size_limit") -> None:
         super().__init__(message, token=None)
+        self.reason = reason
 
 
 class _LimitedOutput(StringIO):
@@ -224,7 +225,8 @@ class _PartialLoader(BaseLoader):
         state.includes += 1
         if state.includes > state.limits.max_includes:
             raise _ItemLimitError(
-                f"more than {state.limits.max_includes} include/render tags in one render"
+                f"more than {state.limits.max_includes} include/render tags in one render",
+                "include_limit",
             )
         state.check_time()
         source = state.partials(template_name) if state.partials is not None else None
@@ -423,8 +425,7 @@ def _render_failure(field: str, err: LiquidError, limits: Limits) -> TemplateRen
     if isinstance(err, _TimeLimitError):
         return TemplateRenderFailed(field, "time_limit", str(err.message), line=line)
     if isinstance(err, _ItemLimitError):
-        reason = "include_limit" if "include" in str(err.message) else "output_limit"
-        return TemplateRenderFailed(field, reason, str(err.message), line=line)
+        return TemplateRenderFailed(field, err.reason, str(err.message), line=line)
     if isinstance(err, TemplateNotFoundError):
         return TemplateRenderFailed(
             field,
