@@ -292,7 +292,9 @@ def test_render_time_is_bounded_by_a_deadline() -> None:
     # this proves the check is wired in, whatever the machine's speed.)
     limits = Limits(max_render_seconds=0)
     template = compile_template(
-        TemplateFields("{{ profile.first_name }}", text="{% for i in (1..9) %}{% endfor %}"),
+        TemplateFields(
+            "{{ profile.first_name | upcase }}", text="{% for i in (1..9) %}{% endfor %}"
+        ),
         limits=limits,
     )
     with pytest.raises(TemplateRenderFailed) as caught:

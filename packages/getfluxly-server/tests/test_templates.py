@@ -402,3 +402,64 @@ def test_compiled_templates_are_reused_without_state_leaking_between_renders() -
     outputs = {render_message(template, variables(traits={"name": str(i)})).text for i in range(3)}
     assert outputs == {"00a", "01a", "02a"}
     assert re.fullmatch(r"0\da", outputs.pop())
+
+
+# -- the text template derived at compile time -------------------------------------------------
+
+DERIVED_CASES = [
+    "<p>Hello {{ profile.first_name }}</p>{% if data.vip %}<p>VIP</p>{% endif %}<p>Bye</p>",
+    "<table><tr><th>Item</th><th>Qty</th></tr>{% for line in data.lines %}"
+    "<tr><td>{{ line.name }}</td><td>{{ line.qty }}</td></tr>{% endfor %}</table><p>Total</p>",
+    '<p><a href="{{ data.url }}">{{ data.url }}</a> <a href="{{ data.url }}">Go</a>'
+    ' <a href="{% if data.vip %}https://vip.example{% else %}https://x.example{% endif %}">'
+    "Club</a></p>",
+    "<ul>{% for line in data.lines %}<li>{{ line.name | upcase }}</li>{% endfor %}</ul>"
+    "<div>{{ profile.missing | default: 'n/a' }}</div><pre>  {{ data.code }}\n  x</pre>",
+    "<h1>{{ profile.first_name }}</h1>{% comment %}<p>hidden</p>{% endcomment %}"
+    "<p>a{% unless data.vip %}<br>not vip{% endunless %}</p><hr>{% raw %}{{ raw }}{% endraw %}",
+    MJML,
+]
+
+
+@pytest.mark.parametrize("source", DERIVED_CASES)
+@pytest.mark.parametrize("vip", [True, False])
+def test_text_derived_at_compile_time_reads_as_the_rendered_html_does(
+    source: str, vip: bool
+) -> None:
+    """The worker renders the text part from a text template made once from the HTML template;
+    it must say exactly what html_to_text says of each rendered HTML."""
+    fields = (
+        TemplateFields("s", mjml=source) if source is MJML else TemplateFields("s", html=source)
+    )
+    template = compile_template(fields)
+    assert template.text_from_html is not None
+    values = variables(
+        traits={"first_name": "Ada <3 & co"},
+        data={
+            "vip": vip,
+            "url": "https://x.example/?a=1&b=2",
+            "code": "C D",  # (runs of spaces in a value inside <pre> would collapse)
+            "lines": [{"name": "Lamp & <shade>", "qty": 1}, {"name": "Desk", "qty": 2}],
+        },
+    )
+    message = render_message(template, values)
+    assert message.html is not None
+    assert message.text == html_to_text(message.html)
+    assert message.text  # and it is not trivially empty
+
+
+def test_text_is_derived_from_each_rendered_html_when_a_template_cannot_stand_for_it() -> None:
+    partials = {"footer": "<p>Footer <b>{{ profile.first_name }}</b></p>"}
+    for source in (
+        "<p>Hi</p>{% include 'footer' %}",
+        "<p>Hi</p>{% render 'footer', profile: profile %}",
+        "<p>Hi</p>{{ data.block | safe }}",
+    ):
+        template = compile_template(TemplateFields("s", html=source))
+        assert template.text_from_html is None
+        message = render_message(
+            template,
+            variables(traits={"first_name": "Ada"}, data={"block": "<p>Footer <b>Ada</b></p>"}),
+            partials=partials.get,
+        )
+        assert message.text == "Hi\n\nFooter Ada"

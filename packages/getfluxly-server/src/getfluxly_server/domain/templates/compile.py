@@ -33,6 +33,7 @@ from getfluxly_server.domain.templates.sandbox import (
     SandboxEnvironment,
     sandbox_environment,
 )
+from getfluxly_server.domain.templates.text import text_template_from_html
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class CompiledTemplate:
     subject: BoundTemplate
     html: BoundTemplate | None
     text: BoundTemplate | None
+    #: Without a text field: the text template derived from the HTML template (see
+    #: :func:`~.text.text_template_from_html`), or None to derive from each rendered HTML.
+    text_from_html: BoundTemplate | None
     limits: Limits
 
 
@@ -115,13 +119,40 @@ def compile_template(
     prepared = prepare(fields, limits=limits)
     plain = sandbox_environment(limits, autoescape=False)
     html_env = sandbox_environment(limits, autoescape=True)
+    html = html_env.from_string(prepared.html, name="html") if prepared.html else None
     return CompiledTemplate(
         fields=prepared,
         subject=plain.from_string(prepared.subject, name="subject"),
-        html=html_env.from_string(prepared.html, name="html") if prepared.html else None,
+        html=html,
         text=plain.from_string(prepared.text, name="text") if prepared.text else None,
+        text_from_html=(
+            _text_from_html(html, prepared.html or "", plain)
+            if html and not prepared.text
+            else None
+        ),
         limits=limits,
     )
+
+
+def _text_from_html(
+    html: BoundTemplate, source: str, plain: SandboxEnvironment
+) -> BoundTemplate | None:
+    """The text template derived from the HTML template, when it can stand for it.
+
+    Not when the HTML includes other templates (their HTML would land in the text as is) or
+    outputs values unescaped with ``safe`` (HTML in a value): then, and when the derived
+    template does not parse, the text is derived from each rendered HTML instead.
+    """
+    used = html.analyze(include_partials=False)
+    if {"include", "render"} & used.tags.keys() or "safe" in used.filters:
+        return None
+    derived = text_template_from_html(source)
+    if not derived:
+        return None
+    try:
+        return plain.from_string(derived, name="html")
+    except LiquidError:
+        return None
 
 
 def _refuse_mj_include(path: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.templates.compile import CompiledTemplate
 from getfluxly_server.domain.templates.sandbox import PartialLoader, plain_data, render_field
-from getfluxly_server.domain.templates.text import html_to_text
+from getfluxly_server.domain.templates.text import html_to_text, tidy_text
 
 #: The most warnings a preview lists (a template looping over an undefined list could repeat).
 MAX_WARNINGS = 100
@@ -163,6 +163,12 @@ def _render(
 
     subject = _ONE_LINE.sub(" ", field("subject", template.subject)).strip()
     html = field("html", template.html) if template.html is not None else None
-    # No text field: the text part is the rendered HTML made readable as text.
-    text = field("text", template.text) if template.text else html_to_text(html or "")
+    if template.text is not None:
+        text = field("text", template.text)
+    elif template.text_from_html is not None:
+        # No text field: the text part is what the HTML reads as, rendered from the text
+        # template derived at compile time (the same text as html_to_text of the HTML).
+        text = tidy_text(field("html", template.text_from_html))
+    else:
+        text = html_to_text(html or "")
     return RenderedMessage(subject=subject, html=html, text=text)

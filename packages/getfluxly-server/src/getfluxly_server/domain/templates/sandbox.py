@@ -18,9 +18,10 @@ worker down. It is python-liquid 2 configured and extended as follows:
   output size, the size of variables made with ``assign``/``capture``, nesting of scopes and
   includes (which bounds include recursion), the number of includes, the size of what any one
   filter may produce or take (so ``replace``/``join``/``append`` chains cannot build gigabytes
-  on the way to the output), and wall time: a deadline checked at every variable lookup,
-  filter, loop start, include and output write. Python cannot interrupt a running filter, so
-  the deadline bounds time between those points; the size limits bound each step.
+  on the way to the output), and wall time: a deadline checked at every filter, loop start
+  and include (what is between those points, plain output and lookups, is bounded by the
+  template's size times the loop limit). Python cannot interrupt a running filter, so the
+  deadline bounds time between those points; the size limits bound each step.
 * **Every breach is a :class:`TemplateRenderFailed`** with a ``reason``: the worker records it
   on the message and carries on.
 
@@ -66,13 +67,13 @@ PartialLoader = Callable[[str], "str | None"]
 class Limits:
     """How far one render of one field may go. The defaults suit real email with a wide margin.
 
-    Sizes of output are UTF-8 bytes; the rest are counts or characters.
+    Sizes are in characters (of output) or python-liquid's measure (of variables).
     """
 
     #: Characters of Liquid source per field (checked when a template is compiled).
     max_source_chars: int = 256_000
-    #: Output of one field, UTF-8 bytes. Gmail clips a message body at about 100 KB.
-    max_output_bytes: int = 1_000_000
+    #: Output of one field, characters. Gmail clips a message body at about 100 KB.
+    max_output_chars: int = 1_000_000
     #: Loop iterations of one render, every loop together (nested and side by side).
     max_loop_iterations: int = 100_000
     #: Items a filter may take or make (``sort``, ``map``, ``split`` of a huge range or string).
@@ -130,20 +131,17 @@ class _ItemLimitError(LiquidError):
 
 
 class _LimitedOutput(StringIO):
-    """An output buffer that refuses more than ``limit`` UTF-8 bytes and checks the deadline."""
+    """An output buffer that refuses more than ``limit`` characters."""
 
-    def __init__(self, limit: int, state: _RenderState) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
         self.size = 0
-        self._state = state
 
     def write(self, s: str, /) -> int:
-        if s:
-            self.size += len(s) if s.isascii() else len(s.encode("utf-8"))
-            if self.size > self.limit:
-                raise OutputStreamLimitError("output stream limit reached", token=None)
-            self._state.check_time()
+        self.size += len(s)
+        if self.size > self.limit:
+            raise OutputStreamLimitError("output stream limit reached", token=None)
         return super().write(s)
 
 
@@ -171,13 +169,6 @@ class _SandboxContext(RenderContext):
             parent.state if isinstance(parent, _SandboxContext) else _RenderState(env.limits)
         )
 
-    def get(self, path: list[object], *, token: Any, default: object = UNDEFINED) -> object:
-        self.state.check_time()
-        value = super().get(path, token=token, default=default)
-        if self.state.undefined is not None and isinstance(value, Undefined):
-            self.state.undefined.append(_dotted(path))
-        return value
-
     def filter(self, name: str, token: Any) -> Callable[..., object]:
         self.state.check_time()
         return super().filter(name, token)
@@ -192,7 +183,22 @@ class _SandboxContext(RenderContext):
 
     def get_buffer(self, buf: TextIO | None = None) -> StringIO:
         carry = buf.size if isinstance(buf, _LimitedOutput) else 0
-        return _LimitedOutput(self.state.limits.max_output_bytes - carry, self.state)
+        return _LimitedOutput(self.state.limits.max_output_chars - carry)
+
+
+class _PreviewContext(_SandboxContext):
+    """The context of a preview: also notes the path of every undefined variable met.
+
+    A class of its own so that real renders do not pay for the check on every lookup.
+    """
+
+    __slots__ = ()
+
+    def get(self, path: list[object], *, token: Any, default: object = UNDEFINED) -> object:
+        value = super().get(path, token=token, default=default)
+        if self.state.undefined is not None and isinstance(value, Undefined):
+            self.state.undefined.append(_dotted(path))
+        return value
 
 
 class _SandboxTemplate(BoundTemplate):
@@ -267,11 +273,11 @@ def _size_guarded(func: Callable[..., Any], limits: Limits, name: str) -> Callab
         if sized and len(val) > limits.max_items:  # type: ignore[arg-type]
             raise _ItemLimitError(f"'{name}' was given more than {limits.max_items} items")
         estimate = _ESTIMATES.get(name)
-        if estimate is not None and estimate(val, args, kwargs) > limits.max_output_bytes:
+        if estimate is not None and estimate(val, args, kwargs) > limits.max_output_chars:
             raise OutputStreamLimitError(f"'{name}' would make too large a result", token=None)
         result = func(val, *args, **kwargs)
         if isinstance(result, str):
-            if len(result) > limits.max_output_bytes:
+            if len(result) > limits.max_output_chars:
                 raise OutputStreamLimitError(f"'{name}' made too large a result", token=None)
         elif isinstance(result, int):
             if result.bit_length() > limits.max_int_bits:
@@ -345,7 +351,7 @@ def sandbox_environment(limits: Limits = DEFAULT_LIMITS, *, autoescape: bool) ->
         context_depth_limit = limits.max_depth
         loop_iteration_limit = limits.max_loop_iterations
         local_namespace_limit = limits.max_variable_bytes
-        output_stream_limit = limits.max_output_bytes
+        output_stream_limit = limits.max_output_chars
 
     Configured.limits = limits
     return Configured(autoescape=autoescape)
@@ -370,9 +376,10 @@ def render_field(
     env = template.env
     assert isinstance(env, SandboxEnvironment)
     state = _RenderState(env.limits, partials, undefined)
-    context = _SandboxContext(template, globals=template.make_globals(dict(data)))
+    context_class = _SandboxContext if undefined is None else _PreviewContext
+    context = context_class(template, globals=template.make_globals(dict(data)))
     context.state = state
-    buffer = _LimitedOutput(env.limits.max_output_bytes, state)
+    buffer = _LimitedOutput(env.limits.max_output_chars)
     try:
         template.render_with_context(context, buffer)
     except LiquidError as err:
@@ -404,7 +411,7 @@ def _render_failure(field: str, err: LiquidError, limits: Limits) -> TemplateRen
         return TemplateRenderFailed(
             field,
             "output_limit",
-            f"output would exceed {limits.max_output_bytes} bytes ({err.message})",
+            f"output would exceed {limits.max_output_chars} characters ({err.message})",
             line=line,
         )
     if isinstance(err, LocalNamespaceLimitError):

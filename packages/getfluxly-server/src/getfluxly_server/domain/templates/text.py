@@ -47,9 +47,24 @@ _PRE_SPACE = "\x00"
 _PRE_BREAK = -1
 
 
+# Stand-ins for Liquid markup while the HTML parser reads a template: characters of Unicode's
+# private use area, which no parser step alters; a tag and an output statement differ.
+_TAG_OPEN, _TAG_CLOSE, _OUT_OPEN, _OUT_CLOSE = "\ue000", "\ue001", "\ue002", "\ue003"
+_STAND_IN = re.compile("[\ue000\ue002](\\d+)[\ue001\ue003]")
+_LIQUID_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+# Line breaks in a text template: one newline, or a paragraph's blank line.
+_LINE_MARK, _PARAGRAPH_MARK = "\ue004", "\ue005"
+_BREAK_MARKS = {1: _LINE_MARK, 2: _PARAGRAPH_MARK}
+_MARKS = (_TAG_OPEN, _TAG_CLOSE, _OUT_OPEN, _OUT_CLOSE, _LINE_MARK, _PARAGRAPH_MARK, _PRE_SPACE)
+_BREAK_RUN = re.compile("[ \ue004\ue005]*[\ue004\ue005][ \ue004\ue005]*")
+_DOUBLE_SPACE = re.compile(" {2,}")
+
+
 class _TextBuilder(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, *, template: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        #: Making a text template: line breaks are left as marks for :func:`tidy_text`.
+        self.template = template
         #: Text pieces, and line breaks wanted (as ints: adjacent ones merge, not add up).
         self.out: list[str | int] = []
         self.skipping: list[str] = []
@@ -153,6 +168,13 @@ class _TextBuilder(HTMLParser):
         for href, start in reversed(self.links):  # links never closed: still show the URL
             self._close_link(href, start)
         self.links.clear()
+        if self.template:
+            # Breaks stay marks: whether two are adjacent is only known once rendered (a
+            # loop's rows, a block an if leaves out), so tidy_text merges them then.
+            return "".join(
+                "\n" if p == _PRE_BREAK else _BREAK_MARKS[p] if isinstance(p, int) else p
+                for p in self.out
+            )
         pieces: list[str] = []
         pending = 0
         for piece in self.out:
@@ -172,7 +194,7 @@ class _TextBuilder(HTMLParser):
         raw = "".join(pieces)
         lines = [line.strip(" ") for line in raw.split("\n")]
         # Collapsing may leave double spaces where inline pieces met (" text " + " more").
-        lines = [re.sub(r" {2,}", " ", line) if line else line for line in lines]
+        lines = [_DOUBLE_SPACE.sub(" ", line) if line else line for line in lines]
         text = _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
         return text.replace(_PRE_SPACE, " ")
 
@@ -183,3 +205,43 @@ def html_to_text(html: str) -> str:
     builder.feed(html)
     builder.close()
     return builder.text()
+
+
+def text_template_from_html(source: str) -> str | None:
+    """A Liquid text template that renders what :func:`html_to_text` makes of the rendered
+    HTML template ``source``, so the text part costs a render, not an HTML parse, per message.
+
+    Liquid markup is kept through the conversion: output statements stand where their text
+    will be (a link's ``href="{{ url }}"`` becomes ``({{ url }})``), tags take no room.
+    Values are not escaped in text, so what a reader sees is the same (two differences: a
+    newline in a value stays a newline, and runs of spaces in a value inside ``pre`` collapse).
+    ``None`` when the source uses the private-use characters the conversion borrows; the
+    caller then derives the text from each rendered HTML instead (also the fallback when
+    Liquid markup was split by the HTML, e.g. a tag inside ``<head>`` closed in the body, and
+    the result does not parse). Render the result, then pass it through :func:`tidy_text`.
+    """
+    if any(mark in source for mark in _MARKS):
+        return None
+    markup: dict[str, int] = {}
+
+    def stand_in(found: re.Match[str]) -> str:
+        text = found.group(0)
+        number = markup.setdefault(text, len(markup))
+        if text.startswith("{%"):
+            return f"{_TAG_OPEN}{number}{_TAG_CLOSE}"
+        return f"{_OUT_OPEN}{number}{_OUT_CLOSE}"
+
+    builder = _TextBuilder(template=True)
+    builder.feed(_LIQUID_MARKUP.sub(stand_in, source))
+    builder.close()
+    converted = builder.text()
+    by_number = {number: text for text, number in markup.items()}
+    return _STAND_IN.sub(lambda found: by_number[int(found.group(1))], converted)
+
+
+def tidy_text(rendered: str) -> str:
+    """Finish a rendered text template from :func:`text_template_from_html`: adjacent line
+    breaks merge into the largest, lines are stripped, at most one blank line in a row."""
+    text = _BREAK_RUN.sub(lambda run: "\n\n" if _PARAGRAPH_MARK in run.group(0) else "\n", rendered)
+    lines = [_DOUBLE_SPACE.sub(" ", line.strip(" ")) for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n").replace(_PRE_SPACE, " ")
