@@ -107,6 +107,21 @@ def test_include_and_render_of_the_projects_templates_work() -> None:
     ) == ("7||7")
 
 
+def test_a_failing_loader_reaches_the_caller_as_it_was() -> None:
+    """Storage failing while fetching a partial is not the template's fault: the worker must
+    see its own error (and retry), not a template validation error."""
+
+    class StorageDownError(ConnectionError):
+        pass
+
+    def loader(name: str) -> str | None:
+        raise StorageDownError(f"cannot load {name}")
+
+    template = compile_template(TemplateFields("s", text="{% include 'footer' %}"))
+    with pytest.raises(StorageDownError, match="cannot load footer"):
+        render_message(template, VALUES, partials=loader)
+
+
 def test_an_included_template_that_does_not_parse_is_named() -> None:
     err = _refusal("ok {% include 'broken' %}")
     assert err.reason == "syntax"
@@ -204,6 +219,11 @@ def test_plain_data_turns_subclasses_into_plain_values() -> None:
         "{% for i in (1..60000) %}{% endfor %}{% for i in (1..60000) %}{% endfor %}",
         "{% tablerow i in (1..100000000) %}{{ i }}{% endtablerow %}",
         "{% for i in (1..400) %}{% include 'fan' %}{% endfor %}",
+        # render/include "for" a list loops too: 100 x 2,000 partial renders.
+        "{% assign l = (1..2000) | sort %}"
+        "{% for j in (1..100) %}{% render 'leaf' for l as i %}{% endfor %}",
+        "{% assign l = (1..2000) | sort %}"
+        "{% for j in (1..100) %}{% include 'leaf' for l %}{% endfor %}",
     ],
 )
 def test_loops_are_bounded_in_total_per_render(source: str) -> None:

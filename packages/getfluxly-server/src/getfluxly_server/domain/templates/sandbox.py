@@ -130,6 +130,14 @@ class _ItemLimitError(LiquidError):
         self.reason = reason
 
 
+class _LoaderFailed(Exception):  # noqa: N818 - a carrier, never seen outside this module
+    """Carries an exception of the caller's partial loader through python-liquid."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class _LimitedOutput(StringIO):
     """An output buffer that refuses more than ``limit`` characters."""
 
@@ -235,7 +243,12 @@ class _PartialLoader(BaseLoader):
                 "include_limit",
             )
         state.check_time()
-        source = state.partials(template_name) if state.partials is not None else None
+        try:
+            source = state.partials(template_name) if state.partials is not None else None
+        except Exception as err:
+            # The caller's storage failing is not the template's fault: it must reach the
+            # caller as it was (a worker retries it), not as a template error.
+            raise _LoaderFailed(err) from err
         if source is None:
             raise TemplateNotFoundError(template_name, token=None)
         return TemplateSource(source, template_name, None)
@@ -384,9 +397,12 @@ def render_field(
         template.render_with_context(context, buffer)
     except LiquidError as err:
         raise _render_failure(field, err, env.limits) from None
-    except (RecursionError, MemoryError, ValueError, TypeError, ArithmeticError) as err:
-        # Only the template can cause these here (plain data in, no user code). The class
-        # name tells an operator enough; the author gets a sentence.
+    except _LoaderFailed as err:
+        raise err.original from None
+    except Exception as err:
+        # Plain data in, no user code: only the template can cause anything else here
+        # (RecursionError, MemoryError, a filter's ValueError...). The class name tells an
+        # operator enough; the author gets a sentence; the worker goes on.
         raise TemplateRenderFailed(
             field, "error", f"the template could not be rendered ({type(err).__name__})"
         ) from None
