@@ -463,3 +463,30 @@ def test_text_is_derived_from_each_rendered_html_when_a_template_cannot_stand_fo
             partials=partials.get,
         )
         assert message.text == "Hi\n\nFooter Ada"
+
+
+def test_the_public_api_of_the_templates_package() -> None:
+    """What the API, the worker and the preview use; a change here is a change for them."""
+    import getfluxly_server.domain.templates as templates
+
+    assert sorted(templates.__all__) == [
+        "DEFAULT_LIMITS",
+        "CompiledTemplate",
+        "Limits",
+        "PartialLoader",
+        "RenderedMessage",
+        "TemplateCache",
+        "TemplateFields",
+        "TemplateRenderFailed",
+        "TemplateSyntaxInvalid",
+        "compile_template",
+        "html_to_text",
+        "mjml_to_html",
+        "prepare",
+        "preview",
+        "render_message",
+        "variables",
+    ]
+    assert all(hasattr(templates, name) for name in templates.__all__)
+    assert issubclass(templates.TemplateSyntaxInvalid, ValidationFailed)
+    assert issubclass(templates.TemplateRenderFailed, ValidationFailed)
