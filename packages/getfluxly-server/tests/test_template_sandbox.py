@@ -21,6 +21,7 @@ from getfluxly_server.domain.templates import (
     compile_template,
     preview,
     render_message,
+    sandbox,
     variables,
 )
 from getfluxly_server.domain.templates.sandbox import (
@@ -321,6 +322,32 @@ def test_render_time_is_bounded_by_a_deadline() -> None:
         render_message(template, VALUES)
     assert (caught.value.field, caught.value.reason) == ("subject", "time_limit")
     assert "longer than 0 s" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Nothing here filters or outputs: only the per-iteration check can see the clock.
+        "{% for i in (1..1000) %}{% if data.x %}{% endif %}{% endfor %}",
+        "{% tablerow i in (1..1000) %}{% if data.x %}{% endif %}{% endtablerow %}",
+        "{% assign l = (1..1000) | sort %}{% render 'quiet' for l as i %}",
+        "{% assign l = (1..1000) | sort %}{% include 'quiet' for l %}",
+    ],
+)
+def test_the_deadline_is_checked_at_every_loop_iteration(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock that moves one second at each look: a deadline of 100 s passes after about
+    # 100 checks, which only a check per iteration (or per partial) reaches.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(sandbox, "_clock", lambda: float(next(ticks)))
+    template = compile_template(
+        TemplateFields("s", text=source), limits=Limits(max_render_seconds=100)
+    )
+    with pytest.raises(TemplateRenderFailed) as caught:
+        render_message(template, VALUES, partials={"quiet": "{% if i %}{% endif %}"}.get)
+    assert caught.value.reason == "time_limit"
+    assert next(ticks) < 200  # it stopped soon after the deadline, not at the loop's end
 
 
 # -- other template errors ---------------------------------------------------------------------

@@ -18,9 +18,8 @@ worker down. It is python-liquid 2 configured and extended as follows:
   output size, the size of variables made with ``assign``/``capture``, nesting of scopes and
   includes (which bounds include recursion), the number of includes, the size of what any one
   filter may produce or take (so ``replace``/``join``/``append`` chains cannot build gigabytes
-  on the way to the output), and wall time: a deadline checked at every filter, loop start
-  and include (what is between those points, plain output and lookups, is bounded by the
-  template's size times the loop limit). Python cannot interrupt a running filter, so the
+  on the way to the output), and wall time: a deadline checked at every filter, loop
+  iteration, include and partial render. Python cannot interrupt a running filter, so the
   deadline bounds time between those points; the size limits bound each step.
 * **Every breach is a :class:`TemplateRenderFailed`** with a ``reason``: the worker records it
   on the message and carries on.
@@ -35,7 +34,8 @@ import datetime
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from io import StringIO
@@ -44,6 +44,8 @@ from typing import Any, TextIO
 
 from liquid import BoundTemplate, Environment, Mode, RenderContext, Undefined
 from liquid.builtin.filters.extra import safe
+from liquid.builtin.tags.for_tag import ForLoop
+from liquid.builtin.tags.tablerow_tag import TableRow
 from liquid.exceptions import (
     BlockNestingError,
     ContextDepthError,
@@ -61,6 +63,9 @@ from getfluxly_server.domain.templates.errors import TemplateRenderFailed
 
 #: The caller's way to include other templates of the same project: name -> source, or None.
 PartialLoader = Callable[[str], "str | None"]
+
+#: The clock of render deadlines (a module global so a test can drive it).
+_clock = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class _RenderState:
         undefined: list[str] | None = None,
     ) -> None:
         self.limits = limits
-        self.deadline = time.monotonic() + limits.max_render_seconds
+        self.deadline = _clock() + limits.max_render_seconds
         self.iterations = 0
         self.includes = 0
         self.partials = partials
@@ -113,7 +118,7 @@ class _RenderState:
         self.undefined = undefined
 
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if _clock() > self.deadline:
             raise _TimeLimitError(
                 f"rendering took longer than {self.limits.max_render_seconds:g} s"
             )
@@ -174,7 +179,7 @@ def _dotted(path: Sequence[object]) -> str:
 
 class _SandboxContext(RenderContext):
     """A render context that keeps the per-render budget (shared with copies made for
-    ``render``) and checks it at every filter, loop start and include."""
+    ``render``) and checks it at every filter, loop iteration, include and partial."""
 
     __slots__ = ("state",)
 
@@ -191,6 +196,25 @@ class _SandboxContext(RenderContext):
         self.state.check_time()
         return super().filter(name, token)
 
+    @contextmanager
+    def extend(
+        self, namespace: Mapping[str, object], template: BoundTemplate | None = None
+    ) -> Iterator[RenderContext]:
+        # Every template, include, partial render and loop passes here.
+        self.state.check_time()
+        with super().extend(namespace, template) as context:
+            yield context
+
+    @contextmanager
+    def loop(
+        self, namespace: Mapping[str, object], forloop: ForLoop | TableRow
+    ) -> Iterator[RenderContext]:
+        # Each iteration checks the deadline: a loop body of tags that neither output nor
+        # filter anything would otherwise never reach a check.
+        forloop.it = _deadline_checked(forloop.it, self.state)
+        with super().loop(namespace, forloop) as context:
+            yield context
+
     def raise_for_loop_limit(self, length: int = 1) -> None:
         super().raise_for_loop_limit(length)
         state = self.state
@@ -202,6 +226,13 @@ class _SandboxContext(RenderContext):
     def get_buffer(self, buf: TextIO | None = None) -> StringIO:
         carry = buf.size if isinstance(buf, _LimitedOutput) else 0
         return _LimitedOutput(self.state.limits.max_output_chars - carry)
+
+
+def _deadline_checked(items: Iterator[object], state: _RenderState) -> Iterator[object]:
+    check = state.check_time
+    for item in items:
+        check()
+        yield item
 
 
 class _PreviewContext(_SandboxContext):
