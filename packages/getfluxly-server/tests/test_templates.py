@@ -197,7 +197,7 @@ def test_a_source_over_the_size_limit_is_refused() -> None:
 
 # -- MJML --------------------------------------------------------------------------------------
 
-MJML = """<mjml>
+MJML = """<mjml><mj-head><mj-preview>Preview {{ profile.first_name }}</mj-preview></mj-head>
   <mj-body>
     <mj-section>
       <mj-column>
@@ -236,6 +236,8 @@ def test_mjml_compiles_at_save_time_and_liquid_inside_survives() -> None:
     assert "{{" not in vip.html
     assert "{%" not in vip.html
     assert "Hello Ada!" in vip.text
+    assert "Preview Ada" in vip.html  # the preheader: in the HTML, hidden from the reader...
+    assert "Preview" not in vip.text  # ... and so not in the text part
     assert "Open (https://x.example/?a&b)" in vip.text
     plain = render_message(template, variables(traits={"first_name": "Bo"}, data={"url": "u"}))
     assert plain.html is not None
@@ -349,6 +351,15 @@ def test_text_part_is_derived_from_the_rendered_html_when_none_is_given() -> Non
         ("&lt;not a tag&gt; &quot;q&quot; &#8364; &euro;", '<not a tag> "q" € €'),
         ("<style>a{}</style><script>1<2</script>text", "text"),
         ("<p>a</p><hr><p>b</p>", "a\n\n" + "-" * 40 + "\n\nb"),
+        (
+            '<div style="display:none;max-height:0">Preheader<div>x</div>more</div><p>Body</p>',
+            "Body",
+        ),
+        ('<span hidden>h</span><span style="DISPLAY: none">h</span>shown', "shown"),
+        (
+            '<p style="display:none">a p is not hidden (its end tag is optional)<p>b',
+            "a p is not hidden (its end tag is optional)\n\nb",
+        ),
     ],
 )
 def test_html_to_text_rules(html: str, text: str) -> None:

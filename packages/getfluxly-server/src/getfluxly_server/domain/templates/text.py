@@ -14,6 +14,9 @@ Contract of :func:`html_to_text`:
   apart by a blank line; ``br`` is a line break; ``hr`` a line of dashes;
 * a table cell is separated from the next by a space; list items start with ``- ``
   (``1. `` in ordered lists);
+* nothing hidden from the reader: a ``div``, ``span``, ``table``, ``center``, ``section`` or
+  ``font`` with ``style="display:none"`` (the preheader most mail has) or ``hidden`` is left
+  out with all it holds;
 * ``<a href="u">t</a>`` is ``t (u)``; when the text is the URL itself, or empty, just ``u``;
   ``javascript:`` links and in-page ``#anchors`` keep only their text; an image inside a
   link counts by its ``alt`` text (images elsewhere too, when they have one);
@@ -39,6 +42,22 @@ _BLOCK = _PARAGRAPH | frozenset(
     }
 )  # fmt: skip
 _CELL = frozenset({"td", "th"})
+#: Elements without content or end tag.
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+)
+#: Elements whose hiding is honoured: those whose end tag HTML requires (a hidden ``<p>``
+#: left open would otherwise hide the rest of the message).
+_HIDEABLE = frozenset({"div", "span", "table", "center", "section", "font"})
+_DISPLAY_NONE = re.compile(r"display\s*:\s*none", re.IGNORECASE)
+
+
+def _hidden(attributes: dict[str, str | None]) -> bool:
+    # A preheader (the inbox's preview line) and other content hidden from the reader.
+    style = attributes.get("style")
+    return "hidden" in attributes or (style is not None and bool(_DISPLAY_NONE.search(style)))
+
+
 _SPACES = re.compile(r"[ \t\r\n\f\v\xa0\u200b]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 #: Stand-ins inside ``pre``: a space the final stripping must keep, a newline that is not a
@@ -82,10 +101,10 @@ class _TextBuilder(HTMLParser):
             if tag == self.skipping[-1]:
                 self.skipping.append(tag)
             return
-        if tag in _SKIP:
+        attributes = dict(attrs)
+        if tag in _SKIP or (tag in _HIDEABLE and _hidden(attributes)):
             self.skipping.append(tag)
             return
-        attributes = dict(attrs)
         if tag in _BLOCK:
             self._breaks(2 if tag in _PARAGRAPH else 1)
         if tag == "pre":
@@ -119,7 +138,7 @@ class _TextBuilder(HTMLParser):
         if tag == "a":
             return
         self.handle_starttag(tag, attrs)
-        if tag in _SKIP and self.skipping and self.skipping[-1] == tag:
+        if tag not in _VOID and self.skipping and self.skipping[-1] == tag:
             self.skipping.pop()
 
     def handle_endtag(self, tag: str) -> None:
