@@ -66,7 +66,10 @@ def prepare(fields: TemplateFields, *, limits: Limits = DEFAULT_LIMITS) -> Templ
     Rules: ``subject`` is required text; at least one of ``html``, ``text``, ``mjml``; not both
     ``html`` and ``mjml`` (the HTML is made from the MJML), unless ``html`` is what this MJML
     compiles to (fields as prepared and stored); every field within
-    ``limits.max_source_chars``; every field valid Liquid with only known filters.
+    ``limits.max_source_chars``; every field valid Liquid with only known filters. (So an
+    update that changes the MJML passes the new ``mjml`` with ``html=None``.) Templates named
+    in ``include``/``render`` are not looked up here: they may be saved later, and a missing
+    one is a render error naming it (a preview shows it at once).
     """
     if not isinstance(fields.subject, str) or not fields.subject.strip():
         raise ValidationFailed("subject is required (Liquid text)", field="subject")
