@@ -285,6 +285,40 @@ def test_html_escapes_values_and_subject_and_text_do_not() -> None:
     assert attack in message.text  # derived text shows the text the reader saw
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ profile.x | newline_to_br }}",
+        "{{ profile.x | replace: 'a', '<b>' }}",
+        "{{ profile.x | append: '<i>' }}",
+        "{{ '<i>' | append: profile.x }}",
+        "{{ profile.x | prepend: '<u>' }}",
+        "{{ profile.x | upcase }}",
+        "{{ profile.x | escape_once }}",
+        "{{ profile.x | split: 'a' | join: '<br>' }}",
+        "{{ profile.list | join: '<br>' }}",
+        "{{ profile.list }}",
+        "{{ profile.missing | default: profile.x }}",
+        "{% capture c %}{{ profile.x }}{% endcapture %}{{ c }}",
+        "{% assign c = profile.x %}{{ c }}",
+        "{% echo profile.x %}",
+        "{% for item in profile.list %}{{ item }}{% endfor %}",
+        "{{ profile.x | base64_encode | base64_decode }}",
+        "{{ profile.x | url_decode }}",
+    ],
+)
+def test_no_filter_or_tag_lets_a_value_bring_markup_into_html(source: str) -> None:
+    template = compile_template(TemplateFields("s", html=source))
+    values = variables(
+        traits={"x": "<script>alert(1)</script>", "list": ["<script>", "<img src=x>"]}
+    )
+    html = render_message(template, values).html
+    assert html is not None
+    assert "<script" not in html.lower()
+    assert "<img" not in html.lower()
+    assert "&lt;script" in html.lower()  # shown as text, not dropped
+
+
 def test_data_cannot_smuggle_markup_past_escaping_but_the_author_can_opt_in() -> None:
     from markupsafe import Markup
 
