@@ -24,6 +24,7 @@ from getfluxly_server.domain.templates import (
     render_message,
     variables,
 )
+from getfluxly_server.domain.templates import render as render_module
 
 EVERYTHING = variables(
     profile_id="prof_1",
@@ -493,21 +494,53 @@ def test_text_derived_at_compile_time_reads_as_the_rendered_html_does(
     assert message.text  # and it is not trivially empty
 
 
-def test_text_is_derived_from_each_rendered_html_when_a_template_cannot_stand_for_it() -> None:
-    partials = {"footer": "<p>Footer <b>{{ profile.first_name }}</b></p>"}
-    for source in (
+PARTIALS = {
+    "footer": "<div>Footer <b>{{ profile.first_name }}</b><br>"
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a></div>',
+    "row": "<tr><td>{{ line.name }}</td><td>{{ line.qty }}</td></tr>",
+    "raw": "<p>{{ data.block | safe }}</p>",
+    "split": "<style>{% if data.vip %}</style><div>VIP</div>{% endif %}",
+}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
         "<p>Hi</p>{% include 'footer' %}",
-        "<p>Hi</p>{% render 'footer', profile: profile %}",
-        "<p>Hi</p>{{ data.block | safe }}",
-    ):
-        template = compile_template(TemplateFields("s", html=source))
-        assert template.text_from_html is None
-        message = render_message(
-            template,
-            variables(traits={"first_name": "Ada"}, data={"block": "<p>Footer <b>Ada</b></p>"}),
-            partials=partials.get,
-        )
-        assert message.text == "Hi\n\nFooter Ada"
+        "<p>Hi</p>{% render 'footer', profile: profile, unsubscribe_url: unsubscribe_url %}",
+        "<table>{% for line in data.lines %}{% include 'row' %}{% endfor %}</table><p>end</p>",
+        "<p>Hi</p>{% include 'raw' %}",  # safe in a partial: from the rendered HTML
+        "<p>Hi</p>{% include 'split' %}",  # a partial whose text template does not parse
+        "<p>Hi</p>{{ data.block | safe }}",  # safe here: no text template at all
+    ],
+)
+def test_text_with_includes_reads_as_the_rendered_html_does(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []  # rendered HTML parsed for the text: the slow way, when needed
+
+    def counting(html: str) -> str:
+        parsed.append(html)
+        return html_to_text(html)
+
+    monkeypatch.setattr(render_module, "html_to_text", counting)
+    template = compile_template(TemplateFields("s", html=source))
+    assert (template.text_from_html is None) == ("| safe" in source)
+    values = variables(
+        traits={"first_name": "Ada"},
+        data={
+            "block": "<p>Footer <b>Ada</b></p>",
+            "vip": True,
+            "lines": [{"name": "Lamp", "qty": 1}, {"name": "Desk", "qty": 2}],
+        },
+        unsubscribe_url="https://gf.example/u?a=1&b=2",
+    )
+    message = render_message(template, values, partials=PARTIALS.get)
+    assert message.html is not None
+    assert message.text == html_to_text(message.html)
+    assert "<" not in message.text
+    slow = "safe" in source or "'raw'" in source or "'split'" in source
+    assert len(parsed) == (1 if slow else 0)
 
 
 def test_the_public_api_of_the_templates_package() -> None:

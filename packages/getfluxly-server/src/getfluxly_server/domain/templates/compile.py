@@ -142,12 +142,12 @@ def _text_from_html(
 ) -> BoundTemplate | None:
     """The text template derived from the HTML template, when it can stand for it.
 
-    Not when the HTML includes other templates (their HTML would land in the text as is) or
-    outputs values unescaped with ``safe`` (HTML in a value): then, and when the derived
-    template does not parse, the text is derived from each rendered HTML instead.
+    Not when the HTML outputs values unescaped with ``safe`` (HTML in a value, which the text
+    would show as is): then, and when the derived template does not parse, the text is
+    derived from each rendered HTML instead. Included templates are converted the same way
+    when rendered (see :mod:`.render`).
     """
-    used = html.analyze(include_partials=False)
-    if {"include", "render"} & used.tags.keys() or "safe" in used.filters:
+    if "safe" in html.analyze(include_partials=False).filters:
         return None
     derived = text_template_from_html(source)
     if not derived:

@@ -32,8 +32,9 @@ from typing import Any
 
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.templates.compile import CompiledTemplate
+from getfluxly_server.domain.templates.errors import TemplateRenderFailed
 from getfluxly_server.domain.templates.sandbox import PartialLoader, plain_data, render_field
-from getfluxly_server.domain.templates.text import html_to_text, tidy_text
+from getfluxly_server.domain.templates.text import html_to_text, text_template_from_html, tidy_text
 
 #: The most warnings a preview lists (a template looping over an undefined list could repeat).
 MAX_WARNINGS = 100
@@ -151,9 +152,9 @@ def _render(
     partials: PartialLoader | None,
     seen: dict[str, list[str]] | None,
 ) -> RenderedMessage:
-    def field(name: str, parsed: Any) -> str:
+    def field(name: str, parsed: Any, loader: PartialLoader | None = partials) -> str:
         undefined: list[str] | None = [] if seen is not None else None
-        out = render_field(parsed, values, field=name, partials=partials, undefined=undefined)
+        out = render_field(parsed, values, field=name, partials=loader, undefined=undefined)
         if seen is not None and undefined:
             for variable in undefined:
                 fields = seen.setdefault(variable, [])
@@ -167,8 +168,41 @@ def _render(
         text = field("text", template.text)
     elif template.text_from_html is not None:
         # No text field: the text part is what the HTML reads as, rendered from the text
-        # template derived at compile time (the same text as html_to_text of the HTML).
-        text = tidy_text(field("html", template.text_from_html))
+        # template derived at compile time (the same text as html_to_text of the HTML), its
+        # includes converted alike; where one cannot be, from the rendered HTML after all.
+        try:
+            text_partials = None if partials is None else _TextPartials(partials)
+            text = tidy_text(field("html", template.text_from_html, text_partials))
+        except _NoTextTemplate:
+            text = html_to_text(html or "")
+        except TemplateRenderFailed as err:
+            if err.reason != "syntax":
+                raise
+            text = html_to_text(html or "")  # an include's Liquid split by its HTML
     else:
         text = html_to_text(html or "")
     return RenderedMessage(subject=subject, html=html, text=text)
+
+
+class _NoTextTemplate(Exception):  # noqa: N818 - a signal, not an error
+    """An included template cannot be read as text without rendering it as HTML."""
+
+
+#: ``| safe`` in an included template: a value's own HTML, which only the rendered HTML shows.
+_SAFE_FILTER = re.compile(r"\|\s*safe\b")
+
+
+class _TextPartials:
+    """The caller's partial loader, handing out each HTML partial as a text template."""
+
+    def __init__(self, partials: PartialLoader) -> None:
+        self._partials = partials
+
+    def __call__(self, name: str) -> str | None:
+        source = self._partials(name)
+        if source is None:
+            return None
+        derived = text_template_from_html(source)
+        if derived is None or _SAFE_FILTER.search(source):
+            raise _NoTextTemplate(name)
+        return derived

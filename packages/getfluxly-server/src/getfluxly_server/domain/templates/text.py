@@ -27,6 +27,7 @@ Contract of :func:`html_to_text`:
 
 from __future__ import annotations
 
+import functools
 import re
 from html.parser import HTMLParser
 
@@ -226,6 +227,7 @@ def html_to_text(html: str) -> str:
     return builder.text()
 
 
+@functools.lru_cache(maxsize=1024)
 def text_template_from_html(source: str) -> str | None:
     """A Liquid text template that renders what :func:`html_to_text` makes of the rendered
     HTML template ``source``, so the text part costs a render, not an HTML parse, per message.
@@ -238,6 +240,7 @@ def text_template_from_html(source: str) -> str | None:
     caller then derives the text from each rendered HTML instead (also the fallback when
     Liquid markup was split by the HTML, e.g. a tag inside ``<head>`` closed in the body, and
     the result does not parse). Render the result, then pass it through :func:`tidy_text`.
+    Cached per source: included templates are converted each time they are included.
     """
     if any(mark in source for mark in _MARKS):
         return None
