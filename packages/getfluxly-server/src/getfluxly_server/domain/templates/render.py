@@ -21,6 +21,12 @@ the decision is the template author's, per variable, never the data's (data cann
 "safe" strings in: :func:`~.sandbox.plain_data` turns every string plain). ``subject`` and
 ``text`` are not HTML and are never escaped. The subject is one line: line breaks and runs of
 white space in the rendered subject become single spaces, so a trait cannot add a header.
+
+The text part, when the template has none, is what :func:`~.text.html_to_text` makes of the
+rendered HTML. To spare the worker an HTML parse per message it is rendered from a text
+template derived from the HTML template once (and from each included template as it is
+included); where that cannot stand for the HTML (``| safe`` values, Liquid split by HTML
+elements) the rendered HTML is parsed. Tests hold the two ways to the same text.
 """
 
 from __future__ import annotations
