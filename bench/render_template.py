@@ -47,8 +47,8 @@ from getfluxly_server.domain.templates import (
     compile_template,
     html_to_text,
     render_message,
+    variables,
 )
-from getfluxly_server.domain.templates.render import variables
 from getfluxly_server.domain.templates.sandbox import render_field
 
 SUBJECT = "Your order {{ data.order_id }}, {{ profile.first_name | default: 'there' }}"

@@ -25,10 +25,10 @@ from getfluxly_server.domain.templates import (
     variables,
 )
 from getfluxly_server.domain.templates.sandbox import (
-    plain_data,
     render_field,
     sandbox_environment,
 )
+from getfluxly_server.domain.templates.values import plain_data
 
 VALUES = variables(
     profile_id="prof_1",

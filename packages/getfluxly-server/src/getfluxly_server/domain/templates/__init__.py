@@ -6,8 +6,8 @@ with a :class:`TemplateCache` and :func:`render_message`, the preview endpoint c
 
 The modules: :mod:`.sandbox` (the Liquid environment and its limits), :mod:`.compile`
 (save-time checks, MJML, parsing), :mod:`.cache` (compiled templates per version),
-:mod:`.render` (variables, rendering, preview, escaping), :mod:`.text` (HTML to text),
-:mod:`.errors`.
+:mod:`.values` (the variables, as plain data), :mod:`.render` (rendering, preview,
+escaping), :mod:`.text` (HTML to text), :mod:`.errors`.
 """
 
 from getfluxly_server.domain.templates.cache import TemplateCache
@@ -19,14 +19,10 @@ from getfluxly_server.domain.templates.compile import (
     prepare,
 )
 from getfluxly_server.domain.templates.errors import TemplateRenderFailed, TemplateSyntaxInvalid
-from getfluxly_server.domain.templates.render import (
-    RenderedMessage,
-    preview,
-    render_message,
-    variables,
-)
+from getfluxly_server.domain.templates.render import RenderedMessage, preview, render_message
 from getfluxly_server.domain.templates.sandbox import DEFAULT_LIMITS, Limits, PartialLoader
 from getfluxly_server.domain.templates.text import html_to_text
+from getfluxly_server.domain.templates.values import variables
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -1,16 +1,6 @@
 """Rendering a message from a compiled template, and the preview of one.
 
-Variables (the contract of ``getfluxly-engine.md`` section 1), built by :func:`variables`:
-
-* ``profile``: the profile's traits, plus ``profile.id`` and ``profile.email`` (which a trait
-  of the same name cannot override);
-* ``event``: ``event.name`` and ``event.properties`` of the triggering event;
-* ``data``: the transactional call's ``data``;
-* ``project``: what the caller passes about the project (e.g. ``id``, ``name``);
-* ``unsubscribe_url``, ``preferences_url``.
-
-What is not given is undefined, and an undefined variable renders empty (``| default: "x"``
-gives it a value); a real render never fails for one. A preview lists them as warnings.
+The values a template sees are made by :mod:`.values`.
 
 Escaping: the ``html`` field is rendered with autoescaping on (python-liquid's ``autoescape``,
 markupsafe): every value output with ``{{ }}`` is HTML-escaped, so a trait holding
@@ -18,7 +8,7 @@ markupsafe): every value output with ``{{ }}`` is HTML-escaped, so a trait holdi
 becomes the ``&amp;`` HTML requires. Markup written in the template itself is untouched. An
 author who deliberately puts HTML in ``data`` outputs it with ``{{ data.block | safe }}``:
 the decision is the template author's, per variable, never the data's (data cannot carry
-"safe" strings in: :func:`~.sandbox.plain_data` turns every string plain). ``subject`` and
+"safe" strings in: :func:`~.values.plain_data` turns every string plain). ``subject`` and
 ``text`` are not HTML and are never escaped. The subject is one line: line breaks and runs of
 white space in the rendered subject become single spaces, so a trait cannot add a header.
 
@@ -36,11 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.templates.compile import CompiledTemplate
 from getfluxly_server.domain.templates.errors import TemplateRenderFailed
-from getfluxly_server.domain.templates.sandbox import PartialLoader, plain_data, render_field
+from getfluxly_server.domain.templates.sandbox import PartialLoader, render_field
 from getfluxly_server.domain.templates.text import html_to_text, text_template_from_html, tidy_text
+from getfluxly_server.domain.templates.values import plain_values
 
 #: The most warnings a preview lists (a template looping over an undefined list could repeat).
 MAX_WARNINGS = 100
@@ -57,55 +47,14 @@ class RenderedMessage:
     text: str
 
 
-def variables(
-    *,
-    profile_id: str | None = None,
-    email: str | None = None,
-    traits: Mapping[str, object] | None = None,
-    event_name: str | None = None,
-    event_properties: Mapping[str, object] | None = None,
-    data: Mapping[str, object] | None = None,
-    project: Mapping[str, object] | None = None,
-    unsubscribe_url: str | None = None,
-    preferences_url: str | None = None,
-) -> dict[str, Any]:
-    """The template variables, as plain data; what is None stays undefined.
-
-    Raises:
-        ValidationFailed: a value is not JSON-like (it never comes from JSON, so a caller's bug).
-    """
-    out: dict[str, object] = {}
-    if profile_id is not None or email is not None or traits is not None:
-        profile: dict[str, object] = dict(traits or {})
-        if profile_id is not None:
-            profile["id"] = profile_id
-        if email is not None:
-            profile["email"] = email
-        out["profile"] = profile
-    if event_name is not None or event_properties is not None:
-        event: dict[str, object] = {"properties": dict(event_properties or {})}
-        if event_name is not None:
-            event["name"] = event_name
-        out["event"] = event
-    for name, value in (
-        ("data", data),
-        ("project", project),
-        ("unsubscribe_url", unsubscribe_url),
-        ("preferences_url", preferences_url),
-    ):
-        if value is not None:
-            out[name] = value
-    return _plain(out)
-
-
 def render_message(
     template: CompiledTemplate,
     values: Mapping[str, object],
     *,
     partials: PartialLoader | None = None,
 ) -> RenderedMessage:
-    """Render subject, HTML and text with ``values`` (from :func:`variables`; any mapping is
-    copied to plain data first, refusing objects with :class:`ValidationFailed`).
+    """Render subject, HTML and text with ``values`` (from :func:`~.values.variables`; any
+    mapping is copied to plain data first, refusing objects with ``validation_error``).
 
     ``partials`` resolves ``include``/``render`` names to sources of the same project's
     templates. Without a text field, the text is derived from the rendered HTML.
@@ -113,7 +62,7 @@ def render_message(
     Raises:
         TemplateRenderFailed: a sandbox limit or a template error; names the field.
     """
-    return _render(template, _plain(values), partials, None)
+    return _render(template, plain_values(values), partials, None)
 
 
 def preview(
@@ -130,7 +79,7 @@ def preview(
     send (undefined renders empty), so what the preview shows is what would be sent.
     """
     seen: dict[str, list[str]] = {}
-    message = _render(template, _plain(values), partials, seen)
+    message = _render(template, plain_values(values), partials, seen)
     warnings = [
         {"type": "undefined_variable", "variable": variable, "fields": fields}
         for variable, fields in list(seen.items())[:MAX_WARNINGS]
@@ -141,15 +90,6 @@ def preview(
         "text": message.text,
         "warnings": warnings,
     }
-
-
-def _plain(values: Mapping[str, object]) -> dict[str, Any]:
-    # Again here, not only in variables(): whatever a caller passes, no object reaches Liquid.
-    try:
-        plain: dict[str, Any] = plain_data(values)
-    except TypeError as err:
-        raise ValidationFailed(str(err), field="data") from None
-    return plain
 
 
 def _render(

@@ -10,7 +10,7 @@ worker down. It is python-liquid 2 configured and extended as follows:
   template's project. Without one, nothing can be included. A name is only ever a key into
   that callable: ``{% include '/etc/passwd' %}`` looks up a template of that name and finds none.
 * **No Python attributes.** Liquid resolves ``a.b`` as ``a["b"]`` (item access), never
-  ``getattr``; on top of that :func:`plain_data` copies what is rendered into plain
+  ``getattr``; on top of that :func:`~.values.plain_data` copies what is rendered into plain
   dict/list/str/int/float/bool/None before it reaches a template, refusing anything else, so
   there is no object whose attributes or methods could be reached (``{{ x.__class__ }}``
   renders empty).
@@ -30,14 +30,12 @@ context each time, so one compiled template serves every render, from any thread
 
 from __future__ import annotations
 
-import datetime
 import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from io import StringIO
 from threading import Lock
 from typing import Any, TextIO
@@ -419,7 +417,8 @@ def render_field(
     partials: PartialLoader | None = None,
     undefined: list[str] | None = None,
 ) -> str:
-    """Render one parsed field with ``data`` (already :func:`plain_data`) inside the limits.
+    """Render one parsed field with ``data`` (already :func:`~.values.plain_data`) inside the
+    limits.
 
     ``undefined``, when given, receives the dotted path of every undefined variable met (for
     preview warnings); rendering itself stays lenient (undefined renders empty).
@@ -508,48 +507,11 @@ def _render_failure(field: str, err: LiquidError, limits: Limits) -> TemplateRen
     return TemplateRenderFailed(field, "error", str(err.message), line=line)
 
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def plain_data(value: object, *, _depth: int = 0) -> Any:
-    """A copy of ``value`` made only of dict/list/str/int/float/bool/None, for rendering.
-
-    Mappings become dicts with string keys, tuples and lists become lists, dates and times
-    become ISO 8601 text, Decimals become floats; subclasses of ``str`` (``Markup`` among them:
-    it would skip escaping) become plain ``str``. Anything else is refused with a
-    ``TypeError``: no object reaches a template, so none of its attributes or methods can.
-    """
-    if _depth > 64:
-        raise TypeError("template data is nested more than 64 levels deep")
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str.__str__(value)  # an exact str copy, whatever the subclass's __str__ says
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float | Decimal):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): plain_data(v, _depth=_depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_data(v, _depth=_depth + 1) for v in value]
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    raise TypeError(
-        f"template data must be JSON-like (dict, list, str, number, bool, None), "
-        f"not {kind.__name__}"
-    )
-
-
 __all__ = [
     "DEFAULT_LIMITS",
     "Limits",
     "PartialLoader",
     "SandboxEnvironment",
-    "plain_data",
     "render_field",
     "sandbox_environment",
 ]
