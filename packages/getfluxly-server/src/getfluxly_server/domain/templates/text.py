@@ -23,6 +23,9 @@ Contract of :func:`html_to_text`:
 * runs of white space collapse to one space (inside ``pre`` they are kept); lines are
   stripped; never more than one blank line in a row; entities are decoded and a
   non-breaking space is a space.
+
+:func:`text_template_from_html` applies the same rules to an HTML *template*, making the Liquid
+text template a worker renders instead of parsing every rendered HTML.
 """
 
 from __future__ import annotations
