@@ -26,7 +26,7 @@ from liquid import BoundTemplate
 from liquid.exceptions import LiquidError
 
 from getfluxly_server.domain.errors import ValidationFailed
-from getfluxly_server.domain.templates.errors import TemplateSyntaxInvalid
+from getfluxly_server.domain.templates.errors import FIELDS, TemplateSyntaxInvalid
 from getfluxly_server.domain.templates.sandbox import (
     DEFAULT_LIMITS,
     Limits,
@@ -73,7 +73,7 @@ def prepare(fields: TemplateFields, *, limits: Limits = DEFAULT_LIMITS) -> Templ
     """
     if not isinstance(fields.subject, str) or not fields.subject.strip():
         raise ValidationFailed("subject is required (Liquid text)", field="subject")
-    for name in ("subject", "html", "text", "mjml"):
+    for name in FIELDS:
         value = getattr(fields, name)
         if value is None:
             continue
@@ -192,12 +192,15 @@ def _parse(field: str, source: str, env: SandboxEnvironment) -> BoundTemplate:
     except LiquidError as err:
         line, column = _locate(err, source, env)
         raise TemplateSyntaxInvalid(field, _message(err), line=line, column=column) from None
-    unknown = {
-        name: spans
+    # Filters are looked up at render time; a misspelt one is the author's mistake to hear
+    # about now, at its place, not when a worker sends.
+    unknown = [
+        (name, spans)
         for name, spans in template.analyze(include_partials=False).filters.items()
         if name not in env.filters
-    }
-    for name, spans in unknown.items():
+    ]
+    if unknown:
+        name, spans = unknown[0]
         line, column = spans[0].line_col(source)
         raise TemplateSyntaxInvalid(field, f"unknown filter {name!r}", line=line, column=column + 1)
     return template
