@@ -568,3 +568,33 @@ def test_the_public_api_of_the_templates_package() -> None:
     assert all(hasattr(templates, name) for name in templates.__all__)
     assert issubclass(templates.TemplateSyntaxInvalid, ValidationFailed)
     assert issubclass(templates.TemplateRenderFailed, ValidationFailed)
+
+
+def test_one_compiled_template_renders_correctly_from_many_threads_at_once() -> None:
+    """Workers share the cache's compiled templates between threads: no render may see
+    another's values, counters, loop state or budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    template = compile_template(
+        TemplateFields(
+            "Hi {{ profile.first_name }}",
+            html="<p>{% increment n %}{% for i in (1..profile.count) %}{{ i }}{% endfor %}"
+            "{% assign who = profile.first_name | upcase %} {{ who }}</p>{% include 'footer' %}",
+        )
+    )
+    partials = {"footer": "<div>{{ profile.first_name }}</div>"}
+
+    def render(i: int) -> tuple[int, str, str]:
+        message = render_message(
+            template,
+            variables(traits={"first_name": f"user{i}", "count": i % 7}),
+            partials=partials.get,
+        )
+        return i, message.subject, message.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(render, range(400)))
+    for i, subject, text in results:
+        digits = "".join(str(k) for k in range(1, i % 7 + 1))
+        assert subject == f"Hi user{i}"
+        assert text == f"0{digits} USER{i}\n\nuser{i}"
