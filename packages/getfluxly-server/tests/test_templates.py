@@ -255,6 +255,28 @@ def test_mjml_errors_are_validation_errors_on_the_mjml_field() -> None:
     assert (err.field, err.line) == ("mjml", 6)
 
 
+@pytest.mark.parametrize("depth", [150, 5000])
+def test_deeply_nested_mjml_is_refused_before_mrml_sees_it(depth: int) -> None:
+    """MRML crashes the whole process (a segmentation fault) on MJML nested a few thousand
+    deep; this test process surviving is half the assertion."""
+    source = (
+        "<mjml><mj-body>\n"
+        + "<mj-wrapper>" * depth
+        + "</mj-wrapper>" * depth
+        + "\n</mj-body></mjml>"
+    )
+    err = _syntax_error(TemplateFields("Hi", mjml=source))
+    assert (err.field, err.line) == ("mjml", 2)
+    assert "nested more than 100 deep" in err.detail
+
+
+def test_ordinary_nesting_and_void_elements_do_not_count_against_the_depth() -> None:
+    inner = "<p>a<br>b<img src='x.png'><br/></p><!-- <div><div><div> -->" * 200
+    source = f"<mjml><mj-body><mj-section><mj-column><mj-text>{inner}</mj-text></mj-column>"
+    source += "</mj-section></mj-body></mjml>"
+    assert (prepare(TemplateFields("Hi", mjml=source)).html or "").count("<p>a") == 200
+
+
 def test_mj_include_cannot_read_files() -> None:
     source = '<mjml><mj-body><mj-include path="/etc/passwd" /></mj-body></mjml>'
     err = _syntax_error(TemplateFields("Hi", mjml=source))

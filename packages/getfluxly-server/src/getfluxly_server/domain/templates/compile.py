@@ -92,7 +92,7 @@ def prepare(fields: TemplateFields, *, limits: Limits = DEFAULT_LIMITS) -> Templ
         _parse("text", fields.text, plain)
     if fields.mjml:
         _parse("mjml", fields.mjml, html_env)
-        html = mjml_to_html(fields.mjml)
+        html = mjml_to_html(fields.mjml, max_depth=limits.max_mjml_depth)
         if fields.html and fields.html != html:
             # Both given, and the HTML is not the MJML's own (as stored after a save).
             raise ValidationFailed(
@@ -165,8 +165,21 @@ def _refuse_mj_include(path: str) -> str:
 _MRML_POSITION = re.compile(r"at position (\d+):(\d+)")
 
 
-def mjml_to_html(source: str) -> str:
-    """Compile MJML to HTML with MRML; an error is a ``validation_error`` on field ``mjml``."""
+def mjml_to_html(source: str, *, max_depth: int = DEFAULT_LIMITS.max_mjml_depth) -> str:
+    """Compile MJML to HTML with MRML; an error is a ``validation_error`` on field ``mjml``.
+
+    Elements nested deeper than ``max_depth`` are refused before MRML parses anything: its
+    parser recurses per level and, a little past 1,000 levels, crashes the process (a
+    segmentation fault, which no ``except`` catches).
+    """
+    depth, line = _nesting(source)
+    if depth > max_depth:
+        raise TemplateSyntaxInvalid(
+            "mjml",
+            f"elements are nested more than {max_depth} deep",
+            line=line,
+            column=None,
+        )
     try:
         return mjml.mjml2html(source, include_loader=_refuse_mj_include)
     except (ValueError, RuntimeError) as err:
@@ -178,6 +191,34 @@ def mjml_to_html(source: str) -> str:
         raise TemplateSyntaxInvalid(
             "mjml", f"not valid MJML: {message}", line=line, column=column
         ) from None
+
+
+_COMMENT = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>", re.DOTALL)
+_TAG = re.compile(r"<(/?)([A-Za-z][\w:.-]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
+_VOID_ELEMENTS = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+)
+
+
+def _nesting(source: str) -> tuple[int, int | None]:
+    """The deepest element nesting in markup, and the line where it is first passed.
+
+    A scan, not a parse: comments are skipped, self-closing and void elements do not nest,
+    an end tag closes one level. Unclosed ``<p>``s count as nested, which only errs towards
+    the safe side.
+    """
+    text = _COMMENT.sub(lambda found: "\n" * found.group(0).count("\n"), source)
+    depth = deepest = 0
+    deepest_at = 0
+    for tag in _TAG.finditer(text):
+        closing, name, self_closing = tag.groups()
+        if closing:
+            depth = max(0, depth - 1)
+        elif not self_closing and name.lower() not in _VOID_ELEMENTS:
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_at = depth, tag.start()
+    return deepest, (text.count("\n", 0, deepest_at) + 1 if deepest else None)
 
 
 def _line_col(data: bytes, offset: int) -> tuple[int, int]:

@@ -91,6 +91,9 @@ class Limits:
     max_render_seconds: float = 2.0
     #: Largest integer a filter may produce, in bits (``times`` squared again and again).
     max_int_bits: int = 4096
+    #: Nesting of elements in MJML (checked before MRML sees it: MRML recurses per level
+    #: and crashes the whole process, not with an error, somewhere past 1,000 levels).
+    max_mjml_depth: int = 100
 
 
 DEFAULT_LIMITS = Limits()
