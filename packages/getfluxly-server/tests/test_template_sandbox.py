@@ -299,6 +299,20 @@ def test_recursive_includes_stop_at_the_depth_limit(source: str) -> None:
     assert "include itself" in err.detail
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ x" + "[x" * 5000 + "]" * 5000 + " }}",
+        "{% if " + " and ".join(["a"] * 5000) + " %}y{% endif %}",
+        "{% if " + " == ".join(["a"] * 5000) + " %}y{% endif %}",
+    ],
+)
+def test_deeply_nested_expressions_are_refused_at_save_time(source: str) -> None:
+    with pytest.raises(TemplateSyntaxInvalid, match="nested too deeply") as caught:
+        compile_template(TemplateFields("s", text="ok\n" + source))
+    assert (caught.value.field, caught.value.line) == ("text", 2)
+
+
 def test_deeply_nested_blocks_are_refused_at_save_time() -> None:
     with pytest.raises(TemplateSyntaxInvalid, match="nesting") as caught:
         compile_template(TemplateFields("s", text="{% if a %}" * 40 + "{% endif %}" * 40))

@@ -248,6 +248,10 @@ def _parse(field: str, source: str, env: SandboxEnvironment) -> BoundTemplate:
 
 
 def _message(err: LiquidError) -> str:
+    if isinstance(err.__cause__, RecursionError):
+        # python-liquid's parser recurses per level of an expression and says only
+        # "unexpected liquid parsing error" when Python's stack runs out.
+        return "an expression is nested too deeply"
     return str(err.message)
 
 
