@@ -277,6 +277,30 @@ def test_ordinary_nesting_and_void_elements_do_not_count_against_the_depth() -> 
     assert (prepare(TemplateFields("Hi", mjml=source)).html or "").count("<p>a") == 200
 
 
+def test_a_panic_inside_mrml_is_an_mjml_error_and_an_interrupt_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mjml
+
+    class PanicException(BaseException):  # what pyo3 raises for a Rust panic
+        pass
+
+    def panics(source: str, **kwargs: object) -> str:
+        raise PanicException("index out of bounds")
+
+    monkeypatch.setattr(mjml, "mjml2html", panics)
+    err = _syntax_error(TemplateFields("Hi", mjml="<mjml></mjml>"))
+    assert err.field == "mjml"
+    assert "index out of bounds" in err.detail
+
+    def interrupted(source: str, **kwargs: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mjml, "mjml2html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(TemplateFields("Hi", mjml="<mjml></mjml>"))
+
+
 def test_mj_include_cannot_read_files() -> None:
     source = '<mjml><mj-body><mj-include path="/etc/passwd" /></mj-body></mjml>'
     err = _syntax_error(TemplateFields("Hi", mjml=source))

@@ -182,7 +182,11 @@ def mjml_to_html(source: str, *, max_depth: int = DEFAULT_LIMITS.max_mjml_depth)
         )
     try:
         return mjml.mjml2html(source, include_loader=_refuse_mj_include)
-    except (ValueError, RuntimeError) as err:
+    except BaseException as err:
+        # MRML reports bad MJML as ValueError; a panic in its Rust code arrives as pyo3's
+        # PanicException, which derives from BaseException. Both are the MJML's fault.
+        if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+            raise
         message = str(err)
         line = column = None
         found = _MRML_POSITION.search(message)
