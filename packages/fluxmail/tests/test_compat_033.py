@@ -399,6 +399,28 @@ async def test_mock_smtp_covers_async_sends() -> None:
     assert smtp.send_message.call_args.args[0]["Subject"] == "Async"
 
 
+def test_mock_smtp_covers_bulk_and_pools() -> None:
+    from fluxmail import BulkSender, MessageTemplate, SendResult
+    from fluxmail.testing import mock_smtp
+
+    mailer = FluxMail("smtp", "smtp.example.com", sender="f@example.com")
+    template = MessageTemplate(sender="f@example.com", subject="Hi {{ n }}", text="B")
+    with mock_smtp() as smtp:
+        report = BulkSender(mailer).send_batch(
+            [
+                {"subject": f"Bulk {n}", "recipients": ["a@example.com"], "body": "B"}
+                for n in (1, 2)
+            ],
+            progress=False,
+        )
+        with mailer.pool(max_connections=1) as pool:
+            outcomes = pool.send_many(template.render("b@example.com", n=n) for n in (3, 4))
+    assert (report["sent"], report["failed"]) == (2, 0)
+    assert all(isinstance(outcome, SendResult) for outcome in outcomes)
+    subjects = [c.args[0]["Subject"] for c in smtp.send_message.call_args_list]
+    assert subjects == ["Bulk 1", "Bulk 2", "Hi 3", "Hi 4"]
+
+
 def test_mock_smtp_connects_to_nothing(plain_smtp: SMTPTestServer) -> None:
     from fluxmail.testing import mock_smtp
 
