@@ -71,6 +71,9 @@ class LegacyAttributes:
     _message_cache: tuple[object, EmailMessage] | None = None
 
     def _resolve_sender(self, sender: str | None) -> str | None:
+        """The From for ``sender`` (FluxMail's). It must read ``default_sender``, never
+        ``sender``: that property is computed through this method.
+        """
         raise NotImplementedError
 
     # -- settings ---------------------------------------------------------------------------
