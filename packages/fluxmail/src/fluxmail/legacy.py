@@ -13,6 +13,7 @@ import email
 import email.policy
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -202,8 +203,6 @@ def coerce_int(value: object, name: str, low: int, high: int) -> int:
 
 def check_number(value: object, name: str, *, positive: bool = False) -> float:
     """A finite number, at least 0 (above 0 when ``positive``); else ``invalid_config``."""
-    import math
-
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
         if math.isfinite(number) and (number > 0 if positive else number >= 0):
