@@ -421,6 +421,46 @@ def test_mock_smtp_covers_bulk_and_pools() -> None:
     assert subjects == ["Bulk 1", "Bulk 2", "Hi 3", "Hi 4"]
 
 
+def test_patching_033s_transport_names(plain_smtp: SMTPTestServer) -> None:
+    # Tests written for 0.3.x patch fluxmail._transport.smtplib.SMTP / SMTP_SSL themselves.
+    from unittest.mock import MagicMock, patch
+
+    conn = MagicMock()
+    cls = MagicMock(return_value=conn)
+    mailer = FluxMail("smtp", "smtp.example.com", port=2525, sender="f@example.com")
+    with patch("fluxmail._transport.smtplib.SMTP", cls), mailer:
+        mailer.create("A", ["a@example.com"], "1").send()
+        mailer.create("B", ["a@example.com"], "2").send()
+    cls.assert_called_once_with("smtp.example.com", 2525, timeout=30.0)
+    assert conn.send_message.call_count == 2
+    conn.quit.assert_called_once()
+    with patch("fluxmail._transport.smtplib.SMTP_SSL") as ssl_cls:
+        FluxMail("smtp", "smtp.example.com", use_ssl=True, sender="f@example.com").create(
+            "C", ["a@example.com"], "3"
+        ).send()
+    assert ssl_cls.call_args.args == ("smtp.example.com", 25)
+    ssl_cls.return_value.send_message.assert_called_once()
+    # Restored: the real protocol core is back.
+    FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com").create(
+        "D", ["a@example.com"], "4"
+    ).send()
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(1)] == ["D"]
+
+
+async def test_patching_033s_aiosmtplib_name() -> None:
+    from unittest.mock import AsyncMock, MagicMock, patch
+
+    smtp = AsyncMock()
+    smtp.__aenter__.return_value = smtp
+    with patch("fluxmail._transport.aiosmtplib.SMTP", MagicMock(return_value=smtp)) as cls:
+        mailer = FluxMail("smtp", "smtp.example.com", use_tls=True, sender="f@example.com")
+        await mailer.create("Async", ["a@example.com"], "B").send_async()
+    assert cls.call_args.kwargs["hostname"] == "smtp.example.com"
+    smtp.starttls.assert_awaited_once()
+    assert smtp.send_message.await_args.args[0]["Subject"] == "Async"
+    smtp.__aexit__.assert_awaited_once()
+
+
 def test_mock_smtp_connects_to_nothing(plain_smtp: SMTPTestServer) -> None:
     from fluxmail.testing import mock_smtp
 
