@@ -21,10 +21,21 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
-from sqlalchemy import Row, bindparam, delete, exists, insert, select, text, update
+from sqlalchemy import (
+    Row,
+    Select,
+    TextClause,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from getfluxly_server.storage.db import Database
@@ -126,7 +137,7 @@ def enqueue_once(
 
 
 @functools.cache
-def _enqueue_once_statement(dialect: str) -> ReturningInsert[tuple[int]]:
+def _enqueue_once_statement(dialect: str) -> ReturningInsert[int]:
     # Built once per dialect: enqueue_once runs in every ingest transaction. The predicate
     # is literal SQL: PostgreSQL must match it to the index's own, which it cannot do for a
     # bound parameter once psycopg prepares the statement.
@@ -196,28 +207,46 @@ def claim(
 def _due(session: Session, kinds: list[str], n: int, moment: datetime) -> list[Row[Any]]:
     """The first ``n`` due jobs of ``kinds`` in claim order, locked (PostgreSQL: rows another
     claimer holds are skipped, not waited for)."""
-    columns = (Job.id, Job.kind, Job.priority, Job.run_at)
-    order = (Job.priority, Job.run_at, Job.id)
-    # Two reads, each walking its own partial index (ix_jobs_due, ix_jobs_leased) and stopping
-    # after n rows; one read with an OR over both states would sort every due row instead.
-    # The state predicates are literal SQL, the partial indexes' own (see models.QUEUED).
-    queued = (
-        select(*columns)
-        .where(QUEUED, Job.run_at <= moment, Job.kind.in_(kinds))
-        .order_by(*order)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    expired = (
-        select(*columns)
-        .where(RUNNING, Job.lease_until < moment, Job.kind.in_(kinds))
-        .order_by(*order)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    rows = [*session.execute(queued), *session.execute(expired)]
+    queued, expired = _DUE
+    params = {"kinds": kinds, "n": n, "moment": moment}
+    connection = session.connection()
+    rows = [*connection.execute(queued, params), *connection.execute(expired, params)]
     rows.sort(key=lambda row: (row.priority, row.run_at, row.id))
     return rows[:n]
+
+
+def _due_statement(
+    state: TextClause, since: QueryableAttribute[Any]
+) -> Select[int, str, int, datetime]:
+    # Built once, parameters bound at each claim: constructing statements costs more than
+    # running these ones (a claim of one job is most of the time Python, not SQL).
+    return (
+        select(Job.id, Job.kind, Job.priority, Job.run_at)
+        .where(
+            state, since <= bindparam("moment"), Job.kind.in_(bindparam("kinds", expanding=True))
+        )
+        .order_by(Job.priority, Job.run_at, Job.id)
+        .limit(bindparam("n"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+#: Two reads, each walking its own partial index (ix_jobs_due, ix_jobs_leased) in order and
+#: stopping after n rows; one read with an OR over both states would sort every due row
+#: instead. The state predicates are literal SQL, the partial indexes' own (models.QUEUED).
+_DUE = (_due_statement(QUEUED, Job.run_at), _due_statement(RUNNING, Job.lease_until))
+
+_TAKE = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        locked_by=bindparam("worker"),
+        lease_until=bindparam("lease_until"),
+    )
+    .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+)
 
 
 def _take(
@@ -225,18 +254,9 @@ def _take(
 ) -> list[ClaimedJob]:
     if not ids:
         return []
-    statement = (
-        update(Job)
-        .where(Job.id.in_(ids))
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            locked_by=worker,
-            lease_until=lease_until,
-        )
-        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    rows = session.connection().execute(
+        _TAKE, {"ids": list(ids), "worker": worker, "lease_until": lease_until}
     )
-    rows = session.execute(statement, execution_options={"synchronize_session": False})
     by_id = {row.id: ClaimedJob(*row) for row in rows}
     return [by_id[job_id] for job_id in ids]  # RETURNING has no order of its own
 
