@@ -1,9 +1,10 @@
 """The worker: claim due jobs in batches, run them on a pool of threads, record the outcomes;
 renew leases meanwhile, sweep old finished jobs, and sleep until there is work.
 
-One dispatcher thread claims as many jobs as there are idle threads (never more, so no
-claimed job waits unleased-in-effect behind another), by priority, within each kind's
-concurrency (:mod:`getfluxly_server.queue.kinds`). When nothing is due it sleeps until a job
+One dispatcher thread claims as many jobs as there are idle threads, in one transaction, by
+priority, within each kind's concurrency (:mod:`getfluxly_server.queue.kinds`). Never more
+than idle threads: a claimed job starts at once instead of waiting, leased, behind others
+that another worker could have run. When nothing is due it sleeps until a job
 is enqueued (PostgreSQL ``LISTEN/NOTIFY``), a running job ends while others were waiting for
 room, or ``poll_seconds`` pass (the fallback, and the only way on SQLite).
 
@@ -26,7 +27,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -93,31 +94,45 @@ class Worker:
         self._listening = threading.Event()
         self._run_once_done = threading.Event()
         self._waiting = threading.Event()  # set while the dispatcher sleeps (for tests)
+        self._stopped = threading.Event()  # set once the jobs in hand are done
         self._jobs: queue.SimpleQueue[jobs.ClaimedJob | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
+        self._executors: list[threading.Thread] = []
 
     # Life cycle.
 
     def start(self) -> None:
         if self.listen:
-            self._spawn(self._listen, "worker-listen")
+            self._listener = self._spawn(self._listen, "worker-listen")
             # Listen before the first claim, so a job enqueued just after start() is heard;
             # if PostgreSQL is slow to answer, polling covers the gap.
             self._listening.wait(5.0)
-        self._spawn(self._renew, "worker-leases")
-        for index in range(self.threads):
-            self._spawn(self._execute_loop, f"worker-{index}")
-        self._spawn(self._dispatch, "worker-claim")
+        self._renewer = self._spawn(self._renew, "worker-leases", self._stopped)
+        self._executors = [
+            self._spawn(self._execute_loop, f"worker-{index}") for index in range(self.threads)
+        ]
+        self._dispatcher = self._spawn(self._dispatch, "worker-claim")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running jobs to finish (their leases cover the rest)."""
         self._stop.set()
         self._wake.set()
-        for _ in range(self.threads):
+        # Claiming ends first, so no job is handed over after the executors' last call; the
+        # leases are renewed until the jobs in hand are done.
+        for thread in (self._dispatcher, self._listener):
+            if thread is not None:
+                thread.join(timeout)
+        for _ in self._executors:
             self._jobs.put(None)
-        for thread in self._threads:
+        for thread in self._executors:
             thread.join(timeout)
-        self._threads.clear()
+        self._stopped.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout)
+        self._dispatcher = self._listener = self._renewer = None
+        self._executors = []
 
     def run_forever(self) -> None:
         self.start()
@@ -133,7 +148,7 @@ class Worker:
         if not claimed:
             return False
         renewer = None
-        if not self._threads:  # not started: nothing else renews this job's lease
+        if self._renewer is None:  # not started: nothing else renews this job's lease
             renewer = threading.Thread(target=self._renew, args=(self._run_once_done,))
             renewer.start()
         try:
@@ -258,17 +273,18 @@ class Worker:
 
     # Helpers of the dispatcher.
 
-    def _renew(self, done: threading.Event | None = None) -> None:
+    def _renew(self, done: threading.Event) -> None:
         """Renew the leases of the jobs in flight every third of the lease's length, so long
-        jobs keep them (one UPDATE for all of them)."""
-        done = done or self._stop
+        jobs keep them (one UPDATE for all of them), until ``done``."""
         interval = self.lease.total_seconds() / 3
         while not done.wait(interval):
-            if not self._held:
+            with self._lock:
+                held = list(self._held)
+            if not held:
                 continue
             try:
                 with self.db.transaction() as session:
-                    jobs.extend(session, self.id, self.lease, list(self._held))
+                    jobs.extend(session, self.id, self.lease, held)
             except Exception:
                 log.exception("could not renew the leases of worker %s", self.id)
 
@@ -287,10 +303,10 @@ class Worker:
                 log.warning("job notifications lost; polling until they are back", exc_info=True)
                 self._stop.wait(5.0)
 
-    def _spawn(self, target: Any, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        return thread
 
 
 def wait_for(db: Database, job_id: int, timeout: float, poll: float = 0.05) -> Job | None:
