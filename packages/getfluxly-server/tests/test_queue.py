@@ -468,6 +468,15 @@ def test_retention_deletes_only_jobs_finished_before_it(db: Database) -> None:
     ]  # fmt: skip
     assert worker.sweep() == 0
     assert Worker(db, [KIND.handler(lambda item: None)]).sweep() == 0  # no retention: keeps all
+    # A running worker sweeps by itself, every sweep_seconds.
+    with db.transaction() as session:
+        session.add(Job(kind=KIND.name, payload={"label": "done later"}, status=JobStatus.DONE,
+                        finished_at=old))  # fmt: skip
+    sweeping = Worker(
+        db, [KIND.handler(lambda item: None)], retention=timedelta(days=7), sweep_seconds=0.05
+    )
+    with _running(sweeping):
+        _wait(lambda: len(_jobs(db)) == 4, 10, "the worker's own sweep")
 
 
 def test_retention_deletes_in_batches_of_its_size(db: Database) -> None:
