@@ -14,7 +14,7 @@ from getfluxly_server.storage.models import EmailProvider
 
 
 def handlers(db: Database, keyring: Keyring, context: BuildContext) -> list[JobHandler[Any]]:
-    """The delivery handlers by job kind, bound to this process's database and keys."""
+    """The delivery handlers, bound to this process's database and keys."""
 
     def test_send(payload: TestSend) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried

@@ -86,7 +86,7 @@ class JobKind(Generic[P]):
         """Add a job in the caller's transaction (visible to workers once it commits); its id."""
         job = jobs.enqueue(
             session, self.name, self.dump(payload), run_at=run_at,
-            max_attempts=self.retry.max_attempts, priority=self.queue,
+            max_attempts=self.retry.max_attempts, priority=int(self.queue),
         )  # fmt: skip
         return job.id
 
@@ -96,7 +96,7 @@ class JobKind(Generic[P]):
         """Add a job per payload in one set-based insert (fan-out); how many."""
         return jobs.enqueue_many(
             session, self.name, (self.dump(p) for p in payloads), run_at=run_at,
-            max_attempts=self.retry.max_attempts, priority=self.queue,
+            max_attempts=self.retry.max_attempts, priority=int(self.queue),
         )  # fmt: skip
 
     def enqueue_once(self, session: Session, payload: P, unique_key: str) -> bool:
@@ -104,7 +104,7 @@ class JobKind(Generic[P]):
         whether it added one."""
         return jobs.enqueue_once(
             session, self.name, self.dump(payload), unique_key,
-            max_attempts=self.retry.max_attempts, priority=self.queue,
+            max_attempts=self.retry.max_attempts, priority=int(self.queue),
         )  # fmt: skip
 
     def dump(self, payload: P) -> dict[str, Any]:
