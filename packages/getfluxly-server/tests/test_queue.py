@@ -565,10 +565,10 @@ def test_a_unique_job_that_fails_while_an_equal_one_waits_is_not_queued_twice(
 # Waking idle workers.
 
 
-@pytest.mark.parametrize("gf_backend", ["postgres"])
-def test_an_enqueue_wakes_an_idle_postgres_worker_at_once(db: Database) -> None:
-    """The worker polls once an hour: only the enqueue's NOTIFY (sent when its transaction
-    commits) can make it run the job within the test's timeout."""
+def test_an_enqueue_wakes_an_idle_worker_at_once(db: Database) -> None:
+    """The worker polls once an hour: only the enqueue's wake-up, sent when its transaction
+    commits, can make it run the job within the test's timeout. On PostgreSQL that is the
+    NOTIFY (the in-process hook is SQLite's only); on SQLite the hook of this process."""
     ran = threading.Event()
     worker = Worker(db, [KIND.handler(lambda item: ran.set())], poll_seconds=3600)
     with _running(worker):

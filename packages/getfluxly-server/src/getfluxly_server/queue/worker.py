@@ -4,9 +4,10 @@ renew leases meanwhile, sweep old finished jobs, and sleep until there is work.
 One dispatcher thread claims as many jobs as there are idle threads, in one transaction, by
 priority, within each kind's concurrency (:mod:`getfluxly_server.queue.kinds`). Never more
 than idle threads: a claimed job starts at once instead of waiting, leased, behind others
-that another worker could have run. When nothing is due it sleeps until a job
-is enqueued (PostgreSQL ``LISTEN/NOTIFY``), a running job ends while others were waiting for
-room, or ``poll_seconds`` pass (the fallback, and the only way on SQLite).
+that another worker could have run. When nothing is due it sleeps until a job is enqueued
+(PostgreSQL ``LISTEN/NOTIFY``, from any process; SQLite, from this process only), a running
+job ends while others were waiting for room, or ``poll_seconds`` pass (the fallback, and on
+SQLite the way to hear of jobs that other processes enqueue).
 
 A handler gets its kind's typed payload. One that raises :class:`Retry` (or any error while
 attempts remain) is queued again after the kind's backoff (capped, jittered); one that
@@ -100,10 +101,12 @@ class Worker:
         self._listener: threading.Thread | None = None
         self._renewer: threading.Thread | None = None
         self._executors: list[threading.Thread] = []
+        self._unhook: Callable[[], None] = lambda: None
 
     # Life cycle.
 
     def start(self) -> None:
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
         if self.listen:
             self._listener = self._spawn(self._listen, "worker-listen")
             # Listen before the first claim, so a job enqueued just after start() is heard;
@@ -118,6 +121,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running jobs to finish (their leases cover the rest)."""
         self._stop.set()
+        self._unhook()
         self._wake.set()
         # Claiming ends first, so no job is handed over after the executors' last call; the
         # leases are renewed until the jobs in hand are done.

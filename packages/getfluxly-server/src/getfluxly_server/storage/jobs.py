@@ -14,7 +14,8 @@ This module knows kinds only as names and payloads only as JSON objects; the typ
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,11 +23,14 @@ from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy import (
+    Connection,
+    Engine,
     Row,
     Select,
     TextClause,
     bindparam,
     delete,
+    event,
     exists,
     insert,
     select,
@@ -158,13 +162,51 @@ def _enqueue_once_statement(dialect: str) -> ReturningInsert[int]:
 
 _NOTIFY = text("SELECT pg_notify(:channel, :kind)")
 
+#: SQLite has no notifications. Workers in the process that enqueues (``getfluxly serve``,
+#: the embedded default, runs the API and the workers together) are woken after the commit
+#: by these callbacks, by engine; workers of other processes poll.
+_local_wakers: dict[Engine, list[Callable[[], None]]] = {}
+_local_lock = threading.Lock()
+
 
 def _notify(session: Session, kind: str) -> None:
     # NOTIFY is transactional: PostgreSQL delivers it when this transaction commits and drops
     # it on rollback, so a woken worker always finds the job (the outbox holds for wake-ups
-    # too). Identical notifications of one transaction are delivered once. SQLite workers poll.
-    if session.get_bind().dialect.name == "postgresql":
+    # too). Identical notifications of one transaction are delivered once.
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
         session.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
+    elif not session.info.get("jobs_wake"):  # SQLite: the same, in this process only
+        session.info["jobs_wake"] = True
+        engine = bind.engine if isinstance(bind, Connection) else bind
+        event.listen(session, "after_commit", functools.partial(_wake_local, engine), once=True)
+
+
+def _wake_local(engine: Engine, _session: Session) -> None:
+    with _local_lock:
+        wakers = list(_local_wakers.get(engine, ()))
+    for wake in wakers:
+        wake()
+
+
+def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], None]:
+    """SQLite: call ``wake`` after each commit in this process that enqueued a job in ``db``
+    (it must not block: it runs in the committing thread). Returns the function that stops
+    it. Nothing on PostgreSQL, where :func:`listening` hears every process."""
+    if not db.is_sqlite:
+        return lambda: None
+    with _local_lock:
+        _local_wakers.setdefault(db.engine, []).append(wake)
+
+    def stop() -> None:
+        with _local_lock:
+            wakers = _local_wakers.get(db.engine, [])
+            if wake in wakers:
+                wakers.remove(wake)
+            if not wakers:
+                _local_wakers.pop(db.engine, None)
+
+    return stop
 
 
 def claim(
