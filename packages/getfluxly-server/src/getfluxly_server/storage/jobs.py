@@ -108,7 +108,6 @@ def enqueue_many(
     ]  # fmt: skip
     if rows:  # SQLAlchemy sends these as multi-row INSERTs ("insertmanyvalues")
         session.execute(insert(Job), rows)
-    if rows:
         _notify(session, kind)
     return len(rows)
 
