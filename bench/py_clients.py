@@ -20,8 +20,10 @@ missing), 2 bad usage.
 stderr; its ``seconds`` then include the profiler's overhead.
 
 Clients: ``smtplib`` and ``aiosmtplib`` (one connection each, messages built with the
-``email`` package), ``fluxmail-1`` (FluxMail's sync pool with one connection) and
-``fluxmail-pool`` (FluxMail's asyncio pool with ``--connections`` connections).
+``email`` package), ``fluxmail-1`` (FluxMail's sync pool with one connection),
+``fluxmail-pool`` (FluxMail's asyncio pool with ``--connections`` connections), and the
+everyday API over one connection: ``fluxmail-create`` (``create().send()`` in a ``with``
+block) and ``fluxmail-bulksender`` (``BulkSender.send_batch``).
 """
 
 from __future__ import annotations
@@ -282,12 +284,69 @@ def run_fluxmail(port: int, n: int, profile: bool, connections: int, use_async: 
     return out
 
 
+def _everyday_args(i: int) -> dict[str, Any]:
+    """``create()``'s arguments for message ``i``: what a user of the everyday API passes."""
+    return {
+        "subject": SUBJECT_FORMAT.format(name=name(i)),
+        "recipients": [recipient(i)],
+        "body": BODY_FORMAT.format(name=name(i), n=i),
+    }
+
+
+def run_fluxmail_everyday(port: int, n: int, profile: bool, bulk: bool) -> Outcome:
+    """FluxMail's everyday API over one connection, messages built with ``create()``.
+
+    ``fluxmail-create``: ``with FluxMail(...) as m:`` then ``m.create(...).send()`` per message
+    (each waits for its reply; ``last_result`` says who was accepted). ``fluxmail-bulksender``:
+    ``BulkSender(m).send_batch([create() arguments...], progress=False)``, whose report holds one
+    ``SendResult`` per message. Building the argument dicts is inside the timed section.
+    """
+    flux_mail, _template, send_result, flux_error = _fluxmail_api()
+    from fluxmail import BulkSender
+
+    out = Outcome("fluxmail-bulksender" if bulk else "fluxmail-create", n)
+    mailer = flux_mail(
+        "smtp", HOST, port=port, timeout=TIMEOUT, sender=SENDER, local_hostname=EHLO_NAME
+    )
+    results: list[Any] = []
+    with timed(out), profiled(profile):
+        try:
+            if bulk:
+                report = BulkSender(mailer).send_batch(
+                    [_everyday_args(i) for i in range(n)], progress=False
+                )
+                results = list(report["results"])
+                for index, exc in report["errors"][:MAX_ERRORS]:
+                    out.error(f"message {index}: {exc!r}")
+            else:
+                with mailer:
+                    for i in range(n):
+                        try:
+                            mailer.create(**_everyday_args(i)).send()
+                        except flux_error as exc:
+                            out.error(f"message {i}: {exc!r}")
+                            results.append(exc)
+                        else:
+                            results.append(mailer.last_result)
+        except (OSError, flux_error) as exc:
+            out.error(f"connection: {exc!r}")
+    mailer.create(**_everyday_args(0))
+    out.message_bytes = len(mailer._draft.data)
+    if results:
+        _count_fluxmail(out, [None] * n, results, send_result)
+    return out
+
+
 CLIENTS: dict[str, Callable[[argparse.Namespace], Outcome]] = {
     "smtplib": lambda a: run_smtplib(a.port, a.messages, a.profile),
     "aiosmtplib": lambda a: run_aiosmtplib(a.port, a.messages, a.profile),
     "fluxmail-1": lambda a: run_fluxmail(a.port, a.messages, a.profile, 1, use_async=False),
     "fluxmail-pool": lambda a: run_fluxmail(
         a.port, a.messages, a.profile, a.connections, use_async=True
+    ),
+    "fluxmail-create": lambda a: run_fluxmail_everyday(a.port, a.messages, a.profile, bulk=False),
+    "fluxmail-bulksender": lambda a: run_fluxmail_everyday(
+        a.port, a.messages, a.profile, bulk=True
     ),
 }
 

@@ -90,6 +90,8 @@ CLIENTS: tuple[Client, ...] = (
     Client("nodemailer-pool", "Nodemailer pool, maxConnections {c}", "node", pooled=True),
     Client("fluxmail-1", "FluxMail pool(max_connections=1)", "python", pooled=False),
     Client("fluxmail-pool", "FluxMail async_pool(max_connections={c})", "python", pooled=True),
+    Client("fluxmail-create", "FluxMail with-block create().send()", "python", pooled=False),
+    Client("fluxmail-bulksender", "FluxMail BulkSender.send_batch", "python", pooled=False),
 )
 CLIENT_KEYS = tuple(c.key for c in CLIENTS)
 PROFILABLE = tuple(c.key for c in CLIENTS if c.kind == "python")
@@ -100,8 +102,11 @@ RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("fluxmail-pool", "smtp-source-pool", 0.8),
     ("fluxmail-1", "aiosmtplib", 2.0),
     ("fluxmail-pool", "nodemailer-pool", 1.5),
+    ("fluxmail-create", "smtp-source-1", 1.0),
+    ("fluxmail-bulksender", "smtp-source-1", 1.5),
     ("fluxmail-1", "smtplib", None),
     ("fluxmail-pool", "smtplib", None),
+    ("fluxmail-create", "smtplib", None),
 )
 
 

@@ -135,3 +135,27 @@ class TestTemplate:
         msg = plain_smtp.wait_for_messages(1)[0].message
         assert msg["Subject"] == "Order 42 shipped"
         assert "A&amp;B" in msg.get_content()
+
+
+def test_send_batch_without_a_relay_fails_each_message_with_no_relay() -> None:
+    mailer = FluxMail("smtp", "", sender="news@example.com")
+    report = BulkSender(mailer).send_batch(batch(2), progress=False)
+    assert (report["sent"], report["failed"]) == (0, 2)
+    assert [(i, exc.code) for i, exc in report["errors"]] == [(0, "no_relay"), (1, "no_relay")]
+
+
+def test_send_batch_with_several_connections_and_a_rate(smtp_server: SMTPServerFactory) -> None:
+    server = smtp_server()
+    mailer = FluxMail("smtp", server.host, port=server.port, sender="news@example.com")
+    done: list[int] = []
+    report = BulkSender(mailer).send_batch(
+        batch(12), on_success=lambda i, m: done.append(i), progress=False,
+        max_per_second=500, max_connections=3,
+    )  # fmt: skip
+    assert (report["sent"], report["failed"]) == (12, 0)
+    assert sorted(done) == list(range(12))
+    assert all(result is not None for result in report["results"])
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(
+        f"user{i}@example.com" for i in range(12)
+    )
+    assert server.connections <= 3  # (how many open depends on the threads' timing)

@@ -656,3 +656,17 @@ def test_message_template_signs(key: PrivateKey, plain_smtp: SMTPTestServer) -> 
     with mailer.pool(max_connections=1) as pool:
         pool.send_many([template.render(f"u{i}@example.com", n=i) for i in range(3)])
     assert all(verifies(m.data, key) for m in plain_smtp.wait_for_messages(3))
+
+
+def test_display_shows_the_signed_bytes_that_are_sent(key: PrivateKey) -> None:
+    """display() is the wire: the same DKIM-signed bytes that send() then puts on it."""
+    from fluxmail.testing import capture
+
+    mailer = FluxMail("smtp", "localhost", sender="a@example.com", dkim=signer(key))
+    shown = mailer.create("Signed", ["b@example.com"], "Body\n").display()
+    with capture() as outbox:
+        mailer.send()
+    (sent,) = outbox
+    assert shown == "Email Preview:\n" + sent.raw.decode().replace("\r\n", "\n")
+    assert sent.raw.startswith(b"DKIM-Signature: ")
+    assert verifies(sent.raw, key)

@@ -60,7 +60,7 @@ from hypothesis import strategies as st
 
 from flux_testkit.smtpd import SMTPTestServer
 from fluxmail import FluxMail, FluxMailException
-from fluxmail.addresses import parse_address
+from fluxmail.addresses import ascii_domain, parse_address
 from fluxmail.protocol.commands import (
     CommandInjectionError,
     Envelope,
@@ -997,10 +997,35 @@ def test_argument_types(name: str, value: object) -> None:
 
 
 @FAST
-@given(ODD_VALUES)
+@given(ODD_VALUES | st.dictionaries(custom_names, clean_text, max_size=2))
 @example([("X-A", "v")])
+@example({"X-A": "v"})
+@example({"X-A": 5})
+@example(None)
 def test_headers_argument_type(value: object) -> None:
-    create_bytes(headers=value)
+    """headers= of any type: None adds nothing; a dict of valid names and text values is
+    written, one field per name; anything else (a list of pairs, a value that is not text)
+    is refused with invalid_params, never an exception of another kind."""
+    result = try_create(headers=value)
+    if value is None:
+        assert isinstance(result, bytes)
+        check_headers(result, expected_headers())
+    elif not isinstance(value, dict):
+        assert isinstance(result, FluxMailException), f"{type(value).__name__} was accepted"
+        assert result.code == "invalid_params"
+    elif isinstance(result, bytes):
+        msg = check_headers(result, expected_headers(custom=value))
+        assert msg is not None
+        for name, text in value.items():
+            assert isinstance(text, str)
+            assert_header_text(msg[name], text)
+    else:
+        assert result.code == "invalid_params", repr(result)
+        assert not all(
+            isinstance(n, str) and isinstance(v, str) and not is_managed(n)
+            and re.fullmatch(r"[!-9;-~]{1,60}", n) and not refusable(v)
+            for n, v in value.items()
+        ), f"valid headers refused: {result}"  # fmt: skip
 
 
 @FAST
@@ -1622,3 +1647,185 @@ def test_end_to_end_on_a_real_server() -> None:
             assert part.get_content().replace("\r\n", "\n") == nl(body)
 
         send_one()
+
+
+# -- every path builds the same, well-formed message -------------------------------------------
+#
+# create(), BulkSender.send_batch (captured with fluxmail.testing.capture) and
+# MessageTemplate.render all write through fluxmail.mime. Whatever they build must read back,
+# with the email package AND with flux_testkit.mime_reader (a strict reader written from the
+# RFCs, sharing no code with email; see its docstring for why not a PyPI parser), to the
+# subject, addresses, bodies and attachments given, with exactly the header fields meant.
+# (The Django backend is left out here: its messages are built by Django's own EmailMessage.)
+
+#: Text without injection characters or encoded-word markers, with a visible character (a
+#: subject must not be blank) and no leading blank (a header value's leading blanks are
+#: folding, not content).
+subject_text = texts(clean_char).filter(lambda s: s.strip() != "" and s[:1] not in " \t")
+#: Display names that read back exactly from a quoted string or encoded words: no blank at
+#: either end and no doubled blanks (the phrase is its words), at most 30 characters.
+exact_names = (
+    st.text(clean_name_char.filter(lambda ch: ch not in "\t"), max_size=30)
+    .map(lambda s: " ".join(s.split()))
+    .filter(no_ew)
+)
+#: An attachment or inline image: a file name and its bytes. Names are any printable text a
+#: file can have; control characters are left out because the email package drops them from
+#: the names it reads (FluxMail writes them, percent-encoded, and the strict reader reads
+#: them back exactly).
+file_names = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"), exclude_characters="/"),
+    min_size=1,
+    max_size=80,
+).filter(lambda n: n not in (".", "..") and len(n.encode("utf-8")) <= 200)
+files = st.lists(
+    st.tuples(file_names, st.binary(max_size=300)), max_size=2, unique_by=lambda f: f[0]
+)
+mailboxes = st.tuples(exact_names, ascii_addresses)
+message_inputs = st.fixed_dictionaries(
+    {
+        "subject": subject_text,
+        "to": st.lists(mailboxes, min_size=1, max_size=3),
+        "text": bodies,
+        "html": st.none() | bodies,
+        "attachments": files,
+        "images": files,
+    }
+)
+
+
+def mailbox_text(name: str, address: str) -> str:
+    return quoted(name, address) if name else address
+
+
+def write_files(directory: Any, entries: list[tuple[str, bytes]], prefix: str) -> list[str]:
+    paths = []
+    for index, (name, content) in enumerate(entries):
+        folder = directory / f"{prefix}{index}"
+        folder.mkdir()
+        path = folder / name
+        path.write_bytes(content)
+        paths.append(str(path))
+    return paths
+
+
+def built_by(path: str, spec: dict[str, Any], tmp: Any) -> bytes:
+    """The message ``spec`` describes, as the path ``path`` writes it."""
+    import tempfile
+    from pathlib import Path
+
+    from fluxmail import BulkSender, MessageTemplate
+    from fluxmail.testing import capture
+
+    folder = Path(tempfile.mkdtemp(dir=tmp))
+    attachments = write_files(folder, spec["attachments"], "a")
+    images = write_files(folder, spec["images"], "i") if spec["html"] is not None else []
+    to = [mailbox_text(n, a) for n, a in spec["to"]]
+    html = spec["html"]
+    args: dict[str, Any] = {"subject": spec["subject"], "recipients": to}
+    if html is None:
+        args["body"] = spec["text"]
+    else:
+        args.update(body=html, html_body=True, plain_body=spec["text"])
+        if images:
+            args["inline_images"] = {f"img{i}": p for i, p in enumerate(images)}
+    if attachments:
+        args["attachments"] = attachments
+    if path == "create":
+        mailer = FluxMail("smtp", "h", sender=SENDER)
+        mailer.create(**args)
+        assert mailer._draft is not None
+        return mailer._draft.as_bytes()
+    if path == "bulksender":
+        with capture() as outbox:
+            report = BulkSender(FluxMail("smtp", "h", sender=SENDER)).send_batch(
+                [args], progress=False
+            )
+        assert report["sent"] == 1, report["errors"]
+        return outbox[0].raw
+    # MessageTemplate: the fields come in as context values, so Jinja sees no syntax in them;
+    # HTML context values are autoescaped, so the template's HTML is the field itself.
+    template = MessageTemplate(
+        sender=SENDER,
+        subject="{{ subject }}",
+        text="{{ text }}",
+        html=None if html is None else "{{ html|safe }}",
+        attachments=attachments,
+    )
+    _envelope, data = template.render(to, subject=spec["subject"], text=spec["text"], html=html)
+    return data
+
+
+def idna(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
+
+
+def check_both_readers(raw: bytes, spec: dict[str, Any], path: str) -> None:
+    from flux_testkit.mime_reader import read_message
+
+    assert_wire_lines(raw)
+    strict = read_message(raw)
+    lenient = parse_values(raw)
+    # Exactly the fields meant, each once: nothing injected, no Bcc.
+    names = Counter(name.lower() for name, _ in strict.headers)
+    assert names == Counter(name.lower() for name in lenient)
+    assert names["subject"] == names["to"] == names["from"] == names["message-id"] == 1
+    assert "bcc" not in names
+    assert not (set(names) - {"from", "to", "subject", "date", "message-id", "mime-version",
+                              "content-type", "content-transfer-encoding"}), names  # fmt: skip
+    # Subject and addresses.
+    assert strict.text("Subject") == spec["subject"]
+    assert_header_text(lenient["Subject"], spec["subject"])
+    to = [(n, idna(a)) for n, a in spec["to"]]  # headers carry the DNS form of a domain
+    assert strict.addresses("To") == to
+    lenient_to = lenient["To"].addresses
+    assert [m.addr_spec for m in lenient_to] == [a for _n, a in to]
+    for mailbox, (name, _address) in zip(lenient_to, to, strict=True):
+        # the email package's own blanks next to encoded words (see same_header_text)
+        assert same_header_text(mailbox.display_name, name, phrase=True), (mailbox, name)
+    assert strict.addresses("From") == [("", SENDER)]
+    # Bodies.
+    leaves = strict.leaves()
+    texts_by_type = {p.content_type: p for p in leaves if p.disposition is None}
+    assert texts_by_type["text/plain"].decoded_text() == nl(spec["text"]) + (
+        "" if nl(spec["text"]).endswith("\n") else "\n"
+    )
+    plain = lenient.get_body(("plain",))
+    assert plain is not None
+    assert plain.get_content().replace("\r\n", "\n") == texts_by_type["text/plain"].decoded_text()
+    if spec["html"] is not None:
+        html_text = texts_by_type["text/html"].decoded_text()
+        assert html_text.rstrip("\n") == nl(spec["html"]).rstrip("\n")
+        html = lenient.get_body(("html",))
+        assert html is not None
+        assert html.get_content().replace("\r\n", "\n") == html_text
+    # Attachments and inline images: names and bytes, in both readers.
+    expected = list(spec["attachments"])
+    if spec["html"] is not None and path != "template":
+        expected += spec["images"]
+    strict_files = sorted((p.filename or "", p.content) for p in leaves if p.disposition)
+    lenient_files = sorted(
+        ((p.get_filename() or "").strip(), p.get_payload(decode=True))
+        for p in lenient.walk()
+        if p.get_content_disposition() in ("attachment", "inline")
+    )
+    assert strict_files == sorted(expected)
+    # (the email package strips the blanks around a file name it reads)
+    assert lenient_files == sorted((name.strip(), data) for name, data in strict_files)
+
+
+@SLOW
+@given(path=st.sampled_from(["create", "bulksender", "template"]), spec=message_inputs)
+@example(
+    path="create",
+    spec={"subject": "Grüße", "to": [("Zoë, the \"boss\"", "z@example.com")], "text": "hi",
+     "html": "<p>hi</p>", "attachments": [("ünïcode name.pdf", b"%PDF")],
+     "images": [("logo.png", b"\x89PNG")]},
+)  # fmt: skip
+def test_every_path_reads_back_with_two_parsers(
+    path: str, spec: dict[str, Any], tmp_path_factory: Any
+) -> None:
+    tmp = tmp_path_factory.mktemp("files", numbered=True)
+    raw = built_by(path, spec, tmp)
+    check_both_readers(raw, spec, path)

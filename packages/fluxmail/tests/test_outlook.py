@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import fluxmail.outlook
-from fluxmail import EmailObject, FluxMail, FluxMailException
+from fluxmail import BulkSender, EmailObject, FluxMail, FluxMailException
 from fluxmail.outlook import PR_ATTACH_CONTENT_ID
 from fluxmail.testing import capture
 
@@ -554,3 +554,21 @@ def test_capture_records_outlook_sends_without_outlook(com: FakeCOM, outlook: Fl
     assert captured.via == "outlook"
     assert captured.subject == "Captured"
     assert captured.bcc == ["b@example.com"]
+
+
+def test_bulk_sender_sends_through_outlook(com: FakeCOM, outlook: FluxMail) -> None:
+    """BulkSender with an Outlook mailer sends each message through Outlook, not SMTP."""
+    batch = [
+        {"subject": f"Hi {i}", "recipients": [f"u{i}@example.com"], "body": "x"} for i in range(3)
+    ]
+    report = BulkSender(outlook).send_batch(batch, progress=False)
+    assert (report["sent"], report["failed"]) == (3, 0)
+    assert [item.Subject for item in com.app.sent] == ["Hi 0", "Hi 1", "Hi 2"]
+
+
+async def test_bulk_sender_async_with_outlook_fails_each(com: FakeCOM, outlook: FluxMail) -> None:
+    batch = [{"subject": "Hi", "recipients": ["u@example.com"], "body": "x"}] * 2
+    report = await BulkSender(outlook).send_batch_async(batch, progress=False)
+    assert (report["sent"], report["failed"]) == (0, 2)
+    assert {exc.code for _, exc in report["errors"]} == {"outlook_no_async"}
+    assert com.app.sent == []

@@ -1,22 +1,23 @@
 """``BulkSender``: many messages with progress and per-message results.
 
-``send_batch`` (the contract's) sends ``create()`` argument dicts over one connection;
-``send_rows`` sends a compiled :class:`~fluxmail.compose.MessageTemplate` to rows of data
-through a connection pool, which is what a CSV of thousands of recipients wants.
+``send_batch`` (the contract's) sends ``create()`` argument dicts, pipelined through a
+connection pool (one connection by default); ``send_rows`` sends a compiled
+:class:`~fluxmail.compose.MessageTemplate` to rows of data through a pool, which is what a CSV
+of thousands of recipients wants.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from fluxmail.errors import FluxMailException
+from fluxmail.errors import FluxMailException, is_transient
 from fluxmail.progress import ProgressBar
+from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.transaction import Outcome
+from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 
 if TYPE_CHECKING:
@@ -58,7 +59,13 @@ class BulkSender:
 
     Every message is attempted (with the mailer's retries); a failure is recorded and the batch
     goes on. ``on_success(index, message)`` and ``on_error(index, message, exc)`` are called as
-    each message finishes.
+    each message finishes (from the pool's worker thread with ``max_connections`` > 1).
+
+    The messages are built with ``create()`` and sent pipelined through the mailer's
+    connection pool: one connection by default (the mailer's own inside ``with``),
+    ``max_connections`` to use more; ``max_per_second`` > 0 paces the sends with the pool's
+    :class:`~fluxmail.ratelimit.RateLimiter`. A relay failure is reported as ``send_failed``
+    chained to the relay's error, as ``send()`` raises it.
     """
 
     def __init__(self, mailer: FluxMail) -> None:
@@ -70,28 +77,28 @@ class BulkSender:
         on_success: OnSuccess | None = None,
         on_error: OnError | None = None,
         progress: bool = True,
+        max_per_second: float = 0,
+        *,
+        max_connections: int = 1,
     ) -> BatchReport:
-        batch = list(messages)
-        report = _new_report(len(batch))
-        bar = ProgressBar(len(batch)) if progress else None
-        mailer = self.mailer
-        owns_session = not mailer.in_context
-        if owns_session:
-            mailer.__enter__()
+        batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
+        if self.mailer._outlook is not None:  # Outlook sends one by one, through COM
+            try:
+                for index in range(len(batch.messages)):
+                    batch.send_alone(index)
+            finally:
+                batch.close()
+            return batch.report
+        options = batch.pool_options(max_per_second, max_connections)
         try:
-            for index, message in enumerate(batch):
-                try:
-                    mailer.create(**message).send()
-                except FluxMailException as exc:
-                    _failed(report, bar, on_error, index, message, exc)
-                else:
-                    _succeeded(report, bar, on_success, index, message, mailer.last_result)
+            with self.mailer._session_pool(**options) as pool:
+                for start, chunk in _chunks(batch.messages, CHUNK):
+                    items, where = batch.build(start, chunk)
+                    if items:
+                        pool.send_many(items, batch.forward(start, where))
         finally:
-            if owns_session:
-                mailer.close()
-            if bar is not None:
-                bar.close()
-        return report
+            batch.close()
+        return batch.report
 
     async def send_batch_async(
         self,
@@ -100,36 +107,31 @@ class BulkSender:
         on_error: OnError | None = None,
         progress: bool = True,
         max_per_second: float = 0,
+        *,
+        max_connections: int = 1,
     ) -> BatchReport:
-        """The asyncio twin of :meth:`send_batch`; ``max_per_second`` > 0 paces the sends."""
-        batch = list(messages)
-        report = _new_report(len(batch))
-        bar = ProgressBar(len(batch)) if progress else None
-        mailer = self.mailer
-        owns_session = not mailer.in_context
-        if owns_session:
-            await mailer.__aenter__()
-        started = time.monotonic()
+        """The asyncio twin of :meth:`send_batch`: the same decisions, awaited."""
+        batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
+        if self.mailer._outlook is not None:  # each fails: Outlook cannot send asynchronously
+            try:
+                for index, message in enumerate(batch.messages):
+                    try:
+                        await self.mailer.create(**message).send_async()
+                    except FluxMailException as exc:
+                        batch.settle(index, exc)
+            finally:
+                batch.close()
+            return batch.report
+        options = batch.pool_options(max_per_second, max_connections)
         try:
-            for index, message in enumerate(batch):
-                if max_per_second > 0:
-                    # Pace against the start, not the previous send, so slow sends do not
-                    # push the whole batch later and fast ones cannot burst.
-                    wait = started + index / max_per_second - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                try:
-                    await mailer.create(**message).send_async()
-                except FluxMailException as exc:
-                    _failed(report, bar, on_error, index, message, exc)
-                else:
-                    _succeeded(report, bar, on_success, index, message, mailer.last_result)
+            async with self.mailer._async_session_pool(**options) as pool:
+                for start, chunk in _chunks(batch.messages, CHUNK):
+                    items, where = batch.build(start, chunk)
+                    if items:
+                        await pool.send_many(items, batch.forward(start, where))
         finally:
-            if owns_session:
-                await mailer.aclose()
-            if bar is not None:
-                bar.close()
-        return report
+            batch.close()
+        return batch.report
 
     def send_rows(
         self,
@@ -182,6 +184,91 @@ class BulkSender:
             if bar is not None:
                 bar.close()
         return report
+
+
+#: Messages built (and held in memory) at a time by ``send_batch``.
+CHUNK = 1000
+
+
+class _Batch:
+    """Everything ``send_batch`` and ``send_batch_async`` decide, written once: building each
+    message, settling each outcome into the report, the callbacks and the progress bar. The
+    two methods are only the shells that run it with or without ``await``."""
+
+    def __init__(
+        self,
+        mailer: FluxMail,
+        messages: list[Message],
+        on_success: OnSuccess | None,
+        on_error: OnError | None,
+        progress: bool,
+    ) -> None:
+        self.mailer, self.messages = mailer, messages
+        self.on_success, self.on_error = on_success, on_error
+        self.report = _new_report(len(messages))
+        self.bar = ProgressBar(len(messages)) if progress else None
+        self._lock = threading.Lock()  # pool workers settle from their threads
+
+    @staticmethod
+    def pool_options(max_per_second: float, max_connections: int) -> dict[str, Any]:
+        if max_per_second < 0:
+            raise FluxMailException("max_per_second must be 0 (no limit) or more", "invalid_params")
+        # burst 1: messages go out evenly spaced, never in a burst after a slow one.
+        limit = RateLimit(per_second=max_per_second) if max_per_second else None
+        return {"max_connections": max_connections, "rate_limit": limit}
+
+    def build(
+        self, start: int, chunk: list[Message]
+    ) -> tuple[list[tuple[Envelope, bytes]], list[int]]:
+        """The wire items of ``chunk`` (messages ``start``...) and the index of each; a message
+        ``create()`` refuses is settled as failed at once."""
+        items, where = [], []
+        for offset, message in enumerate(chunk):
+            try:
+                items.append(self.mailer.create(**message)._draft_bytes())
+            except FluxMailException as exc:
+                self.settle(start + offset, exc)
+            else:
+                where.append(start + offset)
+        return items, where
+
+    def forward(self, start: int, where: list[int]) -> Callable[[int, Outcome], None]:
+        """The pool's ``on_result``: its index among the built items back to the batch's."""
+
+        def forward(position: int, outcome: Outcome) -> None:
+            if isinstance(outcome, FluxMailException):
+                attempts = self.mailer.retry.attempts if is_transient(outcome) else 1
+                failed = self.mailer._send_failed(outcome, attempts)
+                failed.__cause__ = outcome
+                outcome = failed
+            self.settle(where[position], outcome)
+
+        return forward
+
+    def send_alone(self, index: int) -> None:
+        """Send message ``index`` on its own with ``create().send()`` (Outlook, not SMTP)."""
+        message = self.messages[index]
+        try:
+            self.mailer.create(**message).send()
+        except FluxMailException as exc:
+            self.settle(index, exc)
+        else:
+            with self._lock:
+                _succeeded(self.report, self.bar, self.on_success, index, message, None)
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        message = self.messages[index]
+        with self._lock:
+            if isinstance(outcome, SendResult):
+                self.mailer._remember(outcome)
+                _succeeded(self.report, self.bar, self.on_success, index, message, outcome)
+            else:
+                _failed(self.report, self.bar, self.on_error, index, message, outcome)
+
+    def close(self) -> None:
+        self.report["errors"].sort(key=lambda error: error[0])
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _forward(

@@ -14,7 +14,8 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from email.message import EmailMessage
 from email.policy import SMTP
 from types import TracebackType
@@ -26,7 +27,7 @@ from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_fro
 from fluxmail.errors import FluxMailException, send_failed
 from fluxmail.legacy import LegacyAttributes, check_number, coerce_int, remembers_arguments
 from fluxmail.logs import Log, level_view
-from fluxmail.message import Draft, MessageSpec, build
+from fluxmail.message import Draft, MessageSpec, build, preview
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.ops import Credentials
@@ -184,11 +185,27 @@ class FluxMail(LegacyAttributes):
         """
         self._draft = None
         spec = MessageSpec(
-            subject, recipients, body, self._resolve_sender(sender), cc, bcc, reply_to,
-            attachments, html_body, plain_body, in_reply_to, references, priority,
-            unsubscribe_url, inline_images, inline_css, headers,
-            _notify(dsn_notify), dsn_ret, dsn_envid,
-        )  # fmt: skip
+            subject=subject,
+            recipients=recipients,
+            body=body,
+            sender=self._resolve_sender(sender),
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            attachments=attachments,
+            html_body=html_body,
+            plain_body=plain_body,
+            in_reply_to=in_reply_to,
+            references=references,
+            priority=priority,
+            unsubscribe_url=unsubscribe_url,
+            inline_images=inline_images,
+            inline_css=inline_css,
+            headers=headers,
+            dsn_notify=_notify(dsn_notify),
+            dsn_ret=dsn_ret,
+            dsn_envid=dsn_envid,
+        )
         self._draft = build(spec, id_domain=self.domain or None)
         return self
 
@@ -212,7 +229,7 @@ class FluxMail(LegacyAttributes):
         draft = self._require_draft()
         if self._outlook is not None:
             return self._outlook.display(draft)
-        return "Email Preview:\n" + draft.preview()
+        return "Email Preview:\n" + preview(self._wire(draft))
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -220,23 +237,32 @@ class FluxMail(LegacyAttributes):
         """Send the message built by ``create()``; ``dry_run`` returns the preview instead."""
         draft = self._check_sendable()
         if dry_run:
-            return "Email Preview:\n" + draft.preview()
+            return "Email Preview:\n" + preview(self._wire(draft))
         if self._outlook is not None:
             return self._send_outlook(draft)
-        self.send_message(draft.as_bytes(), envelope=draft.envelope)
+        self._deliver(draft.envelope, self._wire(draft))
         return SUCCESS
 
     async def send_async(self, dry_run: bool = False) -> str:
         """``send()`` as a coroutine: the same checks, retries and result, on asyncio."""
         draft = self._check_sendable()
         if dry_run:
-            return "Email Preview:\n" + draft.preview()
+            return "Email Preview:\n" + preview(self._wire(draft))
         if self._outlook is not None:
             raise FluxMailException(
                 "Outlook cannot send asynchronously; call send() instead", "outlook_no_async"
             )
-        await self.send_message_async(draft.as_bytes(), envelope=draft.envelope)
+        await self._deliver_async(draft.envelope, self._wire(draft))
         return SUCCESS
+
+    def _wire(self, draft: Draft) -> bytes:
+        """The draft's bytes as they go on the wire: DKIM-signed once, so ``display()`` and
+        every send and retry of this draft carry the very same bytes."""
+        if self.dkim is None:
+            return draft.data
+        if draft.signed is None:
+            draft.signed = self.dkim.sign(draft.data)
+        return draft.signed
 
     def send_message(
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
@@ -247,39 +273,54 @@ class FluxMail(LegacyAttributes):
         To, Cc and Bcc; a Bcc header is removed before sending. Returns who was accepted and
         refused; raises ``send_failed`` (chained) when every attempt failed.
         """
-        envelope, data = self._prepare(message, envelope)
-        if (box := outbox.active()) is not None:
-            box.record(envelope, data)
-            return self._remember(SendResult(accepted=envelope.recipients))
+        return self._deliver(*self._prepare(message, envelope))
+
+    def _deliver(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Send final wire bytes with this mailer's connection and retry policy."""
+        if (captured := self._captured(envelope, data)) is not None:
+            return captured
         attempt = 0
         while True:
             attempt += 1
             try:
                 return self._remember(self._attempt(envelope, data))
             except FluxMailException as exc:
-                if not self.retry.should_retry(attempt, exc):
-                    raise self._send_failed(exc, attempt) from exc
-                self._log_retry(exc, attempt)
-            time.sleep(self.retry.delay)
+                delay = self._retry_delay(exc, attempt)
+            time.sleep(delay)
 
     async def send_message_async(
         self, message: EmailMessage | bytes, *, envelope: Envelope | None = None
     ) -> SendResult:
         """:meth:`send_message` as a coroutine."""
-        envelope, data = self._prepare(message, envelope)
-        if (box := outbox.active()) is not None:
-            box.record(envelope, data)
-            return self._remember(SendResult(accepted=envelope.recipients))
+        return await self._deliver_async(*self._prepare(message, envelope))
+
+    async def _deliver_async(self, envelope: Envelope, data: bytes) -> SendResult:
+        """:meth:`_deliver` as a coroutine: the same decisions, awaited."""
+        if (captured := self._captured(envelope, data)) is not None:
+            return captured
         attempt = 0
         while True:
             attempt += 1
             try:
                 return self._remember(await self._attempt_async(envelope, data))
             except FluxMailException as exc:
-                if not self.retry.should_retry(attempt, exc):
-                    raise self._send_failed(exc, attempt) from exc
-                self._log_retry(exc, attempt)
-            await asyncio.sleep(self.retry.delay)
+                delay = self._retry_delay(exc, attempt)
+            await asyncio.sleep(delay)
+
+    def _captured(self, envelope: Envelope, data: bytes) -> SendResult | None:
+        """With :func:`fluxmail.testing.capture` active: record instead of sending."""
+        if (box := outbox.active()) is None:
+            return None
+        box.record(envelope, data)
+        return self._remember(SendResult(accepted=envelope.recipients))
+
+    def _retry_delay(self, exc: FluxMailException, attempt: int) -> float:
+        """After attempt number ``attempt`` failed with ``exc``: the seconds to wait before
+        the next, or ``send_failed`` (chained) when there is none."""
+        if not self.retry.should_retry(attempt, exc):
+            raise self._send_failed(exc, attempt) from exc
+        self._log_retry(exc, attempt)
+        return self.retry.delay
 
     def _prepare(
         self, message: EmailMessage | bytes, envelope: Envelope | None
@@ -358,6 +399,53 @@ class FluxMail(LegacyAttributes):
     def async_pool(self, **options: Any) -> AsyncSMTPPool:
         """The asyncio twin of :meth:`pool`."""
         return AsyncSMTPPool(self._settings, self.retry, PoolOptions(**options))
+
+    @contextmanager
+    def _session_pool(self, **options: Any) -> Iterator[SMTPPool]:
+        """:meth:`pool`, sharing this mailer's ``with`` session when there is one: its open
+        connection is lent to the pool and the pool's connection kept for later sends, so a
+        bulk send inside ``with`` uses the same connection as the sends around it."""
+        pool = self.pool(**options)
+        if not self._in_context:
+            with pool:
+                yield pool
+            return
+        if self._conn is not None and self._conn.is_open:
+            pool.adopt(self._conn)
+        self._conn = None
+        try:
+            yield pool
+        finally:
+            kept = pool.release()
+            if kept and self._in_context:
+                self._conn = kept.pop(0)
+            for conn in kept:
+                conn.close()
+
+    @asynccontextmanager
+    async def _async_session_pool(self, **options: Any) -> AsyncIterator[AsyncSMTPPool]:
+        """The asyncio twin of :meth:`_session_pool` (shares the ``async with`` session)."""
+        pool = self.async_pool(**options)
+        if not self._in_context:
+            async with pool:
+                yield pool
+            return
+        if self._aconn is not None and self._aconn.is_open:
+            pool.adopt(self._aconn)
+        self._aconn = None
+        try:
+            yield pool
+        finally:
+            kept = pool.release()
+            if kept and self._in_context:
+                self._aconn = kept.pop(0)
+            for conn in kept:
+                await conn.close()
+
+    def _draft_bytes(self) -> tuple[Envelope, bytes]:
+        """The envelope and wire bytes (DKIM-signed if configured) of the last ``create()``."""
+        draft = self._check_sendable()
+        return draft.envelope, self._wire(draft)
 
     # -- persistent connections -------------------------------------------------------------
 
@@ -463,7 +551,7 @@ class FluxMail(LegacyAttributes):
     def _send_outlook(self, draft: Draft) -> str:
         assert self._outlook is not None
         if (box := outbox.active()) is not None:
-            box.record(draft.envelope, draft.as_bytes(), via="outlook")
+            box.record(draft.envelope, draft.data, via="outlook")
         else:
             self._outlook.send(draft)
         return OUTLOOK_SUCCESS

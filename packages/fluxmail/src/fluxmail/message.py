@@ -1,7 +1,8 @@
-"""Building the MIME message for ``FluxMail.create()``: validation first, then assembly.
+"""Building the message for ``FluxMail.create()``: validation first, then the bytes.
 
 Everything a caller passes is checked before anything is built, so a bad argument gives a
 :class:`FluxMailException` with the contract's code and never a half-built or injected message.
+The message itself is written by :mod:`fluxmail.mime`, the one writer every path shares.
 """
 
 from __future__ import annotations
@@ -10,20 +11,15 @@ import mimetypes
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email import policy
 from email.headerregistry import Address, HeaderRegistry
-from email.message import EmailMessage
-from email.utils import format_datetime, localtime, make_msgid
+from functools import lru_cache
 from pathlib import Path
 
-from fluxmail.addresses import check_header_text, parse_address, parse_addresses
+from fluxmail import mime
+from fluxmail.addresses import check_header_text, parse_address
 from fluxmail.errors import FluxMailException
-from fluxmail.folding import address_words, fold, text_words
+from fluxmail.folding import text_words
 from fluxmail.protocol.commands import Envelope, has_control_chars
-
-#: CRLF line endings, no line longer than 998 octets, RFC 2047 for non-ASCII headers.
-#: SMTP line endings; the headers FluxMail writes already folded (folding.py) stay as written.
-WIRE_POLICY = policy.SMTP.clone(refold_source="none")
 
 PRIORITIES = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
 
@@ -41,35 +37,57 @@ class Attachment:
 
 @dataclass
 class Draft:
-    """A validated message: its MIME form, its envelope, and the checked fields it came from.
+    """A validated message: its wire bytes, its envelope, and the checked fields it came from.
 
-    Bcc lives only in the envelope (and ``bcc``), never in ``message``. The fields serve
-    senders that do not speak MIME (Outlook).
+    Bcc lives only in the envelope (and ``bcc``), never in ``data``. The fields serve senders
+    that do not speak MIME (Outlook).
     """
 
-    message: EmailMessage
+    data: bytes
     envelope: Envelope
     subject: str
-    sender: str | None
-    to: list[str]
-    cc: list[str] = field(default_factory=list)
+    from_address: Address | None
+    to_addresses: list[Address]
+    cc_addresses: list[Address] = field(default_factory=list)
     bcc: list[str] = field(default_factory=list)
-    reply_to: str | None = None
+    reply_to_address: Address | None = None
     priority: str | None = None
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     inline_images: dict[str, Attachment] = field(default_factory=dict)
+    #: ``data`` DKIM-signed by the mailer that sends it (signed once, on first use).
+    signed: bytes | None = None
+
+    @property
+    def sender(self) -> str | None:
+        """``Name <address>`` of the From, or None (Outlook's default account)."""
+        return None if self.from_address is None else str(self.from_address)
+
+    @property
+    def to(self) -> list[str]:
+        return [str(a) for a in self.to_addresses]
+
+    @property
+    def cc(self) -> list[str]:
+        return [str(a) for a in self.cc_addresses]
+
+    @property
+    def reply_to(self) -> str | None:
+        return None if self.reply_to_address is None else str(self.reply_to_address)
 
     def as_bytes(self) -> bytes:
-        return self.message.as_bytes(policy=self.message.policy)
+        """The message exactly as it goes on the wire (before DKIM signing, if any)."""
+        return self.data
 
     def preview(self) -> str:
-        """The message as it will be sent, plus the envelope's Bcc recipients for reference."""
-        text = self.message.as_string(policy=self.message.policy.clone(linesep="\n"))
-        if self.bcc:
-            text = f"X-FluxMail-Bcc (envelope only, not sent): {', '.join(self.bcc)}\n{text}"
-        return text
+        """The message bytes as text (CRLF shown as a newline)."""
+        return preview(self.data)
+
+
+def preview(data: bytes) -> str:
+    """Wire bytes as text: UTF-8 (SMTPUTF8 headers read as written), CRLF as newline."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def _require_list(value: object, name: str) -> list[object]:
@@ -80,10 +98,6 @@ def _require_list(value: object, name: str) -> list[object]:
             f"{name} must be a list, got {type(value).__name__}", "invalid_params"
         )
     return list(value)
-
-
-def _set_addresses(msg: EmailMessage, name: str, addresses: list[Address], *, utf8: bool) -> None:
-    msg.set_raw(name, fold(name, address_words(addresses, utf8=utf8)))
 
 
 def _header_text(value: object, name: str) -> str:
@@ -112,7 +126,7 @@ RESERVED_HEADERS = frozenset(HeaderRegistry().registry) | frozenset(
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext
 
 
-def _custom_headers(headers: object) -> list[tuple[str, str]]:
+def custom_headers(headers: object) -> list[tuple[str, str]]:
     if headers is None:
         return []
     if not isinstance(headers, Mapping):
@@ -165,25 +179,26 @@ def inline_css(html: str) -> str:
         raise FluxMailException(f"Could not inline CSS: {exc}", "css_inline_failed") from exc
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MessageSpec:
-    """The arguments of ``create()``, exactly as the caller gave them (not yet trusted)."""
+    """The arguments of ``create()``, typed as documented but not yet trusted: :func:`build`
+    checks every field at run time (a caller may pass anything)."""
 
-    subject: object
-    recipients: object
-    body: object
-    sender: object = None
-    cc: object = None
-    bcc: object = None
-    reply_to: object = None
-    attachments: object = None
+    subject: str
+    recipients: list[str]
+    body: str
+    sender: str | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    reply_to: str | None = None
+    attachments: list[str] | None = None
     html_body: bool = False
-    plain_body: object = None
-    in_reply_to: object = None
-    references: object = None
-    priority: object = None
-    unsubscribe_url: object = None
-    inline_images: object = None
+    plain_body: str | None = None
+    in_reply_to: str | None = None
+    references: str | list[str] | None = None
+    priority: str | None = None
+    unsubscribe_url: str | None = None
+    inline_images: dict[str, str] | None = None
     inline_css: bool = False
     headers: Mapping[str, str] | None = None
     dsn_notify: tuple[str, ...] = ()
@@ -192,28 +207,31 @@ class MessageSpec:
 
 
 def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
-    """Validate ``spec`` and assemble the message; raises FluxMailException on bad input.
+    """Validate ``spec`` and write the message; raises FluxMailException on bad input.
 
     ``id_domain`` names the Message-ID's domain (default: the sender's). Without a sender
     (Outlook picks its own account) the message has no From header.
     """
-    if not isinstance(spec.subject, str) or not spec.subject.strip():
+    subject_value: object = spec.subject
+    if not isinstance(subject_value, str) or not subject_value.strip():
         raise FluxMailException("subject must be a non-empty string", "invalid_params")
-    subject = _header_text(spec.subject, "subject")
-    if not isinstance(spec.recipients, list | tuple) or not spec.recipients:
+    subject = _header_text(subject_value, "subject")
+    recipients: object = spec.recipients
+    if not isinstance(recipients, list | tuple) or not recipients:
         raise FluxMailException("recipients must be a non-empty list", "invalid_params")
     cc = _require_list(spec.cc, "cc")
     bcc = _require_list(spec.bcc, "bcc")
     attachments = _require_list(spec.attachments, "attachments")
-    images = spec.inline_images
+    images: object = spec.inline_images
     if images is not None and (not isinstance(images, dict) or not spec.html_body):
         raise FluxMailException(
             "inline_images must be a dict of {cid: path} and needs html_body=True",
             "invalid_params",
         )
-    if not isinstance(spec.body, str):
+    body: object = spec.body
+    if not isinstance(body, str):
         raise FluxMailException("body must be a string", "invalid_params")
-    priority = spec.priority
+    priority: object = spec.priority
     if priority is not None and (
         not isinstance(priority, str) or priority.lower() not in PRIORITIES
     ):
@@ -221,67 +239,67 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
             f"priority must be one of high, normal, low; got {priority!r}", "invalid_priority"
         )
 
-    to_addrs = parse_addresses(list(spec.recipients), role="recipient")
-    cc_addrs = parse_addresses(cc, role="cc address")
-    bcc_addrs = parse_addresses(bcc, role="bcc address")
-    sender = None if spec.sender is None else parse_address(spec.sender, role="sender")
-    reply_to = None if spec.reply_to is None else parse_address(spec.reply_to, role="reply_to")
+    to_addrs = [_address(value, "recipient") for value in recipients]
+    cc_addrs = [_address(value, "cc address") for value in cc]
+    bcc_addrs = [_address(value, "bcc address") for value in bcc]
+    sender = None if spec.sender is None else _repeated_address(spec.sender, "sender")
+    reply_to = None if spec.reply_to is None else _repeated_address(spec.reply_to, "reply_to")
 
     everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *(a for a in (sender, reply_to) if a)]
     # A non-ASCII local part can only travel as SMTPUTF8 (RFC 6531): UTF-8 headers, and the
     # transport refuses the send if the server lacks the extension.
     utf8 = any(not a.username.isascii() for a in everyone)
-    msg = EmailMessage(policy=WIRE_POLICY.clone(utf8=True) if utf8 else WIRE_POLICY)
-    # Addresses and text are folded here, not by the email package (see folding.py).
+    head: list[bytes] = []
     if sender is not None:
-        _set_addresses(msg, "From", [sender], utf8=utf8)
-    _set_addresses(msg, "To", to_addrs, utf8=utf8)
+        head.append(mime.address_header("From", [sender], utf8=utf8))
+    head.append(mime.address_header("To", to_addrs, utf8=utf8))
     if cc_addrs:
-        _set_addresses(msg, "Cc", cc_addrs, utf8=utf8)
+        head.append(mime.address_header("Cc", cc_addrs, utf8=utf8))
     if reply_to is not None:
-        _set_addresses(msg, "Reply-To", [reply_to], utf8=utf8)
-    msg.set_raw("Subject", fold("Subject", text_words(subject, utf8=utf8)))
-    msg["Date"] = format_datetime(localtime())
-    msg["Message-ID"] = make_msgid(domain=id_domain or _id_domain(sender))
-    _threading_headers(msg, spec.in_reply_to, spec.references)
+        head.append(mime.address_header("Reply-To", [reply_to], utf8=utf8))
+    head.append(mime.text_header("Subject", subject, utf8=utf8))
+    head.append(mime.date_line())
+    message_id = mime.message_id(id_domain or _id_domain(sender))
+    head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
+    head += _threading_headers(spec.in_reply_to, spec.references, utf8=utf8)
     if isinstance(priority, str):
         number, word = PRIORITIES[priority.lower()]
-        msg["X-Priority"] = number
-        msg["X-MSMail-Priority"] = word
-        msg["Importance"] = word
-    if spec.unsubscribe_url is not None:
-        url = _header_text(spec.unsubscribe_url, "unsubscribe_url")
-        if not url.lower().startswith("https://") or any(c in url for c in " <>"):
-            raise FluxMailException(
-                "unsubscribe_url must be an https:// URL (RFC 8058 one-click)", "invalid_params"
+        head.append(
+            f"X-Priority: {number}\r\nX-MSMail-Priority: {word}\r\nImportance: {word}\r\n".encode(
+                "ascii"
             )
-        msg["List-Unsubscribe"] = f"<{url}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in _custom_headers(spec.headers):
-        msg.set_raw(name, fold(name, text_words(value, utf8=utf8)))
+        )
+    if spec.unsubscribe_url is not None:
+        head += unsubscribe_headers(_header_text(spec.unsubscribe_url, "unsubscribe_url"))
+    for name, value in custom_headers(spec.headers):
+        head.append(mime.header(name, text_words(value, utf8=utf8)))
+    head.append(mime.MIME_VERSION)
 
-    text, html, inline = _set_body(msg, spec, images or {})
+    text, html, inline, content = _body(spec, body, images or {})
     files = [read_file(path, what="Attachment") for path in attachments]
-    for item in files:
-        maintype, _, subtype = item.mime_type.partition("/")
-        msg.add_attachment(item.content, maintype, subtype, filename=item.filename)
+    if files:
+        content = mime.multipart(
+            b"mixed",
+            [content, *(mime.file_part(f.content, f.mime_type, f.filename) for f in files)],
+        )
 
+    # addr_spec is username@domain: the parser admits no local part that needs quoting.
     envelope = Envelope(
-        sender.addr_spec if sender else "",
-        tuple(a.addr_spec for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
+        f"{sender.username}@{sender.domain}" if sender else "",
+        tuple(f"{a.username}@{a.domain}" for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
         spec.dsn_notify,
         spec.dsn_ret,
         spec.dsn_envid,
     )
     return Draft(
-        msg,
+        b"".join(head) + content,
         envelope,
         subject=subject,
-        sender=None if sender is None else str(sender),
-        to=[str(a) for a in to_addrs],
-        cc=[str(a) for a in cc_addrs],
-        bcc=[a.addr_spec for a in bcc_addrs],
-        reply_to=None if reply_to is None else str(reply_to),
+        from_address=sender,
+        to_addresses=to_addrs,
+        cc_addresses=cc_addrs,
+        bcc=[f"{a.username}@{a.domain}" for a in bcc_addrs],
+        reply_to_address=reply_to,
         priority=priority.lower() if isinstance(priority, str) else None,
         text=text,
         html=html,
@@ -290,34 +308,71 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
     )
 
 
+def unsubscribe_headers(url: str) -> list[bytes]:
+    """RFC 8058 one-click unsubscribe: ``List-Unsubscribe`` and ``List-Unsubscribe-Post``.
+
+    ``url`` must be an https URL without blanks or angle brackets (checked here).
+    """
+    if not url.lower().startswith("https://") or any(c in url for c in " <>"):
+        raise FluxMailException(
+            "unsubscribe_url must be an https:// URL (RFC 8058 one-click)", "invalid_params"
+        )
+    return [
+        # A URL too long for one line (over folding.LONG_WORD) becomes encoded words.
+        mime.header("List-Unsubscribe", text_words(f"<{url}>", utf8=False)),
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    ]
+
+
 def _id_domain(sender: Address | None) -> str:
-    if sender is None:
-        return "fluxmail.invalid"
+    return "fluxmail.invalid" if sender is None else _ascii_domain(sender.domain)
+
+
+@lru_cache(maxsize=64)
+def _ascii_domain(domain: str) -> str:
+    if domain.isascii():
+        return domain
     try:
-        return sender.domain.encode("idna").decode("ascii")
+        return domain.encode("idna").decode("ascii")
     except UnicodeError:
         return "fluxmail.invalid"
 
 
-def _threading_headers(msg: EmailMessage, in_reply_to: object, references: object) -> None:
+#: A plain ASCII address without a display name, exactly as parse_address accepts it (dot-atom
+#: local part, host name labels): the common case, parsed without the general path.
+_SIMPLE_ADDRESS = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*)"
+)
+
+
+def _address(value: object, role: str) -> Address:
+    """``parse_address``, with a fast path for the common bare address."""
+    if isinstance(value, str) and len(value) <= 254 and (m := _SIMPLE_ADDRESS.fullmatch(value)):
+        return Address(username=m["local"], domain=m["domain"])
+    return parse_address(value, role=role)
+
+
+@lru_cache(maxsize=256)
+def _cached_address(value: str, role: str) -> Address:
+    return parse_address(value, role=role)
+
+
+def _repeated_address(value: object, role: str) -> Address:
+    """An address that recurs on every message (the sender), parsed once per process."""
+    return _cached_address(value, role) if isinstance(value, str) else _address(value, role)
+
+
+def _threading_headers(in_reply_to: object, references: object, *, utf8: bool) -> list[bytes]:
+    lines = []
     if in_reply_to is not None:
-        msg["In-Reply-To"] = _header_text(in_reply_to, "in_reply_to")
+        value = _header_text(in_reply_to, "in_reply_to")
+        lines.append(mime.header("In-Reply-To", text_words(value, utf8=utf8)))
     if references is not None:
         refs = references if isinstance(references, list | tuple) else [references]
-        msg["References"] = " ".join(_header_text(r, "references") for r in refs)
-
-
-def _transfer_encoding(text: str) -> str | None:
-    """7-bit safe encoding for non-ASCII text, so no relay needs 8BITMIME to carry it.
-
-    ASCII is left to the email package (7bit, or quoted-printable for over-long lines).
-    """
-    if "\x00" in text:  # NUL is never allowed raw, not even in 8bit (RFC 2045 2.7)
-        return "quoted-printable"
-    if text.isascii():
-        return None
-    wide = sum(not ch.isascii() for ch in text)
-    return "base64" if wide * 3 > len(text) else "quoted-printable"
+        value = " ".join(_header_text(r, "references") for r in refs)
+        lines.append(mime.header("References", text_words(value, utf8=utf8)))
+    return lines
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -337,40 +392,47 @@ def _unicode_text(text: str, what: str) -> str:
     return text
 
 
-def _set_body(
-    msg: EmailMessage, spec: MessageSpec, images: Mapping[object, object]
-) -> tuple[str | None, str | None, dict[str, Attachment]]:
-    """Fill in the body parts; returns the text, the final HTML and the inline images."""
-    body = _unicode_text(str(spec.body), "body")
+_CID = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+(?:[.@][!#-'*+\-/-9=?A-Z^-~]+)*")  # atext, dots, @
+
+
+def _body(
+    spec: MessageSpec, body: str, images: Mapping[object, object]
+) -> tuple[str | None, str | None, dict[str, Attachment], bytes]:
+    """The body part(s); returns the text, the final HTML, the inline images and the bytes."""
+    if not body.isascii():
+        body = _unicode_text(body, "body")
     if not spec.html_body:
-        msg.set_content(body, cte=_transfer_encoding(body))
-        return body, None, {}
+        return body, None, {}, mime.text_part(body, b"plain")
     text = None
     html = inline_css(body) if spec.inline_css else body
-    if spec.plain_body is not None:
-        if not isinstance(spec.plain_body, str):
-            raise FluxMailException("plain_body must be a string", "invalid_params")
-        text = _unicode_text(spec.plain_body, "plain_body")
-        msg.set_content(text, cte=_transfer_encoding(text))
-        msg.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
-        html_part = next(
-            part for part in msg.iter_parts() if part.get_content_type() == "text/html"
-        )
-        assert isinstance(html_part, EmailMessage)
-    else:
-        msg.set_content(html, subtype="html", cte=_transfer_encoding(html))
-        html_part = msg
+    html_part = mime.text_part(html, b"html")
     inline: dict[str, Attachment] = {}
-    for cid, path in images.items():
-        name = _header_text(cid, "inline image cid")
-        item = inline[name] = read_file(path, what="Inline image")
-        maintype, _, subtype = item.mime_type.partition("/")
-        html_part.add_related(
-            item.content,
-            maintype,
-            subtype,
-            cid=f"<{name}>",
-            disposition="inline",
-            filename=item.filename,
-        )
-    return text, html, inline
+    if images:
+        parts = [html_part]
+        for cid, path in images.items():
+            name = _header_text(cid, "inline image cid")
+            if not _CID.fullmatch(name):
+                raise FluxMailException(
+                    f"inline image cid {name!r} must be letters, digits and -._ (it is used "
+                    'as <img src="cid:...">)',
+                    "invalid_params",
+                )
+            item = inline[name] = read_file(path, what="Inline image")
+            parts.append(
+                mime.file_part(
+                    item.content,
+                    item.mime_type,
+                    item.filename,
+                    disposition="inline",
+                    content_id=name,
+                )
+            )
+        html_part = mime.multipart(b"related", parts)
+    plain: object = spec.plain_body
+    if plain is None:
+        return text, html, inline, html_part
+    if not isinstance(plain, str):
+        raise FluxMailException("plain_body must be a string", "invalid_params")
+    text = _unicode_text(plain, "plain_body")
+    content = mime.multipart(b"alternative", [mime.text_part(text, b"plain"), html_part])
+    return text, html, inline, content

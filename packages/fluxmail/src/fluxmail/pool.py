@@ -4,7 +4,9 @@
 waiting: the bookkeeping of which messages remain, their attempts and outcomes is
 :class:`_Work`, and the connection policy is :class:`PoolOptions`. Each worker owns one
 connection at a time and streams batches of messages down it with
-:func:`~fluxmail.protocol.transaction.send_pipelined`, one round trip per message.
+:func:`~fluxmail.protocol.transaction.send_pipelined`, one round trip per message. What a
+worker does next is decided once, by ``_PoolBase._plan`` (a generator of operations, as the
+protocol core is); the two pools only run those operations, blocking or awaited.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -182,8 +184,44 @@ def _single(outcome: Outcome) -> SendResult:
     return outcome
 
 
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """Open a fresh connection; the shell sends it back (or throws why it failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Close(Generic[C]):
+    conn: C
+
+
+@dataclass(frozen=True, slots=True)
+class _Send(Generic[C]):
+    """``conn.send_many(items, outcomes)``; a failure of the session is thrown back."""
+
+    conn: C
+    items: list[Item]
+    outcomes: _Settling
+
+
+_Op = _Sleep | _Open | _Close[C] | _Send[C]
+
+
+@dataclass(slots=True)
+class _Held(Generic[C]):
+    """The connection a worker holds between operations (the shell parks or closes it)."""
+
+    conn: C | None = None
+
+
 class _PoolBase(Generic[C]):
-    """Connection bookkeeping shared by both pools (no I/O here)."""
+    """What both pools decide, with no I/O here: connection bookkeeping, and each worker's
+    loop as :meth:`_plan`, a generator of operations that the sync and the async pool run
+    (``time.sleep`` or ``asyncio.sleep``, blocking or awaited connections)."""
 
     def __init__(
         self,
@@ -218,6 +256,14 @@ class _PoolBase(Generic[C]):
             self._idle.append((conn, time.monotonic()))
         return True
 
+    def adopt(self, conn: C) -> None:
+        """Lend the pool an open connection (a mailer's ``with`` session) to use first."""
+        self._keep(conn)
+
+    def release(self) -> list[C]:
+        """Close the pool and hand back its idle connections, still open, to the caller."""
+        return self._drain()
+
     def _drain(self) -> list[C]:
         self._closed = True
         with self._idle_lock:
@@ -227,6 +273,45 @@ class _PoolBase(Generic[C]):
 
     def _workers(self, count: int) -> int:
         return max(1, min(self.options.max_connections, count))
+
+    def _plan(
+        self, items: Sequence[Item], work: _Work, held: _Held[C]
+    ) -> Generator[_Op[C], C | None, None]:
+        """One worker's decisions: take a batch, wait for the rate limit, reuse or replace
+        the connection, send, retry after ``retry.delay``, until the work is done. The
+        connection held at the end is left in ``held`` for the shell to park or close."""
+        while not work.done:
+            conn = held.conn
+            batch = work.take(self.options.batch_limit(conn.messages_sent if conn else 0))
+            if not batch:
+                return  # the rest is in other workers' hands
+            if self.limiter is not None and (wait := self.limiter.reserve(len(batch))):
+                yield _Sleep(wait)
+            outcomes = work.batch(batch)
+            if conn is not None and not self.options.reusable(conn, time.monotonic()):
+                held.conn = None
+                yield _Close(conn)
+            try:
+                if held.conn is None:
+                    idle, stale = self._take_idle()
+                    for old in stale:
+                        yield _Close(old)
+                    held.conn = idle if idle is not None else (yield _Open())
+                assert held.conn is not None
+                yield _Send(held.conn, [items[i] for i in batch], outcomes)
+            except FluxMailException as exc:
+                if held.conn is None and not is_transient(exc):
+                    # Could not even open a session (bad password, TLS refused): the same
+                    # awaits every other message, so settle them all now.
+                    outcomes.finish(exc)
+                    work.fail_all(exc)
+                    return
+                held.conn = None  # the transport dropped the session
+                retrying = outcomes.finish(exc)
+            else:
+                retrying = outcomes.finish(None)
+            if retrying:
+                yield _Sleep(self.retry.delay)
 
 
 class SMTPPool(_PoolBase[SyncConnection]):
@@ -267,52 +352,37 @@ class SMTPPool(_PoolBase[SyncConnection]):
         return work.results()
 
     def _worker(self, items: Sequence[Item], work: _Work) -> None:
+        """Run one worker's plan with blocking I/O."""
+        held: _Held[SyncConnection] = _Held()
         with self._slots:
-            conn: SyncConnection | None = None
+            plan = self._plan(items, work, held)
             try:
-                while not work.done:
-                    sent = conn.messages_sent if conn is not None else 0
-                    batch = work.take(self.options.batch_limit(sent))
-                    if not batch:
-                        return  # the rest is in other workers' hands
-                    if self.limiter is not None and (wait := self.limiter.reserve(len(batch))):
-                        time.sleep(wait)
-                    conn, retrying = self._send_batch(conn, items, batch, work)
-                    if retrying:
-                        time.sleep(self.retry.delay)
+                op = next(plan)
+                while True:
+                    try:
+                        result = self._do(op)
+                    except FluxMailException as exc:
+                        op = plan.throw(exc)
+                    else:
+                        op = plan.send(result)
+            except StopIteration:
+                pass
             finally:
-                if conn is not None and not self._keep(conn):
-                    conn.close()
+                if held.conn is not None and not self._keep(held.conn):
+                    held.conn.close()
 
-    def _send_batch(
-        self, conn: SyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
-    ) -> tuple[SyncConnection | None, bool]:
-        outcomes = work.batch(batch)
-        if conn is not None and not self.options.reusable(conn, time.monotonic()):
-            conn.close()
-            conn = None
-        try:
-            if conn is None:
-                conn = self._checkout()
-            conn.send_many([items[i] for i in batch], outcomes)
-        except FluxMailException as exc:
-            if conn is None and not is_transient(exc):
-                # Could not even open a session (bad password, TLS refused): the same awaits
-                # every other message, so settle them all now rather than one batch at a time.
-                outcomes.finish(exc)
-                work.fail_all(exc)
-                return None, False
-            return None, outcomes.finish(exc)  # the transport dropped the session
-        return conn, outcomes.finish(None)
-
-    def _checkout(self) -> SyncConnection:
-        conn, stale = self._take_idle()
-        for old in stale:
-            old.close()
-        if conn is None:
+    def _do(self, op: _Op[SyncConnection]) -> SyncConnection | None:
+        if isinstance(op, _Send):
+            op.conn.send_many(op.items, op.outcomes)
+        elif isinstance(op, _Sleep):
+            time.sleep(op.seconds)
+        elif isinstance(op, _Close):
+            op.conn.close()
+        else:
             conn = SyncConnection(self._settings())
             conn.open()
-        return conn
+            return conn
+        return None
 
     def close(self) -> None:
         """QUIT every idle connection; connections in use close when their worker ends."""
@@ -360,54 +430,39 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
         return work.results()
 
     async def _worker(self, items: Sequence[Item], work: _Work) -> None:
+        """Run one worker's plan with asyncio I/O."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.options.max_connections)
+        held: _Held[AsyncConnection] = _Held()
         async with self._slots:
-            conn: AsyncConnection | None = None
+            plan = self._plan(items, work, held)
             try:
-                while not work.done:
-                    sent = conn.messages_sent if conn is not None else 0
-                    batch = work.take(self.options.batch_limit(sent))
-                    if not batch:
-                        return
-                    if self.limiter is not None and (wait := self.limiter.reserve(len(batch))):
-                        await asyncio.sleep(wait)
-                    conn, retrying = await self._send_batch(conn, items, batch, work)
-                    if retrying:
-                        await asyncio.sleep(self.retry.delay)
+                op = next(plan)
+                while True:
+                    try:
+                        result = await self._do(op)
+                    except FluxMailException as exc:
+                        op = plan.throw(exc)
+                    else:
+                        op = plan.send(result)
+            except StopIteration:
+                pass
             finally:
-                if conn is not None and not self._keep(conn):
-                    await conn.close()
+                if held.conn is not None and not self._keep(held.conn):
+                    await held.conn.close()
 
-    async def _send_batch(
-        self, conn: AsyncConnection | None, items: Sequence[Item], batch: list[int], work: _Work
-    ) -> tuple[AsyncConnection | None, bool]:
-        outcomes = work.batch(batch)
-        if conn is not None and not self.options.reusable(conn, time.monotonic()):
-            await conn.close()
-            conn = None
-        try:
-            if conn is None:
-                conn = await self._checkout()
-            await conn.send_many([items[i] for i in batch], outcomes)
-        except FluxMailException as exc:
-            if conn is None and not is_transient(exc):
-                # Could not even open a session (bad password, TLS refused): the same awaits
-                # every other message, so settle them all now rather than one batch at a time.
-                outcomes.finish(exc)
-                work.fail_all(exc)
-                return None, False
-            return None, outcomes.finish(exc)  # the transport dropped the session
-        return conn, outcomes.finish(None)
-
-    async def _checkout(self) -> AsyncConnection:
-        conn, stale = self._take_idle()
-        for old in stale:
-            await old.close()
-        if conn is None:
+    async def _do(self, op: _Op[AsyncConnection]) -> AsyncConnection | None:
+        if isinstance(op, _Send):
+            await op.conn.send_many(op.items, op.outcomes)
+        elif isinstance(op, _Sleep):
+            await asyncio.sleep(op.seconds)
+        elif isinstance(op, _Close):
+            await op.conn.close()
+        else:
             conn = AsyncConnection(self._settings())
             await conn.open()
-        return conn
+            return conn
+        return None
 
     async def close(self) -> None:
         """QUIT every idle connection; connections in use close when their task ends."""

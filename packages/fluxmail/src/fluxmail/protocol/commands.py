@@ -23,6 +23,10 @@ class CommandInjectionError(InvalidArgumentError):
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
+#: What may not appear in an envelope address: the controls above, angle brackets, blanks.
+_NOT_IN_ENVELOPE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff<> ]")
+
+
 def has_control_chars(value: str) -> bool:
     """True if ``value`` holds C0 controls (tab excepted), DEL, or Unicode line separators."""
     return _CONTROL.search(value) is not None
@@ -88,7 +92,7 @@ def envelope_address(address: str, *, smtputf8: bool) -> str:
 
     A non-ASCII domain is IDNA-encoded; a non-ASCII local part needs the server's SMTPUTF8.
     """
-    if has_control_chars(address) or any(ch in address for ch in "<> \t"):
+    if _NOT_IN_ENVELOPE.search(address) is not None:
         raise CommandInjectionError(f"Invalid envelope address {address!r}")
     if not _needs_utf8(address):
         return address

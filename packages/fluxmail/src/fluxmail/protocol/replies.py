@@ -86,6 +86,9 @@ class ReplyParser:
                 raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
             raw = bytes(self._buffer[:end]).rstrip(b"\r")
             del self._buffer[: end + 1]
+            if self._code is None and raw[3:4] == b" " and raw[:3].isdigit():
+                # The common case, a one-line reply: no state to carry between lines.
+                return Reply(int(raw[:3]), (raw[4:].decode("utf-8", errors="replace"),))
             reply = self._take_line(raw)
             if reply is not None:
                 return reply
