@@ -399,29 +399,23 @@ def _project_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _key_create(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
-        if args.project is not None:
-            tenancy.project_of(
-                session, tenancy.Principal("", "workspace", args.workspace, None), args.project
-            )
-        issued = tenancy.issue_key(session, args.kind, args.workspace, args.project, args.name)
+        issued = tenancy.issue_key_in(session, args.workspace, args.project, args.kind, args.name)
         _print_json({"key_id": issued.record.id, "key": issued.plaintext})
     return 0
 
 
 def _key_list(args: argparse.Namespace, settings: Settings) -> int:
     from getfluxly_server.api import views
-    from getfluxly_server.storage import tenancy as store
 
     with _database(settings).read() as session:
-        _print_json([views.key(k) for k in store.list_keys(session, args.workspace, None)])
+        keys = tenancy.keys(session, args.workspace)
+        _print_json([views.key(k).model_dump(mode="json") for k in keys])
     return 0
 
 
 def _key_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
-        tenancy.revoke_key(
-            session, tenancy.Principal("", "workspace", args.workspace, None), args.key_id
-        )
+        tenancy.revoke_key_in(session, args.workspace, args.key_id)
     print(f"revoked {args.key_id}", file=sys.stderr)
     return 0
 
