@@ -160,11 +160,17 @@ class DevMessage(Base):
     __tablename__ = "dev_messages"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    #: Whose mail it is: the workspace the sender logged in as, else the dev install's own.
+    workspace_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE", name="fk_dev_messages_workspace")
+    )
     received_at: Mapped[datetime] = mapped_column(default=now)
     mail_from: Mapped[str] = mapped_column(String(320))
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON)
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_dev_messages_workspace", "workspace_id", "id"),)
 
 
 class Profile(Base):
