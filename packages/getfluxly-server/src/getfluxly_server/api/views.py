@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from getfluxly_server.api.models import Response, Timestamp
+from getfluxly_server.domain.identity import Alias, ErasureRequest
 from getfluxly_server.domain.tenancy import IssuedKey
 from getfluxly_server.storage.models import ApiKey, EmailProvider, Project
 
@@ -74,3 +75,24 @@ def provider(row: EmailProvider, warnings: list[str] | None = None) -> dict[str,
     if warnings is not None:
         view["warnings"] = warnings
     return view
+
+
+def alias(done: Alias) -> dict[str, Any]:
+    """``POST /v1/identify/alias``'s answer (the id's own field name is a key)."""
+    return {
+        "alias": {
+            "user_id": done.user_id,
+            done.field: done.value,
+            "merged_at": _time(done.merged_at),
+        }
+    }
+
+
+def erasure(request: ErasureRequest) -> dict[str, Any]:
+    """``POST /v1/profiles/{id}/erase``'s answer."""
+    return {
+        "erasure_id": request.erasure.id,
+        "profiles_targeted": request.erasure.profiles_targeted,
+        "events_targeted": request.erasure.events_targeted,
+        "completes_by": _time(request.completes_by),
+    }
