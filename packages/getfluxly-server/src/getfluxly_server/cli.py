@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from getfluxly_server import __version__
@@ -40,7 +40,6 @@ from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage import schema
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import EmailProvider
 
 if TYPE_CHECKING:
     from getfluxly_server.api.ratelimit import SharedBuckets
@@ -428,12 +427,7 @@ def _generate_key(_args: argparse.Namespace, _settings: Settings) -> int:
 def _rotate(_args: argparse.Namespace, settings: Settings) -> int:
     """Re-encrypt every secret not under the primary key, so old keys can be dropped."""
     keyring = settings.keyring
-    count = 0
     with _database(settings).transaction() as session:
-        for row in session.scalars(select(EmailProvider)).all():
-            if keyring.needs_rotation(row.secret):
-                draft = provider_domain.draft_of(row, keyring)
-                provider_domain.apply(row, draft, keyring, verified=False)
-                count += 1
+        count = provider_domain.rotate_secrets(session, keyring)
     print(f"re-encrypted {count} secret(s) with key {keyring.primary!r}", file=sys.stderr)
     return 0

@@ -7,15 +7,13 @@ Every error body is ``{"error": code, "detail": text}`` (plus optional fields su
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.errors import DomainError, invalid_input
 
 log = logging.getLogger("getfluxly.api")
 
@@ -49,48 +47,6 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
 
 
-#: Pydantic's wording where a plainer one says what to do.
-_MESSAGES = {
-    "extra_forbidden": "is not a field of this request (check its spelling)",
-    "missing": "is required",
-    "json_invalid": "The body is not valid JSON",
-    "model_attributes_type": "The body must be a JSON object",
-    "model_type": "The body must be a JSON object",
-    "dict_type": "The body must be a JSON object",
-}
-
-
-def describe(errors: Sequence[Any], body: Any) -> tuple[str, str | None]:
-    """``(detail, field)`` for the first of pydantic's errors: ``"smtp_port: Input should be
-    less than or equal to 65535"`` and ``"smtp_port"``.
-
-    Where a body is a tagged union (email providers by ``provider``), pydantic puts the tag in
-    the error's location although the client never sent a field of that name: a location
-    step that names nothing in the body is left out (unless it is the last, a missing field).
-    """
-    if not errors:
-        return "Invalid request", None
-    first = errors[0]
-    loc = list(first.get("loc", ()))
-    source = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header") else None
-    path: list[str] = []
-    node = body if source == "body" else None
-    for index, step in enumerate(loc):
-        last = index == len(loc) - 1
-        if isinstance(node, dict) and step not in node and not last:
-            continue  # a union tag
-        path.append(str(step))
-        node = node.get(step) if isinstance(node, dict) else None
-    kind = first.get("type", "")
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        path = [*path, "provider"] if isinstance(body, dict) else path
-    message = _MESSAGES.get(kind, first.get("msg", "Invalid request"))
-    where = ".".join(path)
-    if not where or kind in ("json_invalid",):
-        return message, None
-    return f"{where}: {message}", path[0]
-
-
 def _rate_headers(request: Request) -> dict[str, str]:
     """The X-RateLimit-* headers the request's key earned (set by api/auth.py), if any."""
     headers: dict[str, str] = getattr(request.state, "rate_limit_headers", {})
@@ -105,9 +61,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail, field = describe(exc.errors(), exc.body)
-        extra = {"field": field} if field else {}
-        return error_response("validation_error", detail, _rate_headers(request), **extra)
+        refusal = invalid_input(exc.errors(), exc.body)
+        return error_response(refusal.code, refusal.detail, _rate_headers(request), **refusal.extra)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

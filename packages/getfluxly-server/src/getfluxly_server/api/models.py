@@ -18,7 +18,7 @@ def iso(value: datetime) -> str:
 
 
 #: A moment, written as the API always writes them.
-Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
+Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
 
 
 class Request(BaseModel):

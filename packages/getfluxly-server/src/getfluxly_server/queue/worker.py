@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -152,16 +151,3 @@ class _LeaseRenewer:
                     jobs.extend(session, self.job_id, self.worker_id, self.worker.lease)
             except Exception:
                 log.exception("could not renew the lease of job %s", self.job_id)
-
-
-def wait_for(db: Database, job_id: int, timeout: float, poll: float = 0.05) -> Any:
-    """Block until the job is done or failed (returns it) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with db.read() as session:
-            job = jobs.get(session, job_id)
-            if job is not None and job.status in ("done", "failed"):
-                return job
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll)

@@ -26,6 +26,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no I, L, O, U
 
 
+#: The longest display name (a provider's display_name and from_name): the API's models and
+#: the columns both read it from here, so what the API accepts always fits.
+NAME_MAX = 200
+#: The longest email address (RFC 5321: 64 + 1 + 255, rounded as everyone does).
+ADDRESS_MAX = 320
+
+
 def new_id(prefix: str) -> str:
     """``prefix_`` and 20 random base32 characters (100 bits): unguessable, URL-safe."""
     return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(20))}"
@@ -100,10 +107,10 @@ class EmailProvider(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(String(16))  # smtp | ses | resend | mailgun | ...
-    display_name: Mapped[str] = mapped_column(String(200))
-    from_email: Mapped[str] = mapped_column(String(320))
-    from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    from_email: Mapped[str] = mapped_column(String(ADDRESS_MAX))
+    from_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    reply_to: Mapped[str | None] = mapped_column(String(ADDRESS_MAX))
     #: Non-secret connection settings (host, port, TLS mode, username, region, ...).
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The secret (password, API key), AES-GCM encrypted with the keyring; never returned.
