@@ -179,9 +179,7 @@ def update_provider(
     changed = domain.connection_changed(before, after)
     warnings = domain.verify(after, context) if changed else []
     with db.transaction() as session:
-        row = domain.find(session, who, provider_id)
-        domain.apply(row, after, keys, verified=changed)
-        session.flush()
+        row = domain.save_changes(session, who, provider_id, after, keys, verified=changed)
         return OneProvider(email_provider=_view(row, warnings))
 
 

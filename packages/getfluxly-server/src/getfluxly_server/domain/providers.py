@@ -193,6 +193,17 @@ def send_test(draft: Draft, to: str, context: BuildContext) -> DeliveryResult:
         raise DomainError(exc.code, exc.detail) from None
 
 
+def save_changes(
+    session: Session, principal: Principal, provider_id: str, draft: Draft, keyring: Keyring,
+    *, verified: bool,
+) -> EmailProvider:  # fmt: skip
+    """Store ``draft`` over the provider (``verified``: its connection was just checked)."""
+    row = find(session, principal, provider_id)
+    apply(row, draft, keyring, verified=verified)
+    session.flush()  # the row as stored, updated_at included
+    return row
+
+
 def providers_of(session: Session, principal: Principal, project_id: str) -> list[EmailProvider]:
     """The project's providers, oldest first (not_found for a project the caller may not see)."""
     project_of(session, principal, project_id)
