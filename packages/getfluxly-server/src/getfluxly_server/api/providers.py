@@ -29,7 +29,7 @@ from getfluxly_server.storage.models import EmailProvider
 router = APIRouter(prefix="/v1", tags=["email providers"])
 DB = Annotated[Database, Depends(database)]
 Keys = Annotated[Keyring, Depends(keyring)]
-Context = Annotated[Any, Depends(build_context)]
+Context = Annotated[domain.Context, Depends(build_context)]
 Config = Annotated[Settings, Depends(settings)]
 
 EXAMPLE = {

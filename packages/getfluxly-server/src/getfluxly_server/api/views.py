@@ -9,7 +9,7 @@ from typing import Any, Literal
 from getfluxly_server.api.models import Response, Timestamp
 from getfluxly_server.domain.identity import Alias, ErasureRequest
 from getfluxly_server.domain.tenancy import IssuedKey
-from getfluxly_server.storage.models import ApiKey, EmailProvider, Project
+from getfluxly_server.storage.models import ApiKey, Project
 
 
 def _time(value: datetime | None) -> str | None:
@@ -55,26 +55,6 @@ def key(row: ApiKey) -> KeyView:
 def issued(key_: IssuedKey) -> IssuedKeyView:
     """A new key with its plaintext: the only response that ever contains it."""
     return IssuedKeyView(**dict(key(key_.record)), key=key_.plaintext)
-
-
-def provider(row: EmailProvider, warnings: list[str] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": row.id,
-        "project_id": row.project_id,
-        "provider": row.provider,
-        "display_name": row.display_name,
-        "from_email": row.from_email,
-        "from_name": row.from_name,
-        "reply_to": row.reply_to,
-        **row.config,
-        "secret_set": True,
-        "verified_at": _time(row.verified_at),
-        "created_at": _time(row.created_at),
-        "updated_at": _time(row.updated_at),
-    }
-    if warnings is not None:
-        view["warnings"] = warnings
-    return view
 
 
 def alias(done: Alias) -> dict[str, Any]:

@@ -227,3 +227,5 @@ def rotate_secrets(session: Session, keyring: Keyring) -> int:
 
 #: Every provider kind, by the name the API uses (for the API's response models).
 KINDS = PROVIDERS
+#: What the composition root lends providers (timeouts, network policy); the API passes it.
+Context = BuildContext
