@@ -452,6 +452,31 @@ def test_get_list_patch_delete(api: Api, smtp_server: SMTPServerFactory) -> None
     api.assert_never_shown(password, wrong, rotated)
 
 
+def test_patch_refuses_fields_of_other_kinds_and_typos(
+    api: Api, smtp_server: SMTPServerFactory
+) -> None:
+    """PATCH takes the provider's own kind's settings only: another kind's setting or a
+    misspelt one is a 400 naming it, and nothing changes."""
+    relay = smtp_server(tls="none", auth=True)
+    provider = api.created(
+        spec_body(relay, "s3cret-pass", smtp_host="127.0.0.1", smtp_secure="none")
+    )
+    for body, field in (
+        ({"api_key": "re_123"}, "api_key"),
+        ({"region": "eu"}, "region"),
+        ({"display_nmae": "typo"}, "display_nmae"),
+        ({"smtp_port": "2525"}, "smtp_port"),
+        ({"password": ""}, "password"),
+        ({"display_name": None}, "display_name"),
+    ):
+        refusal = assert_refused(api.patch(provider["id"], body), "validation_error")
+        assert refusal["field"] == field, (body, refusal)
+        assert field in refusal["detail"]
+    assert api.get(provider["id"]).json()["email_provider"] == {
+        k: v for k, v in provider.items() if k != "warnings"
+    }
+
+
 # -- test sends ----------------------------------------------------------------------------------
 
 
