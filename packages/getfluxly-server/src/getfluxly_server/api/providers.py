@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, create_model
 
@@ -125,6 +125,21 @@ def _view(row: EmailProvider, warnings: list[str] | None = None) -> Any:
     return _VIEWS[row.provider](**fields)
 
 
+#: Test sends in flight at once per API process. Each holds a thread until the provider
+#: answers (or GETFLUXLY_SMTP_TIMEOUT), so they get threads of their own rather than the pool
+#: every other endpoint runs in; more wait for a turn, within their own time limit.
+TEST_SEND_THREADS = 8
+
+
+def _test_send_threads(request: Request) -> anyio.CapacityLimiter:
+    """This app's limiter (made on first use, inside the app's event loop)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "test_send_threads", None)
+    if limiter is None:
+        limiter = state.test_send_threads = anyio.CapacityLimiter(TEST_SEND_THREADS)
+    return limiter
+
+
 #: Answers leave out what was never set (a kind's optional settings, and warnings on reads).
 SPARSE: dict[str, Any] = {"response_model_exclude_unset": True}
 
@@ -193,7 +208,7 @@ def delete_provider(provider_id: str, who: WorkspaceKey, db: DB) -> Deleted:
 @router.post("/email-providers/{provider_id}/test")
 async def test_provider(
     provider_id: str, body: TestSend, who: WorkspaceKey, db: DB, keys: Keys, context: Context,
-    config: Config,
+    config: Config, threads: Annotated[anyio.CapacityLimiter, Depends(_test_send_threads)],
 ) -> TestSendOutcome:  # fmt: skip
     """Send a real test message through the provider now and answer its outcome (accepted,
     the relay's reply, timing); ``timeout`` when the provider has not answered within
@@ -209,7 +224,7 @@ async def test_provider(
     # waiting; the thread ends at the provider's own timeout (GETFLUXLY_SMTP_TIMEOUT).
     with anyio.move_on_after(limit):
         result = await anyio.to_thread.run_sync(
-            domain.send_test, draft, body.to, context, abandon_on_cancel=True
+            domain.send_test, draft, body.to, context, abandon_on_cancel=True, limiter=threads
         )
         return TestSendOutcome(
             accepted=True, to=body.to, reply=result.reply,
