@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import (
     AfterValidator,
@@ -168,14 +168,7 @@ def _kind_of(body: Any) -> str | None:
 
 #: The create body: one of the kinds, by ``provider`` (``smtp`` when it is left out).
 NewProvider: Any = Annotated[
-    cast(
-        Any,
-        functools.reduce(
-            lambda union, name: union | Annotated[create_model_for(name), Tag(name)],
-            list(PROVIDERS)[1:],
-            Annotated[create_model_for(next(iter(PROVIDERS))), Tag(next(iter(PROVIDERS)))],
-        ),
-    ),
+    Union[tuple(Annotated[create_model_for(name), Tag(name)] for name in PROVIDERS)],  # noqa: UP007
     Discriminator(
         _kind_of,
         custom_error_type="unknown_provider",
