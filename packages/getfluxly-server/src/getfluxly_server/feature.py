@@ -7,14 +7,16 @@ the composition root mounts every feature's ``router`` and gives the worker ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
 
-#: Builds a feature's job handlers (by job kind) from what the composition root lends it.
-HandlerFactory = Callable[..., Mapping[str, Any]]
+from getfluxly_server.queue.kinds import JobHandler
+
+#: Builds a feature's job handlers from what the composition root lends it.
+HandlerFactory = Callable[..., Iterable[JobHandler[Any]]]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
-from getfluxly_server.storage import erasures, jobs, profiles
+from getfluxly_server.queue.kinds import JobKind, JobPayload
+from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
@@ -27,6 +28,15 @@ ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
 CHUNK = 500
 #: How soon an erasure is promised to be carried out (``completes_by``).
 ERASURE_WITHIN = timedelta(minutes=5)
+
+
+class EraseProfiles(JobPayload):
+    """Carry out a recorded erasure (its row lists the profiles)."""
+
+    erasure_id: str
+
+
+ERASE_PROFILES = JobKind(ERASE_JOB, EraseProfiles)
 
 
 def live(session: Session, profile: Profile) -> Profile:
@@ -221,7 +231,7 @@ def request_erasure(
         events_targeted=store.count_events(session, ids), requested_at=now(),
     )  # fmt: skip
     erasures.add(session, erasure)
-    jobs.enqueue(session, ERASE_JOB, {"erasure_id": erasure.id})
+    ERASE_PROFILES.enqueue(session, EraseProfiles(erasure_id=erasure.id))
     return ErasureRequest(erasure, erasure.requested_at + ERASURE_WITHIN)
 
 

@@ -1,7 +1,7 @@
 """dev messages belong to a workspace
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 18:40:00
 
 ``GET /v1/dev/messages`` lists the caller's workspace's caught mail only. Mail caught before
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
