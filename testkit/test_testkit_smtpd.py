@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -817,9 +818,19 @@ def test_restart_after_stop() -> None:
 
 
 def test_stop_during_pending_tls_handshake() -> None:
+    """A client that connects to an implicit-TLS server and never sends its ClientHello does
+    not keep ``stop()`` from stopping: the pending connection is closed and the port no
+    longer accepts connections."""
     server = SMTPTestServer(tls="ssl").start()
-    with socket.create_connection(server.address):  # no ClientHello ever
+    address = server.address
+    with socket.create_connection(address) as pending:  # no ClientHello ever
         server.stop()
+        pending.settimeout(10)
+        # Closed by the server with nothing sent (a reset is as good as an empty read).
+        with contextlib.suppress(ConnectionResetError):
+            assert pending.recv(1) == b""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=10).close()
 
 
 def test_invalid_options() -> None:

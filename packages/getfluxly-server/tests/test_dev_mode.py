@@ -315,6 +315,43 @@ def test_dev_messages_need_a_workspace_key(dev: DevProcess) -> None:
     assert response.json()["error"] == "wrong_key_type"
 
 
+def test_dev_messages_are_the_callers_workspaces_only(dev: DevProcess) -> None:
+    """Another workspace of the same install sees none of the dev workspace's caught mail, and
+    mail sent logged in as that workspace shows to it alone (issue 10, finding 7)."""
+    from getfluxly_server.domain import tenancy
+    from getfluxly_server.storage.db import Database
+
+    db = Database(f"sqlite:///{(dev.data_dir / 'getfluxly.db').as_posix()}")
+    try:
+        with db.transaction() as session:
+            other, other_key = tenancy.create_workspace(session, "Another team")
+    finally:
+        db.engine.dispose()
+    host, port = dev.exports["GETFLUXLY_CATCHER_SMTP"].split(":")
+    ours = f"Ours {time.monotonic_ns()}"
+    FluxMail("smtp", host, port=int(port), sender="app@example.com").create(
+        ours, ["someone@example.com"], "for the dev workspace"
+    ).send()
+    theirs = f"Theirs {time.monotonic_ns()}"
+    FluxMail(
+        "smtp", host, port=int(port), sender="team@example.com", username=other.id,
+        password="any", allow_plaintext_auth=True,
+    ).create(theirs, ["someone@example.com"], "for the other workspace").send()  # fmt: skip
+
+    wait_for_subject(dev, ours)
+    with dev.client(other_key.plaintext) as api:
+        deadline = time.monotonic() + 5.0
+        while True:
+            response = api.get("/v1/dev/messages")
+            assert response.status_code == 200, response.text
+            subjects = [m["subject"] for m in response.json()["messages"]]
+            if theirs in subjects or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert subjects == [theirs]
+    assert theirs not in [m["subject"] for m in messages(dev)]
+
+
 # -- lifecycle ------------------------------------------------------------------------------------
 
 

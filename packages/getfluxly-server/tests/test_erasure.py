@@ -263,6 +263,51 @@ def test_erasure_removes_every_trace_of_the_person_and_keeps_an_audit_record(
     assert _everywhere(server, other.mark) != []
 
 
+def test_erasure_is_a_few_statements_however_many_events(server: GFServer, drain: Drain) -> None:
+    """Erasing a person once loaded every one of their events into the ORM and wrote each
+    back. It is set-based now: while the erasure runs not one event is loaded, and the
+    events table gets a single UPDATE for all 106 of them."""
+    from sqlalchemy import Engine
+    from sqlalchemy import event as sa_event
+
+    from getfluxly_server.storage.models import Event
+
+    project = server.create_project("Set-based erasure")
+    person = Person(server, project)
+    survivor, _ = person.life(drain)
+    many = [
+        person.event(
+            event="page_viewed", external_id=person.user, properties={"n": n, "m": person.mark}
+        )
+        for n in range(100)
+    ]
+    person.send(*many)
+    drain()
+    assert _erase(person, survivor, reason="internal").json()["events_targeted"] == 106
+
+    loaded: list[object] = []
+    statements: list[str] = []
+
+    def on_load(target: object, _context: object) -> None:
+        loaded.append(target)
+
+    def on_execute(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    sa_event.listen(Event, "load", on_load)
+    sa_event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        assert drain() == 1
+    finally:
+        sa_event.remove(Event, "load", on_load)
+        sa_event.remove(Engine, "before_cursor_execute", on_execute)
+
+    assert loaded == []
+    updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE EVENTS")]
+    assert len(updates) == 1, updates
+    assert _everywhere(server, person.mark) == []
+
+
 def test_a_second_erasure_while_one_is_pending_is_refused_and_late_events_are_erased(
     server: GFServer, drain: Drain
 ) -> None:

@@ -19,9 +19,20 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.ingest import writer as ingest_writer
+from getfluxly_server.feature import Feature
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
+
+#: Every capability the server offers, once: the app mounts each router from here.
+FEATURES: tuple[Feature, ...] = (
+    Feature("projects and keys", router=projects.router),
+    Feature("email providers", router=providers.router),
+    Feature("ingest", router=ingest.router),
+    Feature("profiles", router=profiles.router),
+    Feature("dev mode", router=dev.router),
+    Feature("browser script", router=browser.router),
+)
 
 
 def build_context(settings: Settings) -> BuildContext:
@@ -57,8 +68,9 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     )
     app.state.known_keys = KnownKeys()
     app.state.ingest_writer = writer
-    for module in (projects, providers, ingest, profiles, dev, browser):
-        app.include_router(module.router)
+    for feature in FEATURES:
+        if feature.router is not None:
+            app.include_router(feature.router)
     # Browsers post events from customer sites: CORS for the ingest paths, and only those.
     app.add_middleware(browser.IngestCORS)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from getfluxly_server import __version__
@@ -40,7 +40,6 @@ from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage import schema
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import EmailProvider
 
 if TYPE_CHECKING:
     from getfluxly_server.api.ratelimit import SharedBuckets
@@ -399,29 +398,23 @@ def _project_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _key_create(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
-        if args.project is not None:
-            tenancy.project_of(
-                session, tenancy.Principal("", "workspace", args.workspace, None), args.project
-            )
-        issued = tenancy.issue_key(session, args.kind, args.workspace, args.project, args.name)
+        issued = tenancy.issue_key_in(session, args.workspace, args.project, args.kind, args.name)
         _print_json({"key_id": issued.record.id, "key": issued.plaintext})
     return 0
 
 
 def _key_list(args: argparse.Namespace, settings: Settings) -> int:
     from getfluxly_server.api import views
-    from getfluxly_server.storage import tenancy as store
 
     with _database(settings).read() as session:
-        _print_json([views.key(k) for k in store.list_keys(session, args.workspace, None)])
+        keys = tenancy.keys(session, args.workspace)
+        _print_json([views.key(k).model_dump(mode="json") for k in keys])
     return 0
 
 
 def _key_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
-        tenancy.revoke_key(
-            session, tenancy.Principal("", "workspace", args.workspace, None), args.key_id
-        )
+        tenancy.revoke_key_in(session, args.workspace, args.key_id)
     print(f"revoked {args.key_id}", file=sys.stderr)
     return 0
 
@@ -434,12 +427,7 @@ def _generate_key(_args: argparse.Namespace, _settings: Settings) -> int:
 def _rotate(_args: argparse.Namespace, settings: Settings) -> int:
     """Re-encrypt every secret not under the primary key, so old keys can be dropped."""
     keyring = settings.keyring
-    count = 0
     with _database(settings).transaction() as session:
-        for row in session.scalars(select(EmailProvider)).all():
-            if keyring.needs_rotation(row.secret):
-                draft = provider_domain.draft_of(row, keyring)
-                provider_domain.apply(row, draft, keyring, verified=False)
-                count += 1
+        count = provider_domain.rotate_secrets(session, keyring)
     print(f"re-encrypted {count} secret(s) with key {keyring.primary!r}", file=sys.stderr)
     return 0

@@ -4,6 +4,11 @@ It creates (or reuses) the SQLite database in the data dir, migrates it, makes s
 and a project exist, issues fresh keys (printed once, as ``NAME=value`` lines a shell can
 ``eval``), starts a built-in SMTP catcher whose mail the API lists at /v1/dev/messages, and
 registers the catcher as the project's email provider, verified like any other.
+
+Caught mail belongs to one workspace: the one the sender logged in as (the catcher takes a
+workspace id as its AUTH login, any password: the provider registered here logs in with its
+own workspace's), else the dev install's own workspace (an app sending without AUTH).
+``GET /v1/dev/messages`` shows a workspace its own mail only.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from getfluxly_server.storage.models import EmailProvider, Project, Workspace
 
 log = logging.getLogger("getfluxly.dev")
 CATCHER_NAME = "Dev catcher"
-CATCHER_LOGIN = ("dev", "dev")  # the catcher accepts any login; these are what we register
+#: The catcher accepts any password; its AUTH login names the workspace the mail is for.
+CATCHER_PASSWORD = "dev"  # noqa: S105 - not a secret: the catcher checks no password
 
 
 class _Store:
@@ -38,16 +44,23 @@ class _Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: Whose mail an unauthenticated sender's is (set by :func:`prepare`).
+        self.workspace_id: str | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         raw = bytes(envelope.original_content or envelope.content)
         message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
         subject = str(message.get("Subject", ""))
 
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+
         def save() -> int:
             with self.db.transaction() as session_:
+                owner = self.workspace_id
+                if login is not None and dev_messages.workspace_exists(session_, login):
+                    owner = login
                 row = dev_messages.add(
-                    session_, envelope.mail_from, list(envelope.rcpt_tos), subject, raw
+                    session_, envelope.mail_from, list(envelope.rcpt_tos), subject, raw, owner
                 )
                 return row.id
 
@@ -57,19 +70,25 @@ class _Store:
         return f"250 OK queued as dev-{message_id}"
 
 
-def _any_login(*_args: Any) -> AuthResult:
-    return AuthResult(success=True)
+def _any_login(
+    _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any
+) -> AuthResult:
+    """Any login succeeds; the login is kept (``session.auth_data``) to say whose mail it is."""
+    login = getattr(data, "login", b"")
+    text = login.decode("utf-8", "replace") if isinstance(login, bytes) else str(login)
+    return AuthResult(success=True, auth_data=text)
 
 
 class Catcher:
     """The built-in SMTP server of dev mode, on 127.0.0.1 (AUTH accepted without TLS)."""
 
     def __init__(self, db: Database, port: int = 0) -> None:
+        self._store = _Store(db)
         with warnings.catch_warnings():
             # aiosmtpd warns that AUTH without TLS is unsafe: true, and the point here.
             warnings.simplefilter("ignore")
             self._controller = Controller(
-                _Store(db),
+                self._store,
                 hostname="127.0.0.1",
                 port=_port_or_free(port),
                 authenticator=_any_login,
@@ -83,6 +102,15 @@ class Catcher:
     @property
     def port(self) -> int:
         return int(self._controller.port)
+
+    @property
+    def workspace_id(self) -> str | None:
+        """The workspace that mail sent without AUTH (or as an unknown login) belongs to."""
+        return self._store.workspace_id
+
+    @workspace_id.setter
+    def workspace_id(self, value: str | None) -> None:
+        self._store.workspace_id = value
 
     def start(self) -> None:
         self._controller.start()
@@ -135,6 +163,7 @@ def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
             )
         ).first()
         existing_id = existing.id if existing is not None else None
+    catcher.workspace_id = workspace.id
     body = {
         "provider": "smtp",
         "display_name": CATCHER_NAME,
@@ -143,8 +172,8 @@ def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
         "smtp_host": "127.0.0.1",
         "smtp_port": catcher.port,
         "smtp_secure": "none",
-        "username": CATCHER_LOGIN[0],
-        "password": CATCHER_LOGIN[1],
+        "username": workspace.id,  # the catcher files what it logs in with under this workspace
+        "password": CATCHER_PASSWORD,
     }
     draft = providers.parse(body)
     providers.verify(draft, build_context(settings))

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database, settings
-from getfluxly_server.domain.errors import NotFound
+from getfluxly_server.api.models import Response, Timestamp
+from getfluxly_server.domain import dev_messages
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage import dev_messages
 from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import DevMessage
 
 router = APIRouter(prefix="/v1/dev", tags=["dev mode"])
+
+
+class CaughtMessage(Response):
+    id: int
+    received_at: Timestamp
+    mail_from: str
+    rcpt_tos: list[str]
+    subject: str
+    #: The message source as received (undecodable bytes replaced).
+    raw: str
+
+
+class CaughtMessages(Response):
+    messages: list[CaughtMessage]
+
+
+def _view(row: DevMessage) -> CaughtMessage:
+    return CaughtMessage(
+        id=row.id, received_at=row.received_at, mail_from=row.mail_from, rcpt_tos=row.rcpt_tos,
+        subject=row.subject, raw=row.raw.decode("utf-8", errors="replace"),
+    )  # fmt: skip
 
 
 @router.get("/messages")
@@ -22,22 +44,9 @@ def list_messages(
     db: Annotated[Database, Depends(database)],
     config: Annotated[Settings, Depends(settings)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
-    """Newest first, each with its envelope and raw source."""
-    if not config.dev:
-        raise NotFound("endpoint (dev mode only)")
+) -> CaughtMessages:
+    """The caller's workspace's caught mail, newest first, each with its envelope and raw
+    source."""
     with db.read() as session:
-        rows = dev_messages.newest(session, limit)
-        return {
-            "messages": [
-                {
-                    "id": row.id,
-                    "received_at": row.received_at.isoformat().replace("+00:00", "Z"),
-                    "mail_from": row.mail_from,
-                    "rcpt_tos": row.rcpt_tos,
-                    "subject": row.subject,
-                    "raw": row.raw.decode("utf-8", errors="replace"),
-                }
-                for row in rows
-            ]
-        }
+        rows = dev_messages.caught(session, who, limit, dev=config.dev)
+        return CaughtMessages(messages=[_view(row) for row in rows])

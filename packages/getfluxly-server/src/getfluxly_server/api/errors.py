@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.errors import DomainError, invalid_input
 
 log = logging.getLogger("getfluxly.api")
 
@@ -61,11 +61,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = first.get("msg", "Invalid request")
-        detail = f"{where}: {message}" if where else message
-        return error_response("validation_error", detail, _rate_headers(request))
+        refusal = invalid_input(exc.errors(), exc.body)
+        return error_response(refusal.code, refusal.detail, _rate_headers(request), **refusal.extra)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

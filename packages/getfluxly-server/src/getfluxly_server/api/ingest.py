@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from getfluxly_server.api import views
 from getfluxly_server.api.auth import IngestKey, ServerKey
 from getfluxly_server.api.deps import database
 from getfluxly_server.domain import identity, ingest
@@ -106,7 +107,7 @@ async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         with database(request).transaction() as session:
-            return identity.alias(session, who.project_id, body)  # type: ignore[arg-type]
+            return views.alias(identity.alias(session, who.project_id, body))  # type: ignore[arg-type]
 
     return await run_in_threadpool(run)
 
@@ -121,6 +122,7 @@ async def erase(profile_id: str, request: Request, who: ServerKey) -> dict[str, 
 
     def run() -> dict[str, Any]:
         with database(request).transaction() as session:
-            return identity.request_erasure(session, who.project_id, profile_id, body)  # type: ignore[arg-type]
+            asked = identity.request_erasure(session, who.project_id, profile_id, body)  # type: ignore[arg-type]
+            return views.erasure(asked)
 
     return await run_in_threadpool(run)

@@ -2,48 +2,70 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.domain.errors import NotFound, ValidationFailed
-from getfluxly_server.domain.tenancy import project_of
-from getfluxly_server.storage import events as store
+from getfluxly_server.api.models import Response, Timestamp
+from getfluxly_server.domain import profiles
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Event, Profile
 
 router = APIRouter(prefix="/v1/projects/{project_id}/profiles", tags=["profiles"])
 DB = Annotated[Database, Depends(database)]
-_TRAIT = re.compile(r"^([A-Za-z0-9_.-]{1,64}):(.{0,255})$")
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+class ProfileView(Response):
+    id: str
+    traits: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp
+    #: The profile this one was merged into (set when a merged id was asked for).
+    merged_into: str | None
+    erased_at: Timestamp | None
+
+
+class IdentityView(Response):
+    kind: str
+    value: str
+
+
+class EventView(Response):
+    message_id: str
+    type: str
+    event: str | None
+    properties: dict[str, Any]
+    timestamp: Timestamp
+    received_at: Timestamp
+
+
+class ProfileDetailView(ProfileView):
+    identities: list[IdentityView]
+    recent_events: list[EventView]
+
+
+class ProfileList(Response):
+    profiles: list[ProfileView]
+
+
+class OneProfile(Response):
+    profile: ProfileDetailView
 
 
 def _profile(row: Profile) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "traits": row.traits,
-        "created_at": _iso(row.created_at),
-        "updated_at": _iso(row.updated_at),
-        "merged_into": row.merged_into,
-        "erased_at": _iso(row.erased_at),
-    }
+        "id": row.id, "traits": row.traits, "created_at": row.created_at,
+        "updated_at": row.updated_at, "merged_into": row.merged_into, "erased_at": row.erased_at,
+    }  # fmt: skip
 
 
-def _event(row: Event) -> dict[str, Any]:
-    return {
-        "message_id": row.message_id,
-        "type": row.type,
-        "event": row.name,
-        "properties": row.properties,
-        "timestamp": _iso(row.timestamp),
-        "received_at": _iso(row.received_at),
-    }
+def _event(row: Event) -> EventView:
+    return EventView(
+        message_id=row.message_id, type=row.type, event=row.name, properties=row.properties,
+        timestamp=row.timestamp, received_at=row.received_at,
+    )  # fmt: skip
 
 
 @router.get("")
@@ -56,36 +78,24 @@ def search(
     ] = None,
     trait: Annotated[str | None, Query(description="KEY:VALUE, e.g. plan:pro")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> ProfileList:
     with db.read() as session:
-        project_of(session, who, project_id)
-        wanted = None
-        if trait is not None:
-            match = _TRAIT.match(trait)
-            if match is None:
-                raise ValidationFailed("trait must be KEY:VALUE", field="trait")
-            wanted = (match[1], match[2])
-        rows = store.search_profiles(
-            session, project_id, identity=identity, trait=wanted, limit=limit
+        rows = profiles.search(
+            session, who, project_id, identity=identity, trait=trait, limit=limit
         )
-        return {"profiles": [_profile(r) for r in rows]}
+        return ProfileList(profiles=[ProfileView(**_profile(r)) for r in rows])
 
 
 @router.get("/{profile_id}")
-def get_profile(project_id: str, profile_id: str, who: WorkspaceKey, db: DB) -> dict[str, Any]:
+def get_profile(project_id: str, profile_id: str, who: WorkspaceKey, db: DB) -> OneProfile:
     """The profile with identities, traits and recent events (a merged id leads to the
     survivor, named in ``merged_into``)."""
     with db.read() as session:
-        project_of(session, who, project_id)
-        row = store.profile(session, project_id, profile_id)
-        if row is None:
-            raise NotFound("profile")
-        identities = store.profile_identities(session, row.id)
-        events = store.recent_events(session, row.id, 50)
-        return {
-            "profile": {
-                **_profile(row),
-                "identities": [{"kind": i.kind, "value": i.value} for i in identities],
-                "recent_events": [_event(e) for e in events],
-            }
-        }
+        found = profiles.detail(session, who, project_id, profile_id)
+        return OneProfile(
+            profile=ProfileDetailView(
+                **_profile(found.profile),
+                identities=[IdentityView(kind=i.kind, value=i.value) for i in found.identities],
+                recent_events=[_event(e) for e in found.recent_events],
+            )
+        )

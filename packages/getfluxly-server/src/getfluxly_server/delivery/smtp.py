@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from fluxmail import EmailInstance, FluxMail, FluxMailException
-from fluxmail.addresses import format_address
 from getfluxly_server.delivery.base import (
     BuildContext,
     DeliveryError,
@@ -19,6 +18,7 @@ from getfluxly_server.delivery.base import (
     check_hostname,
     is_public_host,
 )
+from getfluxly_server.delivery.sender import sender_mailbox
 
 #: What to try, in the API's own terms, where FluxMail's message (which speaks of its own
 #: parameters) is not the right thing to show.
@@ -94,7 +94,7 @@ class SMTPProvider:
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
         check_host_allowed(self.host, self.context)
-        sender = format_address(email.from_name, email.from_email)
+        sender = sender_mailbox(email.from_email, email.from_name)
         started = time.perf_counter()
         try:
             self._mailer.create(

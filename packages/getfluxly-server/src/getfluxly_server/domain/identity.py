@@ -10,21 +10,24 @@ identities move to it, and the others are marked merged into it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.queue.kinds import JobKind, JobPayload
+from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import Erasure, Event, Identity, Profile, Project, new_id, now
+from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
 
 ERASE_JOB = "profiles.erase"
 ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
 CHUNK = 500
+#: How soon an erasure is promised to be carried out (``completes_by``).
+ERASURE_WITHIN = timedelta(minutes=5)
 
 
 class EraseProfiles(JobPayload):
@@ -41,7 +44,7 @@ def live(session: Session, profile: Profile) -> Profile:
     seen = set()
     while profile.merged_into is not None and profile.id not in seen:
         seen.add(profile.id)
-        survivor = session.get(Profile, profile.merged_into)
+        survivor = profiles.by_id(session, profile.merged_into)
         if survivor is None:
             break
         profile = survivor
@@ -70,14 +73,14 @@ def resolve(session: Session, event: Event) -> Profile:
         (kind, value) for kind in ("anonymous_id", "external_id") if (value := getattr(event, kind))
     ]
     found = {i.profile_id for i in store.identities_for(session, event.project_id, pairs)}
-    profiles = [live(session, p) for pid in found if (p := session.get(Profile, pid)) is not None]
+    matched = [live(session, p) for pid in found if (p := profiles.by_id(session, pid)) is not None]
     if event.user_id:
         named = store.profile(session, event.project_id, event.user_id)
         if named is not None:
-            profiles.append(live(session, named))
-    profiles = [p for p in profiles if p.erased_at is None]
-    if profiles:
-        survivor = merge(session, profiles)
+            matched.append(live(session, named))
+    matched = [p for p in matched if p.erased_at is None]
+    if matched:
+        survivor = merge(session, matched)
     else:
         # Created "now": processing is sequential, so creation order is the order the events
         # were stored in, even for several new people in one batch (same received_at).
@@ -101,7 +104,7 @@ def lock_project(session: Session, project_id: str) -> None:
     """Serialise event processing per project: this row lock (PostgreSQL), or the write lock
     SQLite takes at BEGIN, keeps a person's events in order. It also waits for ingests still
     committing (their foreign key holds a share lock on the same row)."""
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    profiles.lock_project(session, project_id)
 
 
 def process_pending(session: Session, project_id: str) -> int:
@@ -132,7 +135,18 @@ def process_project(db: Database, project_id: str) -> int:
 # -- alias -------------------------------------------------------------------------------------
 
 
-def alias(session: Session, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Alias:
+    """What an alias did: ``field`` (anonymous_id or previous_id) ``value`` now leads to the
+    profile ``user_id``; ``merged_at`` is set when two profiles became one."""
+
+    user_id: str
+    field: str
+    value: str
+    merged_at: datetime | None
+
+
+def alias(session: Session, project_id: str, body: dict[str, Any]) -> Alias:
     """Link an anonymous id or a previous external id to a profile.
 
     An id nobody has is attached; an anonymous-only profile is merged (into the oldest); an id
@@ -155,7 +169,7 @@ def alias(session: Session, project_id: str, body: dict[str, Any]) -> dict[str, 
     if not owner_rows:
         store.add_identity(session, project_id, kind, value, target.id)
     else:
-        owner = live(session, session.get(Profile, owner_rows[0].profile_id))  # type: ignore[arg-type]
+        owner = live(session, profiles.by_id(session, owner_rows[0].profile_id))  # type: ignore[arg-type]
         if owner.id != target.id:
             named = [
                 i for i in store.profile_identities(session, owner.id) if i.kind == "external_id"
@@ -168,11 +182,7 @@ def alias(session: Session, project_id: str, body: dict[str, Any]) -> dict[str, 
                 )
             target = merge(session, [target, owner])
             merged_at = now()
-    return {"alias": {"user_id": target.id, field: value, "merged_at": _iso(merged_at)}}
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+    return Alias(target.id, field, value, merged_at)
 
 
 # -- erase -------------------------------------------------------------------------------------
@@ -187,15 +197,23 @@ def stitched(session: Session, project_id: str, profile_id: str) -> list[Profile
     found = {root.id: root}
     frontier = [root.id]
     while frontier:
-        children = session.scalars(select(Profile).where(Profile.merged_into.in_(frontier))).all()
+        children = profiles.merged_into(session, frontier)
         frontier = [c.id for c in children if c.id not in found]
         found.update({c.id: c for c in children})
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class ErasureRequest:
+    """An erasure as accepted: its audit row, and when it is promised to be done."""
+
+    erasure: Erasure
+    completes_by: datetime
+
+
 def request_erasure(
     session: Session, project_id: str, profile_id: str, body: dict[str, Any]
-) -> dict[str, Any]:
+) -> ErasureRequest:
     reason = body.get("reason")
     if reason not in ERASE_REASONS:
         raise ValidationFailed(f"reason must be one of {', '.join(ERASE_REASONS)}", field="reason")
@@ -204,39 +222,23 @@ def request_erasure(
         raise ValidationFailed(
             "request_id must be text of at most 255 characters", field="request_id"
         )
-    profiles = stitched(session, project_id, profile_id)
-    ids = sorted(p.id for p in profiles)
-    pending = session.scalars(
-        select(Erasure).where(Erasure.project_id == project_id, Erasure.completed_at.is_(None))
-    ).all()
-    if any(set(e.profile_ids) & set(ids) for e in pending):
+    ids = sorted(p.id for p in stitched(session, project_id, profile_id))
+    if any(set(e.profile_ids) & set(ids) for e in erasures.pending(session, project_id)):
         raise DomainError("erasure_in_progress", "An erasure of this profile is already under way")
     erasure = Erasure(
         id=new_id("era"), project_id=project_id, profile_ids=ids, reason=reason,
         request_id=request_ref, profiles_targeted=len(ids),
         events_targeted=store.count_events(session, ids), requested_at=now(),
     )  # fmt: skip
-    session.add(erasure)
+    erasures.add(session, erasure)
     ERASE_PROFILES.enqueue(session, EraseProfiles(erasure_id=erasure.id))
-    return {
-        "erasure_id": erasure.id,
-        "profiles_targeted": erasure.profiles_targeted,
-        "events_targeted": erasure.events_targeted,
-        "completes_by": _iso(erasure.requested_at + timedelta(minutes=5)),
-    }
+    return ErasureRequest(erasure, erasure.requested_at + ERASURE_WITHIN)
 
 
 def erase(session: Session, erasure_id: str) -> None:
     """Remove the personal data of every targeted profile; keep the audit row."""
-    erasure = session.get(Erasure, erasure_id)
+    erasure = erasures.get(session, erasure_id)
     if erasure is None or erasure.completed_at is not None:
         return
-    ids = list(erasure.profile_ids)
-    for profile in session.scalars(select(Profile).where(Profile.id.in_(ids))):
-        profile.traits, profile.erased_at = {}, now()
-    for identity in session.scalars(select(Identity).where(Identity.profile_id.in_(ids))):
-        session.delete(identity)
-    for event in session.scalars(select(Event).where(Event.profile_id.in_(ids))):
-        event.properties, event.traits, event.context = {}, {}, {}
-        event.anonymous_id = event.external_id = event.user_id = None
+    erasures.erase_people(session, erasure.profile_ids, now())
     erasure.completed_at = datetime.now(UTC)

@@ -1,5 +1,5 @@
 """Email providers: validate, verify the connection before saving, store the secret
-encrypted, and send test messages through the worker.
+encrypted, and send test messages.
 
 Verification does network I/O, so it happens between two short transactions (never while a
 database lock is held): the API reads what it needs, calls :func:`verify`, then saves.
@@ -12,20 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from fluxmail import FluxMailException
-from fluxmail.addresses import parse_address
 from getfluxly_server.crypto import Keyring, KeyringError
 from getfluxly_server.delivery.base import (
     BuildContext,
     DeliveryError,
+    DeliveryResult,
     OutgoingEmail,
     ProviderClient,
     ProviderKind,
 )
 from getfluxly_server.delivery.registry import PROVIDERS
-from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.delivery.sender import sender_mailbox
+from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed, invalid_input
+from getfluxly_server.domain.provider_settings import NewProvider, changes_model
 from getfluxly_server.domain.tenancy import Principal, project_of
 from getfluxly_server.queue.kinds import JobKind, JobPayload, Queue
 from getfluxly_server.queue.retry import RetryPolicy
@@ -68,89 +70,53 @@ class Draft:
         return self.kind.build(self.config, self.secrets, context)
 
 
-def _text(body: Mapping[str, Any], name: str, *, required: bool, limit: int = 320) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise ValidationFailed(f"{name} is required", field=name)
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ValidationFailed(f"{name} must be text of at most {limit} characters", field=name)
-    if not value.isprintable():
-        raise ValidationFailed(f"{name} must be one line, without control characters", field=name)
-    return value.strip()
+_NEW: TypeAdapter[BaseModel] = TypeAdapter(NewProvider)
 
 
-def _address(body: Mapping[str, Any], name: str, *, required: bool) -> str | None:
-    value = _text(body, name, required=required)
-    if value is None:
-        return None
-    try:
-        return parse_address(value, role=name).addr_spec
-    except FluxMailException as exc:
-        raise ValidationFailed(f"{name}: {exc}", field=name) from None
-
-
-def parse(body: Mapping[str, Any], base: Draft | None = None) -> Draft:
-    """Check an API body (whole for create; only what changes for PATCH, over ``base``)."""
+def parse(body: Mapping[str, Any] | BaseModel, base: Draft | None = None) -> Draft:
+    """Check a body (whole for create; only what changes for PATCH, over ``base``) with the
+    kind's model (``provider_settings``), then the sender as the send path checks it."""
+    if isinstance(body, BaseModel):
+        body = body.model_dump(exclude_unset=True)
     if not isinstance(body, Mapping):
         raise ValidationFailed("The body must be a JSON object")
-    name = body.get("provider", base.kind.name if base else "smtp")
-    kind = PROVIDERS.get(name) if isinstance(name, str) else None
-    if kind is None:
-        raise ValidationFailed(f"provider must be one of {', '.join(PROVIDERS)}", field="provider")
-    if base is not None and kind is not base.kind:
-        raise ValidationFailed("provider cannot change; create a new one", field="provider")
-    known = {*COMMON, "provider", *(f.name for f in kind.fields)}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise ValidationFailed(f"Unknown fields for {kind.name}: {', '.join(unknown)}")
-    whole = base is None
+    body = dict(body)
+    try:
+        if base is None:
+            values = _NEW.validate_python(body).model_dump()
+            kind = PROVIDERS[values["provider"]]
+        else:
+            if body.get("provider", base.kind.name) != base.kind.name:
+                raise ValidationFailed("provider cannot change; create a new one", field="provider")
+            kind = base.kind
+            values = changes_model(kind.name).model_validate(body).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors(), body) from None
     draft = base or Draft(kind, "", "", None, None)
-    changes: dict[str, Any] = {}
-    for key, required, is_address in (
-        ("display_name", True, False), ("from_email", True, True),
-        ("from_name", False, False), ("reply_to", False, True),
-    ):  # fmt: skip
-        if whole or key in body:
-            read = _address if is_address else _text
-            changes[key] = read(body, key, required=required and (whole or key in body))
+    changes = {key: values[key] for key in COMMON if key in values}
     config, secrets = dict(draft.config), dict(draft.secrets)
     for spec in kind.fields:
-        if not whole and spec.name not in body:
+        if spec.name not in values:
             continue
-        value = _field(body.get(spec.name), spec)
+        value = values[spec.name]
         if value is None:
-            if spec.required:
-                raise ValidationFailed(f"{spec.name} is required", field=spec.name)
             (secrets if spec.secret else config).pop(spec.name, None)
         elif spec.secret:
             secrets[spec.name] = value
         else:
             config[spec.name] = value
-    return replace(draft, config=config, secrets=secrets, **changes)
+    parsed = replace(draft, config=config, secrets=secrets, **changes)
+    check_sender(parsed)
+    return parsed
 
 
-def _field(value: Any, spec: Any) -> Any:
-    if value is None or value == "":
-        return None
-    if spec.kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationFailed(f"{spec.name} must be a whole number", field=spec.name)
-        if (spec.low is not None and value < spec.low) or (
-            spec.high is not None and value > spec.high
-        ):
-            raise ValidationFailed(
-                f"{spec.name} must be from {spec.low} to {spec.high}", field=spec.name
-            )
-        return value
-    if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\r\n\0"):
-        raise ValidationFailed(f"{spec.name} must be one line of text", field=spec.name)
-    if spec.choices and value not in spec.choices:
-        raise ValidationFailed(
-            f"{spec.name} must be one of {', '.join(spec.choices)}", field=spec.name
-        )
-    return value
+def check_sender(draft: Draft) -> None:
+    """The sender checked by the very function every send builds From: with, so what is
+    saved can be sent (a from_name holding an RFC 2047 encoded word is refused here)."""
+    try:
+        sender_mailbox(draft.from_email, draft.from_name)
+    except DeliveryError as exc:
+        raise ValidationFailed(exc.detail, field=exc.field) from None
 
 
 def verify(draft: Draft, context: BuildContext) -> list[str]:
@@ -236,7 +202,48 @@ def test_email(draft: Draft, to: str) -> OutgoingEmail:
     )
 
 
-def check_recipient(body: Mapping[str, Any]) -> str:
-    address = _address(body, "to", required=True)
-    assert address is not None
-    return address
+def send_test(draft: Draft, to: str, context: BuildContext) -> DeliveryResult:
+    """Send the test message through the provider now (blocking: network I/O) and return the
+    provider's answer; a refusal is a DomainError with the provider's code."""
+    try:
+        return draft.client(context).send(test_email(draft, to))
+    except DeliveryError as exc:
+        raise DomainError(exc.code, exc.detail) from None
+
+
+def save_changes(
+    session: Session, principal: Principal, provider_id: str, draft: Draft, keyring: Keyring,
+    *, verified: bool,
+) -> EmailProvider:  # fmt: skip
+    """Store ``draft`` over the provider (``verified``: its connection was just checked)."""
+    row = find(session, principal, provider_id)
+    apply(row, draft, keyring, verified=verified)
+    session.flush()  # the row as stored, updated_at included
+    return row
+
+
+def providers_of(session: Session, principal: Principal, project_id: str) -> list[EmailProvider]:
+    """The project's providers, oldest first (not_found for a project the caller may not see)."""
+    project_of(session, principal, project_id)
+    return list(store.list_for_project(session, project_id))
+
+
+def remove(session: Session, principal: Principal, provider_id: str) -> None:
+    store.delete(session, find(session, principal, provider_id))
+
+
+def rotate_secrets(session: Session, keyring: Keyring) -> int:
+    """Re-encrypt every provider secret not under the keyring's primary key (so old keys can
+    be dropped); returns how many."""
+    count = 0
+    for row in store.every(session):
+        if keyring.needs_rotation(row.secret):
+            apply(row, draft_of(row, keyring), keyring, verified=False)
+            count += 1
+    return count
+
+
+#: Every provider kind, by the name the API uses (for the API's response models).
+KINDS = PROVIDERS
+#: What the composition root lends providers (timeouts, network policy); the API passes it.
+Context = BuildContext

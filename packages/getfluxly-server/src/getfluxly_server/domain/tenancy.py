@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,10 +108,46 @@ def project_of(session: Session, principal: Principal, project_id: str) -> Proje
     another tenant's ids must not even be confirmed to exist)."""
     if principal.project_id is not None and principal.project_id != project_id:
         raise NotFound("project")
-    project = store.get_project(session, principal.workspace_id, project_id)
+    return workspace_project(session, principal.workspace_id, project_id)
+
+
+def workspace_project(session: Session, workspace_id: str, project_id: str) -> Project:
+    """The project if it belongs to ``workspace_id``; otherwise not_found (the CLI, which
+    acts for a workspace named on its command line, and :func:`project_of` both ask this)."""
+    project = store.get_project(session, workspace_id, project_id)
     if project is None:
         raise NotFound("project")
     return project
+
+
+def projects(session: Session, principal: Principal) -> Sequence[Project]:
+    """The projects the caller may see, oldest first."""
+    found = store.list_projects(session, principal.workspace_id)
+    return [p for p in found if principal.project_id in (None, p.id)]
+
+
+def keys(session: Session, workspace_id: str, project_id: str | None = None) -> Sequence[ApiKey]:
+    """The workspace's keys (revoked ones too), oldest first: all of them, or one project's
+    after checking the project is the workspace's."""
+    if project_id is not None:
+        workspace_project(session, workspace_id, project_id)
+    return store.list_keys(session, workspace_id, project_id)
+
+
+def issue_key_in(
+    session: Session, workspace_id: str, project_id: str | None, kind: KeyKind, name: str = ""
+) -> IssuedKey:
+    """A new key of the workspace (``project_id`` None) or of one of its projects: workspace
+    keys are made without a project, project keys under theirs (validation_error otherwise)."""
+    if project_id is not None:
+        workspace_project(session, workspace_id, project_id)
+        if kind == "workspace":
+            raise ValidationFailed(
+                "workspace keys are created with POST /v1/keys, not under a project", field="kind"
+            )
+    elif kind != "workspace":
+        raise ValidationFailed("project keys are created with POST /v1/projects/{id}/keys")
+    return issue_key(session, kind, workspace_id, project_id, name)
 
 
 def authenticate(session: Session, plaintext: str) -> Principal:
@@ -127,7 +164,12 @@ def authenticate(session: Session, plaintext: str) -> Principal:
 
 
 def revoke_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
-    key = store.get_key(session, principal.workspace_id, key_id)
+    return revoke_key_in(session, principal.workspace_id, key_id)
+
+
+def revoke_key_in(session: Session, workspace_id: str, key_id: str) -> ApiKey:
+    """Revoke one of the workspace's keys at once (again is a no-op); not_found otherwise."""
+    key = store.get_key(session, workspace_id, key_id)
     if key is None:
         raise NotFound("key")
     if key.revoked_at is None:

@@ -36,9 +36,9 @@ from getfluxly_server.queue.kinds import InvalidPayload, JobHandler, Registry
 from getfluxly_server.queue.retry import DEFAULT_BACKOFF_CAP_SECONDS, Permanent, Retry
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import Job, JobStatus, now
+from getfluxly_server.storage.models import now
 
-__all__ = ["Permanent", "Retry", "Worker", "wait_for"]
+__all__ = ["Permanent", "Retry", "Worker"]
 
 log = logging.getLogger("getfluxly.worker")
 
@@ -311,16 +311,3 @@ class Worker:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         return thread
-
-
-def wait_for(db: Database, job_id: int, timeout: float, poll: float = 0.05) -> Job | None:
-    """Block until the job is done or failed (returns it) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with db.read() as session:
-            job = jobs.get(session, job_id)
-            if job is not None and job.status in (JobStatus.DONE, JobStatus.FAILED):
-                return job
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll)

@@ -28,6 +28,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no I, L, O, U
 
 
+#: The longest display name (a provider's display_name and from_name): the API's models and
+#: the columns both read it from here, so what the API accepts always fits.
+NAME_MAX = 200
+#: The longest email address (RFC 5321: 64 + 1 + 255, rounded as everyone does).
+ADDRESS_MAX = 320
+
+
 def new_id(prefix: str) -> str:
     """``prefix_`` and 20 random base32 characters (100 bits): unguessable, URL-safe."""
     return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(20))}"
@@ -102,10 +109,10 @@ class EmailProvider(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(String(16))  # smtp | ses | resend | mailgun | ...
-    display_name: Mapped[str] = mapped_column(String(200))
-    from_email: Mapped[str] = mapped_column(String(320))
-    from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    from_email: Mapped[str] = mapped_column(String(ADDRESS_MAX))
+    from_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    reply_to: Mapped[str | None] = mapped_column(String(ADDRESS_MAX))
     #: Non-secret connection settings (host, port, TLS mode, username, region, ...).
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: The secret (password, API key), AES-GCM encrypted with the keyring; never returned.
@@ -215,11 +222,17 @@ class DevMessage(Base):
     __tablename__ = "dev_messages"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    #: Whose mail it is: the workspace the sender logged in as, else the dev install's own.
+    workspace_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE", name="fk_dev_messages_workspace")
+    )
     received_at: Mapped[datetime] = mapped_column(default=now)
     mail_from: Mapped[str] = mapped_column(String(320))
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON)
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_dev_messages_workspace", "workspace_id", "id"),)
 
 
 class Profile(Base):

@@ -33,3 +33,8 @@ def list_for_project(session: Session, project_id: str) -> Sequence[EmailProvide
 
 def delete(session: Session, provider: EmailProvider) -> None:
     session.delete(provider)
+
+
+def every(session: Session) -> Sequence[EmailProvider]:
+    """Every provider of every workspace (for maintenance such as key rotation)."""
+    return session.scalars(select(EmailProvider).order_by(EmailProvider.created_at)).all()

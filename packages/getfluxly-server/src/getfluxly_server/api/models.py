@@ -1,0 +1,33 @@
+"""What every management request and response model shares.
+
+Requests refuse unknown fields (a typo is a 400 naming it, never silently dropped); responses
+declare every field they carry, so ``/openapi.json`` describes each body and each answer.
+Times go out as ISO 8601 in UTC with a ``Z`` (the public format: ``2026-01-31T12:00:00.123456Z``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+#: A moment, written as the API always writes them.
+Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
+
+
+class Request(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    """An answer: exactly the declared fields."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,29 @@
+"""What a feature offers the composition root: its HTTP router and its job handlers.
+
+A new capability (messages, templates, automations, ...) is one entry in ``app.FEATURES``:
+the composition root mounts every feature's ``router`` and gives the worker every feature's
+``job_handlers``, so adding a feature never edits the wiring itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+
+from getfluxly_server.queue.kinds import JobHandler
+
+#: Builds a feature's job handlers from what the composition root lends it.
+HandlerFactory = Callable[..., Iterable[JobHandler[Any]]]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One capability: ``name`` (for logs and docs), the endpoints it serves (``router``,
+    or None for a worker-only feature) and its job handlers (``job_handlers``, or None)."""
+
+    name: str
+    router: APIRouter | None = None
+    job_handlers: HandlerFactory | None = None
