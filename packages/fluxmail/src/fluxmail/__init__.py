@@ -7,6 +7,7 @@
 'Email sent successfully via SMTP.'
 """
 
+from fluxmail.addresses import format_address, is_email, parse_address
 from fluxmail.bulk import BulkSender
 from fluxmail.client import FluxMail
 from fluxmail.compose import MessageTemplate
@@ -22,6 +23,7 @@ from fluxmail.errors import (
 )
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.replies import Reply
+from fluxmail.protocol.transaction import Unconfirmed
 from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 from fluxmail.template import EmailTemplate
@@ -48,5 +50,9 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "TLSError",
+    "Unconfirmed",
     "__version__",
+    "format_address",
+    "is_email",
+    "parse_address",
 ]

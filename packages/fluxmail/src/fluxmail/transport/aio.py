@@ -19,6 +19,7 @@ from fluxmail.transport.base import (
     connection_closed,
     data_before_tls,
     handshake_aborted,
+    report_failure,
 )
 
 T = TypeVar("T")
@@ -113,9 +114,16 @@ class AsyncConnection(ConnectionBase):
         stream = _ReplyStream(settings.address)
         try:
             async with asyncio.timeout(settings.timeout):
+                # With a resolver, connect to what it returned (the first address; it may
+                # have checked it) and keep the name for TLS.
+                addresses = (
+                    settings.resolve(settings.host, settings.port) if settings.resolve else ()
+                )
+                if settings.resolve is not None and not addresses:
+                    raise ConnectionRefusedError(f"{settings.host} has no address")
                 await loop.create_connection(
                     lambda: stream,
-                    settings.host,
+                    addresses[0] if addresses else settings.host,
                     settings.port,
                     ssl=settings.tls_context() if implicit else None,
                     server_hostname=settings.host if implicit else None,
@@ -213,7 +221,11 @@ class AsyncConnection(ConnectionBase):
             raise
         except (OSError, FluxMailException) as exc:
             await self._drop()
-            raise self._map_error(exc, connecting=False) from exc
+            error = self._map_error(exc, connecting=False)
+            final = report_failure(conversation, error)
+            if final is not error:
+                raise final  # noqa: B904 - the conversation's own, chained to ``error``
+            raise error from exc
         except BaseException:
             # Anything else (a caller's callback raising, a cancellation) leaves the session
             # in an unknown state: drop it rather than reuse it.
