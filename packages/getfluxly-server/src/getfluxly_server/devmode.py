@@ -4,6 +4,9 @@ It creates (or reuses) the SQLite database in the data dir, migrates it, makes s
 and a project exist, issues fresh keys (printed once, as ``NAME=value`` lines a shell can
 ``eval``), starts a built-in SMTP catcher whose mail the API lists at /v1/dev/messages, and
 registers the catcher as the project's email provider, verified like any other.
+
+Dev mode starts with ``GETFLUXLY_MULTI_TENANT_GUARD`` on too: :func:`with_catcher` allows the
+catcher's exact address (127.0.0.1 and its port) under the guard, and nothing else on loopback.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy
 from email.parser import BytesParser
 from typing import Any
@@ -111,6 +114,13 @@ class DevInstall:
     provider_id: str
 
 
+def with_catcher(settings: Settings, catcher: Catcher) -> Settings:
+    """``settings`` whose network policy lets providers reach the catcher even under the
+    multi-tenant guard (by its exact host and port, nothing else on this machine)."""
+    allowed = settings.private_relay_allowlist.with_endpoint("127.0.0.1", catcher.port)
+    return replace(settings, private_relay_allowlist=allowed)
+
+
 def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
     """Workspace, project and fresh keys; the catcher registered (and verified) as provider."""
     with db.transaction() as session:
@@ -175,4 +185,4 @@ def exports(settings: Settings, install: DevInstall, catcher: Catcher) -> str:
     return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
-__all__ = ["Catcher", "DevInstall", "exports", "prepare"]
+__all__ = ["Catcher", "DevInstall", "exports", "prepare", "with_catcher"]

@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
@@ -55,7 +57,7 @@ def _messages(answer: Answer) -> str:
     return answer.text()
 
 
-class SendGridProvider:
+class SendGridProvider(ClientBase):
     """A SendGrid account (or subuser), reached with an API key."""
 
     def __init__(
@@ -94,7 +96,6 @@ class SendGridProvider:
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("SendGrid", email.text, email.html)
         sender: dict[str, str] = {"email": email.from_email}
         if email.from_name:
@@ -113,13 +114,16 @@ class SendGridProvider:
         }
         if email.reply_to:
             body["reply_to"] = {"email": email.reply_to}
-        if email.headers:
-            body["headers"] = dict(email.headers)
+        if headers := email.all_headers():
+            body["headers"] = headers
+        if email.message_id:  # custom_args come back in SendGrid's event webhook
+            body["custom_args"] = {MESSAGE_ID_FIELD: email.message_id}
         answer = self._api.call(
             "POST",
             "/v3/mail/send",
             headers={**self._headers(), "Content-Type": "application/json"},
             json_body=body,
+            delivers=True,
         )
         if not answer.ok:
             raise self._error(answer)
@@ -128,6 +132,9 @@ class SendGridProvider:
             reply=f"{answer.status} {answer.reason}",
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 SENDGRID = ProviderKind(

@@ -1,24 +1,59 @@
-"""Any SMTP relay, through FluxMail: connect-time verification and sending."""
+"""Any SMTP relay, through FluxMail's public API: connect-time verification and sending.
+
+A client holds one FluxMail pool (:meth:`FluxMail.pool`), made on first send and shared by
+every thread of the worker process (the pool is thread-safe): connections stay warm between
+messages, at most :data:`MAX_CONNECTIONS` at once. FluxMail's own retries are off
+(``max_retries=0``): the worker owns retries, and a message whose content reached the relay
+before the connection broke (FluxMail's :class:`~fluxmail.Unconfirmed`) must never be resent
+behind the ledger's back.
+
+Outcomes (see :class:`~getfluxly_server.delivery.base.Outcome`): a 2xx final reply is
+ACCEPTED (recipients refused at RCPT are listed in ``refused``); a 4xx reply, a refused or
+broken connection before the message went out, a DNS failure or a timeout is TRANSIENT; a 5xx
+reply, every recipient refused permanently, a failed login or TLS setup is PERMANENT; a
+connection lost (or a reply not received in time) after the content was sent is UNKNOWN.
+"""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from fluxmail import EmailInstance, FluxMail, FluxMailException
-from fluxmail.addresses import format_address
+from fluxmail import (
+    AuthError,
+    EmailInstance,
+    FluxMail,
+    FluxMailException,
+    MessageTemplate,
+    RecipientsRefused,
+    SendResult,
+    SMTPPool,
+    SMTPReplyError,
+    TLSError,
+    Unconfirmed,
+    format_address,
+)
 from getfluxly_server.delivery.base import (
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
-    check_host_allowed,
     check_hostname,
     is_public_host,
 )
+
+#: Connections one worker process keeps open to one relay at most.
+MAX_CONNECTIONS = 4
+#: A warm connection unused for this long is closed instead of reused (relays drop idle
+#: sessions after a minute or so; reusing one that was dropped costs a failed attempt).
+IDLE_TIMEOUT = 30.0
 
 #: What to try, in the API's own terms, where FluxMail's message (which speaks of its own
 #: parameters) is not the right thing to show.
@@ -45,18 +80,72 @@ _CODE = {
     "smtp_transient": "deferred",
 }
 _TRANSIENT = {"connection_refused", "connection_failed", "connection_lost", "timeout",
-              "smtp_transient"}  # fmt: skip
+              "dns_failed"}  # fmt: skip
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.IGNORECASE | re.MULTILINE)
 
 
 def _error(exc: FluxMailException) -> DeliveryError:
+    """The DeliveryError (code, detail, outcome) for what FluxMail raised or settled."""
     cause = exc.__cause__ if isinstance(exc.__cause__, FluxMailException) else exc
+    if isinstance(exc, Unconfirmed) or isinstance(cause, Unconfirmed):
+        return DeliveryError(
+            "delivery_unknown",
+            f"{cause}. The relay may have accepted the message, so it is not sent again "
+            "automatically",
+            outcome=Outcome.UNKNOWN,
+        )
     code = cause.code or "send_failed"
     advice = ADVICE.get(code)
     detail = REPLACE.get(code) or (f"{cause}. {advice}" if advice else str(cause))
+    if isinstance(cause, SMTPReplyError):
+        refused = (
+            {a: str(r) for a, r in cause.refused.items()}
+            if isinstance(cause, RecipientsRefused)
+            else {}
+        )
+        return DeliveryError(
+            _CODE.get(code, code),
+            detail,
+            outcome=Outcome.TRANSIENT if cause.transient else Outcome.PERMANENT,
+            reply=str(cause.reply),
+            refused=refused,
+        )
+    if isinstance(cause, AuthError | TLSError):
+        return DeliveryError(_CODE.get(code, code), detail, outcome=Outcome.PERMANENT)
     return DeliveryError(_CODE.get(code, code), detail, transient=code in _TRANSIENT)
 
 
-class SMTPProvider:
+class _Raw(str):
+    """Text MessageTemplate must put into the HTML part as it is (it escapes everything
+    else, as markupsafe does for any object without ``__html__``)."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+def render(email: OutgoingEmail) -> tuple[Any, bytes]:
+    """The envelope and wire bytes of ``email``, built by FluxMail's MessageTemplate.
+
+    The subject and bodies are data here, never template source: each is a single
+    placeholder filled with the text as given. Raises FluxMailException on bad input.
+    """
+    body_text = email.text if email.text is not None or email.html is not None else ""
+    template = MessageTemplate(
+        sender=format_address(email.from_name, email.from_email),
+        subject="{{ subject }}",
+        text="{{ text }}" if body_text is not None else None,
+        html="{{ html }}" if email.html is not None else None,
+        reply_to=email.reply_to,
+        headers=email.all_headers(),
+    )
+    return template.render(
+        list(email.to), subject=email.subject, text=body_text, html=_Raw(email.html or "")
+    )
+
+
+class SMTPProvider(ClientBase):
     """A relay reached over SMTP with ``smtp_secure`` = starttls | ssl | none."""
 
     def __init__(
@@ -77,10 +166,18 @@ class SMTPProvider:
             timeout=context.timeout,
             # "none" is the operator's explicit choice for a trusted in-house relay.
             allow_plaintext_auth=self.secure == "none",
+            # The multi-tenant guard checks the resolved address at connect time (None: off).
+            resolve=context.network.smtp_resolver(),
         )
+        self._pool: SMTPPool | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SMTPProvider(host={self.host!r}, port={self.port}, secure={self.secure!r})"
 
     def verify(self) -> list[str]:
-        warnings = check_host_allowed(self.host, self.context)
+        warnings = []
         if self.secure == "none" and is_public_host(self.host):
             warnings.append(
                 f"{self.host} is a public host and smtp_secure is none: the password and every "
@@ -92,30 +189,43 @@ class SMTPProvider:
             raise _error(exc) from exc
         return warnings
 
+    def _connections(self) -> SMTPPool:
+        with self._lock:
+            if self._closed:
+                raise DeliveryError(
+                    "connection_refused", "This provider's client was closed", transient=True
+                )
+            if self._pool is None:
+                self._pool = self._mailer.pool(
+                    max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TIMEOUT, batch_size=1
+                )
+            return self._pool
+
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        check_host_allowed(self.host, self.context)
-        sender = format_address(email.from_name, email.from_email)
         started = time.perf_counter()
         try:
-            self._mailer.create(
-                email.subject,
-                list(email.to),
-                email.html if email.html is not None else email.text or "",
-                sender=sender,
-                reply_to=email.reply_to,
-                html_body=email.html is not None,
-                plain_body=email.text if email.html is not None else None,
-                headers=dict(email.headers),
-            ).send()
+            envelope, data = render(email)
         except FluxMailException as exc:
-            raise _error(exc) from exc
-        result = self._mailer.last_result
-        assert result is not None
+            raise DeliveryError("rejected", f"The message cannot be sent: {exc}") from exc
+        [outcome] = self._connections().send_many([(envelope, data)])
+        if isinstance(outcome, FluxMailException):
+            raise _error(outcome) from outcome
+        assert isinstance(outcome, SendResult)
+        found = _MESSAGE_ID.search(data.split(b"\r\n\r\n", 1)[0])
         return DeliveryResult(
-            provider_message_id=result.queue_id,
-            reply=str(result.reply),
+            provider_message_id=outcome.queue_id,
+            reply=str(outcome.reply),
             elapsed_ms=round((time.perf_counter() - started) * 1000),
+            accepted=outcome.accepted,
+            refused={address: str(reply) for address, reply in outcome.refused.items()},
+            smtp_message_id=found.group(1).decode("ascii", "replace") if found else None,
         )
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.close()  # connections still sending close when their send ends
 
 
 SMTP = ProviderKind(

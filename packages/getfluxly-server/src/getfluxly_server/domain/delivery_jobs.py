@@ -6,14 +6,19 @@ from typing import Any
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext, DeliveryError
+from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import TEST_SEND_JOB, draft_of, test_email
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
 
 
-def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str, Any]:
-    """The delivery handlers by job kind, bound to this process's database and keys."""
+def handlers(
+    db: Database, keyring: Keyring, context: BuildContext, clients: ClientCache | None = None
+) -> dict[str, Any]:
+    """The delivery handlers by job kind, bound to this process's database and keys, and to
+    its kept provider clients (``clients``: one per provider, reused across messages)."""
+    cache = clients if clients is not None else ClientCache()
 
     def test_send(payload: dict[str, Any]) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried
@@ -26,8 +31,10 @@ def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str,
                 draft = draft_of(row, keyring)
             except DomainError as exc:
                 return {"accepted": False, "error": exc.code, "detail": exc.detail}
+            version = row.updated_at.isoformat()
         try:
-            result = draft.client(context).send(test_email(draft, payload["to"]))
+            client = cache.get(row.id, version, lambda: draft.client(context))
+            result = client.send(test_email(draft, payload["to"]))
         except DeliveryError as exc:
             return {"accepted": False, "error": exc.code, "detail": exc.detail}
         return {
