@@ -8,7 +8,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from getfluxly_server.delivery.netguard import NetworkPolicy
 
@@ -184,7 +184,14 @@ class ProviderClient(Protocol):
 
 
 class ClientBase:
-    """What every provider client shares: :meth:`deliver` from :meth:`send`, a no-op close."""
+    """What every provider client shares: :meth:`deliver` from :meth:`send`, a no-op close,
+    and ``with client:`` closing it."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
         raise NotImplementedError
@@ -234,6 +241,10 @@ class BuildContext:
     timeout: float = 15.0
     #: Where provider connections may go (GETFLUXLY_MULTI_TENANT_GUARD and its allow-list).
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    #: Keep connections open between sends (until close()): for clients a
+    #: :class:`~getfluxly_server.delivery.clients.ClientCache` holds. Off, every call opens
+    #: and closes its own, so a client used once and dropped leaves nothing open.
+    keep_connections: bool = False
 
     @property
     def block_private_networks(self) -> bool:

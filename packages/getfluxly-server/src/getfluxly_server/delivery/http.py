@@ -37,6 +37,7 @@ Contract of every connector built on this module:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import http
@@ -317,22 +318,30 @@ class HTTPAPI:
             text = text.replace(secret, "[redacted]")
         return text
 
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self.context.timeout,
+            follow_redirects=False,
+            **self.context.network.http_client_options(_tls_context()),
+        )
+
     def _acquire(self) -> httpx.Client:
+        """The kept client (``keep_connections``), else one for this request only."""
+        if not self.context.keep_connections:
+            return self._new_client()
         with self._lock:
             if self._closing:
                 raise DeliveryError(
                     "connection_refused", f"The {self.label} client was closed", transient=True
                 )
             if self._client is None:
-                self._client = httpx.Client(
-                    timeout=self.context.timeout,
-                    follow_redirects=False,
-                    **self.context.network.http_client_options(_tls_context()),
-                )
+                self._client = self._new_client()
             self._in_flight += 1
             return self._client
 
     def _release(self) -> None:
+        if not self.context.keep_connections:
+            return
         with self._lock:
             self._in_flight -= 1
             last = self._closing and self._in_flight == 0
@@ -373,9 +382,12 @@ class HTTPAPI:
         started = time.perf_counter()
         client = self._acquire()
         try:
-            with client.stream(
-                method, url, headers=sent_headers, json=json_body, content=content
-            ) as response:
+            with (
+                client if not self.context.keep_connections else contextlib.nullcontext(),
+                client.stream(
+                    method, url, headers=sent_headers, json=json_body, content=content
+                ) as response,
+            ):
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk

@@ -207,7 +207,11 @@ class SMTPProvider(ClientBase):
             envelope, data = render(email)
         except FluxMailException as exc:
             raise DeliveryError("rejected", f"The message cannot be sent: {exc}") from exc
-        [outcome] = self._connections().send_many([(envelope, data)])
+        if self.context.keep_connections:
+            [outcome] = self._connections().send_many([(envelope, data)])
+        else:  # a client used once: nothing may stay open after it
+            with self._mailer.pool(max_connections=1) as pool:
+                [outcome] = pool.send_many([(envelope, data)])
         if isinstance(outcome, FluxMailException):
             raise _error(outcome) from outcome
         assert isinstance(outcome, SendResult)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from getfluxly_server.crypto import Keyring
@@ -19,6 +20,7 @@ def handlers(
     """The delivery handlers by job kind, bound to this process's database and keys, and to
     its kept provider clients (``clients``: one per provider, reused across messages)."""
     cache = clients if clients is not None else ClientCache()
+    kept = replace(context, keep_connections=True)  # cached clients keep warm connections
 
     def test_send(payload: dict[str, Any]) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried
@@ -33,7 +35,7 @@ def handlers(
                 return {"accepted": False, "error": exc.code, "detail": exc.detail}
             version = row.updated_at.isoformat()
         try:
-            client = cache.get(row.id, version, lambda: draft.client(context))
+            client = cache.get(row.id, version, lambda: draft.client(kept))
             result = client.send(test_email(draft, payload["to"]))
         except DeliveryError as exc:
             return {"accepted": False, "error": exc.code, "detail": exc.detail}

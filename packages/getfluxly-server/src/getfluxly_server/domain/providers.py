@@ -14,8 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from fluxmail import FluxMailException
-from fluxmail.addresses import parse_address
+from fluxmail import FluxMailException, parse_address
 from getfluxly_server.crypto import Keyring, KeyringError
 from getfluxly_server.delivery.base import (
     BuildContext,
