@@ -182,6 +182,12 @@ class ProviderClient(Protocol):
         """Release connections; a send still running finishes first. Idempotent."""
         ...
 
+    def __enter__(self) -> Self:
+        """``with client:`` closes it at the end."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 class ClientBase:
     """What every provider client shares: :meth:`deliver` from :meth:`send`, a no-op close,
