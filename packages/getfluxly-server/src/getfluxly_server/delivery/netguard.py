@@ -84,8 +84,8 @@ def is_refused(address: Address) -> bool:
         if address.scope_id:  # fe80::1%eth0 and the like: link-scoped by definition
             return True
         inner = embedded_ipv4(address)
-        if inner is not None and is_refused(inner):
-            return True
+        if inner is not None:  # decided by the IPv4 address it stands for (DNS64 included)
+            return is_refused(inner)
     if not address.is_global or address.is_multicast or address.is_reserved:
         return True
     return any(
