@@ -40,6 +40,7 @@ from getfluxly_server.delivery.http import (
     credential,
     mailbox,
     require_body,
+    status_line,
 )
 
 DEFAULT_URL = "https://api.resend.com"
@@ -122,7 +123,7 @@ class ResendProvider(ClientBase):
             raise self._api.unexpected(answer, "without an id", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
 

@@ -34,7 +34,14 @@ from getfluxly_server.delivery.base import (
     OutgoingEmail,
     ProviderKind,
 )
-from getfluxly_server.delivery.http import API_URL, HTTPAPI, Answer, credential, require_body
+from getfluxly_server.delivery.http import (
+    API_URL,
+    HTTPAPI,
+    Answer,
+    credential,
+    require_body,
+    status_line,
+)
 
 DEFAULT_URL = "https://api.sendgrid.com"
 AUTH_ADVICE = "Check the API key (Settings → API Keys); it needs the Mail Send permission"
@@ -129,7 +136,7 @@ class SendGridProvider(ClientBase):
             raise self._error(answer)
         return DeliveryResult(
             provider_message_id=answer.headers.get("X-Message-Id"),
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
 

@@ -60,6 +60,7 @@ from getfluxly_server.delivery.http import (
     credential,
     mailbox,
     require_body,
+    status_line,
 )
 
 SERVICE = "ses"
@@ -299,7 +300,7 @@ class SESProvider(ClientBase):
             raise self._api.unexpected(answer, "without a MessageId", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
 

@@ -47,6 +47,7 @@ from getfluxly_server.delivery.http import (
     credential,
     mailbox,
     require_body,
+    status_line,
 )
 
 DEFAULT_URL = "https://api.smtp2go.com"
@@ -164,7 +165,7 @@ class SMTP2GOProvider(ClientBase):
         message_id = data.get("email_id")
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
 
