@@ -344,6 +344,12 @@ def test_http_closed_client_refuses_and_stays_closed(case: Case, fake: FakeProvi
     assert len(fake.messages) == 1
 
 
+def test_outcomes_map_onto_the_ledgers_statuses_and_retry() -> None:
+    assert {o.status: o.retry for o in Outcome} == {
+        "sent": False, "deferred": True, "failed": False, "unknown": False,
+    }  # fmt: skip
+
+
 # -- the client cache -----------------------------------------------------------------------
 
 

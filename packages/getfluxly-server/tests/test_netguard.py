@@ -324,6 +324,14 @@ def test_the_api_refuses_every_spelling_and_accepts_the_allow_listed_host(
         assert sent.status_code == 200, sent.text
         [message] = relay.wait_for_messages(1)
         assert message.rcpt_tos == ["a@example.org"]
+        # Moving it to a private address is verified again, and refused the same way.
+        moved = api.http.patch(f"/v1/email-providers/{provider_id}", json={"smtp_host": "127.1"})
+        assert (moved.status_code, moved.json()["error"]) == (
+            closed.status_code,
+            "connection_refused",
+        )
+        kept = api.http.get(f"/v1/email-providers/{provider_id}").json()["email_provider"]
+        assert kept["smtp_host"] == "localhost"
         logs = server.logs()
         assert "multi-tenant guard on" in logs
         assert "localhost" in logs.split("multi-tenant guard on", 1)[1].splitlines()[0]

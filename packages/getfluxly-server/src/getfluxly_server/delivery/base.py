@@ -79,6 +79,19 @@ class Outcome(enum.Enum):
         """Whether the worker may try the message again by itself."""
         return self is Outcome.TRANSIENT
 
+    @property
+    def status(self) -> str:
+        """The ledger status this outcome gives a message (engine spec section 2)."""
+        return _STATUS[self]
+
+
+_STATUS = {
+    Outcome.ACCEPTED: "sent",
+    Outcome.TRANSIENT: "deferred",
+    Outcome.PERMANENT: "failed",
+    Outcome.UNKNOWN: "unknown",
+}
+
 
 @dataclass(frozen=True)
 class DeliveryResult:
