@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -419,3 +420,29 @@ def test_cache_races_build_once_per_winner() -> None:
     assert len(got) == 1  # everyone uses the same client
     assert sum(r.closed for r in made) == len(made) - 1  # the losers' clients were closed
     cache.close()
+
+
+def test_the_worker_closes_its_kept_clients_when_it_stops(
+    relay: SMTPTestServer, tmp_path: Path
+) -> None:
+    from getfluxly_server.app import create_worker
+    from getfluxly_server.crypto import Keyring
+    from getfluxly_server.settings import Settings
+    from getfluxly_server.storage.db import Database
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        keyring=Keyring.parse(Keyring.generate("k1")),
+    )
+    db = Database(settings.database_url)
+    try:
+        worker = create_worker(settings, db, threads=1)
+        clients: ClientCache = worker.clients  # type: ignore[attr-defined]
+        client = clients.get("prv_1", "v1", lambda: smtp_client(relay))
+        assert client.deliver(EMAIL).ok
+        assert relay.commands[-1] != "QUIT"  # warm, held by the worker's cache
+        worker.stop()
+        assert relay.commands[-1] == "QUIT"
+        assert len(clients) == 0
+    finally:
+        db.dispose()

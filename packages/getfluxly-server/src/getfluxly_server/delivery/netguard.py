@@ -27,7 +27,10 @@ A refusal raises :class:`ConnectionRefusedError`, on purpose: the API answers it
 connection that was really refused (``connection_refused``, the same detail), so a tenant
 cannot use the guard's answers (or their timing: a refusal is immediate for every port of a
 private address) to map what listens on the internal network. The operator sees the real
-reason in the server log (logger ``getfluxly.netguard``, level WARNING).
+reason in the server log (logger ``getfluxly.netguard``, level WARNING). What remains visible
+on purpose: ``dns_failed`` for a name that does not resolve (so a tenant can tell whether a
+name exists in this server's DNS, but learns nothing about what listens behind it), and the
+whole behaviour of public addresses, which the guard does not cover.
 """
 
 from __future__ import annotations
