@@ -91,6 +91,26 @@ def test_smtp_accepted_carries_the_message_id_and_the_relays_answer(relay: SMTPT
     assert html == "<p>Hi <b>there</b> &amp; welcome</p>\n"
 
 
+def test_smtp_senders_and_ids_never_mix_across_messages(relay: SMTPTestServer) -> None:
+    """Templates are kept per sender: each message still gets its own From, headers and id,
+    and a caller's own X-GetFluxly-Message-Id header cannot stand in for the real one."""
+    emails = [
+        OutgoingEmail(from_email="a@example.com", from_name=name, to=("ann@example.org",),
+                      subject=name, text="x", headers={MESSAGE_ID_HEADER: "spoofed", **extra},
+                      message_id=f"msg_{i}")
+        for i, (name, extra) in enumerate(
+            [("Acme", {}), ("Other, Inc.", {"X-Tag": "t"}), ("Acme", {}), ("Acme", {"X-Tag": "u"})]
+        )
+    ]  # fmt: skip
+    with smtp_client(relay) as client:
+        assert all(client.deliver(email).ok for email in emails)
+    for email, received in zip(emails, relay.messages, strict=True):
+        message = received.message
+        assert message.get_all(MESSAGE_ID_HEADER) == [email.message_id]
+        assert message["From"].addresses[0].display_name == email.from_name
+        assert message.get("X-Tag") == email.headers.get("X-Tag")
+
+
 def test_smtp_cached_client_keeps_one_warm_connection(relay: SMTPTestServer) -> None:
     with smtp_client(relay) as client:
         for _ in range(3):
