@@ -144,3 +144,19 @@ def test_a_send_finishing_after_close_does_not_park_its_connection(
     assert isinstance(pool.send(envelope, data), SendResult)  # type: ignore[arg-type]
     assert plain_smtp.commands[-1] == "QUIT"
     pool.close()
+
+
+async def test_async_sends_use_the_resolver_too(plain_smtp: SMTPTestServer) -> None:
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    mailer = FluxMail(
+        "smtp", "relay.example", port=plain_smtp.port, sender="a@example.com", resolve=resolve
+    )
+    with unresolvable_names():
+        await mailer.create("async via resolver", ["to@example.com"], "x").send_async()
+    assert asked == ["relay.example"]
+    assert len(plain_smtp.messages) == 1

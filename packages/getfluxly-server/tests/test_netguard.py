@@ -405,3 +405,56 @@ def test_dev_mode_starts_with_the_guard_on_and_its_catcher_allowed(
         assert other.json()["error"] == "connection_refused"
     assert plain_smtp.connections == 0
     assert "multi-tenant guard on" in stderr.read_text()
+
+
+@pytest.fixture
+def https_server() -> Iterator[int]:
+    """A tiny HTTPS server on 127.0.0.1 with the testkit's certificate (valid for localhost)."""
+    import http.server
+    import threading
+
+    from flux_testkit.certs import server_ssl_context
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_ssl_context().wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_guarded_https_checks_the_certificate_against_the_name(
+    https_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guarded transport connects to the checked IP but TLS still verifies the URL's host
+    name: the certificate is for localhost, so reaching the same IP under another name fails."""
+    from flux_testkit.certs import client_ssl_context
+    from getfluxly_server.delivery.netguard import GuardedHTTPTransport
+
+    Resolver(monkeypatch, {"other.example": ["127.0.0.1"]})
+    allowed = NetworkPolicy(guard=True, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    transport = GuardedHTTPTransport(allowed, verify=client_ssl_context())
+    with httpx.Client(transport=transport) as client:
+        assert client.get(f"https://localhost:{https_server}/").text == "ok"
+        with pytest.raises(httpx.ConnectError) as mismatch:
+            client.get(f"https://other.example:{https_server}/")
+    assert "certificate" in str(mismatch.value).lower() or "hostname" in str(mismatch.value)
+    with (
+        httpx.Client(transport=GuardedHTTPTransport(GUARD, verify=client_ssl_context())) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client.get(f"https://localhost:{https_server}/")  # not allow-listed: refused
