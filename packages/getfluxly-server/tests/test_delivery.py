@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from flux_testkit.gfserver import GFServer
 from flux_testkit.provider_fakes import (
     FakeProviderServer,
     MailgunFake,
@@ -466,3 +467,42 @@ def test_the_worker_closes_its_kept_clients_when_it_stops(
         assert len(clients) == 0
     finally:
         db.dispose()
+
+
+# -- through the server: the worker's kept client follows an edited provider ----------------
+
+
+def test_an_edited_provider_gets_a_new_client_in_the_worker(
+    gf_server: GFServer, smtp_server: SMTPServerFactory
+) -> None:
+    """Test sends run in the worker through its kept client (a warm connection). PATCHing the
+    provider to another relay changes its version (updated_at): the next send goes there."""
+    first = smtp_server(auth=True, auth_require_tls=False, users={USER: PASSWORD})
+    second = smtp_server(auth=True, auth_require_tls=False, users={USER: PASSWORD})
+    project = gf_server.create_project()
+    http = gf_server.client()
+    try:
+        body = {
+            "provider": "smtp", "display_name": "Relay", "from_email": "hello@example.com",
+            "smtp_host": "127.0.0.1", "smtp_port": first.port, "smtp_secure": "none",
+            "username": USER, "password": PASSWORD,
+        }  # fmt: skip
+        created = http.post(f"/v1/projects/{project.id}/email-providers", json=body)
+        assert created.status_code == 201, created.text
+        provider = created.json()["email_provider"]["id"]
+        test = f"/v1/email-providers/{provider}/test"
+        for _ in range(2):
+            assert http.post(test, json={"to": "a@example.org"}).status_code == 200
+        moved = http.patch(f"/v1/email-providers/{provider}", json={"smtp_port": second.port})
+        assert moved.status_code == 200, moved.text
+        answer = http.post(test, json={"to": "b@example.org"})
+        assert answer.status_code == 200, answer.text
+    finally:
+        http.close()
+    assert [m.rcpt_tos for m in first.wait_for_messages(2)] == [["a@example.org"]] * 2
+    assert [m.rcpt_tos for m in second.wait_for_messages(1)] == [["b@example.org"]]
+    # verify() opened one connection to each relay; the sends shared one warm connection.
+    assert first.connections == 2
+    assert second.connections == 2
+    for relay in (first, second):  # test sends have no ledger entry, so no id header
+        assert all(m.message[MESSAGE_ID_HEADER] is None for m in relay.messages)
