@@ -160,3 +160,17 @@ async def test_async_sends_use_the_resolver_too(plain_smtp: SMTPTestServer) -> N
         await mailer.create("async via resolver", ["to@example.com"], "x").send_async()
     assert asked == ["relay.example"]
     assert len(plain_smtp.messages) == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_async_pool_marks_a_lost_final_reply(
+    smtp_server: SMTPServerFactory, pipelining: bool
+) -> None:
+    server = smtp_server(pipelining=pipelining, faults=Faults(drop_after_data=1))
+    mailer = FluxMail("smtp", server.host, port=server.port, retry_delay=0)
+    async with mailer.async_pool(max_connections=1) as pool:
+        first, *rest = await pool.send_many(items(3))
+    assert isinstance(first, Unconfirmed)
+    for outcome in rest:
+        assert not isinstance(outcome, Unconfirmed)
+    assert len(server.messages) == 1  # the relay has the first one; it was not sent again

@@ -202,6 +202,21 @@ def test_smtp_drop_after_the_data_is_unknown_and_never_resent(
     assert relay.commands.count("DATA") == 1  # FluxMail did not resend it either
 
 
+def test_smtp_drop_after_the_final_dot_is_unknown_though_the_relay_has_it(
+    smtp_server: SMTPServerFactory,
+) -> None:
+    """The relay took the whole message and hung up before answering: it will deliver it, so
+    resending would deliver it twice. UNKNOWN, and the next message opens a new connection."""
+    relay = smtp_server(auth=True, auth_require_tls=False, faults=Faults(drop_after_data=1))
+    with smtp_client(relay) as client:
+        lost = client.deliver(EMAIL)
+        after = client.deliver(EMAIL)
+    assert (lost.outcome, lost.code) == (Outcome.UNKNOWN, "delivery_unknown")
+    assert after.outcome is Outcome.ACCEPTED
+    assert len(relay.messages) == 2  # the lost one is there once, never resent
+    assert relay.connections == 2
+
+
 def test_smtp_no_final_reply_in_time_is_unknown(smtp_server: SMTPServerFactory) -> None:
     relay = smtp_server(auth=True, auth_require_tls=False, faults=Faults(delay_reply_seconds=2))
     with smtp_client(relay, BuildContext(timeout=0.3, keep_connections=True)) as client:
