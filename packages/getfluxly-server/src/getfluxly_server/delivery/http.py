@@ -308,11 +308,6 @@ class HTTPAPI:
         """The base URL with ``path`` (which starts with ``/``) appended to its path prefix."""
         return httpx.URL(str(self.base).rstrip("/") + path)
 
-    def check_host(self) -> list[str]:
-        """Kept for the connectors' verify(): the network guard now applies at connect time
-        (see :mod:`.netguard`), so there is nothing to check beforehand; returns warnings."""
-        return []
-
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")

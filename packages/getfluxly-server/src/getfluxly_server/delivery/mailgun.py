@@ -114,7 +114,7 @@ class MailgunProvider(ClientBase):
         return self._api.error(answer, message, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", f"/v3/domains/{self.domain}", headers=self._headers())
         if answer.status == 404:
             raise self._api.error(

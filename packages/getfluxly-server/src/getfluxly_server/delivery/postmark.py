@@ -89,7 +89,7 @@ class PostmarkProvider(ClientBase):
         return self._api.error(answer, message, code=code, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/server", headers=self._headers())
         if not answer.ok:
             raise self._error(answer)

@@ -76,7 +76,7 @@ class ResendProvider(ClientBase):
         return self._api.error(answer, message)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/domains", headers=self._headers())
         if answer.status == 401 and answer.object().get("name") == "restricted_api_key":
             warnings.append(

@@ -87,7 +87,7 @@ class SendGridProvider(ClientBase):
         return self._api.error(answer, message, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/v3/scopes", headers=self._headers())
         if not answer.ok:
             raise self._error(answer)

@@ -243,7 +243,7 @@ class SESProvider(ClientBase):
         return self._api.error(answer, name=text)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._call("GET", "/v2/email/account", None)
         if not answer.ok:
             raise self._error(answer)

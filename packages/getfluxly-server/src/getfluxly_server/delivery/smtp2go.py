@@ -112,7 +112,7 @@ class SMTP2GOProvider(ClientBase):
         return self._api.error(answer, message)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call(
             "POST", "/v3/stats/email_summary", headers=self._headers(), json_body={}
         )
