@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,39 @@ class TestUnconfirmed:
             assert isinstance(outcome, ConnectionError)
             assert not isinstance(outcome, Unconfirmed)
         assert server.messages == []
+
+
+def test_close_racing_a_finishing_send_leaves_no_connection_parked(
+    plain_smtp: SMTPTestServer,
+) -> None:
+    """The race, made deterministic: a worker thread is about to park its connection (inside
+    the reusability check) when close() drains the pool. The connection must be closed (QUIT),
+    not parked in the closed pool where nothing would ever close it."""
+    import threading
+    from dataclasses import dataclass
+
+    from fluxmail import PoolOptions, SMTPPool
+
+    entered, release = threading.Event(), threading.Event()
+
+    @dataclass(frozen=True)
+    class Paused(PoolOptions):
+        def reusable(self, conn: Any, idle_since: float) -> bool:
+            entered.set()
+            release.wait(5)
+            return super().reusable(conn, idle_since)
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port)
+    pool = SMTPPool(mailer._settings, mailer.retry, Paused(max_connections=1))
+    envelope, data = items(1)[0]
+    sender = threading.Thread(target=pool.send, args=(envelope, data))
+    sender.start()
+    assert entered.wait(5)
+    pool.close()  # while the sender is between "may I keep it?" and parking it
+    release.set()
+    sender.join(5)
+    assert plain_smtp.commands[-1] == "QUIT"
+    assert pool._idle == []
 
 
 def test_a_send_finishing_after_close_does_not_park_its_connection(
