@@ -185,7 +185,7 @@ async def test_async_sends_use_the_resolver_too(plain_smtp: SMTPTestServer) -> N
 
     def resolve(host: str, port: int) -> list[str]:
         asked.append(host)
-        return ["127.0.0.1"]
+        return ["127.0.0.2", "127.0.0.1"]  # nothing on the first: refused, then the next
 
     mailer = FluxMail(
         "smtp", "relay.example", port=plain_smtp.port, sender="a@example.com", resolve=resolve

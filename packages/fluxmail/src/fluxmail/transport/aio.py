@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -114,20 +115,32 @@ class AsyncConnection(ConnectionBase):
         stream = _ReplyStream(settings.address)
         try:
             async with asyncio.timeout(settings.timeout):
-                # With a resolver, connect to what it returned (the first address; it may
-                # have checked it) and keep the name for TLS.
-                addresses = (
-                    settings.resolve(settings.host, settings.port) if settings.resolve else ()
-                )
-                if settings.resolve is not None and not addresses:
-                    raise ConnectionRefusedError(f"{settings.host} has no address")
-                await loop.create_connection(
-                    lambda: stream,
-                    addresses[0] if addresses else settings.host,
-                    settings.port,
-                    ssl=settings.tls_context() if implicit else None,
-                    server_hostname=settings.host if implicit else None,
-                )
+                addresses: Sequence[str] = (settings.host,)
+                if settings.resolve is not None:
+                    # The resolver may look names up (blocking): not on the event loop. The
+                    # connection then goes to what it returned, the name kept for TLS.
+                    resolved = await loop.run_in_executor(
+                        None, settings.resolve, settings.host, settings.port
+                    )
+                    addresses = tuple(resolved)
+                    if not addresses:
+                        raise ConnectionRefusedError(f"{settings.host} has no address")
+                for index, address in enumerate(addresses):
+                    stream = _ReplyStream(settings.address)
+                    try:
+                        await loop.create_connection(
+                            lambda stream=stream: stream,
+                            address,
+                            settings.port,
+                            ssl=settings.tls_context() if implicit else None,
+                            server_hostname=settings.host if implicit else None,
+                        )
+                        break
+                    except ssl.SSLError:
+                        raise  # the address answered: trying another will not fix TLS
+                    except OSError:
+                        if index == len(addresses) - 1:
+                            raise
         except OSError as exc:
             hung_up = isinstance(exc, ConnectionError | EOFError)
             if implicit and hung_up and not isinstance(exc, ConnectionRefusedError):
