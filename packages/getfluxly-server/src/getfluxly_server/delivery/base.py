@@ -12,9 +12,12 @@ from typing import Any, Protocol, Self
 
 from getfluxly_server.delivery.netguard import NetworkPolicy
 
-#: The header that carries GetFluxly's message id on every outgoing message (and the name of
-#: the metadata field HTTP providers get it in), so feedback can be joined back to the ledger.
+#: The header that carries GetFluxly's message id on every outgoing message, so feedback can
+#: be joined back to the ledger.
 MESSAGE_ID_HEADER = "X-GetFluxly-Message-Id"
+#: The name it has in each HTTP provider's metadata field (SES message tags, Resend tags,
+#: Mailgun ``v:`` variables, Postmark Metadata, SendGrid custom_args; SMTP2GO, which has none,
+#: reports custom headers).
 MESSAGE_ID_FIELD = "getfluxly_message_id"
 # What every provider's metadata field accepts (SES and Resend tags are the strictest).
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")

@@ -15,9 +15,10 @@ Contract of every connector built on this module:
 - With ``BuildContext.keep_connections`` (clients a worker's ClientCache holds): one
   ``httpx.Client`` per provider client, made on first use and kept (connections stay warm
   between messages; the client is thread-safe), closed by :meth:`HTTPAPI.close` once the
-  requests still running have finished. Without it, one short-lived client per request. ``timeout`` from the BuildContext for each of
-  connect, write, read and pool; redirects are never followed (a redirect could lead past
-  the network guard); at most :data:`MAX_RESPONSE_BYTES` of an answer are read.
+  requests still running have finished. Without it, one short-lived client per request.
+  ``timeout`` from the BuildContext for each of connect, write, read and pool; redirects are
+  never followed (a redirect could lead past the network guard); at most
+  :data:`MAX_RESPONSE_BYTES` of an answer are read.
 - Transport failures: connection refused (or reset/closed before the request went out) ->
   ``connection_refused``, TRANSIENT; a connect/write timeout -> ``timeout``, TRANSIENT; name
   resolution -> ``dns_failed``, TRANSIENT; TLS handshake or certificate -> ``tls_failed``,
