@@ -144,6 +144,57 @@ def test_smtp_threads_share_one_client_within_its_connection_cap(relay: SMTPTest
     assert relay.connections <= 4  # smtp.MAX_CONNECTIONS, not one per message
 
 
+def batch(count: int) -> list[OutgoingEmail]:
+    return [
+        OutgoingEmail(from_email="hello@example.com", to=(f"u{i}@example.org",),
+                      subject=f"#{i}", text="x", message_id=f"msg_b{i}")
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_smtp_deliver_many_pipelines_down_one_warm_connection(relay: SMTPTestServer) -> None:
+    emails = batch(20)
+    emails[7] = OutgoingEmail(from_email="hello@example.com", to=("u7@example.org",),
+                              subject="bad", text="x", headers={"Bad:Name": "x"})  # fmt: skip
+    with smtp_client(relay) as client:
+        results = client.deliver_many(emails)
+    assert len(results) == 20
+    assert (results[7].outcome, results[7].code) == (Outcome.PERMANENT, "rejected")
+    assert all(r.ok for i, r in enumerate(results) if i != 7)
+    assert [m.message[MESSAGE_ID_HEADER] for m in relay.messages] == [
+        e.message_id for i, e in enumerate(emails) if i != 7
+    ]
+    assert relay.connections == 1
+
+
+def test_smtp_deliver_many_marks_only_the_message_in_flight_unknown(
+    smtp_server: SMTPServerFactory,
+) -> None:
+    relay = smtp_server(
+        auth=True, auth_require_tls=False, pipelining=True,
+        faults=Faults(drop_after_data=1, refuse_recipients={"u3@example.org": (550, "5.1.1 no")}),
+    )  # fmt: skip
+    with smtp_client(relay) as client:
+        first = client.deliver_many(batch(5))
+        again = client.deliver_many(
+            [e for e, r in zip(batch(5), first, strict=True) if r.outcome.retry]
+        )
+    assert first[0].outcome is Outcome.UNKNOWN  # the relay has it: never resent
+    assert all(r.outcome is Outcome.TRANSIENT for r in first[1:]), first
+    assert [r.outcome for r in again] == [
+        Outcome.ACCEPTED,
+        Outcome.ACCEPTED,
+        Outcome.PERMANENT,
+        Outcome.ACCEPTED,
+    ]
+    assert sorted(m.rcpt_tos[0] for m in relay.messages) == [
+        "u0@example.org",
+        "u1@example.org",
+        "u2@example.org",
+        "u4@example.org",
+    ]  # each exactly once
+
+
 def test_smtp_greylisting_is_transient_then_accepted(smtp_server: SMTPServerFactory) -> None:
     relay = smtp_server(auth=True, auth_require_tls=False, faults=Faults(transient_failures=1))
     with smtp_client(relay) as client:

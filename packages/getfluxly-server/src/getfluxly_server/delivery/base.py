@@ -6,7 +6,7 @@ import enum
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -194,6 +194,11 @@ class ProviderClient(Protocol):
         ``outcome`` says what happened (for workers)."""
         ...
 
+    def deliver_many(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
+        """:meth:`deliver` for several messages, one result per message in order (SMTP
+        pipelines them down its warm connections; others send one after the other)."""
+        ...
+
     def close(self) -> None:
         """Release connections; a send still running finishes first. Idempotent."""
         ...
@@ -223,6 +228,9 @@ class ClientBase:
             return self.send(email)
         except DeliveryError as exc:
             return exc.result()
+
+    def deliver_many(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
+        return [self.deliver(email) for email in emails]
 
     def close(self) -> None:
         return None

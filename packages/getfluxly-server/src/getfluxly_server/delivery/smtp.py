@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fluxmail import (
@@ -53,6 +53,8 @@ from getfluxly_server.delivery.base import (
 
 #: Connections one worker process keeps open to one relay at most.
 MAX_CONNECTIONS = 4
+#: Messages a deliver_many() call pipelines down one connection at a time at most.
+BATCH_SIZE = 50
 #: A warm connection unused for this long is closed instead of reused (relays drop idle
 #: sessions after a minute or so; reusing one that was dropped costs a failed attempt).
 IDLE_TIMEOUT = 30.0
@@ -115,6 +117,24 @@ def _error(exc: FluxMailException) -> DeliveryError:
     if isinstance(cause, AuthError | TLSError):
         return DeliveryError(_CODE.get(code, code), detail, outcome=Outcome.PERMANENT)
     return DeliveryError(_CODE.get(code, code), detail, transient=code in _TRANSIENT)
+
+
+def _result(outcome: object, data: bytes, elapsed_ms: int) -> DeliveryResult:
+    """The DeliveryResult for what the pool settled one message with."""
+    if isinstance(outcome, DeliveryError):
+        return outcome.result(elapsed_ms)
+    if isinstance(outcome, FluxMailException):
+        return _error(outcome).result(elapsed_ms)
+    assert isinstance(outcome, SendResult)
+    found = _MESSAGE_ID.search(data.split(b"\r\n\r\n", 1)[0])
+    return DeliveryResult(
+        provider_message_id=outcome.queue_id,
+        reply=str(outcome.reply),
+        elapsed_ms=elapsed_ms,
+        accepted=outcome.accepted,
+        refused={address: str(reply) for address, reply in outcome.refused.items()},
+        smtp_message_id=found.group(1).decode("ascii", "replace") if found else None,
+    )
 
 
 class _Raw(str):
@@ -236,33 +256,57 @@ class SMTPProvider(ClientBase):
                 )
             if self._pool is None:
                 self._pool = self._mailer.pool(
-                    max_connections=MAX_CONNECTIONS, idle_timeout=IDLE_TIMEOUT, batch_size=1
+                    max_connections=MAX_CONNECTIONS,
+                    idle_timeout=IDLE_TIMEOUT,
+                    batch_size=BATCH_SIZE,
                 )
             return self._pool
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
+        [result] = self.deliver_many([email])
+        if not result.ok:
+            raise DeliveryError(
+                result.code or "send_failed",
+                result.detail,
+                outcome=result.outcome,
+                reply=result.reply,
+                refused=result.refused,
+            )
+        return result
+
+    def deliver(self, email: OutgoingEmail) -> DeliveryResult:
+        [result] = self.deliver_many([email])
+        return result
+
+    def deliver_many(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
+        """Several messages down the pool's warm connections, pipelined (one round trip per
+        message where the relay offers PIPELINING); one result per message, in order. Only
+        the message whose content was in flight when a connection broke is UNKNOWN; those
+        not yet sent are TRANSIENT."""
         started = time.perf_counter()
-        try:
-            envelope, data = self._renderer.render(email)
-        except FluxMailException as exc:
-            raise DeliveryError("rejected", f"The message cannot be sent: {exc}") from exc
-        if self.context.keep_connections:
-            [outcome] = self._connections().send_many([(envelope, data)])
-        else:  # a client used once: nothing may stay open after it
-            with self._mailer.pool(max_connections=1) as pool:
-                [outcome] = pool.send_many([(envelope, data)])
-        if isinstance(outcome, FluxMailException):
-            raise _error(outcome) from outcome
-        assert isinstance(outcome, SendResult)
-        found = _MESSAGE_ID.search(data.split(b"\r\n\r\n", 1)[0])
-        return DeliveryResult(
-            provider_message_id=outcome.queue_id,
-            reply=str(outcome.reply),
-            elapsed_ms=round((time.perf_counter() - started) * 1000),
-            accepted=outcome.accepted,
-            refused={address: str(reply) for address, reply in outcome.refused.items()},
-            smtp_message_id=found.group(1).decode("ascii", "replace") if found else None,
-        )
+        results: list[DeliveryResult | None] = [None] * len(emails)
+        items, positions = [], []
+        for index, email in enumerate(emails):
+            try:
+                items.append(self._renderer.render(email))
+                positions.append(index)
+            except FluxMailException as exc:
+                error = DeliveryError("rejected", f"The message cannot be sent: {exc}")
+                results[index] = error.result()
+        if items:
+            outcomes: Sequence[object]
+            if self.context.keep_connections:
+                try:
+                    outcomes = self._connections().send_many(items)
+                except DeliveryError as exc:  # the client was closed
+                    outcomes = [exc] * len(items)
+            else:  # a client used once: nothing may stay open after it
+                with self._mailer.pool(max_connections=1, batch_size=BATCH_SIZE) as pool:
+                    outcomes = pool.send_many(items)
+            elapsed = round((time.perf_counter() - started) * 1000)
+            for index, (_, data), outcome in zip(positions, items, outcomes, strict=True):
+                results[index] = _result(outcome, data, elapsed)
+        return [r for r in results if r is not None]
 
     def close(self) -> None:
         with self._lock:
