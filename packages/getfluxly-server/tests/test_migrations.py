@@ -81,3 +81,43 @@ def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job
                 "'{}', 'queued', CURRENT_TIMESTAMP, 0, 5, CURRENT_TIMESTAMP)"
             )
         )
+
+
+def test_upgrading_to_0004_keeps_every_job_and_makes_test_sends_transactional(
+    gf_db: Database,
+) -> None:
+    _migrate(gf_db, "0003", down=True)
+    assert not is_current(gf_db)
+    rows = [
+        ("events.process", "events.process:prj_a", "queued"),
+        ("profiles.erase", None, "running"),
+        ("provider.test_send", None, "queued"),
+        ("provider.test_send", None, "done"),
+    ]
+    with gf_db.engine.begin() as connection:
+        for kind, unique_key, status in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (kind, unique_key, payload, status, run_at, attempts, "
+                    "max_attempts, created_at) VALUES (:kind, :key, '{}', :status, "
+                    "CURRENT_TIMESTAMP, 0, 5, CURRENT_TIMESTAMP)"
+                ),
+                {"kind": kind, "key": unique_key, "status": status},
+            )
+    upgrade(gf_db)
+    assert is_current(gf_db)
+    with gf_db.engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT kind, unique_key, status, priority FROM jobs ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in found] == [
+        ("events.process", "events.process:prj_a", "queued", 100),
+        ("profiles.erase", None, "running", 100),
+        ("provider.test_send", None, "queued", 0),
+        ("provider.test_send", None, "done", 0),
+    ]
+    # And back down: the column goes, the rows stay.
+    _migrate(gf_db, "0003", down=True)
+    with gf_db.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 4
+    upgrade(gf_db)

@@ -7,6 +7,7 @@
 'Email sent successfully via SMTP.'
 """
 
+from fluxmail._version import __version__
 from fluxmail.addresses import format_address, is_email, parse_address
 from fluxmail.bulk import BulkSender
 from fluxmail.client import FluxMail
@@ -27,8 +28,6 @@ from fluxmail.protocol.transaction import Unconfirmed
 from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 from fluxmail.template import EmailTemplate
-
-__version__ = "1.0.0"
 
 __all__ = [
     "AsyncSMTPPool",

@@ -9,34 +9,35 @@ from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext, DeliveryError
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain.errors import DomainError
-from getfluxly_server.domain.providers import TEST_SEND_JOB, draft_of, test_email
+from getfluxly_server.domain.providers import TEST_SEND, TestSend, draft_of, test_email
+from getfluxly_server.queue.kinds import JobHandler
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
 
 
 def handlers(
     db: Database, keyring: Keyring, context: BuildContext, clients: ClientCache | None = None
-) -> dict[str, Any]:
-    """The delivery handlers by job kind, bound to this process's database and keys, and to
-    its kept provider clients (``clients``: one per provider, reused across messages)."""
+) -> list[JobHandler[Any]]:
+    """The delivery handlers, bound to this process's database and keys, and to its kept
+    provider clients (``clients``: one per provider, reused across messages)."""
     cache = clients if clients is not None else ClientCache()
     kept = replace(context, keep_connections=True)  # cached clients keep warm connections
 
-    def test_send(payload: dict[str, Any]) -> dict[str, Any]:
+    def test_send(payload: TestSend) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried
         # behind their back (they can press the button again).
         with db.read() as session:
-            row = session.get(EmailProvider, payload["provider_id"])
+            row = session.get(EmailProvider, payload.provider_id)
             if row is None:
                 return {"accepted": False, "error": "not_found", "detail": "Provider was deleted"}
             try:
                 draft = draft_of(row, keyring)
             except DomainError as exc:
                 return {"accepted": False, "error": exc.code, "detail": exc.detail}
-            version = row.updated_at.isoformat()
+            provider_id, version = row.id, row.updated_at.isoformat()
         try:
-            client = cache.get(row.id, version, lambda: draft.client(kept))
-            result = client.send(test_email(draft, payload["to"]))
+            client = cache.get(provider_id, version, lambda: draft.client(kept))
+            result = client.send(test_email(draft, payload.to))
         except DeliveryError as exc:
             return {"accepted": False, "error": exc.code, "detail": exc.detail}
         return {
@@ -46,4 +47,4 @@ def handlers(
             "elapsed_ms": result.elapsed_ms,
         }
 
-    return {TEST_SEND_JOB: test_send}
+    return [TEST_SEND.handler(test_send)]
