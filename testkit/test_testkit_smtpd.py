@@ -751,6 +751,17 @@ def test_drop_in_data(plain_smtp: SMTPTestServer) -> None:
     plain_smtp.wait_for_messages(1)
 
 
+def test_drop_after_data(plain_smtp: SMTPTestServer) -> None:
+    plain_smtp.faults.drop_after_data = 1
+    with connect(plain_smtp) as client, pytest.raises(smtplib.SMTPServerDisconnected):
+        client.sendmail(SENDER, [RCPT], RAW)
+    assert plain_smtp.faults.drop_after_data == 0
+    [kept] = plain_smtp.messages  # the relay has it, though the client never heard so
+    assert kept.rcpt_tos == [RCPT]
+    send_raw(plain_smtp)
+    assert len(plain_smtp.wait_for_messages(2)) == 2
+
+
 def test_drop_after_messages(plain_smtp: SMTPTestServer) -> None:
     plain_smtp.faults.drop_after_messages = 2
     with connect(plain_smtp) as client:

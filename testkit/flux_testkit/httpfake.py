@@ -10,6 +10,7 @@ to reset the connection, or None to answer nothing) and ``_note`` (record a prob
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import struct
@@ -180,6 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.close()
             self.rfile.close()
             self.connection.close()
+            # http.server flushes wfile after this method returns: give it a harmless sink
+            # (a closed file would raise, and count as the fake crashing).
+            self.wfile = io.BytesIO()
+            self.close_connection = True
             return
         assert isinstance(reply, Reply)
         self.send_response(reply.status)

@@ -27,6 +27,7 @@ Common API (:class:`FakeProviderServer`):
   ``status`` and, unless ``body`` is given, the provider's own error body for that status
   (401, 403, 422/400 rejections, 429, 500, 503...), its text replaced by ``message`` if given.
 - ``slow_next(seconds, ...)``: wait before answering (to trip a client timeout).
+- ``reset_next(...)``: take the request, then reset the connection without answering.
 
 Fakes: :class:`PostmarkFake`, :class:`SendGridFake`, :class:`MailgunFake`,
 :class:`ResendFake`, :class:`SMTP2GOFake`, :class:`SESFake`; each one's docstring says what it
@@ -53,7 +54,7 @@ from email.policy import HTTP as HTTP_POLICY
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, parse_qsl, quote
 
-from flux_testkit.httpfake import FakeService, Request
+from flux_testkit.httpfake import RESET, FakeService, Request
 from flux_testkit.httpfake import Reply as BaseReply
 
 __all__ = [
@@ -103,7 +104,7 @@ class Reply(BaseReply):
 @dataclass
 class _Scripted:
     #: (status, message): the fake's own error reply for that status, with that text.
-    reply: Reply | tuple[int, str | None] | None
+    reply: Reply | tuple[int, str | None] | object | None
     delay: float
     times: int
     path: str | None
@@ -204,7 +205,13 @@ class FakeProviderServer(FakeService):
         with self._lock:
             self._problems.append(problem)
 
-    def _dispatch(self, request: Received) -> Reply | None:
+    def reset_next(self, *, times: int = 1, path: str | None = None) -> None:
+        """Read the next ``times`` requests whole (to ``path``), then reset the connection
+        without answering: the provider got the request, the client never hears back."""
+        with self._lock:
+            self._script.append(_Scripted(RESET, 0.0, times, path))
+
+    def _dispatch(self, request: Received) -> Reply | object | None:
         with self._lock:
             self._requests.append(request)
             scripted = next(
@@ -244,6 +251,28 @@ def _is_address(text: object) -> bool:
 def _bearer(request: Received) -> str | None:
     value = request.headers.get("authorization", "")
     return value[len("Bearer ") :] if value.startswith("Bearer ") else None
+
+
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def _tags_ok(value: object, name: str, content: str) -> bool:
+    """SES message tags and Resend tags: a list of ``{name, value}`` whose both parts hold
+    only ASCII letters, digits, ``_`` and ``-`` (at most 256), as both document."""
+    return (
+        isinstance(value, list)
+        and all(isinstance(t, dict) and set(t) == {name, content} for t in value)
+        and all(
+            isinstance(t[k], str) and _TAG.fullmatch(t[k]) for t in value for k in (name, content)
+        )
+    )
+
+
+def _string_map(value: object, max_key: int = 10_000, max_value: int = 10_000) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= max_key and len(v) <= max_value
+        for k, v in value.items()
+    )
 
 
 def _unknown(data: Mapping[str, Any], allowed: Collection[str]) -> list[str]:
@@ -359,6 +388,10 @@ class PostmarkFake(FakeProviderServer):
             problem = "Headers must be a list of {Name, Value}"
         elif "ReplyTo" in data and not _is_address(data["ReplyTo"]):
             problem = "Invalid 'ReplyTo' address"
+        elif "Metadata" in data and not (
+            _string_map(data["Metadata"], 20, 80) and len(data["Metadata"]) <= 10
+        ):
+            problem = "Metadata must be at most 10 string fields (names <= 20, values <= 80)"
         elif data.get("MessageStream", "outbound") not in self.streams:
             problem = f"The message stream {data.get('MessageStream')!r} was not found"
         if problem:
@@ -526,6 +559,8 @@ def _sendgrid_problem(
         return "headers must be an object of strings"
     if bad := sorted(k for k in headers if k.lower() in reserved):
         return f"The following headers are reserved and cannot be set: {bad}"
+    if "custom_args" in data and not _string_map(data["custom_args"]):
+        return "custom_args must be an object of strings"
     return None
 
 
@@ -804,6 +839,8 @@ class ResendFake(FakeProviderServer):
             problem = ("validation_error", "Invalid `reply_to` field.")
         elif not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             problem = ("validation_error", "Invalid `headers` field.")
+        elif "tags" in data and not _tags_ok(data["tags"], "name", "value"):
+            problem = ("validation_error", "Tags may only contain ASCII letters, numbers, _ or -.")
         if problem:
             return self._refuse_named(request, 422, *problem)
         domain = email.utils.parseaddr(data["from"])[1].rpartition("@")[2].lower()
@@ -1181,4 +1218,6 @@ def _ses_problem(data: Mapping[str, Any], fields: Collection[str]) -> str | None
     headers = simple.get("Headers", [])
     if not _name_value_list(headers, "Name", "Value") or len(headers) > 15:
         return "Content.Simple.Headers must be at most 15 {Name, Value}"
+    if "EmailTags" in data and not _tags_ok(data["EmailTags"], "Name", "Value"):
+        return "EmailTags must be {Name, Value} of ASCII letters, numbers, _ or -"
     return None

@@ -207,6 +207,10 @@ class Faults:
     #: Sleep this long before the final reply to DATA (any outcome). A client that gives up
     #: and disconnects meanwhile leaves no message behind.
     delay_reply_seconds: float = 0.0
+    #: For the next N messages: take the whole message (up to the final dot), keep it (it is
+    #: in ``messages``: the relay has it and would deliver it), then abort the connection
+    #: without the final reply: the client cannot know the message went through.
+    drop_after_data: int = 0
 
 
 class ServerOptions(TypedDict, total=False):
@@ -1061,6 +1065,10 @@ class _Handler:
             peer=_peer(session),
         )
         faults = self._owner.faults  # re-read: the test may have changed it during the delay
+        if faults.drop_after_data > 0 and isinstance(server, _Session):
+            faults.drop_after_data -= 1
+            self._owner._record_message(received, accepted=True)
+            await server._tk_hang_up(abort=True)
         if faults.transient_failures > 0:
             faults.transient_failures -= 1
             reply = "451 4.3.0 Temporary failure"

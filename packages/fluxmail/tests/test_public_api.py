@@ -28,7 +28,8 @@ def test_public_names() -> None:
             "AsyncSMTPPool", "AuthError", "BulkSender", "EmailInstance", "EmailObject",
             "EmailTemplate", "FluxMail", "FluxMailException", "MessageTemplate", "PoolOptions",
             "RateLimit", "RecipientsRefused", "Reply", "SMTPConnectError", "SMTPPool",
-            "SMTPReplyError", "SMTPTimeoutError", "SendResult", "TLSError", "__version__",
+            "SMTPReplyError", "SMTPTimeoutError", "SendResult", "TLSError", "Unconfirmed",
+            "__version__", "format_address", "is_email", "parse_address",
         ]
     )  # fmt: skip
 
@@ -62,6 +63,18 @@ def test_create_signature() -> None:
         "attachments", "html_body", "plain_body", "in_reply_to", "references", "priority",
         "unsubscribe_url", "inline_images", "inline_css",
     ]  # fmt: skip
+
+
+def test_address_helpers_round_trip() -> None:
+    from fluxmail import format_address, is_email, parse_address
+
+    written = format_address('Acme, "Inc."', "hello@example.com")
+    assert written == '"Acme, \\"Inc.\\"" <hello@example.com>'
+    parsed = parse_address(written)
+    assert (parsed.display_name, parsed.addr_spec) == ('Acme, "Inc."', "hello@example.com")
+    assert format_address(None, "a@example.com") == "a@example.com"
+    assert is_email("a@example.com")
+    assert not is_email("a@example.com\r\nBcc: x@y.z")
 
 
 def test_exception_tree_subclasses_the_stdlib() -> None:

@@ -35,6 +35,7 @@ BAD_ENVIRONMENTS: dict[str, dict[str, str | None]] = {
         "GETFLUXLY_TEST_SEND_TIMEOUT": "-1",
         "GETFLUXLY_LOG_LEVEL": "LOUD",
         "GETFLUXLY_MULTI_TENANT_GUARD": "maybe",
+        "GETFLUXLY_PRIVATE_RELAY_ALLOWLIST": "relay.internal,10.0.0.0/33",  # no such CIDR
     },
     "missing key outside dev": {"GETFLUXLY_ENCRYPTION_KEYS": None},
 }

@@ -8,6 +8,7 @@
 """
 
 from fluxmail._version import __version__
+from fluxmail.addresses import format_address, is_email, parse_address
 from fluxmail.bulk import BulkSender
 from fluxmail.client import FluxMail
 from fluxmail.compose import MessageTemplate
@@ -23,6 +24,7 @@ from fluxmail.errors import (
 )
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.replies import Reply
+from fluxmail.protocol.transaction import Unconfirmed
 from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 from fluxmail.template import EmailTemplate
@@ -47,5 +49,9 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "TLSError",
+    "Unconfirmed",
     "__version__",
+    "format_address",
+    "is_email",
+    "parse_address",
 ]

@@ -1,4 +1,9 @@
-"""Email address checks: what may appear in a header or an envelope, and what may not."""
+"""Email address checks: what may appear in a header or an envelope, and what may not.
+
+Public (exported from ``fluxmail``, covered by the public-API test): :func:`is_email`,
+:func:`parse_address` and :func:`format_address`, for applications that check and write
+addresses exactly as FluxMail will send them. The rest of this module is internal.
+"""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from fluxmail.protocol.session import SessionPlan, TLSMode
 from fluxmail.result import SendResult
 from fluxmail.retry import RetryPolicy
 from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
-from fluxmail.transport.base import local_hostname
+from fluxmail.transport.base import Resolver, local_hostname
 
 if TYPE_CHECKING:
     from fluxmail.dkim import DKIMSigner
@@ -60,7 +60,10 @@ class FluxMail(LegacyAttributes):
     ``oauth2_token`` (a token, or a callable that returns a fresh one) logs in with XOAUTH2 as
     ``username``; ``min_tls_version`` ("TLSv1.2", "TLSv1.3" or an ``ssl.TLSVersion``) refuses
     older TLS, also on a given ``ssl_context``, which it raises if needed; ``dkim``
-    (a :class:`~fluxmail.dkim.DKIMSigner`) signs every message sent.
+    (a :class:`~fluxmail.dkim.DKIMSigner`) signs every message sent; ``resolve(host, port)``
+    replaces the system's name lookup for every connection (return the IP addresses to try;
+    raise ``OSError`` to refuse): the connection goes to what it returned and TLS still checks
+    the certificate against the host name (see :class:`~fluxmail.transport.ConnectionSettings`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class FluxMail(LegacyAttributes):
         oauth2_token: str | Callable[[], str] | None = None,
         min_tls_version: ssl.TLSVersion | str | None = None,
         dkim: DKIMSigner | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         if use_tls and use_ssl:
             raise FluxMailException(
@@ -114,6 +118,7 @@ class FluxMail(LegacyAttributes):
         self._credentials = _credentials(username, password, oauth2_token)
         self.min_tls_version = _tls_version(min_tls_version)
         self.dkim = dkim
+        self.resolve = resolve
         self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
         # None waits without limit, as 0.3.x (and smtplib) did.
         self.timeout = None if timeout is None else check_number(timeout, "timeout", positive=True)
@@ -531,6 +536,7 @@ class FluxMail(LegacyAttributes):
             self.ssl_context,
             self.logger,
             self.min_tls_version,
+            self.resolve,
         )
 
     def _require_draft(self) -> Draft:

@@ -250,9 +250,14 @@ class _PoolBase(Generic[C]):
 
     def _keep(self, conn: C) -> bool:
         """Park ``conn`` for reuse; False if the pool is closed or it cannot be reused."""
-        if self._closed or not self.options.reusable(conn, time.monotonic()):
+        if not self.options.reusable(conn, time.monotonic()):
             return False
+        # ``_closed`` is read under the lock that close() sets it under: otherwise a thread
+        # finishing a send could park its connection just after close() drained the idle
+        # list, and that connection would never be closed.
         with self._idle_lock:
+            if self._closed:
+                return False
             self._idle.append((conn, time.monotonic()))
         return True
 
@@ -265,8 +270,8 @@ class _PoolBase(Generic[C]):
         return self._drain()
 
     def _drain(self) -> list[C]:
-        self._closed = True
         with self._idle_lock:
+            self._closed = True
             conns = [conn for conn, _ in self._idle]
             self._idle.clear()
         return conns

@@ -17,6 +17,7 @@ from getfluxly_server.api import browser, dev, errors, ingest, profiles, project
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
+from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.feature import Feature
@@ -36,9 +37,7 @@ FEATURES: tuple[Feature, ...] = (
 
 
 def build_context(settings: Settings) -> BuildContext:
-    return BuildContext(
-        timeout=settings.smtp_timeout, block_private_networks=settings.multi_tenant_guard
-    )
+    return BuildContext(timeout=settings.smtp_timeout, network=settings.network_policy)
 
 
 def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None = None) -> FastAPI:
@@ -81,15 +80,30 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     return app
 
 
+class DeliveryWorker(Worker):
+    """The worker, holding this process's provider clients (one per provider, kept between
+    messages) and closing them once it has stopped."""
+
+    def __init__(self, *args: Any, clients: ClientCache, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clients = clients
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        self.clients.close()
+
+
 def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
-    return Worker(
+    clients = ClientCache()
+    return DeliveryWorker(
         db,
         [
-            *delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
+            *delivery_jobs.handlers(db, settings.keyring, build_context(settings), clients),
             *ingest_jobs.handlers(db),
         ],
         lease_seconds=settings.job_lease_seconds,
         threads=threads or settings.worker_threads,
         backoff_cap_seconds=settings.job_backoff_cap_seconds,
         retention=timedelta(days=settings.job_retention_days),
+        clients=clients,
     )

@@ -258,6 +258,7 @@ def _run_one(
     ``shared``: what it shares with the other processes of ``--processes``."""
     from getfluxly_server.app import create_worker
 
+    log.info("email providers: %s", settings.network_policy.describe())
     worker = create_worker(settings, db) if with_worker else None
     if worker is not None:
         worker.start()
@@ -340,7 +341,7 @@ def _run_many(settings: Settings, host: str, port: int, count: int, *, with_work
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     from getfluxly_server.app import create_worker
 
-    log.info("worker started")
+    log.info("worker started; email providers: %s", settings.network_policy.describe())
     create_worker(settings, _database(settings)).run_forever()
     return 0
 
@@ -356,6 +357,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     schema.upgrade(db)
     catcher = devmode.Catcher(db, args.smtp_port)
     catcher.start()
+    settings = devmode.with_catcher(settings, catcher)
     try:
         install = devmode.prepare(settings, db, catcher)
         sys.stdout.write(devmode.exports(settings, install, catcher))

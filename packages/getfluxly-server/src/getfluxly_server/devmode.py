@@ -9,6 +9,9 @@ Caught mail belongs to one workspace: the one the sender logged in as (the catch
 workspace id as its AUTH login, any password: the provider registered here logs in with its
 own workspace's), else the dev install's own workspace (an app sending without AUTH).
 ``GET /v1/dev/messages`` shows a workspace its own mail only.
+
+Dev mode starts with ``GETFLUXLY_MULTI_TENANT_GUARD`` on too: :func:`with_catcher` allows the
+catcher's exact address (127.0.0.1 and its port) under the guard, and nothing else on loopback.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import logging
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy
 from email.parser import BytesParser
 from typing import Any
@@ -139,6 +142,13 @@ class DevInstall:
     provider_id: str
 
 
+def with_catcher(settings: Settings, catcher: Catcher) -> Settings:
+    """``settings`` whose network policy lets providers reach the catcher even under the
+    multi-tenant guard (by its exact host and port, nothing else on this machine)."""
+    allowed = settings.private_relay_allowlist.with_endpoint("127.0.0.1", catcher.port)
+    return replace(settings, private_relay_allowlist=allowed)
+
+
 def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
     """Workspace, project and fresh keys; the catcher registered (and verified) as provider."""
     with db.transaction() as session:
@@ -204,4 +214,4 @@ def exports(settings: Settings, install: DevInstall, catcher: Catcher) -> str:
     return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
-__all__ = ["Catcher", "DevInstall", "exports", "prepare"]
+__all__ = ["Catcher", "DevInstall", "exports", "prepare", "with_catcher"]

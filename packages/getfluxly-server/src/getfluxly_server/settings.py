@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from getfluxly_server.crypto import Keyring, KeyringError
+from getfluxly_server.delivery.netguard import NetworkPolicy
 
 DEFAULT_DATA_DIR = ".getfluxly"
 
@@ -39,6 +40,9 @@ class Settings:
     port: int = 8000
     #: Refuse email providers on private and loopback networks (for multi-tenant installs).
     multi_tenant_guard: bool = False
+    #: Under the guard, still allowed: host names and IP networks (GETFLUXLY_PRIVATE_RELAY_
+    #: ALLOWLIST); the policy's ``guard`` flag is not used (``multi_tenant_guard`` is).
+    private_relay_allowlist: NetworkPolicy = field(default_factory=NetworkPolicy)
     job_lease_seconds: float = 60.0
     worker_threads: int = 4
     #: The longest a failed job waits before its retry (kinds may set a cap of their own).
@@ -53,6 +57,12 @@ class Settings:
     rate_limit_per_second: float = 1000.0
     rate_limit_burst: int = 2000
     dev: bool = False
+
+    @property
+    def network_policy(self) -> NetworkPolicy:
+        """Where provider connections may go: the guard's mode with the allow-list (and, in
+        dev mode, the catcher's own address)."""
+        return replace(self.private_relay_allowlist, guard=self.multi_tenant_guard)
 
     @classmethod
     def from_env(
@@ -83,6 +93,7 @@ class Settings:
             "host": env.get("GETFLUXLY_HOST", "127.0.0.1"),
             "port": reader.integer("GETFLUXLY_PORT", 8000, 1, 65535),
             "multi_tenant_guard": reader.flag("GETFLUXLY_MULTI_TENANT_GUARD", False),
+            "private_relay_allowlist": reader.allowlist("GETFLUXLY_PRIVATE_RELAY_ALLOWLIST"),
             "job_lease_seconds": reader.number("GETFLUXLY_JOB_LEASE_SECONDS", 60.0, 1.0),
             "worker_threads": reader.integer("GETFLUXLY_WORKER_THREADS", 4, 1, 256),
             "job_backoff_cap_seconds": reader.number(
@@ -173,6 +184,20 @@ class _Reader:
             self.problems.append(f"{name}={raw!r} must be an http(s):// URL")
             return default
         return raw.rstrip("/")
+
+    def allowlist(self, name: str) -> NetworkPolicy:
+        raw = self._raw(name)
+        if raw is None:
+            return NetworkPolicy()
+        try:
+            hosts, networks = NetworkPolicy.parse_allowlist(raw)
+        except ValueError as exc:
+            self.problems.append(
+                f"{name}: {exc}; list host names and CIDR networks separated by commas, "
+                "such as relay.internal,10.20.0.0/16"
+            )
+            return NetworkPolicy()
+        return NetworkPolicy(allowed_hosts=hosts, allowed_networks=networks)
 
     def keyring(self, dev_dir: Path | None) -> Keyring | None:
         raw = self._raw("GETFLUXLY_ENCRYPTION_KEYS")

@@ -4,6 +4,12 @@ With PIPELINING (RFC 2920) a transaction's MAIL, RCPTs and DATA go out in one wr
 goes further: each message's content is written together with the next message's MAIL, RCPTs
 and DATA ("message content is allowed to be the first command in a group"), so a steady
 stream costs one round trip per message instead of two (or four without pipelining).
+
+When the transport fails while a message's content is on its way (written, or written and its
+final reply awaited), nobody knows whether the server took the message. The transport throws
+its error into the conversation at the ``yield`` that was waiting; the conversations here turn
+it into an :class:`Unconfirmed` error for exactly the messages concerned, so a caller that must
+never send a message twice can tell "not sent" from "perhaps sent".
 """
 
 from __future__ import annotations
@@ -11,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fluxmail.errors import FluxMailException, RecipientsRefused, SMTPReplyError
+from fluxmail.errors import (
+    FluxMailException,
+    RecipientsRefused,
+    SMTPConnectError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+)
 from fluxmail.protocol.commands import Envelope, Extensions, command, mail_from, rcpt_to
 from fluxmail.protocol.data import encode_data
 from fluxmail.protocol.ops import Conversation, Exchange, exchange
@@ -23,6 +35,38 @@ RSET = command("RSET")
 END_OF_EMPTY_DATA = b".\r\n"
 
 Outcome = SendResult | FluxMailException
+
+
+class Unconfirmed(FluxMailException):
+    """Marks an error that struck after a message's content was sent and before the server's
+    final reply to it: the server may have accepted (and may deliver) the message.
+
+    The error keeps its class and code (``connection_lost``, ``timeout``...), so FluxMail's own
+    retries treat it as the broken connection it is and send again (at least once). A caller
+    that must never send a message twice (a ledger) sends with ``max_retries=0`` and treats
+    ``isinstance(exc, Unconfirmed)`` as "outcome unknown", never to be resent automatically.
+    """
+
+
+class UnconfirmedConnectError(SMTPConnectError, Unconfirmed):
+    """The connection broke after the message's content was sent (see :class:`Unconfirmed`)."""
+
+
+class UnconfirmedTimeoutError(SMTPTimeoutError, Unconfirmed):
+    """The server's final reply did not come in time (see :class:`Unconfirmed`)."""
+
+
+def unconfirmed(error: FluxMailException) -> FluxMailException:
+    """``error`` (a transport failure) marked :class:`Unconfirmed`, its code kept, chained."""
+    if isinstance(error, Unconfirmed | SMTPReplyError):
+        return error
+    timed_out = isinstance(error, SMTPTimeoutError)
+    kind = UnconfirmedTimeoutError if timed_out else UnconfirmedConnectError
+    marked = kind(
+        f"{error} (after the message was sent: the server may have accepted it)", error.code
+    )
+    marked.__cause__ = error
+    return marked
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +158,14 @@ def send_message(
             # the empty transaction rather than send the message to nobody.
             yield from exchange(END_OF_EMPTY_DATA)
         raise verdict.error
-    return _finish(verdict, (yield from exchange(prepared.payload)))
+    try:
+        final = yield from exchange(prepared.payload)
+    except FluxMailException as exc:  # thrown in by the transport: see the module doc
+        marked = unconfirmed(exc)
+        if marked is exc:
+            raise
+        raise marked  # noqa: B904 - chained to ``exc`` by unconfirmed()
+    return _finish(verdict, final)
 
 
 def send_pipelined(
@@ -135,6 +186,11 @@ def send_pipelined(
             except SMTPReplyError as exc:
                 outcomes[index] = exc
                 yield from exchange(RSET)
+            except Unconfirmed as exc:
+                outcomes[index] = exc
+                # The rest were not sent: they get the transport's own error.
+                cause = exc.__cause__
+                raise cause if isinstance(cause, FluxMailException) else exc  # noqa: B904
         return
 
     # Bytes to write ahead of the next envelope (the previous payload, a RSET...), and what
@@ -147,8 +203,10 @@ def send_pipelined(
         except FluxMailException as exc:
             outcomes[index] = exc
             continue
-        replies = yield Exchange(
-            ahead + prepared.commands + DATA, len(settles) + prepared.replies + 1
+        replies = yield from _in_flight(
+            Exchange(ahead + prepared.commands + DATA, len(settles) + prepared.replies + 1),
+            settles,
+            outcomes,
         )
         _settle(settles, replies[: len(settles)], outcomes)
         mail, rcpts, data = replies[len(settles)], replies[len(settles) + 1 : -1], replies[-1]
@@ -163,7 +221,23 @@ def send_pipelined(
         if mail.ok:  # a transaction was opened: close it before the next MAIL
             ahead, settles = ahead + RSET, [*settles, None]
     if ahead:
-        _settle(settles, (yield Exchange(ahead, len(settles))), outcomes)
+        last = yield from _in_flight(Exchange(ahead, len(settles)), settles, outcomes)
+        _settle(settles, last, outcomes)
+
+
+def _in_flight(
+    op: Exchange, settles: list[tuple[int, _Verdict] | None], outcomes: dict[int, Outcome]
+) -> Conversation[tuple[Reply, ...]]:
+    """Yield ``op``, which carries the content of the messages in ``settles``; if the transport
+    fails meanwhile, those messages are :class:`Unconfirmed` (the others, not yet sent, are
+    left to the caller, which settles them with the transport's own error)."""
+    try:
+        return (yield op)
+    except FluxMailException as exc:  # thrown in by the transport: see the module doc
+        for pending in settles:
+            if pending is not None:
+                outcomes[pending[0]] = unconfirmed(exc)
+        raise
 
 
 def _settle(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from fluxmail.transport.base import (
     connection_closed,
     data_before_tls,
     handshake_aborted,
+    report_failure,
 )
 
 T = TypeVar("T")
@@ -113,13 +115,32 @@ class AsyncConnection(ConnectionBase):
         stream = _ReplyStream(settings.address)
         try:
             async with asyncio.timeout(settings.timeout):
-                await loop.create_connection(
-                    lambda: stream,
-                    settings.host,
-                    settings.port,
-                    ssl=settings.tls_context() if implicit else None,
-                    server_hostname=settings.host if implicit else None,
-                )
+                addresses: Sequence[str] = (settings.host,)
+                if settings.resolve is not None:
+                    # The resolver may look names up (blocking): not on the event loop. The
+                    # connection then goes to what it returned, the name kept for TLS.
+                    resolved = await loop.run_in_executor(
+                        None, settings.resolve, settings.host, settings.port
+                    )
+                    addresses = tuple(resolved)
+                    if not addresses:
+                        raise ConnectionRefusedError(f"{settings.host} has no address")
+                for index, address in enumerate(addresses):
+                    stream = _ReplyStream(settings.address)
+                    try:
+                        await loop.create_connection(
+                            lambda stream=stream: stream,
+                            address,
+                            settings.port,
+                            ssl=settings.tls_context() if implicit else None,
+                            server_hostname=settings.host if implicit else None,
+                        )
+                        break
+                    except ssl.SSLError:
+                        raise  # the address answered: trying another will not fix TLS
+                    except OSError:
+                        if index == len(addresses) - 1:
+                            raise
         except OSError as exc:
             hung_up = isinstance(exc, ConnectionError | EOFError)
             if implicit and hung_up and not isinstance(exc, ConnectionRefusedError):
@@ -224,7 +245,11 @@ class AsyncConnection(ConnectionBase):
             raise
         except (OSError, FluxMailException) as exc:
             await self._drop()
-            raise self._map_error(exc, connecting=False) from exc
+            error = self._map_error(exc, connecting=False)
+            final = report_failure(conversation, error)
+            if final is not error:
+                raise final  # noqa: B904 - the conversation's own, chained to ``error``
+            raise error from exc
         except BaseException:
             # Anything else (a caller's callback raising, a cancellation) leaves the session
             # in an unknown state: drop it rather than reuse it.

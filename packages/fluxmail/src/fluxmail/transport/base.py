@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPTimeoutError, TLSError
 from fluxmail.logs import Log, log
-from fluxmail.protocol.ops import Exchange
+from fluxmail.protocol.ops import Conversation, Exchange
 from fluxmail.protocol.replies import Reply
 from fluxmail.protocol.session import ServerInfo, SessionPlan
 
@@ -22,9 +24,20 @@ def local_hostname() -> str:
     return name if name.isascii() and " " not in name else "localhost"
 
 
+#: ``resolve(host, port)``: the IP addresses to connect to, in order of preference.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Where and how to connect; shared by every connection a client opens."""
+    """Where and how to connect; shared by every connection a client opens.
+
+    ``resolve``, when given, replaces the system's name lookup: it is called once per
+    connection with ``(host, port)`` and returns the IP addresses to try, in order (it may
+    check them, and raise an :class:`OSError` or a FluxMail error to refuse). The connection
+    then goes to those addresses only, never looking the name up again (no DNS rebinding
+    between a check and the connect), while TLS still checks the certificate against ``host``.
+    """
 
     host: str
     port: int
@@ -34,6 +47,7 @@ class ConnectionSettings:
     ssl_context: ssl.SSLContext | None = None
     logger: Log = field(default=log, repr=False)
     min_tls_version: ssl.TLSVersion | None = None
+    resolve: Resolver | None = field(default=None, compare=False)
 
     @property
     def address(self) -> str:
@@ -103,6 +117,32 @@ class ConnectionBase:
         if connecting:
             return SMTPConnectError(f"Could not connect to {where}: {exc}", "connection_failed")
         return SMTPConnectError(f"Connection to {where} broke: {exc}", "connection_lost")
+
+
+def connect_tcp(settings: ConnectionSettings) -> socket.socket:
+    """A TCP connection to the relay: through ``settings.resolve`` when set (each address in
+    turn, the last failure raised), else the system's lookup (``socket.create_connection``)."""
+    if settings.resolve is None:
+        return socket.create_connection((settings.host, settings.port), settings.timeout)
+    failure: OSError | None = None
+    for address in settings.resolve(settings.host, settings.port):
+        try:
+            return socket.create_connection((address, settings.port), settings.timeout)
+        except OSError as exc:
+            failure = exc
+    raise failure or ConnectionRefusedError(f"{settings.host} has no address to connect to")
+
+
+def report_failure(conversation: Conversation[Any], error: FluxMailException) -> FluxMailException:
+    """Throw a transport failure into the conversation that was waiting on it, so it can mark
+    the messages whose fate it leaves unknown; returns the error to raise (its own or the
+    conversation's)."""
+    try:
+        conversation.throw(error)
+    except FluxMailException as final:
+        return final
+    conversation.close()  # it asked for more I/O on a dead connection: it cannot have any
+    return error
 
 
 def _preview(data: bytes, limit: int = 200) -> str:

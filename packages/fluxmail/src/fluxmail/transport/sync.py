@@ -14,7 +14,13 @@ from fluxmail.protocol.replies import Reply, ReplyParser
 from fluxmail.protocol.session import ServerInfo, open_session, simple
 from fluxmail.protocol.transaction import Outcome, send_message, send_pipelined
 from fluxmail.result import SendResult
-from fluxmail.transport.base import ConnectionBase, connection_closed, data_before_tls
+from fluxmail.transport.base import (
+    ConnectionBase,
+    connect_tcp,
+    connection_closed,
+    data_before_tls,
+    report_failure,
+)
 
 T = TypeVar("T")
 
@@ -34,7 +40,7 @@ class SyncConnection(ConnectionBase):
         settings = self.settings
         self._parser = ReplyParser()
         try:
-            sock = socket.create_connection((settings.host, settings.port), settings.timeout)
+            sock = connect_tcp(settings)
             # We write whole command groups at once; Nagle would only hold the last segment
             # back until the server's (delayed) ACK, costing up to 40 ms per round trip.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,7 +122,11 @@ class SyncConnection(ConnectionBase):
             raise
         except (OSError, FluxMailException) as exc:
             self._abort()
-            raise self._map_error(exc, connecting=False) from exc
+            error = self._map_error(exc, connecting=False)
+            final = report_failure(conversation, error)
+            if final is not error:
+                raise final  # noqa: B904 - the conversation's own, chained to ``error``
+            raise error from exc
         except BaseException:
             # Anything else (a caller's callback raising, a cancellation) leaves the session
             # in an unknown state: drop it rather than reuse it.

@@ -1,5 +1,6 @@
-"""What the HTTP API connectors share: the ``api_url`` rule, one request at a time over httpx,
-and turning transport failures and HTTP statuses into the contract's DeliveryError codes.
+"""What the HTTP API connectors share: the ``api_url`` rule, one kept httpx client per
+provider, and turning transport failures and HTTP statuses into the contract's codes and
+:class:`~getfluxly_server.delivery.base.Outcome`.
 
 Contract of every connector built on this module:
 
@@ -8,49 +9,69 @@ Contract of every connector built on this module:
   plain ``http`` is accepted only for a loopback host (``localhost``, 127/8, ``::1``), which
   is how tests and local fakes are reached. A bad ``api_url`` raises
   ``DeliveryError("validation_error")`` when the client is built (the API answers 400).
-- Before any request the host goes through :func:`check_host_allowed` (the operator's
-  private-network guard), as the SMTP adapter does.
-- One short-lived ``httpx.Client`` per request (the ProviderClient protocol has no close(),
-  so nothing may be left open), ``timeout`` from the BuildContext for each of connect, write,
-  read and pool; redirects are never followed (a redirect could lead past the network guard);
-  at most :data:`MAX_RESPONSE_BYTES` of an answer are read.
-- Transport failures: connection refused (or reset/closed early) -> ``connection_refused``
-  (transient), timeout -> ``timeout`` (transient), name resolution -> ``dns_failed``, TLS
-  handshake or certificate -> ``tls_failed``.
-- HTTP statuses (:func:`classify_status`), unless a connector knows better from the body:
-  401/403 -> ``auth_failed``; 408, 429 and 5xx -> ``deferred`` (transient); other 4xx ->
-  ``rejected``; anything else that is not 2xx -> ``unexpected_response``.
-- No secret ever appears in an error detail: every detail goes through :meth:`HTTPAPI.redact`,
-  which replaces each secret the connector registered (API key, token, ...) wherever it occurs,
-  including in text the provider echoed back. Secrets travel only in request headers (never in
-  URLs), so httpx's own exception messages cannot carry them either.
+- With the multi-tenant guard on, every connection goes through the network policy's
+  transport (:mod:`.netguard`): the host is resolved once at connect time and every address
+  checked; a refusal looks exactly like a refused connection.
+- With ``BuildContext.keep_connections`` (clients a worker's ClientCache holds): one
+  ``httpx.Client`` per provider client, made on first use and kept (connections stay warm
+  between messages; the client is thread-safe), closed by :meth:`HTTPAPI.close` once the
+  requests still running have finished. Without it, one short-lived client per request.
+  ``timeout`` from the BuildContext for each of connect, write, read and pool; redirects are
+  never followed (a redirect could lead past the network guard); at most
+  :data:`MAX_RESPONSE_BYTES` of an answer are read.
+- Transport failures: connection refused (or reset/closed before the request went out) ->
+  ``connection_refused``, TRANSIENT; a connect/write timeout -> ``timeout``, TRANSIENT; name
+  resolution -> ``dns_failed``, TRANSIENT; TLS handshake or certificate -> ``tls_failed``,
+  PERMANENT. For a request that hands a message over, a read timeout or a connection lost
+  after the request was sent is UNKNOWN (``timeout`` / ``delivery_unknown``): the provider
+  may have taken the message.
+- HTTP statuses (:func:`classify_status`), unless a connector knows better: 401/403 ->
+  ``auth_failed``; 408, 429 and 5xx -> ``deferred`` (TRANSIENT, with ``Retry-After`` kept);
+  other 4xx -> ``rejected`` (PERMANENT); anything else that is not 2xx ->
+  ``unexpected_response`` (PERMANENT).
+- No upstream text in any error: a detail names the status with its standard reason phrase
+  and our own advice (chosen from the status and the provider's documented error codes),
+  never the answer's body or reason phrase, since ``api_url`` may point anywhere. No secret
+  ever appears either: every detail goes through :meth:`HTTPAPI.redact`, and secrets travel
+  only in request headers (never in URLs), so httpx's own exception messages cannot carry
+  them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import functools
+import http
 import ipaddress
 import json
+import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
-from getfluxly_server.delivery.base import BuildContext, DeliveryError, Field, check_host_allowed
+from getfluxly_server.delivery.base import BuildContext, DeliveryError, Field, Outcome
+
+log = logging.getLogger("getfluxly.delivery")
 
 #: The optional base-URL setting every HTTP provider kind takes (default: the real API).
 API_URL = Field("api_url", required=False)
 #: Provider answers are small JSON documents; more than this is not worth holding in memory
 #: (an operator-chosen api_url could point anywhere).
 MAX_RESPONSE_BYTES = 1 << 20
-#: How much of a provider's own error text makes it into a detail.
+#: How long a line of text from a provider may be where one is shown (warnings).
 MAX_MESSAGE_CHARS = 300
+#: The longest Retry-After we keep (an hour); longer waits are the worker's backoff's job.
+MAX_RETRY_AFTER = 3600.0
 USER_AGENT = "GetFluxly (+https://getfluxly.com)"
 
 #: What to try, by code, where a connector has nothing more specific to say.
@@ -63,6 +84,7 @@ ADVICE = {
     "tls_failed": "The api_url must speak HTTPS with a trusted certificate; a TLS-intercepting "
     "proxy needs its CA in this server's trust store",
     "deferred": "The provider is busy or unavailable; trying again later may succeed",
+    "delivery_unknown": "Check the message in the provider's logs before sending it again",
 }
 
 
@@ -202,28 +224,59 @@ def _chain(exc: BaseException) -> Iterable[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def transport_code(exc: httpx.HTTPError) -> tuple[str, bool]:
-    """(code, transient) for a failure before any HTTP answer arrived."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout", True
+def transport_code(exc: httpx.HTTPError, *, delivers: bool = False) -> tuple[str, Outcome]:
+    """(code, outcome) for a failure before any HTTP answer arrived; ``delivers``: the request
+    hands a message over, so a failure after it was sent leaves the message UNKNOWN."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return "timeout", Outcome.UNKNOWN if delivers else Outcome.TRANSIENT
+    if isinstance(exc, httpx.TimeoutException):  # connect, write or pool: nothing handed over
+        return "timeout", Outcome.TRANSIENT
+    if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError) and delivers:
+        return "delivery_unknown", Outcome.UNKNOWN
     for cause in _chain(exc):
         if isinstance(cause, ssl.SSLError):
-            return "tls_failed", False
+            return "tls_failed", Outcome.PERMANENT
         if isinstance(cause, socket.gaierror):
-            return "dns_failed", False
+            return "dns_failed", Outcome.TRANSIENT
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         # httpcore may re-raise with only the message kept; recognise the usual texts too.
         if "SSL" in text or "certificate" in text.lower():
-            return "tls_failed", False
+            return "tls_failed", Outcome.PERMANENT
         if "Name or service not known" in text or "nodename nor servname" in text:
-            return "dns_failed", False
+            return "dns_failed", Outcome.TRANSIENT
     # Refused, reset, or closed before answering: all mean "nobody served us here".
-    return "connection_refused", True
+    return "connection_refused", Outcome.TRANSIENT
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """The provider's ``Retry-After`` in seconds (delta or HTTP date), capped; None if absent
+    or unreadable."""
+    raw = (headers.get("Retry-After") or "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return min(float(raw), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
+
+
+def status_line(status: int) -> str:
+    """``429 Too Many Requests``: the status with its standard phrase (never the server's)."""
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 class HTTPAPI:
-    """One provider's API as a connector talks to it: base URL, network policy, secrets.
+    """One provider's API as a connector talks to it: base URL, network policy, secrets, and
+    the kept httpx client. Thread-safe.
 
     ``secrets`` are the values to keep out of every detail this object produces.
     """
@@ -241,6 +294,10 @@ class HTTPAPI:
         self.context = context
         # Longest first, so a secret that contains another is removed whole.
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._in_flight = 0
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"HTTPAPI({self.label!r}, {str(self.base)!r})"
@@ -253,18 +310,50 @@ class HTTPAPI:
         """The base URL with ``path`` (which starts with ``/``) appended to its path prefix."""
         return httpx.URL(str(self.base).rstrip("/") + path)
 
-    def check_host(self) -> list[str]:
-        """Apply the operator's private-network guard to the API host; returns warnings."""
-        try:
-            return check_host_allowed(self.host, self.context)
-        except DeliveryError as exc:
-            detail = self.redact(exc.detail)
-            raise DeliveryError(exc.code, detail, transient=exc.transient) from None
-
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return text
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self.context.timeout,
+            follow_redirects=False,
+            **self.context.network.http_client_options(_tls_context()),
+        )
+
+    def _acquire(self) -> httpx.Client:
+        """The kept client (``keep_connections``), else one for this request only."""
+        if not self.context.keep_connections:
+            return self._new_client()
+        with self._lock:
+            if self._closing:
+                raise DeliveryError(
+                    "connection_refused", f"The {self.label} client was closed", transient=True
+                )
+            if self._client is None:
+                self._client = self._new_client()
+            self._in_flight += 1
+            return self._client
+
+    def _release(self) -> None:
+        if not self.context.keep_connections:
+            return
+        with self._lock:
+            self._in_flight -= 1
+            last = self._closing and self._in_flight == 0
+            client, self._client = (self._client, None) if last else (None, self._client)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        """Close the kept client once the requests still running are done. Idempotent."""
+        with self._lock:
+            self._closing = True
+            idle = self._in_flight == 0
+            client, self._client = (self._client, None) if idle else (None, self._client)
+        if client is not None:
+            client.close()
 
     def call(
         self,
@@ -275,8 +364,12 @@ class HTTPAPI:
         json_body: Any = None,
         form: list[tuple[str, str]] | None = None,
         content: bytes | None = None,
+        delivers: bool = False,
     ) -> Answer:
-        """Send one request and read the answer; raises DeliveryError when none arrives."""
+        """Send one request and read the answer; raises DeliveryError when none arrives.
+
+        ``delivers``: the request hands a message over (see :func:`transport_code`).
+        """
         url = self.url(path)
         sent_headers = {"User-Agent": USER_AGENT, **headers}
         if form is not None:
@@ -284,11 +377,10 @@ class HTTPAPI:
             content = urlencode(form).encode("ascii")
             sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
         started = time.perf_counter()
+        client = self._acquire()
         try:
             with (
-                httpx.Client(
-                    timeout=self.context.timeout, follow_redirects=False, verify=_tls_context()
-                ) as client,
+                client if not self.context.keep_connections else contextlib.nullcontext(),
                 client.stream(
                     method, url, headers=sent_headers, json=json_body, content=content
                 ) as response,
@@ -299,7 +391,9 @@ class HTTPAPI:
                     if len(body) >= MAX_RESPONSE_BYTES:
                         break  # enough to classify; the rest is not worth reading
         except httpx.HTTPError as exc:
-            raise self.transport_error(exc) from exc
+            raise self.transport_error(exc, delivers=delivers) from exc
+        finally:
+            self._release()
         return Answer(
             status=response.status_code,
             reason=response.reason_phrase,
@@ -308,56 +402,72 @@ class HTTPAPI:
             elapsed_ms=round((time.perf_counter() - started) * 1000),
         )
 
-    def transport_error(self, exc: httpx.HTTPError) -> DeliveryError:
-        code, transient = transport_code(exc)
+    def transport_error(self, exc: httpx.HTTPError, *, delivers: bool = False) -> DeliveryError:
+        code, outcome = transport_code(exc, delivers=delivers)
         what = {
             "timeout": f"{self.label} did not answer within {self.context.timeout:g}s",
             "tls_failed": f"The TLS handshake with {self.host} failed",
             "dns_failed": f"Could not resolve {self.host}",
             "connection_refused": f"Could not connect to {self.label} at {self.host}",
+            "delivery_unknown": f"The connection to {self.label} was lost before it answered",
         }[code]
-        # Redact before shortening: a cut could leave part of a secret unrecognisable.
-        reason = one_line(self.redact(str(exc))) if str(exc) else type(exc).__name__
-        return DeliveryError(
-            code, self.redact(f"{what} ({reason}). {ADVICE[code]}"), transient=transient
-        )
+        # The low-level reason stays in the log: in a detail it would tell a refused port
+        # from a filtered one (or the network guard's refusal), which is a port scanner.
+        log.info("%s: %s (%s)", self.label, what, self.redact(one_line(str(exc) or repr(exc))))
+        detail = f"{what}. {ADVICE[code]}"
+        if outcome is Outcome.UNKNOWN:
+            detail += "; the message may have been accepted, so it is not sent again automatically"
+        return DeliveryError(code, self.redact(detail), outcome=outcome)
 
     def error(
         self,
         answer: Answer,
-        message: str | None,
+        message: str | None = None,
         *,
         code: str | None = None,
         transient: bool | None = None,
         advice: str | None = None,
+        name: str | None = None,
     ) -> DeliveryError:
-        """A DeliveryError for a non-2xx ``answer``; ``message`` is the provider's own text.
+        """A DeliveryError for a non-2xx (or refused 2xx) ``answer``.
 
-        ``code``/``transient`` default to :func:`classify_status`; ``advice`` to :data:`ADVICE`.
+        ``message`` (the provider's own text) is never shown: ``api_url`` may point at any
+        service, whose answers must not be echoed; the detail is the status, its standard
+        phrase, ``name`` (a documented error name the connector recognised from its own fixed
+        list, never free text) and ``advice``. ``code``/``transient`` default to
+        :func:`classify_status`, ``advice`` to :data:`ADVICE`.
         """
+        del message  # deliberately unused: see the docstring
         default_code, default_transient = classify_status(answer.status)
         code = code or default_code
-        detail = f"{self.label} answered HTTP {answer.status}"
-        if message:
-            # Redact before shortening: a cut could leave part of a secret unrecognisable.
-            detail += f": {one_line(self.redact(str(message)))}"
+        is_transient = default_transient if transient is None else transient
+        detail = f"{self.label} answered HTTP {status_line(answer.status)}"
+        if name:
+            detail += f" ({name})"
         advice = advice if advice is not None else ADVICE.get(code)
         if advice:
             detail += f". {advice}"
         return DeliveryError(
             code,
             self.redact(detail),
-            transient=default_transient if transient is None else transient,
+            outcome=Outcome.TRANSIENT if is_transient else Outcome.PERMANENT,
+            reply=status_line(answer.status),
+            retry_after=retry_after(answer.headers) if is_transient else None,
         )
 
-    def unexpected(self, answer: Answer, what: str) -> DeliveryError:
-        """A 2xx answer we cannot use (the provider changed, or api_url points elsewhere)."""
+    def unexpected(
+        self, answer: Answer, what: str, *, outcome: Outcome = Outcome.PERMANENT
+    ) -> DeliveryError:
+        """A 2xx answer we cannot use (the provider changed, or api_url points elsewhere).
+        After a send, pass ``outcome=UNKNOWN``: the message may have been taken."""
         return DeliveryError(
             "unexpected_response",
             self.redact(
-                f"{self.label} answered HTTP {answer.status} but {what}; check that api_url "
-                f"points at the {self.label} API"
+                f"{self.label} answered HTTP {status_line(answer.status)} but {what}; check "
+                f"that api_url points at the {self.label} API"
             ),
+            outcome=outcome,
+            reply=status_line(answer.status),
         )
 
 

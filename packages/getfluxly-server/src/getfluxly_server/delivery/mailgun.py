@@ -33,10 +33,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
 )
@@ -48,6 +51,7 @@ from getfluxly_server.delivery.http import (
     mailbox,
     one_line,
     require_body,
+    status_line,
 )
 
 REGION_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
@@ -65,7 +69,7 @@ def _message(answer: Answer) -> str:
     return str(message) if message else answer.text()
 
 
-class MailgunProvider:
+class MailgunProvider(ClientBase):
     """A Mailgun sending domain, reached with an API key."""
 
     def __init__(
@@ -110,7 +114,7 @@ class MailgunProvider:
         return self._api.error(answer, message, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", f"/v3/domains/{self.domain}", headers=self._headers())
         if answer.status == 404:
             raise self._api.error(
@@ -130,8 +134,9 @@ class MailgunProvider:
             raise self._api.unexpected(answer, "without the domain")
         state = domain.get("state")
         if state != "active":
+            shown = state if state in ("unverified", "disabled") else "not active"
             warnings.append(
-                f"Mailgun reports the domain {self.domain} as {one_line(state, 40)}: add the "
+                f"Mailgun reports the domain {self.domain} as {shown}: add the "
                 "DNS records Mailgun lists for it, then check again"
             )
         if domain.get("type") == "sandbox":
@@ -154,7 +159,6 @@ class MailgunProvider:
         raise self._error(refused, sending=False)
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("Mailgun", email.text, email.html)
         form = [("from", mailbox(email.from_email, email.from_name))]
         form += [("to", address) for address in email.to]
@@ -165,19 +169,30 @@ class MailgunProvider:
             form.append(("html", email.html))
         if email.reply_to:
             form.append(("h:Reply-To", email.reply_to))
-        form += [(f"h:{name}", value) for name, value in email.headers.items()]
+        form += [(f"h:{name}", value) for name, value in email.all_headers().items()]
+        if email.message_id:  # user variables come back in Mailgun's events and webhooks
+            form.append((f"v:{MESSAGE_ID_FIELD}", email.message_id))
         answer = self._api.call(
-            "POST", f"/v3/{self.domain}/messages", headers=self._headers(), form=form
+            "POST",
+            f"/v3/{self.domain}/messages",
+            headers=self._headers(),
+            form=form,
+            delivers=True,
         )
         if not answer.ok:
             raise self._error(answer, sending=True)
         data = answer.object()
         message_id = str(data.get("id") or "").strip("<>") or None
+        if message_id is None:
+            raise self._api.unexpected(answer, "without an id", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
             provider_message_id=message_id,
-            reply=f"{answer.status} {data.get('message') or answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 MAILGUN = ProviderKind(

@@ -25,10 +25,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
 )
@@ -38,8 +41,8 @@ from getfluxly_server.delivery.http import (
     Answer,
     credential,
     mailbox,
-    one_line,
     require_body,
+    status_line,
 )
 
 DEFAULT_URL = "https://api.postmarkapp.com"
@@ -58,7 +61,7 @@ _ADVICE = {
 }
 
 
-class PostmarkProvider:
+class PostmarkProvider(ClientBase):
     """A Postmark server, reached with its Server API token."""
 
     def __init__(
@@ -86,19 +89,18 @@ class PostmarkProvider:
         return self._api.error(answer, message, code=code, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/server", headers=self._headers())
         if not answer.ok:
             raise self._error(answer)
         server = answer.object()
         if server.get("DeliveryType") == "Sandbox":
-            name = server.get("Name")
-            which = f"The Postmark server {one_line(name)!r}" if name else "This Postmark server"
-            warnings.append(f"{which} is in Sandbox mode: it accepts mail but never delivers it")
+            warnings.append(
+                "This Postmark server is in Sandbox mode: it accepts mail but never delivers it"
+            )
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("Postmark", email.text, email.html)
         body: dict[str, Any] = {
             "From": mailbox(email.from_email, email.from_name),
@@ -112,24 +114,32 @@ class PostmarkProvider:
             body["HtmlBody"] = email.html
         if email.reply_to:
             body["ReplyTo"] = email.reply_to
-        if email.headers:
-            body["Headers"] = [{"Name": k, "Value": v} for k, v in email.headers.items()]
+        if headers := email.all_headers():
+            body["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
+        if email.message_id:  # Metadata comes back in Postmark's webhooks
+            body["Metadata"] = {MESSAGE_ID_FIELD: email.message_id}
         answer = self._api.call(
             "POST",
             "/email",
             headers={**self._headers(), "Content-Type": "application/json"},
             json_body=body,
+            delivers=True,
         )
         data = answer.object()
         # Postmark signals failure with a non-zero ErrorCode even where the status is 2xx.
         if not answer.ok or data.get("ErrorCode", 0) != 0:
             raise self._error(answer)
         message_id = data.get("MessageID")
+        if not message_id:
+            raise self._api.unexpected(answer, "without a MessageID", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
-            provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {data.get('Message') or answer.reason}",
+            provider_message_id=str(message_id),
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 POSTMARK = ProviderKind(

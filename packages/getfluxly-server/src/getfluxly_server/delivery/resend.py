@@ -23,10 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
 )
@@ -37,6 +40,7 @@ from getfluxly_server.delivery.http import (
     credential,
     mailbox,
     require_body,
+    status_line,
 )
 
 DEFAULT_URL = "https://api.resend.com"
@@ -46,7 +50,7 @@ DOMAIN_ADVICE = "Verify the from_email domain in Resend (Domains); until then Re
 DOMAIN_ADVICE += "sends from onboarding@resend.dev to your own address"
 
 
-class ResendProvider:
+class ResendProvider(ClientBase):
     """A Resend team, reached with an API key."""
 
     def __init__(
@@ -72,7 +76,7 @@ class ResendProvider:
         return self._api.error(answer, message)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/domains", headers=self._headers())
         if answer.status == 401 and answer.object().get("name") == "restricted_api_key":
             warnings.append(
@@ -90,7 +94,6 @@ class ResendProvider:
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("Resend", email.text, email.html)
         body: dict[str, Any] = {
             "from": mailbox(email.from_email, email.from_name),
@@ -103,22 +106,29 @@ class ResendProvider:
             body["html"] = email.html
         if email.reply_to:
             body["reply_to"] = email.reply_to
-        if email.headers:
-            body["headers"] = dict(email.headers)
+        if headers := email.all_headers():
+            body["headers"] = headers
+        if email.message_id:  # tags come back in Resend's webhooks
+            body["tags"] = [{"name": MESSAGE_ID_FIELD, "value": email.message_id}]
+        request_headers = {**self._headers(), "Content-Type": "application/json"}
+        if email.idempotency_key:  # Resend keeps it 24 hours: a resend answers the first id
+            request_headers["Idempotency-Key"] = email.idempotency_key
         answer = self._api.call(
-            "POST",
-            "/emails",
-            headers={**self._headers(), "Content-Type": "application/json"},
-            json_body=body,
+            "POST", "/emails", headers=request_headers, json_body=body, delivers=True
         )
         if not answer.ok:
             raise self._error(answer)
         message_id = answer.object().get("id")
+        if not message_id:
+            raise self._api.unexpected(answer, "without an id", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 RESEND = ProviderKind(

@@ -9,8 +9,7 @@ rather than saved and then failing every send.
 
 from __future__ import annotations
 
-from fluxmail import FluxMailException
-from fluxmail.addresses import format_address, parse_address
+from fluxmail import FluxMailException, format_address, parse_address
 from getfluxly_server.delivery.base import DeliveryError
 
 

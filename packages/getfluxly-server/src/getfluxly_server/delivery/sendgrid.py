@@ -25,14 +25,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
     OutgoingEmail,
     ProviderKind,
 )
-from getfluxly_server.delivery.http import API_URL, HTTPAPI, Answer, credential, require_body
+from getfluxly_server.delivery.http import (
+    API_URL,
+    HTTPAPI,
+    Answer,
+    credential,
+    require_body,
+    status_line,
+)
 
 DEFAULT_URL = "https://api.sendgrid.com"
 AUTH_ADVICE = "Check the API key (Settings → API Keys); it needs the Mail Send permission"
@@ -55,7 +64,7 @@ def _messages(answer: Answer) -> str:
     return answer.text()
 
 
-class SendGridProvider:
+class SendGridProvider(ClientBase):
     """A SendGrid account (or subuser), reached with an API key."""
 
     def __init__(
@@ -78,7 +87,7 @@ class SendGridProvider:
         return self._api.error(answer, message, advice=advice)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call("GET", "/v3/scopes", headers=self._headers())
         if not answer.ok:
             raise self._error(answer)
@@ -94,7 +103,6 @@ class SendGridProvider:
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("SendGrid", email.text, email.html)
         sender: dict[str, str] = {"email": email.from_email}
         if email.from_name:
@@ -113,21 +121,27 @@ class SendGridProvider:
         }
         if email.reply_to:
             body["reply_to"] = {"email": email.reply_to}
-        if email.headers:
-            body["headers"] = dict(email.headers)
+        if headers := email.all_headers():
+            body["headers"] = headers
+        if email.message_id:  # custom_args come back in SendGrid's event webhook
+            body["custom_args"] = {MESSAGE_ID_FIELD: email.message_id}
         answer = self._api.call(
             "POST",
             "/v3/mail/send",
             headers={**self._headers(), "Content-Type": "application/json"},
             json_body=body,
+            delivers=True,
         )
         if not answer.ok:
             raise self._error(answer)
         return DeliveryResult(
             provider_message_id=answer.headers.get("X-Message-Id"),
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 SENDGRID = ProviderKind(

@@ -43,10 +43,13 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
 )
@@ -57,6 +60,7 @@ from getfluxly_server.delivery.http import (
     credential,
     mailbox,
     require_body,
+    status_line,
 )
 
 SERVICE = "ses"
@@ -156,7 +160,7 @@ def _error_type(answer: Answer) -> str:
     return raw.split(":", 1)[0].rsplit("#", 1)[-1]
 
 
-class SESProvider:
+class SESProvider(ClientBase):
     """Amazon SES in one region, reached with an IAM access key."""
 
     def __init__(
@@ -180,7 +184,9 @@ class SESProvider:
             f"api_url={str(self._api.base)!r})"
         )
 
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None) -> Answer:
+    def _call(
+        self, method: str, path: str, body: Mapping[str, Any] | None, *, delivers: bool = False
+    ) -> Answer:
         payload = b"" if body is None else json.dumps(body).encode("utf-8")
         url = self._api.url(path)
         # Sign exactly the Host header httpx will send (the port only when not the default).
@@ -207,34 +213,37 @@ class SESProvider:
             path,
             headers={"Accept": "application/json", **headers},
             content=payload or None,
+            delivers=delivers,
         )
 
     def _error(self, answer: Answer) -> DeliveryError:
         kind = _error_type(answer)
         data = answer.object()
         message = str(data.get("message") or data.get("Message") or answer.text())
-        text = f"{kind}: {message}" if kind else message
+        # Only a documented error type is named back, never the answer's own text.
+        known = kind in _THROTTLED or kind in _REJECTED or kind in _AUTH_ADVICE
+        text = kind if known else None  # named back (see HTTPAPI.error's ``name``)
         if answer.status == 403 or kind in _AUTH_ADVICE:
             advice = _AUTH_ADVICE.get(kind, "Check access_key_id and secret_access_key")
             if "expired" in message.lower() or "RequestExpired" in kind:
                 advice = "The signing time is too far from AWS's clock: check this server's clock"
-            return self._api.error(answer, text, code="auth_failed", advice=advice)
+            return self._api.error(answer, name=text, code="auth_failed", advice=advice)
         if kind in _THROTTLED:  # some throttling answers are 400s
-            return self._api.error(answer, text, code="deferred", transient=True)
+            return self._api.error(answer, name=text, code="deferred", transient=True)
         if "not verified" in message.lower() or kind == "MailFromDomainNotVerifiedException":
             return self._api.error(
                 answer,
-                text,
+                name=text,
                 code="rejected",
                 advice=f"Verify from_email (or its domain) in SES for {self.region}; while the "
                 "account is in the sandbox every recipient must be verified too",
             )
         if kind in _REJECTED:
-            return self._api.error(answer, text, code="rejected", transient=False)
-        return self._api.error(answer, text)
+            return self._api.error(answer, name=text, code="rejected", transient=False)
+        return self._api.error(answer, name=text)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._call("GET", "/v2/email/account", None)
         if not answer.ok:
             raise self._error(answer)
@@ -250,17 +259,18 @@ class SESProvider:
             warnings.append(f"Sending is paused for this SES account in {self.region}")
         status = account.get("EnforcementStatus")
         if status not in (None, "HEALTHY"):
-            warnings.append(f"SES reports the account's enforcement status as {status!s}")
+            shown = status if status in ("PROBATION", "SHUTDOWN") else "not HEALTHY"
+            warnings.append(f"SES reports the account's enforcement status as {shown}")
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("Amazon SES", email.text, email.html)
-        if len(email.headers) > MAX_HEADERS:
+        headers = email.all_headers()
+        if len(headers) > MAX_HEADERS:
             raise DeliveryError(
                 "rejected",
                 f"Amazon SES takes at most {MAX_HEADERS} custom headers; this message has "
-                f"{len(email.headers)}",
+                f"{len(headers)}",
             )
         body: dict[str, Any] = {}
         if email.text:
@@ -271,8 +281,8 @@ class SESProvider:
             "Subject": {"Data": email.subject, "Charset": "UTF-8"},
             "Body": body,
         }
-        if email.headers:
-            simple["Headers"] = [{"Name": k, "Value": v} for k, v in email.headers.items()]
+        if headers:
+            simple["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
         request: dict[str, Any] = {
             "FromEmailAddress": mailbox(email.from_email, email.from_name, encode_non_ascii=True),
             "Destination": {"ToAddresses": list(email.to)},
@@ -280,15 +290,22 @@ class SESProvider:
         }
         if email.reply_to:
             request["ReplyToAddresses"] = [email.reply_to]
-        answer = self._call("POST", "/v2/email/outbound-emails", request)
+        if email.message_id:  # message tags: what SES's event publishing reports back
+            request["EmailTags"] = [{"Name": MESSAGE_ID_FIELD, "Value": email.message_id}]
+        answer = self._call("POST", "/v2/email/outbound-emails", request, delivers=True)
         if not answer.ok:
             raise self._error(answer)
         message_id = answer.object().get("MessageId")
+        if not message_id:
+            raise self._api.unexpected(answer, "without a MessageId", outcome=Outcome.UNKNOWN)
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
 
 
 SES = ProviderKind(

@@ -32,9 +32,11 @@ from typing import Any
 
 from getfluxly_server.delivery.base import (
     BuildContext,
+    ClientBase,
     DeliveryError,
     DeliveryResult,
     Field,
+    Outcome,
     OutgoingEmail,
     ProviderKind,
 )
@@ -44,8 +46,8 @@ from getfluxly_server.delivery.http import (
     Answer,
     credential,
     mailbox,
-    one_line,
     require_body,
+    status_line,
 )
 
 DEFAULT_URL = "https://api.smtp2go.com"
@@ -69,7 +71,7 @@ def _details(answer: Answer) -> tuple[str, str]:
     return str(data.get("error_code") or ""), message or answer.text()
 
 
-class SMTP2GOProvider:
+class SMTP2GOProvider(ClientBase):
     """An SMTP2GO account, reached with an API key."""
 
     def __init__(
@@ -99,10 +101,18 @@ class SMTP2GOProvider:
             return self._api.error(answer, message, advice=AUTH_ADVICE)
         if answer.status == 403:
             return self._api.error(answer, message, advice=PERMISSION_ADVICE)
-        return self._api.error(answer, message, code="rejected" if answer.ok else None)
+        if answer.ok:  # a 200 that did not send: SMTP2GO refused a recipient or the message
+            return self._api.error(
+                answer,
+                message,
+                code="rejected",
+                advice="SMTP2GO did not accept the message for every recipient; its "
+                "Activity page says why",
+            )
+        return self._api.error(answer, message)
 
     def verify(self) -> list[str]:
-        warnings = self._api.check_host()
+        warnings: list[str] = []
         answer = self._api.call(
             "POST", "/v3/stats/email_summary", headers=self._headers(), json_body={}
         )
@@ -119,13 +129,12 @@ class SMTP2GOProvider:
         if isinstance(summary, Mapping) and summary.get("cycle_remaining") == 0:
             warnings.append(
                 "This SMTP2GO account has used its whole monthly allowance "
-                f"({one_line(summary.get('cycle_max'), 20)} emails); sends will fail until "
+                f"({_count(summary.get('cycle_max'))} emails); sends will fail until "
                 "the cycle renews or the plan grows"
             )
         return warnings
 
     def send(self, email: OutgoingEmail) -> DeliveryResult:
-        self._api.check_host()
         require_body("SMTP2GO", email.text, email.html)
         body: dict[str, Any] = {
             "sender": mailbox(email.from_email, email.from_name),
@@ -136,25 +145,37 @@ class SMTP2GOProvider:
             body["text_body"] = email.text
         if email.html:
             body["html_body"] = email.html
-        headers = [{"header": k, "value": v} for k, v in email.headers.items()]
+        # SMTP2GO has no metadata field: the message id travels as a custom header, which its
+        # webhooks and activity search report.
+        headers = [{"header": k, "value": v} for k, v in email.all_headers().items()]
         if email.reply_to:
             headers.insert(0, {"header": "Reply-To", "value": email.reply_to})
         if headers:
             body["custom_headers"] = headers
-        answer = self._api.call("POST", "/v3/email/send", headers=self._headers(), json_body=body)
+        answer = self._api.call(
+            "POST", "/v3/email/send", headers=self._headers(), json_body=body, delivers=True
+        )
         if not answer.ok:
             raise self._error(answer)
         data = answer.object().get("data")
         if not isinstance(data, Mapping):
-            raise self._api.unexpected(answer, "without a result")
+            raise self._api.unexpected(answer, "without a result", outcome=Outcome.UNKNOWN)
         if data.get("failed") or not data.get("succeeded") or data.get("error"):
             raise self._error(answer)
         message_id = data.get("email_id")
         return DeliveryResult(
             provider_message_id=str(message_id) if message_id else None,
-            reply=f"{answer.status} {answer.reason}",
+            reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def close(self) -> None:
+        self._api.close()
+
+
+def _count(value: object) -> str:
+    """A number from the provider's answer, or "all" (never other upstream text)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "all"
 
 
 SMTP2GO = ProviderKind(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext, DeliveryError
+from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import TEST_SEND, TestSend, draft_of, test_email
 from getfluxly_server.queue.kinds import JobHandler
@@ -13,8 +15,13 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
 
 
-def handlers(db: Database, keyring: Keyring, context: BuildContext) -> list[JobHandler[Any]]:
-    """The delivery handlers, bound to this process's database and keys."""
+def handlers(
+    db: Database, keyring: Keyring, context: BuildContext, clients: ClientCache | None = None
+) -> list[JobHandler[Any]]:
+    """The delivery handlers, bound to this process's database and keys, and to its kept
+    provider clients (``clients``: one per provider, reused across messages)."""
+    cache = clients if clients is not None else ClientCache()
+    kept = replace(context, keep_connections=True)  # cached clients keep warm connections
 
     def test_send(payload: TestSend) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried
@@ -27,8 +34,10 @@ def handlers(db: Database, keyring: Keyring, context: BuildContext) -> list[JobH
                 draft = draft_of(row, keyring)
             except DomainError as exc:
                 return {"accepted": False, "error": exc.code, "detail": exc.detail}
+            provider_id, version = row.id, row.updated_at.isoformat()
         try:
-            result = draft.client(context).send(test_email(draft, payload.to))
+            client = cache.get(provider_id, version, lambda: draft.client(kept))
+            result = client.send(test_email(draft, payload.to))
         except DeliveryError as exc:
             return {"accepted": False, "error": exc.code, "detail": exc.detail}
         return {

@@ -31,8 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from fluxmail import FluxMailException
-from fluxmail.addresses import parse_address
+from fluxmail import FluxMailException, parse_address
 from getfluxly_server.delivery.base import Field as SettingSpec
 from getfluxly_server.delivery.base import ProviderKind
 from getfluxly_server.delivery.registry import PROVIDERS
