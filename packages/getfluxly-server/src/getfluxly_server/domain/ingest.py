@@ -37,6 +37,9 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 100
 MAX_PROPERTIES = 32
+#: How deep properties, traits and context may nest (the object itself is level 1). Deeper
+#: values parse, but cannot be stored (the JSON encoder stops at 255 levels).
+MAX_DEPTH = 32
 REPLAY_WINDOW = timedelta(hours=24)
 #: The most events one ingest transaction stores (from as many requests as fit).
 MAX_EVENTS_PER_COMMIT = 1_000
@@ -55,9 +58,23 @@ def _parse_time(value: Any, name: str) -> datetime:
         raise EventInvalid(f"{name} must be an ISO-8601 string")
     try:
         moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
-        raise EventInvalid(f"{name} {value!r} is not ISO-8601") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        raise EventInvalid(f"{name} {value[:40]!r} is not ISO-8601") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise EventInvalid(f"{name} {value[:40]!r} is outside years 1-9999 in UTC") from None
+
+
+def _corrected(timestamp: datetime, sent_at: datetime, received_at: datetime) -> datetime:
+    """``timestamp`` shifted by how far the client's clock was off (``sent_at`` against
+    our ``received_at``)."""
+    try:
+        return timestamp + (received_at - sent_at)
+    except OverflowError:
+        raise EventInvalid(
+            "sent_at is so far from the time the event was received that the corrected "
+            "timestamp falls outside years 1-9999; send the client's current time as sent_at"
+        ) from None
 
 
 def _identifier(value: Any, name: str) -> str | None:
@@ -78,7 +95,26 @@ def _object(value: Any, name: str, *, limit: int | None = None) -> dict[str, Any
         raise EventInvalid(f"{name} must be an object")
     if limit is not None and len(value) > limit:
         raise EventInvalid(f"{name} has {len(value)} keys; at most {limit} are allowed")
+    if value:
+        _check_storable(value, name, 1)
     return value
+
+
+def _check_storable(value: dict[str, Any] | list[Any], where: str, depth: int) -> None:
+    """Refuse what both databases cannot store alike: nesting beyond MAX_DEPTH, and NUL
+    (U+0000) in a key or string (PostgreSQL refuses it, SQLite keeps it). Lone surrogates
+    never get this far: the body parser refuses them."""
+    if depth > MAX_DEPTH:
+        raise EventInvalid(f"{where} nests deeper than {MAX_DEPTH} levels")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            raise EventInvalid(f"{where}: a key holds a NUL (U+0000) character")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise EventInvalid(f"{where}.{key} holds a NUL (U+0000) character")
+        elif isinstance(item, dict | list) and item:
+            _check_storable(item, f"{where}.{key}", depth + 1)
 
 
 def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]:
@@ -107,7 +143,7 @@ def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]
         timestamp = _parse_time(raw["timestamp"], "timestamp")
         if raw.get("sent_at") is not None:
             # The client's clock may be off: shift by how far its send time was from ours.
-            timestamp += received_at - _parse_time(raw["sent_at"], "sent_at")
+            timestamp = _corrected(timestamp, _parse_time(raw["sent_at"], "sent_at"), received_at)
     message_id = raw.get("message_id")
     if message_id is None:
         message_id = str(uuid.uuid4())
