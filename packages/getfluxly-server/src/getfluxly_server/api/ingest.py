@@ -8,6 +8,7 @@ events of many concurrent requests together.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -25,6 +26,10 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
 async def _json(request: Request, limit: int) -> Any:
+    return _parse(await _read(request, limit))
+
+
+async def _read(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise DomainError("payload_too_large", f"The body exceeds {limit // 1024} KB")
@@ -33,6 +38,10 @@ async def _json(request: Request, limit: int) -> Any:
         raw += chunk
         if len(raw) > limit:
             raise DomainError("payload_too_large", f"The body exceeds {limit // 1024} KB")
+    return bytes(raw)
+
+
+def _parse(raw: bytes) -> Any:
     try:
         # Strict where json.loads is lax, as the databases are: NaN, Infinity and lone
         # surrogates are refused here rather than by the INSERT.
@@ -82,16 +91,25 @@ async def track(request: Request, response: Response, who: IngestKey) -> dict[st
 @router.post("/events/batch", status_code=202)
 async def track_batch(request: Request, response: Response, who: IngestKey) -> dict[str, Any]:
     """Up to 100 events; bad ones are reported by index, good ones stored. A replayed
-    X-Idempotency-Key (24 h) answers the original response."""
+    X-Idempotency-Key (24 h, per kind of key) answers the original response; the same key
+    with a different body is 422 idempotency_key_reused."""
     key = request.headers.get("x-idempotency-key")
     if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
         raise DomainError(
             "validation_error", "X-Idempotency-Key must be 1-255 printable characters"
         )
-    payload = await _json(request, ingest.MAX_BATCH_BYTES)
-    events = ingest.parse_body(payload, batch=True)
+    raw = await _read(request, ingest.MAX_BATCH_BYTES)
+    events = ingest.parse_body(_parse(raw), batch=True)
     assert who.project_id is not None
-    submission = ingest.prepare(who.project_id, who.key_id, events, batch=True, idempotency_key=key)
+    submission = ingest.prepare(
+        who.project_id,
+        who.key_id,
+        events,
+        batch=True,
+        idempotency_key=key,
+        key_kind=who.kind,
+        body_hash=hashlib.sha256(raw).hexdigest() if key is not None else "",
+    )
     answer = await _store(request, submission)
     response.status_code = answer.status
     return answer.body

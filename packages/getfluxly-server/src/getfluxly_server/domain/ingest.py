@@ -184,6 +184,10 @@ class Submission:
     batch: bool
     received_at: datetime
     idempotency_key: str | None = None
+    #: The kind of API key that sent it (idempotency keys are per kind) and the SHA-256 of
+    #: the request body (a key reused with another body is refused).
+    key_kind: str = "secret"
+    body_hash: str = ""
 
     @property
     def weight(self) -> int:
@@ -198,6 +202,8 @@ def prepare(
     batch: bool,
     idempotency_key: str | None = None,
     received_at: datetime | None = None,
+    key_kind: str = "secret",
+    body_hash: str = "",
 ) -> Submission:
     """Validate a request's events (CPU only, no database). A single bad event is a
     validation_error; in a batch each bad one is reported by its index instead."""
@@ -210,7 +216,9 @@ def prepare(
             if not batch:
                 raise DomainError("validation_error", str(exc)) from None
             errors.append({"index": index, "error": "validation_error", "detail": str(exc)})
-    return Submission(project_id, key_id, rows, errors, batch, received_at, idempotency_key)
+    return Submission(
+        project_id, key_id, rows, errors, batch, received_at, idempotency_key, key_kind, body_hash
+    )
 
 
 def store_all(session: Session, submissions: Sequence[Submission]) -> list[Answer | DomainError]:
@@ -254,8 +262,17 @@ def _answer(
     key = submission.idempotency_key
     if key is not None:
         since = submission.received_at - REPLAY_WINDOW
-        earlier = store.record_response(session, submission.project_id, key, since, 202, body)
+        earlier = store.record_response(
+            session, submission.project_id, submission.key_kind, key, submission.body_hash,
+            since, 202, body,
+        )  # fmt: skip
         if earlier is not None:
+            if earlier.body_hash is not None and earlier.body_hash != submission.body_hash:
+                return DomainError(
+                    "idempotency_key_reused",
+                    "This X-Idempotency-Key was used in the last 24 hours for a different "
+                    "body; send a new key for a new batch (a retry must resend the same body)",
+                ), False
             return Answer(earlier.status, dict(earlier.body)), False
     return Answer(202, body), True
 
