@@ -18,6 +18,7 @@ from getfluxly_server.api import (
     dev,
     errors,
     ingest,
+    openapi_docs,
     profiles,
     projects,
     providers,
@@ -67,6 +68,7 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     app.state.ingest_writer = writer
     for module in (projects, providers, ingest, profiles, dev, browser):
         auth.guard(module.router)  # authentication before the body (api/auth.py)
+        openapi_docs.document_errors(module.router)
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -186,6 +186,11 @@ def guard(router: APIRouter) -> None:
             route.app = request_response(route.get_route_handler())
 
 
+def need_of(route: APIRoute) -> Need | None:
+    """The key ``route`` takes (from its dependencies), or None for an open route."""
+    return _need(route.dependant)
+
+
 def _need(dependant: Dependant) -> Need | None:
     for dependency in dependant.dependencies:
         if dependency.call in _NEEDS:

@@ -9,12 +9,14 @@ good neighbours.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -27,19 +29,26 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
 
 PROCESS_JOB = "events.process"
-EVENT_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-ID_FIELDS = ("anonymous_id", "external_id", "user_id")
-FIELDS = {
-    "event", "type", *ID_FIELDS, "properties", "traits", "timestamp", "sent_at", "context",
-    "message_id",
-}  # fmt: skip
-MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 256 * 1024
-MAX_BATCH_EVENTS = 100
-MAX_PROPERTIES = 32
+#: The ingest rules, written once for the server, the SDK, the browser script and the test
+#: fake (spec/ingest.json; each component's tests check it against that file).
+SPEC: dict[str, Any] = json.loads(
+    (resources.files("getfluxly_server") / "spec" / "ingest.json").read_text(encoding="utf-8")
+)
+_LIMITS: dict[str, int] = SPEC["limits"]
+EVENT_NAME = re.compile(SPEC["patterns"]["event_name"])
+ID_FIELDS: tuple[str, ...] = tuple(SPEC["id_fields"])
+FIELDS = frozenset(SPEC["fields"])
+TYPES = tuple(SPEC["types"])
+MAX_EVENT_BYTES = _LIMITS["max_event_bytes"]
+MAX_BATCH_BYTES = _LIMITS["max_batch_bytes"]
+MAX_BATCH_EVENTS = _LIMITS["max_batch_events"]
+MAX_EVENT_NAME = _LIMITS["max_event_name_length"]
+MAX_PROPERTIES = _LIMITS["max_property_keys"]
+MAX_ID_LENGTH = _LIMITS["max_id_length"]
+MAX_MESSAGE_ID = _LIMITS["max_message_id_length"]
 #: How deep properties, traits and context may nest (the object itself is level 1). Deeper
 #: values parse, but cannot be stored (the JSON encoder stops at 255 levels).
-MAX_DEPTH = 32
+MAX_DEPTH = _LIMITS["max_depth"]
 REPLAY_WINDOW = timedelta(hours=24)
 #: The most events one ingest transaction stores (from as many requests as fit).
 MAX_EVENTS_PER_COMMIT = 1_000
@@ -83,8 +92,8 @@ def _identifier(value: Any, name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise EventInvalid(f"{name} must be a string")
     text = str(value).strip()
-    if not text or len(text) > 255 or not text.isprintable():
-        raise EventInvalid(f"{name} must be 1-255 printable characters")
+    if not text or len(text) > MAX_ID_LENGTH or not text.isprintable():
+        raise EventInvalid(f"{name} must be 1-{MAX_ID_LENGTH} printable characters")
     return text
 
 
@@ -125,12 +134,14 @@ def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]
     if unknown:
         raise EventInvalid(f"unknown fields: {', '.join(unknown)}")
     kind = raw.get("type", "track")
-    if kind not in ("track", "identify"):
-        raise EventInvalid("type must be track or identify")
+    if kind not in TYPES:
+        raise EventInvalid(f"type must be one of {', '.join(TYPES)}")
     name = raw.get("event")
-    named = isinstance(name, str) and len(name) <= 64 and EVENT_NAME.match(name)
+    named = isinstance(name, str) and len(name) <= MAX_EVENT_NAME and EVENT_NAME.match(name)
     if (kind == "track" or name is not None) and not named:
-        raise EventInvalid("event must be a snake_case name of at most 64 characters")
+        raise EventInvalid(
+            f"event must be a snake_case name of at most {MAX_EVENT_NAME} characters"
+        )
     ids = {field: _identifier(raw.get(field), field) for field in ID_FIELDS}
     if not any(ids.values()):
         raise EventInvalid("at least one of anonymous_id, external_id, user_id is required")
@@ -149,10 +160,10 @@ def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]
         message_id = str(uuid.uuid4())
     elif (
         not isinstance(message_id, str)
-        or not 0 < len(message_id) <= 64
+        or not 0 < len(message_id) <= MAX_MESSAGE_ID
         or not message_id.isprintable()
     ):
-        raise EventInvalid("message_id must be 1-64 printable characters (a UUID)")
+        raise EventInvalid(f"message_id must be 1-{MAX_MESSAGE_ID} printable characters (a UUID)")
     return {
         "project_id": project_id,
         "message_id": message_id,
