@@ -16,13 +16,16 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from getfluxly_server.api import ingest_schema
 from getfluxly_server.api.auth import IngestKey, ServerKey
 from getfluxly_server.api.deps import database
+from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import identity, ingest
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.storage.group_commit import GroupCommit
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
+_CONFLICT = {"model": ErrorBody, "description": "alias_conflict / erasure_in_progress"}
 
 
 async def _json(request: Request, limit: int) -> Any:
@@ -76,7 +79,12 @@ async def _store(request: Request, submission: ingest.Submission) -> ingest.Answ
     return await writer.run(submission)
 
 
-@router.post("/events", status_code=202)
+@router.post(
+    "/events",
+    status_code=202,
+    openapi_extra=ingest_schema.request_body(ingest_schema.EVENT),
+    responses={202: {"model": ingest_schema.Accepted}},
+)
 async def track(request: Request, response: Response, who: IngestKey) -> dict[str, Any]:
     """One event: 202 once it is stored; 400 validation_error saying what is wrong."""
     payload = await _json(request, ingest.MAX_EVENT_BYTES)
@@ -88,7 +96,12 @@ async def track(request: Request, response: Response, who: IngestKey) -> dict[st
     return answer.body
 
 
-@router.post("/events/batch", status_code=202)
+@router.post(
+    "/events/batch",
+    status_code=202,
+    openapi_extra=ingest_schema.request_body(ingest_schema.BATCH),
+    responses={202: {"model": ingest_schema.BatchAccepted}},
+)
 async def track_batch(request: Request, response: Response, who: IngestKey) -> dict[str, Any]:
     """Up to 100 events; bad ones are reported by index, good ones stored. A replayed
     X-Idempotency-Key (24 h, per kind of key) answers the original response; the same key
@@ -115,7 +128,11 @@ async def track_batch(request: Request, response: Response, who: IngestKey) -> d
     return answer.body
 
 
-@router.post("/identify/alias")
+@router.post(
+    "/identify/alias",
+    responses={409: _CONFLICT},
+    openapi_extra=ingest_schema.request_body(ingest_schema.ALIAS),
+)
 async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
     body = await _json(request, ingest.MAX_EVENT_BYTES)
     if not isinstance(body, dict):
@@ -129,7 +146,12 @@ async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
     return await run_in_threadpool(run)
 
 
-@router.post("/profiles/{profile_id}/erase", status_code=202)
+@router.post(
+    "/profiles/{profile_id}/erase",
+    status_code=202,
+    responses={409: _CONFLICT},
+    openapi_extra=ingest_schema.request_body(ingest_schema.ERASE),
+)
 async def erase(profile_id: str, request: Request, who: ServerKey) -> dict[str, Any]:
     """Erase every stitched profile's personal data (in a worker); an audit row is kept."""
     body = await _json(request, ingest.MAX_EVENT_BYTES)

@@ -32,7 +32,8 @@ _MEANING = {
     400: "validation_error: the request is malformed or breaks a rule; detail says which",
     401: "unauthenticated: no key, or an unknown or revoked one",
     403: "wrong_key_type: this endpoint takes another kind of key",
-    404: "not_found: no such resource in this key's workspace or project",
+    404: "not_found: no such resource in this key's workspace or project (or an endpoint "
+    "this server does not offer, such as dev mode's outside dev mode)",
     413: "payload_too_large: the body is over the limit",
     422: "The request was understood but refused (e.g. the relay refused the login, or an "
     "idempotency key was reused with a different body); error names why",
@@ -60,7 +61,7 @@ def _statuses(route: APIRoute) -> list[int]:
         statuses += [401, 403, 429]
     if takes_body or route.dependant.query_params:
         statuses.append(400)
-    if route.dependant.path_params:
+    if route.dependant.path_params or keyed:  # keyed: also endpoints that are off (dev mode)
         statuses.append(404)
     if takes_body:
         statuses += [413, 422]
