@@ -165,7 +165,7 @@ def test_a_lone_surrogate_is_refused_in_every_body(
         assert "JSON" in detail, detail
 
 
-def test_nul_in_management_bodies_is_a_400_on_both_databases(
+def test_nul_in_other_bodies_is_a_400_on_both_databases(
     gf_module_server: GFServer, project: GFProject
 ) -> None:
     client = gf_module_server.client()
@@ -175,8 +175,13 @@ def test_nul_in_management_bodies_is_a_400_on_both_databases(
         ("/v1/projects", {"name": "a\x00b"}),
         (f"/v1/projects/{project.id}/email-providers", {"provider": "smtp", "x\x00": 1}),
     ]
-    for path, body in cases:
-        detail = expect_error(client.post(path, json=body), 400, "validation_error")
+    server_key = gf_module_server.client(project.secret_key)
+    for http, path, body in [
+        *((client, path, body) for path, body in cases),
+        (server_key, "/v1/identify/alias", {"user_id": "prf_x", "anonymous_id": "a\x00"}),
+        (server_key, "/v1/profiles/prf_x/erase", {"reason": "internal", "request_id": "\x00"}),
+    ]:
+        detail = expect_error(http.post(path, json=body), 400, "validation_error")
         assert "NUL" in detail, detail
 
 

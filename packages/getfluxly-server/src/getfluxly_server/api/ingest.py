@@ -20,6 +20,7 @@ from getfluxly_server.api import ingest_schema
 from getfluxly_server.api.auth import IngestKey, ServerKey
 from getfluxly_server.api.deps import database
 from getfluxly_server.api.openapi_docs import ErrorBody
+from getfluxly_server.api.strict_input import nul_path
 from getfluxly_server.domain import identity, ingest
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.storage.group_commit import GroupCommit
@@ -72,6 +73,19 @@ def _int64(text: str) -> int:
     if not -(2**63) <= number < 2**64:
         raise ValueError(f"the integer {text[:30]} does not fit in 64 bits; send it as a string")
     return number
+
+
+async def _object_body(request: Request) -> dict[str, Any]:
+    """A small JSON object body (alias, erase), with no NUL anywhere (api/strict_input.py)."""
+    body = await _json(request, ingest.MAX_EVENT_BYTES)
+    if not isinstance(body, dict):
+        raise DomainError("validation_error", "The body must be a JSON object")
+    where = nul_path(body)
+    if where is not None:
+        raise DomainError(
+            "validation_error", f"{where}: text may not contain NUL (U+0000) characters"
+        )
+    return body
 
 
 async def _store(request: Request, submission: ingest.Submission) -> ingest.Answer:
@@ -134,9 +148,7 @@ async def track_batch(request: Request, response: Response, who: IngestKey) -> d
     openapi_extra=ingest_schema.request_body(ingest_schema.ALIAS),
 )
 async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
-    body = await _json(request, ingest.MAX_EVENT_BYTES)
-    if not isinstance(body, dict):
-        raise DomainError("validation_error", "The body must be a JSON object")
+    body = await _object_body(request)
     assert who.project_id is not None
 
     def run() -> dict[str, Any]:
@@ -154,9 +166,7 @@ async def alias(request: Request, who: ServerKey) -> dict[str, Any]:
 )
 async def erase(profile_id: str, request: Request, who: ServerKey) -> dict[str, Any]:
     """Erase every stitched profile's personal data (in a worker); an audit row is kept."""
-    body = await _json(request, ingest.MAX_EVENT_BYTES)
-    if not isinstance(body, dict):
-        raise DomainError("validation_error", "The body must be a JSON object")
+    body = await _object_body(request)
     assert who.project_id is not None
 
     def run() -> dict[str, Any]:
