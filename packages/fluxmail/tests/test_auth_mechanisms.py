@@ -352,12 +352,19 @@ def test_invalid_dsn_values_fail_at_create(plain_smtp: SMTPTestServer, dsn: dict
     assert plain_smtp.connections == 0
 
 
-def test_dsn_envid_limits_that_are_allowed(plain_smtp: SMTPTestServer) -> None:
+def test_dsn_envid_limits_that_are_allowed(smtp_server: SMTPServerFactory) -> None:
     # Printable ASCII includes the space (RFC 3461 allows "graphic and white space" characters;
-    # xtext carries it as "+20"); 100 characters is the maximum.
-    mailer = make_mailer(plain_smtp)
-    for envid in ("a b", "x" * 100, "!~+="):
-        mailer.create("Subject", [TO], "Body", dsn_envid=envid)
+    # xtext carries it as "+20"); 100 characters is the maximum. Each one is accepted at
+    # create() and reaches the server as the xtext of exactly that value.
+    server = smtp_server(dsn=True)
+    mailer = make_mailer(server)
+    allowed = {"a b": "a+20b", "x" * 100: "x" * 100, "!~+=": "!~+2B+3D"}
+    for envid in allowed:
+        mailer.create("Subject", [TO], "Body", dsn_envid=envid).send()
+    received = server.wait_for_messages(len(allowed))
+    assert [m.mail_options[1:] for m in received] == [
+        [f"ENVID={xtext}"] for xtext in allowed.values()
+    ]
 
 
 @pytest.mark.parametrize(

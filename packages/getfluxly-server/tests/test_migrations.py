@@ -88,7 +88,7 @@ def test_upgrading_to_0005_keeps_recorded_answers_as_the_server_keys(gf_db: Data
     answers recorded before it are kept (as the server key's, with no hash: replayed as
     before), the same key may then be recorded once per kind, and downgrading keeps the
     server key's answers."""
-    _migrate(gf_db, "0003", down=True)
+    _migrate(gf_db, "0004", down=True)
     with gf_db.engine.begin() as connection:
         workspace = connection.execute(text("SELECT id FROM workspaces")).scalar_one()
         connection.execute(
@@ -125,8 +125,48 @@ def test_upgrading_to_0005_keeps_recorded_answers_as_the_server_keys(gf_db: Data
                 "created_at) VALUES ('prj_m', 'secret', 'k-1', 202, '{}', CURRENT_TIMESTAMP)"
             )
         )
-    _migrate(gf_db, "0003", down=True)
+    _migrate(gf_db, "0004", down=True)
     with gf_db.engine.connect() as connection:
         kept = connection.execute(text("SELECT key, status FROM idempotent_responses")).all()
     assert [tuple(r) for r in kept] == [("k-1", 202)]
+    upgrade(gf_db)
+
+
+def test_upgrading_to_0004_keeps_every_job_and_makes_test_sends_transactional(
+    gf_db: Database,
+) -> None:
+    _migrate(gf_db, "0003", down=True)
+    assert not is_current(gf_db)
+    rows = [
+        ("events.process", "events.process:prj_a", "queued"),
+        ("profiles.erase", None, "running"),
+        ("provider.test_send", None, "queued"),
+        ("provider.test_send", None, "done"),
+    ]
+    with gf_db.engine.begin() as connection:
+        for kind, unique_key, status in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (kind, unique_key, payload, status, run_at, attempts, "
+                    "max_attempts, created_at) VALUES (:kind, :key, '{}', :status, "
+                    "CURRENT_TIMESTAMP, 0, 5, CURRENT_TIMESTAMP)"
+                ),
+                {"kind": kind, "key": unique_key, "status": status},
+            )
+    upgrade(gf_db)
+    assert is_current(gf_db)
+    with gf_db.engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT kind, unique_key, status, priority FROM jobs ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in found] == [
+        ("events.process", "events.process:prj_a", "queued", 100),
+        ("profiles.erase", None, "running", 100),
+        ("provider.test_send", None, "queued", 0),
+        ("provider.test_send", None, "done", 0),
+    ]
+    # And back down: the column goes, the rows stay.
+    _migrate(gf_db, "0003", down=True)
+    with gf_db.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 4
     upgrade(gf_db)

@@ -93,3 +93,19 @@ def test_limit_settings_are_read_and_checked() -> None:
         if name != "GETFLUXLY_ENCRYPTION_KEYS":
             assert name in str(info.value)
     assert "proxy.internal" in str(info.value)
+
+
+def test_job_backoff_cap_and_retention() -> None:
+    key = {"GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate()}
+    defaults = Settings.from_env(key)
+    assert (defaults.job_backoff_cap_seconds, defaults.job_retention_days) == (600.0, 7.0)
+    chosen = Settings.from_env(
+        {**key, "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS": "30", "GETFLUXLY_JOB_RETENTION_DAYS": "0.5"}
+    )
+    assert (chosen.job_backoff_cap_seconds, chosen.job_retention_days) == (30.0, 0.5)
+    bad = {**key, "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS": "0", "GETFLUXLY_JOB_RETENTION_DAYS": "-1"}
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(bad)
+    assert len(info.value.problems) == 2
+    assert "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS" in str(info.value)
+    assert "GETFLUXLY_JOB_RETENTION_DAYS" in str(info.value)

@@ -7,6 +7,7 @@
 'Email sent successfully via SMTP.'
 """
 
+from fluxmail._version import __version__
 from fluxmail.bulk import BulkSender
 from fluxmail.client import FluxMail
 from fluxmail.compose import MessageTemplate
@@ -25,8 +26,6 @@ from fluxmail.protocol.replies import Reply
 from fluxmail.ratelimit import RateLimit
 from fluxmail.result import SendResult
 from fluxmail.template import EmailTemplate
-
-__version__ = "1.0.0"
 
 __all__ = [
     "AsyncSMTPPool",

@@ -12,7 +12,6 @@ import copy
 import email.utils
 import ipaddress
 import logging
-import math
 import ssl
 import time
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Self
 from fluxmail import outbox
 from fluxmail.addresses import is_email, parse_address
 from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_from_env
-from fluxmail.errors import FluxMailException
+from fluxmail.errors import FluxMailException, send_failed
+from fluxmail.legacy import LegacyAttributes, check_number, coerce_int, remembers_arguments
 from fluxmail.logs import Log, level_view
 from fluxmail.message import Draft, MessageSpec, build
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
@@ -43,7 +43,7 @@ SUCCESS = "Email sent successfully via SMTP."
 OUTLOOK_SUCCESS = "Email sent successfully via Outlook."
 
 
-class FluxMail:
+class FluxMail(LegacyAttributes):
     """Send email through an SMTP relay (or Outlook desktop on Windows).
 
     ``host`` is ``"relay"``, ``"relay:domain"``, ``"relay:port"`` or an :class:`EmailInstance`.
@@ -68,14 +68,14 @@ class FluxMail:
         host: str | EmailInstance,
         logger: logging.Logger | None = None,
         log_level: str | int = "WARNING",
-        port: int = 25,
+        port: int | str = 25,
         username: str | None = None,
         password: str | None = None,
         use_tls: bool = False,
         use_ssl: bool = False,
         ssl_context: ssl.SSLContext | None = None,
-        timeout: float = 30,
-        max_retries: int = 0,
+        timeout: float | None = 30,
+        max_retries: int | str = 0,
         retry_delay: float = 1.0,
         *,
         sender: str | None = None,
@@ -108,18 +108,21 @@ class FluxMail:
                 ) from exc
         spec = parse_host(host)
         self.relay, self.domain = spec.relay, spec.domain
-        self.port = spec.port if spec.port is not None else _check_int(port, "port", 1, 65535)
+        self.port = spec.port if spec.port is not None else coerce_int(port, "port", 1, 65535)
         self.username = username
         self._credentials = _credentials(username, password, oauth2_token)
         self.min_tls_version = _tls_version(min_tls_version)
         self.dkim = dkim
         self.use_tls, self.use_ssl, self.ssl_context = use_tls, use_ssl, ssl_context
-        self.timeout = _check_number(timeout, "timeout", positive=True)
+        # None waits without limit, as 0.3.x (and smtplib) did.
+        self.timeout = None if timeout is None else check_number(timeout, "timeout", positive=True)
         self.retry = RetryPolicy(
-            _check_int(max_retries, "max_retries", 0, 1000),
-            _check_number(retry_delay, "retry_delay"),
+            coerce_int(max_retries, "max_retries", 0, 1000),
+            check_number(retry_delay, "retry_delay"),
         )
-        self.sender = sender
+        self.log_level = log_level
+        #: The From of every create() without sender= (``sender`` is 0.3.x's view of it).
+        self.default_sender = sender
         self.allow_plaintext_auth = allow_plaintext_auth
         self.local_hostname = local_hostname
         self.last_result: SendResult | None = None
@@ -147,6 +150,7 @@ class FluxMail:
 
     # -- building ---------------------------------------------------------------------------
 
+    @remembers_arguments
     def create(
         self,
         subject: str,
@@ -190,7 +194,7 @@ class FluxMail:
 
     def _resolve_sender(self, sender: str | None) -> str | None:
         """Explicit sender, then the constructor's, then the username if it is an address."""
-        for candidate in (sender, self.sender):
+        for candidate in (sender, self.default_sender):
             if candidate is not None:
                 return candidate
         if self.username and is_email(self.username):
@@ -198,8 +202,8 @@ class FluxMail:
         if self.object_type is EmailObject.OUTLOOK:
             return None  # Outlook sends from its default account
         raise FluxMailException(
-            "No sender: pass sender= to create() or FluxMail(), or log in with an email "
-            "address as username",
+            "sender is required: pass sender= to create() or FluxMail(), or log in with an "
+            "email address as username",
             "sender_required",
         )
 
@@ -396,6 +400,23 @@ class FluxMail:
             self._aconn.abort()
             self._aconn = None
 
+    def connect(self) -> None:
+        """Inside ``with``: open the shared connection now instead of at the first send.
+
+        Raises the connection's error (refused, TLS, AUTH...) here, so a caller can tell a
+        relay that is down before building any message. Does nothing while a
+        :func:`fluxmail.testing.capture` is active or when the connection is already open.
+        """
+        if not self._in_context:
+            raise FluxMailException(
+                "connect() holds a connection: call it inside with", "not_connected"
+            )
+        self._require_relay()
+        if outbox.active() is not None or (self._conn is not None and self._conn.is_open):
+            return
+        self._conn = SyncConnection(self._settings())
+        self._conn.open()
+
     async def aclose(self) -> None:
         """Close the persistent connections politely (QUIT), if any."""
         self._in_context = False
@@ -418,7 +439,7 @@ class FluxMail:
             self.relay,
             self.port,
             plan,
-            float(self.timeout),
+            self.timeout,
             self.ssl_context,
             self.logger,
             self.min_tls_version,
@@ -469,9 +490,8 @@ class FluxMail:
 
     def _send_failed(self, exc: FluxMailException, attempts: int) -> FluxMailException:
         plural = "s" if attempts != 1 else ""
-        return FluxMailException(
-            f"Failed to send email via SMTP after {attempts} attempt{plural}: {exc}",
-            "send_failed",
+        return send_failed(
+            f"Failed to send email via SMTP after {attempts} attempt{plural}: {exc}", exc
         )
 
 
@@ -559,21 +579,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise FluxMailException(
-            f"{name} must be an integer from {low} to {high}, got {value!r}", "invalid_config"
-        )
-    return value
-
-
-def _check_number(value: object, name: str, *, positive: bool = False) -> float:
-    """A finite number, at least 0 (above 0 when ``positive``); else ``invalid_config``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (number > 0 if positive else number >= 0):
-            return number
-    wanted = "a positive" if positive else "a non-negative"
-    raise FluxMailException(f"{name} must be {wanted} number, got {value!r}", "invalid_config")

@@ -115,7 +115,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> dict[str, object]
         "password": env.get("FLUXMAIL_PASSWORD") or None,
         "use_tls": env_flag(env.get("FLUXMAIL_TLS")),
         "use_ssl": env_flag(env.get("FLUXMAIL_SSL")),
-        "timeout": env_number(env, "FLUXMAIL_TIMEOUT", int, 30),
+        # A float: 0.3.x's int() refused "2.5", which is a fine timeout.
+        "timeout": env_number(env, "FLUXMAIL_TIMEOUT", float, 30.0),
         "max_retries": env_number(env, "FLUXMAIL_MAX_RETRIES", int, 0),
         "retry_delay": env_number(env, "FLUXMAIL_RETRY_DELAY", float, 1.0),
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger("fluxmail")
+# A library stays silent until the application configures logging: without this, Python's
+# last-resort handler would print FluxMail's warnings (a partial refusal...) to stderr.
+log.addHandler(logging.NullHandler())
 
 #: What FluxMail code logs through: a Logger, or the per-mailer view below.
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -87,10 +88,12 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
 def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
     return Worker(
         db,
-        {
-            **delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
-            **ingest_jobs.handlers(db),
-        },
+        [
+            *delivery_jobs.handlers(db, settings.keyring, build_context(settings)),
+            *ingest_jobs.handlers(db),
+        ],
         lease_seconds=settings.job_lease_seconds,
         threads=threads or settings.worker_threads,
+        backoff_cap_seconds=settings.job_backoff_cap_seconds,
+        retention=timedelta(days=settings.job_retention_days),
     )

@@ -45,6 +45,10 @@ class Settings:
     multi_tenant_guard: bool = False
     job_lease_seconds: float = 60.0
     worker_threads: int = 4
+    #: The longest a failed job waits before its retry (kinds may set a cap of their own).
+    job_backoff_cap_seconds: float = 600.0
+    #: Finished jobs (done, or failed for good) are deleted this many days after they ended.
+    job_retention_days: float = 7.0
     #: How long POST /v1/email-providers/{id}/test waits for the worker's outcome.
     test_send_timeout: float = 30.0
     smtp_timeout: float = 15.0
@@ -98,6 +102,10 @@ class Settings:
             "multi_tenant_guard": reader.flag("GETFLUXLY_MULTI_TENANT_GUARD", False),
             "job_lease_seconds": reader.number("GETFLUXLY_JOB_LEASE_SECONDS", 60.0, 1.0),
             "worker_threads": reader.integer("GETFLUXLY_WORKER_THREADS", 4, 1, 256),
+            "job_backoff_cap_seconds": reader.number(
+                "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS", 600.0, 1.0
+            ),
+            "job_retention_days": reader.number("GETFLUXLY_JOB_RETENTION_DAYS", 7.0, 0.01),
             "test_send_timeout": reader.number("GETFLUXLY_TEST_SEND_TIMEOUT", 30.0, 1.0),
             "smtp_timeout": reader.number("GETFLUXLY_SMTP_TIMEOUT", 15.0, 1.0),
             "log_level": reader.choice(

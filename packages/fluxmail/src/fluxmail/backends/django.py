@@ -24,18 +24,29 @@ Every one can be overridden per connection, like Django's SMTP backend::
     get_connection(host="smtp.example.com", port=587, use_tls=True, max_retries=3,
                    ssl_context=ssl.create_default_context(cafile="corp-ca.pem"))
 
+It behaves as Django's SMTP backend (``django.core.mail.backends.smtp.EmailBackend``) does, so
+code and tests written against that keep working: :meth:`~FluxMailBackend.open` connects (and
+logs in) at once and returns True, False when already open, or None when it failed silently;
+``.connection`` is the connected :class:`~fluxmail.FluxMail` while open, else None; addresses
+go through Django's ``sanitize_address``, so what Django accepts (``"tester"``, IDNA domains) is
+accepted and what it refuses raises ``ValueError`` (even with ``fail_silently``); client
+certificate files are read when connecting; errors are the standard ones Django's backend
+raises (``ConnectionError``, ``ssl.SSLError``, ``smtplib.SMTPException`` subclasses), which
+are also :class:`~fluxmail.FluxMailException` with a ``code``.
+
 Settings are read when a backend is constructed, never at import. Unlike Django's SMTP backend,
 the retries are applied, a password is never sent over a plaintext connection to a remote host,
-and failures raise :class:`~fluxmail.FluxMailException` (``send_failed``, chained to the cause)
-instead of :mod:`smtplib` errors.
+and ``EMAIL_TIMEOUT = None`` means FluxMail's 30 seconds, not "wait forever".
 """
 
 from __future__ import annotations
 
+import email.utils
 import io
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from email.generator import BytesGenerator
 from email.message import Message
@@ -44,10 +55,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
-from django.core.mail.message import EmailMessage
-from django.utils.encoding import force_str
+from django.core.mail.message import EmailMessage, sanitize_address
 
-from fluxmail.addresses import parse_address
 from fluxmail.client import FluxMail
 from fluxmail.config import EmailInstance, EmailObject
 from fluxmail.errors import FluxMailException
@@ -60,7 +69,12 @@ DEFAULT_TIMEOUT = 30.0
 
 # A logger of our own, passed to FluxMail: a FluxMail built without one resets the level of
 # the shared "fluxmail" logger, which would override the project's LOGGING on every connection.
+# Like every fluxmail logger it is silent until the project configures logging.
 _log = logging.getLogger("fluxmail.backends.django")
+
+_EXCLUSIVE = (
+    "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of those settings to True."
+)
 
 
 class FluxMailBackend(BaseEmailBackend):
@@ -71,8 +85,9 @@ class FluxMailBackend(BaseEmailBackend):
     :meth:`send_messages` shares one SMTP connection, reopened if it breaks; otherwise each
     call opens and closes its own. Each message gets the mailer's retries.
 
-    ``mailer`` is the :class:`~fluxmail.FluxMail` that sends. A backend is thread-safe: calls
-    from several threads take turns on its one connection.
+    ``mailer`` is the :class:`~fluxmail.FluxMail` that sends; ``connection`` is the same
+    mailer while a connection is open (Django's name), else None. A backend is thread-safe:
+    calls from several threads take turns on its one connection.
     """
 
     def __init__(
@@ -101,6 +116,9 @@ class FluxMailBackend(BaseEmailBackend):
         self.password: str = settings.EMAIL_HOST_PASSWORD if password is None else password
         self.use_tls: bool = settings.EMAIL_USE_TLS if use_tls is None else use_tls
         self.use_ssl: bool = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+        if self.use_tls and self.use_ssl:
+            # Django's message; the error is also FluxMail's invalid_config.
+            raise FluxMailException(_EXCLUSIVE, "invalid_config")
         self.timeout: float | None = settings.EMAIL_TIMEOUT if timeout is None else timeout
         self.ssl_keyfile: str | None = (
             settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
@@ -119,7 +137,7 @@ class FluxMailBackend(BaseEmailBackend):
             if retry_delay is None
             else retry_delay
         )
-        self.ssl_context = self._tls_context(
+        self._given_context = self._check_context(
             getattr(settings, "EMAIL_FLUXMAIL_SSL_CONTEXT", None)
             if ssl_context is None
             else ssl_context
@@ -136,63 +154,107 @@ class FluxMailBackend(BaseEmailBackend):
             password=self.password if login else None,
             use_tls=self.use_tls,
             use_ssl=self.use_ssl,
-            ssl_context=self.ssl_context,
+            ssl_context=self._given_context,
             timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             max_retries=self.max_retries,
             retry_delay=self.retry_delay,
         )
+        #: The connected mailer between open() and close(); None otherwise (Django's name).
+        self.connection: FluxMail | None = None
         self._lock = threading.RLock()
 
-    def _tls_context(self, context: object) -> ssl.SSLContext | None:
-        """The context to use: the given one, or a default one carrying the client cert."""
+    def _check_context(self, context: object) -> ssl.SSLContext | None:
         if context is not None and not isinstance(context, ssl.SSLContext):
             raise ImproperlyConfigured(
                 f"EMAIL_FLUXMAIL_SSL_CONTEXT must be an ssl.SSLContext, not "
                 f"{type(context).__name__}"
             )
-        if not (self.ssl_certfile or self.ssl_keyfile):
-            return context
-        if context is not None:
+        if context is not None and (self.ssl_certfile or self.ssl_keyfile):
             # Loading the certificate into the caller's context would change it for everyone
             # who shares it; refuse the ambiguity instead of guessing.
             raise ImproperlyConfigured(
                 "EMAIL_SSL_CERTFILE/EMAIL_SSL_KEYFILE and an SSL context were both given; "
                 "load the client certificate into the context (load_cert_chain) instead"
             )
+        return context
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context the next connection uses (Django's name).
+
+        The given one, else, with ``EMAIL_SSL_CERTFILE``, a verifying context carrying the
+        client certificate: the files are read here, when connecting, as Django does, so a
+        missing file is an error of :meth:`open` (an ``OSError``), not of the constructor.
+        """
+        if self._given_context is not None or not (self.ssl_certfile or self.ssl_keyfile):
+            return self._given_context
         if not self.ssl_certfile:
             raise ImproperlyConfigured("EMAIL_SSL_KEYFILE needs EMAIL_SSL_CERTFILE")
         context = ssl.create_default_context()
         context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
         return context
 
-    def open(self) -> bool:
-        """Hold one connection for the following sends; True if this call started holding it.
+    def open(self) -> bool | None:
+        """Connect (TLS and login included) for the following sends, as Django's backend.
 
-        The connection itself is made by the first send, so connection errors surface there
-        (and are subject to ``fail_silently`` and the retries).
+        Returns True if this call opened the connection, False if one was already open, and
+        None if connecting failed with ``fail_silently``; otherwise the failure is raised
+        (``ConnectionError``, ``ssl.SSLError``, ``smtplib.SMTPException``... each also a
+        :class:`~fluxmail.FluxMailException`).
         """
         with self._lock:
-            if self.mailer.in_context:
+            if self.connection is not None:
                 return False
-            self.mailer.__enter__()
+            try:
+                self.mailer.ssl_context = self.ssl_context
+                self._connect()
+            except OSError:
+                if not self.fail_silently:
+                    raise
+                return None
+            self.connection = self.mailer
             return True
 
+    def _connect(self) -> None:
+        """Hold the mailer's connection, with its retries for a transient failure."""
+        retry = self.mailer.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            self.mailer.__enter__()
+            try:
+                self.mailer.connect()
+            except FluxMailException as exc:
+                self.mailer.close()
+                if not retry.should_retry(attempt, exc):
+                    raise
+            else:
+                return
+            time.sleep(retry.delay)
+
     def close(self) -> None:
-        """QUIT and close the held connection, if any. Never raises."""
+        """QUIT and close the connection, if any. Never raises."""
         with self._lock:
-            self.mailer.close()
+            if self.connection is None:
+                return
+            try:
+                self.connection.close()
+            finally:
+                self.connection = None
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         """Send each message; return how many were sent.
 
-        A message without recipients is skipped. A failure raises
-        :class:`~fluxmail.FluxMailException` and stops the batch, or with ``fail_silently`` is
-        logged (INFO) and skipped.
+        A message without recipients is skipped. A failure raises and stops the batch, or
+        with ``fail_silently`` skips that message. An address Django refuses raises
+        ``ValueError`` in any case, as with Django's backend.
         """
         if not email_messages:
             return 0
         with self._lock:
             opened = self.open()
+            if self.connection is None or opened is None:
+                return 0  # open() failed silently: sending would be pointless
             try:
                 return sum(self._send(message) for message in email_messages)
             finally:
@@ -200,18 +262,22 @@ class FluxMailBackend(BaseEmailBackend):
                     self.close()
 
     def _send(self, message: EmailMessage) -> bool:
-        recipients = message.recipients()
-        if not recipients:
+        if not message.recipients():
             return False
+        encoding = message.encoding or settings.DEFAULT_CHARSET
+        # Django's own checks and IDNA encoding: what its SMTP backend accepts, this does.
+        sender = _addr_spec(_sanitize(message.from_email, encoding))
+        recipients = tuple(
+            _addr_spec(_sanitize(address, encoding)) for address in message.recipients()
+        )
         data = _wire_bytes(message.message())
+        assert self.connection is not None
         try:
             # The envelope comes from the Django message, not the headers: that is where Bcc
             # lives (message() leaves it out of the data).
-            envelope = Envelope(
-                _addr_spec(message.from_email, "sender"),
-                tuple(_addr_spec(address, "recipient") for address in recipients),
-            )
-            self.mailer.send_message(data, envelope=envelope)
+            self.connection.send_message(data, envelope=Envelope(sender, recipients))
+        except ValueError:
+            raise  # a bad address or header: never silenced, as with Django's backend
         except FluxMailException as exc:
             if not self.fail_silently:
                 raise
@@ -220,10 +286,19 @@ class FluxMailBackend(BaseEmailBackend):
         return True
 
 
-def _addr_spec(address: str, role: str) -> str:
-    """``user@example.com`` from ``"Name <user@example.com>"`` or a bare address."""
-    # force_str, as Django's own backend: an address may be a lazy translation string.
-    return parse_address(force_str(address), role=role).addr_spec
+def _sanitize(address: str | tuple[str, str], encoding: str) -> str:
+    """Django's ``sanitize_address``, its ValueError raised as FluxMail's ``invalid_email``
+    (which is a ValueError too, with Django's message).
+    """
+    try:
+        return sanitize_address(address, encoding)
+    except ValueError as exc:
+        raise FluxMailException(str(exc), "invalid_email") from exc
+
+
+def _addr_spec(sanitized: str) -> str:
+    """``user@example.com`` from ``sanitize_address``'s ``"Name <user@example.com>"``."""
+    return email.utils.parseaddr(sanitized)[1]
 
 
 def _wire_bytes(message: Message) -> bytes:

@@ -61,8 +61,10 @@ def connection_flags() -> argparse.ArgumentParser:
     group.add_argument("--type", help="smtp (default) or outlook (Windows only)")
     group.add_argument("--host", help="relay: HOST, HOST:DOMAIN or HOST:PORT")
     group.add_argument("--port", type=int, help="default 25")
-    group.add_argument("--tls", action="store_true", help="STARTTLS (usually port 587)")
-    group.add_argument("--ssl", action="store_true", help="implicit TLS (usually port 465)")
+    # --no-tls / --no-ssl (0.3.x's flags) pin that mode off whatever FLUXMAIL_TLS/SSL say.
+    on_off = argparse.BooleanOptionalAction
+    group.add_argument("--tls", action=on_off, help="STARTTLS (usually port 587)")
+    group.add_argument("--ssl", action=on_off, help="implicit TLS (usually port 465)")
     group.add_argument(
         "--ca-file", metavar="PATH", help="trust the CA certificates in this PEM bundle for TLS"
     )
@@ -141,7 +143,7 @@ def mailer(
         use_tls=use_tls,
         use_ssl=use_ssl,
         ssl_context=ssl_context,
-        timeout=flag_or_env(args.timeout, env, "FLUXMAIL_TIMEOUT", int, 30),
+        timeout=flag_or_env(args.timeout, env, "FLUXMAIL_TIMEOUT", float, 30.0),
         max_retries=max_retries,
         retry_delay=retry_delay,
         allow_plaintext_auth=args.allow_plaintext_auth,
@@ -159,13 +161,18 @@ def object_type_of(flag: str | None, env: Mapping[str, str]) -> EmailObject:
         raise BadFlagsError(f"{source}: {exc}") from None
 
 
-def _tls_mode(tls: bool, use_ssl: bool, env: Mapping[str, str]) -> tuple[bool, bool]:
-    """(use_tls, use_ssl). Either flag decides alone; only without both do the variables."""
+def _tls_mode(tls: bool | None, use_ssl: bool | None, env: Mapping[str, str]) -> tuple[bool, bool]:
+    """(use_tls, use_ssl). A flag that switches a mode on decides alone; otherwise each mode
+    comes from its variable unless its ``--no-`` flag pinned it off.
+    """
     if tls and use_ssl:
         raise BadFlagsError("--tls (STARTTLS) and --ssl (implicit TLS) exclude each other")
     if tls or use_ssl:
-        return tls, use_ssl
-    return env_flag(env.get("FLUXMAIL_TLS")), env_flag(env.get("FLUXMAIL_SSL"))
+        return bool(tls), bool(use_ssl)
+    return (
+        tls is None and env_flag(env.get("FLUXMAIL_TLS")),
+        use_ssl is None and env_flag(env.get("FLUXMAIL_SSL")),
+    )
 
 
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext | None:

@@ -94,12 +94,17 @@ def _parser() -> argparse.ArgumentParser:
         )
     message.add_argument("--body", metavar="TEXT")
     message.add_argument("--body-file", metavar="PATH", help="UTF-8 file with the body; - is stdin")
-    message.add_argument("--html", action="store_true", help="the body is HTML")
+    message.add_argument(
+        "--html", action=argparse.BooleanOptionalAction, default=False, help="the body is HTML"
+    )
     message.add_argument("--sender", help="From address (default: --username if an address)")
     message.add_argument("--reply-to", metavar="ADDRESS")
     sending = parser.add_argument_group("sending")
     sending.add_argument(
-        "--dry-run", action="store_true", help="print the message instead of sending it"
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="print the message instead of sending it",
     )
     sending.add_argument("--max-retries", type=int, metavar="N", help="default 0")
     sending.add_argument(

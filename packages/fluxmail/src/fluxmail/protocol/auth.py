@@ -30,9 +30,14 @@ def _step(line: str) -> Conversation[Reply]:
 
 
 def _unsupported(offered: frozenset[str], known: tuple[str, ...]) -> AuthError:
-    what = ", ".join(sorted(offered)) or "no AUTH at all"
+    # The first sentence is smtplib's own, which code written for smtplib or Django matches.
+    what = (
+        f"The server offers {', '.join(sorted(offered))}"
+        if offered
+        else "SMTP AUTH extension not supported by server."
+    )
     return AuthError(
-        f"The server offers {what}; FluxMail can log in here with {', '.join(known)}. "
+        f"{what}; FluxMail can log in here with {', '.join(known)}. "
         "Many relays only offer AUTH after STARTTLS (use_tls=True)",
         "auth_unsupported",
     )
@@ -47,7 +52,7 @@ def _failed(reply: Reply, mechanism: str) -> SMTPReplyError | AuthError:
         else "check the username and password, and whether the provider wants an app "
         "password or API token instead"
     )
-    return AuthError(f"Authentication failed ({reply}); {advice}", "auth_failed")
+    return AuthError(f"Authentication failed ({reply}); {advice}", "auth_failed", reply)
 
 
 def authenticate(

@@ -6,12 +6,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fluxmail.errors import FluxMailException
+from fluxmail.errors import FluxMailException, InvalidArgumentError
 
 CRLF = b"\r\n"
 
 
-class CommandInjectionError(FluxMailException):
+class CommandInjectionError(InvalidArgumentError):
     """A command argument carried a line break or another control character."""
 
     def __init__(self, message: str) -> None:

@@ -65,7 +65,8 @@ def open_session(plan: SessionPlan) -> Conversation[ServerInfo]:
     if plan.tls_mode == "starttls":
         if not extensions.has("STARTTLS"):
             raise TLSError(
-                "STARTTLS was required (use_tls=True) but the server does not offer it; use "
+                # The first sentence is smtplib's, which code written for it matches.
+                "STARTTLS extension not supported by server. use_tls=True requires it: use "
                 "use_ssl=True for an implicit-TLS port (usually 465), or fix the relay",
                 "starttls_not_advertised",
             )

@@ -29,7 +29,8 @@ class ConnectionSettings:
     host: str
     port: int
     plan: SessionPlan
-    timeout: float = 30.0
+    #: Seconds to wait for the server; None waits without limit.
+    timeout: float | None = 30.0
     ssl_context: ssl.SSLContext | None = None
     logger: Log = field(default=log, repr=False)
     min_tls_version: ssl.TLSVersion | None = None
@@ -86,7 +87,7 @@ class ConnectionBase:
             return TLSError(f"TLS with {where} failed: {exc}", "tls_failed")
         if isinstance(exc, TimeoutError):
             return SMTPTimeoutError(
-                f"{where} did not answer within {self.settings.timeout:g} s", "timeout"
+                f"{where} did not answer within {self.settings.timeout or 0:g} s", "timeout"
             )
         if isinstance(exc, socket.gaierror):
             return SMTPConnectError(

@@ -16,7 +16,6 @@ from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.tenancy import project_of
 from getfluxly_server.queue.worker import wait_for
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage import jobs
 from getfluxly_server.storage import providers as store
 from getfluxly_server.storage.db import Database
 
@@ -112,10 +111,7 @@ def test_provider(
     to = domain.check_recipient(body)
     with db.transaction() as session:
         domain.find(session, who, provider_id)
-        job = jobs.enqueue(
-            session, domain.TEST_SEND_JOB, {"provider_id": provider_id, "to": to}, max_attempts=1
-        )
-        job_id = job.id
+        job_id = domain.TEST_SEND.enqueue(session, domain.TestSend(provider_id=provider_id, to=to))
     finished = wait_for(db, job_id, config.test_send_timeout)
     if finished is None:
         raise DomainError(

@@ -7,19 +7,20 @@ from typing import Any
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext, DeliveryError
 from getfluxly_server.domain.errors import DomainError
-from getfluxly_server.domain.providers import TEST_SEND_JOB, draft_of, test_email
+from getfluxly_server.domain.providers import TEST_SEND, TestSend, draft_of, test_email
+from getfluxly_server.queue.kinds import JobHandler
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
 
 
-def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str, Any]:
-    """The delivery handlers by job kind, bound to this process's database and keys."""
+def handlers(db: Database, keyring: Keyring, context: BuildContext) -> list[JobHandler[Any]]:
+    """The delivery handlers, bound to this process's database and keys."""
 
-    def test_send(payload: dict[str, Any]) -> dict[str, Any]:
+    def test_send(payload: TestSend) -> dict[str, Any]:
         # A test send reports its outcome to the person waiting for it; it is never retried
         # behind their back (they can press the button again).
         with db.read() as session:
-            row = session.get(EmailProvider, payload["provider_id"])
+            row = session.get(EmailProvider, payload.provider_id)
             if row is None:
                 return {"accepted": False, "error": "not_found", "detail": "Provider was deleted"}
             try:
@@ -27,7 +28,7 @@ def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str,
             except DomainError as exc:
                 return {"accepted": False, "error": exc.code, "detail": exc.detail}
         try:
-            result = draft.client(context).send(test_email(draft, payload["to"]))
+            result = draft.client(context).send(test_email(draft, payload.to))
         except DeliveryError as exc:
             return {"accepted": False, "error": exc.code, "detail": exc.detail}
         return {
@@ -37,4 +38,4 @@ def handlers(db: Database, keyring: Keyring, context: BuildContext) -> dict[str,
             "elapsed_ms": result.elapsed_ms,
         }
 
-    return {TEST_SEND_JOB: test_send}
+    return [TEST_SEND.handler(test_send)]

@@ -17,14 +17,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import events as store
-from getfluxly_server.storage import jobs
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure, Event, Identity, Profile, Project, new_id, now
 
 ERASE_JOB = "profiles.erase"
 ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
 CHUNK = 500
+
+
+class EraseProfiles(JobPayload):
+    """Carry out a recorded erasure (its row lists the profiles)."""
+
+    erasure_id: str
+
+
+ERASE_PROFILES = JobKind(ERASE_JOB, EraseProfiles)
 
 
 def live(session: Session, profile: Profile) -> Profile:
@@ -208,7 +217,7 @@ def request_erasure(
         events_targeted=store.count_events(session, ids), requested_at=now(),
     )  # fmt: skip
     session.add(erasure)
-    jobs.enqueue(session, ERASE_JOB, {"erasure_id": erasure.id})
+    ERASE_PROFILES.enqueue(session, EraseProfiles(erasure_id=erasure.id))
     return {
         "erasure_id": erasure.id,
         "profiles_targeted": erasure.profiles_targeted,

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import events as store
-from getfluxly_server.storage import jobs
 from getfluxly_server.storage import tenancy as tenancy_store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
@@ -232,6 +232,16 @@ def prepare(
     )
 
 
+class ProcessEvents(JobPayload):
+    """Stitch a project's stored, not yet processed events (all of them: one pass serves
+    every request that asked)."""
+
+    project_id: str
+
+
+PROCESS_EVENTS = JobKind(PROCESS_JOB, ProcessEvents)
+
+
 def store_all(session: Session, submissions: Sequence[Submission]) -> list[Answer | DomainError]:
     """Store the submissions in the caller's transaction, which must commit before any of
     the answers is sent; one answer (or error) per submission, in order.
@@ -253,8 +263,8 @@ def store_all(session: Session, submissions: Sequence[Submission]) -> list[Answe
     # over a project with nothing new costs one query).
     new = store.insert_events(session, rows)
     for project_id in sorted({row["project_id"] for row in rows} if new else ()):
-        jobs.enqueue_once(
-            session, PROCESS_JOB, {"project_id": project_id}, f"{PROCESS_JOB}:{project_id}"
+        PROCESS_EVENTS.enqueue_once(
+            session, ProcessEvents(project_id=project_id), f"{PROCESS_JOB}:{project_id}"
         )
     return answers
 

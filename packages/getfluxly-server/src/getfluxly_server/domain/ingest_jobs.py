@@ -5,24 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from getfluxly_server.domain.identity import (
-    ERASE_JOB,
+    ERASE_PROFILES,
+    EraseProfiles,
     erase,
     lock_project,
     process_pending,
     process_project,
 )
-from getfluxly_server.domain.ingest import PROCESS_JOB
+from getfluxly_server.domain.ingest import PROCESS_EVENTS, ProcessEvents
+from getfluxly_server.queue.kinds import JobHandler
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure
 
 
-def handlers(db: Database) -> dict[str, Any]:
-    def process(payload: dict[str, Any]) -> dict[str, Any]:
-        return {"processed": process_project(db, payload["project_id"])}
+def handlers(db: Database) -> list[JobHandler[Any]]:
+    """The event handlers, bound to this process's database."""
 
-    def run_erasure(payload: dict[str, Any]) -> dict[str, Any]:
+    def process(payload: ProcessEvents) -> dict[str, Any]:
+        return {"processed": process_project(db, payload.project_id)}
+
+    def run_erasure(payload: EraseProfiles) -> dict[str, Any]:
         with db.read() as session:
-            erasure = session.get(Erasure, payload["erasure_id"])
+            erasure = session.get(Erasure, payload.erasure_id)
             project_id = erasure.project_id if erasure is not None else None
         if project_id is None:
             return {"erased": False}
@@ -31,8 +35,8 @@ def handlers(db: Database) -> dict[str, Any]:
         with db.transaction() as session:
             lock_project(session, project_id)
             process_pending(session, project_id)
-            erase(session, payload["erasure_id"])
+            erase(session, payload.erasure_id)
         db.checkpoint()
         return {"erased": True}
 
-    return {PROCESS_JOB: process, ERASE_JOB: run_erasure}
+    return [PROCESS_EVENTS.handler(process), ERASE_PROFILES.handler(run_erasure)]

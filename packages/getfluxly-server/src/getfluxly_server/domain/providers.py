@@ -27,11 +27,29 @@ from getfluxly_server.delivery.base import (
 from getfluxly_server.delivery.registry import PROVIDERS
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.queue.kinds import JobKind, JobPayload, Queue
+from getfluxly_server.queue.retry import RetryPolicy
 from getfluxly_server.storage import providers as store
 from getfluxly_server.storage.models import EmailProvider, new_id, now
 
 COMMON = ("display_name", "from_email", "from_name", "reply_to")
 TEST_SEND_JOB = "provider.test_send"
+
+
+class TestSend(JobPayload):
+    """Send a test message through a provider to ``to`` (an address already checked)."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    provider_id: str
+    to: str
+
+
+#: Someone is waiting for the outcome: transactional, and never retried behind their back
+#: (they can press the button again).
+TEST_SEND = JobKind(
+    TEST_SEND_JOB, TestSend, queue=Queue.TRANSACTIONAL, retry=RetryPolicy(max_attempts=1)
+)
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,72 @@
-"""The durable job queue's SQL: enqueue inside the caller's transaction, claim with a lease.
+"""The durable job queue's SQL: enqueue inside the caller's transaction, claim in batches
+with a lease, finish, sweep old finished jobs, and (PostgreSQL) wake idle workers.
 
-Claiming is one short transaction. PostgreSQL locks the chosen row with ``FOR UPDATE SKIP
+Claiming is one short transaction. PostgreSQL locks the chosen rows with ``FOR UPDATE SKIP
 LOCKED``, so any number of workers on any number of machines claim different jobs without
 waiting on each other; SQLite takes its single write lock at BEGIN (see db.py), which
 serialises claims just as safely. A claimed job carries a lease: if its worker dies, the lease
 runs out and the job becomes claimable again.
+
+This module knows kinds only as names and payloads only as JSON objects; the typed layer
+(payload models, queues, retry policies) is ``queue/kinds.py``.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Insert, bindparam, or_, select, update
+import psycopg
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Select,
+    TextClause,
+    bindparam,
+    delete,
+    event,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.sql.dml import ReturningInsert
 
-from getfluxly_server.storage.models import QUEUED, Job, now
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import (
+    DEFAULT_PRIORITY,
+    FINISHED_SQL,
+    QUEUED,
+    RUNNING,
+    Job,
+    JobStatus,
+    now,
+)
+
+#: The PostgreSQL channel on which enqueues are announced (the payload is the job's kind).
+CHANNEL = "getfluxly_jobs"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """What a worker needs of a job it has claimed (a plain value, usable after the claim's
+    transaction has ended). ``attempts`` counts this attempt."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
 
 
 def enqueue(
@@ -27,68 +76,241 @@ def enqueue(
     *,
     run_at: datetime | None = None,
     max_attempts: int = 5,
+    priority: int = DEFAULT_PRIORITY,
 ) -> Job:
     """Add a job in the caller's transaction: workers see it only once that commits."""
-    job = Job(kind=kind, payload=payload, run_at=run_at or now(), max_attempts=max_attempts)
+    job = Job(
+        kind=kind, payload=payload, run_at=run_at or now(), max_attempts=max_attempts,
+        priority=priority,
+    )  # fmt: skip
     session.add(job)
     session.flush()
+    _notify(session, kind)
     return job
 
 
-def enqueue_once(session: Session, kind: str, payload: dict[str, Any], unique_key: str) -> None:
+def enqueue_many(
+    session: Session,
+    kind: str,
+    payloads: Iterable[dict[str, Any]],
+    *,
+    run_at: datetime | None = None,
+    max_attempts: int = 5,
+    priority: int = DEFAULT_PRIORITY,
+) -> int:
+    """Add one job per payload in the caller's transaction (a broadcast's fan-out), set-based;
+    returns how many. One wake-up for all of them."""
+    created = now()
+    rows = [
+        {"kind": kind, "payload": payload, "run_at": run_at or created,
+         "max_attempts": max_attempts, "priority": priority, "created_at": created}
+        for payload in payloads
+    ]  # fmt: skip
+    if rows:  # SQLAlchemy sends these as multi-row INSERTs ("insertmanyvalues")
+        session.execute(insert(Job), rows)
+        _notify(session, kind)
+    return len(rows)
+
+
+def enqueue_once(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    unique_key: str,
+    *,
+    max_attempts: int = 5,
+    priority: int = DEFAULT_PRIORITY,
+) -> bool:
     """Enqueue unless a job with ``unique_key`` is already waiting: one pass of it will serve
-    every request that asked (e.g. "process this project's new events").
+    every request that asked (e.g. "process this project's new events"). Returns whether a
+    job was added.
 
     One statement against the partial unique index on queued jobs, so two transactions that
     ask at once still leave one job (the second waits for the first to commit, then skips).
     """
-    session.connection().execute(
+    result = session.connection().execute(
         _enqueue_once_statement(session.get_bind().dialect.name),
-        {"kind": kind, "payload": payload, "unique_key": unique_key},
-    )
+        {"kind": kind, "payload": payload, "unique_key": unique_key,
+         "max_attempts": max_attempts, "priority": priority},
+    )  # fmt: skip
+    added = result.first() is not None  # RETURNING: rowcount is not reliable on psycopg
+    if added:  # a job already waiting needs no second wake-up (ingest calls this per batch)
+        _notify(session, kind)
+    return added
 
 
 @functools.cache
-def _enqueue_once_statement(dialect: str) -> Insert:
+def _enqueue_once_statement(dialect: str) -> ReturningInsert[int]:
     # Built once per dialect: enqueue_once runs in every ingest transaction. The predicate
     # is literal SQL: PostgreSQL must match it to the index's own, which it cannot do for a
     # bound parameter once psycopg prepares the statement.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(Job)
+        insert_(Job)
         .values(
-            kind=bindparam("kind"), payload=bindparam("payload"), unique_key=bindparam("unique_key")
+            kind=bindparam("kind"),
+            payload=bindparam("payload"),
+            unique_key=bindparam("unique_key"),
+            max_attempts=bindparam("max_attempts"),
+            priority=bindparam("priority"),
         )
         .on_conflict_do_nothing(index_elements=["unique_key"], index_where=QUEUED)
+        .returning(Job.id)
     )
 
 
-def claim(session: Session, worker: str, kinds: list[str], lease: timedelta) -> Job | None:
-    """Take the next due job (or one whose lease ran out) for ``worker``, or None."""
+_NOTIFY = text("SELECT pg_notify(:channel, :kind)")
+
+#: SQLite has no notifications. Workers in the process that enqueues (``getfluxly serve``,
+#: the embedded default, runs the API and the workers together) are woken after the commit
+#: by these callbacks, by engine; workers of other processes poll.
+_local_wakers: dict[Engine, list[Callable[[], None]]] = {}
+_local_lock = threading.Lock()
+
+
+def _notify(session: Session, kind: str) -> None:
+    # NOTIFY is transactional: PostgreSQL delivers it when this transaction commits and drops
+    # it on rollback, so a woken worker always finds the job (the outbox holds for wake-ups
+    # too). Identical notifications of one transaction are delivered once.
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
+    elif not session.info.get("jobs_wake"):  # SQLite: the same, in this process only
+        session.info["jobs_wake"] = True
+        engine = bind.engine if isinstance(bind, Connection) else bind
+        event.listen(session, "after_commit", functools.partial(_wake_local, engine), once=True)
+
+
+def _wake_local(engine: Engine, _session: Session) -> None:
+    with _local_lock:
+        wakers = list(_local_wakers.get(engine, ()))
+    for wake in wakers:
+        wake()
+
+
+def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], None]:
+    """SQLite: call ``wake`` after each commit in this process that enqueued a job in ``db``
+    (it must not block: it runs in the committing thread). Returns the function that stops
+    it. Nothing on PostgreSQL, where :func:`listening` hears every process."""
+    if not db.is_sqlite:
+        return lambda: None
+    with _local_lock:
+        _local_wakers.setdefault(db.engine, []).append(wake)
+
+    def stop() -> None:
+        with _local_lock:
+            wakers = _local_wakers.get(db.engine, [])
+            if wake in wakers:
+                wakers.remove(wake)
+            if not wakers:
+                _local_wakers.pop(db.engine, None)
+
+    return stop
+
+
+def claim(
+    session: Session,
+    worker: str,
+    limits: Mapping[str, int],
+    lease: timedelta,
+    n: int = 1,
+) -> list[ClaimedJob]:
+    """Take up to ``n`` due jobs for ``worker``: queued ones whose run_at has come and running
+    ones whose lease ran out, by priority then due time, at most ``limits[kind]`` of each kind
+    (kinds not in ``limits`` are never taken). Each is marked running, leased until now +
+    ``lease``, its attempt counted. Returned in claim order.
+
+    Per-kind limits are applied in passes: a pass reads the next due jobs of the kinds that
+    still have room; if it met a kind that is now full, the next pass reads again without that
+    kind, so a full kind's backlog never hides another kind's due jobs. Jobs read but not taken
+    were only locked, and are free again when the transaction ends.
+    """
     moment = now()
-    due = or_(
-        (Job.status == "queued") & (Job.run_at <= moment),
-        (Job.status == "running") & (Job.lease_until < moment),
+    room = {kind: limit for kind, limit in limits.items() if limit > 0}
+    claimed: list[ClaimedJob] = []
+    while len(claimed) < n and room:
+        wanted = n - len(claimed)
+        taken: list[int] = []
+        skipped = False
+        for row in _due(session, list(room), wanted, moment):
+            if room.get(row.kind, 0) > 0 and len(taken) < wanted:
+                taken.append(row.id)
+                room[row.kind] -= 1
+            else:
+                skipped = True
+        claimed += _take(session, taken, worker, moment + lease)
+        room = {kind: left for kind, left in room.items() if left > 0}
+        if not skipped:  # every due job read was taken: there is no more, or n is reached
+            break
+    return claimed
+
+
+def _due(session: Session, kinds: list[str], n: int, moment: datetime) -> list[Row[Any]]:
+    """The first ``n`` due jobs of ``kinds`` in claim order, locked (PostgreSQL: rows another
+    claimer holds are skipped, not waited for)."""
+    queued, expired = _DUE
+    params = {"kinds": kinds, "n": n, "moment": moment}
+    connection = session.connection()
+    rows = [*connection.execute(queued, params), *connection.execute(expired, params)]
+    rows.sort(key=lambda row: (row.priority, row.run_at, row.id))
+    return rows[:n]
+
+
+def _due_statement(
+    state: TextClause, since: QueryableAttribute[Any]
+) -> Select[int, str, int, datetime]:
+    # Built once, parameters bound at each claim: constructing statements costs more than
+    # running these ones (a claim of one job is most of the time Python, not SQL).
+    return (
+        select(Job.id, Job.kind, Job.priority, Job.run_at)
+        .where(
+            state, since <= bindparam("moment"), Job.kind.in_(bindparam("kinds", expanding=True))
+        )
+        .order_by(Job.priority, Job.run_at, Job.id)
+        .limit(bindparam("n"))
+        .with_for_update(skip_locked=True)
     )
-    query = select(Job).where(due, Job.kind.in_(kinds)).order_by(Job.run_at, Job.id).limit(1)
-    job = session.scalars(query.with_for_update(skip_locked=True)).first()
-    if job is None:
-        return None
-    job.status = "running"
-    job.attempts += 1
-    job.locked_by = worker
-    job.lease_until = moment + lease
-    return job
 
 
-def extend(session: Session, job_id: int, worker: str, lease: timedelta) -> bool:
-    """Renew a running job's lease; False if another worker has taken it over."""
+#: Two reads, each walking its own partial index (ix_jobs_due, ix_jobs_leased) in order and
+#: stopping after n rows; one read with an OR over both states would sort every due row
+#: instead. The state predicates are literal SQL, the partial indexes' own (models.QUEUED).
+_DUE = (_due_statement(QUEUED, Job.run_at), _due_statement(RUNNING, Job.lease_until))
+
+_TAKE = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        locked_by=bindparam("worker"),
+        lease_until=bindparam("lease_until"),
+    )
+    .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+)
+
+
+def _take(
+    session: Session, ids: Sequence[int], worker: str, lease_until: datetime
+) -> list[ClaimedJob]:
+    if not ids:
+        return []
+    rows = session.connection().execute(
+        _TAKE, {"ids": list(ids), "worker": worker, "lease_until": lease_until}
+    )
+    by_id = {row.id: ClaimedJob(*row) for row in rows}
+    return [by_id[job_id] for job_id in ids]  # RETURNING has no order of its own
+
+
+def extend(session: Session, worker: str, lease: timedelta, job_ids: Collection[int]) -> int:
+    """Renew the leases of these jobs while ``worker`` still holds them; how many it does (a
+    job another worker took over after a lapsed lease is left alone)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.locked_by == worker, Job.status == "running")
+        .where(Job.id.in_(job_ids), Job.locked_by == worker, Job.status == JobStatus.RUNNING)
         .values(lease_until=now() + lease)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish(
@@ -106,18 +328,84 @@ def finish(
     that outlived its lease must not overwrite the work of the one that took over).
     """
     job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.locked_by != worker or job.status != "running":
+    if job is None or job.locked_by != worker or job.status != JobStatus.RUNNING:
         return False
     job.locked_by, job.lease_until = None, None
     job.last_error = error
-    if retry_at is not None:
-        job.status, job.run_at = "queued", retry_at
+    if retry_at is not None and _requeue(session, job, retry_at):
         return True
-    job.status = "failed" if error is not None else "done"
+    job.status = JobStatus.FAILED if error is not None else JobStatus.DONE
     job.result = result
     job.finished_at = now()
     return True
 
 
+def _requeue(session: Session, job: Job, retry_at: datetime) -> bool:
+    """Queue ``job`` again; False when an equal job (same unique_key) is queued already, which
+    will do the same work, so this one ends instead of breaking the one-queued-per-key index."""
+    if job.unique_key is None:
+        job.status, job.run_at = JobStatus.QUEUED, retry_at
+        return True
+    twin = exists().where(Job.unique_key == job.unique_key, Job.status == JobStatus.QUEUED)
+    if session.scalar(select(twin)):
+        job.last_error = f"{job.last_error} (not retried: an equal job is queued)"
+        return False
+    try:
+        # A savepoint: on PostgreSQL an equal job may be enqueued by a transaction that has
+        # not committed yet; the index then refuses this one, and only the savepoint rolls back.
+        with session.begin_nested():
+            job.status, job.run_at = JobStatus.QUEUED, retry_at
+            session.flush()
+    except IntegrityError:
+        job.last_error = f"{job.last_error} (not retried: an equal job is queued)"
+        return False
+    return True
+
+
+def delete_finished(session: Session, before: datetime, batch: int = 10_000) -> int:
+    """Delete up to ``batch`` jobs that finished (done or failed for good) before ``before``;
+    how many. Callers loop, a transaction per call, so one sweep never holds SQLite's write
+    lock for long."""
+    oldest = (
+        select(Job.id)
+        .where(FINISHED_SQL, Job.finished_at < before)
+        .order_by(Job.finished_at)
+        .limit(batch)
+    )
+    result = session.execute(delete(Job).where(Job.id.in_(oldest.scalar_subquery())))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def get(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
+
+
+class Wakeups(Protocol):
+    def __call__(self, timeout: float) -> bool:
+        """Block until a job is enqueued (True) or ``timeout`` seconds pass (False)."""
+        ...
+
+
+@contextmanager
+def listening(db: Database) -> Iterator[Wakeups]:
+    """PostgreSQL: listen for enqueues on a connection of its own (held while the block
+    runs) and yield a function that waits for the next one. Raises on SQLite, which has no
+    notifications (its workers poll)."""
+    if db.is_sqlite:
+        raise RuntimeError("SQLite has no LISTEN/NOTIFY; poll instead")
+    # Taken out of the pool for good: it is switched to autocommit (LISTEN takes effect at
+    # once, and notifications arrive between transactions only) and is closed afterwards.
+    pooled = db.engine.raw_connection()
+    connection: psycopg.Connection[Any] | None = pooled.driver_connection
+    assert connection is not None  # a connection just checked out has its driver's
+    pooled.detach()
+    try:
+        connection.autocommit = True
+        connection.execute(f"LISTEN {CHANNEL}")
+
+        def wait(timeout: float) -> bool:
+            return any(True for _ in connection.notifies(timeout=timeout, stop_after=1))
+
+        yield wait
+    finally:
+        connection.close()  # (closing a detached pool entry would leave it open)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -115,8 +117,38 @@ class EmailProvider(Base):
     __table_args__ = (Index("ix_email_providers_project", "project_id"),)
 
 
-#: The predicate of queued jobs, as literal SQL (for a partial index and its conflict target).
+class JobStatus(StrEnum):
+    """Where a job is in its life. Stored as these strings (the column is plain text), so
+    rows written before the enum existed read back unchanged."""
+
+    QUEUED = "queued"  # waiting for its run_at
+    RUNNING = "running"  # leased to a worker until lease_until
+    DONE = "done"  # succeeded (or folded into an equal queued job)
+    FAILED = "failed"  # failed for good: attempts used up, a permanent error, a bad payload
+
+
+class _JobStatusType(TypeDecorator[JobStatus]):
+    """The status column: text in the database, :class:`JobStatus` in Python."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobStatus | None, dialect: Dialect) -> str | None:
+        return None if value is None else JobStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobStatus | None:
+        return None if value is None else JobStatus(value)
+
+
+#: The predicates of the partial indexes, as literal SQL: PostgreSQL matches a query (or an
+#: ON CONFLICT target) to a partial index only by the text of its predicate.
 QUEUED = text("status = 'queued'")
+RUNNING = text("status = 'running'")
+#: Finished for good (what retention deletes).
+FINISHED_SQL = text("status IN ('done', 'failed')")
+
+#: The priority of jobs enqueued without one (the "default" queue of queue/kinds.py).
+DEFAULT_PRIORITY = 100
 
 
 class Job(Base):
@@ -130,7 +162,12 @@ class Job(Base):
     unique_key: Mapped[str | None] = mapped_column(String(128), default=None)
     #: Ids, never objects: the job reads current state when it runs.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    status: Mapped[JobStatus] = mapped_column(_JobStatusType(), default=JobStatus.QUEUED)
+    #: Lower runs first: due jobs are claimed by priority, then by run_at. Copied from the
+    #: kind's queue at enqueue, so SQL can order jobs without knowing the kinds.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=DEFAULT_PRIORITY, server_default=text(str(DEFAULT_PRIORITY))
+    )
     run_at: Mapped[datetime] = mapped_column(default=now)
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=5)
@@ -142,7 +179,25 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
-        Index("ix_jobs_claim", "status", "run_at"),
+        # Claiming walks this in order (priority, run_at, id) and stops after n due rows: the
+        # one transactional job behind 100,000 queued bulk ones is the first entry it reads.
+        Index(
+            "ix_jobs_due",
+            "priority",
+            "run_at",
+            "id",
+            sqlite_where=QUEUED,
+            postgresql_where=QUEUED,
+        ),
+        # Leases that ran out (a crashed worker's jobs), found without reading queued rows.
+        Index("ix_jobs_leased", "lease_until", sqlite_where=RUNNING, postgresql_where=RUNNING),
+        # Retention deletes finished jobs by age.
+        Index(
+            "ix_jobs_finished",
+            "finished_at",
+            sqlite_where=FINISHED_SQL,
+            postgresql_where=FINISHED_SQL,
+        ),
         # One queued job per unique_key (enqueue_once is an INSERT ... ON CONFLICT on it).
         Index(
             "ux_jobs_queued_unique",

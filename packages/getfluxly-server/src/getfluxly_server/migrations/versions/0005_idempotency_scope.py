@@ -1,7 +1,7 @@
 """idempotency keys per kind of key, with a hash of the request body
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 18:45:00
 
 ``idempotent_responses`` gains ``key_kind`` (part of the primary key: a publishable key's
@@ -18,7 +18,7 @@ from alembic import op
 import getfluxly_server.storage.models
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
