@@ -23,10 +23,12 @@ What it implements (written from the spec, not from any client):
   ``WWW-Authenticate: Bearer``.
 - Per-event rules: ``type`` is ``track`` (default) or ``identify``; ``track`` needs
   ``event``, snake_case and ≤ 64 characters; at least one of ``anonymous_id``,
-  ``external_id``, ``user_id`` (non-empty strings); ``properties`` an object with ≤ 32 keys;
-  ``traits`` and ``context`` objects; ``timestamp`` and ``sent_at`` ISO-8601; ``message_id``
-  a UUID; the event ≤ ``max_event_bytes`` as JSON. Unknown fields are refused — stricter
-  than a real server may be, so a misspelt field fails a test instead of vanishing.
+  ``external_id``, ``user_id`` (strings of 1-255 printable characters); ``properties`` an
+  object with ≤ 32 keys; ``traits`` (identify only) and ``context`` objects; nesting at most
+  32 levels and no NUL in any key or string; ``timestamp`` and ``sent_at`` ISO-8601 within
+  years 1-9999 in UTC; ``message_id`` a UUID; the event ≤ ``max_event_bytes`` as JSON.
+  Unknown fields are refused — stricter than a real server may be, so a misspelt field fails
+  a test instead of vanishing.
   (``sent_at`` is not in spec §3's field list; it is the SDK contract's clock-skew field.)
 - ``X-Idempotency-Key`` on batches: a replay answers the original 202 byte for byte and
   stores nothing again (``replays`` counts them). Events also dedupe on ``message_id``: a
@@ -95,6 +97,9 @@ _EVENT_FIELDS = frozenset(
     }
 )
 _ID_FIELDS = ("anonymous_id", "external_id", "user_id")
+_MAX_ID_LENGTH = 255
+#: How deep properties, traits and context may nest (the object itself is level 1).
+_MAX_DEPTH = 32
 _SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 #: The status of each error code of spec §3, for scripted failures given only a code.
@@ -166,13 +171,36 @@ def _now_iso() -> str:
 
 
 def _is_iso8601(value: object) -> bool:
+    """An ISO-8601 date-time that stays within years 1-9999 once in UTC."""
     if not isinstance(value, str):
         return False
     try:
-        dt.datetime.fromisoformat(value)
-    except ValueError:
+        dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return False
     return True
+
+
+def _storable_problem(where: str, value: object, depth: int) -> str | None:
+    """Why ``value`` cannot be stored: nesting beyond _MAX_DEPTH, or a NUL in a key or string."""
+    if isinstance(value, str):
+        return f"{where} holds a NUL (U+0000) character" if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    if depth > _MAX_DEPTH:
+        return f"{where} nests deeper than {_MAX_DEPTH} levels"
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{where}: a key holds a NUL (U+0000) character"
+        nested = depth + 1 if isinstance(item, dict | list) else depth
+        problem = _storable_problem(f"{where}.{key}", item, nested)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _is_uuid(value: object) -> bool:
@@ -520,15 +548,25 @@ class IngestFake(FakeService):
                 return f"event name {name!r} is not snake_case"
         ids = [event.get(f) for f in _ID_FIELDS]
         for field_name, value in zip(_ID_FIELDS, ids, strict=True):
-            if value is not None and (not isinstance(value, str) or not value):
-                return f"{field_name} must be a non-empty string"
+            if value is not None and (
+                not isinstance(value, str)
+                or not value.strip()
+                or len(value.strip()) > _MAX_ID_LENGTH
+                or not value.strip().isprintable()
+            ):
+                return f"{field_name} must be a string of 1-{_MAX_ID_LENGTH} printable characters"
         if all(v is None for v in ids):
             return "one of anonymous_id, external_id, user_id is required"
         for name_ in ("properties", "traits", "context"):
             if name_ in event and not isinstance(event[name_], dict):
                 return f"{name_} must be an object"
+            problem = _storable_problem(name_, event.get(name_), 1)
+            if problem is not None:
+                return problem
         if len(event.get("properties") or {}) > self.max_property_keys:
             return f"properties has more than {self.max_property_keys} keys"
+        if event.get("traits") and kind != "identify":
+            return "traits belong to identify events"
         for name_ in ("timestamp", "sent_at"):
             if name_ in event and not _is_iso8601(event[name_]):
                 return f"{name_} must be an ISO-8601 date-time"

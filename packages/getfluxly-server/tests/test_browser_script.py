@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from flux_testkit import ingest_spec
 from flux_testkit.gfserver import GFProject, GFServer, expect_error, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -842,3 +843,110 @@ def test_the_script_never_throws_into_the_page(
     assert len(warnings) >= 8, warnings
     assert any("data-key" in w for w in warnings)
     assert stored_events(gf_module_server, project.id) == []
+
+
+# -- the machine-readable ingest spec (issue 9) --------------------------------------------------
+
+#: Rules the script's API cannot break: it makes the ids, timestamps and message ids itself,
+#: sets the type, and has no way to send another field or traits on a track event.
+NOT_EXPRESSIBLE = {"ids", "type", "traits", "timestamp", "message_id", "unknown_field"}
+
+
+def _as_call(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The example as a ``gflux.track(name, properties)`` or ``gflux.identify(id, traits)``
+    call, or None when the script's API cannot express it."""
+    fields = dict(event)
+    kind = fields.pop("type", "track")
+    if kind == "track" and set(fields) <= {"event", "anonymous_id", "properties"}:
+        return {"call": "track", "name": fields.get("event"), "data": fields.get("properties")}
+    if kind == "identify" and set(fields) <= {"external_id", "traits"} and "external_id" in fields:
+        return {"call": "identify", "name": fields["external_id"], "data": fields.get("traits")}
+    return None
+
+
+def test_the_scripts_limits_are_the_specs(gf_module_server: GFServer) -> None:
+    script = gf_module_server.anonymous_client().get("/v1/browser/gflux.js").text
+    limits = ingest_spec.limits()
+
+    def constant(name: str) -> str:
+        found = re.search(rf"var {name} = ([^;]+);", script)
+        assert found is not None, name
+        return found[1]
+
+    assert constant("EVENT_NAME") == "/" + ingest_spec.spec()["patterns"]["event_name"] + "/"
+    assert int(constant("MAX_NAME")) == limits["max_event_name_length"]
+    assert int(constant("MAX_PROPERTIES")) == limits["max_property_keys"]
+    assert int(constant("MAX_BATCH_EVENTS")) == limits["max_batch_events"]
+    assert int(constant("MAX_DEPTH")) == limits["max_depth"]
+    assert eval(constant("MAX_EVENT_BYTES"), {}) == limits["max_event_bytes"]  # noqa: S307
+
+
+def test_the_script_sorts_the_specs_examples_as_the_server_does(
+    gf_module_server: GFServer, project: GFProject, site: Site, tab: Tab
+) -> None:
+    """Each example the script's API can express, in Chromium: a valid one is sent and
+    stored, an invalid one is dropped with a console warning. The rules it cannot break
+    are exactly NOT_EXPRESSIBLE."""
+    calls, expected = [], []
+    for example in ingest_spec.valid():
+        call = _as_call(example.event)
+        if call is not None:  # the script makes ids, times and message ids itself
+            calls.append(call)
+            expected.append(True)
+    for example in ingest_spec.invalid():
+        if example.rule in NOT_EXPRESSIBLE:
+            continue
+        call = _as_call(example.event)
+        assert call is not None, f"{example.name!r} ({example.rule}) must be tried here"
+        calls.append(call)
+        expected.append(False)
+    assert expected.count(True) >= 5
+    assert expected.count(False) >= 5
+
+    tab.goto(
+        site.add_shop_page(
+            "/spec",
+            project.publishable_key,
+            script_src=script_url(gf_module_server),
+            attributes='data-flush-interval="0.2"',
+        )
+    )
+    accepted = tab.evaluate(
+        """(async (calls) => {
+            const original = console.warn;
+            let warned = false;
+            console.warn = function () {
+                warned = true;
+                return original.apply(console, arguments);
+            };
+            const results = [];
+            for (const c of calls) {
+                warned = false;
+                if (c.call === "track") gflux.track(c.name, c.data);
+                else gflux.identify(c.name, c.data);
+                results.push(!warned);
+            }
+            console.warn = original;
+            await gflux.flush();
+            return results;
+        })(CALLS)""".replace("CALLS", json.dumps(calls))
+    )
+    assert accepted == expected, [
+        (c["call"], str(c["name"])[:20], want)
+        for c, got, want in zip(calls, accepted, expected, strict=True)
+        if got != want
+    ]
+    # What the script sent, the server stored (each valid track and identify, once).
+    sent = [c for c, ok in zip(calls, expected, strict=True) if ok]
+    tracks = [c["name"] for c in sent if c["call"] == "track"]
+    for name in set(tracks):
+        wait_for_events(gf_module_server, project.id, name, tracks.count(name))
+    identifies = eventually(
+        lambda: (
+            [e for e in stored_events(gf_module_server, project.id) if e["type"] == "identify"]
+            or None
+        ),
+        "the identify event",
+    )
+    assert len(identifies) == sum(c["call"] == "identify" for c in sent)
+    assert tab.page_errors() == []

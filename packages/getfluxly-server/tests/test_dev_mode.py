@@ -219,6 +219,12 @@ def test_data_dir_is_honoured(dev: DevProcess) -> None:
     assert key_file.is_file()
     # The key decrypts every stored provider password: only its owner may read it.
     assert key_file.stat().st_mode & 0o077 == 0
+    # So does the database, which holds personal data and key hashes (issue 10, finding 7),
+    # and the write-ahead log and shared memory next to it, which hold its recent pages.
+    for name in ("getfluxly.db", "getfluxly.db-wal", "getfluxly.db-shm"):
+        assert (dev.data_dir / name).is_file(), name
+        mode = (dev.data_dir / name).stat().st_mode & 0o777
+        assert mode == 0o600, (name, oct(mode))
     assert not (dev.workdir / ".getfluxly").exists()
 
 
@@ -357,11 +363,16 @@ def test_dev_messages_are_the_callers_workspaces_only(dev: DevProcess) -> None:
 
 def test_second_run_reuses_the_install_with_new_keys(tmp_path: Path) -> None:
     """A second ``dev`` on the same data dir keeps the workspace, project and provider, prints
-    new keys, and the first run's keys keep working (nothing revokes them). Each run stops
-    cleanly: the first on SIGINT (Ctrl-C), the second on SIGTERM."""
+    new keys, and revokes the keys the first run printed (issue 10, finding 7); keys made
+    through the API survive. Each run stops cleanly: the first on SIGINT (Ctrl-C), the
+    second on SIGTERM."""
     data_dir = tmp_path / "data"
     with DevProcess(data_dir, tmp_path) as first:
         first_provider = catcher_provider(first)
+        with first.client(first.exports["GETFLUXLY_WORKSPACE_KEY"]) as api:
+            made = api.post("/v1/keys", json={"kind": "workspace", "name": "ci"})
+        assert made.status_code == 201, made.text
+        kept_key = made.json()["key"]["key"]
         status = first.stop(signal.SIGINT)
     assert_clean_exit(first, status, signal.SIGINT)
     # Nothing but the exports ever reaches stdout, shutdown included.
@@ -376,8 +387,9 @@ def test_second_run_reuses_the_install_with_new_keys(tmp_path: Path) -> None:
             "GETFLUXLY_PUBLISHABLE_KEY",
         ):
             assert new[name] != old[name], name
-        # Same workspace: the old and the new workspace key see the same single project.
-        for key in (old["GETFLUXLY_WORKSPACE_KEY"], new["GETFLUXLY_WORKSPACE_KEY"]):
+        # Same workspace: the new workspace key (and one made through the API) see the same
+        # single project.
+        for key in (kept_key, new["GETFLUXLY_WORKSPACE_KEY"]):
             with second.client(key) as api:
                 response = api.get("/v1/projects")
             assert response.status_code == 200, response.text
@@ -388,10 +400,20 @@ def test_second_run_reuses_the_install_with_new_keys(tmp_path: Path) -> None:
         assert provider["id"] == first_provider["id"]
         port = new["GETFLUXLY_CATCHER_SMTP"].rpartition(":")[2]
         assert provider["smtp_port"] == int(port)
-        # Old project keys are still valid keys too: a project key on a workspace endpoint is
-        # "wrong key type" (a known key), not "unauthenticated" (an unknown or revoked one).
-        with second.client(old["GETFLUXLY_SERVER_KEY"]) as api:
-            assert api.get("/v1/projects").json()["error"] == "wrong_key_type"
+        # Every key the first run printed is revoked: unauthenticated wherever it is tried.
+        for name, path in (
+            ("GETFLUXLY_WORKSPACE_KEY", "/v1/projects"),
+            ("GETFLUXLY_SERVER_KEY", "/v1/events"),
+            ("GETFLUXLY_PUBLISHABLE_KEY", "/v1/events"),
+        ):
+            event = {"event": "page_viewed", "anonymous_id": "a-1"}
+            with second.client(old[name]) as api:
+                refused = api.request("GET" if path == "/v1/projects" else "POST", path, json=event)
+            assert refused.status_code == 401, (name, refused.text)
+            assert refused.json()["error"] == "unauthenticated"
+        with second.client(new["GETFLUXLY_SERVER_KEY"]) as api:
+            accepted = api.post("/v1/events", json={"event": "page_viewed", "anonymous_id": "a"})
+        assert accepted.status_code == 202, accepted.text
         status = second.stop(signal.SIGTERM)
     assert_clean_exit(second, status, signal.SIGTERM)
 

@@ -320,15 +320,24 @@ def test_an_idempotency_key_replays_the_original_answer_and_stores_nothing_new(
     assert (first.json()["accepted"], first.json()["rejected"]) == (2, 1)
     stored = _message_ids(gf_module_server, project)
 
-    # A different body under the same key: the answer is the first one, to the byte, and
-    # none of these events is stored.
-    other = [_event() for _ in range(4)]
+    # The same body again (a retry): the answer is the first one, to the byte, and nothing
+    # new is stored.
     replay = secret.post(
-        "/v1/events/batch", json={"events": other}, headers={"X-Idempotency-Key": "k-1"}
+        "/v1/events/batch", json={"events": first_events}, headers={"X-Idempotency-Key": "k-1"}
     )
     assert replay.status_code == 202
     assert replay.content == first.content
     assert replay.headers["content-type"] == first.headers["content-type"]
+    assert _message_ids(gf_module_server, project) == stored
+
+    # A different body under the same key is not a retry: 422 idempotency_key_reused, and
+    # none of its events is stored (issue 10, finding 6).
+    other = [_event() for _ in range(4)]
+    reused = secret.post(
+        "/v1/events/batch", json={"events": other}, headers={"X-Idempotency-Key": "k-1"}
+    )
+    detail = expect_error(reused, 422, "idempotency_key_reused")
+    assert "X-Idempotency-Key" in detail
     assert _message_ids(gf_module_server, project) == stored
 
     # The same body under a new key is a new request.
@@ -347,6 +356,27 @@ def test_an_idempotency_key_replays_the_original_answer_and_stores_nothing_new(
     assert theirs.status_code == 202
     assert theirs.content != first.content
     assert theirs.json()["accepted"] == 1
+
+
+def test_publishable_and_server_keys_have_separate_idempotency_keys(
+    gf_module_server: GFServer, project: GFProject, secret: httpx.Client
+) -> None:
+    """A page visitor (who holds the publishable key) cannot pre-claim an idempotency key
+    the server integration will use: each kind of key has its own namespace."""
+    public = gf_module_server.client(project.publishable_key)
+    headers = {"X-Idempotency-Key": "nightly-import-1"}
+    claimed = public.post("/v1/events/batch", json={"events": [_event()]}, headers=headers)
+    assert claimed.status_code == 202, claimed.text
+    server_events = [_event(), _event()]
+    own = secret.post("/v1/events/batch", json={"events": server_events}, headers=headers)
+    assert own.status_code == 202, own.text
+    assert own.json()["accepted"] == 2
+    assert own.json()["request_id"] != claimed.json()["request_id"]
+    stored = _message_ids(gf_module_server, project)
+    assert all(e["message_id"] in stored for e in server_events)
+    # Each namespace still replays its own answer.
+    again = secret.post("/v1/events/batch", json={"events": server_events}, headers=headers)
+    assert again.content == own.content
 
 
 def _wait_for_lock_waiters(server: GFServer, count: int, timeout: float = 10.0) -> None:

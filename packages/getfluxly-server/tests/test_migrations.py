@@ -83,6 +83,55 @@ def test_upgrading_to_0003_folds_duplicate_queued_jobs_and_keeps_every_other_job
         )
 
 
+def test_upgrading_to_0006_keeps_recorded_answers_as_the_server_keys(gf_db: Database) -> None:
+    """0006 puts idempotency keys in a namespace per kind of key and adds the body hash:
+    answers recorded before it are kept (as the server key's, with no hash: replayed as
+    before), the same key may then be recorded once per kind, and downgrading keeps the
+    server key's answers."""
+    _migrate(gf_db, "0005", down=True)
+    with gf_db.engine.begin() as connection:
+        workspace = connection.execute(text("SELECT id FROM workspaces")).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO projects (id, workspace_id, name, created_at) "
+                "VALUES ('prj_m', :w, 'M', CURRENT_TIMESTAMP)"
+            ),
+            {"w": workspace},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO idempotent_responses (project_id, key, status, body, created_at) "
+                "VALUES ('prj_m', 'k-1', 202, '{\"accepted\": 1}', CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade(gf_db)
+    assert is_current(gf_db)
+    with gf_db.engine.begin() as connection:
+        found = connection.execute(
+            text("SELECT key_kind, key, body_hash, status FROM idempotent_responses")
+        ).all()
+        assert [tuple(r) for r in found] == [("secret", "k-1", None, 202)]
+        connection.execute(
+            text(
+                "INSERT INTO idempotent_responses (project_id, key_kind, key, body_hash, "
+                "status, body, created_at) VALUES ('prj_m', 'publishable', 'k-1', 'h', 202, "
+                "'{}', CURRENT_TIMESTAMP)"
+            )
+        )
+    with pytest.raises(IntegrityError), gf_db.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO idempotent_responses (project_id, key_kind, key, status, body, "
+                "created_at) VALUES ('prj_m', 'secret', 'k-1', 202, '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+    _migrate(gf_db, "0005", down=True)
+    with gf_db.engine.connect() as connection:
+        kept = connection.execute(text("SELECT key, status FROM idempotent_responses")).all()
+    assert [tuple(r) for r in kept] == [("k-1", 202)]
+    upgrade(gf_db)
+
+
 def test_upgrading_to_0004_keeps_every_job_and_makes_test_sends_transactional(
     gf_db: Database,
 ) -> None:

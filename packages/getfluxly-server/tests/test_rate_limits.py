@@ -1,6 +1,12 @@
-"""Per-key rate limits through the real server, on SQLite and on PostgreSQL (spec section 3).
+"""Rate limits through the real server, on SQLite and on PostgreSQL (spec section 3, issue 10
+finding 5).
 
-Contract: every key has its own limit; answers carry ``X-RateLimit-Limit``,
+Contract: a server key's requests count against its project's budget and a workspace key's
+against its workspace's (keys are minted at will: a new key brings no new budget); the
+publishable key, which is public, has a budget per project and client address; failed
+authentications have a budget per client address, past which that address is answered 429
+before its key is looked up. The client address is the socket's peer; ``X-Forwarded-For`` is
+believed only from ``GETFLUXLY_TRUSTED_PROXIES``. Answers carry ``X-RateLimit-Limit``,
 ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``; over the limit the answer is 429
 ``rate_limited`` with ``Retry-After``.
 
@@ -21,7 +27,12 @@ import pytest
 from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
 
 BURST = 3
-LIMITS = {"GETFLUXLY_RATE_LIMIT_PER_SECOND": "0.1", "GETFLUXLY_RATE_LIMIT_BURST": str(BURST)}
+LIMITS = {
+    "GETFLUXLY_RATE_LIMIT_PER_SECOND": "0.1",
+    "GETFLUXLY_RATE_LIMIT_BURST": str(BURST),
+    "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_PER_SECOND": "0.1",
+    "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_BURST": str(BURST),
+}
 
 
 @dataclass
@@ -117,7 +128,7 @@ def test_the_headers_count_down_and_the_fourth_request_is_refused(limited: Limit
     assert limited.workspace_remaining == ["2", "1", "0"]
 
 
-def test_keys_are_limited_independently(limited: Limited) -> None:
+def test_projects_and_the_publishable_key_are_limited_independently(limited: Limited) -> None:
     server = limited.server
     first, second = limited.projects[1], limited.projects[2]
     exhausted = server.client(first.secret_key)
@@ -125,7 +136,7 @@ def test_keys_are_limited_independently(limited: Limited) -> None:
         assert exhausted.post("/v1/events", json=_event("independent")).status_code == 202
     expect_error(exhausted.post("/v1/events", json=_event("independent")), 429, "rate_limited")
 
-    # The same project's other key, and another project's key, have their own buckets.
+    # The same project's publishable key, and another project's key, have their own buckets.
     for key in (first.publishable_key, second.secret_key):
         response = server.client(key).post("/v1/events", json=_event("independent"))
         assert response.status_code == 202, response.text
@@ -163,3 +174,124 @@ def test_an_authenticated_error_answer_still_says_what_is_left(limited: Limited)
     # The 400 did spend a token (so the next answer shows 1 left), and said so itself.
     assert _limit_headers(after)[1] == BURST - 2
     assert _limit_headers(refused)[:2] == (BURST, BURST - 1)
+
+
+def test_a_newly_minted_key_brings_no_new_budget(limited: Limited) -> None:
+    """Minting keys is free, so buckets are per project (server keys) and per workspace
+    (workspace keys), never per key."""
+    server = limited.server
+    workspace = server.create_workspace("Minting")  # its own, full workspace budget
+    admin = server.client(workspace.key)
+    project = server.create_project("Minted", key=workspace.key)
+    minted = admin.post(f"/v1/projects/{project.id}/keys", json={"kind": "secret"})
+    assert minted.status_code == 201, minted.text
+    assert _limit_headers(minted)[1] == BURST - 2
+    new_key = minted.json()["key"]["key"]
+    for _ in range(BURST):
+        assert (
+            server.client(project.secret_key).post("/v1/events", json=_event("minted")).status_code
+            == 202
+        )
+    expect_error(
+        server.client(new_key).post("/v1/events", json=_event("minted")), 429, "rate_limited"
+    )
+    # The workspace key has one request left; a freshly minted workspace key shares it.
+    another = admin.post("/v1/keys", json={"kind": "workspace", "name": "second"})
+    assert another.status_code == 201, another.text
+    second_admin = server.client(another.json()["key"]["key"])
+    expect_error(second_admin.get("/v1/projects"), 429, "rate_limited")
+
+
+def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(limited: Limited) -> None:
+    """Without GETFLUXLY_TRUSTED_PROXIES anyone could claim a new address per request."""
+    server = limited.server
+    project = server.create_project("Spoofing", key=server.create_workspace("Spoof").key)
+    client = server.client(project.publishable_key)
+    for n in range(BURST):
+        response = client.post(
+            "/v1/events", json=_event("spoof"), headers={"X-Forwarded-For": f"198.51.100.{n}"}
+        )
+        assert response.status_code == 202, response.text
+    refused = client.post(
+        "/v1/events", json=_event("spoof"), headers={"X-Forwarded-For": "198.51.100.99"}
+    )
+    expect_error(refused, 429, "rate_limited")
+
+
+PROXIED = {
+    **LIMITS,
+    "GETFLUXLY_TRUSTED_PROXIES": "127.0.0.1, ::1",
+    "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_PER_SECOND": "0.01",
+    "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_BURST": str(BURST),
+}
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
+def proxied(
+    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GFServer]:
+    """A limited server behind a trusted proxy (this test process, on loopback): the
+    client address is what X-Forwarded-For says."""
+    directory = tmp_path_factory.mktemp(f"gf-proxied-{request.param}")
+    database = gf_harness.database(request.param, directory / "db")
+    server = GFServer(gf_harness, database, directory / "logs", env=PROXIED)
+    try:
+        yield server.start()
+    finally:
+        server.close()
+        database.close()
+
+
+def _from(address: str) -> dict[str, str]:
+    # The proxy appends the peer it saw; whatever the client wrote before is not trusted.
+    return {"X-Forwarded-For": f"203.0.113.250, {address}"}
+
+
+def test_the_publishable_key_is_limited_per_visitor_address(proxied: GFServer) -> None:
+    """One visitor exhausting the public key does not lock out the others."""
+    project = proxied.create_project("Visitors")
+    page = proxied.client(project.publishable_key)
+    for _ in range(BURST):
+        accepted = page.post("/v1/events", json=_event("v"), headers=_from("198.51.100.1"))
+        assert accepted.status_code == 202, accepted.text
+    refused = page.post("/v1/events", json=_event("v"), headers=_from("198.51.100.1"))
+    expect_error(refused, 429, "rate_limited")
+    other = page.post("/v1/events", json=_event("v"), headers=_from("198.51.100.2"))
+    assert other.status_code == 202, other.text
+    assert _limit_headers(other)[1] == BURST - 1
+    # The project's server key has its own budget, whatever address it comes from.
+    server_side = proxied.client(project.secret_key)
+    response = server_side.post("/v1/events", json=_event("v"), headers=_from("198.51.100.1"))
+    assert response.status_code == 202, response.text
+
+
+def test_failed_authentication_is_limited_per_address(proxied: GFServer) -> None:
+    """Past its budget of failures, an address is refused before its key is looked up
+    (even a valid key); other addresses are unaffected."""
+    project = proxied.create_project("Guessing")
+    guesser = proxied.anonymous_client()
+    attempts = [
+        {"Authorization": "Bearer gflux_secret_wrong"},
+        {"Authorization": "Bearer nonsense"},
+        {},
+    ]
+    for headers in attempts:
+        response = guesser.post(
+            "/v1/events", json=_event("g"), headers={**headers, **_from("198.51.100.7")}
+        )
+        expect_error(response, 401, "unauthenticated")
+    for key in ("gflux_secret_wrong", project.secret_key):
+        refused = guesser.post(
+            "/v1/events",
+            json=_event("g"),
+            headers={"Authorization": f"Bearer {key}", **_from("198.51.100.7")},
+        )
+        detail = expect_error(refused, 429, "rate_limited")
+        assert "failed authentications" in detail
+        assert refused.headers.get("Retry-After", "").isdigit()
+    # Management routes too, and another address still gets in.
+    expect_error(guesser.get("/v1/projects", headers=_from("198.51.100.7")), 429, "rate_limited")
+    fine = proxied.client(project.secret_key).post(
+        "/v1/events", json=_event("g"), headers=_from("198.51.100.8")
+    )
+    assert fine.status_code == 202, fine.text

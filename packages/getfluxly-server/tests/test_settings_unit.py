@@ -56,6 +56,45 @@ def test_dev_mode_makes_its_own_key(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{tmp_path.as_posix()}/getfluxly.db"
 
 
+def test_limit_settings_are_read_and_checked() -> None:
+    """The request-limit settings of issue 10 (findings 1 and 5): read, and refused at boot
+    when they make no sense, each naming its variable."""
+    key = Keyring.generate()
+    settings = Settings.from_env(
+        {
+            "GETFLUXLY_ENCRYPTION_KEYS": key,
+            "GETFLUXLY_MAX_BODY_BYTES": "2097152",
+            "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_PER_SECOND": "5",
+            "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_BURST": "20",
+            "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_PER_SECOND": "0.5",
+            "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_BURST": "10",
+            "GETFLUXLY_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1",
+        }
+    )
+    assert settings.max_body_bytes == 2 * 1024 * 1024
+    assert (settings.publishable_rate_per_second, settings.publishable_rate_burst) == (5.0, 20)
+    assert (settings.auth_failure_rate_per_second, settings.auth_failure_rate_burst) == (0.5, 10)
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    assert Settings.from_env({"GETFLUXLY_ENCRYPTION_KEYS": key}).trusted_proxies == ()
+
+    bad = {
+        "GETFLUXLY_ENCRYPTION_KEYS": key,
+        "GETFLUXLY_MAX_BODY_BYTES": "1000",  # below the ingest batch's own 256 KB
+        "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_PER_SECOND": "0",
+        "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_BURST": "many",
+        "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_PER_SECOND": "-1",
+        "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_BURST": "0",
+        "GETFLUXLY_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal",
+    }
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(bad)
+    assert len(info.value.problems) == 6
+    for name in bad:
+        if name != "GETFLUXLY_ENCRYPTION_KEYS":
+            assert name in str(info.value)
+    assert "proxy.internal" in str(info.value)
+
+
 def test_job_backoff_cap_and_retention() -> None:
     key = {"GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate()}
     defaults = Settings.from_env(key)

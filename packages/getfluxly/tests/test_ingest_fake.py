@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flux_testkit import ingest_spec
 from flux_testkit.ingest_fake import ALIAS_PATH, BATCH_PATH, EVENTS_PATH, IngestFake
 
 
@@ -197,3 +198,35 @@ def test_events_record_received_at(http: httpx.Client, ingest: IngestFake) -> No
     assert ingest.events[0]["received_at"]
     assert ingest.wait_for_events(1, timeout=1)
     assert not ingest.wait_for_events(2, timeout=0.05)
+
+
+# -- the machine-readable ingest spec (issue 9) --------------------------------------------------
+
+
+def test_the_fakes_limits_are_the_specs() -> None:
+    limits = ingest_spec.limits()
+    fake = IngestFake()
+    assert (fake.max_event_bytes, fake.max_batch_bytes, fake.max_batch_events) == (
+        limits["max_event_bytes"],
+        limits["max_batch_bytes"],
+        limits["max_batch_events"],
+    )
+    assert fake.max_property_keys == limits["max_property_keys"]
+
+
+def test_the_fake_sorts_the_specs_examples_as_the_server_does(
+    http: httpx.Client, ingest: IngestFake
+) -> None:
+    """Over HTTP, in one batch: every valid example stored, every invalid one reported at
+    its index (the fake refuses each for a reason of its own wording)."""
+    valid, invalid = ingest_spec.valid(), ingest_spec.invalid()
+    events = [e.event for e in valid] + [e.event for e in invalid]
+    response = http.post(BATCH_PATH, json={"events": events})
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert [e["index"] for e in answer["errors"]] == list(range(len(valid), len(events))), [
+        (invalid[e["index"] - len(valid)].name if e["index"] >= len(valid) else "valid!", e)
+        for e in answer["errors"]
+    ]
+    assert answer["accepted"] == len(valid)
+    assert len(ingest.events) == len(valid)

@@ -13,8 +13,20 @@ from typing import Any
 from fastapi import FastAPI
 
 from getfluxly_server import __version__
-from getfluxly_server.api import browser, dev, errors, ingest, profiles, projects, providers
+from getfluxly_server.api import (
+    auth,
+    browser,
+    dev,
+    errors,
+    ingest,
+    openapi_docs,
+    profiles,
+    projects,
+    providers,
+    strict_input,
+)
 from getfluxly_server.api.auth import KnownKeys
+from getfluxly_server.api.body_limit import BodyLimit
 from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
@@ -41,8 +53,8 @@ def build_context(settings: Settings) -> BuildContext:
 
 
 def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None = None) -> FastAPI:
-    """The HTTP API. ``rate_buckets``: where the per-key rate limits count (default: this
-    process; ``api.ratelimit.SharedBuckets`` for processes forked from one another)."""
+    """The HTTP API. ``rate_buckets``: where the rate limits count (default: this process;
+    ``api.ratelimit.SharedBuckets`` for processes forked from one another)."""
     writer = ingest_writer(db)
 
     @asynccontextmanager
@@ -62,21 +74,25 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     app.state.db = db
     app.state.build_context = build_context(settings)
     errors.install(app)
-    app.state.rate_limiter = RateLimiter(
-        settings.rate_limit_per_second, settings.rate_limit_burst, rate_buckets
-    )
+    app.state.rate_limiter = RateLimiter(rate_buckets)
     app.state.known_keys = KnownKeys()
     app.state.ingest_writer = writer
     for feature in FEATURES:
         if feature.router is not None:
+            auth.guard(feature.router)  # authentication before the body (api/auth.py)
+            openapi_docs.document_errors(feature.router)
             app.include_router(feature.router)
-    # Browsers post events from customer sites: CORS for the ingest paths, and only those.
-    app.add_middleware(browser.IngestCORS)
 
     @app.get("/healthz", tags=["health"])
     def health() -> dict[str, Any]:
         return {"ok": True, "version": __version__}
 
+    # Middleware, the last added outermost: the body cap first, then paths and queries the
+    # databases cannot take, then CORS for the ingest paths (browsers post events from
+    # customer sites), then (added by errors.install) the catch-all for unexpected errors.
+    app.add_middleware(browser.IngestCORS)
+    app.add_middleware(strict_input.StrictInput)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 

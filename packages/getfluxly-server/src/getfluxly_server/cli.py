@@ -203,7 +203,10 @@ def _run_api(
     from getfluxly_server.app import create_app
 
     app = create_app(settings, db, rate_buckets=shared.buckets if shared else None)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1,
+    # giving any local proxy's clients a fresh rate-limit address per header they invent.
+    # GETFLUXLY_TRUSTED_PROXIES says whom to believe (api/client_address.py).
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
     # uvicorn stops on SIGTERM, then re-raises it to the handler that was there before it
     # started. With Python's default handler that kills the process at once, before our
     # finally blocks drain the workers; this one turns it into an orderly exit instead.

@@ -2,7 +2,9 @@
 
 It creates (or reuses) the SQLite database in the data dir, migrates it, makes sure a workspace
 and a project exist, issues fresh keys (printed once, as ``NAME=value`` lines a shell can
-``eval``), starts a built-in SMTP catcher whose mail the API lists at /v1/dev/messages, and
+``eval``) and revokes the ones the previous run printed (keys named :data:`DEV_KEY_NAME`;
+keys made through the API are left alone), starts a built-in SMTP catcher whose mail the API
+lists at /v1/dev/messages, and
 registers the catcher as the project's email provider, verified like any other.
 
 Caught mail belongs to one workspace: the one the sender logged in as (the catcher takes a
@@ -33,6 +35,7 @@ from getfluxly_server.app import build_context
 from getfluxly_server.domain import providers, tenancy
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage import dev_messages
+from getfluxly_server.storage import tenancy as tenancy_store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider, Project, Workspace
 
@@ -40,6 +43,8 @@ log = logging.getLogger("getfluxly.dev")
 CATCHER_NAME = "Dev catcher"
 #: The catcher accepts any password; its AUTH login names the workspace the mail is for.
 CATCHER_PASSWORD = "dev"  # noqa: S105 - not a secret: the catcher checks no password
+#: The name of the keys ``getfluxly dev`` prints: each run revokes the previous run's.
+DEV_KEY_NAME = "getfluxly dev"
 
 
 class _Store:
@@ -154,17 +159,21 @@ def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
     with db.transaction() as session:
         workspace = session.scalars(select(Workspace).order_by(Workspace.created_at)).first()
         if workspace is None:
-            workspace, workspace_key = tenancy.create_workspace(session, "Dev workspace")
+            workspace = tenancy_store.add_workspace(session, "Dev workspace")
         else:
-            workspace_key = tenancy.issue_key(session, "workspace", workspace.id, None, "dev")
+            # The previous run printed keys to a terminal (and maybe a shell history):
+            # only this run's keys work from now on.
+            revoked = tenancy_store.revoke_named(session, workspace.id, DEV_KEY_NAME)
+            log.info("revoked the %d keys the previous dev run printed", revoked)
         query = select(Project).where(Project.workspace_id == workspace.id)
         project = session.scalars(query.order_by(Project.created_at)).first()
         if project is None:
-            made = tenancy.create_project(session, workspace.id, "Dev project")
-            project, secret, publishable = made.project, made.secret_key, made.publishable_key
-        else:
-            secret = tenancy.issue_key(session, "secret", workspace.id, project.id, "dev")
-            publishable = tenancy.issue_key(session, "publishable", workspace.id, project.id, "dev")
+            project = tenancy_store.add_project(session, workspace.id, "Dev project")
+        workspace_key = tenancy.issue_key(session, "workspace", workspace.id, None, DEV_KEY_NAME)
+        secret = tenancy.issue_key(session, "secret", workspace.id, project.id, DEV_KEY_NAME)
+        publishable = tenancy.issue_key(
+            session, "publishable", workspace.id, project.id, DEV_KEY_NAME
+        )
         principal = tenancy.authenticate(session, workspace_key.plaintext)
         existing = session.scalars(
             select(EmailProvider).where(

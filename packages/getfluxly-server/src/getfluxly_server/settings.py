@@ -7,6 +7,7 @@ message instead of at the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,9 @@ from getfluxly_server.crypto import Keyring, KeyringError
 from getfluxly_server.delivery.netguard import NetworkPolicy
 
 DEFAULT_DATA_DIR = ".getfluxly"
+#: GETFLUXLY_MAX_BODY_BYTES may not go below the ingest batch's own limit (256 KB).
+MIN_BODY_BYTES = 256 * 1024
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
@@ -56,6 +60,19 @@ class Settings:
     #: Requests a second each API key may make (a token bucket of ``rate_limit_burst``).
     rate_limit_per_second: float = 1000.0
     rate_limit_burst: int = 2000
+    #: Requests a second a project's publishable key may make from one client address (the
+    #: key is public: a per-key budget would let any visitor spend everyone's).
+    publishable_rate_per_second: float = 50.0
+    publishable_rate_burst: int = 500
+    #: Failed authentications (401) a second from one client address; past the burst, that
+    #: address is answered 429 before its key is even looked up.
+    auth_failure_rate_per_second: float = 2.0
+    auth_failure_rate_burst: int = 60
+    #: Proxies whose X-Forwarded-For is believed (addresses or networks); none by default,
+    #: so the client address is the socket's peer unless the operator says otherwise.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: The largest request body any route reads (413 beyond; ingest keeps its own limits).
+    max_body_bytes: int = 1024 * 1024
     dev: bool = False
 
     @property
@@ -107,6 +124,22 @@ class Settings:
             ),
             "rate_limit_per_second": reader.number("GETFLUXLY_RATE_LIMIT_PER_SECOND", 1000.0, 0.1),
             "rate_limit_burst": reader.integer("GETFLUXLY_RATE_LIMIT_BURST", 2000, 1, 10_000_000),
+            "publishable_rate_per_second": reader.number(
+                "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_PER_SECOND", 50.0, 0.1
+            ),
+            "publishable_rate_burst": reader.integer(
+                "GETFLUXLY_PUBLISHABLE_RATE_LIMIT_BURST", 500, 1, 10_000_000
+            ),
+            "auth_failure_rate_per_second": reader.number(
+                "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_PER_SECOND", 2.0, 0.01
+            ),
+            "auth_failure_rate_burst": reader.integer(
+                "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_BURST", 60, 1, 10_000_000
+            ),
+            "trusted_proxies": reader.networks("GETFLUXLY_TRUSTED_PROXIES"),
+            "max_body_bytes": reader.integer(
+                "GETFLUXLY_MAX_BODY_BYTES", 1024 * 1024, MIN_BODY_BYTES, 1024 * 1024 * 1024
+            ),
             "dev": dev,
         }
         if reader.problems:
@@ -198,6 +231,21 @@ class _Reader:
             )
             return NetworkPolicy()
         return NetworkPolicy(allowed_hosts=hosts, allowed_networks=networks)
+
+    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+        """Comma-separated addresses or networks (``10.0.0.0/8, 192.168.1.7, ::1``)."""
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        found = []
+        for part in (p.strip() for p in raw.split(",")):
+            try:
+                found.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                self.problems.append(
+                    f"{name}: {part!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                )
+        return tuple(found)
 
     def keyring(self, dev_dir: Path | None) -> Keyring | None:
         raw = self._raw("GETFLUXLY_ENCRYPTION_KEYS")

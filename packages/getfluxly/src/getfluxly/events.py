@@ -6,12 +6,15 @@ stack instead of being dropped later by the server:
 
 - event names are snake_case (``signed_up``: lowercase letters and digits in words joined by
   single underscores, starting with a letter), at most 64 characters;
-- at least one of ``anonymous_id``, ``external_id``, ``user_id``, each a non-empty string (an
-  ``int`` is accepted and sent as its decimal string, for database primary keys);
+- at least one of ``anonymous_id``, ``external_id``, ``user_id``, each a string of 1-255
+  printable characters (an ``int`` is accepted and sent as its decimal string, for database
+  primary keys);
 - ``properties``, ``traits`` and ``context`` are mappings with string keys; at most 32
-  property keys;
+  property keys; nesting at most 32 levels; no NUL (U+0000) in any key or string (the
+  server's database cannot store it);
 - ``timestamp`` is an aware ``datetime`` or an ISO-8601 string with a UTC offset (a naive time
-  is ambiguous: the server cannot know which timezone it meant); default: now;
+  is ambiguous: the server cannot know which timezone it meant), within years 1-9999 in UTC;
+  default: now;
 - values are JSON: ``datetime``/``date``/``time`` become ISO-8601 strings, ``UUID`` a string,
   ``Decimal`` a float, tuples lists; anything else (sets, objects, NaN) is refused;
 - the event encodes to at most :data:`MAX_EVENT_BYTES`, ``sent_at`` included.
@@ -37,8 +40,10 @@ from getfluxly._version import __version__
 from getfluxly.errors import GFluxError
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_EVENT_BYTES",
     "MAX_EVENT_NAME_LENGTH",
+    "MAX_ID_LENGTH",
     "MAX_PROPERTY_KEYS",
     "SENT_AT_OVERHEAD",
     "EncodedEvent",
@@ -51,6 +56,9 @@ __all__ = [
 
 MAX_EVENT_NAME_LENGTH = 64
 MAX_PROPERTY_KEYS = 32
+MAX_ID_LENGTH = 255
+#: How deep properties, traits and context may nest (the mapping itself is level 1).
+MAX_DEPTH = 32
 #: Spec: "body ≤ 32 KB". Whether the server counts KB as 1000 or 1024 bytes is not written
 #: down, so the client uses the smaller reading: an event refused at ``track()`` is a clear
 #: error, one refused by the server is a lost event.
@@ -123,6 +131,8 @@ def _check_ids(ids: Mapping[str, object]) -> dict[str, str]:
             raise _invalid(f"{field} must be a string, not {type(value).__name__}", field=field)
         if not value.strip():
             raise _invalid(f"{field} must not be empty", field=field)
+        if len(value.strip()) > MAX_ID_LENGTH or not value.strip().isprintable():
+            raise _invalid(f"{field} must be 1-{MAX_ID_LENGTH} printable characters", field=field)
         checked[field] = value
     if not checked:
         raise _invalid(
@@ -139,7 +149,31 @@ def _check_mapping(field: str, value: object, *, max_keys: int | None = None) ->
         raise _invalid(f"{field} keys must be strings; got {bad[0]!r}", field=field)
     if max_keys is not None and len(value) > max_keys:
         raise _invalid(f"{field} has {len(value)} keys; the limit is {max_keys}", field=field)
+    _check_storable(field, value, 1)
     return dict(value)
+
+
+def _check_storable(where: str, value: object, depth: int) -> None:
+    """Nesting within MAX_DEPTH and no NUL in any key or string (the server refuses both)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _invalid(f"{where} holds a NUL (U+0000) character", field=where.split(".")[0])
+        return
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return
+    if depth > MAX_DEPTH:
+        raise _invalid(f"{where} nests deeper than {MAX_DEPTH} levels", field=where.split(".")[0])
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            raise _invalid(f"{where}: a key holds a NUL (U+0000) character", field=where)
+        if isinstance(item, Mapping | list | tuple):
+            _check_storable(f"{where}.{key}", item, depth + 1)
+        else:
+            _check_storable(f"{where}.{key}", item, depth)
 
 
 def check_timestamp(value: object) -> str:
@@ -168,6 +202,12 @@ def check_timestamp(value: object) -> str:
             "(datetime.now(timezone.utc)) or a string with an offset ('...Z', '...+02:00')",
             field="timestamp",
         )
+    try:
+        parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise _invalid(
+            f"timestamp {value!s} is outside years 1-9999 once in UTC", field="timestamp"
+        ) from None
     return parsed.isoformat(timespec="microseconds")
 
 

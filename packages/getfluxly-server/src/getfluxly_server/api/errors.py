@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from getfluxly_server.domain.errors import DomainError, invalid_input
 
@@ -29,6 +30,7 @@ STATUS = {
     "alias_conflict": 409,
     "erasure_in_progress": 409,
     "payload_too_large": 413,
+    "idempotency_key_reused": 422,
     "too_early": 425,
     "rate_limited": 429,
     "server_error": 500,
@@ -53,11 +55,29 @@ def _rate_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
+    headers = {**_rate_headers(request), **exc.headers}
+    return error_response(exc.code, exc.detail, headers, **exc.extra)
+
+
+#: Starlette's own HTTP errors by status: 400 is FastAPI's "the body could not be parsed"
+#: (a client error like any other validation_error), 413 a body over the size limit.
+_HTTP_CODES = {
+    400: "validation_error",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
 def install(app: FastAPI) -> None:
+    """Register the error handlers, and :class:`UnexpectedErrors` as the innermost
+    middleware (so CORS headers still wrap its answers)."""
+    app.add_middleware(UnexpectedErrors)
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        headers = {**_rate_headers(request), **exc.headers}
-        return error_response(exc.code, exc.detail, headers, **exc.extra)
+        return domain_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,13 +85,41 @@ def install(app: FastAPI) -> None:
         return error_response(refusal.code, refusal.detail, _rate_headers(request), **refusal.extra)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "server_error")
-        return JSONResponse(
-            {"error": code, "detail": str(exc.detail)}, exc.status_code, headers=exc.headers
-        )
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "server_error")
+        detail = str(exc.detail)
+        if exc.status_code == 400:
+            detail = f"The body is not valid JSON ({detail})"
+        headers = {**_rate_headers(request), **(exc.headers or {})}
+        return JSONResponse({"error": code, "detail": detail}, exc.status_code, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response("server_error", "Something went wrong on our side; it was logged")
+
+class UnexpectedErrors:
+    """Any exception no handler took: logged once, with its traceback, and answered 500
+    ``server_error`` (if the answer has not started). It is not raised further, so
+    Starlette's outer error middleware and the server do not log it a second (and third)
+    time."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                response = error_response(
+                    "server_error", "Something went wrong on our side; it was logged"
+                )
+                await response(scope, receive, send)

@@ -9,12 +9,14 @@ good neighbours.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -27,16 +29,26 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
 
 PROCESS_JOB = "events.process"
-EVENT_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-ID_FIELDS = ("anonymous_id", "external_id", "user_id")
-FIELDS = {
-    "event", "type", *ID_FIELDS, "properties", "traits", "timestamp", "sent_at", "context",
-    "message_id",
-}  # fmt: skip
-MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 256 * 1024
-MAX_BATCH_EVENTS = 100
-MAX_PROPERTIES = 32
+#: The ingest rules, written once for the server, the SDK, the browser script and the test
+#: fake (spec/ingest.json; each component's tests check it against that file).
+SPEC: dict[str, Any] = json.loads(
+    (resources.files("getfluxly_server") / "spec" / "ingest.json").read_text(encoding="utf-8")
+)
+_LIMITS: dict[str, int] = SPEC["limits"]
+EVENT_NAME = re.compile(SPEC["patterns"]["event_name"])
+ID_FIELDS: tuple[str, ...] = tuple(SPEC["id_fields"])
+FIELDS = frozenset(SPEC["fields"])
+TYPES = tuple(SPEC["types"])
+MAX_EVENT_BYTES = _LIMITS["max_event_bytes"]
+MAX_BATCH_BYTES = _LIMITS["max_batch_bytes"]
+MAX_BATCH_EVENTS = _LIMITS["max_batch_events"]
+MAX_EVENT_NAME = _LIMITS["max_event_name_length"]
+MAX_PROPERTIES = _LIMITS["max_property_keys"]
+MAX_ID_LENGTH = _LIMITS["max_id_length"]
+MAX_MESSAGE_ID = _LIMITS["max_message_id_length"]
+#: How deep properties, traits and context may nest (the object itself is level 1). Deeper
+#: values parse, but cannot be stored (the JSON encoder stops at 255 levels).
+MAX_DEPTH = _LIMITS["max_depth"]
 REPLAY_WINDOW = timedelta(hours=24)
 #: The most events one ingest transaction stores (from as many requests as fit).
 MAX_EVENTS_PER_COMMIT = 1_000
@@ -55,9 +67,23 @@ def _parse_time(value: Any, name: str) -> datetime:
         raise EventInvalid(f"{name} must be an ISO-8601 string")
     try:
         moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
-        raise EventInvalid(f"{name} {value!r} is not ISO-8601") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        raise EventInvalid(f"{name} {value[:40]!r} is not ISO-8601") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise EventInvalid(f"{name} {value[:40]!r} is outside years 1-9999 in UTC") from None
+
+
+def _corrected(timestamp: datetime, sent_at: datetime, received_at: datetime) -> datetime:
+    """``timestamp`` shifted by how far the client's clock was off (``sent_at`` against
+    our ``received_at``)."""
+    try:
+        return timestamp + (received_at - sent_at)
+    except OverflowError:
+        raise EventInvalid(
+            "sent_at is so far from the time the event was received that the corrected "
+            "timestamp falls outside years 1-9999; send the client's current time as sent_at"
+        ) from None
 
 
 def _identifier(value: Any, name: str) -> str | None:
@@ -66,8 +92,8 @@ def _identifier(value: Any, name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise EventInvalid(f"{name} must be a string")
     text = str(value).strip()
-    if not text or len(text) > 255 or not text.isprintable():
-        raise EventInvalid(f"{name} must be 1-255 printable characters")
+    if not text or len(text) > MAX_ID_LENGTH or not text.isprintable():
+        raise EventInvalid(f"{name} must be 1-{MAX_ID_LENGTH} printable characters")
     return text
 
 
@@ -78,7 +104,26 @@ def _object(value: Any, name: str, *, limit: int | None = None) -> dict[str, Any
         raise EventInvalid(f"{name} must be an object")
     if limit is not None and len(value) > limit:
         raise EventInvalid(f"{name} has {len(value)} keys; at most {limit} are allowed")
+    if value:
+        _check_storable(value, name, 1)
     return value
+
+
+def _check_storable(value: dict[str, Any] | list[Any], where: str, depth: int) -> None:
+    """Refuse what both databases cannot store alike: nesting beyond MAX_DEPTH, and NUL
+    (U+0000) in a key or string (PostgreSQL refuses it, SQLite keeps it). Lone surrogates
+    never get this far: the body parser refuses them."""
+    if depth > MAX_DEPTH:
+        raise EventInvalid(f"{where} nests deeper than {MAX_DEPTH} levels")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            raise EventInvalid(f"{where}: a key holds a NUL (U+0000) character")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise EventInvalid(f"{where}.{key} holds a NUL (U+0000) character")
+        elif isinstance(item, dict | list) and item:
+            _check_storable(item, f"{where}.{key}", depth + 1)
 
 
 def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]:
@@ -89,12 +134,14 @@ def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]
     if unknown:
         raise EventInvalid(f"unknown fields: {', '.join(unknown)}")
     kind = raw.get("type", "track")
-    if kind not in ("track", "identify"):
-        raise EventInvalid("type must be track or identify")
+    if kind not in TYPES:
+        raise EventInvalid(f"type must be one of {', '.join(TYPES)}")
     name = raw.get("event")
-    named = isinstance(name, str) and len(name) <= 64 and EVENT_NAME.match(name)
+    named = isinstance(name, str) and len(name) <= MAX_EVENT_NAME and EVENT_NAME.match(name)
     if (kind == "track" or name is not None) and not named:
-        raise EventInvalid("event must be a snake_case name of at most 64 characters")
+        raise EventInvalid(
+            f"event must be a snake_case name of at most {MAX_EVENT_NAME} characters"
+        )
     ids = {field: _identifier(raw.get(field), field) for field in ID_FIELDS}
     if not any(ids.values()):
         raise EventInvalid("at least one of anonymous_id, external_id, user_id is required")
@@ -107,16 +154,16 @@ def validate(raw: Any, project_id: str, received_at: datetime) -> dict[str, Any]
         timestamp = _parse_time(raw["timestamp"], "timestamp")
         if raw.get("sent_at") is not None:
             # The client's clock may be off: shift by how far its send time was from ours.
-            timestamp += received_at - _parse_time(raw["sent_at"], "sent_at")
+            timestamp = _corrected(timestamp, _parse_time(raw["sent_at"], "sent_at"), received_at)
     message_id = raw.get("message_id")
     if message_id is None:
         message_id = str(uuid.uuid4())
     elif (
         not isinstance(message_id, str)
-        or not 0 < len(message_id) <= 64
+        or not 0 < len(message_id) <= MAX_MESSAGE_ID
         or not message_id.isprintable()
     ):
-        raise EventInvalid("message_id must be 1-64 printable characters (a UUID)")
+        raise EventInvalid(f"message_id must be 1-{MAX_MESSAGE_ID} printable characters (a UUID)")
     return {
         "project_id": project_id,
         "message_id": message_id,
@@ -148,6 +195,10 @@ class Submission:
     batch: bool
     received_at: datetime
     idempotency_key: str | None = None
+    #: The kind of API key that sent it (idempotency keys are per kind) and the SHA-256 of
+    #: the request body (a key reused with another body is refused).
+    key_kind: str = "secret"
+    body_hash: str = ""
 
     @property
     def weight(self) -> int:
@@ -162,6 +213,8 @@ def prepare(
     batch: bool,
     idempotency_key: str | None = None,
     received_at: datetime | None = None,
+    key_kind: str = "secret",
+    body_hash: str = "",
 ) -> Submission:
     """Validate a request's events (CPU only, no database). A single bad event is a
     validation_error; in a batch each bad one is reported by its index instead."""
@@ -174,7 +227,9 @@ def prepare(
             if not batch:
                 raise DomainError("validation_error", str(exc)) from None
             errors.append({"index": index, "error": "validation_error", "detail": str(exc)})
-    return Submission(project_id, key_id, rows, errors, batch, received_at, idempotency_key)
+    return Submission(
+        project_id, key_id, rows, errors, batch, received_at, idempotency_key, key_kind, body_hash
+    )
 
 
 class ProcessEvents(JobPayload):
@@ -228,8 +283,17 @@ def _answer(
     key = submission.idempotency_key
     if key is not None:
         since = submission.received_at - REPLAY_WINDOW
-        earlier = store.record_response(session, submission.project_id, key, since, 202, body)
+        earlier = store.record_response(
+            session, submission.project_id, submission.key_kind, key, submission.body_hash,
+            since, 202, body,
+        )  # fmt: skip
         if earlier is not None:
+            if earlier.body_hash is not None and earlier.body_hash != submission.body_hash:
+                return DomainError(
+                    "idempotency_key_reused",
+                    "This X-Idempotency-Key was used in the last 24 hours for a different "
+                    "body; send a new key for a new batch (a retry must resend the same body)",
+                ), False
             return Answer(earlier.status, dict(earlier.body)), False
     return Answer(202, body), True
 

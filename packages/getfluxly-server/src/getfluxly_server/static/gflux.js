@@ -40,6 +40,7 @@
   var MAX_PROPERTIES = 32; // the server's limit per event
   var MAX_EVENT_BYTES = 32 * 1024; // the server's limit for one event
   var MAX_BATCH_EVENTS = 100; // the server's limit per batch
+  var MAX_DEPTH = 32; // how deep properties and traits may nest (the object is level 1)
   // Keepalive fetches and beacons of one page share a 64 KiB budget in flight.
   var MAX_REQUEST_BYTES = 60 * 1024;
   var FLUSH_AT = 20;
@@ -87,6 +88,22 @@
 
   function isObject(value) {
     return value !== null && typeof value === "object" && !Array.isArray(value);
+  }
+
+  // Why the server could not store a value ("" if it can): nesting deeper than MAX_DEPTH
+  // (a cyclic object ends here too), or a NUL character in a key or a string.
+  function unstorable(value, depth) {
+    if (typeof value === "string") return value.indexOf("\u0000") >= 0 ? "a NUL character" : "";
+    if (value === null || typeof value !== "object") return "";
+    if (depth > MAX_DEPTH) return "nesting deeper than " + MAX_DEPTH + " levels";
+    var keys = Object.keys(value);
+    for (var i = 0; i < keys.length; i++) {
+      if (keys[i].indexOf("\u0000") >= 0) return "a NUL character in a key";
+      var item = value[keys[i]];
+      var problem = unstorable(item, item !== null && typeof item === "object" ? depth + 1 : depth);
+      if (problem) return problem;
+    }
+    return "";
   }
 
   // -- Configuration, from the script tag.
@@ -417,6 +434,11 @@
       warn("event dropped: more than " + MAX_PROPERTIES + " properties:", name);
       return;
     }
+    var problem = properties ? unstorable(properties, 1) : "";
+    if (problem) {
+      warn("event dropped: its properties hold " + problem + ":", name);
+      return;
+    }
     var event = newEvent("track");
     event.event = name;
     event.properties = properties || {};
@@ -432,6 +454,11 @@
     }
     if (traits !== undefined && traits !== null && !isObject(traits)) {
       warn("identify dropped: traits must be an object");
+      return;
+    }
+    var problem = traits ? unstorable(traits, 1) : "";
+    if (problem) {
+      warn("identify dropped: its traits hold " + problem);
       return;
     }
     if (external && externalId && external !== externalId) {

@@ -6,9 +6,10 @@ an API process and its workers share one file safely; PostgreSQL is used through
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            _ensure_sqlite_dir(url)
+            _ensure_sqlite_file(url)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30}, **_JSON_CODEC)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -109,7 +110,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _ensure_sqlite_file(url: str) -> None:
+    """Create the database file (and a missing directory) readable by its owner only, as
+    the encryption key is: it holds personal data and key hashes. SQLite creates the
+    ``-wal`` and ``-shm`` files with the database file's permissions, so they follow. An
+    existing file is left as the operator set it."""
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    file = Path(path)
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

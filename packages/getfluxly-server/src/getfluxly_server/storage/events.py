@@ -126,13 +126,17 @@ def _insert_statement(table: Table, dialect: Dialect, rows: int) -> str:
 def record_response(
     session: Session,
     project_id: str,
+    key_kind: str,
     key: str,
+    body_hash: str,
     since: datetime,
     status: int,
     body: dict[str, Any],
 ) -> IdempotentResponse | None:
-    """Record ``(status, body)`` as the answer to an idempotency key, unless an answer
-    recorded at or after ``since`` exists: then that one is returned, to be replayed.
+    """Record ``(status, body)`` as the answer to an idempotency key (of a kind of API key,
+    for a request body whose SHA-256 is ``body_hash``), unless an answer recorded at or
+    after ``since`` exists: then that one is returned, for the caller to replay (or to
+    refuse, when its ``body_hash`` differs).
 
     The record is an INSERT in the caller's transaction: a concurrent request with the same
     key waits on it (PostgreSQL's unique index; SQLite's write lock) until this transaction
@@ -141,23 +145,28 @@ def record_response(
     """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = {
+        "project_id": project_id, "key_kind": key_kind, "key": key, "body_hash": body_hash,
+        "status": status, "body": body, "created_at": now(),
+    }  # fmt: skip
     recorded = (
         session.connection()
         .execute(
             insert(IdempotentResponse)
-            .values(project_id=project_id, key=key, status=status, body=body, created_at=now())
-            .on_conflict_do_nothing(index_elements=["project_id", "key"])
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["project_id", "key_kind", "key"])
             .returning(IdempotentResponse.key)
         )
         .first()
     )
     if recorded is not None:
         return None
-    row = session.get(IdempotentResponse, (project_id, key), with_for_update=True)
+    row = session.get(IdempotentResponse, (project_id, key_kind, key), with_for_update=True)
     assert row is not None, "a conflicting idempotency row cannot vanish under FOR UPDATE"
     if row.created_at >= since:
         return row
-    row.status, row.body, row.created_at = status, body, now()  # expired: taken over
+    # Expired: taken over.
+    row.body_hash, row.status, row.body, row.created_at = body_hash, status, body, now()
     return None
 
 

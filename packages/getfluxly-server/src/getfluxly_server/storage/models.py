@@ -299,14 +299,24 @@ class Event(Base):
 
 
 class IdempotentResponse(Base):
-    """The response first given to an ``X-Idempotency-Key``, replayed for 24 hours."""
+    """The response first given to an ``X-Idempotency-Key``, replayed for 24 hours.
+
+    Keys are per project and per kind of key (``secret`` | ``publishable``): a page visitor
+    holding the publishable key cannot claim a key the server integration uses later.
+    ``body_hash`` (SHA-256 of the request body) tells a retry from a different request
+    reusing the key; NULL for answers recorded before it existed (replayed as before).
+    """
 
     __tablename__ = "idempotent_responses"
 
     project_id: Mapped[str] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
     )
+    key_kind: Mapped[str] = mapped_column(
+        String(16), primary_key=True, server_default=text("'secret'")
+    )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[int] = mapped_column()
     body: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import ApiKey, Project, Workspace, new_id, now
@@ -83,3 +83,17 @@ def list_keys(session: Session, workspace_id: str, project_id: str | None) -> Se
 def get_key(session: Session, workspace_id: str, key_id: str) -> ApiKey | None:
     key = session.get(ApiKey, key_id)
     return key if key is not None and key.workspace_id == workspace_id else None
+
+
+def revoke_named(session: Session, workspace_id: str, name: str) -> int:
+    """Revoke every live key of the workspace (its projects' too) named ``name``; how many."""
+    result = session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.workspace_id == workspace_id,
+            ApiKey.name == name,
+            ApiKey.revoked_at.is_(None),
+        )
+        .values(revoked_at=now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
