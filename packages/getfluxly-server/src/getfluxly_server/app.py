@@ -32,16 +32,23 @@ from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.ingest import writer as ingest_writer
-from getfluxly_server.feature import Feature
+from getfluxly_server.feature import Feature, WorkerResources
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
 
-#: Every capability the server offers, once: the app mounts each router from here.
+#: Every capability the server offers, once: the app mounts each router from here and the
+#: worker runs each feature's job handlers.
 FEATURES: tuple[Feature, ...] = (
     Feature("projects and keys", router=projects.router),
-    Feature("email providers", router=providers.router),
-    Feature("ingest", router=ingest.router),
+    Feature(
+        "email providers",
+        router=providers.router,
+        job_handlers=lambda r: delivery_jobs.handlers(
+            r.db, r.settings.keyring, r.build_context, r.clients
+        ),
+    ),
+    Feature("ingest", router=ingest.router, job_handlers=lambda r: ingest_jobs.handlers(r.db)),
     Feature("profiles", router=profiles.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
@@ -111,11 +118,14 @@ class DeliveryWorker(Worker):
 
 def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
     clients = ClientCache()
+    resources = WorkerResources(db, settings, build_context(settings), clients)
     return DeliveryWorker(
         db,
         [
-            *delivery_jobs.handlers(db, settings.keyring, build_context(settings), clients),
-            *ingest_jobs.handlers(db),
+            handler
+            for feature in FEATURES
+            if feature.job_handlers is not None
+            for handler in feature.job_handlers(resources)
         ],
         lease_seconds=settings.job_lease_seconds,
         threads=threads or settings.worker_threads,

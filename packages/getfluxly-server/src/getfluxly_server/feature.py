@@ -13,10 +13,26 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from getfluxly_server.delivery.base import BuildContext
+from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.queue.kinds import JobHandler
+from getfluxly_server.settings import Settings
+from getfluxly_server.storage.db import Database
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What the composition root lends a worker's job handlers: the database, the settings,
+    the delivery context and the worker's cache of provider clients (kept between jobs)."""
+
+    db: Database
+    settings: Settings
+    build_context: BuildContext
+    clients: ClientCache
+
 
 #: Builds a feature's job handlers from what the composition root lends it.
-HandlerFactory = Callable[..., Iterable[JobHandler[Any]]]
+HandlerFactory = Callable[[WorkerResources], Iterable[JobHandler[Any]]]
 
 
 @dataclass(frozen=True)
