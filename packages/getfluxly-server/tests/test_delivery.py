@@ -9,13 +9,16 @@ backoff), PERMANENT (fail now), UNKNOWN (handed over, no answer: never resent au
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from flux_testkit.gfserver import GFServer
 from flux_testkit.provider_fakes import (
@@ -40,6 +43,8 @@ from getfluxly_server.delivery.base import (
 )
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.delivery.registry import PROVIDERS
+from getfluxly_server.domain.providers import TEST_SEND, TestSend
+from getfluxly_server.storage.db import Database
 
 KEPT = BuildContext(timeout=5, keep_connections=True)
 MESSAGE_ID = "msg_7k2m9x4q8w1e5r3t6y0u"
@@ -541,8 +546,9 @@ def test_the_worker_closes_its_kept_clients_when_it_stops(
 def test_an_edited_provider_gets_a_new_client_in_the_worker(
     gf_server: GFServer, smtp_server: SMTPServerFactory
 ) -> None:
-    """Test sends run in the worker through its kept client (a warm connection). PATCHing the
-    provider to another relay changes its version (updated_at): the next send goes there."""
+    """Test-send jobs run in the worker through its kept client (a warm connection). PATCHing
+    the provider to another relay changes its version (updated_at): the next send goes there.
+    The jobs go straight into the queue: the API's test send runs inline, not in a worker."""
     first = smtp_server(auth=True, auth_require_tls=False, users={USER: PASSWORD})
     second = smtp_server(auth=True, auth_require_tls=False, users={USER: PASSWORD})
     project = gf_server.create_project()
@@ -556,19 +562,43 @@ def test_an_edited_provider_gets_a_new_client_in_the_worker(
         created = http.post(f"/v1/projects/{project.id}/email-providers", json=body)
         assert created.status_code == 201, created.text
         provider = created.json()["email_provider"]["id"]
-        test = f"/v1/email-providers/{provider}/test"
-        for _ in range(2):
-            assert http.post(test, json={"to": "a@example.org"}).status_code == 200
-        moved = http.patch(f"/v1/email-providers/{provider}", json={"smtp_port": second.port})
-        assert moved.status_code == 200, moved.text
-        answer = http.post(test, json={"to": "b@example.org"})
-        assert answer.status_code == 200, answer.text
+        with _opened(gf_server) as database:
+            for _ in range(2):  # one after the other: the second reuses the first's connection
+                _queue_test_send(database, provider, "a@example.org")
+            assert [m.rcpt_tos for m in first.wait_for_messages(2)] == [["a@example.org"]] * 2
+            moved = http.patch(f"/v1/email-providers/{provider}", json={"smtp_port": second.port})
+            assert moved.status_code == 200, moved.text
+            _queue_test_send(database, provider, "b@example.org")
+            assert [m.rcpt_tos for m in second.wait_for_messages(1)] == [["b@example.org"]]
     finally:
         http.close()
-    assert [m.rcpt_tos for m in first.wait_for_messages(2)] == [["a@example.org"]] * 2
-    assert [m.rcpt_tos for m in second.wait_for_messages(1)] == [["b@example.org"]]
     # verify() opened one connection to each relay; the sends shared one warm connection.
     assert first.connections == 2
     assert second.connections == 2
     for relay in (first, second):  # test sends have no ledger entry, so no id header
         assert all(m.message[MESSAGE_ID_HEADER] is None for m in relay.messages)
+
+
+@contextmanager
+def _opened(server: GFServer) -> Iterator[Database]:
+    """The server's database opened in this process the way the server opens it."""
+    database = Database(server.database.sqlalchemy_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _queue_test_send(database: Database, provider_id: str, to: str) -> None:
+    """Queue a test send and wait until the worker has finished it (its connection is back in
+    the kept client's pool before the next one is queued)."""
+    with database.transaction() as session:
+        TEST_SEND.enqueue(session, TestSend(provider_id=provider_id, to=to))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with database.read() as session:
+            pending = session.scalar(text("SELECT count(*) FROM jobs WHERE status <> 'done'"))
+        if pending == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the worker did not finish the test send within 30 s")
