@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from getfluxly_server.api.errors import error_response
+from getfluxly_server.api.errors import AnswerTracker, error_response
 
 
 class BodyTooLarge(HTTPException):
@@ -42,7 +42,6 @@ class BodyLimit:
             return
         received = 0
         refused = False
-        answered = False
 
         async def counted() -> Message:
             nonlocal received, refused
@@ -54,20 +53,16 @@ class BodyLimit:
                     raise BodyTooLarge(self.limit)
             return message
 
-        async def tracked(message: Message) -> None:
-            nonlocal answered
-            answered = answered or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = AnswerTracker(send)
         try:
             await self.app(scope, counted, tracked)
         except BodyTooLarge:
             # Normally the app's error handlers answer it; if it escaped them, answer here.
-            if answered:
+            if tracked.started:
                 raise
             await self._refuse(scope, receive, send)
             return
-        if refused and not answered:  # the app swallowed the error and said nothing
+        if refused and not tracked.started:  # the app swallowed the error and said nothing
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -94,6 +94,19 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": code, "detail": detail}, exc.status_code, headers=headers)
 
 
+class AnswerTracker:
+    """An ASGI ``send`` that records whether the answer has started: once it has, a
+    middleware may no longer answer in the app's place."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+
 class UnexpectedErrors:
     """Any exception no handler took: logged once, with its traceback, and answered 500
     ``server_error`` (if the answer has not started). It is not raised further, so
@@ -107,18 +120,12 @@ class UnexpectedErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = AnswerTracker(send)
         try:
             await self.app(scope, receive, tracked)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
+            if not tracked.started:
                 response = error_response(
                     "server_error", "Something went wrong on our side; it was logged"
                 )
