@@ -79,6 +79,10 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
+    #: The provider the project's mail goes through unless a call or step names another: the
+    #: first one created, changed with ``PATCH /v1/projects/{id}``. No foreign key (projects
+    #: and providers would point at each other); the domain clears it when that provider goes.
+    default_provider_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (Index("ix_projects_workspace", "workspace_id"),)
@@ -118,6 +122,10 @@ class EmailProvider(Base):
     #: The secret (password, API key), AES-GCM encrypted with the keyring; never returned.
     secret: Mapped[str] = mapped_column(Text)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Limits held across every worker process (None: no limit of that kind).
+    max_connections: Mapped[int | None] = mapped_column(default=None)
+    rate_per_second: Mapped[float | None] = mapped_column(default=None)
+    rate_per_hour: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
 
@@ -336,3 +344,164 @@ class Erasure(Base):
     events_targeted: Mapped[int] = mapped_column()
     requested_at: Mapped[datetime] = mapped_column(default=now)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+#: A template not deleted (partial-index predicate; named here because ``Template.text`` is
+#: a column, which hides SQLAlchemy's ``text()`` inside the class body).
+LIVE_SQL = text("deleted_at IS NULL")
+
+
+class Template(Base):
+    """A message template as its author saved it (Liquid in every field), plus ``html``
+    compiled from ``mjml`` at save. ``version`` grows with every edit, so a worker's cache of
+    compiled templates keys on (id, version). Deleted templates are kept (``deleted_at``) for
+    the messages already queued with them; their names are free for new templates."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    kind: Mapped[str] = mapped_column(String(16), default="marketing")  # | transactional
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text, default=None)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    mjml: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        # A live template's name is unique in its project (partials are included by name).
+        Index(
+            "ux_templates_name",
+            "project_id",
+            "name",
+            unique=True,
+            sqlite_where=LIVE_SQL,
+            postgresql_where=LIVE_SQL,
+        ),
+    )
+
+
+class MessageStatus(StrEnum):
+    """Where a message is (engine spec section 2). The first seven are the ledger's own; the
+    rest come later from feedback."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    UNKNOWN = "unknown"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+#: Messages a delivery worker may claim (partial-index predicate, literal SQL as above).
+PENDING_SQL = text("status IN ('queued', 'deferred', 'sending')")
+
+
+class Message(Base):
+    """One message: the ledger row, written before any attempt and kept after.
+
+    ``due_at`` is when a worker may next attempt it (NULL once it needs no attempt);
+    ``locked_by``/``lease_until`` hold it while a worker sends it. Origin: ``api`` (a
+    transactional call), ``automation`` (with ``automation_id``, ``step_id``) or
+    ``broadcast`` (``broadcast_id``). ``idempotency_key`` is unique per project: the caller's
+    ``Idempotency-Key``, or one derived from the origin (automation step + profile + run,
+    broadcast + profile), so an origin that runs twice records one message.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.QUEUED.value)
+    to_email: Mapped[str] = mapped_column(String(ADDRESS_MAX))
+    profile_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    provider_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    template_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    template_version: Mapped[int | None] = mapped_column(default=None)
+    transactional: Mapped[bool] = mapped_column(default=True)
+    #: Inline content of the call (Liquid), or what was rendered once it was sent.
+    subject: Mapped[str | None] = mapped_column(Text, default=None)
+    html: Mapped[str | None] = mapped_column(Text, default=None)
+    text_body: Mapped[str | None] = mapped_column("text", Text, default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    origin: Mapped[str] = mapped_column(String(16), default="api")
+    automation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    step_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    broadcast_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_reply: Mapped[str | None] = mapped_column(Text, default=None)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    smtp_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    due_at: Mapped[datetime | None] = mapped_column(default=now)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    erased_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "idempotency_key", name="uq_messages_idempotency"),
+        # Workers claim by due time among pending messages only.
+        Index("ix_messages_due", "due_at", sqlite_where=PENDING_SQL, postgresql_where=PENDING_SQL),
+        # The list API: a project's messages newest first, and its filters.
+        Index("ix_messages_project", "project_id", "created_at", "id"),
+        Index("ix_messages_to", "project_id", "to_email"),
+        Index("ix_messages_profile", "profile_id"),
+        Index("ix_messages_automation", "automation_id"),
+        Index("ix_messages_broadcast", "broadcast_id"),
+        # Feedback joins a provider's event back to its message by these.
+        Index("ix_messages_provider_message", "provider_message_id"),
+        Index("ix_messages_smtp_message", "smtp_message_id"),
+    )
+
+
+class MessageHistory(Base):
+    """One step of a message's life: a status it took, when, and why (``detail``)."""
+
+    __tablename__ = "message_history"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=now)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_message_history_message", "message_id", "id"),)
+
+
+class SuppressionReason(StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    SOFT_BOUNCE_LIMIT = "soft_bounce_limit"
+    UNSUBSCRIBED = "unsubscribed"
+    MANUAL = "manual"
+
+
+class Suppression(Base):
+    """An address of a project that no message may be sent to (engine spec section 6).
+    ``email`` is stored lower-cased, so the check is one primary-key lookup."""
+
+    __tablename__ = "suppressions"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(ADDRESS_MAX), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    #: Where it came from: a message id (a bounce, a complaint, an unsubscribe) or None.
+    message_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
