@@ -20,8 +20,9 @@ def suppressed(session: Session, project_id: str, emails: Collection[str]) -> se
     """Which of ``emails`` (as given) are suppressed in the project: one query for a batch."""
     if not emails:
         return set()
-    wanted = {normalise(e): e for e in emails}
     query = select(Suppression.email).where(
-        Suppression.project_id == project_id, Suppression.email.in_(list(wanted))
+        Suppression.project_id == project_id,
+        Suppression.email.in_({normalise(e) for e in emails}),
     )
-    return {wanted[found] for found in session.scalars(query)}
+    found = set(session.scalars(query))
+    return {e for e in emails if normalise(e) in found}
