@@ -13,7 +13,9 @@ server goes on. Another workspace's ids are 404 exactly as a missing id is.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -134,6 +136,30 @@ def test_a_live_name_is_unique_in_its_project(server: GFServer, project: GFProje
     assert server.client().get(f"/v1/templates/{kept['id']}").json()["template"] == kept
     elsewhere = server.create_project("Elsewhere")
     assert _made(server, elsewhere.id, name="digest", subject="s", text="x")["name"] == "digest"
+
+
+def test_concurrent_creates_of_one_name_make_one_template(
+    server: GFServer, project: GFProject
+) -> None:
+    """The unique index decides a race (on PostgreSQL the later inserts wait for the first
+    to commit, then fail inside their savepoint): one 201, the rest 409, never a 500."""
+    start = threading.Barrier(6)
+
+    def create(n: int) -> int:
+        start.wait()
+        body = {"name": "race", "subject": "s", "text": f"copy {n}"}
+        response = httpx.post(
+            f"{server.url}/v1/projects/{project.id}/templates", json=body, timeout=30,
+            headers={"Authorization": f"Bearer {server.workspace_key}"},
+        )  # fmt: skip
+        if response.status_code != 201:
+            expect_error(response, 409, "template_name_taken")
+        return response.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(create, range(6)))
+    assert statuses == [201, 409, 409, 409, 409, 409]
+    assert _names(server, project.id) == ["race"]
 
 
 # Validation.
