@@ -162,6 +162,31 @@ def test_concurrent_creates_of_one_name_make_one_template(
     assert _names(server, project.id) == ["race"]
 
 
+def test_concurrent_changes_each_get_their_own_version(
+    server: GFServer, project: GFProject
+) -> None:
+    """A worker caches compiled templates by (id, version): two contents must never share
+    a version, however the changes race."""
+    made = _made(server, project.id, name="busy", subject="s", text="v1")
+    start = threading.Barrier(5)
+
+    def change(n: int) -> tuple[int, str]:
+        start.wait()
+        response = httpx.patch(
+            f"{server.url}/v1/templates/{made['id']}", json={"text": f"change {n}"},
+            timeout=30, headers={"Authorization": f"Bearer {server.workspace_key}"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        template = response.json()["template"]
+        return template["version"], template["text"]
+
+    with ThreadPoolExecutor(5) as pool:
+        answers = sorted(pool.map(change, range(5)))
+    assert [version for version, _ in answers] == [2, 3, 4, 5, 6]
+    final = server.client().get(f"/v1/templates/{made['id']}").json()["template"]
+    assert (final["version"], final["text"]) == answers[-1]
+
+
 # Validation.
 
 

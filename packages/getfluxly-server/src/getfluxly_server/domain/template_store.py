@@ -79,9 +79,12 @@ def create(
     return _save(session, row)
 
 
-def find(session: Session, principal: Principal, template_id: str) -> Template:
-    """The live template, if ``principal`` may see it; otherwise ``not_found``."""
-    row = store.get(session, template_id)
+def find(
+    session: Session, principal: Principal, template_id: str, *, lock: bool = False
+) -> Template:
+    """The live template, if ``principal`` may see it; otherwise ``not_found``. ``lock``:
+    for a change (see :func:`~getfluxly_server.storage.templates.get`)."""
+    row = store.get(session, template_id, lock=lock)
     if row is None or row.deleted_at is not None or not _visible(session, principal, row):
         raise NotFound("template")
     return row
@@ -122,7 +125,7 @@ def update(
     unknown = set(changes) - set(CHANGEABLE)
     if unknown:
         raise ValidationFailed(f"{sorted(unknown)[0]} cannot be changed", field=sorted(unknown)[0])
-    row = find(session, principal, template_id)
+    row = find(session, principal, template_id, lock=True)
     for required in ("name", "kind", "subject"):
         if required in changes and changes[required] is None:
             raise ValidationFailed(f"{required} cannot be null", field=required)
@@ -152,7 +155,7 @@ def update(
 def delete(session: Session, principal: Principal, template_id: str) -> Template:
     """Mark the template deleted: gone from reads, lists and includes, its name free; the
     row stays for messages already queued with it."""
-    row = find(session, principal, template_id)
+    row = find(session, principal, template_id, lock=True)
     row.deleted_at = now()
     session.flush()
     return row

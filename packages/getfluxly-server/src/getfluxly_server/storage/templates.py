@@ -16,9 +16,11 @@ class NameTaken(Exception):  # noqa: N818 - reads as what happened
     """Another live template of the project has this name (the unique index said so)."""
 
 
-def get(session: Session, template_id: str) -> Template | None:
-    """The template, deleted or not (a queued message still renders with it)."""
-    return session.get(Template, template_id)
+def get(session: Session, template_id: str, *, lock: bool = False) -> Template | None:
+    """The template, deleted or not (a queued message still renders with it). ``lock``:
+    hold its row until the transaction ends (PostgreSQL; SQLite serialises writers anyway),
+    so two changes at once apply one after the other and each gets its own version."""
+    return session.get(Template, template_id, with_for_update=lock or None)
 
 
 def live_by_name(session: Session, project_id: str, name: str) -> Template | None:
