@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -74,6 +75,21 @@ def test_an_address_is_added_listed_and_removed(server: GFServer, project: GFPro
     expect_error(owner.delete(f"{_path(project.id)}/ada@example.com"), 404, "not_found")
     # Once removed it can be added anew.
     assert owner.post(_path(project.id), json={"email": "ada@example.com"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "email", ["a+tag@example.com", "a/b@example.com", "o'neil@example.com", "100%@example.com"]
+)
+def test_any_valid_address_can_be_removed_by_its_path(
+    server: GFServer, project: GFProject, email: str
+) -> None:
+    """Characters a path treats specially (``/``, ``%``, ``+``) are part of the address."""
+    owner = server.client()
+    assert owner.post(_path(project.id), json={"email": email}).status_code == 201
+    assert _emails(server, project.id) == [email]
+    removed = owner.delete(f"{_path(project.id)}/{quote(email, safe='@')}")
+    assert removed.status_code == 204, removed.text
+    assert _emails(server, project.id) == []
 
 
 def test_the_reason_is_manual_unless_given(server: GFServer, project: GFProject) -> None:
