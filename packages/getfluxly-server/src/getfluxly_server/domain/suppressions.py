@@ -101,7 +101,7 @@ def remove(session: Session, principal: Principal, project_id: str, email: str) 
     """Take ``email`` off the project's list (mail to it may go out again); ``not_found`` when
     it is not on it."""
     project_of(session, principal, project_id)
-    if not isinstance(email, str) or not store.remove(session, project_id, email):
+    if not store.remove(session, project_id, email):
         raise NotFound("suppressed address")
 
 
