@@ -500,3 +500,94 @@ def test_warnings_are_silent_without_logging_configured(smtp_server: SMTPServerF
     assert done.returncode == 0, done.stderr
     # Only the second send, after the application configured logging, is reported.
     assert done.stderr.count("Relay refused 1 of 2 recipients") == 1
+
+
+# -- BulkSender -------------------------------------------------------------------------------
+
+
+def _bulk(n: int, **extra: object) -> list[dict[str, object]]:
+    return [
+        {"subject": f"Bulk {i}", "recipients": [f"r{i}@example.com"], "body": "B", **extra}
+        for i in range(n)
+    ]
+
+
+def test_batch_report_is_033s_dict_with_results_beside_it(plain_smtp: SMTPTestServer) -> None:
+    from fluxmail import BulkSender, SendResult
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    report = BulkSender(mailer).send_batch(_bulk(2), progress=False)
+    # 0.3.x's users compare the report with its four keys written out.
+    assert report == {"sent": 2, "failed": 0, "total": 2, "errors": []}
+    assert sorted(report) == ["errors", "failed", "sent", "total"]
+    assert [type(r) for r in report.results] == [SendResult, SendResult]
+    assert report.results[1] is not None
+    assert report.results[1].accepted == ("r1@example.com",)
+    assert len(plain_smtp.wait_for_messages(2)) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_on_error_takes_033s_two_arguments_or_three(
+    plain_smtp: SMTPTestServer, mode: str
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    messages = [*_bulk(1), {"subject": "Bad", "recipients": ["not-an-address"], "body": "B"}]
+    two: list[tuple[int, str | None]] = []
+    three: list[tuple[int, str, str | None]] = []
+
+    def on_error_033(index: int, exc: FluxMailException) -> None:
+        two.append((index, exc.code))
+
+    def on_error_new(index: int, message: dict[str, object], exc: FluxMailException) -> None:
+        three.append((index, str(message["subject"]), exc.code))
+
+    for on_error in (on_error_033, on_error_new):
+        sender = BulkSender(mailer)
+        if mode == "sync":
+            sender.send_batch(messages, on_error=on_error, progress=False)
+        else:
+            await sender.send_batch_async(messages, on_error=on_error, progress=False)
+    assert two == [(1, "invalid_email")]
+    assert three == [(1, "Bad", "invalid_email")]
+    assert len(plain_smtp.wait_for_messages(2)) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_message_dict_create_cannot_take_fails_alone(
+    plain_smtp: SMTPTestServer, mode: str
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    bad: list[object] = [{"subject": "Typo", "recipients": ["a@example.com"], "bdy": "B"}, None]
+    messages = [_bulk(1)[0], *bad, _bulk(2)[1]]
+    sender = BulkSender(mailer)
+    if mode == "sync":
+        report = sender.send_batch(messages, progress=False)  # type: ignore[arg-type]
+    else:
+        report = await sender.send_batch_async(messages, progress=False)  # type: ignore[arg-type]
+    assert (report["sent"], report["failed"], report["total"]) == (2, 2, 4)
+    assert [index for index, _ in report["errors"]] == [1, 2]
+    for _, exc in report["errors"]:
+        assert exc.code == "send_failed"
+        assert isinstance(exc.__cause__, TypeError)
+    assert "bdy" in str(report["errors"][0][1])
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["Bulk 0", "Bulk 1"]
+
+
+@pytest.mark.parametrize("rate", [-1, float("nan"), "10"])
+async def test_bad_max_per_second_is_invalid_config_even_for_no_messages(
+    plain_smtp: SMTPTestServer, rate: object
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    with pytest.raises(FluxMailException) as async_error:
+        await BulkSender(mailer).send_batch_async([], progress=False, max_per_second=rate)  # type: ignore[arg-type]
+    with pytest.raises(FluxMailException) as sync_error:
+        BulkSender(mailer).send_batch(_bulk(1), progress=False, max_per_second=rate)  # type: ignore[arg-type]
+    assert async_error.value.code == sync_error.value.code == "invalid_config"
+    assert "max_per_second" in str(async_error.value)
+    assert plain_smtp.connections == 0
