@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import email.utils
-import ipaddress
 import logging
 import ssl
 import time
@@ -35,7 +34,7 @@ from fluxmail.protocol.session import SessionPlan, TLSMode
 from fluxmail.result import SendResult
 from fluxmail.retry import RetryPolicy
 from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
-from fluxmail.transport.base import Resolver, local_hostname
+from fluxmail.transport.base import Resolver, is_loopback, local_hostname
 
 if TYPE_CHECKING:
     from fluxmail.dkim import DKIMSigner
@@ -526,7 +525,7 @@ class FluxMail(LegacyAttributes):
             local_hostname=self.local_hostname or local_hostname(),
             tls_mode=tls,
             credentials=self._credentials,
-            plaintext_auth=self.allow_plaintext_auth or _is_loopback(self.relay),
+            plaintext_auth=self.allow_plaintext_auth or is_loopback(self.relay),
         )
         return ConnectionSettings(
             self.relay,
@@ -664,12 +663,3 @@ _TLS_VERSIONS = {
     "1.2": ssl.TLSVersion.TLSv1_2,
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -18,6 +19,17 @@ from fluxmail.protocol.session import ServerInfo, SessionPlan
 
 
 @cache
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback (``localhost``, 127.0.0.0/8, ``::1``):
+    the one place a password may go without TLS by default, since it never leaves the host."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def local_hostname() -> str:
     """The name we give in EHLO. Not ``getfqdn()``: its reverse lookup can stall for seconds."""
     name = socket.gethostname() or "localhost"
