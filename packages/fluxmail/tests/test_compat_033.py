@@ -591,3 +591,100 @@ async def test_bad_max_per_second_is_invalid_config_even_for_no_messages(
     assert async_error.value.code == sync_error.value.code == "invalid_config"
     assert "max_per_second" in str(async_error.value)
     assert plain_smtp.connections == 0
+
+
+# -- the mailer's _transport: the one path of its SMTP attempts --------------------------------
+
+
+def test_every_attempt_goes_through_the_mailer_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    transport = mailer._transport
+    with (
+        mock.patch.object(transport, "send", wraps=transport.send) as send,
+        mock.patch.object(transport, "_make_connection", wraps=transport._make_connection) as make,
+        mailer,
+    ):
+        mailer.create("One", ["a@example.com"], "1").send()
+        mailer.create("Two", ["b@example.com"], "2").send()
+    assert send.call_count == 2
+    envelope, data = send.call_args.args[0]
+    assert envelope.recipients == ("b@example.com",)
+    assert b"Subject: Two" in data
+    make.assert_called_once()  # one held connection for both
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["One", "Two"]
+    assert plain_smtp.connections == 1
+
+
+def test_a_replaced_transport_s_smtplib_errors_are_fluxmail_s() -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", "smtp.example.com", sender="f@example.com", max_retries=2)
+    mailer.retry_delay = 0
+    mailer.create("Hi", ["a@example.com"], "B")
+    cases: list[tuple[Exception, int, type[BaseException]]] = [
+        # transient (a broken connection, a 4xx reply): retried
+        (smtplib.SMTPServerDisconnected("gone"), 3, ConnectionError),
+        (ConnectionResetError("reset"), 3, smtplib.SMTPServerDisconnected),
+        (smtplib.SMTPResponseException(451, b"later"), 3, smtplib.SMTPResponseException),
+        (smtplib.SMTPResponseException(550, b"no"), 1, smtplib.SMTPResponseException),
+        (smtplib.SMTPException("no suitable mechanism"), 1, smtplib.SMTPException),
+    ]
+    for raised, calls, standard in cases:
+        with (
+            mock.patch.object(mailer._transport, "send", side_effect=raised) as send,
+            pytest.raises(FluxMailException) as error,
+        ):
+            mailer.send()
+        assert send.call_count == calls, raised
+        assert error.value.code == "send_failed"
+        assert isinstance(error.value, standard)
+        assert isinstance(error.value, smtplib.SMTPException)
+        assert error.value.__cause__ is not None
+        assert error.value.__cause__.__cause__ is raised
+
+
+async def test_a_replaced_transport_that_returns_nothing_sent_to_everyone() -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", "smtp.example.com", sender="f@example.com")
+    mailer.create("Hi", ["a@example.com"], "B", cc=["c@example.com"])
+    with mock.patch.object(mailer._transport, "send", return_value=None):
+        assert "sent successfully" in mailer.send()
+    assert mailer.last_result is not None
+    assert mailer.last_result.accepted == ("a@example.com", "c@example.com")
+    with mock.patch.object(mailer._transport, "send_async", new_callable=mock.AsyncMock) as send:
+        assert "sent successfully" in await mailer.send_async()
+    assert send.await_args.args[0][0].recipients == ("a@example.com", "c@example.com")
+
+
+def test_test_connection_opens_through_the_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    report = mailer.test_connection()
+    assert (report["ok"], report["port"], report["tls"]) == (True, plain_smtp.port, False)
+    assert plain_smtp.connections == 1
+    assert [c.upper() for c in plain_smtp.commands][-1] == "QUIT"
+    with (
+        mock.patch.object(mailer._transport, "_make_connection", side_effect=OSError("down")),
+        pytest.raises(FluxMailException) as error,
+    ):
+        mailer.test_connection()
+    assert error.value.code == "connection_failed"
+    assert "down" in str(error.value)
+
+
+async def test_async_attempts_go_through_the_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    transport = mailer._transport
+    with mock.patch.object(transport, "send_async", wraps=transport.send_async) as send:
+        async with mailer:
+            await mailer.create("A1", ["a@example.com"], "1").send_async()
+            await mailer.create("A2", ["a@example.com"], "2").send_async()
+    assert send.await_count == 2
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["A1", "A2"]
+    assert plain_smtp.connections == 1
