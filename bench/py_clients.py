@@ -298,8 +298,9 @@ def run_fluxmail_everyday(port: int, n: int, profile: bool, bulk: bool) -> Outco
 
     ``fluxmail-create``: ``with FluxMail(...) as m:`` then ``m.create(...).send()`` per message
     (each waits for its reply; ``last_result`` says who was accepted). ``fluxmail-bulksender``:
-    ``BulkSender(m).send_batch([create() arguments...], progress=False)``, whose report holds one
-    ``SendResult`` per message. Building the argument dicts is inside the timed section.
+    ``BulkSender(m).send_batch([create() arguments...], progress=False)``, whose
+    ``report.results`` holds one ``SendResult`` per message. Building the argument dicts is
+    inside the timed section.
     """
     flux_mail, _template, send_result, flux_error = _fluxmail_api()
     from fluxmail import BulkSender
@@ -315,7 +316,7 @@ def run_fluxmail_everyday(port: int, n: int, profile: bool, bulk: bool) -> Outco
                 report = BulkSender(mailer).send_batch(
                     [_everyday_args(i) for i in range(n)], progress=False
                 )
-                results = list(report["results"])
+                results = list(report.results)
                 for index, exc in report["errors"][:MAX_ERRORS]:
                     out.error(f"message {index}: {exc!r}")
             else:

@@ -37,7 +37,7 @@ def test_send_batch_over_one_connection(
     assert all(exc.code == "invalid_email" for _, exc in report["errors"])
     assert successes == [0, 1, 3, 5]
     assert failures == [(2, "invalid_email"), (4, "invalid_email")]
-    assert [r is None for r in report["results"]] == [False, False, True, False, True, False]
+    assert [r is None for r in report.results] == [False, False, True, False, True, False]
     assert [m.rcpt_tos[0] for m in plain_smtp.messages] == [
         "user0@example.com",
         "user1@example.com",
@@ -154,7 +154,7 @@ def test_send_batch_with_several_connections_and_a_rate(smtp_server: SMTPServerF
     )  # fmt: skip
     assert (report["sent"], report["failed"]) == (12, 0)
     assert sorted(done) == list(range(12))
-    assert all(result is not None for result in report["results"])
+    assert all(result is not None for result in report.results)
     assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(
         f"user{i}@example.com" for i in range(12)
     )

@@ -293,7 +293,7 @@ def test_allow_plaintext_auth(
 ) -> None:
     # Loopback relays are exempt from the plaintext-AUTH refusal, and every test server is on
     # loopback; pretend it is remote so the flag matters. In-process for the monkeypatch.
-    monkeypatch.setattr("fluxmail.client._is_loopback", lambda host: False)
+    monkeypatch.setattr("fluxmail.client.is_loopback", lambda host: False)
     server = smtp_server(auth=True)
     flags = ["--allow-plaintext-auth"] if allow else []
     argv = message_args(server, "--body", "x", "--username", USER, "--password", PASSWORD)

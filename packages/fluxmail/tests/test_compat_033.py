@@ -500,3 +500,191 @@ def test_warnings_are_silent_without_logging_configured(smtp_server: SMTPServerF
     assert done.returncode == 0, done.stderr
     # Only the second send, after the application configured logging, is reported.
     assert done.stderr.count("Relay refused 1 of 2 recipients") == 1
+
+
+# -- BulkSender -------------------------------------------------------------------------------
+
+
+def _bulk(n: int, **extra: object) -> list[dict[str, object]]:
+    return [
+        {"subject": f"Bulk {i}", "recipients": [f"r{i}@example.com"], "body": "B", **extra}
+        for i in range(n)
+    ]
+
+
+def test_batch_report_is_033s_dict_with_results_beside_it(plain_smtp: SMTPTestServer) -> None:
+    from fluxmail import BulkSender, SendResult
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    report = BulkSender(mailer).send_batch(_bulk(2), progress=False)
+    # 0.3.x's users compare the report with its four keys written out.
+    assert report == {"sent": 2, "failed": 0, "total": 2, "errors": []}
+    assert sorted(report) == ["errors", "failed", "sent", "total"]
+    assert [type(r) for r in report.results] == [SendResult, SendResult]
+    assert report.results[1] is not None
+    assert report.results[1].accepted == ("r1@example.com",)
+    assert len(plain_smtp.wait_for_messages(2)) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_on_error_takes_033s_two_arguments_or_three(
+    plain_smtp: SMTPTestServer, mode: str
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    messages = [*_bulk(1), {"subject": "Bad", "recipients": ["not-an-address"], "body": "B"}]
+    two: list[tuple[int, str | None]] = []
+    three: list[tuple[int, str, str | None]] = []
+
+    def on_error_033(index: int, exc: FluxMailException) -> None:
+        two.append((index, exc.code))
+
+    def on_error_new(index: int, message: dict[str, object], exc: FluxMailException) -> None:
+        three.append((index, str(message["subject"]), exc.code))
+
+    for on_error in (on_error_033, on_error_new):
+        sender = BulkSender(mailer)
+        if mode == "sync":
+            sender.send_batch(messages, on_error=on_error, progress=False)
+        else:
+            await sender.send_batch_async(messages, on_error=on_error, progress=False)
+    assert two == [(1, "invalid_email")]
+    assert three == [(1, "Bad", "invalid_email")]
+    assert len(plain_smtp.wait_for_messages(2)) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_message_dict_create_cannot_take_fails_alone(
+    plain_smtp: SMTPTestServer, mode: str
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    bad: list[object] = [{"subject": "Typo", "recipients": ["a@example.com"], "bdy": "B"}, None]
+    messages = [_bulk(1)[0], *bad, _bulk(2)[1]]
+    sender = BulkSender(mailer)
+    if mode == "sync":
+        report = sender.send_batch(messages, progress=False)  # type: ignore[arg-type]
+    else:
+        report = await sender.send_batch_async(messages, progress=False)  # type: ignore[arg-type]
+    assert (report["sent"], report["failed"], report["total"]) == (2, 2, 4)
+    assert [index for index, _ in report["errors"]] == [1, 2]
+    for _, exc in report["errors"]:
+        assert exc.code == "send_failed"
+        assert isinstance(exc.__cause__, TypeError)
+    assert "bdy" in str(report["errors"][0][1])
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["Bulk 0", "Bulk 1"]
+
+
+@pytest.mark.parametrize("rate", [-1, float("nan"), "10"])
+async def test_bad_max_per_second_is_invalid_config_even_for_no_messages(
+    plain_smtp: SMTPTestServer, rate: object
+) -> None:
+    from fluxmail import BulkSender
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    with pytest.raises(FluxMailException) as async_error:
+        await BulkSender(mailer).send_batch_async([], progress=False, max_per_second=rate)  # type: ignore[arg-type]
+    with pytest.raises(FluxMailException) as sync_error:
+        BulkSender(mailer).send_batch(_bulk(1), progress=False, max_per_second=rate)  # type: ignore[arg-type]
+    assert async_error.value.code == sync_error.value.code == "invalid_config"
+    assert "max_per_second" in str(async_error.value)
+    assert plain_smtp.connections == 0
+
+
+# -- the mailer's _transport: the one path of its SMTP attempts --------------------------------
+
+
+def test_every_attempt_goes_through_the_mailer_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    transport = mailer._transport
+    with (
+        mock.patch.object(transport, "send", wraps=transport.send) as send,
+        mock.patch.object(transport, "_make_connection", wraps=transport._make_connection) as make,
+        mailer,
+    ):
+        mailer.create("One", ["a@example.com"], "1").send()
+        mailer.create("Two", ["b@example.com"], "2").send()
+    assert send.call_count == 2
+    envelope, data = send.call_args.args[0]
+    assert envelope.recipients == ("b@example.com",)
+    assert b"Subject: Two" in data
+    make.assert_called_once()  # one held connection for both
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["One", "Two"]
+    assert plain_smtp.connections == 1
+
+
+def test_a_replaced_transport_s_smtplib_errors_are_fluxmail_s() -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", "smtp.example.com", sender="f@example.com", max_retries=2)
+    mailer.retry_delay = 0
+    mailer.create("Hi", ["a@example.com"], "B")
+    cases: list[tuple[Exception, int, type[BaseException]]] = [
+        # transient (a broken connection, a 4xx reply): retried
+        (smtplib.SMTPServerDisconnected("gone"), 3, ConnectionError),
+        (ConnectionResetError("reset"), 3, smtplib.SMTPServerDisconnected),
+        (smtplib.SMTPResponseException(451, b"later"), 3, smtplib.SMTPResponseException),
+        (smtplib.SMTPResponseException(550, b"no"), 1, smtplib.SMTPResponseException),
+        (smtplib.SMTPException("no suitable mechanism"), 1, smtplib.SMTPException),
+    ]
+    for raised, calls, standard in cases:
+        with (
+            mock.patch.object(mailer._transport, "send", side_effect=raised) as send,
+            pytest.raises(FluxMailException) as error,
+        ):
+            mailer.send()
+        assert send.call_count == calls, raised
+        assert error.value.code == "send_failed"
+        assert isinstance(error.value, standard)
+        assert isinstance(error.value, smtplib.SMTPException)
+        assert error.value.__cause__ is not None
+        assert error.value.__cause__.__cause__ is raised
+
+
+async def test_a_replaced_transport_that_returns_nothing_sent_to_everyone() -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", "smtp.example.com", sender="f@example.com")
+    mailer.create("Hi", ["a@example.com"], "B", cc=["c@example.com"])
+    with mock.patch.object(mailer._transport, "send", return_value=None):
+        assert "sent successfully" in mailer.send()
+    assert mailer.last_result is not None
+    assert mailer.last_result.accepted == ("a@example.com", "c@example.com")
+    with mock.patch.object(mailer._transport, "send_async", new_callable=mock.AsyncMock) as send:
+        assert "sent successfully" in await mailer.send_async()
+    assert send.await_args.args[0][0].recipients == ("a@example.com", "c@example.com")
+
+
+def test_test_connection_opens_through_the_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    report = mailer.test_connection()
+    assert (report["ok"], report["port"], report["tls"]) == (True, plain_smtp.port, False)
+    assert plain_smtp.connections == 1
+    assert [c.upper() for c in plain_smtp.commands][-1] == "QUIT"
+    with (
+        mock.patch.object(mailer._transport, "_make_connection", side_effect=OSError("down")),
+        pytest.raises(FluxMailException) as error,
+    ):
+        mailer.test_connection()
+    assert error.value.code == "connection_failed"
+    assert "down" in str(error.value)
+
+
+async def test_async_attempts_go_through_the_transport(plain_smtp: SMTPTestServer) -> None:
+    from unittest import mock
+
+    mailer = FluxMail("smtp", plain_smtp.host, port=plain_smtp.port, sender="f@example.com")
+    transport = mailer._transport
+    with mock.patch.object(transport, "send_async", wraps=transport.send_async) as send:
+        async with mailer:
+            await mailer.create("A1", ["a@example.com"], "1").send_async()
+            await mailer.create("A2", ["a@example.com"], "2").send_async()
+    assert send.await_count == 2
+    assert [m.message["Subject"] for m in plain_smtp.wait_for_messages(2)] == ["A1", "A2"]
+    assert plain_smtp.connections == 1

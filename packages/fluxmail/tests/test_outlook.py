@@ -566,9 +566,12 @@ def test_bulk_sender_sends_through_outlook(com: FakeCOM, outlook: FluxMail) -> N
     assert [item.Subject for item in com.app.sent] == ["Hi 0", "Hi 1", "Hi 2"]
 
 
-async def test_bulk_sender_async_with_outlook_fails_each(com: FakeCOM, outlook: FluxMail) -> None:
+async def test_bulk_sender_async_with_outlook_is_invalid_config(
+    com: FakeCOM, outlook: FluxMail
+) -> None:
+    # Outlook cannot send asynchronously: the whole batch is refused up front, as in 0.3.x.
     batch = [{"subject": "Hi", "recipients": ["u@example.com"], "body": "x"}] * 2
-    report = await BulkSender(outlook).send_batch_async(batch, progress=False)
-    assert (report["sent"], report["failed"]) == (0, 2)
-    assert {exc.code for _, exc in report["errors"]} == {"outlook_no_async"}
+    with pytest.raises(FluxMailException) as error:
+        await BulkSender(outlook).send_batch_async(batch, progress=False)
+    assert error.value.code == "invalid_config"
     assert com.app.sent == []

@@ -8,12 +8,13 @@ of thousands of recipients wants.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from fluxmail.errors import FluxMailException, is_transient
+from fluxmail.errors import FluxMailException, is_transient, send_failed
 from fluxmail.progress import ProgressBar
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.transaction import Outcome
@@ -26,18 +27,25 @@ if TYPE_CHECKING:
 
 Message = Mapping[str, Any]
 OnSuccess = Callable[[int, Message], object]
-OnError = Callable[[int, Message, FluxMailException], object]
+#: ``on_error(index, message, exc)``, or 0.3.x's ``on_error(index, exc)``.
+OnError = (
+    Callable[[int, Message, FluxMailException], object] | Callable[[int, FluxMailException], object]
+)
 
 
-class BatchReport(TypedDict):
-    """What a batch did. ``errors`` holds ``(index, exception)``; ``results`` one
-    :class:`SendResult` per message (``None`` for a failed one)."""
+class BatchReport(dict[str, Any]):
+    """What a batch did: the dict 0.3.x returned, ``{"sent", "failed", "total", "errors"}``
+    (``errors`` holds ``(index, exception)`` in index order), so it still compares equal to
+    one written out by hand.
 
-    sent: int
-    failed: int
-    total: int
-    errors: list[tuple[int, FluxMailException]]
-    results: list[SendResult | None]
+    ``results`` (an attribute, not a key, so the dict stays 0.3.x's) holds one
+    :class:`SendResult` per message, who was accepted and refused, or ``None`` for a message
+    that failed.
+    """
+
+    def __init__(self, total: int) -> None:
+        super().__init__(sent=0, failed=0, total=total, errors=[])
+        self.results: list[SendResult | None] = [None] * total
 
 
 class RowsReport(TypedDict):
@@ -58,8 +66,11 @@ class BulkSender:
     """Send a batch of messages, each a dict of ``FluxMail.create()`` arguments.
 
     Every message is attempted (with the mailer's retries); a failure is recorded and the batch
-    goes on. ``on_success(index, message)`` and ``on_error(index, message, exc)`` are called as
-    each message finishes (from the pool's worker thread with ``max_connections`` > 1).
+    goes on, also for a message dict ``create()`` cannot take (an unknown key, not a mapping):
+    that one is counted as failed with ``send_failed``. ``on_success(index, message)`` and
+    ``on_error(index, message, exc)`` are called as each message finishes (from the pool's
+    worker thread with ``max_connections`` > 1); an ``on_error`` that takes two arguments is
+    called as 0.3.x called it, ``on_error(index, exc)``.
 
     The messages are built with ``create()`` and sent pipelined through the mailer's
     connection pool: one connection by default (the mailer's own inside ``with``),
@@ -81,6 +92,7 @@ class BulkSender:
         *,
         max_connections: int = 1,
     ) -> BatchReport:
+        options = _pool_options(max_per_second, max_connections)
         batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
         if self.mailer._outlook is not None:  # Outlook sends one by one, through COM
             try:
@@ -89,7 +101,6 @@ class BulkSender:
             finally:
                 batch.close()
             return batch.report
-        options = batch.pool_options(max_per_second, max_connections)
         try:
             with self.mailer._session_pool(**options) as pool:
                 for start, chunk in _chunks(batch.messages, CHUNK):
@@ -110,19 +121,18 @@ class BulkSender:
         *,
         max_connections: int = 1,
     ) -> BatchReport:
-        """The asyncio twin of :meth:`send_batch`: the same decisions, awaited."""
+        """The asyncio twin of :meth:`send_batch`: the same decisions, awaited.
+
+        Outlook cannot send asynchronously, so an Outlook mailer is ``invalid_config`` here,
+        before anything is built (as in 0.3.x); use :meth:`send_batch`.
+        """
+        if not self.mailer.is_smtp():
+            raise FluxMailException(
+                "send_batch_async() sends over SMTP only; use send_batch() with Outlook",
+                "invalid_config",
+            )
+        options = _pool_options(max_per_second, max_connections)
         batch = _Batch(self.mailer, list(messages), on_success, on_error, progress)
-        if self.mailer._outlook is not None:  # each fails: Outlook cannot send asynchronously
-            try:
-                for index, message in enumerate(batch.messages):
-                    try:
-                        await self.mailer.create(**message).send_async()
-                    except FluxMailException as exc:
-                        batch.settle(index, exc)
-            finally:
-                batch.close()
-            return batch.report
-        options = batch.pool_options(max_per_second, max_connections)
         try:
             async with self.mailer._async_session_pool(**options) as pool:
                 for start, chunk in _chunks(batch.messages, CHUNK):
@@ -204,18 +214,10 @@ class _Batch:
         progress: bool,
     ) -> None:
         self.mailer, self.messages = mailer, messages
-        self.on_success, self.on_error = on_success, on_error
-        self.report = _new_report(len(messages))
+        self.on_success, self.on_error = on_success, _error_callback(on_error)
+        self.report = BatchReport(len(messages))
         self.bar = ProgressBar(len(messages)) if progress else None
         self._lock = threading.Lock()  # pool workers settle from their threads
-
-    @staticmethod
-    def pool_options(max_per_second: float, max_connections: int) -> dict[str, Any]:
-        if max_per_second < 0:
-            raise FluxMailException("max_per_second must be 0 (no limit) or more", "invalid_params")
-        # burst 1: messages go out evenly spaced, never in a burst after a slow one.
-        limit = RateLimit(per_second=max_per_second) if max_per_second else None
-        return {"max_connections": max_connections, "rate_limit": limit}
 
     def build(
         self, start: int, chunk: list[Message]
@@ -225,12 +227,20 @@ class _Batch:
         items, where = [], []
         for offset, message in enumerate(chunk):
             try:
-                items.append(self.mailer.create(**message)._draft_bytes())
+                items.append(self._create(start + offset, message)._draft_bytes())
             except FluxMailException as exc:
                 self.settle(start + offset, exc)
             else:
                 where.append(start + offset)
         return items, where
+
+    def _create(self, index: int, message: Message) -> FluxMail:
+        """``create(**message)``; a dict it cannot take at all (not a mapping, an unknown
+        key: Python's ``TypeError``) is that message's ``send_failed``, not the batch's end."""
+        try:
+            return self.mailer.create(**message)
+        except TypeError as exc:
+            raise send_failed(f"Message {index} failed: {exc}", exc) from exc
 
     def forward(self, start: int, where: list[int]) -> Callable[[int, Outcome], None]:
         """The pool's ``on_result``: its index among the built items back to the batch's."""
@@ -249,7 +259,7 @@ class _Batch:
         """Send message ``index`` on its own with ``create().send()`` (Outlook, not SMTP)."""
         message = self.messages[index]
         try:
-            self.mailer.create(**message).send()
+            self._create(index, message).send()
         except FluxMailException as exc:
             self.settle(index, exc)
         else:
@@ -293,8 +303,44 @@ def _chunks(
         start += len(chunk)
 
 
-def _new_report(total: int) -> BatchReport:
-    return {"sent": 0, "failed": 0, "total": total, "errors": [], "results": [None] * total}
+def _pool_options(max_per_second: float, max_connections: int) -> dict[str, Any]:
+    """The pool's options for a batch, checked before anything is built or connected."""
+    if isinstance(max_per_second, bool) or not isinstance(max_per_second, int | float):
+        raise FluxMailException(
+            f"max_per_second must be a number, got {max_per_second!r}", "invalid_config"
+        )
+    if not max_per_second >= 0:  # also refuses NaN
+        raise FluxMailException(
+            f"max_per_second must be 0 (no limit) or more, got {max_per_second!r}",
+            "invalid_config",
+        )
+    # burst 1: messages go out evenly spaced, never in a burst after a slow one.
+    limit = RateLimit(per_second=max_per_second) if max_per_second else None
+    return {"max_connections": max_connections, "rate_limit": limit}
+
+
+def _error_callback(
+    on_error: OnError | None,
+) -> Callable[[int, Message, FluxMailException], object] | None:
+    """``on_error`` called as ``(index, message, exc)``, adapted once for a callable that
+    takes 0.3.x's two arguments ``(index, exc)``.
+
+    A callable whose signature cannot be read (some builtins) gets the three arguments.
+    """
+    if on_error is None:
+        return None
+    try:
+        inspect.signature(on_error).bind(0, {}, None)
+    except TypeError:
+        legacy = cast("Callable[[int, FluxMailException], object]", on_error)
+
+        def two(index: int, message: Message, exc: FluxMailException) -> object:
+            return legacy(index, exc)
+
+        return two
+    except ValueError:
+        pass
+    return cast("Callable[[int, Message, FluxMailException], object]", on_error)
 
 
 def _succeeded(
@@ -306,7 +352,7 @@ def _succeeded(
     result: SendResult | None,
 ) -> None:
     report["sent"] += 1
-    report["results"][index] = result
+    report.results[index] = result
     if bar is not None:
         bar.update(ok=True)
     if callback is not None:
@@ -316,7 +362,7 @@ def _succeeded(
 def _failed(
     report: BatchReport,
     bar: ProgressBar | None,
-    callback: OnError | None,
+    callback: Callable[[int, Message, FluxMailException], object] | None,
     index: int,
     message: Message,
     exc: FluxMailException,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import email.utils
-import ipaddress
 import logging
 import ssl
 import time
@@ -27,6 +26,7 @@ from fluxmail.config import EmailInstance, EmailObject, parse_host, settings_fro
 from fluxmail.errors import FluxMailException, send_failed
 from fluxmail.legacy import LegacyAttributes, check_number, coerce_int, remembers_arguments
 from fluxmail.logs import Log, level_view
+from fluxmail.mailer_transport import MailerTransport
 from fluxmail.message import Draft, MessageSpec, build, preview
 from fluxmail.pool import AsyncSMTPPool, PoolOptions, SMTPPool
 from fluxmail.protocol.commands import Envelope
@@ -35,7 +35,13 @@ from fluxmail.protocol.session import SessionPlan, TLSMode
 from fluxmail.result import SendResult
 from fluxmail.retry import RetryPolicy
 from fluxmail.transport import AsyncConnection, ConnectionSettings, SyncConnection
-from fluxmail.transport.base import Resolver, local_hostname
+from fluxmail.transport.base import (
+    ATTEMPT_ERRORS,
+    Resolver,
+    is_loopback,
+    local_hostname,
+    stdlib_error,
+)
 
 if TYPE_CHECKING:
     from fluxmail.dkim import DKIMSigner
@@ -136,6 +142,8 @@ class FluxMail(LegacyAttributes):
         self._in_context = False
         self._conn: SyncConnection | None = None
         self._aconn: AsyncConnection | None = None
+        #: Where every SMTP attempt and the mailer's own connections go (0.3.x's name).
+        self._transport = MailerTransport(self)
         if self.object_type is EmailObject.OUTLOOK:
             from fluxmail.outlook import OutlookMailer
 
@@ -288,9 +296,9 @@ class FluxMail(LegacyAttributes):
         while True:
             attempt += 1
             try:
-                return self._remember(self._attempt(envelope, data))
-            except FluxMailException as exc:
-                delay = self._retry_delay(exc, attempt)
+                return self._remember(_reported(self._transport.send((envelope, data)), envelope))
+            except ATTEMPT_ERRORS as exc:
+                delay = self._retry_delay(self._attempt_error(exc), attempt)
             time.sleep(delay)
 
     async def send_message_async(
@@ -307,9 +315,10 @@ class FluxMail(LegacyAttributes):
         while True:
             attempt += 1
             try:
-                return self._remember(await self._attempt_async(envelope, data))
-            except FluxMailException as exc:
-                delay = self._retry_delay(exc, attempt)
+                sent = await self._transport.send_async((envelope, data))
+                return self._remember(_reported(sent, envelope))
+            except ATTEMPT_ERRORS as exc:
+                delay = self._retry_delay(self._attempt_error(exc), attempt)
             await asyncio.sleep(delay)
 
     def _captured(self, envelope: Envelope, data: bytes) -> SendResult | None:
@@ -318,6 +327,13 @@ class FluxMail(LegacyAttributes):
             return None
         box.record(envelope, data)
         return self._remember(SendResult(accepted=envelope.recipients))
+
+    def _attempt_error(self, exc: BaseException) -> FluxMailException:
+        """What a failed attempt raised, as a FluxMail error: the transport's own are; what a
+        replaced ``_transport`` raised in 0.3.x's manner (smtplib, ``OSError``) is mapped."""
+        if isinstance(exc, FluxMailException):
+            return exc
+        return stdlib_error(exc, self._settings(), connecting=False)
 
     def _retry_delay(self, exc: FluxMailException, attempt: int) -> float:
         """After attempt number ``attempt`` failed with ``exc``: the seconds to wait before
@@ -334,32 +350,6 @@ class FluxMail(LegacyAttributes):
         envelope, data = _prepare(message, envelope)
         return envelope, self.dkim.sign(data) if self.dkim is not None else data
 
-    def _attempt(self, envelope: Envelope, data: bytes) -> SendResult:
-        if not self._in_context:
-            conn = SyncConnection(self._settings())
-            try:
-                conn.open()
-                return conn.send(envelope, data)
-            finally:
-                conn.close()
-        if self._conn is None or not self._conn.is_open:
-            self._conn = SyncConnection(self._settings())
-            self._conn.open()
-        return self._conn.send(envelope, data)
-
-    async def _attempt_async(self, envelope: Envelope, data: bytes) -> SendResult:
-        if not self._in_context:
-            conn = AsyncConnection(self._settings())
-            try:
-                await conn.open()
-                return await conn.send(envelope, data)
-            finally:
-                await conn.close()
-        if self._aconn is None or not self._aconn.is_open:
-            self._aconn = AsyncConnection(self._settings())
-            await self._aconn.open()
-        return await self._aconn.send(envelope, data)
-
     def test_connection(self) -> dict[str, Any]:
         """Connect, upgrade TLS, authenticate and QUIT without sending anything.
 
@@ -371,15 +361,15 @@ class FluxMail(LegacyAttributes):
             return {"ok": True, "relay": "outlook", "port": None, "latency_ms": 0}
         self._require_relay()
         started = time.perf_counter()
-        conn = SyncConnection(self._settings())
         try:
-            info = conn.open()
-        except FluxMailException as exc:
+            conn = self._transport._make_connection()
+        except ATTEMPT_ERRORS as exc:
             raise FluxMailException(
                 f"Could not connect to {self.relay}:{self.port}: {exc}", "connection_failed"
             ) from exc
-        finally:
-            conn.close()
+        info = conn.info
+        conn.close()
+        assert info is not None  # set by a successful open
         latency = round((time.perf_counter() - started) * 1000)
         return {
             "ok": True,
@@ -507,8 +497,7 @@ class FluxMail(LegacyAttributes):
         self._require_relay()
         if outbox.active() is not None or (self._conn is not None and self._conn.is_open):
             return
-        self._conn = SyncConnection(self._settings())
-        self._conn.open()
+        self._conn = self._transport._make_connection()
 
     async def aclose(self) -> None:
         """Close the persistent connections politely (QUIT), if any."""
@@ -526,7 +515,7 @@ class FluxMail(LegacyAttributes):
             local_hostname=self.local_hostname or local_hostname(),
             tls_mode=tls,
             credentials=self._credentials,
-            plaintext_auth=self.allow_plaintext_auth or _is_loopback(self.relay),
+            plaintext_auth=self.allow_plaintext_auth or is_loopback(self.relay),
         )
         return ConnectionSettings(
             self.relay,
@@ -587,6 +576,13 @@ class FluxMail(LegacyAttributes):
         return send_failed(
             f"Failed to send email via SMTP after {attempts} attempt{plural}: {exc}", exc
         )
+
+
+def _reported(result: SendResult | None, envelope: Envelope) -> SendResult:
+    """What an attempt that did not raise reported. FluxMail's transport returns who was
+    accepted and refused; a replaced ``_transport`` in 0.3.x's manner returns nothing, which
+    meant every recipient was accepted."""
+    return result if isinstance(result, SendResult) else SendResult(accepted=envelope.recipients)
 
 
 def _prepare(message: EmailMessage | bytes, envelope: Envelope | None) -> tuple[Envelope, bytes]:
@@ -664,12 +660,3 @@ _TLS_VERSIONS = {
     "1.2": ssl.TLSVersion.TLSv1_2,
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

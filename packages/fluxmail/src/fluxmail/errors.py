@@ -199,6 +199,12 @@ class AuthNotSupportedError(AuthError, smtplib.SMTPNotSupportedError):
 # -- what the server said ---------------------------------------------------------------------
 
 
+@_register("smtp_error")
+class SMTPProtocolError(FluxMailException, smtplib.SMTPException):
+    """The session failed with no reply to show: smtplib's bare ``SMTPException``, as an
+    smtplib-style stand-in (0.3.x's test doubles) raises it."""
+
+
 class SMTPReplyError(FluxMailException, smtplib.SMTPResponseException):
     """The server answered a command with an error reply.
 
@@ -304,6 +310,10 @@ class _SendFailedConnectionError(SendFailed, ConnectionError):
     pass
 
 
+class _SendFailedDisconnectedError(SendFailed, ConnectionError, smtplib.SMTPServerDisconnected):
+    pass
+
+
 class _SendFailedTimeoutError(SendFailed, TimeoutError):
     pass
 
@@ -317,6 +327,7 @@ class _SendFailedValueError(SendFailed, ValueError):
 
 
 _SEND_FAILED_FAMILIES: tuple[tuple[type[BaseException], type[SendFailed]], ...] = (
+    (ConnectionLostError, _SendFailedDisconnectedError),  # both families: before either
     (smtplib.SMTPRecipientsRefused, _SendFailedRecipients),
     (smtplib.SMTPResponseException, _SendFailedReply),
     (smtplib.SMTPException, _SendFailedSMTP),

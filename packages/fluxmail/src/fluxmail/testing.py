@@ -28,7 +28,6 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from email.message import EmailMessage
@@ -36,7 +35,7 @@ from typing import Any
 from unittest import mock
 
 from fluxmail import outbox as _registry
-from fluxmail.errors import FluxMailException, RecipientsRefused, SMTPReplyError
+from fluxmail.errors import FluxMailException, SMTPReplyError
 from fluxmail.outbox import CapturedEmail, Outbox
 from fluxmail.protocol.commands import Envelope, Extensions
 from fluxmail.protocol.replies import Reply
@@ -44,7 +43,7 @@ from fluxmail.protocol.session import ServerInfo
 from fluxmail.protocol.transaction import Outcome
 from fluxmail.result import SendResult
 from fluxmail.transport import AsyncConnection, SyncConnection
-from fluxmail.transport.base import ConnectionBase
+from fluxmail.transport.base import ConnectionBase, reply_args, stdlib_error
 
 __all__ = ["CapturedEmail", "Outbox", "capture", "mock_smtp"]
 
@@ -323,7 +322,7 @@ def _result(conn: ConnectionBase, refused: object, envelope: Envelope) -> SendRe
     conn.messages_sent += 1
     # smtplib's send_message returns the refused recipients; a mock returns a MagicMock.
     bad = refused if isinstance(refused, dict) else {}
-    replies = {addr: Reply(*_reply_args(value)) for addr, value in bad.items()}
+    replies = {addr: Reply(*reply_args(value)) for addr, value in bad.items()}
     accepted = tuple(r for r in envelope.recipients if r not in replies)
     return SendResult(accepted=accepted, refused=replies)
 
@@ -335,25 +334,5 @@ def _errors(conn: ConnectionBase, *, connecting: bool) -> Iterator[None]:
         yield
     except FluxMailException:
         raise
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused = {addr: Reply(*_reply_args(value)) for addr, value in exc.recipients.items()}
-        raise RecipientsRefused(refused) from exc
-    except smtplib.SMTPResponseException as exc:
-        reply = Reply(exc.smtp_code, (_text(exc.smtp_error),))
-        raise SMTPReplyError(f"Server replied {reply}", reply) from exc
-    except (smtplib.SMTPServerDisconnected, ssl.SSLError) as exc:
-        raise conn._map_error(exc, connecting=connecting) from exc
-    except smtplib.SMTPException as exc:
-        raise FluxMailException(f"SMTP error: {exc}", "smtp_error") from exc
-    except OSError as exc:
-        raise conn._map_error(exc, connecting=connecting) from exc
-
-
-def _reply_args(value: object) -> tuple[int, tuple[str, ...]]:
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
-        return value[0], (_text(value[1]),)
-    return 550, (_text(value),)
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise stdlib_error(exc, conn.settings, connecting=connecting) from exc

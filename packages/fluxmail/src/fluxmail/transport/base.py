@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -10,7 +12,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from fluxmail.errors import FluxMailException, SMTPConnectError, SMTPTimeoutError, TLSError
+from fluxmail.errors import (
+    FluxMailException,
+    RecipientsRefused,
+    SMTPConnectError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+    TLSError,
+)
 from fluxmail.logs import Log, log
 from fluxmail.protocol.ops import Conversation, Exchange
 from fluxmail.protocol.replies import Reply
@@ -18,6 +27,17 @@ from fluxmail.protocol.session import ServerInfo, SessionPlan
 
 
 @cache
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback (``localhost``, 127.0.0.0/8, ``::1``):
+    the one place a password may go without TLS by default, since it never leaves the host."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def local_hostname() -> str:
     """The name we give in EHLO. Not ``getfqdn()``: its reverse lookup can stall for seconds."""
     name = socket.gethostname() or "localhost"
@@ -94,29 +114,84 @@ class ConnectionBase:
 
     def _map_error(self, exc: BaseException, *, connecting: bool) -> FluxMailException:
         """Turn an OS-level failure into the FluxMail error that says what to try."""
-        where = self.settings.address
-        if isinstance(exc, FluxMailException):
-            return exc
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            return TLSError(f"TLS with {where} failed: {exc}", "tls_failed")
-        if isinstance(exc, TimeoutError):
-            return SMTPTimeoutError(
-                f"{where} did not answer within {self.settings.timeout or 0:g} s", "timeout"
-            )
-        if isinstance(exc, socket.gaierror):
-            return SMTPConnectError(
-                f"Could not resolve {self.settings.host!r} ({exc.strerror}); check the host name",
-                "dns_failed",
-            )
-        if isinstance(exc, ConnectionRefusedError):
-            return SMTPConnectError(
-                f"Connection to {where} was refused: nothing listens there, or a firewall "
-                "blocks it (check the host and port; some networks block 25 and 587, try 2525)",
-                "connection_refused",
-            )
-        if connecting:
-            return SMTPConnectError(f"Could not connect to {where}: {exc}", "connection_failed")
-        return SMTPConnectError(f"Connection to {where} broke: {exc}", "connection_lost")
+        return network_error(exc, self.settings, connecting=connecting)
+
+
+def network_error(
+    exc: BaseException, settings: ConnectionSettings, *, connecting: bool
+) -> FluxMailException:
+    """The FluxMail error for an OS-level failure talking to ``settings``' relay: the one
+    that says what to try."""
+    where = settings.address
+    if isinstance(exc, FluxMailException):
+        return exc
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return TLSError(f"TLS with {where} failed: {exc}", "tls_failed")
+    if isinstance(exc, TimeoutError):
+        return SMTPTimeoutError(
+            f"{where} did not answer within {settings.timeout or 0:g} s", "timeout"
+        )
+    if isinstance(exc, socket.gaierror):
+        return SMTPConnectError(
+            f"Could not resolve {settings.host!r} ({exc.strerror}); check the host name",
+            "dns_failed",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return SMTPConnectError(
+            f"Connection to {where} was refused: nothing listens there, or a firewall "
+            "blocks it (check the host and port; some networks block 25 and 587, try 2525)",
+            "connection_refused",
+        )
+    if connecting:
+        return SMTPConnectError(f"Could not connect to {where}: {exc}", "connection_failed")
+    return SMTPConnectError(f"Connection to {where} broke: {exc}", "connection_lost")
+
+
+#: What an SMTP attempt may raise: FluxMail's own errors, and the standard library's that
+#: smtplib-style stand-ins raise (see :func:`stdlib_error`).
+ATTEMPT_ERRORS = (FluxMailException, smtplib.SMTPException, OSError)
+
+
+def stdlib_error(
+    exc: BaseException, settings: ConnectionSettings, *, connecting: bool
+) -> FluxMailException:
+    """The FluxMail error a real session would have raised for what an smtplib-style stand-in
+    raised (an smtplib reply error, a network ``OSError``), chained to it.
+
+    Stand-ins are what FluxMail 0.3.x's tests put in its place: a replaced
+    ``fluxmail._transport.smtplib.SMTP`` (:func:`fluxmail.testing.mock_smtp`) or a replaced
+    method of a mailer's ``_transport``. FluxMail's own sessions raise FluxMail errors only.
+    """
+    if isinstance(exc, FluxMailException):
+        return exc
+    error: FluxMailException
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        error = RecipientsRefused(
+            {addr: Reply(*reply_args(value)) for addr, value in exc.recipients.items()}
+        )
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        reply = Reply(exc.smtp_code, (reply_text(exc.smtp_error),))
+        error = SMTPReplyError(f"Server replied {reply}", reply)
+    elif isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(
+        exc,
+        smtplib.SMTPException,  # every SMTPException is an OSError too
+    ):
+        error = network_error(exc, settings, connecting=connecting)
+    else:
+        error = FluxMailException(f"SMTP error: {exc}", "smtp_error")
+    error.__cause__ = exc
+    return error
+
+
+def reply_args(value: object) -> tuple[int, tuple[str, ...]]:
+    """``Reply`` arguments for smtplib's ``(code, message)`` pair (550 for anything else)."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
+        return value[0], (reply_text(value[1]),)
+    return 550, (reply_text(value),)
+
+
+def reply_text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def connect_tcp(settings: ConnectionSettings) -> socket.socket:
