@@ -19,6 +19,7 @@ from getfluxly_server.api import (
     dev,
     errors,
     ingest,
+    messages,
     openapi_docs,
     profiles,
     projects,
@@ -50,6 +51,7 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("ingest", router=ingest.router, job_handlers=lambda r: ingest_jobs.handlers(r.db)),
     Feature("profiles", router=profiles.router),
+    Feature("messages", router=messages.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
 )

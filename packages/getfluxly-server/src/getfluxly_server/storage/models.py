@@ -239,8 +239,13 @@ class DevMessage(Base):
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON)
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The ledger message it is (its ``X-GetFluxly-Message-Id`` header), if it is one.
+    getfluxly_message_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
-    __table_args__ = (Index("ix_dev_messages_workspace", "workspace_id", "id"),)
+    __table_args__ = (
+        Index("ix_dev_messages_workspace", "workspace_id", "id"),
+        Index("ix_dev_messages_ledger", "workspace_id", "getfluxly_message_id"),
+    )
 
 
 class Profile(Base):

@@ -1,0 +1,127 @@
+"""Reading the ledger (a project's messages, newest first, a page at a time; one message with
+its history) and retrying a message by hand. Workspace keys; another tenant's message is
+``not_found``, exactly like a message that does not exist."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.errors import NotFound, ValidationFailed
+from getfluxly_server.domain.messages.addresses import canonical_address
+from getfluxly_server.domain.messages.errors import NotRetryable
+from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.storage import messages as store
+from getfluxly_server.storage.models import Message, MessageHistory, MessageStatus, now
+
+#: Statuses a message can be retried from.
+RETRYABLE = (MessageStatus.FAILED.value, MessageStatus.UNKNOWN.value)
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+Filters = store.Filters
+
+
+@dataclass(frozen=True)
+class Page:
+    """Messages, newest first, and the cursor of the next page (None: this was the last)."""
+
+    messages: Sequence[Message]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    message: Message
+    history: Sequence[MessageHistory]
+
+
+def encode_cursor(message: Message) -> str:
+    """An opaque cursor: where the page after ``message`` starts."""
+    raw = orjson.dumps([message.created_at.isoformat(), message.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, message_id = orjson.loads(raw)
+        moment = datetime.fromisoformat(created)
+        if not isinstance(message_id, str) or moment.tzinfo is None:
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise ValidationFailed(
+            "cursor: not a cursor this API gave; pass next_cursor from the previous page as is",
+            field="cursor",
+        ) from None
+    return moment, message_id
+
+
+def page(
+    session: Session,
+    principal: Principal,
+    project_id: str,
+    filters: Filters,
+    *,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """One page of the project's messages matching ``filters`` (``to_email`` compared as the
+    ledger stores addresses), newest first."""
+    project_of(session, principal, project_id)
+    if filters.status is not None and filters.status not in set(MessageStatus):
+        raise ValidationFailed(
+            f"status must be one of {', '.join(s.value for s in MessageStatus)}", field="status"
+        )
+    if filters.to_email is not None:
+        filters = Filters(
+            status=filters.status,
+            to_email=canonical_address(filters.to_email, field="to"),
+            automation_id=filters.automation_id,
+            broadcast_id=filters.broadcast_id,
+            profile_id=filters.profile_id,
+        )
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = store.page(session, project_id, filters, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1]) if more else None)
+
+
+def _find(session: Session, principal: Principal, message_id: str) -> Message:
+    found = store.in_workspace(session, principal.workspace_id, message_id)
+    if found is None or principal.project_id not in (None, found.project_id):
+        raise NotFound("message")
+    return found
+
+
+def detail(session: Session, principal: Principal, message_id: str) -> MessageDetail:
+    """The message and its history, oldest entry first."""
+    message = _find(session, principal, message_id)
+    return MessageDetail(message, store.history(session, message.id))
+
+
+def history(session: Session, message: Message) -> Sequence[MessageHistory]:
+    """A message's history, oldest entry first (the caller has found the message)."""
+    return store.history(session, message.id)
+
+
+def retry(
+    session: Session, principal: Principal, message_id: str, *, note: str | None = None
+) -> MessageDetail:
+    """Put a ``failed`` or ``unknown`` message back in the queue, due now (history:
+    "retried by hand", then ``note`` if given); ``not_retryable`` for any other status, or
+    an erased message."""
+    message = _find(session, principal, message_id)
+    detail_ = "retried by hand" + (f": {note}" if note else "")
+    if not store.requeue(session, message.id, RETRYABLE, now(), detail=detail_):
+        current = store.get(session, message.id)
+        assert current is not None
+        raise NotRetryable(current.status, erased=current.erased_at is not None)
+    return detail(session, principal, message_id)
