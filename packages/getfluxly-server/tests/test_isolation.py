@@ -47,6 +47,7 @@ PROJECT_KEY_ENDPOINTS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/events/batch"): frozenset({"secret", "publishable"}),
     ("POST", "/v1/identify/alias"): frozenset({"secret"}),
     ("POST", "/v1/profiles/{profile_id}/erase"): frozenset({"secret"}),
+    ("POST", "/v1/messages"): frozenset({"secret"}),
 }
 #: Endpoints whose body, rather than their path, names an object.
 BODY_NAMES_AN_OBJECT = {("POST", "/v1/identify/alias")}
@@ -66,6 +67,9 @@ KNOWN = {
     ("PATCH", "/v1/email-providers/{provider_id}"),
     ("DELETE", "/v1/email-providers/{provider_id}"),
     ("POST", "/v1/email-providers/{provider_id}/test"),
+    ("GET", "/v1/projects/{project_id}/messages"),
+    ("GET", "/v1/messages/{message_id}"),
+    ("POST", "/v1/messages/{message_id}/retry"),
     *PROJECT_KEY_ENDPOINTS,
 }
 _METHODS = {"get", "post", "put", "patch", "delete"}
@@ -100,7 +104,21 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("POST", "/v1/events/batch"): {"events": [event]},
         ("POST", "/v1/identify/alias"): {"user_id": "{profile_id}", "anonymous_id": "intruder"},
         ("POST", "/v1/profiles/{profile_id}/erase"): {"reason": "internal", "request_id": "x"},
+        # Names A's profile and provider: another project's key must learn nothing of them.
+        ("POST", "/v1/messages"): {
+            "to": {"profile_id": "{profile_id}"}, "provider_id": "{provider_id}",
+            "subject": "x", "text": "y",
+        },
     }  # fmt: skip
+
+
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    """``value`` with ``{name}`` in its strings (also in nested objects) replaced."""
+    if isinstance(value, str):
+        return value.format(**values)
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return value
 
 
 def _profile_of(server: GFServer, project_id: str, external_id: str) -> dict[str, Any]:
@@ -134,6 +152,18 @@ def test_every_endpoint_keeps_tenants_apart(
     ingested = gf_server.client(p1.secret_key).post("/v1/events", json=identify)
     assert ingested.status_code == 202, ingested.text
     profile = _profile_of(gf_server, p1.id, "user-1")
+    # A message of P1 that is never attempted (its address is suppressed), so the relay
+    # stays empty whatever workers run.
+    gf_server.database.execute(
+        "INSERT INTO suppressions (project_id, email, reason, created_at) "
+        "VALUES (:p, 'held@example.com', 'manual', CURRENT_TIMESTAMP)",
+        p=p1.id,
+    )
+    sent = gf_server.client(p1.secret_key).post(
+        "/v1/messages", json={"to": "held@example.com", "subject": "x", "text": "y"}
+    )
+    assert sent.status_code == 202 and sent.json()["message"]["status"] == "suppressed", sent.text
+    message = sent.json()["message"]
     other = gf_server.create_workspace("Workspace B")
     b1 = gf_server.create_project("B1", key=other.key)
 
@@ -142,6 +172,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "provider_id": provider["id"],
         "key_id": spare["id"],
         "profile_id": profile["id"],
+        "message_id": message["id"],
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     a_ids = [gf_server.workspace_id, p2.id, *ids.values()]
@@ -166,7 +197,7 @@ def test_every_endpoint_keeps_tenants_apart(
     ) -> httpx.Response:
         body = bodies.get((method, path))
         if body is not None:
-            body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
+            body = {k: _fill(v, values) for k, v in body.items()}
         client = anonymous if key is None else gf_server.client(key)
         return client.request(method, path.format(**values), json=body, **kwargs)
 
@@ -261,4 +292,12 @@ def test_every_endpoint_keeps_tenants_apart(
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
     assert relay.messages == []
+    now_message = owner.get(f"/v1/messages/{message['id']}").json()["message"]
+    assert (now_message["status"], now_message["history"]) == (
+        message["status"],
+        message["history"],
+    )
+    assert [m["id"] for m in owner.get(f"/v1/projects/{p1.id}/messages").json()["messages"]] == [
+        message["id"]
+    ]
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []
