@@ -58,7 +58,9 @@ def drain(server: GFServer) -> Iterator[Drain]:
         ran = 0
         while worker.run_once():
             ran += 1
-        failed = server.database.query("SELECT kind, last_error FROM jobs WHERE last_error IS NOT NULL")
+        failed = server.database.query(
+            "SELECT kind, last_error FROM jobs WHERE last_error IS NOT NULL"
+        )
         assert failed == [], failed
         return ran
 
@@ -177,8 +179,10 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
 
     kept = _message(server, delivered["id"])
     assert (kept["status"], kept["attempts"], kept["provider_message_id"]) == ("sent", 1, "relay-1")
-    assert kept["sent_at"] is not None and kept["last_reply"] is None
-    assert kept["to"] == "erased" and kept["profile_id"] is None
+    assert kept["sent_at"] is not None
+    assert kept["last_reply"] is None
+    assert kept["to"] == "erased"
+    assert kept["profile_id"] is None
     assert [(h["status"], h["detail"]) for h in kept["history"]] == [
         ("queued", None),
         ("sent", None),
@@ -188,7 +192,8 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
     untouched = _message(server, someone_else["id"])
     assert untouched["to"] == "someone@example.com"
     assert untouched["subject"] == "For someone"
-    assert untouched["status"] == "queued" and untouched["erased_at"] is None
+    assert untouched["status"] == "queued"
+    assert untouched["erased_at"] is None
 
     owner = server.client()
     for message in (pending, failed):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
 from flux_testkit.smtpd import SMTPTestServer
@@ -90,9 +90,7 @@ class Project:
         self.gf: GFProject = server.create_project(f"Messages {uuid.uuid4().hex[:6]}")
         self.id = self.gf.id
         self.providers = [
-            server.create_smtp_provider(self.id, relay.host, relay.port, display_name=f"R{n}")[
-                "id"
-            ]
+            server.create_smtp_provider(self.id, relay.host, relay.port, display_name=f"R{n}")["id"]
             for n in range(providers)
         ]
 
@@ -188,10 +186,12 @@ def test_a_send_to_an_address_is_recorded_queued_and_due_now(
     assert message["subject"] == INLINE["subject"]  # not rendered: a worker renders
     assert (message["origin"], message["transactional"], message["attempts"]) == ("api", True, 0)
     assert message["tags"] == {"k": "v"}
-    assert message["profile_id"] is None and message["template_id"] is None
+    assert message["profile_id"] is None
+    assert message["template_id"] is None
     assert [(h["status"], h["detail"]) for h in message["history"]] == [("queued", None)]
     row = _row(server, message["id"])
-    assert row["text"] == INLINE["text"] and row["html"] is None
+    assert row["text"] == INLINE["text"]
+    assert row["html"] is None
     due = row["due_at"] if isinstance(row["due_at"], datetime) else None
     if due is None:  # SQLite hands back text
         due = datetime.fromisoformat(str(row["due_at"])).replace(tzinfo=UTC)
@@ -212,7 +212,8 @@ def test_a_template_send_records_the_template_and_its_version(
     for template in (deleted, theirs, "tpl_00000000000000000000"):
         response = project.send({"to": "ada@example.com", "template_id": template})
         detail = expect_error(response, 400, "validation_error")
-        assert "template_id" in detail and response.json()["field"] == "template_id"
+        assert "template_id" in detail
+        assert response.json()["field"] == "template_id"
 
 
 @pytest.mark.parametrize(
@@ -249,14 +250,16 @@ def test_every_bad_body_is_a_400_naming_the_field(
     detail = expect_error(response, 400, "validation_error")
     assert response.json().get("field") == field, response.text
     assert words in detail, detail
-    assert server.database.query(
-        "SELECT id FROM messages WHERE project_id = :p", p=project.id
-    ) == []
+    assert (
+        server.database.query("SELECT id FROM messages WHERE project_id = :p", p=project.id) == []
+    )
 
 
 def test_a_bad_idempotency_key_is_refused(project: Project) -> None:
     for key in ("automation:a:b:c:d", "broadcast:b:p", "x" * 256):
-        expect_error(project.send({"to": "ada@example.com", **INLINE}, key), 400, "validation_error")
+        expect_error(
+            project.send({"to": "ada@example.com", **INLINE}, key), 400, "validation_error"
+        )
 
 
 def test_a_project_key_only_sends_for_its_own_project(server: GFServer, project: Project) -> None:
@@ -338,6 +341,18 @@ def test_the_same_idempotency_key_answers_the_same_message_once(
     assert other_key["id"] != first["id"]
 
 
+def test_concurrent_retries_with_one_key_record_one_message(
+    server: GFServer, project: Project
+) -> None:
+    body = {"to": "ada@example.com", **INLINE}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: project.send(body, key="burst"), range(16)))
+    assert [a.status_code for a in answers] == [202] * 16, [a.text for a in answers]
+    assert len({a.json()["message"]["id"] for a in answers}) == 1
+    rows = server.database.query("SELECT id FROM messages WHERE project_id = :p", p=project.id)
+    assert len(rows) == 1
+
+
 def test_idempotency_keys_are_per_project(
     server: GFServer, project: Project, relay: SMTPTestServer
 ) -> None:
@@ -373,7 +388,8 @@ def test_a_suppressed_address_is_recorded_suppressed_and_never_due(
     message = project.sent({"to": "Bounced@EXAMPLE.com", **INLINE})
     assert message["status"] == "suppressed"
     [entry] = message["history"]
-    assert entry["status"] == "suppressed" and "suppression list" in entry["detail"]
+    assert entry["status"] == "suppressed"
+    assert "suppression list" in entry["detail"]
     assert _row(server, message["id"])["due_at"] is None
 
 
@@ -383,7 +399,9 @@ def test_the_provider_is_the_named_one_else_the_default_else_the_first(
     project = Project(server, relay, providers=3)
     first, second, third = project.providers
     body = {"to": "ada@example.com", **INLINE}
-    server.database.execute("UPDATE projects SET default_provider_id = NULL WHERE id = :p", p=project.id)
+    server.database.execute(
+        "UPDATE projects SET default_provider_id = NULL WHERE id = :p", p=project.id
+    )
     assert project.sent(body)["provider_id"] == first
     server.database.execute(
         "UPDATE projects SET default_provider_id = :d WHERE id = :p", d=second, p=project.id
@@ -472,9 +490,7 @@ def test_list_filters_by_profile(project: Project, drain: Drain) -> None:
         ({"limit": 0}, "limit"),
     ],
 )
-def test_bad_list_parameters_are_400(
-    project: Project, params: dict[str, Any], field: str
-) -> None:
+def test_bad_list_parameters_are_400(project: Project, params: dict[str, Any], field: str) -> None:
     response = project.server.client().get(f"/v1/projects/{project.id}/messages", params=params)
     expect_error(response, 400, "validation_error")
     assert response.json().get("field") == field, response.text
@@ -509,9 +525,7 @@ def test_detail_shows_the_history_and_keeps_tenants_apart(
     expect_error(project.api.get(f"/v1/messages/{message['id']}"), 403, "wrong_key_type")
 
 
-def test_retry_requeues_only_failed_or_unknown_messages(
-    server: GFServer, project: Project
-) -> None:
+def test_retry_requeues_only_failed_or_unknown_messages(server: GFServer, project: Project) -> None:
     owner = server.client()
     message = project.sent({"to": "ada@example.com", **INLINE})
     path = f"/v1/messages/{message['id']}/retry"
@@ -522,7 +536,9 @@ def test_retry_requeues_only_failed_or_unknown_messages(
             "lease_until = :t WHERE id = :id",
             s=status, t=datetime.now(UTC), id=message["id"],
         )  # fmt: skip
-        response = owner.post(path, json={"note": f"after {status}"} if status == "unknown" else None)
+        response = owner.post(
+            path, json={"note": f"after {status}"} if status == "unknown" else None
+        )
         assert response.status_code == 200, response.text
         retried = response.json()["message"]
         assert retried["status"] == "queued"
@@ -620,7 +636,8 @@ def test_an_automation_key_records_one_message_however_often_the_step_runs(
         first = messages.enqueue(session, project.id, new)
     with db.transaction() as session:
         second = messages.enqueue(session, project.id, new)
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert first.message.id == second.message.id
     listed = project.listed(automation_id="aut_1")["messages"]
     assert [(m["id"], m["step_id"], m["origin"]) for m in listed] == [

@@ -10,12 +10,13 @@ message once and learns which rows were new.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,17 @@ ERASED_ADDRESS = "erased"
 _TABLE: Table = Message.__table__  # type: ignore[assignment]
 
 
+@functools.cache
+def _insert(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id``."""
+    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        make_insert(_TABLE)
+        .on_conflict_do_nothing(index_elements=["project_id", "idempotency_key"])
+        .returning(_TABLE.c.id)
+    )
+
+
 def insert_many(
     session: Session, rows: Sequence[dict[str, Any]], history: dict[str, tuple[str, str | None]]
 ) -> list[str]:
@@ -51,18 +63,13 @@ def insert_many(
     """
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
-    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = _insert(session.get_bind().dialect.name)
     inserted: list[str] = []
     for start in range(0, len(rows), CHUNK):
         chunk = list(rows[start : start + CHUNK])
-        statement = (
-            make_insert(_TABLE)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=["project_id", "idempotency_key"])
-            .returning(_TABLE.c.id)
-        )
-        new = set(session.execute(statement).scalars())
+        # An executemany: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues") and
+        # caches the statement, where .values([...]) would be compiled again for every call.
+        new = set(session.execute(statement, chunk).scalars())
         inserted += [row["id"] for row in chunk if row["id"] in new]
     if inserted:
         created = {row["id"]: row["created_at"] for row in rows}
@@ -206,10 +213,6 @@ def requeue(
     return True
 
 
-def project(session: Session, project_id: str) -> Project | None:
-    return session.get(Project, project_id)
-
-
 def lock_profile(session: Session, profile_id: str) -> Profile | None:
     """The profile, read again under a share lock held to the end of the transaction
     (PostgreSQL; SQLite's write lock already serialises writers): an erasure's UPDATE of
@@ -232,12 +235,15 @@ def provider_in_project(session: Session, project_id: str, provider_id: str) -> 
     return session.scalars(query).first()
 
 
-def oldest_provider(session: Session, project_id: str) -> str | None:
-    """The project's first provider (by creation), if it has any."""
+def default_provider(session: Session, project_id: str) -> str | None:
+    """The project's default provider if it still has it, else its first (by creation);
+    None if it has no provider. One query."""
+    default = select(Project.default_provider_id).where(Project.id == project_id)
+    is_default = case((EmailProvider.id == default.scalar_subquery(), 0), else_=1)
     query = (
         select(EmailProvider.id)
         .where(EmailProvider.project_id == project_id)
-        .order_by(EmailProvider.created_at, EmailProvider.id)
+        .order_by(is_default, EmailProvider.created_at, EmailProvider.id)
         .limit(1)
     )
     return session.scalars(query).first()

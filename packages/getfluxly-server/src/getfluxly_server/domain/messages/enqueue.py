@@ -162,14 +162,10 @@ def resolve_provider(session: Session, project_id: str, provider_id: str | None)
                 "provider_id: no such email provider in this project", field="provider_id"
             )
         return provider_id
-    project = store.project(session, project_id)
-    default = project.default_provider_id if project is not None else None
-    if default is not None and store.provider_in_project(session, project_id, default):
-        return default
-    oldest = store.oldest_provider(session, project_id)
-    if oldest is None:
+    found = store.default_provider(session, project_id)
+    if found is None:
         raise NoProvider(project_id)
-    return oldest
+    return found
 
 
 def _prepare(session: Session, project_id: str, content: Content, source: Source) -> _Prepared:
