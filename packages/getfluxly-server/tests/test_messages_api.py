@@ -14,6 +14,7 @@ recorded it; the tests stitch profiles with the server's own job handlers, in th
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,14 @@ def project(server: GFServer, relay: SMTPTestServer) -> Project:
 INLINE = {"subject": "Hi {{ data.name }}", "text": "Your code is {{ data.code }}"}
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    """An object ``levels`` deep (itself level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 def _row(server: GFServer, message_id: str) -> dict[str, Any]:
     [row] = server.database.query("SELECT * FROM messages WHERE id = :id", id=message_id)
     return row
@@ -238,6 +247,8 @@ def test_a_template_send_records_the_template_and_its_version(
         ({**INLINE}, "to", "required"),
         ({"to": "ada@example.com", **INLINE, "cc": "x@example.com"}, "cc", "not a field"),
         ({"to": "ada@example.com", **INLINE, "data": []}, "data", "dictionary"),
+        ({"to": "ada@example.com", **INLINE, "data": _nested(300)}, "data", "deeper than 32"),
+        ({"to": "ada@example.com", **INLINE, "data": _nested(33)}, "data", "deeper than 32"),
         ({"to": "ada@example.com", **INLINE, "tags": {"a": 1}}, "tags", "string"),
         ({"to": "ada@example.com", **INLINE, "transactional": "maybe"}, "transactional", "bool"),
         ({"to": "ada@example.com", **INLINE, "provider_id": "prv_x"}, "provider_id", "no such"),
@@ -253,6 +264,37 @@ def test_every_bad_body_is_a_400_naming_the_field(
     assert (
         server.database.query("SELECT id FROM messages WHERE project_id = :p", p=project.id) == []
     )
+
+
+def test_data_as_deep_as_allowed_is_kept(server: GFServer, project: Project) -> None:
+    message = project.sent({"to": "ada@example.com", **INLINE, "data": _nested(32)})
+    stored = _row(server, message["id"])["data"]
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == _nested(32)
+
+
+def test_bulk_enqueue_spans_statements(server: GFServer, project: Project, db: Database) -> None:
+    """More recipients than one SQLite statement takes: every one recorded, once."""
+    recipients = [
+        messages.BulkRecipient(f"r{n}@example.com", messages.broadcast_key("brd_big", f"p{n}"))
+        for n in range(3_000)
+    ]
+    content, source = messages.Content(subject="x", text="y"), messages.Source()
+    with db.transaction() as session:
+        done = messages.enqueue_many(session, project.id, recipients, content, source)
+    assert len(done.created) == len(set(done.created)) == 3_000
+    with db.transaction() as session:
+        again = messages.enqueue_many(session, project.id, recipients, content, source)
+    assert (again.created, again.duplicates) == ([], 3_000)
+    [counts] = server.database.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT to_email) AS d FROM messages WHERE project_id = :p",
+        p=project.id,
+    )
+    [history] = server.database.query(
+        "SELECT COUNT(*) AS n FROM message_history h JOIN messages m ON m.id = h.message_id "
+        "WHERE m.project_id = :p",
+        p=project.id,
+    )
+    assert (counts["n"], counts["d"], history["n"]) == (3_000, 3_000, 3_000)
 
 
 def test_a_bad_idempotency_key_is_refused(project: Project) -> None:
