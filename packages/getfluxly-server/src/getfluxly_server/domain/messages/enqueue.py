@@ -127,9 +127,11 @@ class _Prepared:
     text: str | None
 
 
-def check_content(session: Session, project_id: str, content: Content) -> Content:
-    """``content`` checked: a live template of the project, or inline Liquid that parses
-    (``validation_error`` naming the field and line otherwise)."""
+def check_content(
+    session: Session, project_id: str, content: Content
+) -> tuple[Content, int | None]:
+    """``content`` checked, and the template's version: a live template of the project, or
+    inline Liquid that parses (``validation_error`` naming the field and line otherwise)."""
     inline = (content.subject, content.html, content.text)
     if content.template_id is not None:
         if any(part is not None for part in inline):
@@ -143,14 +145,14 @@ def check_content(session: Session, project_id: str, content: Content) -> Conten
                 "template_id: no such template in this project (or it was deleted)",
                 field="template_id",
             )
-        return content
+        return content, template.version
     if content.subject is None:
         raise ValidationFailed(
             "give template_id, or subject with html and/or text", field="subject"
         )
     fields = TemplateFields(subject=content.subject, html=content.html, text=content.text)
     prepared = prepare(fields)
-    return Content(subject=prepared.subject, html=prepared.html, text=prepared.text)
+    return Content(subject=prepared.subject, html=prepared.html, text=prepared.text), None
 
 
 def resolve_provider(session: Session, project_id: str, provider_id: str | None) -> str:
@@ -169,11 +171,7 @@ def resolve_provider(session: Session, project_id: str, provider_id: str | None)
 
 
 def _prepare(session: Session, project_id: str, content: Content, source: Source) -> _Prepared:
-    checked = check_content(session, project_id, content)
-    version = None
-    if checked.template_id is not None:
-        template = template_store.get(session, checked.template_id)
-        version = template.version if template is not None else None
+    checked, version = check_content(session, project_id, content)
     return _Prepared(
         provider_id=resolve_provider(session, project_id, source.provider_id),
         template_id=checked.template_id,
