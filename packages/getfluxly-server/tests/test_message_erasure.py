@@ -132,7 +132,18 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
     # Sent to the address alone (no profile link), in another spelling of its domain.
     delivered = send(f"{mark}@EXAMPLE.com")
     failed = send({"external_id": f"user-{mark}"})
+    # Held by a worker right now, and waiting for its next attempt.
+    leased = send({"profile_id": profile["id"]})
+    deferred = send({"profile_id": profile["id"]})
     someone_else = send("someone@example.com", subject="For someone", html="<p>Hi</p>")
+    server.database.execute(
+        "UPDATE messages SET status = 'sending', locked_by = 'worker-1', lease_until = :t "
+        "WHERE id = :id",
+        t=datetime.now(UTC), id=leased["id"],
+    )  # fmt: skip
+    server.database.execute(
+        "UPDATE messages SET status = 'deferred', attempts = 1 WHERE id = :id", id=deferred["id"]
+    )
     sent_at = datetime.now(UTC)
     server.database.execute(
         "UPDATE messages SET status = 'sent', attempts = 1, sent_at = :t, due_at = NULL, "
@@ -176,6 +187,13 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
     )
     assert (row["due_at"], row["html"], row["text"]) == (None, None, None)
     assert row["data"] in ({}, "{}")
+
+    for message in (leased, deferred):
+        assert _message(server, message["id"])["status"] == "failed"
+        [row] = server.database.query(
+            "SELECT due_at, locked_by, lease_until FROM messages WHERE id = :id", id=message["id"]
+        )
+        assert (row["due_at"], row["locked_by"], row["lease_until"]) == (None, None, None)
 
     kept = _message(server, delivered["id"])
     assert (kept["status"], kept["attempts"], kept["provider_message_id"]) == ("sent", 1, "relay-1")
