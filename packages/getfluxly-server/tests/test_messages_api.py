@@ -331,12 +331,18 @@ def test_a_merged_profile_leads_to_its_survivor(project: Project, drain: Drain) 
     drain()
     older = project.profile_id("device-1")
     newer = project.identify(drain, "user-2", email="linus@example.com")
+    before = project.sent({"to": {"profile_id": newer}, **INLINE})
+    assert before["profile_id"] == newer
     alias = project.api.post(
         "/v1/identify/alias", json={"user_id": newer, "anonymous_id": "device-1"}
     )
     assert alias.status_code == 200, alias.text
     message = project.sent({"to": {"profile_id": newer}, **INLINE})
     assert (message["profile_id"], message["to"]) == (older, "linus@example.com")
+    # The message sent before the merge is the person's too.
+    listed = project.listed(profile_id=older)["messages"]
+    assert [m["id"] for m in listed] == [message["id"], before["id"]]
+    assert project.listed(profile_id=newer)["messages"] == []
 
 
 def test_profiles_that_cannot_receive_are_refused_clearly(project: Project, drain: Drain) -> None:

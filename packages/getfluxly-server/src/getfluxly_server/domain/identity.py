@@ -21,6 +21,7 @@ from getfluxly_server.domain.messages import erasure as message_erasure
 from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
+from getfluxly_server.storage import messages as message_store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
 
@@ -65,6 +66,8 @@ def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
         loser.merged_into, loser.merged_at = survivor.id, now()
     survivor.traits, survivor.updated_at = traits, now()
     store.move_to(session, [p.id for p in losers], survivor.id)
+    # Their messages too: the ledger's "messages of a profile" is the person's.
+    message_store.move_to(session, [p.id for p in losers], survivor.id)
     return survivor
 
 

@@ -275,6 +275,16 @@ def requeue(
     return True
 
 
+def move_to(session: Session, loser_ids: Collection[str], survivor_id: str) -> None:
+    """Give the messages of merged profiles to the profile they merged into."""
+    session.execute(
+        update(Message)
+        .where(Message.profile_id.in_(list(loser_ids)))
+        .values(profile_id=survivor_id),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def lock_profile(session: Session, profile_id: str) -> Profile | None:
     """The profile, read again under a share lock held to the end of the transaction
     (PostgreSQL; SQLite's write lock already serialises writers): an erasure's UPDATE of
