@@ -109,6 +109,12 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
             "to": {"profile_id": "{profile_id}"}, "provider_id": "{provider_id}",
             "subject": "x", "text": "y",
         },
+        ("POST", "/v1/projects/{project_id}/templates"): {
+            "name": "intruder", "subject": "s", "text": "x",
+        },
+        ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
+        ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
+        ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
     }  # fmt: skip
 
 
@@ -152,21 +158,21 @@ def test_every_endpoint_keeps_tenants_apart(
     ingested = gf_server.client(p1.secret_key).post("/v1/events", json=identify)
     assert ingested.status_code == 202, ingested.text
     profile = _profile_of(gf_server, p1.id, "user-1")
+    other = gf_server.create_workspace("Workspace B")
+    b1 = gf_server.create_project("B1", key=other.key)
+    template = owner.post(
+        f"/v1/projects/{p1.id}/templates", json={"name": "t", "subject": "s", "text": "x"}
+    ).json()["template"]
+    listed = "listed@example.com"
+    owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
     # stays empty whatever workers run.
-    gf_server.database.execute(
-        "INSERT INTO suppressions (project_id, email, reason, created_at) "
-        "VALUES (:p, 'held@example.com', 'manual', CURRENT_TIMESTAMP)",
-        p=p1.id,
-    )
     sent = gf_server.client(p1.secret_key).post(
-        "/v1/messages", json={"to": "held@example.com", "subject": "x", "text": "y"}
+        "/v1/messages", json={"to": listed, "subject": "x", "text": "y"}
     )
     assert sent.status_code == 202, sent.text
     message = sent.json()["message"]
     assert message["status"] == "suppressed"
-    other = gf_server.create_workspace("Workspace B")
-    b1 = gf_server.create_project("B1", key=other.key)
 
     ids = {
         "project_id": p1.id,
@@ -174,6 +180,8 @@ def test_every_endpoint_keeps_tenants_apart(
         "key_id": spare["id"],
         "profile_id": profile["id"],
         "message_id": message["id"],
+        "template_id": template["id"],
+        "email": listed,
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     a_ids = [gf_server.workspace_id, p2.id, *ids.values()]
@@ -292,6 +300,9 @@ def test_every_endpoint_keeps_tenants_apart(
     now = owner.get(f"/v1/projects/{p1.id}/profiles/{profile['id']}").json()["profile"]
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
+    assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
+    suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
+    assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []
     now_message = owner.get(f"/v1/messages/{message['id']}").json()["message"]
     assert (now_message["status"], now_message["history"]) == (

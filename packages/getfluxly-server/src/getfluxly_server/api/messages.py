@@ -277,7 +277,9 @@ def list_messages(
     automation_id: str | None = None,
     broadcast_id: str | None = None,
     profile_id: str | None = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=1000, description="next_cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=messages.MAX_LIMIT)] = messages.DEFAULT_LIMIT,
 ) -> MessagePage:
     """The project's messages, newest first, a page at a time."""

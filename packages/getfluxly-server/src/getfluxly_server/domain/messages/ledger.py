@@ -4,15 +4,12 @@ its history) and retrying a message by hand. Workspace keys; another tenant's me
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-import orjson
 from sqlalchemy.orm import Session
 
+from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import NotFound, ValidationFailed
 from getfluxly_server.domain.messages.addresses import canonical_address
 from getfluxly_server.domain.messages.errors import NotRetryable
@@ -22,8 +19,8 @@ from getfluxly_server.storage.models import Message, MessageHistory, MessageStat
 
 #: Statuses a message can be retried from.
 RETRYABLE = (MessageStatus.FAILED.value, MessageStatus.UNKNOWN.value)
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+DEFAULT_LIMIT = paging.DEFAULT_LIMIT
+MAX_LIMIT = paging.MAX_LIMIT
 
 Filters = store.Filters
 
@@ -42,27 +39,6 @@ class MessageDetail:
     history: Sequence[MessageHistory]
 
 
-def encode_cursor(message: Message) -> str:
-    """An opaque cursor: where the page after ``message`` starts."""
-    raw = orjson.dumps([message.created_at.isoformat(), message.id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, message_id = orjson.loads(raw)
-        moment = datetime.fromisoformat(created)
-        if not isinstance(message_id, str) or moment.tzinfo is None:
-            raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise ValidationFailed(
-            "cursor: not a cursor this API gave; pass next_cursor from the previous page as is",
-            field="cursor",
-        ) from None
-    return moment, message_id
-
-
 def page(
     session: Session,
     principal: Principal,
@@ -73,7 +49,7 @@ def page(
     limit: int = DEFAULT_LIMIT,
 ) -> Page:
     """One page of the project's messages matching ``filters`` (``to_email`` compared as the
-    ledger stores addresses), newest first."""
+    ledger stores addresses), newest first; cursors as every list's (``domain.paging``)."""
     project_of(session, principal, project_id)
     if filters.status is not None and filters.status not in set(MessageStatus):
         raise ValidationFailed(
@@ -87,11 +63,12 @@ def page(
             broadcast_id=filters.broadcast_id,
             profile_id=filters.profile_id,
         )
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = paging.decode_time(cursor) if cursor is not None else None
     rows = store.page(session, project_id, filters, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1]) if more else None)
+    last = rows[-1] if more else None
+    return Page(rows, paging.encode_time(last.created_at, last.id) if last else None)
 
 
 def _find(session: Session, principal: Principal, message_id: str) -> Message:
