@@ -165,17 +165,28 @@ def _history(server: GFServer, message_id: str) -> list[tuple[str, str | None]]:
 
 
 def _template(server: GFServer, project_id: str, *, deleted: bool = False) -> str:
-    """A template row (the template API is another feature's; the ledger only reads them)."""
-    template_id = f"tpl_{uuid.uuid4().hex[:20]}"
-    now = datetime.now(UTC)
-    server.database.execute(
-        "INSERT INTO templates (id, project_id, name, kind, subject, html, version, "
-        "created_at, updated_at, deleted_at) VALUES (:id, :project, :name, 'transactional', "
-        "'Welcome {{ profile.first_name }}', '<p>Hello</p>', 3, :now, :now, :deleted)",
-        id=template_id, project=project_id, name=template_id, now=now,
-        deleted=now if deleted else None,
+    """A template made (edited once: version 2, and deleted if asked) through its API."""
+    owner = server.client()
+    made = owner.post(
+        f"/v1/projects/{project_id}/templates",
+        json={"name": f"t-{uuid.uuid4().hex[:8]}", "kind": "transactional",
+              "subject": "Welcome {{ profile.first_name }}", "html": "<p>Hello</p>"},
     )  # fmt: skip
+    assert made.status_code == 201, made.text
+    template_id = str(made.json()["template"]["id"])
+    edited = owner.patch(f"/v1/templates/{template_id}", json={"html": "<p>Hello!</p>"})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["template"]["version"] == 2
+    if deleted:
+        assert owner.delete(f"/v1/templates/{template_id}").status_code in (200, 204)
     return template_id
+
+
+def _suppress(server: GFServer, project_id: str, email: str, reason: str) -> None:
+    response = server.client().post(
+        f"/v1/projects/{project_id}/suppressions", json={"email": email, "reason": reason}
+    )
+    assert response.status_code in (200, 201), response.text
 
 
 # -- sending --------------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ def test_a_template_send_records_the_template_and_its_version(
 ) -> None:
     template_id = _template(server, project.id)
     message = project.sent({"to": "ada@example.com", "template_id": template_id})
-    assert (message["template_id"], message["template_version"]) == (template_id, 3)
+    assert (message["template_id"], message["template_version"]) == (template_id, 2)
     assert message["subject"] is None
     deleted = _template(server, project.id, deleted=True)
     other = Project(server, relay)
@@ -428,11 +439,7 @@ def test_a_key_is_free_again_after_24_hours(server: GFServer, project: Project) 
 def test_a_suppressed_address_is_recorded_suppressed_and_never_due(
     server: GFServer, project: Project
 ) -> None:
-    server.database.execute(
-        "INSERT INTO suppressions (project_id, email, reason, created_at) "
-        "VALUES (:p, 'bounced@example.com', 'hard_bounce', :now)",
-        p=project.id, now=datetime.now(UTC),
-    )  # fmt: skip
+    _suppress(server, project.id, "bounced@example.com", "hard_bounce")
     message = project.sent({"to": "Bounced@EXAMPLE.com", **INLINE})
     assert message["status"] == "suppressed"
     [entry] = message["history"]
@@ -611,11 +618,7 @@ def test_retry_requeues_only_failed_or_unknown_messages(server: GFServer, projec
 def test_bulk_enqueue_records_each_key_once(
     server: GFServer, project: Project, db: Database
 ) -> None:
-    server.database.execute(
-        "INSERT INTO suppressions (project_id, email, reason, created_at) "
-        "VALUES (:p, 'gone@example.com', 'unsubscribed', :now)",
-        p=project.id, now=datetime.now(UTC),
-    )  # fmt: skip
+    _suppress(server, project.id, "gone@example.com", "unsubscribed")
     key = messages.broadcast_key
     recipients = [
         messages.BulkRecipient("a@example.com", key("brd_2", "p1"), "p1", {"n": 1}),
