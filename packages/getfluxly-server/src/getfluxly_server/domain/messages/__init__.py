@@ -9,6 +9,15 @@ Call these, in a transaction the caller opens:
 * :func:`send` for the API's ``POST /v1/messages`` (its ``Idempotency-Key``);
 * :func:`page`, :func:`detail`, :func:`retry` for the ledger API.
 
+What a recorded message holds for the workers that send it: ``status`` ``queued`` and
+``due_at`` now (``suppressed`` messages have no ``due_at`` and are never attempted); the
+provider resolved; ``to_email``, and ``profile_id`` when a profile was named (its traits are
+the template's ``profile``); ``data`` (the template's ``data``), ``tags``, ``transactional``;
+either ``template_id`` with ``template_version`` (the version when it was queued) or inline
+Liquid in ``subject``/``html``/``text``, never rendered here. An erasure turns a pending
+message ``failed`` and sets ``erased_at``: a worker never sends a message with ``erased_at``
+set, and records an outcome only on a message it still holds as it left it.
+
 Modules: :mod:`.recipients` (who a message goes to), :mod:`.enqueue` (recording),
 :mod:`.transactional` (the API's send), :mod:`.ledger` (reading, retrying),
 :mod:`.erasure` (an erased person's messages), :mod:`.errors`.
