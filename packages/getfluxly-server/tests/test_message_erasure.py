@@ -14,8 +14,11 @@ address, which carries a marker (``pii`` + hex) no generated id can contain.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -221,3 +224,76 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
         "/v1/messages", json={"to": {"profile_id": profile["id"]}, "subject": "x", "text": "y"}
     )
     expect_error(again, 409, "profile_erased")
+
+
+def _lock_waiters(server: GFServer) -> int:
+    rows = server.database.query(
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return int(rows[0]["n"])
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_message_recorded_while_the_erasure_runs_is_stopped_too(
+    server: GFServer, drain: Drain
+) -> None:
+    """A message for the person whose recording has not committed when the erasure job
+    starts is still scrubbed and failed, never left to be sent.
+
+    The test holds a send's transaction open after it recorded the message (the profile
+    share-locked, the project row key-share-locked by the message's foreign key), asks for
+    the erasure, and lets the send commit once the erasure job waits for it. A weaker lock
+    would let the erasure finish first and the message escape, queued.
+    """
+    if server.database.backend != "postgres":
+        pytest.skip("SQLite takes its write lock at BEGIN: no send is in flight meanwhile")
+    from getfluxly_server.domain import messages
+    from getfluxly_server.storage.db import Database
+
+    with SMTPTestServer(tls="none", auth=True) as relay:
+        project = server.create_project("In-flight send")
+        server.create_smtp_provider(project.id, relay.host, relay.port)
+    api = server.client(project.secret_key)
+    identify = {"type": "identify", "external_id": "in-flight", "traits": {"email": "f@x.org"}}
+    assert api.post("/v1/events", json=identify).status_code == 202
+    drain()
+    [profile] = (
+        server.client()
+        .get(f"/v1/projects/{project.id}/profiles", params={"identity": "in-flight"})
+        .json()["profiles"]
+    )
+    db = Database(server.database.sqlalchemy_url)
+    try:
+        with ExitStack() as held, ThreadPoolExecutor(1) as pool:
+            session = held.enter_context(db.transaction())
+            recorded = messages.enqueue(
+                session,
+                project.id,
+                messages.NewMessage(
+                    messages.Recipient(profile_id=profile["id"]),
+                    messages.Content(subject="Hi", text="Hello"),
+                ),
+            )
+            erasure = api.post(f"/v1/profiles/{profile['id']}/erase", json={"reason": "internal"})
+            assert erasure.status_code == 202, erasure.text
+            ran = pool.submit(drain)
+            _wait(lambda: _lock_waiters(server) >= 1, "the erasure job to wait for the send")
+            held.close()  # the send commits
+            assert ran.result(30) >= 1
+    finally:
+        db.dispose()
+    stopped = _message(server, recorded.message.id)
+    assert (stopped["status"], stopped["to"]) == ("failed", "erased")
+    assert stopped["history"][-1] == {
+        "status": "failed",
+        "at": stopped["history"][-1]["at"],
+        "detail": "profile erased",
+    }
