@@ -310,6 +310,30 @@ def test_fluxmail_sending_to_the_catcher_shows_up(dev: DevProcess) -> None:
     assert "Body of the app's mail" in str(caught["raw"])
 
 
+def test_caught_mail_names_its_ledger_message(dev: DevProcess) -> None:
+    """A caught message carrying a ledger id (the X-GetFluxly-Message-Id header every sent
+    message has) names it, and ``?message_id=`` finds what was caught for that message; a
+    header that is not a ledger id names nothing."""
+    from getfluxly_server.storage.models import new_id
+
+    host, port = dev.exports["GETFLUXLY_CATCHER_SMTP"].split(":")
+    mailer = FluxMail("smtp", host, port=int(port), sender="app@example.com")
+    ledger_id = new_id("msg")
+    ours, forged = f"Ledger {time.monotonic_ns()}", f"Forged {time.monotonic_ns()}"
+    for subject, header in ((ours, ledger_id), (forged, "msg_<script>")):
+        mailer.create(
+            subject, ["ada@example.com"], "Hello", headers={"X-GetFluxly-Message-Id": header}
+        ).send()
+    assert wait_for_subject(dev, ours)["getfluxly_message_id"] == ledger_id
+    assert wait_for_subject(dev, forged)["getfluxly_message_id"] is None
+    with dev.client() as api:
+        found = api.get("/v1/dev/messages", params={"message_id": ledger_id})
+        none = api.get("/v1/dev/messages", params={"message_id": new_id("msg")})
+    assert found.status_code == 200, found.text
+    assert [m["subject"] for m in found.json()["messages"]] == [ours]
+    assert none.json()["messages"] == []
+
+
 def test_dev_messages_need_a_workspace_key(dev: DevProcess) -> None:
     """The caught mail is a workspace's data: no key → 401, a project key → 403."""
     anonymous = httpx.get(f"{dev.url}/v1/dev/messages", timeout=10.0)

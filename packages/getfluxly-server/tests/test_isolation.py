@@ -47,6 +47,7 @@ PROJECT_KEY_ENDPOINTS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/events/batch"): frozenset({"secret", "publishable"}),
     ("POST", "/v1/identify/alias"): frozenset({"secret"}),
     ("POST", "/v1/profiles/{profile_id}/erase"): frozenset({"secret"}),
+    ("POST", "/v1/messages"): frozenset({"secret"}),
 }
 #: Endpoints whose body, rather than their path, names an object.
 BODY_NAMES_AN_OBJECT = {("POST", "/v1/identify/alias")}
@@ -66,6 +67,9 @@ KNOWN = {
     ("PATCH", "/v1/email-providers/{provider_id}"),
     ("DELETE", "/v1/email-providers/{provider_id}"),
     ("POST", "/v1/email-providers/{provider_id}/test"),
+    ("GET", "/v1/projects/{project_id}/messages"),
+    ("GET", "/v1/messages/{message_id}"),
+    ("POST", "/v1/messages/{message_id}/retry"),
     *PROJECT_KEY_ENDPOINTS,
 }
 _METHODS = {"get", "post", "put", "patch", "delete"}
@@ -100,6 +104,11 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("POST", "/v1/events/batch"): {"events": [event]},
         ("POST", "/v1/identify/alias"): {"user_id": "{profile_id}", "anonymous_id": "intruder"},
         ("POST", "/v1/profiles/{profile_id}/erase"): {"reason": "internal", "request_id": "x"},
+        # Names A's profile and provider: another project's key must learn nothing of them.
+        ("POST", "/v1/messages"): {
+            "to": {"profile_id": "{profile_id}"}, "provider_id": "{provider_id}",
+            "subject": "x", "text": "y",
+        },
         ("POST", "/v1/projects/{project_id}/templates"): {
             "name": "intruder", "subject": "s", "text": "x",
         },
@@ -107,6 +116,15 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
     }  # fmt: skip
+
+
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    """``value`` with ``{name}`` in its strings (also in nested objects) replaced."""
+    if isinstance(value, str):
+        return value.format(**values)
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return value
 
 
 def _profile_of(server: GFServer, project_id: str, external_id: str) -> dict[str, Any]:
@@ -147,12 +165,21 @@ def test_every_endpoint_keeps_tenants_apart(
     ).json()["template"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
+    # A message of P1 that is never attempted (its address is suppressed), so the relay
+    # stays empty whatever workers run.
+    sent = gf_server.client(p1.secret_key).post(
+        "/v1/messages", json={"to": listed, "subject": "x", "text": "y"}
+    )
+    assert sent.status_code == 202, sent.text
+    message = sent.json()["message"]
+    assert message["status"] == "suppressed"
 
     ids = {
         "project_id": p1.id,
         "provider_id": provider["id"],
         "key_id": spare["id"],
         "profile_id": profile["id"],
+        "message_id": message["id"],
         "template_id": template["id"],
         "email": listed,
     }
@@ -179,7 +206,7 @@ def test_every_endpoint_keeps_tenants_apart(
     ) -> httpx.Response:
         body = bodies.get((method, path))
         if body is not None:
-            body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
+            body = {k: _fill(v, values) for k, v in body.items()}
         client = anonymous if key is None else gf_server.client(key)
         return client.request(method, path.format(**values), json=body, **kwargs)
 
@@ -277,4 +304,12 @@ def test_every_endpoint_keeps_tenants_apart(
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []
+    now_message = owner.get(f"/v1/messages/{message['id']}").json()["message"]
+    assert (now_message["status"], now_message["history"]) == (
+        message["status"],
+        message["history"],
+    )
+    assert [m["id"] for m in owner.get(f"/v1/projects/{p1.id}/messages").json()["messages"]] == [
+        message["id"]
+    ]
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []

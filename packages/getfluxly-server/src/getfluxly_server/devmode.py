@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from getfluxly_server.app import build_context
 from getfluxly_server.domain import providers, tenancy
+from getfluxly_server.domain.dev_messages import MESSAGE_ID_HEADER, ledger_id
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage import dev_messages
 from getfluxly_server.storage import tenancy as tenancy_store
@@ -59,6 +60,7 @@ class _Store:
         raw = bytes(envelope.original_content or envelope.content)
         message = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
         subject = str(message.get("Subject", ""))
+        ledger_message = ledger_id(message.get(MESSAGE_ID_HEADER))
 
         login = session.auth_data if isinstance(session.auth_data, str) else None
 
@@ -68,7 +70,13 @@ class _Store:
                 if login is not None and dev_messages.workspace_exists(session_, login):
                     owner = login
                 row = dev_messages.add(
-                    session_, envelope.mail_from, list(envelope.rcpt_tos), subject, raw, owner
+                    session_,
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    subject,
+                    raw,
+                    owner,
+                    getfluxly_message_id=ledger_message,
                 )
                 return row.id
 

@@ -23,6 +23,9 @@ class CaughtMessage(Response):
     mail_from: str
     rcpt_tos: list[str]
     subject: str
+    #: The ledger message this is (``GET /v1/messages/{id}``), from its
+    #: ``X-GetFluxly-Message-Id`` header; null for mail that is not a ledger message.
+    getfluxly_message_id: str | None
     #: The message source as received (undecodable bytes replaced).
     raw: str
 
@@ -34,7 +37,8 @@ class CaughtMessages(Response):
 def _view(row: DevMessage) -> CaughtMessage:
     return CaughtMessage(
         id=row.id, received_at=row.received_at, mail_from=row.mail_from, rcpt_tos=row.rcpt_tos,
-        subject=row.subject, raw=row.raw.decode("utf-8", errors="replace"),
+        subject=row.subject, getfluxly_message_id=row.getfluxly_message_id,
+        raw=row.raw.decode("utf-8", errors="replace"),
     )  # fmt: skip
 
 
@@ -44,9 +48,12 @@ def list_messages(
     db: Annotated[Database, Depends(database)],
     config: Annotated[Settings, Depends(settings)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    message_id: Annotated[
+        str | None, Query(description="only what was caught for this ledger message (msg_...)")
+    ] = None,
 ) -> CaughtMessages:
-    """The caller's workspace's caught mail, newest first, each with its envelope and raw
-    source."""
+    """The caller's workspace's caught mail, newest first, each with its envelope, raw
+    source and the ledger message it is."""
     with db.read() as session:
-        rows = dev_messages.caught(session, who, limit, dev=config.dev)
+        rows = dev_messages.caught(session, who, limit, dev=config.dev, message_id=message_id)
         return CaughtMessages(messages=[_view(row) for row in rows])

@@ -17,9 +17,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.domain.messages import erasure as message_erasure
 from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
+from getfluxly_server.storage import messages as message_store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
 
@@ -64,6 +66,8 @@ def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
         loser.merged_into, loser.merged_at = survivor.id, now()
     survivor.traits, survivor.updated_at = traits, now()
     store.move_to(session, [p.id for p in losers], survivor.id)
+    # Their messages too: the ledger's "messages of a profile" is the person's.
+    message_store.move_to(session, [p.id for p in losers], survivor.id)
     return survivor
 
 
@@ -236,9 +240,16 @@ def request_erasure(
 
 
 def erase(session: Session, erasure_id: str) -> None:
-    """Remove the personal data of every targeted profile; keep the audit row."""
+    """Remove the personal data of every targeted profile and scrub their messages (a
+    message still to be sent fails, "profile erased"); keep the audit row."""
     erasure = erasures.get(session, erasure_id)
     if erasure is None or erasure.completed_at is not None:
         return
-    erasures.erase_people(session, erasure.profile_ids, now())
+    people = [p for pid in erasure.profile_ids if (p := profiles.by_id(session, pid)) is not None]
+    # The addresses are read before the traits that hold them are erased; the messages are
+    # scrubbed after the profiles are marked (see domain/messages/erasure.py for why).
+    addresses = message_erasure.addresses(people)
+    when = now()
+    erasures.erase_people(session, erasure.profile_ids, when)
+    message_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses, when)
     erasure.completed_at = datetime.now(UTC)

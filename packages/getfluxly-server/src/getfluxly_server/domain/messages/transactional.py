@@ -1,0 +1,84 @@
+"""``POST /v1/messages``: a transactional send, with the caller's ``Idempotency-Key``.
+
+The same key within 24 hours answers the message first recorded for it and records nothing
+more; the same key with a different request is ``idempotency_key_reused``. The first answer
+is kept with ingest's idempotent responses (``storage.events.record_response``, its own
+kind ``message``): a concurrent request with the same key waits for the first one's
+transaction and then finds its message. After 24 hours the key is free again (the message
+that had it keeps everything else).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.domain.messages.enqueue import (
+    DERIVED_PREFIXES,
+    Enqueued,
+    NewMessage,
+    enqueue,
+)
+from getfluxly_server.storage import events as responses
+from getfluxly_server.storage import messages as store
+from getfluxly_server.storage.models import new_id, now
+
+REPLAY_WINDOW = timedelta(hours=24)
+#: The kind under which message keys are kept among idempotent responses.
+KEY_KIND = "message"
+MAX_KEY = 255
+
+
+def check_key(key: str) -> str:
+    """An ``Idempotency-Key`` as the API accepts it: 1-255 printable characters, not
+    beginning with a derived key's prefix."""
+    if not 0 < len(key) <= MAX_KEY or not key.isprintable():
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1-{MAX_KEY} printable characters", field="Idempotency-Key"
+        )
+    if key.startswith(DERIVED_PREFIXES):
+        raise ValidationFailed(
+            f"Idempotency-Key may not begin with {' or '.join(DERIVED_PREFIXES)} "
+            "(GetFluxly's own keys for automations and broadcasts)",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def send(
+    session: Session,
+    project_id: str,
+    new: NewMessage,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
+) -> Enqueued:
+    """Record a transactional message (``new.idempotency_key`` is ignored: the caller's key
+    is ``idempotency_key``, its request's fingerprint ``request_hash``)."""
+    if idempotency_key is None:
+        return enqueue(session, project_id, _with_key(new, None))
+    key = check_key(idempotency_key)
+    message_id = new_id("msg")
+    earlier = responses.record_response(
+        session, project_id, KEY_KIND, key, request_hash, now() - REPLAY_WINDOW, 202,
+        {"message_id": message_id},
+    )  # fmt: skip
+    if earlier is not None:
+        if earlier.body_hash != request_hash:
+            raise DomainError(
+                "idempotency_key_reused",
+                "This Idempotency-Key was used in the last 24 hours for a different request; "
+                "send a new key for a new message (a retry must resend the same request)",
+            )
+        replayed = store.get(session, str(earlier.body.get("message_id")))
+        if replayed is None or replayed.project_id != project_id:
+            raise NotFound("message")
+        return Enqueued(replayed, created=False)
+    store.release_key(session, project_id, key)  # its last use, if any, is over 24 hours old
+    return enqueue(session, project_id, _with_key(new, key), message_id=message_id)
+
+
+def _with_key(new: NewMessage, key: str | None) -> NewMessage:
+    return NewMessage(new.recipient, new.content, new.source, new.data, key)
