@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api import views
@@ -46,7 +46,7 @@ class ProjectChanges(Request):
 
     # Left out: unchanged (the None default is never validated); null is refused.
     default_provider_id: Annotated[
-        str, BeforeValidator(_not_null), Field(min_length=1, max_length=64)
+        str, StringConstraints(min_length=1, max_length=64), BeforeValidator(_not_null)
     ] = Field(  # type: ignore[assignment]
         default=None,
         description="The provider the project's mail goes through unless a call names "
