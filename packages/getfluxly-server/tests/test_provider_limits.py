@@ -264,7 +264,8 @@ def test_the_bucket_grants_a_burst_then_the_rate(gf_db: Database, limited: Any) 
     approx(limiter.take(limits, 20), 20, 0.0)  # refilled to the burst (50), not beyond
     approx(limiter.take(limits, 100), 30, 0.02)
     granted, retry_after = limiter.take(limits, 1)  # unpacks as the delivery loop's port
-    assert (granted, retry_after) == (0, pytest.approx(0.02))
+    assert granted == 0
+    assert retry_after == pytest.approx(0.02)
     assert clock.readings == 6  # the clock is read once per take
 
 
@@ -392,6 +393,22 @@ def test_connection_slots_are_counted_and_leased(gf_db: Database, limited: Any) 
     limiter.release(third)  # long gone: nothing happens
     assert limiter.release_all("worker-d") == 1
     assert limiter.acquire_connection(limits, "worker-e", lease_seconds=30) is not None
+
+
+def test_a_pool_takes_what_slots_are_free_in_one_call(gf_db: Database, limited: Any) -> None:
+    limits = limited(max_connections=5)
+    clock = Clock(1000.0)
+    limiter = ProviderLimiter(gf_db, clock)
+    mine = limiter.acquire_connections(limits, "worker-a", 3, lease_seconds=10)
+    assert [slot.lease_until for slot in mine] == [1010.0] * 3
+    assert len({slot.id for slot in mine}) == 3
+    theirs = limiter.acquire_connections(limits, "worker-b", 3, lease_seconds=10)
+    assert len(theirs) == 2  # what is left of 5
+    assert limiter.acquire_connections(limits, "worker-c", 3) == []
+    clock.t = 1010.0  # every lease has run out
+    assert len(limiter.acquire_connections(limits, "worker-c", 9)) == 5
+    unlimited = limited()
+    assert [s.id for s in limiter.acquire_connections(unlimited, "worker-a", 2)] == [None, None]
 
 
 def test_a_lower_limit_counts_slots_already_held(gf_db: Database, limited: Any) -> None:

@@ -17,15 +17,18 @@ Rates:
 
 Each provider's state is one row, locked for the length of a short transaction (PostgreSQL
 ``SELECT ... FOR UPDATE``; SQLite's write lock), so takes from every process apply one after
-the other; a provider with no rate limit never touches the database. The clock (seconds
+the other; a provider with no rate limit never touches the database. Each call is its own
+transaction: never call the limiter inside another open transaction (on SQLite that one
+holds the write lock the limiter's would wait for). The clock (seconds
 since the epoch, ``time.time`` by default) is read once per call, after the lock is taken;
 tests inject their own. Processes whose clocks disagree a little (several machines on one
 PostgreSQL) cannot make the bucket run backwards: the stored time only moves forward.
 
 Connections: ``max_connections`` counts slots held under a lease. A worker acquires a slot
-before it opens a connection to the provider, renews it while it keeps the connection, and
-releases it when it closes; a worker that dies (SIGKILL) holds its slots only until their
-leases run out.
+before it opens a connection to the provider (a pool of n connections: ``acquire_connections``
+for up to n), renews it while it keeps the connection, and releases it when it closes; a
+worker that dies (SIGKILL) holds its slots only until their leases run out. Lowering the
+limit leaves slots already held to run out or be released; no new one is granted meanwhile.
 
 How a delivery loop uses it (one :class:`ProviderLimiter` per worker process)::
 
@@ -273,18 +276,36 @@ class ProviderLimiter:
         """A connection slot for ``holder`` (a worker's id) until ``lease_seconds`` from now,
         or None while ``max_connections`` slots are held (by live leases) across all
         processes. Without a connection limit: an unrecorded slot at once."""
+        slots = self.acquire_connections(provider, holder, 1, lease_seconds)
+        return slots[0] if slots else None
+
+    def acquire_connections(
+        self,
+        provider: ProviderLimits | _HasLimits,
+        holder: str,
+        want: int,
+        lease_seconds: float = DEFAULT_LEASE,
+    ) -> list[Slot]:
+        """Up to ``want`` slots at once (a worker's connection pool: one slot per connection),
+        as many as ``max_connections`` leaves free; possibly none. One transaction."""
         limits = _limits(provider)
         if limits.max_connections is None:
-            return Slot(limits.provider_id, holder, None, math.inf)
+            return [Slot(limits.provider_id, holder, None, math.inf) for _ in range(want)]
+        if want <= 0:
+            return []
         with self.db.transaction() as session:
             self._locked(session, limits)  # acquisitions of one provider, one at a time
             now = self.clock()
             store.drop_expired(session, limits.provider_id, now)
-            if store.live_connections(session, limits.provider_id, now) >= limits.max_connections:
-                return None
+            live = store.live_connections(session, limits.provider_id, now)
             lease_until = now + lease_seconds
-            slot_id = store.add_connection(session, limits.provider_id, holder, lease_until)
-            return Slot(limits.provider_id, holder, slot_id, lease_until)
+            return [
+                Slot(limits.provider_id, holder, slot_id, lease_until)
+                for slot_id in store.add_connections(
+                    session, limits.provider_id, holder, lease_until,
+                    min(want, limits.max_connections - live),
+                )
+            ]  # fmt: skip
 
     def renew(self, slot: Slot, lease_seconds: float = DEFAULT_LEASE) -> Slot | None:
         """The slot held for ``lease_seconds`` more; None when its lease had already run out

@@ -118,14 +118,15 @@ def drop_expired(session: Session, provider_id: str, now: float) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def add_connection(session: Session, provider_id: str, holder: str, lease_until: float) -> int:
-    """Record a slot held by ``holder`` until ``lease_until``; its id."""
-    statement = (
-        insert(Connection)
-        .values(provider_id=provider_id, holder=holder, lease_until=lease_until)
-        .returning(Connection.id)
-    )
-    return int(session.execute(statement).scalar_one())
+def add_connections(
+    session: Session, provider_id: str, holder: str, lease_until: float, count: int
+) -> list[int]:
+    """Record ``count`` slots held by ``holder`` until ``lease_until``; their ids."""
+    if count <= 0:
+        return []
+    rows = [{"provider_id": provider_id, "holder": holder, "lease_until": lease_until}] * count
+    statement = insert(Connection).returning(Connection.id, sort_by_parameter_order=True)
+    return [int(slot_id) for slot_id in session.scalars(statement, rows)]
 
 
 def renew_connection(
