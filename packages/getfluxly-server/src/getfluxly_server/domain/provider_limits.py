@@ -13,15 +13,16 @@ Rates:
   (a refilling bucket would let up to twice through across a window boundary). Counting
   whole minutes errs on the safe side: a slot leaves the window up to a minute late.
 - A take grants at most what both allow, never more than asked. ``retry_after`` is the wait
-  until at least one more message may go (0.0: now).
+  until at least one more message may go (0.0: now). When the hour is used up it can be
+  most of an hour: put the provider's messages off (defer them) rather than sleep.
 
 Each provider's state is one row, locked for the length of a short transaction (PostgreSQL
 ``SELECT ... FOR UPDATE``; SQLite's write lock), so takes from every process apply one after
 the other; a provider with no rate limit never touches the database. Each call is its own
-transaction: never call the limiter inside another open transaction (on SQLite that one
-holds the write lock the limiter's would wait for). The clock (seconds
-since the epoch, ``time.time`` by default) is read once per call, after the lock is taken;
-tests inject their own. Processes whose clocks disagree a little (several machines on one
+transaction: never call the limiter while holding another one open (on SQLite that one holds
+the write lock the limiter's would wait for). The clock (seconds since the epoch,
+``time.time`` by default) is read once per call, after the lock is taken; tests inject
+their own. Processes whose clocks disagree a little (several machines on one
 PostgreSQL) cannot make the bucket run backwards: the stored time only moves forward.
 
 Connections: ``max_connections`` counts slots held under a lease. A worker acquires a slot
@@ -74,6 +75,8 @@ SLOT_SECONDS = 60
 HOUR_SLOTS = 60
 #: How long a connection slot is held unless renewed, by default (seconds).
 DEFAULT_LEASE = 60.0
+#: The longest holder name (a worker's id) a slot records.
+HOLDER_MAX = 200
 #: Tokens are floats; this much short of a whole token still counts as one.
 _EPSILON = 1e-9
 
@@ -289,6 +292,8 @@ class ProviderLimiter:
         """Up to ``want`` slots at once (a worker's connection pool: one slot per connection),
         as many as ``max_connections`` leaves free; possibly none. One transaction."""
         limits = _limits(provider)
+        if len(holder) > HOLDER_MAX:
+            raise ValueError(f"holder must be at most {HOLDER_MAX} characters")
         if limits.max_connections is None:
             return [Slot(limits.provider_id, holder, None, math.inf) for _ in range(want)]
         if want <= 0:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Double, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
@@ -62,13 +63,17 @@ def _create_statement(dialect: str) -> Insert:
 
 def lock_state(session: Session, provider_id: str, initial: StoredState) -> StoredState | None:
     """The provider's state, locked until the transaction ends; created as ``initial`` when
-    the provider has none yet. None: there is no such provider (it was deleted)."""
+    the provider has none yet. None: there is no such provider (it was deleted; on
+    PostgreSQL the transaction can then only be rolled back)."""
     connection = session.connection()
     row = connection.execute(_LOCK, {"provider": provider_id}).first()
     if row is None:
-        connection.execute(
-            _create_statement(connection.dialect.name), _values(provider_id, initial)
-        )
+        try:
+            connection.execute(
+                _create_statement(connection.dialect.name), _values(provider_id, initial)
+            )
+        except IntegrityError:  # the provider was deleted by a transaction that just ended
+            return None
         row = connection.execute(_LOCK, {"provider": provider_id}).first()
         if row is None:
             return None
