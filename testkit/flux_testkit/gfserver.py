@@ -327,9 +327,20 @@ class Harness:
             ) from exc
 
     def drop_postgres_database(self, name: str) -> None:
-        self._admin(
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+        statement = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            pgsql.Identifier(name)
         )
+        # WITH (FORCE) has been seen refusing (InsufficientPrivilege) now and then while a
+        # session of the test (a worker's LISTEN connection) was still going away: try again
+        # briefly before calling the run broken.
+        for attempt in range(10):
+            try:
+                self._admin(statement)
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                if attempt == 9:
+                    raise
+                time.sleep(0.2)
 
     def close(self) -> None:
         """Drop the PostgreSQL template, if one was made."""
