@@ -21,8 +21,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ from getfluxly_server.domain.provider_limits import (
     Grant,
     ProviderLimiter,
     ProviderLimits,
+    SharedSendGate,
     Slot,
 )
 from getfluxly_server.storage.db import Database
@@ -422,6 +425,65 @@ def test_a_lower_limit_counts_slots_already_held(gf_db: Database, limited: Any) 
     assert limiter.acquire_connection(fewer, "w3") is None  # still 2 held
     limiter.release(held[1])  # type: ignore[arg-type]
     assert limiter.acquire_connection(fewer, "w3") is not None
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """Limits as a delivery loop's own value holds them (the send-gate port's shape)."""
+
+    provider_id: str
+    max_connections: int | None = None
+    rate_per_second: float | None = None
+    rate_per_hour: int | None = None
+
+
+def test_the_send_gate_port_over_the_shared_limiter(gf_db: Database, limited: Any) -> None:
+    made = limited(max_connections=2, rate_per_second=50.0)
+    limits = GateLimits(made.provider_id, 2, 50.0)
+    clock = Clock(1000.0)
+    limiter = ProviderLimiter(gf_db, clock)
+    # Two workers (two gates, as two processes would have), one database.
+    a = SharedSendGate(limiter, "worker-a", lease_seconds=30)
+    b = SharedSendGate(limiter, "worker-b", lease_seconds=30)
+    assert a.take(limits, 100) == (50, pytest.approx(0.02))
+    assert b.take(limits, 100) == (0, pytest.approx(0.02))
+
+    assert a.acquire(limits, 0)
+    assert b.acquire(limits, 0)
+    assert not b.acquire(limits, 0)
+    a.release(limits)
+    assert b.acquire(limits, 0)
+    a.release(limits)  # holds none: nothing happens
+    assert not a.acquire(limits, 0)
+
+    clock.t = 1020.0
+    assert b.renew_held() == 0  # both of b's leases now run to 1050
+    clock.t = 1045.0
+    assert not a.acquire(limits, 0)
+    clock.t = 1060.0  # b stalled past its leases: its slots are free again
+    assert a.acquire(limits, 0)
+    assert b.renew_held() == 2
+    b.release(limits)  # lapsed slots are no longer b's to give back
+    assert a.acquire(limits, 0)
+    assert not b.acquire(limits, 0)
+    a.close()
+    assert b.acquire(limits, 0)
+
+
+def test_a_waiting_acquire_gets_the_slot_given_back_meanwhile(
+    gf_db: Database, limited: Any
+) -> None:
+    limits = GateLimits(limited(max_connections=1).provider_id, 1)
+    a = SharedSendGate(ProviderLimiter(gf_db), "worker-a")
+    b = SharedSendGate(ProviderLimiter(gf_db), "worker-b")
+    assert a.acquire(limits, 0)
+    giver = threading.Thread(target=lambda: (time.sleep(0.2), a.release(limits)))
+    giver.start()
+    try:
+        assert b.acquire(limits, 30)  # waits (polling) until a gives it back
+    finally:
+        giver.join()
+    assert not a.acquire(limits, 0)
 
 
 # Real processes ----------------------------------------------------------------------------

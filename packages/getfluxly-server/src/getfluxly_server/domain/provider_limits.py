@@ -50,11 +50,16 @@ How a delivery loop uses it (one :class:`ProviderLimiter` per worker process)::
 
 A provider without a connection limit gets a slot that is recorded nowhere (``slot.id`` is
 None), so the loop need not treat it differently.
+
+A delivery loop written against a send-gate port (``take(limits, want) -> (granted, wait)``,
+``acquire(limits, timeout) -> bool``, ``release(limits)``) gets one as
+``SharedSendGate(ProviderLimiter(db), holder=worker_id)``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -87,6 +92,19 @@ Clock = Callable[[], float]
 class _HasLimits(Protocol):
     @property
     def id(self) -> str: ...
+    @property
+    def max_connections(self) -> int | None: ...
+    @property
+    def rate_per_second(self) -> float | None: ...
+    @property
+    def rate_per_hour(self) -> int | None: ...
+
+
+class _LimitsLike(Protocol):
+    """Limits as another module's own value holds them (``provider_id`` and the three)."""
+
+    @property
+    def provider_id(self) -> str: ...
     @property
     def max_connections(self) -> int | None: ...
     @property
@@ -346,3 +364,86 @@ class ProviderLimiter:
 
 def _limits(provider: ProviderLimits | _HasLimits) -> ProviderLimits:
     return provider if isinstance(provider, ProviderLimits) else ProviderLimits.of(provider)
+
+
+def _as_limits(limits: _LimitsLike) -> ProviderLimits:
+    if isinstance(limits, ProviderLimits):
+        return limits
+    return ProviderLimits(
+        limits.provider_id, limits.max_connections, limits.rate_per_second,
+        limits.rate_per_hour,
+    )  # fmt: skip
+
+
+class SharedSendGate:
+    """The limiter behind a delivery loop's send-gate port: ``take(limits, want) -> (granted,
+    wait)``, ``acquire(limits, timeout) -> bool`` (one connection slot, waiting up to
+    ``timeout`` seconds), ``release(limits)``. ``limits`` is any value with ``provider_id``,
+    ``max_connections``, ``rate_per_second`` and ``rate_per_hour``.
+
+    Slots are held under ``holder`` (this worker process's id) with a lease of
+    ``lease_seconds``: make it longer than a chunk of messages can take to send, or call
+    :meth:`renew_held` while sending (a worker that dies gives its slots back when their
+    leases run out). Thread-safe: the threads of one worker share one gate.
+    """
+
+    #: How often a waiting :meth:`acquire` asks again (seconds).
+    POLL = 0.02
+
+    def __init__(self, limiter: ProviderLimiter, holder: str, lease_seconds: float = 300.0) -> None:
+        self.limiter, self.holder, self.lease_seconds = limiter, holder, lease_seconds
+        self._lock = threading.Lock()
+        self._held: dict[str, list[Slot]] = {}
+
+    def take(self, limits: _LimitsLike, want: int) -> tuple[int, float]:
+        granted, retry_after = self.limiter.take(_as_limits(limits), want)
+        return granted, retry_after
+
+    def acquire(self, limits: _LimitsLike, timeout: float) -> bool:
+        wanted = _as_limits(limits)
+        deadline = time.monotonic() + timeout
+        while True:
+            slot = self.limiter.acquire_connection(wanted, self.holder, self.lease_seconds)
+            if slot is not None:
+                with self._lock:
+                    self._held.setdefault(wanted.provider_id, []).append(slot)
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL, left))
+
+    def release(self, limits: _LimitsLike) -> None:
+        with self._lock:
+            held = self._held.get(limits.provider_id)
+            slot = held.pop() if held else None
+            if held == []:
+                del self._held[limits.provider_id]
+        if slot is not None:
+            self.limiter.release(slot)
+
+    def renew_held(self) -> int:
+        """Renew every slot this gate holds; how many had already lapsed (those are dropped:
+        their connections should close)."""
+        with self._lock:
+            held = {provider: list(slots) for provider, slots in self._held.items()}
+        lapsed = 0
+        for provider, slots in held.items():
+            for slot in slots:
+                renewed = self.limiter.renew(slot, self.lease_seconds)
+                with self._lock:
+                    mine = self._held.get(provider, [])
+                    if slot not in mine:  # released meanwhile
+                        continue
+                    if renewed is None:
+                        mine.remove(slot)
+                        lapsed += 1
+                    else:
+                        mine[mine.index(slot)] = renewed
+        return lapsed
+
+    def close(self) -> None:
+        """Give back every slot this holder holds (a worker stopping)."""
+        with self._lock:
+            self._held.clear()
+        self.limiter.release_all(self.holder)
