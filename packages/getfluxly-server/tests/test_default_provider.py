@@ -199,3 +199,26 @@ def test_racing_changes_leave_a_default_that_exists(
     assert project.default() == keep
     listed = project.http.get(f"/v1/projects/{project.id}/email-providers").json()
     assert [p["id"] for p in listed["email_providers"]] == [keep]
+
+
+def test_racing_deletes_and_changes_of_one_provider_never_fail(
+    gf_module_server: GFServer, relay: SMTPTestServer
+) -> None:
+    """Two deletes and two renames of one provider at once: one delete succeeds, the other is
+    404, a rename either lands first (200) or finds nothing (404): never a 500."""
+    project = Project(gf_module_server, relay, "Racing deletes")
+    spare, doomed = project.add_provider("Spare"), project.add_provider("Doomed")
+    project.patch({"default_provider_id": doomed})
+    path = f"/v1/email-providers/{doomed}"
+    calls = [
+        lambda: project.http.delete(path),
+        lambda: project.http.patch(path, json={"display_name": "Renamed"}),
+        lambda: project.http.delete(path),
+        lambda: project.http.patch(path, json={"display_name": "Renamed again"}),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda call: call(), calls))
+    deletes, renames = [answers[0], answers[2]], [answers[1], answers[3]]
+    assert sorted(a.status_code for a in deletes) == [200, 404], [a.text for a in answers]
+    assert all(a.status_code in (200, 404) for a in renames), [a.text for a in renames]
+    assert project.default() == spare

@@ -169,9 +169,13 @@ def save_new(
     return row
 
 
-def find(session: Session, principal: Principal, provider_id: str) -> EmailProvider:
-    """The provider if the caller may see it: same workspace, and same project for project keys."""
-    row = store.get_in_workspace(session, principal.workspace_id, provider_id)
+def find(
+    session: Session, principal: Principal, provider_id: str, *, lock: bool = False
+) -> EmailProvider:
+    """The provider if the caller may see it: same workspace, and same project for project keys.
+    ``lock``: its row locked until the transaction ends (a change or a delete: one racing
+    with a delete then finds nothing, rather than failing on a row that went)."""
+    row = store.get_in_workspace(session, principal.workspace_id, provider_id, lock=lock)
     if row is None or (principal.project_id is not None and row.project_id != principal.project_id):
         raise NotFound("email provider")
     return row
@@ -238,7 +242,7 @@ def save_changes(
     *, verified: bool,
 ) -> EmailProvider:  # fmt: skip
     """Store ``draft`` over the provider (``verified``: its connection was just checked)."""
-    row = find(session, principal, provider_id)
+    row = find(session, principal, provider_id, lock=True)
     apply(row, draft, keyring, verified=verified)
     session.flush()  # the row as stored, updated_at included
     return row
@@ -253,7 +257,7 @@ def providers_of(session: Session, principal: Principal, project_id: str) -> lis
 def remove(session: Session, principal: Principal, provider_id: str) -> None:
     """Delete the provider; if it was its project's default, the oldest remaining provider
     becomes the default (none left: no default)."""
-    row = find(session, principal, provider_id)
+    row = find(session, principal, provider_id, lock=True)
     project = store.lock_project(session, row.project_id)
     store.delete(session, row)
     session.flush()

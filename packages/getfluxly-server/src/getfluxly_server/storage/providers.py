@@ -16,13 +16,18 @@ def add(session: Session, provider: EmailProvider) -> EmailProvider:
     return provider
 
 
-def get_in_workspace(session: Session, workspace_id: str, provider_id: str) -> EmailProvider | None:
-    """The provider if its project belongs to ``workspace_id``."""
+def get_in_workspace(
+    session: Session, workspace_id: str, provider_id: str, *, lock: bool = False
+) -> EmailProvider | None:
+    """The provider if its project belongs to ``workspace_id``; ``lock``: the provider's row
+    (not its project's) locked until the transaction ends, and read afresh."""
     query = (
         select(EmailProvider)
         .join(Project, Project.id == EmailProvider.project_id)
         .where(EmailProvider.id == provider_id, Project.workspace_id == workspace_id)
     )
+    if lock:
+        query = query.with_for_update(of=EmailProvider).execution_options(populate_existing=True)
     return session.scalars(query).first()
 
 
