@@ -61,7 +61,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
@@ -272,7 +273,7 @@ class ProviderLimiter:
             raise ValueError("want must be >= 0")
         if want == 0 or not limits.rated:
             return Grant(want, 0.0)
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             state = self._locked(session, limits)
             after, grant = take_from(state, limits, want, self.clock())
             store.save_state(session, limits.provider_id, after)
@@ -284,7 +285,7 @@ class ProviderLimiter:
         limits = _limits(provider)
         if count <= 0 or not limits.rated:
             return
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             state = refill(self._locked(session, limits), limits, self.clock())
             store.save_state(session, limits.provider_id, give_back(state, limits, count))
 
@@ -316,7 +317,7 @@ class ProviderLimiter:
             return [Slot(limits.provider_id, holder, None, math.inf) for _ in range(want)]
         if want <= 0:
             return []
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             self._locked(session, limits)  # acquisitions of one provider, one at a time
             now = self.clock()
             store.drop_expired(session, limits.provider_id, now)
@@ -335,7 +336,7 @@ class ProviderLimiter:
         (its place may be another worker's now: close the connection, acquire again)."""
         if slot.id is None:
             return slot
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             now = self.clock()
             lease_until = now + lease_seconds
             if not store.renew_connection(session, slot.id, slot.holder, now, lease_until):
@@ -347,13 +348,19 @@ class ProviderLimiter:
         gone already)."""
         if slot.id is None:
             return
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             store.delete_connection(session, slot.id, slot.holder)
 
     def release_all(self, holder: str) -> int:
         """Give back every slot ``holder`` holds (a worker shutting down); how many."""
-        with self.db.transaction() as session:
+        with self._transaction() as session:
             return store.delete_connections_of(session, holder)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self.db.transaction() as session:
+            store.relax_durability(session)
+            yield session
 
     def _locked(self, session: Session, limits: ProviderLimits) -> StoredState:
         state = store.lock_state(session, limits.provider_id, initial_state(limits))
