@@ -224,7 +224,7 @@ def wait(state: StoredState, limits: ProviderLimits) -> float:
     if limits.rate_per_second and state.tokens + _EPSILON < 1:
         seconds = (1 - state.tokens) / limits.rate_per_second
     if limits.rate_per_hour:
-        over = _used(state) - limits.rate_per_hour + 1  # slots that must leave the window
+        over = _used(state) - limits.rate_per_hour + 1  # grants that must leave the window
         for minute, count in state.hour:
             if over <= 0:
                 break
