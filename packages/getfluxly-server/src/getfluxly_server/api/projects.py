@@ -1,18 +1,26 @@
-"""Projects and their keys (workspace key)."""
+"""Projects and their keys (workspace key).
+
+``PATCH /v1/projects/{id}`` changes the project's default provider (engine spec section 2):
+``{"default_provider_id": "prv_..."}``, one of the project's own providers. It cannot be set
+to null: while the project has providers one of them is the default (the first created,
+until changed; the oldest remaining when the default is deleted), so mail always has a way
+out; pick another provider instead.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api import views
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
 from getfluxly_server.api.models import Request, Response
 from getfluxly_server.api.views import IssuedKeyView, KeyView, ProjectView
-from getfluxly_server.domain import tenancy
+from getfluxly_server.domain import providers, tenancy
 from getfluxly_server.storage.db import Database
 
 router = APIRouter(prefix="/v1", tags=["projects and keys"])
@@ -21,6 +29,30 @@ DB = Annotated[Database, Depends(database)]
 
 class NewProject(Request):
     name: str = Field(min_length=1, max_length=200)
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError(
+            "null_not_allowed",
+            "cannot be null: a project with providers always has a default; name another "
+            "of its providers instead",
+        )
+    return value
+
+
+class ProjectChanges(Request):
+    """What ``PATCH /v1/projects/{id}`` changes; a field left out keeps its value."""
+
+    # Left out: unchanged (the None default is never validated); null is refused.
+    default_provider_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=64), BeforeValidator(_not_null)
+    ] = Field(  # type: ignore[assignment]
+        default=None,
+        description="The provider the project's mail goes through unless a call names "
+        "another: one of this project's email providers",
+        examples=["prv_..."],
+    )
 
 
 class NewKey(Request):
@@ -83,6 +115,16 @@ def create_project(body: NewProject, who: WorkspaceKey, db: DB) -> ProjectCreate
 def get_project(project_id: str, who: WorkspaceKey, db: DB) -> OneProject:
     with db.read() as session:
         return OneProject(project=views.project(tenancy.project_of(session, who, project_id)))
+
+
+@router.patch("/projects/{project_id}")
+def update_project(project_id: str, body: ProjectChanges, who: WorkspaceKey, db: DB) -> OneProject:
+    """Change the project's default provider (one of its own providers; null is refused)."""
+    with db.transaction() as session:
+        project = tenancy.project_of(session, who, project_id)
+        if body.default_provider_id is not None:
+            project = providers.set_default(session, who, project_id, body.default_provider_id)
+        return OneProject(project=views.project(project))
 
 
 @router.get("/projects/{project_id}/keys")

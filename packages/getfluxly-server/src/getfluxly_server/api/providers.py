@@ -58,7 +58,10 @@ def _view_model(name: str) -> type[Response]:
     fields: dict[str, Any] = {
         "id": (str, ...), "project_id": (str, ...), "provider": (cast(Any, Literal)[name], ...),
         "display_name": (str, ...), "from_email": (str, ...), "from_name": (str | None, ...),
-        "reply_to": (str | None, ...), **settings_, "secret_set": (bool, ...),
+        "reply_to": (str | None, ...), **settings_,
+        # The sending limits across every worker process (null: no limit of that kind).
+        "max_connections": (int | None, ...), "rate_per_second": (float | None, ...),
+        "rate_per_hour": (int | None, ...), "secret_set": (bool, ...),
         "verified_at": (Timestamp | None, ...), "created_at": (Timestamp, ...),
         "updated_at": (Timestamp, ...),
         # On create and update only: what the caller should know (e.g. plaintext to a
@@ -117,8 +120,9 @@ def _view(row: EmailProvider, warnings: list[str] | None = None) -> Any:
         "id": row.id, "project_id": row.project_id, "provider": row.provider,
         "display_name": row.display_name, "from_email": row.from_email,
         "from_name": row.from_name, "reply_to": row.reply_to, **row.config,
-        "secret_set": True, "verified_at": row.verified_at, "created_at": row.created_at,
-        "updated_at": row.updated_at,
+        "max_connections": row.max_connections, "rate_per_second": row.rate_per_second,
+        "rate_per_hour": row.rate_per_hour, "secret_set": True,
+        "verified_at": row.verified_at, "created_at": row.created_at, "updated_at": row.updated_at,
     }  # fmt: skip
     if warnings is not None:
         fields["warnings"] = warnings

@@ -20,6 +20,9 @@ class ProjectView(Response):
     id: str
     workspace_id: str
     name: str
+    #: Where the project's mail goes unless a call or step names a provider: the first
+    #: provider created, changed with PATCH; null while the project has none.
+    default_provider_id: str | None
     created_at: Timestamp
 
 
@@ -41,8 +44,9 @@ class IssuedKeyView(KeyView):
 
 def project(row: Project) -> ProjectView:
     return ProjectView(
-        id=row.id, workspace_id=row.workspace_id, name=row.name, created_at=row.created_at
-    )
+        id=row.id, workspace_id=row.workspace_id, name=row.name,
+        default_provider_id=row.default_provider_id, created_at=row.created_at,
+    )  # fmt: skip
 
 
 def key(row: ApiKey) -> KeyView:

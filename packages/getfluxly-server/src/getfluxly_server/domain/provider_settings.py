@@ -10,6 +10,13 @@ Common rules: unknown fields are refused; text is one printable line; an empty s
 missing value (required fields refuse it, optional ones are cleared by it); ports and other
 numbers are JSON integers, never strings or booleans; names fit their columns
 (``storage.models.NAME_MAX``).
+
+Every kind also takes the sending limits (:data:`LIMITS`), held across every worker process
+(``domain/provider_limits.py``): ``max_connections`` (1 to :data:`MAX_CONNECTIONS_MAX`),
+``rate_per_second`` (a JSON number above 0, at most :data:`RATE_PER_SECOND_MAX`; fractions
+allowed: 0.5 is one message every two seconds) and ``rate_per_hour`` (1 to
+:data:`RATE_PER_HOUR_MAX`). Each is optional; left out or null means no limit of that kind,
+and null in a PATCH removes it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ from getfluxly_server.storage.models import ADDRESS_MAX, NAME_MAX
 #: The longest value of a provider-specific text setting (hosts, user names, API keys).
 TEXT_MAX = 4096
 DEFAULT_KIND = "smtp"
+#: The sending limits every kind takes (columns of their own, not part of ``config``).
+LIMITS = ("max_connections", "rate_per_second", "rate_per_hour")
+#: Bounds of the limits: beyond these a value is a typo rather than a relay's real limit
+#: (every held connection is a socket in some worker; 100,000 a second is past any relay).
+MAX_CONNECTIONS_MAX = 100
+RATE_PER_SECOND_MAX = 100_000.0
+RATE_PER_HOUR_MAX = 100_000_000
 
 
 def _missing_if_blank(value: Any) -> Any:
@@ -106,14 +120,33 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _limit_fields() -> dict[str, Any]:
+    """The sending limits (optional; null is "no limit"). Numbers only: a string or a
+    boolean is refused, as for ports."""
+    connections = Annotated[int, Field(strict=True, ge=1, le=MAX_CONNECTIONS_MAX)]
+    per_second = Annotated[float, Field(strict=True, gt=0, le=RATE_PER_SECOND_MAX)]
+    per_hour = Annotated[int, Field(strict=True, ge=1, le=RATE_PER_HOUR_MAX)]
+    return {
+        "max_connections": (_optional(connections), Field(None, description=(
+            "Connections held to this provider at once, across every worker process "
+            f"(1-{MAX_CONNECTIONS_MAX}); null: no limit"))),
+        "rate_per_second": (_optional(per_second), Field(None, description=(
+            "Messages a second, across every worker process (above 0, fractions allowed; "
+            "bursts of up to one second's worth); null: no limit"))),
+        "rate_per_hour": (_optional(per_hour), Field(None, description=(
+            "Messages in any hour, across every worker process; null: no limit"))),
+    }  # fmt: skip
+
+
 def _common(*, partial: bool) -> dict[str, Any]:
-    """The settings every kind shares (the sender). When ``partial`` the required ones may be
-    left out, but not emptied."""
+    """The settings every kind shares (the sender, the limits). When ``partial`` the
+    required ones may be left out, but not emptied."""
     return {
         "display_name": (_required(_text(NAME_MAX)), None if partial else ...),
         "from_email": (_required(_address_type("from_email")), None if partial else ...),
         "from_name": (_optional(_text(NAME_MAX)), None),
         "reply_to": (_optional(_address_type("reply_to")), None),
+        **_limit_fields(),
     }
 
 
@@ -186,6 +219,7 @@ def _changes_fields() -> dict[str, Any]:
         "from_email": (raw_text | None, None),
         "from_name": (raw_text | None, None),
         "reply_to": (raw_text | None, None),
+        **_limit_fields(),
     }
     for kind in PROVIDERS.values():
         for spec in kind.fields:

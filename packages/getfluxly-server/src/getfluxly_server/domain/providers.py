@@ -1,8 +1,16 @@
 """Email providers: validate, verify the connection before saving, store the secret
-encrypted, and send test messages.
+encrypted, send test messages, and keep each project's default provider.
 
 Verification does network I/O, so it happens between two short transactions (never while a
 database lock is held): the API reads what it needs, calls :func:`verify`, then saves.
+
+The default provider (engine spec section 2) is where a project's mail goes unless a call or
+step names another: the first provider created in the project becomes it, ``PATCH
+/v1/projects/{id}`` changes it (:func:`set_default`: one of the project's own providers,
+never null while the project has any), and deleting it hands the role to the oldest
+remaining provider (null once none is left). Every change to a project's providers locks
+the project's row first, so two of them at once (a create and a delete, two deletes) leave
+the default pointing at a provider that exists.
 """
 
 from __future__ import annotations
@@ -27,12 +35,12 @@ from getfluxly_server.delivery.base import (
 from getfluxly_server.delivery.registry import PROVIDERS
 from getfluxly_server.delivery.sender import sender_mailbox
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed, invalid_input
-from getfluxly_server.domain.provider_settings import NewProvider, changes_model
+from getfluxly_server.domain.provider_settings import LIMITS, NewProvider, changes_model
 from getfluxly_server.domain.tenancy import Principal, project_of
 from getfluxly_server.queue.kinds import JobKind, JobPayload, Queue
 from getfluxly_server.queue.retry import RetryPolicy
 from getfluxly_server.storage import providers as store
-from getfluxly_server.storage.models import EmailProvider, new_id, now
+from getfluxly_server.storage.models import EmailProvider, Project, new_id, now
 
 COMMON = ("display_name", "from_email", "from_name", "reply_to")
 TEST_SEND_JOB = "provider.test_send"
@@ -65,6 +73,11 @@ class Draft:
     reply_to: str | None
     config: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Sending limits across every worker process (None: no limit of that kind); changing
+    #: them needs no new verification.
+    max_connections: int | None = None
+    rate_per_second: float | None = None
+    rate_per_hour: int | None = None
 
     def client(self, context: BuildContext) -> ProviderClient:
         return self.kind.build(self.config, self.secrets, context)
@@ -93,7 +106,7 @@ def parse(body: Mapping[str, Any] | BaseModel, base: Draft | None = None) -> Dra
     except ValidationError as exc:
         raise invalid_input(exc.errors(), body) from None
     draft = base or Draft(kind, "", "", None, None)
-    changes = {key: values[key] for key in COMMON if key in values}
+    changes = {key: values[key] for key in (*COMMON, *LIMITS) if key in values}
     config, secrets = dict(draft.config), dict(draft.secrets)
     for spec in kind.fields:
         if spec.name not in values:
@@ -145,13 +158,24 @@ def save_new(
         config=draft.config,
         secret=keyring.encrypt(json.dumps(draft.secrets), context=provider_id),
         verified_at=now(),
+        max_connections=draft.max_connections,
+        rate_per_second=draft.rate_per_second,
+        rate_per_hour=draft.rate_per_hour,
     )
-    return store.add(session, row)
+    project = store.lock_project(session, project_id)
+    store.add(session, row)
+    if project.default_provider_id is None:  # the project's first provider
+        project.default_provider_id = provider_id
+    return row
 
 
-def find(session: Session, principal: Principal, provider_id: str) -> EmailProvider:
-    """The provider if the caller may see it: same workspace, and same project for project keys."""
-    row = store.get_in_workspace(session, principal.workspace_id, provider_id)
+def find(
+    session: Session, principal: Principal, provider_id: str, *, lock: bool = False
+) -> EmailProvider:
+    """The provider if the caller may see it: same workspace, and same project for project keys.
+    ``lock``: its row locked until the transaction ends (a change or a delete: one racing
+    with a delete then finds nothing, rather than failing on a row that went)."""
+    row = store.get_in_workspace(session, principal.workspace_id, provider_id, lock=lock)
     if row is None or (principal.project_id is not None and row.project_id != principal.project_id):
         raise NotFound("email provider")
     return row
@@ -169,7 +193,7 @@ def draft_of(row: EmailProvider, keyring: Keyring) -> Draft:
         ) from None
     return Draft(
         PROVIDERS[row.provider], row.display_name, row.from_email, row.from_name, row.reply_to,
-        dict(row.config), secrets,
+        dict(row.config), secrets, row.max_connections, row.rate_per_second, row.rate_per_hour,
     )  # fmt: skip
 
 
@@ -181,6 +205,8 @@ def apply(row: EmailProvider, draft: Draft, keyring: Keyring, *, verified: bool)
     row.display_name, row.from_email = draft.display_name, draft.from_email
     row.from_name, row.reply_to = draft.from_name, draft.reply_to
     row.config = draft.config
+    row.max_connections, row.rate_per_second = draft.max_connections, draft.rate_per_second
+    row.rate_per_hour = draft.rate_per_hour
     row.secret = keyring.encrypt(json.dumps(draft.secrets), context=row.id)
     if verified:
         row.verified_at = now()
@@ -216,7 +242,7 @@ def save_changes(
     *, verified: bool,
 ) -> EmailProvider:  # fmt: skip
     """Store ``draft`` over the provider (``verified``: its connection was just checked)."""
-    row = find(session, principal, provider_id)
+    row = find(session, principal, provider_id, lock=True)
     apply(row, draft, keyring, verified=verified)
     session.flush()  # the row as stored, updated_at included
     return row
@@ -229,7 +255,43 @@ def providers_of(session: Session, principal: Principal, project_id: str) -> lis
 
 
 def remove(session: Session, principal: Principal, provider_id: str) -> None:
-    store.delete(session, find(session, principal, provider_id))
+    """Delete the provider; if it was its project's default, the oldest remaining provider
+    becomes the default (none left: no default)."""
+    row = find(session, principal, provider_id, lock=True)
+    project = store.lock_project(session, row.project_id)
+    store.delete(session, row)
+    session.flush()
+    if project.default_provider_id == provider_id:
+        successor = store.oldest_in_project(session, row.project_id)
+        project.default_provider_id = successor.id if successor is not None else None
+
+
+def set_default(
+    session: Session, principal: Principal, project_id: str, provider_id: str
+) -> Project:
+    """Make ``provider_id`` the project's default provider. It must be one of the project's
+    own: any other id (unknown, deleted, another project's or another tenant's, all answered
+    alike) is a validation_error naming ``default_provider_id``."""
+    project_of(session, principal, project_id)  # not_found for a project the caller can't see
+    project = store.lock_project(session, project_id)
+    row = store.get_in_workspace(session, principal.workspace_id, provider_id)
+    if row is None or row.project_id != project_id:
+        raise ValidationFailed(
+            f"default_provider_id: {provider_id!r} is not an email provider of this project; "
+            f"list them with GET /v1/projects/{project_id}/email-providers",
+            field="default_provider_id",
+        )
+    project.default_provider_id = row.id
+    return project
+
+
+def default_provider(session: Session, project: Project) -> EmailProvider | None:
+    """The provider the project's mail goes through unless a call or step names another
+    (None: the project has no provider yet)."""
+    if project.default_provider_id is None:
+        return None
+    row = store.get(session, project.default_provider_id)
+    return row if row is not None and row.project_id == project.id else None
 
 
 def rotate_secrets(session: Session, keyring: Keyring) -> int:

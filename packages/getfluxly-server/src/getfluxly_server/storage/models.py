@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -519,3 +520,36 @@ class Suppression(Base):
     #: Where it came from: a message id (a bounce, a complaint, an unsubscribe) or None.
     message_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class ProviderLimitState(Base):
+    """One provider's shared rate state (``domain/provider_limits.py``), one row per provider
+    that has sent under a rate limit. Its row lock is what serialises the provider's takes
+    and connection acquisitions across worker processes. Times are the limiter's clock:
+    seconds since the epoch."""
+
+    __tablename__ = "provider_limit_state"
+
+    provider_id: Mapped[str] = mapped_column(
+        ForeignKey("email_providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: Tokens left in the per-second bucket as of ``refilled_at``.
+    tokens: Mapped[float] = mapped_column(Double)
+    refilled_at: Mapped[float] = mapped_column(Double)
+    #: Messages granted per minute over the last hour: ``[[minute, count], ...]``, oldest first
+    #: (minute = epoch seconds // 60).
+    hour: Mapped[list[list[int]]] = mapped_column(JSON)
+
+
+class ProviderConnection(Base):
+    """A connection slot to a provider held by a worker (``holder``) until ``lease_until``
+    (the limiter's clock); a slot whose lease ran out no longer counts."""
+
+    __tablename__ = "provider_connections"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("email_providers.id", ondelete="CASCADE"))
+    holder: Mapped[str] = mapped_column(String(200))
+    lease_until: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_provider_connections_provider", "provider_id", "lease_until"),)
