@@ -1,7 +1,7 @@
 """the shared per-provider limiter's state: rate buckets and connection leases
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 00:40:00
 
 ``provider_limit_state`` (one row per provider: its per-second token bucket and its last
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
