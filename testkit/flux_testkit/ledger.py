@@ -11,7 +11,7 @@ connection check, so a test can point it at a relay that is scripted to fail.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from getfluxly_server.crypto import Keyring
@@ -101,8 +101,10 @@ def queue_messages(
     template_id: str | None = None,
     profile_id: str | None = None,
     data: Mapping[str, Any] | None = None,
+    data_for: Callable[[int], Mapping[str, Any]] | None = None,
 ) -> list[str]:
-    """One queued message per recipient (``data.n`` is its number), due now; their ids."""
+    """One queued message per recipient, due now; their ids. Each message's ``data`` is
+    ``data_for(n)`` for the n-th recipient if given, else ``{"n": n, **data}``."""
     moment = now()
     ids: list[str] = []
     with db.transaction() as session:
@@ -118,7 +120,8 @@ def queue_messages(
                     "subject": None if template_id else subject,
                     "html": None if template_id else html,
                     "text_body": None if template_id else text,
-                    "data": {"n": n, **(data or {})}, "tags": {}, "origin": "api",
+                    "data": dict(data_for(n)) if data_for else {"n": n, **(data or {})},
+                    "tags": {}, "origin": "api",
                     "idempotency_key": message_id, "attempts": 0, "due_at": moment,
                     "created_at": moment, "updated_at": moment,
                 }
