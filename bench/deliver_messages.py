@@ -80,7 +80,7 @@ Backend = Literal["sqlite", "postgres"]
 Phase = Literal["raw", "workers"]
 
 DEFAULT_MESSAGES, QUICK_MESSAGES = 5_000, 500
-DEFAULT_ROUNDS, DEFAULT_THREADS = 3, 2
+DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_PROCESSES = 3, 2, 2
 TARGET_RATE, TARGET_RATIO = 1_000.0, 0.5
 HOST = "127.0.0.1"
 POSTGRES_URL_ENV = "GETFLUXLY_TEST_POSTGRES_URL"
@@ -154,9 +154,7 @@ def fresh_database(backend: Backend, workdir: Path) -> Iterator[Database]:
         db.dispose()
         postgres_admin(
             admin_url,
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                pgsql.Identifier(db_name)
-            ),
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db_name)),
         )
 
 
@@ -204,24 +202,11 @@ def install(db: Database) -> Install:
     return Install(project, template, Keyring.parse(Keyring.generate()))
 
 
-def queue(db: Database, setup: Install, sink: Sink, n: int) -> ClientCache:
+def queue(db: Database, setup: Install, sink: Sink, n: int) -> str:
     """N messages for the template, through a provider on ``sink`` (the ledger's rows); the
-    client cache the workers use, holding that provider's client.
-
-    smtp-sink answers AUTH with ``250`` where RFC 4954 says ``235``, so no client can log in
-    to it; the provider's client is the server's own SMTP provider with a FluxMail mailer
-    that does not log in (as the raw phase does not), kept where the workers look for it.
-    """
+    provider's id."""
     body = ledger.smtp_body(HOST, sink.port, from_email=SENDER)
     provider = ledger.add_provider(db, setup.keyring, setup.project_id, body)
-    with db.read() as session:
-        row = session.get(EmailProvider, provider)
-        assert row is not None
-        config, version = dict(row.config), row.updated_at.isoformat()
-    client = SMTPProvider(config, {"password": "-"}, BuildContext(keep_connections=True))
-    client._mailer = FluxMail("smtp", EmailInstance(HOST), port=sink.port, timeout=30.0)  # noqa: SLF001
-    clients = ClientCache()
-    clients.get(provider, version, lambda: client)
     for start in range(0, n, 2_000):
         addresses = [recipient(i) for i in range(start, min(n, start + 2_000))]
         ledger.queue_messages(
@@ -231,6 +216,24 @@ def queue(db: Database, setup: Install, sink: Sink, n: int) -> ClientCache:
     if not db.is_sqlite:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE messages"))
+    return provider
+
+
+def kept_clients(db: Database, provider_id: str, port: int) -> ClientCache:
+    """The client cache a worker process uses, holding the provider's client.
+
+    smtp-sink answers AUTH with ``250`` where RFC 4954 says ``235``, so no client can log in
+    to it; the provider's client is the server's own SMTP provider with a FluxMail mailer
+    that does not log in (as the raw phase does not), kept where the workers look for it.
+    """
+    with db.read() as session:
+        row = session.get(EmailProvider, provider_id)
+        assert row is not None
+        config, version = dict(row.config), row.updated_at.isoformat()
+    client = SMTPProvider(config, {"password": "-"}, BuildContext(keep_connections=True))
+    client._mailer = FluxMail("smtp", EmailInstance(HOST), port=port, timeout=30.0)
+    clients = ClientCache()
+    clients.get(provider_id, version, lambda: client)
     return clients
 
 
@@ -244,29 +247,77 @@ def dispatcher(
     )  # fmt: skip
 
 
+def worker_process(
+    db: Database,
+    setup: Install,
+    provider: str,
+    port: int,
+    args: argparse.Namespace,
+    siblings: Sequence[int],
+) -> tuple[int, int]:
+    """Fork one worker process (as ``getfluxly worker``: its own engine, clients and
+    threads) that starts when a byte arrives on its pipe and stops at the pipe's end;
+    returns (pid, the pipe's write end). ``siblings``: the write ends of the processes forked
+    before it, closed in the child (else the first child never sees its pipe end)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    status = 0
+    try:
+        for fd in (write_end, *siblings):
+            os.close(fd)
+        own = Database(db.url)
+        clients = kept_clients(own, provider, port)
+        workers = dispatcher(own, setup, clients, args.threads, args)
+        os.read(read_end, 1)  # go
+        workers.start()
+        os.read(read_end, 1)  # b"" once the parent closes its end: stop
+        workers.stop()
+        clients.close()
+        own.dispose()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finally:
+        os._exit(status)
+
+
 def run_workers(
     db: Database, setup: Install, sink_binary: Path, n: int, args: argparse.Namespace
 ) -> PhaseResult:
     result = PhaseResult("workers", n)
     with running_sink(sink_binary) as sink:
-        clients = queue(db, setup, sink, n)
-        workers = dispatcher(db, setup, clients, args.threads, args)
+        provider = queue(db, setup, sink, n)
+        db.dispose()  # no connection may be shared across the fork
+        children: list[tuple[int, int]] = []
+        for _ in range(args.processes):
+            pipes = [pipe for _, pipe in children]
+            children.append(worker_process(db, setup, provider, sink.port, args, pipes))
         started = time.perf_counter()
-        workers.start()
+        for _pid, pipe in children:
+            os.write(pipe, b"g")
         try:
             deadline = started + args.timeout
             while count(db, PENDING) and time.perf_counter() < deadline:
                 time.sleep(0.02)
             result.seconds = time.perf_counter() - started
         finally:
-            workers.stop()
-            clients.close()
+            failed = 0
+            for pid, pipe in children:
+                os.close(pipe)
+                failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
         result.accepted = count(db, SENT)
         result.sink_messages = sink.settled_count(n)
     with db.transaction() as session:
         session.execute(text("DELETE FROM message_history"))
         session.execute(text("DELETE FROM messages"))
-    if result.accepted != n:
+    if failed:
+        result.error = f"{failed} worker processes failed (see stderr)"
+    elif result.accepted != n:
         result.error = f"{result.accepted} of {n} sent (timeout {args.timeout:.0f} s?)"
     return result
 
@@ -277,7 +328,7 @@ def profile_workers(
     """The workers' phase once more, one cycle after another in this thread under cProfile:
     the functions where the time goes."""
     with running_sink(sink_binary) as sink:
-        clients = queue(db, setup, sink, n)
+        clients = kept_clients(db, queue(db, setup, sink, n), sink.port)
         workers = dispatcher(db, setup, clients, 1, args)
         profiler = cProfile.Profile()
         profiler.enable()
@@ -314,9 +365,7 @@ def run_backend(
                 if phase == "raw":
                     round_.phases[phase] = run_raw(sink_binary, args.messages)
                 else:
-                    round_.phases[phase] = run_workers(
-                        db, setup, sink_binary, args.messages, args
-                    )
+                    round_.phases[phase] = run_workers(db, setup, sink_binary, args.messages, args)
             rounds.append(round_)
         summary = summarize(rounds)
         if args.profile or (summary["met"] is False and not args.no_profile):
@@ -414,6 +463,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-r", "--rounds", type=positive, help=f"rounds ({DEFAULT_ROUNDS})")
     parser.add_argument("-t", "--threads", type=positive, default=DEFAULT_THREADS,
                         help=f"delivery threads ({DEFAULT_THREADS})")  # fmt: skip
+    parser.add_argument("-p", "--processes", type=positive, default=DEFAULT_PROCESSES,
+                        help=f"worker processes ({DEFAULT_PROCESSES})")  # fmt: skip
     parser.add_argument("-b", "--batch", type=positive, default=500, help="claim size (500)")
     parser.add_argument("-c", "--chunk", type=positive, default=50, help="chunk size (50)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase (300)")
@@ -446,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "deliver_messages",
         "messages": args.messages,
         "rounds": args.rounds,
+        "processes": args.processes,
         "threads": args.threads,
         "batch": args.batch,
         "chunk": args.chunk,

@@ -90,7 +90,9 @@ def _statuses(db: Database) -> dict[str, str]:
     return {str(row[0]): str(row[1]) for row in rows}
 
 
-def _wait_for_progress(relay: SMTPTestServer, since: int, worker: GFProcess, timeout: float) -> bool:
+def _wait_for_progress(
+    relay: SMTPTestServer, since: int, worker: GFProcess, timeout: float
+) -> bool:
     """Until the relay has more than ``since`` messages (the worker is sending)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and worker.alive:
@@ -111,7 +113,7 @@ def run(
     timeout: float = 120.0,
 ) -> Report:
     """The crash test on a fresh database of ``backend`` (see the module docstring)."""
-    rng = random.Random(seed)  # noqa: S311 - when to kill, not secrets
+    rng = random.Random(seed)
     report = Report(backend, messages, kills)
     database = harness.database(backend, workdir / "db")
     server = GFServer(harness, database, workdir / "logs", mode="api", env=WORKER_ENV)

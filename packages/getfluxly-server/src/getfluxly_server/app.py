@@ -74,6 +74,7 @@ def delivery_loop(resources: WorkerResources) -> Dispatcher:
         ),
         threads=settings.delivery_threads,
         batch=settings.delivery_batch,
+        chunk=settings.delivery_chunk,
         lease_seconds=settings.delivery_lease_seconds,
     )
 

@@ -57,6 +57,9 @@ class Settings:
     #: ``delivery_batch`` due messages at a time.
     delivery_threads: int = 2
     delivery_batch: int = 500
+    #: Messages handed to a provider at once, marked ``sending`` together just before: the
+    #: most a worker killed mid-send can leave ``unknown`` per thread.
+    delivery_chunk: int = 50
     #: How long claimed messages stay a delivery worker's without renewal; a message left in
     #: ``sending`` by a worker that died becomes ``unknown`` once it runs out.
     delivery_lease_seconds: float = 60.0
@@ -132,6 +135,7 @@ class Settings:
             "job_retention_days": reader.number("GETFLUXLY_JOB_RETENTION_DAYS", 7.0, 0.01),
             "delivery_threads": reader.integer("GETFLUXLY_DELIVERY_THREADS", 2, 0, 64),
             "delivery_batch": reader.integer("GETFLUXLY_DELIVERY_BATCH", 500, 1, 10_000),
+            "delivery_chunk": reader.integer("GETFLUXLY_DELIVERY_CHUNK", 50, 1, 1_000),
             "delivery_lease_seconds": reader.number("GETFLUXLY_DELIVERY_LEASE_SECONDS", 60.0, 1.0),
             "delivery_max_age_seconds": reader.number(
                 "GETFLUXLY_DELIVERY_MAX_AGE_SECONDS", 72 * 3600.0, 1.0

@@ -34,7 +34,6 @@ from getfluxly_server.domain.templates import (
     TemplateCache,
     TemplateFields,
     render_message,
-    variables,
 )
 from getfluxly_server.storage import outbox, suppressions
 from getfluxly_server.storage import templates as template_store
@@ -131,13 +130,17 @@ class Composer:
         if isinstance(compiled, Verdict):
             return compiled
         project = context.projects.get(message.project_id)
-        values = variables(
-            profile_id=message.profile_id,
-            email=message.to_email,
-            traits=profile.traits if profile is not None else None,
-            data=message.data,
-            project={"id": message.project_id, "name": project.name if project else None},
-        )
+        # The contract's variables (templates.values.variables), built here without its copy
+        # to plain data: render_message makes that copy of whatever it is given anyway.
+        person: dict[str, object] = dict(profile.traits) if profile is not None else {}
+        if message.profile_id is not None:
+            person["id"] = message.profile_id
+        person["email"] = message.to_email
+        values = {
+            "profile": person,
+            "data": message.data,
+            "project": {"id": message.project_id, "name": project.name if project else None},
+        }
         rendered = render_message(compiled, values, partials=self._partials(message.project_id))
         return OutgoingEmail(
             from_email=provider.from_email,
