@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import (
@@ -228,41 +228,90 @@ def record_outcomes(
     also replace an ``unknown`` another worker recorded when this one's lease lapsed: this
     worker knows better); otherwise they are still queued or deferred (never attempted).
 
-    Three statements for the whole batch: lock and check, one UPDATE executed many times,
-    one INSERT of the history rows.
+    Set-based: on PostgreSQL one UPDATE for the batch (rows as arrays) and one INSERT of
+    the history rows; on SQLite a check, one UPDATE executed many times, one INSERT.
     """
     if not verdicts:
         return []
     states = (MessageStatus.SENDING.value, MessageStatus.UNKNOWN.value) if attempted else WAITING
+    moment = now()
+    if session.get_bind().dialect.name == "postgresql":
+        recorded = _finish_postgres(session, worker, verdicts, states, moment)
+    else:
+        recorded = _finish_sqlite(session, worker, verdicts, states, moment)
+    mine = [v for v in verdicts if v.id in recorded]
+    _history(session, [(v.id, v.status, v.detail) for v in mine], moment)
+    return [v.id for v in mine]
+
+
+#: PostgreSQL: the whole batch in one statement, its rows as arrays (one round trip; an
+#: UPDATE executed once per row costs a round trip and a plan execution each).
+_FINISH_POSTGRES = text(
+    """
+    UPDATE messages AS m
+       SET status = v.status, last_reply = v.reply, provider_message_id = v.pmid,
+           smtp_message_id = v.smid, due_at = v.due_at, sent_at = v.sent_at,
+           lease_until = NULL, locked_by = NULL, updated_at = :moment
+      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
+                  CAST(:pmids AS text[]), CAST(:smids AS text[]),
+                  CAST(:dues AS timestamptz[]), CAST(:sents AS timestamptz[]))
+           AS v(id, status, reply, pmid, smid, due_at, sent_at)
+     WHERE m.id = v.id AND m.locked_by = :worker AND m.status = ANY(CAST(:states AS text[]))
+    RETURNING m.id
+    """
+)
+
+
+def _finish_postgres(
+    session: Session,
+    worker: str,
+    verdicts: Sequence[Verdict],
+    states: Sequence[str],
+    moment: datetime,
+) -> set[str]:
+    params = {
+        "ids": [v.id for v in verdicts], "statuses": [v.status for v in verdicts],
+        "replies": [v.last_reply for v in verdicts],
+        "pmids": [v.provider_message_id for v in verdicts],
+        "smids": [v.smtp_message_id for v in verdicts], "dues": [v.due_at for v in verdicts],
+        "sents": [v.sent_at for v in verdicts], "worker": worker, "states": list(states),
+        "moment": moment,
+    }  # fmt: skip
+    return set(session.connection().execute(_FINISH_POSTGRES, params).scalars())
+
+
+def _finish_sqlite(
+    session: Session,
+    worker: str,
+    verdicts: Sequence[Verdict],
+    states: Sequence[str],
+    moment: datetime,
+) -> set[str]:
+    # One writer at a time: the rows read here cannot change before the UPDATE below.
     held = set(
         session.scalars(
-            select(Message.id)
-            .where(
+            select(Message.id).where(
                 Message.id.in_([v.id for v in verdicts]),
                 Message.locked_by == worker,
                 Message.status.in_(states),
             )
-            .with_for_update()
         )
     )
     mine = [v for v in verdicts if v.id in held]
-    if not mine:
-        return []
-    moment = now()
-    session.connection().execute(
-        _FINISH,
-        [
-            {
-                "b_id": v.id, "b_status": v.status, "b_reply": v.last_reply,
-                "b_provider_message_id": v.provider_message_id,
-                "b_smtp_message_id": v.smtp_message_id, "b_due_at": v.due_at,
-                "b_sent_at": v.sent_at, "b_moment": moment,
-            }
-            for v in mine
-        ],
-    )  # fmt: skip
-    _history(session, [(v.id, v.status, v.detail) for v in mine], moment)
-    return [v.id for v in mine]
+    if mine:
+        session.connection().execute(
+            _FINISH,
+            [
+                {
+                    "b_id": v.id, "b_status": v.status, "b_reply": v.last_reply,
+                    "b_provider_message_id": v.provider_message_id,
+                    "b_smtp_message_id": v.smtp_message_id, "b_due_at": v.due_at,
+                    "b_sent_at": v.sent_at, "b_moment": moment,
+                }
+                for v in mine
+            ],
+        )  # fmt: skip
+    return held
 
 
 _RELEASE = (
@@ -309,9 +358,29 @@ def _history(
     moment: datetime | None = None,
 ) -> None:
     at = moment or now()
-    rows = [{"message_id": i, "status": s, "at": at, "detail": d} for i, s, d in entries]
-    if rows:
-        session.connection().execute(insert(_HISTORY), rows)
+    rows = list(entries)
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # one statement, as _FINISH_POSTGRES
+        ids, statuses, details = (list(column) for column in zip(*rows, strict=True))
+        params = {"ids": ids, "statuses": statuses, "details": details, "at": at}
+        connection.execute(_HISTORY_POSTGRES, params)
+    else:
+        connection.execute(
+            insert(_HISTORY),
+            [{"message_id": i, "status": s, "at": at, "detail": d} for i, s, d in rows],
+        )
+
+
+_HISTORY_POSTGRES = text(
+    """
+    INSERT INTO message_history (message_id, status, at, detail)
+    SELECT v.id, v.status, :at, v.detail
+      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:details AS text[]))
+           AS v(id, status, detail)
+    """
+)
 
 
 # What rendering needs, read in one query per kind for a whole batch.

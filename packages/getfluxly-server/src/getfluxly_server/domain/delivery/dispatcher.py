@@ -26,6 +26,8 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import (
     BuildContext,
@@ -205,7 +207,7 @@ class Dispatcher:
         with self.db.read() as session:
             context = load(session, messages)
         composed = self.composer.compose(messages, context)
-        decided = composed.decided
+        book = _Unrecorded(self.id, pending, composed.decided)
         for provider_id, items in composed.ready.items():
             if self._stop.is_set():
                 break
@@ -215,62 +217,56 @@ class Dispatcher:
             except DeliveryError as exc:
                 moment = now()
                 result = exc.result()
-                decided += [self._verdict(m, result, moment) for m, _ in items]
+                book.unattempted += [self._verdict(m, result, moment) for m, _ in items]
                 continue
             limits = ProviderLimits(
                 row.id, row.max_connections, row.rate_per_second, row.rate_per_hour
             )
-            decided = self._send_all(client, limits, items, decided, pending)
-        if decided:
-            self._record(decided, attempted=False, pending=pending)
+            self._send_all(client, limits, items, book)
+        if book:
+            with self.db.transaction() as session:
+                book.flush(session)
 
     def _send_all(
-        self,
-        client: ProviderClient,
-        limits: ProviderLimits,
-        items: Items,
-        decided: list[Verdict],
-        pending: set[str],
-    ) -> list[Verdict]:
-        """Send ``items`` chunk by chunk within the provider's limits; the verdicts decided
-        without an attempt go out with the first chunk's transaction. Returns those still
-        to record."""
+        self, client: ProviderClient, limits: ProviderLimits, items: Items, book: _Unrecorded
+    ) -> None:
+        """Send ``items`` chunk by chunk within the provider's limits."""
         start = 0
         while start < len(items) and not self._stop.is_set():
             granted, wait = self.gate.take(limits, min(self.chunk, len(items) - start))
             if granted == 0:
+                if book:  # outcomes are not kept unrecorded while waiting
+                    with self.db.transaction() as session:
+                        book.flush(session)
                 if wait <= MAX_GATE_SLEEP:
                     self._stop.wait(wait)
                     continue
                 back = [m.id for m, _ in items[start:]]
                 with self.db.transaction() as session:
                     outbox.release(session, self.id, back, now() + timedelta(seconds=wait))
-                pending.difference_update(back)
+                book.pending.difference_update(back)
                 break
             if not self.gate.acquire(limits, self.lease.total_seconds() / 3):
                 continue  # every connection slot stayed busy: ask again
             try:
                 chunk = items[start : start + granted]
                 start += granted
-                decided = self._send_chunk(client, chunk, decided, pending)
+                self._send_chunk(client, chunk, book)
             finally:
                 self.gate.release(limits)
-        return decided
 
-    def _send_chunk(
-        self, client: ProviderClient, chunk: Items, decided: list[Verdict], pending: set[str]
-    ) -> list[Verdict]:
+    def _send_chunk(self, client: ProviderClient, chunk: Items, book: _Unrecorded) -> None:
+        """Mark the chunk ``sending`` (in the transaction that records what came before it),
+        hand it to the provider, and keep its outcomes for the next transaction."""
         ids = [m.id for m, _ in chunk]
         with self.db.transaction() as session:
-            if decided:
-                outbox.record_outcomes(session, self.id, decided, attempted=False)
+            book.flush(session)
             sending = outbox.start_sending(session, self.id, ids, self.lease)
-        pending.difference_update(ids)
-        pending.difference_update(v.id for v in decided)
+        book.pending.difference_update(ids)
         # From here on, a crash leaves these ``sending``: unknown once the lease lapses.
         chunk = [(m, e) for m, e in chunk if m.id in sending]
         if not chunk:
-            return []
+            return
         try:
             results = client.deliver_many([email for _, email in chunk])
         except Exception as exc:  # the client's bug: the relay may have had some of them
@@ -279,20 +275,12 @@ class Dispatcher:
                                  outcome=Outcome.UNKNOWN).result()  # fmt: skip
             results = [lost] * len(chunk)
         moment = now()
-        verdicts = [self._verdict(m, r, moment) for (m, _), r in zip(chunk, results, strict=True)]
-        self._record(verdicts, attempted=True)
-        return []
+        book.attempted += [
+            self._verdict(m, r, moment) for (m, _), r in zip(chunk, results, strict=True)
+        ]
 
     def _verdict(self, message: ClaimedMessage, result: DeliveryResult, moment: Any) -> Verdict:
         return classify.verdict(message, result, moment, self.rules, self.rng)
-
-    def _record(
-        self, verdicts: list[Verdict], *, attempted: bool, pending: set[str] | None = None
-    ) -> None:
-        with self.db.transaction() as session:
-            outbox.record_outcomes(session, self.id, verdicts, attempted=attempted)
-        if pending is not None:
-            pending.difference_update(v.id for v in verdicts)
 
     def _client(self, row: EmailProvider) -> ProviderClient:
         """The kept client of this version of the provider (built on first use)."""
@@ -305,3 +293,28 @@ class Dispatcher:
             return draft.client(self.context)
 
         return self.clients.get(row.id, row.updated_at.isoformat(), build)
+
+
+class _Unrecorded:
+    """Verdicts of one cycle not yet written, flushed in the next transaction the cycle opens
+    (the one that marks the next chunk ``sending``, or its last): one commit per chunk
+    instead of two. ``pending``: ids claimed and neither attempted nor recorded."""
+
+    def __init__(self, worker: str, pending: set[str], unattempted: list[Verdict]) -> None:
+        self.worker = worker
+        self.pending = pending
+        self.unattempted = list(unattempted)
+        self.attempted: list[Verdict] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.unattempted or self.attempted)
+
+    def flush(self, session: Session) -> None:
+        if self.unattempted:
+            outbox.record_outcomes(session, self.worker, self.unattempted, attempted=False)
+        if self.attempted:
+            outbox.record_outcomes(session, self.worker, self.attempted, attempted=True)
+        # (Taken as recorded once the transaction commits; if it fails, the cycle ends and
+        # the ids still pending are handed back, the attempted ones lapse to unknown.)
+        self.pending.difference_update(v.id for v in self.unattempted)
+        self.unattempted, self.attempted = [], []
