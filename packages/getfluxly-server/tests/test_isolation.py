@@ -100,6 +100,12 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("POST", "/v1/events/batch"): {"events": [event]},
         ("POST", "/v1/identify/alias"): {"user_id": "{profile_id}", "anonymous_id": "intruder"},
         ("POST", "/v1/profiles/{profile_id}/erase"): {"reason": "internal", "request_id": "x"},
+        ("POST", "/v1/projects/{project_id}/templates"): {
+            "name": "intruder", "subject": "s", "text": "x",
+        },
+        ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
+        ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
+        ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
     }  # fmt: skip
 
 
@@ -136,12 +142,19 @@ def test_every_endpoint_keeps_tenants_apart(
     profile = _profile_of(gf_server, p1.id, "user-1")
     other = gf_server.create_workspace("Workspace B")
     b1 = gf_server.create_project("B1", key=other.key)
+    template = owner.post(
+        f"/v1/projects/{p1.id}/templates", json={"name": "t", "subject": "s", "text": "x"}
+    ).json()["template"]
+    listed = "listed@example.com"
+    owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
 
     ids = {
         "project_id": p1.id,
         "provider_id": provider["id"],
         "key_id": spare["id"],
         "profile_id": profile["id"],
+        "template_id": template["id"],
+        "email": listed,
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     a_ids = [gf_server.workspace_id, p2.id, *ids.values()]
@@ -260,5 +273,8 @@ def test_every_endpoint_keeps_tenants_apart(
     now = owner.get(f"/v1/projects/{p1.id}/profiles/{profile['id']}").json()["profile"]
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
+    assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
+    suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
+    assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []

@@ -24,6 +24,8 @@ from getfluxly_server.api import (
     projects,
     providers,
     strict_input,
+    suppressions,
+    templates,
 )
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.body_limit import BodyLimit
@@ -52,6 +54,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("ingest", router=ingest.router, job_handlers=lambda r: ingest_jobs.handlers(r.db)),
     Feature("message delivery", runners=lambda r: [delivery_loop(r)]),
     Feature("profiles", router=profiles.router),
+    Feature("templates", router=templates.router),
+    Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
 )

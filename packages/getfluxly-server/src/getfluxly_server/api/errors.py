@@ -29,6 +29,7 @@ STATUS = {
     "conflict": 409,
     "alias_conflict": 409,
     "erasure_in_progress": 409,
+    "template_name_taken": 409,
     "payload_too_large": 413,
     "idempotency_key_reused": 422,
     "too_early": 425,

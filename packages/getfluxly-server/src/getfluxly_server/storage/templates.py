@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import Template
 
 
-def get(session: Session, template_id: str) -> Template | None:
-    """The template, deleted or not (a queued message still renders with it)."""
-    return session.get(Template, template_id)
+class NameTaken(Exception):  # noqa: N818 - reads as what happened
+    """Another live template of the project has this name (the unique index said so)."""
+
+
+def get(session: Session, template_id: str, *, lock: bool = False) -> Template | None:
+    """The template, deleted or not (a queued message still renders with it). ``lock``:
+    hold its row until the transaction ends (PostgreSQL; SQLite serialises writers anyway),
+    so two changes at once apply one after the other and each gets its own version."""
+    return session.get(Template, template_id, with_for_update=lock or None)
 
 
 def live_by_name(session: Session, project_id: str, name: str) -> Template | None:
@@ -19,3 +29,43 @@ def live_by_name(session: Session, project_id: str, name: str) -> Template | Non
         Template.project_id == project_id, Template.name == name, Template.deleted_at.is_(None)
     )
     return session.scalars(query).first()
+
+
+def save(
+    session: Session, template: Template, changes: Mapping[str, object] | None = None
+) -> Template:
+    """Insert ``template``, or set ``changes`` on it; :class:`NameTaken` when its name is
+    then a live one's.
+
+    In a savepoint, with the changes made inside it (a change made before would be flushed
+    when the savepoint begins, outside it), so the refusal of ``ux_templates_name`` (also
+    when a concurrent transaction took the name first) leaves the caller's transaction
+    usable.
+    """
+    try:
+        with session.begin_nested():
+            for key, value in (changes or {}).items():
+                setattr(template, key, value)
+            session.add(template)
+            session.flush()
+    except IntegrityError:
+        raise NameTaken(template.name) from None
+    return template
+
+
+def live_page(
+    session: Session, project_id: str, *, limit: int, before: tuple[datetime, str] | None = None
+) -> Sequence[Template]:
+    """Up to ``limit`` live templates of the project, newest first (``created_at``, then id),
+    starting after the ``(created_at, id)`` of the previous page's last one."""
+    query = select(Template).where(Template.project_id == project_id, Template.deleted_at.is_(None))
+    if before is not None:
+        at, template_id = before
+        query = query.where(
+            or_(
+                Template.created_at < at,
+                and_(Template.created_at == at, Template.id < template_id),
+            )
+        )
+    query = query.order_by(Template.created_at.desc(), Template.id.desc()).limit(limit)
+    return session.scalars(query).all()
