@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from getfluxly_server.delivery.base import OutgoingEmail
 from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.template_store import fields_of, partial_source
 from getfluxly_server.domain.templates import (
     CompiledTemplate,
     PartialLoader,
@@ -159,22 +160,21 @@ class Composer:
             template = context.templates.get(message.template_id)
             if template is None or template.project_id != message.project_id:
                 return _failed(message, "its template no longer exists")
-            fields = TemplateFields(subject=template.subject, html=template.html,
-                                    text=template.text)  # fmt: skip
-            return self.cache.get((template.id, template.version), fields)
+            return self.cache.get((template.id, template.version), fields_of(template))
         if not message.subject or not (message.html or message.text):
             return _failed(message, "it has neither a template nor a subject and a body")
         inline = TemplateFields(subject=message.subject, html=message.html, text=message.text)
         return self.cache.get(("inline", inline), inline)
 
     def _partials(self, project_id: str) -> PartialLoader:
-        """``include``/``render`` names -> the HTML (else text) of the project's live template
-        of that name, read when a template includes one."""
+        """``include``/``render`` names -> what the project's live template of that name
+        includes (:func:`~getfluxly_server.domain.template_store.partial_source`), read when a
+        template includes one (rendering runs outside any transaction)."""
 
         def load_partial(name: str) -> str | None:
             with self.db.read() as session:
                 found = template_store.live_by_name(session, project_id, name)
-                return None if found is None else (found.html or found.text)
+                return None if found is None else partial_source(found)
 
         return load_partial
 
