@@ -27,6 +27,7 @@ from getfluxly_server.domain.delivery import (
     ProviderLimits,
     RetryRules,
 )
+from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     Message,
@@ -46,7 +47,7 @@ QUICK = RetryRules(max_age=timedelta(hours=72), base_seconds=0.001, cap_seconds=
 
 @pytest.fixture
 def keyring() -> Keyring:
-    return Keyring.parse(f"k1:{Keyring.generate().split(':', 1)[-1]}")
+    return Keyring.parse(Keyring.generate())
 
 
 @pytest.fixture
@@ -392,3 +393,23 @@ def test_a_provider_rate_limit_is_honoured_by_the_loop(
         assert (row.attempts, row.locked_by) == (0, None)
         assert row.due_at is not None
         assert row.due_at > now() + timedelta(minutes=15)
+
+
+def test_delivery_settings_are_read_and_checked() -> None:
+    key = {"GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate()}
+    defaults = Settings.from_env(key)
+    assert (defaults.delivery_threads, defaults.delivery_batch, defaults.delivery_chunk) == (
+        2, 500, 50)  # fmt: skip
+    assert defaults.delivery_max_age_seconds == 72 * 3600
+    assert defaults.delivery_lease_seconds == 60
+    chosen = Settings.from_env(
+        {**key, "GETFLUXLY_DELIVERY_THREADS": "0", "GETFLUXLY_DELIVERY_CHUNK": "10",
+         "GETFLUXLY_DELIVERY_MAX_AGE_SECONDS": "3600"}
+    )  # fmt: skip
+    assert (chosen.delivery_threads, chosen.delivery_chunk) == (0, 10)
+    assert chosen.delivery_max_age_seconds == 3600
+    bad = {"GETFLUXLY_DELIVERY_BATCH": "0", "GETFLUXLY_DELIVERY_BACKOFF_CAP_SECONDS": "soon"}
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({**key, **bad})
+    for name in bad:
+        assert name in str(info.value)
