@@ -16,7 +16,7 @@ from typing import Any
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import providers, tenancy
-from getfluxly_server.storage import jobs
+from getfluxly_server.storage import outbox
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     EmailProvider,
@@ -129,5 +129,5 @@ def queue_messages(
             history.append({"message_id": message_id, "status": "queued", "at": moment})
         session.bulk_insert_mappings(Message, messages)
         session.bulk_insert_mappings(MessageHistory, history)
-        jobs.wake_workers(session, "messages")
+        outbox.wake(session)
     return ids

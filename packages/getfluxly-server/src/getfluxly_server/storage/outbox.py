@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from getfluxly_server.storage import jobs
 from getfluxly_server.storage.models import (
     PENDING_SQL,
     EmailProvider,
@@ -41,6 +42,8 @@ from getfluxly_server.storage.models import (
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _HISTORY: Table = MessageHistory.__table__  # type: ignore[assignment]
 
+#: The wake-up kind of due messages, on the job queue's notification channel.
+WAKE_KIND = "messages"
 #: Statuses a claimed message may be in before its attempt (the worker holds it).
 WAITING = (MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value)
 #: What a lapsed ``sending`` lease leaves (the relay may have the message).
@@ -141,6 +144,13 @@ _LAPSE = (
 )
 # (locked_by stays: the worker that held it may still be alive, only slow, and its real
 # outcome, when it comes, replaces ``unknown``; see record_outcomes.)
+
+
+def wake(session: Session) -> None:
+    """Wake idle delivery workers once this transaction commits (every process on
+    PostgreSQL, this process on SQLite): whoever queues a message due now calls it, so it is
+    picked up at once rather than at the next poll."""
+    jobs.wake_workers(session, WAKE_KIND)
 
 
 def claim(session: Session, worker: str, lease: timedelta, n: int) -> Claim:

@@ -50,8 +50,6 @@ from getfluxly_server.storage.outbox import ClaimedMessage, Verdict
 
 log = logging.getLogger("getfluxly.delivery")
 
-#: The wake-up kind of due messages (storage.jobs' notification channel carries it).
-WAKE_KIND = "messages"
 #: A rate limit asking to wait longer than this hands the messages back (due then) instead
 #: of holding them and a thread.
 MAX_GATE_SLEEP = 2.0
