@@ -20,13 +20,20 @@ from flux_testkit import ledger
 from flux_testkit.provider_fakes import PostmarkFake
 from flux_testkit.smtpd import SMTPTestServer
 from getfluxly_server.crypto import Keyring
-from getfluxly_server.delivery.base import MESSAGE_ID_FIELD, MESSAGE_ID_HEADER, BuildContext
+from getfluxly_server.delivery.base import (
+    MESSAGE_ID_FIELD,
+    MESSAGE_ID_HEADER,
+    BuildContext,
+    DeliveryResult,
+    Outcome,
+)
 from getfluxly_server.domain.delivery import (
     Dispatcher,
     LocalSendGate,
     ProviderLimits,
     RetryRules,
 )
+from getfluxly_server.domain.delivery.classify import verdict
 from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
@@ -36,6 +43,7 @@ from getfluxly_server.storage.models import (
     Suppression,
     now,
 )
+from getfluxly_server.storage.outbox import ClaimedMessage
 
 if TYPE_CHECKING:
     from flux_testkit.gfserver import GFDatabase
@@ -413,3 +421,42 @@ def test_delivery_settings_are_read_and_checked() -> None:
         Settings.from_env({**key, **bad})
     for name in bad:
         assert name in str(info.value)
+
+
+def _claimed(attempts: int = 0, age: timedelta = timedelta(0)) -> ClaimedMessage:
+    return ClaimedMessage(
+        id="msg_x", project_id="prj_x", status="queued", to_email="a@example.com",
+        profile_id=None, provider_id="prv_x", template_id=None, template_version=None,
+        transactional=True, subject="s", html=None, text="t", data={}, tags={},
+        idempotency_key=None, attempts=attempts, created_at=now() - age, erased_at=None,
+    )  # fmt: skip
+
+
+def test_verdicts_of_each_outcome() -> None:
+    rng, moment = random.Random(1), now()
+    accepted = DeliveryResult(
+        "Q1", "250 2.0.0 Ok: queued as Q1", 3, accepted=("a@example.com",),
+        refused={"b@example.com": "550 5.1.1 No such user"}, smtp_message_id="x@y",
+    )  # fmt: skip
+    sent = verdict(_claimed(), accepted, moment, QUICK, rng)
+    assert (sent.status, sent.provider_message_id, sent.smtp_message_id) == ("sent", "Q1", "x@y")
+    assert sent.last_reply is not None
+    assert "b@example.com: 550 5.1.1 No such user" in sent.last_reply  # partial refusal kept
+    rules = RetryRules(max_age=timedelta(hours=72), base_seconds=60, cap_seconds=600)
+    later = DeliveryResult(None, "451 4.7.1 Try later", 1, outcome=Outcome.TRANSIENT)
+    for attempts in range(12):
+        deferred = verdict(_claimed(attempts), later, moment, rules, rng)
+        assert deferred.status == "deferred"
+        assert deferred.due_at is not None
+        waited = (deferred.due_at - moment).total_seconds()
+        assert 0 <= waited <= min(600, 60 * 2 ** (attempts + 1))
+    told = DeliveryResult(None, "429", 1, outcome=Outcome.TRANSIENT, retry_after=42.0)
+    assert verdict(_claimed(), told, moment, rules, rng).due_at == moment + timedelta(seconds=42)
+    near_end = verdict(_claimed(9, timedelta(hours=71, minutes=59)), later, moment, rules, rng)
+    assert near_end.due_at is not None
+    # Never past the maximum age (72 h after created_at, a minute from now).
+    assert near_end.due_at <= moment + timedelta(minutes=1, seconds=1)
+    refused = DeliveryResult(None, "550 5.7.1 Rejected", 1, outcome=Outcome.PERMANENT)
+    assert verdict(_claimed(), refused, moment, rules, rng).status == "failed"
+    lost = DeliveryResult(None, "", 1, outcome=Outcome.UNKNOWN, detail="connection lost")
+    assert verdict(_claimed(), lost, moment, rules, rng).status == "unknown"
