@@ -258,6 +258,28 @@ def test_an_http_provider_answering_429_then_200_defers_then_sends(
         assert [s for s, _ in history(gf_db, message_id)] == ["queued", "deferred", "sent"]
 
 
+def test_an_http_provider_with_a_batch_endpoint_gets_a_chunk_in_one_request(
+    gf_db: Database, keyring: Keyring, project: str, dispatcher: Dispatcher,
+) -> None:  # fmt: skip
+    with PostmarkFake() as fake:
+        provider = ledger.add_provider(
+            gf_db, keyring, project,
+            {"provider": "postmark", "from_email": "hello@example.com", "api_url": fake.url,
+             "server_token": fake.server_token},
+        )  # fmt: skip
+        addresses = ["a@example.com", "not an address", "c@example.com"]
+        ids = ledger.queue_messages(gf_db, project, provider, addresses)
+        found = run_until_final(dispatcher, gf_db, ids)
+        assert [found[i].status for i in ids] == ["sent", "failed", "sent"]
+        assert [r.path for r in fake.requests] == ["/email/batch"]  # one request for three
+        assert sorted(m.json["Metadata"][MESSAGE_ID_FIELD] for m in fake.messages) == sorted(
+            [ids[0], ids[2]]
+        )
+        assert found[ids[0]].provider_message_id != found[ids[2]].provider_message_id
+        refused = found[ids[1]].last_reply or ""
+        assert "422" in refused  # judged as /email's refusal of that message would be
+
+
 def test_a_suppressed_address_is_never_attempted(
     gf_db: Database, keyring: Keyring, project: str, relay: SMTPTestServer,
     dispatcher: Dispatcher,
