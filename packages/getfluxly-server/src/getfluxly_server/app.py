@@ -33,7 +33,7 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
-from getfluxly_server.domain.delivery import Dispatcher, RetryRules
+from getfluxly_server.domain.delivery import Dispatcher, LocalSendGate, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
@@ -63,14 +63,15 @@ FEATURES: tuple[Feature, ...] = (
 
 def delivery_loop(resources: WorkerResources) -> Dispatcher:
     """The delivery workers of this process (``GETFLUXLY_DELIVERY_*``), sharing the job
-    worker's provider clients. Providers' limits are held by the dispatcher's default gate
-    (this process only) unless a shared one is passed as ``gate=``."""
+    worker's provider clients. ``gate``: where providers' limits are held; a limiter shared
+    by every worker process plugs in here (any ``domain.delivery.SendGate``)."""
     settings = resources.settings
     return Dispatcher(
         resources.db,
         keyring=settings.keyring,
         build_context=resources.build_context,
         clients=resources.clients,
+        gate=LocalSendGate(),  # this process only: the shared limiter replaces it
         rules=RetryRules(
             max_age=timedelta(seconds=settings.delivery_max_age_seconds),
             base_seconds=settings.delivery_backoff_base_seconds,
