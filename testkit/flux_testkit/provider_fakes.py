@@ -43,6 +43,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -362,6 +363,8 @@ class PostmarkFake(FakeProviderServer):
             )
         if (request.method, request.path) == ("POST", "/email"):
             return self._email(request)
+        if (request.method, request.path) == ("POST", "/email/batch"):
+            return self._batch(request)
         return self.refuse(request, 404, f"no such endpoint {request.method} {request.path}")
 
     def _email(self, request: Received) -> Reply:
@@ -372,6 +375,44 @@ class PostmarkFake(FakeProviderServer):
             return self._refuse_code(request, 402, "Invalid JSON")
         if unknown := _unknown(data, self.FIELDS):
             return self._refuse_code(request, 403, f"Incompatible JSON: unknown {unknown}")
+        if problem := self._problem(data):
+            return self._refuse_code(request, 300, problem)
+        self.accept(request)
+        return Reply.json(200, self._sent(data))
+
+    def _batch(self, request: Received) -> Reply:
+        """``POST /email/batch``: a JSON array of ``/email`` bodies (at most 500); 200 with one
+        result per message, in order (``ErrorCode`` 0 and a ``MessageID`` for each accepted,
+        ``ErrorCode`` 300 and the problem for each refused). Each accepted message is recorded
+        in ``messages`` as a request of its own (its ``json`` is that message's body)."""
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return self._refuse_code(request, 409, "JSON required")
+        try:
+            items = request.json
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not 1 <= len(items) <= 500:
+            return self._refuse_code(request, 402, "The batch must be a list of 1 to 500 emails")
+        results: list[dict[str, Any]] = []
+        for item in items:
+            problem = (
+                "Invalid JSON" if not isinstance(item, dict)
+                else f"Incompatible JSON: unknown {u}" if (u := _unknown(item, self.FIELDS))
+                else self._problem(item)
+            )  # fmt: skip
+            if problem:
+                self._note(f"{request.method} {request.path}: ErrorCode 300 {problem}")
+                results.append({"ErrorCode": 300, "Message": problem})
+                continue
+            body = json.dumps(item).encode()
+            self.accept(
+                Received(request.method, "/email", request.query, request.headers, body, request.at)
+            )
+            results.append(self._sent(item))
+        return Reply.json(200, results)
+
+    def _problem(self, data: Mapping[str, Any]) -> str | None:
+        """Why Postmark would refuse this message body (ErrorCode 300), or None."""
         recipients = [r.strip() for r in str(data.get("To") or "").split(",") if r.strip()]
         problem = None
         if not _is_address(data.get("From")):
@@ -394,19 +435,17 @@ class PostmarkFake(FakeProviderServer):
             problem = "Metadata must be at most 10 string fields (names <= 20, values <= 80)"
         elif data.get("MessageStream", "outbound") not in self.streams:
             problem = f"The message stream {data.get('MessageStream')!r} was not found"
-        if problem:
-            return self._refuse_code(request, 300, problem)
-        self.accept(request)
-        return Reply.json(
-            200,
-            {
-                "To": data["To"],
-                "SubmittedAt": _now_iso(),
-                "MessageID": str(uuid.uuid4()),
-                "ErrorCode": 0,
-                "Message": "OK",
-            },
-        )
+        return problem
+
+    @staticmethod
+    def _sent(data: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "To": data["To"],
+            "SubmittedAt": _now_iso(),
+            "MessageID": str(uuid.uuid4()),
+            "ErrorCode": 0,
+            "Message": "OK",
+        }
 
     def _refuse_code(self, request: Received, code: int, message: str) -> Reply:
         self._note(f"{request.method} {request.path}: ErrorCode {code} {message}")

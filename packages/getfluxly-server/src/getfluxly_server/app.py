@@ -34,8 +34,9 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain.delivery import Dispatcher, LocalSendGate, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
-from getfluxly_server.feature import Feature, WorkerResources
+from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
@@ -52,6 +53,7 @@ FEATURES: tuple[Feature, ...] = (
         ),
     ),
     Feature("ingest", router=ingest.router, job_handlers=lambda r: ingest_jobs.handlers(r.db)),
+    Feature("message delivery", runners=lambda r: [delivery_loop(r)]),
     Feature("profiles", router=profiles.router),
     Feature("messages", router=messages.router),
     Feature("templates", router=templates.router),
@@ -59,6 +61,29 @@ FEATURES: tuple[Feature, ...] = (
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
 )
+
+
+def delivery_loop(resources: WorkerResources) -> Dispatcher:
+    """The delivery workers of this process (``GETFLUXLY_DELIVERY_*``), sharing the job
+    worker's provider clients. ``gate``: where providers' limits are held; a limiter shared
+    by every worker process plugs in here (any ``domain.delivery.SendGate``)."""
+    settings = resources.settings
+    return Dispatcher(
+        resources.db,
+        keyring=settings.keyring,
+        build_context=resources.build_context,
+        clients=resources.clients,
+        gate=LocalSendGate(),  # this process only: the shared limiter replaces it
+        rules=RetryRules(
+            max_age=timedelta(seconds=settings.delivery_max_age_seconds),
+            base_seconds=settings.delivery_backoff_base_seconds,
+            cap_seconds=settings.delivery_backoff_cap_seconds,
+        ),
+        threads=settings.delivery_threads,
+        batch=settings.delivery_batch,
+        chunk=settings.delivery_chunk,
+        lease_seconds=settings.delivery_lease_seconds,
+    )
 
 
 def build_context(settings: Settings) -> BuildContext:
@@ -111,13 +136,24 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
 
 class DeliveryWorker(Worker):
     """The worker, holding this process's provider clients (one per provider, kept between
-    messages) and closing them once it has stopped."""
+    messages) and the features' runners (the delivery loop), started and stopped with it;
+    the clients are closed once everything has stopped."""
 
-    def __init__(self, *args: Any, clients: ClientCache, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, clients: ClientCache, runners: list[Runner], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.clients = clients
+        self.runners = runners
+
+    def start(self) -> None:
+        super().start()
+        for runner in self.runners:
+            runner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        for runner in self.runners:
+            runner.stop(timeout)
         super().stop(timeout)
         self.clients.close()
 
@@ -138,4 +174,10 @@ def create_worker(settings: Settings, db: Database, *, threads: int | None = Non
         backoff_cap_seconds=settings.job_backoff_cap_seconds,
         retention=timedelta(days=settings.job_retention_days),
         clients=clients,
+        runners=[
+            runner
+            for feature in FEATURES
+            if feature.runners is not None
+            for runner in feature.runners(resources)
+        ],
     )

@@ -1,4 +1,5 @@
-"""What a feature offers the composition root: its HTTP router and its job handlers.
+"""What a feature offers the composition root: its HTTP router, its job handlers and its
+runners.
 
 A new capability (messages, templates, automations, ...) is one entry in ``app.FEATURES``:
 the composition root mounts every feature's ``router`` and gives the worker every feature's
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter
 
@@ -35,11 +36,26 @@ class WorkerResources:
 HandlerFactory = Callable[[WorkerResources], Iterable[JobHandler[Any]]]
 
 
+class Runner(Protocol):
+    """Background work of a feature that is not jobs (the delivery loop): started and
+    stopped with the worker."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
+#: Builds a feature's runners from what the composition root lends it.
+RunnerFactory = Callable[[WorkerResources], Iterable[Runner]]
+
+
 @dataclass(frozen=True)
 class Feature:
     """One capability: ``name`` (for logs and docs), the endpoints it serves (``router``,
-    or None for a worker-only feature) and its job handlers (``job_handlers``, or None)."""
+    or None for a worker-only feature), its job handlers (``job_handlers``, or None) and its
+    other background work (``runners``, or None), run wherever the job worker runs."""
 
     name: str
     router: APIRouter | None = None
     job_handlers: HandlerFactory | None = None
+    runners: RunnerFactory | None = None

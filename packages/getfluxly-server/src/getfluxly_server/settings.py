@@ -53,6 +53,22 @@ class Settings:
     job_backoff_cap_seconds: float = 600.0
     #: Finished jobs (done, or failed for good) are deleted this many days after they ended.
     job_retention_days: float = 7.0
+    #: Delivery workers (``domain/delivery``): threads per process, each claiming up to
+    #: ``delivery_batch`` due messages at a time.
+    delivery_threads: int = 2
+    delivery_batch: int = 500
+    #: Messages handed to a provider at once, marked ``sending`` together just before: the
+    #: most a worker killed mid-send can leave ``unknown`` per thread.
+    delivery_chunk: int = 50
+    #: How long claimed messages stay a delivery worker's without renewal; a message left in
+    #: ``sending`` by a worker that died becomes ``unknown`` once it runs out.
+    delivery_lease_seconds: float = 60.0
+    #: A message deferred (4xx, timeout, network) is retried with capped, fully jittered
+    #: exponential backoff (``base * 2**attempt``, at most ``cap``) until it is this old
+    #: (72 hours, as MTAs keep mail queued), then it fails.
+    delivery_max_age_seconds: float = 72 * 3600.0
+    delivery_backoff_base_seconds: float = 60.0
+    delivery_backoff_cap_seconds: float = 3600.0
     #: How long POST /v1/email-providers/{id}/test waits for the worker's outcome.
     test_send_timeout: float = 30.0
     smtp_timeout: float = 15.0
@@ -117,6 +133,19 @@ class Settings:
                 "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS", 600.0, 1.0
             ),
             "job_retention_days": reader.number("GETFLUXLY_JOB_RETENTION_DAYS", 7.0, 0.01),
+            "delivery_threads": reader.integer("GETFLUXLY_DELIVERY_THREADS", 2, 0, 64),
+            "delivery_batch": reader.integer("GETFLUXLY_DELIVERY_BATCH", 500, 1, 10_000),
+            "delivery_chunk": reader.integer("GETFLUXLY_DELIVERY_CHUNK", 50, 1, 1_000),
+            "delivery_lease_seconds": reader.number("GETFLUXLY_DELIVERY_LEASE_SECONDS", 60.0, 1.0),
+            "delivery_max_age_seconds": reader.number(
+                "GETFLUXLY_DELIVERY_MAX_AGE_SECONDS", 72 * 3600.0, 1.0
+            ),
+            "delivery_backoff_base_seconds": reader.number(
+                "GETFLUXLY_DELIVERY_BACKOFF_BASE_SECONDS", 60.0, 0.001
+            ),
+            "delivery_backoff_cap_seconds": reader.number(
+                "GETFLUXLY_DELIVERY_BACKOFF_CAP_SECONDS", 3600.0, 0.001
+            ),
             "test_send_timeout": reader.number("GETFLUXLY_TEST_SEND_TIMEOUT", 30.0, 1.0),
             "smtp_timeout": reader.number("GETFLUXLY_SMTP_TIMEOUT", 15.0, 1.0),
             "log_level": reader.choice(

@@ -10,6 +10,8 @@ Settings: ``server_token`` (secret: a *Server* API token, sent as ``X-Postmark-S
   Headers: [{Name, Value}], MessageStream}``; ``From`` is ``Name <addr>``, ``To`` the
   recipients comma-separated; keys we have no value for are left out. Success is 200
   ``{"To", "SubmittedAt", "MessageID", "ErrorCode": 0, "Message": "OK"}``.
+- Send many (the delivery workers): ``POST /email/batch`` with a JSON array of those bodies
+  (at most 500); 200 with one ``{ErrorCode, Message, MessageID, To, SubmittedAt}`` per message.
 - Errors are JSON ``{"ErrorCode": n, "Message": text}``: HTTP 401 for a bad token (ErrorCode
   10), 422 for a refused message (300 invalid request, 400/401 sender signature missing or
   unconfirmed, 405/412/413 the account may not send, 406 inactive recipient), 429, 5xx.
@@ -21,7 +23,8 @@ Assumptions not checked against the live API: the exact ``GET /server`` field na
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from getfluxly_server.delivery.base import (
@@ -47,6 +50,8 @@ from getfluxly_server.delivery.http import (
 
 DEFAULT_URL = "https://api.postmarkapp.com"
 DEFAULT_STREAM = "outbound"
+#: Messages one ``POST /email/batch`` takes at most (Postmark's documented limit).
+BATCH_LIMIT = 500
 
 #: Postmark ErrorCode -> what to try (they come with HTTP 401/422).
 _ADVICE = {
@@ -100,7 +105,7 @@ class PostmarkProvider(ClientBase):
             )
         return warnings
 
-    def send(self, email: OutgoingEmail) -> DeliveryResult:
+    def _body(self, email: OutgoingEmail) -> dict[str, Any]:
         require_body("Postmark", email.text, email.html)
         body: dict[str, Any] = {
             "From": mailbox(email.from_email, email.from_name),
@@ -118,11 +123,14 @@ class PostmarkProvider(ClientBase):
             body["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
         if email.message_id:  # Metadata comes back in Postmark's webhooks
             body["Metadata"] = {MESSAGE_ID_FIELD: email.message_id}
+        return body
+
+    def send(self, email: OutgoingEmail) -> DeliveryResult:
         answer = self._api.call(
             "POST",
             "/email",
             headers={**self._headers(), "Content-Type": "application/json"},
-            json_body=body,
+            json_body=self._body(email),
             delivers=True,
         )
         data = answer.object()
@@ -137,6 +145,62 @@ class PostmarkProvider(ClientBase):
             reply=status_line(answer.status),
             elapsed_ms=answer.elapsed_ms,
         )
+
+    def deliver_many(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
+        """Up to :data:`BATCH_LIMIT` messages per ``POST /email/batch`` (one request where
+        ``/email`` takes one per message). Postmark answers 200 with one ``{ErrorCode,
+        Message, MessageID}`` per message, in order: each is judged as ``/email``'s answer
+        would be. A failed request (429, 5xx, a lost connection) settles the whole batch."""
+        results: list[DeliveryResult | None] = [None] * len(emails)
+        bodies: list[tuple[int, dict[str, Any]]] = []
+        for index, email in enumerate(emails):
+            try:
+                bodies.append((index, self._body(email)))
+            except DeliveryError as exc:
+                results[index] = exc.result()
+        for start in range(0, len(bodies), BATCH_LIMIT):
+            part = bodies[start : start + BATCH_LIMIT]
+            for (index, _), result in zip(part, self._batch([b for _, b in part]), strict=True):
+                results[index] = result
+        return [r for r in results if r is not None]
+
+    def _batch(self, bodies: list[dict[str, Any]]) -> list[DeliveryResult]:
+        try:
+            answer = self._api.call(
+                "POST",
+                "/email/batch",
+                headers={**self._headers(), "Content-Type": "application/json"},
+                json_body=bodies,
+                delivers=True,
+            )
+        except DeliveryError as exc:
+            return [exc.result()] * len(bodies)
+        if not answer.ok:
+            return [self._error(answer).result(answer.elapsed_ms)] * len(bodies)
+        items = answer.json()
+        if not isinstance(items, list) or len(items) != len(bodies):
+            lost = self._api.unexpected(
+                answer, "not with one result per message", outcome=Outcome.UNKNOWN
+            )
+            return [lost.result(answer.elapsed_ms)] * len(bodies)
+        return [self._item(answer, item) for item in items]
+
+    def _item(self, answer: Answer, item: object) -> DeliveryResult:
+        """One message's entry of a batch answer, judged as a ``/email`` answer."""
+        data = item if isinstance(item, dict) else {}
+        if data.get("ErrorCode", -1) == 0 and data.get("MessageID"):
+            return DeliveryResult(
+                provider_message_id=str(data["MessageID"]),
+                reply=status_line(answer.status),
+                elapsed_ms=answer.elapsed_ms,
+            )
+        if data.get("ErrorCode", -1) == 0 or not isinstance(data.get("ErrorCode"), int):
+            lost = self._api.unexpected(answer, "without a MessageID", outcome=Outcome.UNKNOWN)
+            return lost.result(answer.elapsed_ms)
+        # A refused entry is what /email answers with 422 (429 is the only transient code).
+        status = 429 if data["ErrorCode"] == 429 else 422
+        refused = Answer(status, "", answer.headers, json.dumps(data).encode(), answer.elapsed_ms)
+        return self._error(refused).result(answer.elapsed_ms)
 
     def close(self) -> None:
         self._api.close()

@@ -181,6 +181,12 @@ def _notify(session: Session, kind: str) -> None:
         event.listen(session, "after_commit", functools.partial(_wake_local, engine), once=True)
 
 
+def wake_workers(session: Session, kind: str) -> None:
+    """Wake idle workers (every process on PostgreSQL, this process on SQLite) once this
+    transaction commits, for work that is not a job row: messages due for delivery."""
+    _notify(session, kind)
+
+
 def _wake_local(engine: Engine, _session: Session) -> None:
     with _local_lock:
         wakers = list(_local_wakers.get(engine, ()))

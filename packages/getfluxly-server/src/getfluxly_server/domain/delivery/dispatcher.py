@@ -1,0 +1,318 @@
+"""The delivery loop: claim due messages, check, render, send in chunks, record outcomes.
+
+Each of ``threads`` threads runs cycles: claim up to ``batch`` due messages (one
+transaction), read what they refer to and render them (no write lock held), then per
+provider, chunk after chunk of at most ``chunk`` messages: ask the send gate, mark the chunk
+``sending`` (committed), hand it to the provider's kept client (``deliver_many``: SMTP
+pipelines it down FluxMail's warm pool), and record every outcome (one transaction). A thread
+that claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits
+in this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
+messages alive while a slow relay answers.
+
+Stopping: no new chunk starts; messages claimed but not attempted are handed back at once
+(due now), so another worker takes them without waiting for the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from getfluxly_server.crypto import Keyring
+from getfluxly_server.delivery.base import (
+    BuildContext,
+    DeliveryError,
+    DeliveryResult,
+    Outcome,
+    OutgoingEmail,
+    ProviderClient,
+)
+from getfluxly_server.delivery.clients import ClientCache
+from getfluxly_server.domain.delivery import classify
+from getfluxly_server.domain.delivery.compose import Composer, load
+from getfluxly_server.domain.delivery.gate import LocalSendGate, ProviderLimits, SendGate
+from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.providers import draft_of
+from getfluxly_server.storage import jobs, outbox
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import EmailProvider, now
+from getfluxly_server.storage.outbox import ClaimedMessage, Verdict
+
+log = logging.getLogger("getfluxly.delivery")
+
+#: A rate limit asking to wait longer than this hands the messages back (due then) instead
+#: of holding them and a thread.
+MAX_GATE_SLEEP = 2.0
+
+Items = list[tuple[ClaimedMessage, OutgoingEmail]]
+
+
+class Dispatcher:
+    """Delivers due messages in ``threads`` threads until :meth:`stop` (see the module
+    docstring). ``gate``: the providers' limits (default: this process's own,
+    :class:`LocalSendGate`). ``clients``: the process's kept provider clients."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        keyring: Keyring,
+        build_context: BuildContext,
+        clients: ClientCache | None = None,
+        gate: SendGate | None = None,
+        rules: classify.RetryRules | None = None,
+        threads: int = 2,
+        batch: int = 500,
+        chunk: int = 50,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 0.5,
+        name: str | None = None,
+        listen: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.context = replace(build_context, keep_connections=True)
+        self._own_clients = clients is None
+        self.clients = clients if clients is not None else ClientCache()
+        self.gate: SendGate = gate if gate is not None else LocalSendGate()
+        self.rules = rules or classify.RetryRules()
+        self.threads = threads
+        self.batch = batch
+        self.chunk = chunk
+        self.lease = timedelta(seconds=lease_seconds)
+        self.poll_seconds = poll_seconds
+        self.listen = listen and not db.is_sqlite
+        base = name or f"{socket.gethostname()}:{os.getpid()}"
+        #: What this dispatcher writes in ``locked_by`` (its own token: two dispatchers of one
+        #: process never record each other's messages).
+        self.id = f"{base}/d{secrets.token_hex(3)}"[:64]
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.composer = Composer(db)
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._unhook: Callable[[], None] = lambda: None
+
+    # Life cycle.
+
+    def start(self) -> None:
+        if self.threads < 1:
+            return
+        self._stop.clear()
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        if self.listen:
+            self._spawn(self._listen, "delivery-listen")
+        self._spawn(self._renew, "delivery-leases")
+        for index in range(self.threads):
+            self._spawn(self._loop, f"delivery-{index}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; chunks in flight finish and are recorded, the rest handed back."""
+        self._stop.set()
+        self._unhook()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        if self._own_clients:
+            self.clients.close()
+
+    def run_once(self) -> int:
+        """One cycle in this thread (tests, tools): how many messages it claimed or found
+        lapsed."""
+        return self._cycle()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                claimed = self._cycle()
+            except Exception:  # a broken database must not end the thread: log, back off
+                log.exception("delivery worker %s could not claim or record messages", self.id)
+                claimed = 0
+            if claimed >= self.batch:
+                continue  # a full batch: more is likely due
+            self._wake.wait(self.poll_seconds)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with jobs.listening(self.db) as notified:
+                    self._wake.set()
+                    while not self._stop.is_set():
+                        if notified(timeout=1.0):
+                            self._wake.set()
+            except Exception:
+                log.warning("delivery wake-ups lost; polling until they are back", exc_info=True)
+                self._stop.wait(5.0)
+
+    def _renew(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = list(self._held)
+            if held:
+                try:
+                    with self.db.transaction() as session:
+                        outbox.extend(session, self.id, held, self.lease)
+                except Exception:
+                    log.exception("could not renew the leases of %s", self.id)
+
+    # One cycle.
+
+    def _cycle(self) -> int:
+        with self.db.transaction() as session:
+            claim = outbox.claim(session, self.id, self.lease, self.batch)
+        if claim.lapsed:
+            log.warning(
+                "%d messages were left sending by a worker that stopped; recorded unknown "
+                "(not resent): %s", len(claim.lapsed), ", ".join(claim.lapsed[:10]),
+            )  # fmt: skip
+        if not claim.messages:
+            return len(claim.lapsed)
+        pending = {m.id for m in claim.messages}  # held, not attempted, not recorded
+        with self._lock:
+            self._held |= pending
+        try:
+            self._deliver(claim.messages, pending)
+        finally:
+            with self._lock:
+                self._held -= {m.id for m in claim.messages}
+            if pending:  # stopping, or something failed before they were attempted
+                with self.db.transaction() as session:
+                    outbox.release(session, self.id, pending, now())
+        return len(claim.messages) + len(claim.lapsed)
+
+    def _deliver(self, messages: Sequence[ClaimedMessage], pending: set[str]) -> None:
+        with self.db.read() as session:
+            context = load(session, messages)
+        composed = self.composer.compose(messages, context)
+        book = _Unrecorded(self.id, pending, composed.decided)
+        for provider_id, items in composed.ready.items():
+            if self._stop.is_set():
+                break
+            row = context.providers[provider_id]
+            try:
+                client = self._client(row)
+            except DeliveryError as exc:
+                moment = now()
+                result = exc.result()
+                book.unattempted += [self._verdict(m, result, moment) for m, _ in items]
+                continue
+            limits = ProviderLimits(
+                row.id, row.max_connections, row.rate_per_second, row.rate_per_hour
+            )
+            self._send_all(client, limits, items, book)
+        if book:
+            with self.db.transaction() as session:
+                book.flush(session)
+
+    def _send_all(
+        self, client: ProviderClient, limits: ProviderLimits, items: Items, book: _Unrecorded
+    ) -> None:
+        """Send ``items`` chunk by chunk within the provider's limits."""
+        start = 0
+        while start < len(items) and not self._stop.is_set():
+            granted, wait = self.gate.take(limits, min(self.chunk, len(items) - start))
+            if granted == 0:
+                if book:  # outcomes are not kept unrecorded while waiting
+                    with self.db.transaction() as session:
+                        book.flush(session)
+                if wait <= MAX_GATE_SLEEP:
+                    self._stop.wait(wait)
+                    continue
+                back = [m.id for m, _ in items[start:]]
+                with self.db.transaction() as session:
+                    outbox.release(session, self.id, back, now() + timedelta(seconds=wait))
+                book.pending.difference_update(back)
+                break
+            if not self.gate.acquire(limits, self.lease.total_seconds() / 3):
+                continue  # every connection slot stayed busy: ask again
+            try:
+                chunk = items[start : start + granted]
+                start += granted
+                self._send_chunk(client, chunk, book)
+            finally:
+                self.gate.release(limits)
+
+    def _send_chunk(self, client: ProviderClient, chunk: Items, book: _Unrecorded) -> None:
+        """Mark the chunk ``sending`` (in the transaction that records what came before it),
+        hand it to the provider, and keep its outcomes for the next transaction."""
+        ids = [m.id for m, _ in chunk]
+        with self.db.transaction() as session:
+            book.flush(session)
+            sending = outbox.start_sending(session, self.id, ids, self.lease)
+        book.pending.difference_update(ids)
+        # From here on, a crash leaves these ``sending``: unknown once the lease lapses.
+        chunk = [(m, e) for m, e in chunk if m.id in sending]
+        if not chunk:
+            return
+        try:
+            results = client.deliver_many([email for _, email in chunk])
+        except Exception as exc:  # the client's bug: the relay may have had some of them
+            log.exception("provider client failed while sending %d messages", len(chunk))
+            lost = DeliveryError("delivery_unknown", f"the send failed: {exc!r}",
+                                 outcome=Outcome.UNKNOWN).result()  # fmt: skip
+            results = [lost] * len(chunk)
+        moment = now()
+        book.attempted += [
+            self._verdict(m, r, moment) for (m, _), r in zip(chunk, results, strict=True)
+        ]
+
+    def _verdict(self, message: ClaimedMessage, result: DeliveryResult, moment: Any) -> Verdict:
+        return classify.verdict(message, result, moment, self.rules, self.rng)
+
+    def _client(self, row: EmailProvider) -> ProviderClient:
+        """The kept client of this version of the provider (built on first use)."""
+
+        def build() -> ProviderClient:
+            try:
+                draft = draft_of(row, self.keyring)
+            except DomainError as exc:  # an operator can mend it (restore the key): retry
+                raise DeliveryError(exc.code, exc.detail, transient=True) from None
+            return draft.client(self.context)
+
+        return self.clients.get(row.id, row.updated_at.isoformat(), build)
+
+
+class _Unrecorded:
+    """Verdicts of one cycle not yet written, flushed in the next transaction the cycle opens
+    (the one that marks the next chunk ``sending``, or its last): one commit per chunk
+    instead of two. ``pending``: ids claimed and neither attempted nor recorded."""
+
+    def __init__(self, worker: str, pending: set[str], unattempted: list[Verdict]) -> None:
+        self.worker = worker
+        self.pending = pending
+        self.unattempted = list(unattempted)
+        self.attempted: list[Verdict] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.unattempted or self.attempted)
+
+    def flush(self, session: Session) -> None:
+        if self.unattempted:
+            outbox.record_outcomes(session, self.worker, self.unattempted, attempted=False)
+        if self.attempted:
+            outbox.record_outcomes(session, self.worker, self.attempted, attempted=True)
+        # (Taken as recorded once the transaction commits; if it fails, the cycle ends and
+        # the ids still pending are handed back, the attempted ones lapse to unknown.)
+        self.pending.difference_update(v.id for v in self.unattempted)
+        self.unattempted, self.attempted = [], []

@@ -1,0 +1,421 @@
+"""The outbox: the message rows themselves are the delivery queue (no job per message).
+
+A delivery worker claims a batch of due messages in one short transaction, marks each chunk
+``sending`` in a committed transaction just before its bytes go out, and records the chunk's
+outcomes in one transaction right after (set-based: ``executemany``). The state machine these
+functions keep is described in :mod:`getfluxly_server.domain.delivery`.
+
+``due_at`` is the one column the claim reads, through the partial index ``ix_messages_due``
+(pending statuses only): it is when a queued or deferred message may next be attempted, and
+while a worker holds a message it is the end of that worker's lease. So one index walk finds
+both the messages that are due and those whose worker's lease ran out, and a held message is
+invisible to other claimers until then.
+
+PostgreSQL locks the chosen rows with ``FOR UPDATE SKIP LOCKED`` (claimers on any number of
+machines take different rows without waiting for each other); SQLite's single writer, taken at
+BEGIN (see db.py), serialises claims just as safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from getfluxly_server.storage import jobs
+from getfluxly_server.storage.models import (
+    PENDING_SQL,
+    EmailProvider,
+    Message,
+    MessageHistory,
+    MessageStatus,
+    Profile,
+    Project,
+    Template,
+    now,
+)
+
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_HISTORY: Table = MessageHistory.__table__  # type: ignore[assignment]
+
+#: The wake-up kind of due messages, on the job queue's notification channel.
+WAKE_KIND = "messages"
+#: Statuses a claimed message may be in before its attempt (the worker holds it).
+WAITING = (MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value)
+#: What a lapsed ``sending`` lease leaves (the relay may have the message).
+LAPSED_DETAIL = (
+    "the worker sending this message stopped before the relay's answer was recorded; the "
+    "relay may have accepted it, so it is not resent automatically (retry it by hand)"
+)
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message a worker holds: what it needs to render and send it."""
+
+    id: str
+    project_id: str
+    status: str
+    to_email: str
+    profile_id: str | None
+    provider_id: str | None
+    template_id: str | None
+    template_version: int | None
+    transactional: bool
+    subject: str | None
+    html: str | None
+    text: str | None
+    data: dict[str, Any]
+    tags: dict[str, Any]
+    idempotency_key: str | None
+    attempts: int
+    created_at: datetime
+    erased_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim took: messages to attempt, and ids of messages whose ``sending`` lease
+    ran out (recorded ``unknown`` in the same transaction)."""
+
+    messages: list[ClaimedMessage]
+    lapsed: list[str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The recorded end of one attempt (or of a message never attempted).
+
+    ``status``: sent, deferred, failed, suppressed or unknown. ``due_at``: when a deferred
+    message may be attempted again (None otherwise). ``detail`` goes to the history row.
+    """
+
+    id: str
+    status: str
+    detail: str | None = None
+    last_reply: str | None = None
+    provider_message_id: str | None = None
+    smtp_message_id: str | None = None
+    due_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+_DUE = (
+    select(Message.id, Message.status)
+    .where(PENDING_SQL, Message.due_at <= bindparam("moment"))
+    .order_by(Message.due_at)
+    .limit(bindparam("n"))
+    .with_for_update(skip_locked=True)
+)
+
+_COLUMNS = (
+    Message.id, Message.project_id, Message.status, Message.to_email, Message.profile_id,
+    Message.provider_id, Message.template_id, Message.template_version, Message.transactional,
+    Message.subject, Message.html, Message.text_body, Message.data, Message.tags,
+    Message.idempotency_key, Message.attempts, Message.created_at, Message.erased_at,
+)  # fmt: skip
+
+_TAKE = (
+    update(Message)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        locked_by=bindparam("worker"),
+        lease_until=bindparam("until"),
+        due_at=bindparam("until"),
+        updated_at=bindparam("moment"),
+    )
+    .returning(*_COLUMNS)
+)
+
+_LAPSE = (
+    update(Message)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=MessageStatus.UNKNOWN.value,
+        due_at=None,
+        lease_until=None,
+        last_reply=LAPSED_DETAIL,
+        updated_at=bindparam("moment"),
+    )
+)
+# (locked_by stays: the worker that held it may still be alive, only slow, and its real
+# outcome, when it comes, replaces ``unknown``; see record_outcomes.)
+
+
+def wake(session: Session) -> None:
+    """Wake idle delivery workers once this transaction commits (every process on
+    PostgreSQL, this process on SQLite): whoever queues a message due now calls it, so it is
+    picked up at once rather than at the next poll."""
+    jobs.wake_workers(session, WAKE_KIND)
+
+
+def claim(session: Session, worker: str, lease: timedelta, n: int) -> Claim:
+    """Take up to ``n`` due messages for ``worker`` (oldest due first), leased until now +
+    ``lease``; messages found ``sending`` with a lapsed lease become ``unknown`` (each with
+    a history row) and are returned in ``lapsed``, not attempted."""
+    moment = now()
+    connection = session.connection()
+    rows = connection.execute(_DUE, {"moment": moment, "n": n}).all()
+    lapsed = [row.id for row in rows if row.status == MessageStatus.SENDING.value]
+    waiting = [row.id for row in rows if row.status != MessageStatus.SENDING.value]
+    if lapsed:
+        connection.execute(_LAPSE, {"ids": lapsed, "moment": moment})
+        _history(session, [(i, MessageStatus.UNKNOWN.value, LAPSED_DETAIL) for i in lapsed])
+    messages: list[ClaimedMessage] = []
+    if waiting:
+        params = {"ids": waiting, "worker": worker, "until": moment + lease, "moment": moment}
+        order = {message_id: index for index, message_id in enumerate(waiting)}
+        messages = [ClaimedMessage(*row) for row in connection.execute(_TAKE, params)]
+        messages.sort(key=lambda m: order[m.id])  # RETURNING has no order of its own
+    return Claim(messages, lapsed)
+
+
+_SENDING = (
+    update(Message)
+    .where(
+        Message.id.in_(bindparam("ids", expanding=True)),
+        Message.locked_by == bindparam("worker"),
+        Message.status.in_(WAITING),
+    )
+    .values(
+        status=MessageStatus.SENDING.value,
+        attempts=Message.attempts + 1,
+        lease_until=bindparam("until"),
+        due_at=bindparam("until"),
+        updated_at=bindparam("moment"),
+    )
+    .returning(Message.id)
+)
+
+
+def start_sending(
+    session: Session, worker: str, ids: Collection[str], lease: timedelta
+) -> set[str]:
+    """Mark the messages ``sending`` (one attempt more each) if ``worker`` still holds them;
+    the ids it does hold. Commit before handing them to the relay: from then on a crash
+    leaves them ``unknown``, never queued again behind the ledger's back."""
+    if not ids:
+        return set()
+    moment = now()
+    params = {"ids": list(ids), "worker": worker, "until": moment + lease, "moment": moment}
+    return set(session.connection().execute(_SENDING, params).scalars())
+
+
+def _finish_statement() -> Any:
+    return (
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            last_reply=bindparam("b_reply"),
+            provider_message_id=bindparam("b_provider_message_id"),
+            smtp_message_id=bindparam("b_smtp_message_id"),
+            due_at=bindparam("b_due_at"),
+            sent_at=bindparam("b_sent_at"),
+            lease_until=None,
+            locked_by=None,
+            updated_at=bindparam("b_moment"),
+        )
+    )
+
+
+_FINISH = _finish_statement()
+
+
+def record_outcomes(
+    session: Session,
+    worker: str,
+    verdicts: Sequence[Verdict],
+    *,
+    attempted: bool,
+) -> list[str]:
+    """Record ``verdicts`` for the messages ``worker`` still holds, each with a history row;
+    the ids recorded. ``attempted``: the messages were marked ``sending`` (their outcome may
+    also replace an ``unknown`` another worker recorded when this one's lease lapsed: this
+    worker knows better); otherwise they are still queued or deferred (never attempted).
+
+    Set-based: on PostgreSQL one UPDATE for the batch (rows as arrays) and one INSERT of
+    the history rows; on SQLite a check, one UPDATE executed many times, one INSERT.
+    """
+    if not verdicts:
+        return []
+    states = (MessageStatus.SENDING.value, MessageStatus.UNKNOWN.value) if attempted else WAITING
+    moment = now()
+    if session.get_bind().dialect.name == "postgresql":
+        recorded = _finish_postgres(session, worker, verdicts, states, moment)
+    else:
+        recorded = _finish_sqlite(session, worker, verdicts, states, moment)
+    mine = [v for v in verdicts if v.id in recorded]
+    _history(session, [(v.id, v.status, v.detail) for v in mine], moment)
+    return [v.id for v in mine]
+
+
+#: PostgreSQL: the whole batch in one statement, its rows as arrays (one round trip; an
+#: UPDATE executed once per row costs a round trip and a plan execution each).
+_FINISH_POSTGRES = text(
+    """
+    UPDATE messages AS m
+       SET status = v.status, last_reply = v.reply, provider_message_id = v.pmid,
+           smtp_message_id = v.smid, due_at = v.due_at, sent_at = v.sent_at,
+           lease_until = NULL, locked_by = NULL, updated_at = :moment
+      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
+                  CAST(:pmids AS text[]), CAST(:smids AS text[]),
+                  CAST(:dues AS timestamptz[]), CAST(:sents AS timestamptz[]))
+           AS v(id, status, reply, pmid, smid, due_at, sent_at)
+     WHERE m.id = v.id AND m.locked_by = :worker AND m.status = ANY(CAST(:states AS text[]))
+    RETURNING m.id
+    """
+)
+
+
+def _finish_postgres(
+    session: Session,
+    worker: str,
+    verdicts: Sequence[Verdict],
+    states: Sequence[str],
+    moment: datetime,
+) -> set[str]:
+    params = {
+        "ids": [v.id for v in verdicts], "statuses": [v.status for v in verdicts],
+        "replies": [v.last_reply for v in verdicts],
+        "pmids": [v.provider_message_id for v in verdicts],
+        "smids": [v.smtp_message_id for v in verdicts], "dues": [v.due_at for v in verdicts],
+        "sents": [v.sent_at for v in verdicts], "worker": worker, "states": list(states),
+        "moment": moment,
+    }  # fmt: skip
+    return set(session.connection().execute(_FINISH_POSTGRES, params).scalars())
+
+
+def _finish_sqlite(
+    session: Session,
+    worker: str,
+    verdicts: Sequence[Verdict],
+    states: Sequence[str],
+    moment: datetime,
+) -> set[str]:
+    # One writer at a time: the rows read here cannot change before the UPDATE below.
+    held = set(
+        session.scalars(
+            select(Message.id).where(
+                Message.id.in_([v.id for v in verdicts]),
+                Message.locked_by == worker,
+                Message.status.in_(states),
+            )
+        )
+    )
+    mine = [v for v in verdicts if v.id in held]
+    if mine:
+        session.connection().execute(
+            _FINISH,
+            [
+                {
+                    "b_id": v.id, "b_status": v.status, "b_reply": v.last_reply,
+                    "b_provider_message_id": v.provider_message_id,
+                    "b_smtp_message_id": v.smtp_message_id, "b_due_at": v.due_at,
+                    "b_sent_at": v.sent_at, "b_moment": moment,
+                }
+                for v in mine
+            ],
+        )  # fmt: skip
+    return held
+
+
+_RELEASE = (
+    update(Message)
+    .where(
+        Message.id.in_(bindparam("ids", expanding=True)),
+        Message.locked_by == bindparam("worker"),
+        Message.status.in_(WAITING),
+    )
+    .values(
+        locked_by=None, lease_until=None, due_at=bindparam("due"), updated_at=bindparam("moment")
+    )
+)
+
+
+def release(session: Session, worker: str, ids: Collection[str], due_at: datetime) -> None:
+    """Hand held, unattempted messages back to the queue, due at ``due_at`` (a provider's
+    rate limit said wait; the worker is stopping). No attempt is counted."""
+    if ids:
+        session.connection().execute(
+            _RELEASE, {"ids": list(ids), "worker": worker, "due": due_at, "moment": now()}
+        )
+
+
+def extend(session: Session, worker: str, ids: Collection[str], lease: timedelta) -> None:
+    """Renew the leases of the messages ``worker`` holds among ``ids`` (a slow relay)."""
+    if not ids:
+        return
+    until = now() + lease
+    session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(list(ids)),
+            Message.locked_by == worker,
+            Message.status.in_((*WAITING, MessageStatus.SENDING.value)),
+        )
+        .values(lease_until=until, due_at=until)
+    )
+
+
+def _history(
+    session: Session,
+    entries: Iterable[tuple[str, str, str | None]],
+    moment: datetime | None = None,
+) -> None:
+    at = moment or now()
+    rows = list(entries)
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # one statement, as _FINISH_POSTGRES
+        ids, statuses, details = (list(column) for column in zip(*rows, strict=True))
+        params = {"ids": ids, "statuses": statuses, "details": details, "at": at}
+        connection.execute(_HISTORY_POSTGRES, params)
+    else:
+        connection.execute(
+            insert(_HISTORY),
+            [{"message_id": i, "status": s, "at": at, "detail": d} for i, s, d in rows],
+        )
+
+
+_HISTORY_POSTGRES = text(
+    """
+    INSERT INTO message_history (message_id, status, at, detail)
+    SELECT v.id, v.status, :at, v.detail
+      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:details AS text[]))
+           AS v(id, status, detail)
+    """
+)
+
+
+# What rendering needs, read in one query per kind for a whole batch.
+
+
+def templates(session: Session, ids: Collection[str]) -> dict[str, Template]:
+    if not ids:
+        return {}
+    return {t.id: t for t in session.scalars(select(Template).where(Template.id.in_(ids)))}
+
+
+def profiles(session: Session, ids: Collection[str]) -> dict[str, Profile]:
+    if not ids:
+        return {}
+    return {p.id: p for p in session.scalars(select(Profile).where(Profile.id.in_(ids)))}
+
+
+def projects(session: Session, ids: Collection[str]) -> dict[str, Project]:
+    if not ids:
+        return {}
+    return {p.id: p for p in session.scalars(select(Project).where(Project.id.in_(ids)))}
+
+
+def providers(session: Session, ids: Collection[str]) -> dict[str, EmailProvider]:
+    if not ids:
+        return {}
+    query = select(EmailProvider).where(EmailProvider.id.in_(ids))
+    return {p.id: p for p in session.scalars(query)}
