@@ -463,3 +463,49 @@ def test_catcher_falls_back_when_2525_is_taken(tmp_path: Path) -> None:
     finally:
         if blocker is not None:
             blocker.close()
+
+
+def test_a_transactional_send_goes_from_the_api_through_the_worker_to_the_catcher(
+    dev: DevProcess,
+) -> None:
+    """The README's tour, end to end: a template, ``POST /v1/messages`` with the server key,
+    the delivery worker of ``getfluxly dev`` sends it through the project's default provider
+    (the catcher), the ledger says ``sent`` with its history, and the caught copy names it."""
+    project = dev.exports["GETFLUXLY_PROJECT_ID"]
+    stamp = time.monotonic_ns()
+    with dev.client() as api:
+        made = api.post(
+            f"/v1/projects/{project}/templates",
+            json={
+                "name": f"welcome-{stamp}",
+                "subject": "Welcome, {{ data.name }}",
+                "html": "<p>Hello {{ data.name }}, "
+                "your plan is {{ data.plan | default: 'free' }}.</p>",
+            },
+        )
+        assert made.status_code == 201, made.text
+        template_id = made.json()["template"]["id"]
+    with dev.client(dev.exports["GETFLUXLY_SERVER_KEY"]) as server:
+        queued = server.post(
+            "/v1/messages",
+            json={"to": "ada@example.com", "template_id": template_id, "data": {"name": "Ada"}},
+            headers={"Idempotency-Key": f"welcome-{stamp}"},
+        )
+    assert queued.status_code == 202, queued.text
+    message_id = queued.json()["message"]["id"]
+    deadline = time.monotonic() + 30
+    with dev.client() as api:
+        while True:
+            message = api.get(f"/v1/messages/{message_id}").json()["message"]
+            if message["status"] not in ("queued", "sending"):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"message still {message['status']}: {message}")
+            time.sleep(0.05)
+        caught = api.get("/v1/dev/messages", params={"message_id": message_id}).json()
+    assert message["status"] == "sent", message
+    assert message["subject"] == "Welcome, Ada"
+    assert [h["status"] for h in message["history"]] == ["queued", "sent"]
+    [copy] = caught["messages"]
+    assert copy["rcpt_tos"] == ["ada@example.com"]
+    assert "Hello Ada, your plan is free." in str(copy["raw"])

@@ -5,6 +5,9 @@ Settings are built once (by the CLI) and passed down; nothing below reads the en
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -34,8 +37,9 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
-from getfluxly_server.domain.delivery import Dispatcher, LocalSendGate, RetryRules
+from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
+from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
@@ -65,15 +69,21 @@ FEATURES: tuple[Feature, ...] = (
 
 def delivery_loop(resources: WorkerResources) -> Dispatcher:
     """The delivery workers of this process (``GETFLUXLY_DELIVERY_*``), sharing the job
-    worker's provider clients. ``gate``: where providers' limits are held; a limiter shared
-    by every worker process plugs in here (any ``domain.delivery.SendGate``)."""
+    worker's provider clients, holding providers' limits in the database for every worker
+    process (``domain.provider_limits``)."""
     settings = resources.settings
     return Dispatcher(
         resources.db,
         keyring=settings.keyring,
         build_context=resources.build_context,
         clients=resources.clients,
-        gate=LocalSendGate(),  # this process only: the shared limiter replaces it
+        # Providers' limits held across every worker process; slots leased as long as the
+        # messages are (renewed with them), so a killed worker's come back as its messages do.
+        gate=SharedSendGate(
+            ProviderLimiter(resources.db),
+            holder=f"{socket.gethostname()}:{os.getpid()}/g{secrets.token_hex(3)}"[:HOLDER_MAX],
+            lease_seconds=settings.delivery_lease_seconds,
+        ),
         rules=RetryRules(
             max_age=timedelta(seconds=settings.delivery_max_age_seconds),
             base_seconds=settings.delivery_backoff_base_seconds,

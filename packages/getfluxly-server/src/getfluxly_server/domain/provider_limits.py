@@ -449,6 +449,10 @@ class SharedSendGate:
                         mine[mine.index(slot)] = renewed
         return lapsed
 
+    def renew(self) -> None:
+        """:meth:`renew_held`, as a delivery loop's send gate calls it."""
+        self.renew_held()
+
     def close(self) -> None:
         """Give back every slot this holder holds (a worker stopping)."""
         with self._lock:

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, insert, literal, o
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from getfluxly_server.storage import outbox
 from getfluxly_server.storage.models import (
     Base,
     EmailProvider,
@@ -86,6 +87,9 @@ def insert_many(
             for message_id in inserted
         ]
         _insert(connection, "message_history", _HISTORY, entries, "")
+        queued = MessageStatus.QUEUED.value
+        if any(history[message_id][0] == queued for message_id in inserted):
+            outbox.wake(session)  # delivery workers pick them up at commit, not next poll
     return inserted
 
 
@@ -263,6 +267,7 @@ def requeue(
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
+    outbox.wake(session)
     session.execute(
         insert(MessageHistory).values(
             message_id=message_id,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage import jobs
@@ -102,6 +102,8 @@ class Verdict:
     smtp_message_id: str | None = None
     due_at: datetime | None = None
     sent_at: datetime | None = None
+    #: The subject as rendered, to replace the stored one (None keeps it).
+    subject: str | None = None
 
 
 _DUE = (
@@ -216,6 +218,7 @@ def _finish_statement() -> Any:
             smtp_message_id=bindparam("b_smtp_message_id"),
             due_at=bindparam("b_due_at"),
             sent_at=bindparam("b_sent_at"),
+            subject=func.coalesce(bindparam("b_subject"), _MESSAGES.c.subject),
             lease_until=None,
             locked_by=None,
             updated_at=bindparam("b_moment"),
@@ -261,11 +264,13 @@ _FINISH_POSTGRES = text(
     UPDATE messages AS m
        SET status = v.status, last_reply = v.reply, provider_message_id = v.pmid,
            smtp_message_id = v.smid, due_at = v.due_at, sent_at = v.sent_at,
+           subject = COALESCE(v.subject, m.subject),
            lease_until = NULL, locked_by = NULL, updated_at = :moment
       FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:replies AS text[]),
                   CAST(:pmids AS text[]), CAST(:smids AS text[]),
-                  CAST(:dues AS timestamptz[]), CAST(:sents AS timestamptz[]))
-           AS v(id, status, reply, pmid, smid, due_at, sent_at)
+                  CAST(:dues AS timestamptz[]), CAST(:sents AS timestamptz[]),
+                  CAST(:subjects AS text[]))
+           AS v(id, status, reply, pmid, smid, due_at, sent_at, subject)
      WHERE m.id = v.id AND m.locked_by = :worker AND m.status = ANY(CAST(:states AS text[]))
     RETURNING m.id
     """
@@ -284,7 +289,8 @@ def _finish_postgres(
         "replies": [v.last_reply for v in verdicts],
         "pmids": [v.provider_message_id for v in verdicts],
         "smids": [v.smtp_message_id for v in verdicts], "dues": [v.due_at for v in verdicts],
-        "sents": [v.sent_at for v in verdicts], "worker": worker, "states": list(states),
+        "sents": [v.sent_at for v in verdicts], "subjects": [v.subject for v in verdicts],
+        "worker": worker, "states": list(states),
         "moment": moment,
     }  # fmt: skip
     return set(session.connection().execute(_FINISH_POSTGRES, params).scalars())
@@ -316,7 +322,7 @@ def _finish_sqlite(
                     "b_id": v.id, "b_status": v.status, "b_reply": v.last_reply,
                     "b_provider_message_id": v.provider_message_id,
                     "b_smtp_message_id": v.smtp_message_id, "b_due_at": v.due_at,
-                    "b_sent_at": v.sent_at, "b_moment": moment,
+                    "b_sent_at": v.sent_at, "b_subject": v.subject, "b_moment": moment,
                 }
                 for v in mine
             ],

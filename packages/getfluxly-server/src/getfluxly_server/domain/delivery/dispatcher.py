@@ -127,6 +127,7 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+        self.gate.close()
         if self._own_clients:
             self.clients.close()
 
@@ -167,6 +168,10 @@ class Dispatcher:
     def _renew(self) -> None:
         interval = self.lease.total_seconds() / 3
         while not self._stop.wait(interval):
+            try:
+                self.gate.renew()
+            except Exception:
+                log.exception("could not renew the connection slots of %s", self.id)
             with self._lock:
                 held = list(self._held)
             if held:
@@ -274,7 +279,10 @@ class Dispatcher:
             results = [lost] * len(chunk)
         moment = now()
         book.attempted += [
-            self._verdict(m, r, moment) for (m, _), r in zip(chunk, results, strict=True)
+            # A template message's ledger row shows the subject as rendered for this attempt
+            # (inline content keeps its Liquid source: a retry renders it again).
+            replace(self._verdict(m, r, moment), subject=e.subject if m.template_id else None)
+            for (m, e), r in zip(chunk, results, strict=True)
         ]
 
     def _verdict(self, message: ClaimedMessage, result: DeliveryResult, moment: Any) -> Verdict:

@@ -45,6 +45,15 @@ class SendGate(Protocol):
         """Give back a slot :meth:`acquire` took."""
         ...
 
+    def renew(self) -> None:
+        """Keep the slots this gate holds (called every third of the delivery lease; slots
+        held in a shared place expire unless renewed, so a dead worker's come back)."""
+        ...
+
+    def close(self) -> None:
+        """Give back everything this gate holds (the delivery loop is stopping)."""
+        ...
+
 
 class _Bucket:
     """A token bucket: ``rate`` a second, holding at most ``capacity``."""
@@ -122,3 +131,9 @@ class LocalSendGate:
             else:
                 self._in_flight.pop(limits.provider_id, None)
             self._lock.notify_all()
+
+    def renew(self) -> None:
+        """Nothing to renew: this process's slots die with it."""
+
+    def close(self) -> None:
+        """Nothing held outside this process."""
