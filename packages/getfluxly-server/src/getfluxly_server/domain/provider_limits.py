@@ -401,6 +401,8 @@ class SharedSendGate:
         self.limiter, self.holder, self.lease_seconds = limiter, holder, lease_seconds
         self._lock = threading.Lock()
         self._held: dict[str, list[Slot]] = {}
+        #: Whether this gate ever recorded a slot (only then has :meth:`close` rows to delete).
+        self._recorded = False
 
     def take(self, limits: _LimitsLike, want: int) -> tuple[int, float]:
         granted, retry_after = self.limiter.take(_as_limits(limits), want)
@@ -414,6 +416,7 @@ class SharedSendGate:
             if slot is not None:
                 with self._lock:
                     self._held.setdefault(wanted.provider_id, []).append(slot)
+                    self._recorded = self._recorded or wanted.max_connections is not None
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -457,4 +460,6 @@ class SharedSendGate:
         """Give back every slot this holder holds (a worker stopping)."""
         with self._lock:
             self._held.clear()
-        self.limiter.release_all(self.holder)
+            recorded, self._recorded = self._recorded, False
+        if recorded:  # a loop that never met a connection limit leaves no rows
+            self.limiter.release_all(self.holder)
