@@ -10,6 +10,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -56,7 +57,11 @@ FEATURES: tuple[Feature, ...] = (
             r.db, r.settings.keyring, r.build_context, r.clients
         ),
     ),
-    Feature("ingest", router=ingest.router, job_handlers=lambda r: ingest_jobs.handlers(r.db)),
+    Feature(
+        "ingest",
+        router=ingest.router,
+        job_handlers=lambda r: ingest_jobs.handlers(r.db, r.event_consumers),
+    ),
     Feature("message delivery", runners=lambda r: [delivery_loop(r)]),
     Feature("profiles", router=profiles.router),
     Feature("messages", router=messages.router),
@@ -171,6 +176,13 @@ class DeliveryWorker(Worker):
 def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
     clients = ClientCache()
     resources = WorkerResources(db, settings, build_context(settings), clients)
+    consumers = tuple(
+        consumer
+        for feature in FEATURES
+        if feature.event_consumers is not None
+        for consumer in feature.event_consumers(resources)
+    )
+    resources = replace(resources, event_consumers=consumers)
     return DeliveryWorker(
         db,
         [

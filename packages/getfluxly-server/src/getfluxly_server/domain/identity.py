@@ -9,7 +9,7 @@ identities move to it, and the others are marked merged into it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -111,26 +111,45 @@ def lock_project(session: Session, project_id: str) -> None:
     profiles.lock_project(session, project_id)
 
 
-def process_pending(session: Session, project_id: str) -> int:
+#: Told of each chunk of a project's events once they are stitched to their profiles, in the
+#: transaction that stitched them (``session``, ``project_id``, the events, each now with its
+#: ``profile_id``): the engine keeps segments and automations current from here, event by
+#: event, with no rescan and no event missed or seen twice (the chunk commits with what the
+#: consumer wrote, or neither does). Registered by features (``Feature.event_consumers``).
+EventConsumer = Callable[[Session, str, Sequence[Event]], None]
+
+
+def _apply_chunk(
+    session: Session, project_id: str, batch: Sequence[Event], consumers: Sequence[EventConsumer]
+) -> None:
+    for event in batch:
+        apply(session, event)
+    if batch and consumers:
+        session.flush()
+        for consume in consumers:
+            consume(session, project_id, batch)
+
+
+def process_pending(
+    session: Session, project_id: str, consumers: Sequence[EventConsumer] = ()
+) -> int:
     """Apply every stored, unprocessed event of a project, in the caller's locked transaction."""
     done = 0
     while batch := store.unprocessed(session, project_id, CHUNK):
-        for event in batch:
-            apply(session, event)
+        _apply_chunk(session, project_id, batch, consumers)
         done += len(batch)
     return done
 
 
-def process_project(db: Database, project_id: str) -> int:
-    """Apply every stored, unprocessed event of a project, in order, a chunk per transaction;
-    returns how many."""
+def process_project(db: Database, project_id: str, consumers: Sequence[EventConsumer] = ()) -> int:
+    """Apply every stored, unprocessed event of a project, in order, a chunk per transaction
+    (each chunk handed to ``consumers`` in its transaction); returns how many."""
     done = 0
     while True:
         with db.transaction() as session:
             lock_project(session, project_id)
             batch = store.unprocessed(session, project_id, CHUNK)
-            for event in batch:
-                apply(session, event)
+            _apply_chunk(session, project_id, batch, consumers)
         done += len(batch)
         if len(batch) < CHUNK:
             return done

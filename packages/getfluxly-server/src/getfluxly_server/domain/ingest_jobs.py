@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from getfluxly_server.domain.identity import (
     ERASE_PROFILES,
     EraseProfiles,
+    EventConsumer,
     erase,
     lock_project,
     process_pending,
@@ -18,11 +20,12 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Erasure
 
 
-def handlers(db: Database) -> list[JobHandler[Any]]:
-    """The event handlers, bound to this process's database."""
+def handlers(db: Database, consumers: Sequence[EventConsumer] = ()) -> list[JobHandler[Any]]:
+    """The event handlers, bound to this process's database; ``consumers`` are told of each
+    chunk of stitched events (``identity.EventConsumer``)."""
 
     def process(payload: ProcessEvents) -> dict[str, Any]:
-        return {"processed": process_project(db, payload.project_id)}
+        return {"processed": process_project(db, payload.project_id, consumers)}
 
     def run_erasure(payload: EraseProfiles) -> dict[str, Any]:
         with db.read() as session:
@@ -34,7 +37,7 @@ def handlers(db: Database) -> list[JobHandler[Any]]:
         # the same locked transaction as the erasure, so none can slip in between.
         with db.transaction() as session:
             lock_project(session, project_id)
-            process_pending(session, project_id)
+            process_pending(session, project_id, consumers)
             erase(session, payload.erasure_id)
         db.checkpoint()
         return {"erased": True}

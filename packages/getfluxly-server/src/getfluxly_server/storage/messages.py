@@ -43,7 +43,7 @@ ERASED_ADDRESS = "erased"
 COLUMNS = (
     "id", "project_id", "status", "to_email", "profile_id", "provider_id", "template_id",
     "template_version", "transactional", "subject", "html", "text", "data", "tags", "origin",
-    "automation_id", "step_id", "broadcast_id", "idempotency_key", "attempts", "due_at",
+    "priority", "automation_id", "step_id", "broadcast_id", "idempotency_key", "attempts", "due_at",
     "created_at", "updated_at",
 )  # fmt: skip
 _JSON = frozenset({"data", "tags"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -423,6 +423,14 @@ class MessageStatus(StrEnum):
 PENDING_SQL = text("status IN ('queued', 'deferred', 'sending')")
 
 
+class MessagePriority(IntEnum):
+    """A message's claim order (``messages.priority``), lowest first: by origin."""
+
+    TRANSACTIONAL = 0
+    AUTOMATION = 1
+    BROADCAST = 2
+
+
 class Message(Base):
     """One message: the ledger row, written before any attempt and kept after.
 
@@ -452,6 +460,9 @@ class Message(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     origin: Mapped[str] = mapped_column(String(16), default="api")
+    #: Claim order among due messages, lowest first (:class:`MessagePriority`): a broadcast
+    #: queued earlier never holds back a password reset.
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
     automation_id: Mapped[str | None] = mapped_column(String(32), default=None)
     step_id: Mapped[str | None] = mapped_column(String(64), default=None)
     broadcast_id: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -471,7 +482,13 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "idempotency_key", name="uq_messages_idempotency"),
         # Workers claim by due time among pending messages only.
-        Index("ix_messages_due", "due_at", sqlite_where=PENDING_SQL, postgresql_where=PENDING_SQL),
+        Index(
+            "ix_messages_due",
+            "priority",
+            "due_at",
+            sqlite_where=PENDING_SQL,
+            postgresql_where=PENDING_SQL,
+        ),
         # The list API: a project's messages newest first, and its filters.
         Index("ix_messages_project", "project_id", "created_at", "id"),
         Index("ix_messages_to", "project_id", "to_email"),
@@ -496,6 +513,85 @@ class MessageHistory(Base):
     detail: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (Index("ix_message_history_message", "message_id", "id"),)
+
+
+class MessageEventType(StrEnum):
+    """What happened to a message after it left (engine spec sections 6 and 7): the relay's or
+    the recipient's mailbox's feedback, and the recipient's engagement."""
+
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class MessageEvent(Base):
+    """One feedback or engagement event of a project's mail, in the common taxonomy
+    (:class:`MessageEventType`), whatever reported it.
+
+    ``source`` says who: a relay's webhook slug (``postmark``, ``ses``, ..., ``smtp`` for the
+    generic schema), ``bounce_mailbox`` (a DSN or ARF report mailed to GetFluxly) or
+    ``tracking`` (the open pixel, a click, an unsubscribe). ``provider_event_id`` is the
+    reporter's id for the event, unique per project and source, so a replayed report is
+    recorded once. ``message_id`` is the ledger message it was joined to (None when it could not
+    be: the event is kept for the address all the same). ``machine`` flags an open or click made
+    by a machine (a privacy proxy prefetching images, a link scanner), which segments and
+    stats leave out. Segments (``{"email": ...}`` rules), automations and the dashboard's charts
+    read this table; rows are never updated.
+    """
+
+    __tablename__ = "message_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    message_id: Mapped[str | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), default=None
+    )
+    profile_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    email: Mapped[str] = mapped_column(String(ADDRESS_MAX))
+    type: Mapped[str] = mapped_column(String(16))
+    #: ``hard`` or ``soft`` for a bounce, else None.
+    bounce_type: Mapped[str | None] = mapped_column(String(8), default=None)
+    machine: Mapped[bool] = mapped_column(default=False)
+    #: A click's link (as it was in the message).
+    url: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The reporter's words: a bounce's diagnostic, a complaint's feedback type, ...
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    source: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    occurred_at: Mapped[datetime] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "project_id", "source", "provider_event_id", name="uq_message_events_reported"
+        ),
+        Index("ix_message_events_message", "message_id", "id"),
+        Index("ix_message_events_project", "project_id", "occurred_at"),
+        Index("ix_message_events_profile", "profile_id", "type", "occurred_at"),
+    )
+
+
+class Subscription(Base):
+    """A recipient's choice for one subscription group of a project (the preference page of
+    engine spec section 6). An address with no row for a group is subscribed to it; leaving
+    every marketing message is a suppression with reason ``unsubscribed``, not a row here.
+    ``email`` is stored lower-cased (as suppressions are)."""
+
+    __tablename__ = "subscriptions"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(ADDRESS_MAX), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subscribed: Mapped[bool] = mapped_column()
+    #: The message whose link the choice was made from, if any.
+    message_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
 
 
 class SuppressionReason(StrEnum):

@@ -5,8 +5,9 @@ A delivery worker claims a batch of due messages in one short transaction, marks
 outcomes in one transaction right after (set-based: ``executemany``). The state machine these
 functions keep is described in :mod:`getfluxly_server.domain.delivery`.
 
-``due_at`` is the one column the claim reads, through the partial index ``ix_messages_due``
-(pending statuses only): it is when a queued or deferred message may next be attempted, and
+``due_at`` is the column the claim filters on, through the partial index ``ix_messages_due``
+(pending statuses only, ordered by ``priority`` first, so transactional mail is claimed before
+an earlier broadcast's): it is when a queued or deferred message may next be attempted, and
 while a worker holds a message it is the end of that worker's lease. So one index walk finds
 both the messages that are due and those whose worker's lease ran out, and a held message is
 invisible to other claimers until then.
@@ -109,7 +110,7 @@ class Verdict:
 _DUE = (
     select(Message.id, Message.status)
     .where(PENDING_SQL, Message.due_at <= bindparam("moment"))
-    .order_by(Message.due_at)
+    .order_by(Message.priority, Message.due_at)
     .limit(bindparam("n"))
     .with_for_update(skip_locked=True)
 )

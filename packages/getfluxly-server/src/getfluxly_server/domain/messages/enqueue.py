@@ -30,9 +30,21 @@ from getfluxly_server.domain.templates import TemplateFields, prepare
 from getfluxly_server.storage import messages as store
 from getfluxly_server.storage import suppressions
 from getfluxly_server.storage import templates as template_store
-from getfluxly_server.storage.models import Message, MessageStatus, new_id, now
+from getfluxly_server.storage.models import (
+    Message,
+    MessagePriority,
+    MessageStatus,
+    new_id,
+    now,
+)
 
 Origin = Literal["api", "automation", "broadcast"]
+#: Claim order by origin: a transactional call first, then automations, then broadcasts.
+_PRIORITY: Mapping[Origin, MessagePriority] = {
+    "api": MessagePriority.TRANSACTIONAL,
+    "automation": MessagePriority.AUTOMATION,
+    "broadcast": MessagePriority.BROADCAST,
+}
 #: Prefixes of derived keys: refused in a caller's Idempotency-Key.
 DERIVED_PREFIXES = ("automation:", "broadcast:")
 SUPPRESSED_DETAIL = "the address is on the project's suppression list: not attempted"
@@ -204,6 +216,7 @@ def _row(
         "transactional": source.transactional, "subject": prepared.subject,
         "html": prepared.html, "text": prepared.text, "data": dict(data),
         "tags": dict(source.tags), "origin": source.origin,
+        "priority": _PRIORITY[source.origin].value,
         "automation_id": source.automation_id, "step_id": source.step_id,
         "broadcast_id": source.broadcast_id, "idempotency_key": key, "attempts": 0,
         "due_at": None if suppressed else when, "created_at": when, "updated_at": when,
