@@ -594,6 +594,73 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(default=now)
 
 
+class Segment(Base):
+    """A saved segment of a project: a rule (engine spec section 3) whose members are kept
+    current in :class:`SegmentMember`. Deleted segments are kept (``deleted_at``) for the
+    broadcasts and automations that named them; their names are free again."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    rule: Mapped[dict[str, Any]] = mapped_column()
+    #: Grows with every edit of the rule; membership computed for an older version is redone.
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index(
+            "ux_segments_name",
+            "project_id",
+            "name",
+            unique=True,
+            sqlite_where=LIVE_SQL,
+            postgresql_where=LIVE_SQL,
+        ),
+    )
+
+
+class SegmentMember(Base):
+    """A profile that is in a segment now, since ``entered_at``. Written only by the segment
+    evaluator, which records every entry and exit in :class:`SegmentTransition` in the same
+    transaction."""
+
+    __tablename__ = "segment_members"
+
+    segment_id: Mapped[str] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    profile_id: Mapped[str] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    entered_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (Index("ix_segment_members_profile", "profile_id"),)
+
+
+class SegmentTransition(Base):
+    """One entry into or exit from a segment (``kind``: ``entered`` | ``left``), in the order
+    they happened (``id``). Automations with a ``segment_entered``/``segment_left`` trigger
+    start from these; rows are never updated."""
+
+    __tablename__ = "segment_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    profile_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        Index("ix_segment_transitions_segment", "segment_id", "id"),
+        Index("ix_segment_transitions_project", "project_id", "id"),
+    )
+
+
 class SuppressionReason(StrEnum):
     HARD_BOUNCE = "hard_bounce"
     COMPLAINT = "complaint"

@@ -1,4 +1,4 @@
-"""what feedback and the engine share: message priority, message events, subscriptions
+"""what feedback and the engine share: message priority, message events, subscriptions, segments
 
 Revision ID: 0010
 Revises: 0009
@@ -11,6 +11,9 @@ from the API (the only origin there was), so 0 is right for all of them.
 
 ``message_events`` (feedback and engagement in one taxonomy, whoever reported it) and
 ``subscriptions`` (a recipient's choice per subscription group).
+
+``segments``, ``segment_members`` (who is in a segment now) and ``segment_transitions`` (every
+entry and exit, in order: what segment-triggered automations start from).
 """
 
 from __future__ import annotations
@@ -82,9 +85,59 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("project_id", "email", "group_name"),
     )
+    op.create_table(
+        "segments",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("project_id", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("rule", sa.JSON(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    live = sa.text("deleted_at IS NULL")
+    op.create_index(
+        "ux_segments_name",
+        "segments",
+        ["project_id", "name"],
+        unique=True,
+        sqlite_where=live,
+        postgresql_where=live,
+    )
+    op.create_table(
+        "segment_members",
+        sa.Column("segment_id", sa.String(length=32), nullable=False),
+        sa.Column("profile_id", sa.String(length=32), nullable=False),
+        sa.Column("entered_at", UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["segment_id"], ["segments.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["profile_id"], ["profiles.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("segment_id", "profile_id"),
+    )
+    op.create_index("ix_segment_members_profile", "segment_members", ["profile_id"])
+    op.create_table(
+        "segment_transitions",
+        sa.Column("id", _ID, nullable=False),
+        sa.Column("project_id", sa.String(length=32), nullable=False),
+        sa.Column("segment_id", sa.String(length=32), nullable=False),
+        sa.Column("profile_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("at", UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["segment_id"], ["segments.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_segment_transitions_segment", "segment_transitions", ["segment_id", "id"])
+    op.create_index("ix_segment_transitions_project", "segment_transitions", ["project_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_table("segment_transitions")
+    op.drop_table("segment_members")
+    op.drop_index("ux_segments_name", table_name="segments")
+    op.drop_table("segments")
     op.drop_table("subscriptions")
     op.drop_index("ix_message_events_profile", table_name="message_events")
     op.drop_index("ix_message_events_project", table_name="message_events")
