@@ -10,15 +10,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flux_testkit import ledger
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import identity
+from getfluxly_server.domain.clock import SYSTEM, ManualClock
 from getfluxly_server.domain.messages import enqueue_many
 from getfluxly_server.domain.messages.enqueue import (
     BulkRecipient,
@@ -138,3 +140,15 @@ def test_event_consumers_see_each_stitched_chunk_in_its_transaction(
         assert late.processed_at is None
         assert late.profile_id is None
     assert identity.process_project(gf_db, project_id, [recorder]) == 1
+
+
+def test_the_manual_clock_moves_only_forward() -> None:
+    start = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    clock = ManualClock(start)
+    assert clock.now() == start
+    assert clock.advance(timedelta(hours=2)) == start + timedelta(hours=2)
+    with pytest.raises(ValueError, match="forward"):
+        clock.set(start)
+    with pytest.raises(ValueError, match="aware"):
+        ManualClock(datetime(2026, 1, 1))
+    assert SYSTEM.now().tzinfo is not None

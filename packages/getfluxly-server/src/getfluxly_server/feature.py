@@ -16,6 +16,7 @@ from fastapi import APIRouter
 
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
+from getfluxly_server.domain.clock import SYSTEM, Clock
 from getfluxly_server.domain.identity import EventConsumer
 from getfluxly_server.queue.kinds import JobHandler
 from getfluxly_server.settings import Settings
@@ -25,14 +26,16 @@ from getfluxly_server.storage.db import Database
 @dataclass(frozen=True)
 class WorkerResources:
     """What the composition root lends a worker's job handlers: the database, the settings,
-    the delivery context, the worker's cache of provider clients (kept between jobs) and
-    every feature's consumers of stitched events (given to the ingest's handlers)."""
+    the delivery context, the worker's cache of provider clients (kept between jobs),
+    every feature's consumers of stitched events (given to the ingest's handlers) and the
+    engine's clock (the system's; a test may lend a ``ManualClock``)."""
 
     db: Database
     settings: Settings
     build_context: BuildContext
     clients: ClientCache
     event_consumers: tuple[EventConsumer, ...] = field(default=())
+    clock: Clock = SYSTEM
 
 
 #: Builds a feature's job handlers from what the composition root lends it.
