@@ -152,7 +152,7 @@ def _material(request: NewSecret) -> tuple[str, dict[str, list[str]], bool]:
     _refuse_fields(request, {"topic_arn", "topic_arns"})
     arns = [request.topic_arn] if request.topic_arn is not None else []
     arns += list(request.topic_arns or [])
-    field = "topic_arn" if request.topic_arn is not None else "topic_arns"
+    field = "topic_arns" if request.topic_arn is None and request.topic_arns else "topic_arn"
     if not arns or not all(isinstance(a, str) and _TOPIC_ARN.fullmatch(a) for a in arns):
         raise ValidationFailed(
             "ses takes topic_arn (or topic_arns): the ARN of each SNS topic SES publishes "

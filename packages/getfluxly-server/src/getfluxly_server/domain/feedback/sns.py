@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -82,7 +83,7 @@ class SnsPolicy:
         return re.fullmatch(pattern, host) is not None
 
     def _get(self, url: str) -> httpx.Response:
-        verify: Any = str(self.ca_file) if self.ca_file else True
+        verify: Any = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
         with httpx.Client(verify=verify, timeout=self.timeout, follow_redirects=False) as client:
             return client.get(url)
 
