@@ -33,6 +33,7 @@ from getfluxly_server.storage.models import (
     MessageEventType,
     Subscription,
     Suppression,
+    WebhookInbox,
 )
 
 T = MessageEventType
@@ -307,3 +308,39 @@ def test_a_large_batch_takes_a_fixed_number_of_statements(gf_db: Database, proje
     assert len(rows) == 600
     assert len(seen) <= 20, sorted(set(seen))
     assert len(_suppressions(gf_db, project)) == 100 + 100 + 50
+
+
+def test_an_erased_persons_feedback_is_scrubbed(gf_db: Database, project: str) -> None:
+    profile = ledger.add_profile(gf_db, project, {"email": "ada@x.test"})
+    (mine,) = _sent(gf_db, project, ["ada@x.test"], profile_id=profile)
+    (other,) = _sent(gf_db, project, ["grace@x.test"])
+    _record(
+        gf_db,
+        project,
+        [
+            _event(T.CLICKED, "ada@x.test", message_id=mine, url="https://example.com/private"),
+            _event(T.UNSUBSCRIBED, "ada@x.test", message_id=mine, group="news"),
+            # A report that named no message of hers, only her address.
+            _event(T.BOUNCED, "Ada@X.test", bounce_type="soft", reason="mailbox full"),
+            _event(T.CLICKED, "grace@x.test", message_id=other, url="https://example.com/g"),
+        ],
+    )
+    with gf_db.transaction() as session:
+        stored = {"project_id": project, "relay": "smtp", "content_type": "application/json",
+                  "received_at": datetime.now(UTC)}  # fmt: skip
+        session.add(WebhookInbox(delivery_id="a", payload='{"email": "ADA@x.test"}', **stored))
+        session.add(WebhookInbox(delivery_id="g", payload='{"email": "grace@x.test"}', **stored))
+    with gf_db.transaction() as session:
+        erasure = identity.request_erasure(session, project, profile, {"reason": "gdpr_dsr"})
+    with gf_db.transaction() as session:
+        identity.erase(session, erasure.erasure.id)
+
+    with gf_db.read() as session:
+        rows = session.scalars(select(MessageEvent).order_by(MessageEvent.id)).all()
+        assert [(r.email, r.url, r.reason) for r in rows] == [
+            ("erased", None, None), ("erased", None, None), ("erased", None, None),
+            ("grace@x.test", "https://example.com/g", None),
+        ]  # fmt: skip
+        assert [r.type for r in rows] == ["clicked", "unsubscribed", "bounced", "clicked"]
+        assert session.scalars(select(Subscription)).all() == []
+        assert [p.delivery_id for p in session.scalars(select(WebhookInbox))] == ["g"]
