@@ -136,8 +136,11 @@ def install(db: Database, n: int) -> tuple[str, str, list[str]]:
         workspace, key = tenancy.create_workspace(session, "Bench")
         project = tenancy.create_project(session, workspace.id, "Webhooks").project.id
     profile = ledger.add_profile(db, project, {"email": "bench@example.com"})
+    provider = ledger.add_provider(
+        db, Keyring.parse(Keyring.generate()), project, ledger.smtp_body("127.0.0.1", 25)
+    )
     ids = ledger.queue_messages(
-        db, project, None, [f"user{i}@example.com" for i in range(n)], profile_id=profile
+        db, project, provider, [f"user{i}@example.com" for i in range(n)], profile_id=profile
     )
     with db.transaction() as session:
         session.execute(

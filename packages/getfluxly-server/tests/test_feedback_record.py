@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from flux_testkit import ledger
 from flux_testkit.gfserver import GFDatabase
+from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import identity
 from getfluxly_server.domain.feedback.record import FeedbackEvent, FeedbackRules, record
 from getfluxly_server.storage import messages as message_store
@@ -45,7 +46,8 @@ def _sent(
 ) -> list[str]:
     """Messages as the delivery workers leave them once the relay took them: ``sent``, with
     the relay's id (``pm-<n>``) and the Message-ID (``<n>@mail.test``)."""
-    ids = ledger.queue_messages(db, project_id, None, emails, profile_id=profile_id)
+    ids = ledger.queue_messages(db, project_id, _provider(db, project_id), emails,
+                                profile_id=profile_id)  # fmt: skip
     with db.transaction() as session:
         for message_id in ids:
             session.execute(
@@ -55,6 +57,19 @@ def _sent(
                         smtp_message_id=f"{message_id}@mail.test", due_at=None)
             )  # fmt: skip
     return ids
+
+
+_PROVIDERS: dict[str, str] = {}
+
+
+def _provider(db: Database, project_id: str) -> str:
+    """The project's provider (one is needed to record a message; nothing is sent here)."""
+    if project_id not in _PROVIDERS:
+        keyring = Keyring.parse(Keyring.generate())
+        _PROVIDERS[project_id] = ledger.add_provider(
+            db, keyring, project_id, ledger.smtp_body("127.0.0.1", 25)
+        )
+    return _PROVIDERS[project_id]
 
 
 def _event(kind: MessageEventType, email: str, **fields: Any) -> FeedbackEvent:

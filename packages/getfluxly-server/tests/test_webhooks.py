@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -63,13 +63,21 @@ class Hooks:
     key: str
     workspace_id: str
     config: FeedbackConfig
+    providers: dict[str, str] = field(default_factory=dict)
 
     def project(self) -> str:
         return ledger.make_project(self.db, self.workspace_id)
 
     def sent(self, project_id: str, email: str = "ada@example.com") -> Sent:
         """A message the relay took (``sent``, with the relay's id and the Message-ID)."""
-        (message_id,) = ledger.queue_messages(self.db, project_id, None, [email])
+        if project_id not in self.providers:  # one is needed to record a message
+            self.providers[project_id] = ledger.add_provider(
+                self.db, Keyring.parse(Keyring.generate()), project_id,
+                ledger.smtp_body("127.0.0.1", 25),
+            )  # fmt: skip
+        (message_id,) = ledger.queue_messages(
+            self.db, project_id, self.providers[project_id], [email]
+        )
         sent = Sent(message_id, email, f"relay-{message_id}", f"{message_id}@mail.example.org")
         with self.db.transaction() as session:
             session.execute(
@@ -125,7 +133,10 @@ def hooks(gf_database: GFDatabase, gf_db: Database, sns: FakeSns) -> Iterator[Ho
         public_url="https://getfluxly.example.org", sns_cert_hosts=sns.hosts,
         sns_subscribe_hosts=sns.hosts, sns_ca_file=certs.ca_pem_path(), max_body_bytes=512 * 1024,
     )  # fmt: skip
-    with AppServer(create_app(settings, gf_db)) as url, httpx.Client(base_url=url) as client:
+    with (
+        AppServer(create_app(settings, gf_db)) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         yield Hooks(gf_db, client, gf_database.workspace.key, gf_database.workspace.id,
                     config_of(settings))  # fmt: skip
 
