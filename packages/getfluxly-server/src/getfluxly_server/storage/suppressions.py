@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from getfluxly_server.storage.models import Suppression, now
+from getfluxly_server.storage.models import Suppression, SuppressionReason, now
 
 
 def normalise(email: str) -> str:
@@ -17,14 +17,23 @@ def normalise(email: str) -> str:
     return email.strip().lower()
 
 
-def suppressed(session: Session, project_id: str, emails: Collection[str]) -> set[str]:
-    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch."""
+def suppressed(
+    session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
+) -> set[str]:
+    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch.
+
+    ``transactional``: for transactional mail (receipts, password resets), an address that
+    only unsubscribed (reason ``unsubscribed``) is not suppressed: an unsubscribe stops
+    marketing mail, bounces and complaints stop everything.
+    """
     if not emails:
         return set()
     query = select(Suppression.email).where(
         Suppression.project_id == project_id,
         Suppression.email.in_({normalise(e) for e in emails}),
     )
+    if transactional:
+        query = query.where(Suppression.reason != SuppressionReason.UNSUBSCRIBED.value)
     found = set(session.scalars(query))
     return {e for e in emails if normalise(e) in found}
 
