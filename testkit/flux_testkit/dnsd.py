@@ -139,7 +139,9 @@ class DNSTestServer:
         return response
 
 
-def _rrset(name: dns.name.Name, kind: int, rdatas: list[dns.rdata.Rdata]) -> dns.rrset.RRset:
+def _rrset(
+    name: dns.name.Name, kind: dns.rdatatype.RdataType, rdatas: list[dns.rdata.Rdata]
+) -> dns.rrset.RRset:
     rrset = dns.rrset.RRset(name, dns.rdataclass.IN, kind)
     for rdata in rdatas:
         rrset.add(rdata, TTL)
