@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from getfluxly_server.api.deps import database
+from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.api.tracking import NO_CACHE, ServerLinks, hit
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.tracking import Links
@@ -35,12 +36,19 @@ log = logging.getLogger("getfluxly.tracking")
 router = APIRouter(tags=["unsubscribe"])
 DB = Annotated[Database, Depends(database)]
 
+#: The pages answer in HTML; a path the server refuses before them (api/strict_input.py)
+#: and a body over the limit are the usual JSON errors.
 _PAGE: dict[int | str, dict[str, Any]] = {
     200: {"description": "The page", "content": {"text/html": {}}},
-    400: {"description": "A form this page did not send", "content": {"text/html": {}}},
+    400: {
+        "description": "A form this page did not send",
+        "content": {"text/html": {}},
+        "model": ErrorBody,
+    },
     404: {
         "description": "The link was changed, or its message is gone",
         "content": {"text/html": {}},
+        "model": ErrorBody,
     },
 }
 
