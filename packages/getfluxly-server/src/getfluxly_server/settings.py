@@ -278,8 +278,8 @@ class _Reader:
             return None
         host, port = raw, str(default_port)
         if raw.startswith("["):
-            host, _, rest = raw[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else port
+            host, closed, rest = raw[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else port if closed and not rest else "x"
         elif raw.count(":") == 1:
             host, port = raw.split(":")
         try:
