@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,10 +17,21 @@ def normalise(email: str) -> str:
     return email.strip().lower()
 
 
+_SUPPRESSED = select(Suppression.email).where(
+    Suppression.project_id == bindparam("project_id"),
+    Suppression.email.in_(bindparam("emails", expanding=True)),
+)
+#: For transactional mail: an address that only unsubscribed is not suppressed.
+_SUPPRESSED_TRANSACTIONAL = _SUPPRESSED.where(
+    Suppression.reason != SuppressionReason.UNSUBSCRIBED.value
+)
+
+
 def suppressed(
     session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
 ) -> set[str]:
-    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch.
+    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch
+    (built once: it runs on every send).
 
     ``transactional``: for transactional mail (receipts, password resets), an address that
     only unsubscribed (reason ``unsubscribed``) is not suppressed: an unsubscribe stops
@@ -28,13 +39,9 @@ def suppressed(
     """
     if not emails:
         return set()
-    query = select(Suppression.email).where(
-        Suppression.project_id == project_id,
-        Suppression.email.in_({normalise(e) for e in emails}),
-    )
-    if transactional:
-        query = query.where(Suppression.reason != SuppressionReason.UNSUBSCRIBED.value)
-    found = set(session.scalars(query))
+    wanted = sorted({normalise(e) for e in emails})
+    query = _SUPPRESSED_TRANSACTIONAL if transactional else _SUPPRESSED
+    found = set(session.scalars(query, {"project_id": project_id, "emails": wanted}))
     return {e for e in emails if normalise(e) in found}
 
 
