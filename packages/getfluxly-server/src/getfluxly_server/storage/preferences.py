@@ -102,14 +102,3 @@ def unsubscribed(
     )
     found = {(email, group) for email, group in session.execute(query)}
     return {(email, group) for email, group in pairs if (normalise(email), group) in found}
-
-
-def erase(session: Session, project_id: str, emails: Collection[str]) -> None:
-    """Forget an erased person's choices (their addresses)."""
-    if emails:
-        session.execute(
-            delete(Subscription).where(
-                Subscription.project_id == project_id,
-                Subscription.email.in_({normalise(e) for e in emails}),
-            )
-        )

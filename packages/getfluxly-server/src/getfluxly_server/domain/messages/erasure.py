@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.messages.addresses import canonical_address
 from getfluxly_server.storage import messages as store
-from getfluxly_server.storage import preferences
 from getfluxly_server.storage.models import Profile
 
 #: The history entry of a message that was still to be sent when its profile was erased.
@@ -47,10 +46,7 @@ def scrub(
 ) -> int:
     """Scrub the messages of ``profile_ids`` and those to ``emails`` in the project (see
     ``storage.messages.erase``): pending ones become ``failed`` ("profile erased") first.
-    Returns how many messages were scrubbed. The addresses' subscription choices (the
-    preference page's) go too."""
-    emails = set(emails)
-    preferences.erase(session, project_id, emails)
+    Returns how many messages were scrubbed."""
     return store.erase(
         session, project_id, profile_ids, emails, when, pending_detail=PENDING_DETAIL
     )
