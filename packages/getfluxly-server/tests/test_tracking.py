@@ -378,6 +378,29 @@ def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup
                   subscription_group="offers")  # fmt: skip
     assert _settled(setup, offer["id"]) == "sent"
 
+    # One-click on a group's message leaves that group only.
+    [offer_url] = re.findall(r"<([^>]+)>", _received(setup, offer["id"])["List-Unsubscribe"])
+    assert anonymous.post(offer_url, content=b"List-Unsubscribe=One-Click").status_code == 200
+    rows = setup.server.database.query(
+        "SELECT group_name, subscribed FROM subscriptions WHERE email = :email "
+        "ORDER BY group_name", email=address,
+    )  # fmt: skip
+    assert [(r["group_name"], bool(r["subscribed"])) for r in rows] == [
+        ("offers", False), ("weekly", False),
+    ]  # fmt: skip
+    listed = f"/v1/projects/{setup.project.id}/suppressions"
+    assert owner.get(listed, params={"email": address}).json()["suppressions"] == []
+
+    # "Unsubscribe from all" on the page suppresses; unticking it again lifts only that.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    everything = anonymous.post(action, content=b"group=weekly&unsubscribe_all=1", headers=form)
+    assert "name=unsubscribe_all value=1 checked" in everything.text
+    [entry] = owner.get(listed, params={"email": address}).json()["suppressions"]
+    assert entry["reason"] == "unsubscribed"
+    back = anonymous.post(action, content=b"group=weekly", headers=form)
+    assert "name=unsubscribe_all value=1>" in back.text
+    assert owner.get(listed, params={"email": address}).json()["suppressions"] == []
+
     # A group the project does not have, or a group on transactional mail: 400.
     client = setup.server.client(setup.project.secret_key)
     for body in (
