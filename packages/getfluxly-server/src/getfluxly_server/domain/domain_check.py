@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-import dns.exception
-import dns.resolver
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError
@@ -121,6 +119,10 @@ class TxtLookup(Protocol):
 
 def resolver(address: tuple[str, int] | None, timeout: float = 5.0) -> TxtLookup:
     """TXT lookups through the system's resolvers, or the DNS server at ``address``."""
+    # Imported here: only this endpoint needs dnspython (kept out of every process's start).
+    import dns.exception
+    import dns.resolver
+
     try:
         engine = dns.resolver.Resolver(configure=address is None)
     except dns.exception.DNSException:
@@ -247,14 +249,18 @@ def _with_include(record: str, include: str) -> str:
 
 
 def _merged(records: Sequence[str]) -> str:
+    """One record with every mechanism of ``records`` (in a stable order: DNS gives records
+    in any order), ending in the strictest ``all`` among them."""
     terms: list[str] = []
+    endings = {"-all": 0, "~all": 1, "?all": 2}
     ending = "~all"
-    for record in records:
+    for record in sorted(records):
         for term in record.split()[1:]:
-            if _mechanism(term)[0] == "all":
-                ending = term if term in ("-all", "~all") else ending
-            elif term not in terms:
-                terms.append(term)
+            if _mechanism(term)[0] != "all":
+                if term not in terms:
+                    terms.append(term)
+            elif endings.get(term.lower(), 9) < endings[ending]:
+                ending = term.lower()
     return " ".join(["v=spf1", *terms, ending])
 
 
@@ -371,7 +377,7 @@ def check_dmarc(domain: str, lookup: TxtLookup) -> Check:
         if len(found) > 1:
             return Check("wrong", where, f"{len(found)} DMARC records: receivers ignore them "
                          "all (RFC 7489 6.6.3); publish one.", found,
-                         Record("TXT", where, found[0]))  # fmt: skip
+                         Record("TXT", where, sorted(found)[0]))  # fmt: skip
         policy = _tags(found[0]).get("p", "").lower()
         if policy not in ("none", "quarantine", "reject"):
             fixed = f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}"
