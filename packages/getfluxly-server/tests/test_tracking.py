@@ -168,6 +168,7 @@ def test_a_click_is_redirected_to_the_link_and_recorded(setup: Setup) -> None:
     assert followed.status_code == 302, followed.text
     assert followed.headers["location"] == "https://shop.example.com/sale?x=1&y=2"
     assert "no-store" in followed.headers["cache-control"]
+    assert followed.headers["referrer-policy"] == "no-referrer"
 
     [event] = _eventually("the click", lambda: _events(setup, message["id"], "clicked"))
     assert (event["machine"], event["url"], event["source"], event["profile_id"]) == (
@@ -345,6 +346,7 @@ def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup
     anonymous = setup.server.anonymous_client()
     page = anonymous.get(url)
     assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert 'name=group value="weekly" checked' in page.text
     assert 'name=group value="offers" checked' in page.text
     assert "Every Monday" in page.text

@@ -30,7 +30,13 @@ DB = Annotated[Database, Depends(database)]
 
 #: The smallest transparent GIF (43 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
+#: Never cached (each open and click reaches the server), and the token never sent on as a
+#: Referer to the site a click goes to.
+NO_CACHE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, private",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def links(request: Request) -> Links:

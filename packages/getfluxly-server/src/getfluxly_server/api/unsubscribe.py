@@ -53,6 +53,16 @@ _PAGE: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: The pages run no script, load nothing and may not be framed (an unsubscribe form under
+#: another site's overlay); their form posts only to this server.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def _html(title: str, body: Markup | str, status: int = 200) -> HTMLResponse:
     page = Markup(
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -64,7 +74,7 @@ def _html(title: str, body: Markup | str, status: int = 200) -> HTMLResponse:
         "padding:.4rem 1rem;margin-top:1rem}}</style></head><body><h1>{title}</h1>{body}"
         "</body></html>"
     ).format(title=title, body=body)
-    return HTMLResponse(str(page), status_code=status, headers=NO_CACHE)
+    return HTMLResponse(str(page), status_code=status, headers={**NO_CACHE, **PAGE_HEADERS})
 
 
 def _not_found(exc: DomainError) -> HTMLResponse:
