@@ -27,7 +27,7 @@ from getfluxly_server.domain.messages.enqueue import (
 from getfluxly_server.storage import events as responses
 from getfluxly_server.storage import messages as store
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.group_commit import GroupCommit
+from getfluxly_server.storage.group_commit import GroupCommit, writer_threads
 from getfluxly_server.storage.models import Message, MessageHistory, new_id, now
 
 REPLAY_WINDOW = timedelta(hours=24)
@@ -143,12 +143,12 @@ def writer(db: Database) -> GroupCommit[SendRequest, Recorded]:
     """The API's group commit for transactional sends (``storage.group_commit``): the sends
     of concurrent requests share a transaction (up to :data:`MAX_PER_COMMIT`), so the
     transaction's cost and, on SQLite, the wait for its single writer are paid once per
-    group; each request is answered once its group has committed. One writer thread on
-    SQLite, two on PostgreSQL, as for ingest."""
+    group; each request is answered once its group has committed
+    (``group_commit.writer_threads`` threads, as for ingest)."""
     return GroupCommit(
         db,
         send_all,
         name="message-writer",
-        threads=1 if db.is_sqlite else 2,
+        threads=writer_threads(db),
         max_weight=MAX_PER_COMMIT,
     )
