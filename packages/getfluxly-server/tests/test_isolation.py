@@ -42,6 +42,16 @@ PUBLIC = {
     # Relays' feedback posts: no API key, each relay's own signature or credentials, per
     # project (tested relay by relay in test_webhooks.py).
     ("POST", "/webhooks/{relay}/{project_id}"),
+    # Links in sent mail: the signed token in the path is the credential (test_tracking.py
+    # shows a changed one is refused).
+    ("GET", "/t/o/{token}"),
+    ("HEAD", "/t/o/{token}"),
+    ("GET", "/t/c/{token}"),
+    ("HEAD", "/t/c/{token}"),
+    ("GET", "/unsubscribe/{token}"),
+    ("POST", "/unsubscribe/{token}"),
+    ("GET", "/preferences/{token}"),
+    ("POST", "/preferences/{token}"),
 }
 #: Endpoints that take project keys, with the key kinds they accept; every other ``/v1``
 #: endpoint is management and takes only a workspace key.
@@ -74,9 +84,12 @@ KNOWN = {
     ("GET", "/v1/projects/{project_id}/messages"),
     ("GET", "/v1/messages/{message_id}"),
     ("POST", "/v1/messages/{message_id}/retry"),
+    ("GET", "/v1/projects/{project_id}/subscription-groups"),
+    ("PUT", "/v1/projects/{project_id}/subscription-groups"),
+    ("GET", "/v1/email-providers/{provider_id}/domain-check"),
     *PROJECT_KEY_ENDPOINTS,
 }
-_METHODS = {"get", "post", "put", "patch", "delete"}
+_METHODS = {"get", "head", "post", "put", "patch", "delete"}
 _MISSING = "00000000000000000000"
 
 
@@ -121,6 +134,9 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
         ("POST", "/v1/projects/{project_id}/webhook-secrets"): {"relay": "postmark"},
+        ("PUT", "/v1/projects/{project_id}/subscription-groups"): {
+            "subscription_groups": [{"name": "intruder", "label": "Intruder"}],
+        },
     }  # fmt: skip
 
 
@@ -316,6 +332,8 @@ def test_every_endpoint_keeps_tenants_apart(
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
+    groups = owner.get(f"/v1/projects/{p1.id}/subscription-groups").json()
+    assert groups == {"subscription_groups": []}
     assert relay.messages == []
     now_message = owner.get(f"/v1/messages/{message['id']}").json()["message"]
     assert (now_message["status"], now_message["history"]) == (

@@ -109,3 +109,27 @@ def test_job_backoff_cap_and_retention() -> None:
     assert len(info.value.problems) == 2
     assert "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS" in str(info.value)
     assert "GETFLUXLY_JOB_RETENTION_DAYS" in str(info.value)
+
+
+ENV = {"GETFLUXLY_ENCRYPTION_KEYS": Keyring.generate("a")}
+
+
+def test_tracking_and_dns_resolver_settings() -> None:
+    defaults = Settings.from_env(ENV)
+    assert (defaults.tracking_scanner_seconds, defaults.dns_resolver) == (5.0, None)
+    for raw, expected in (
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("10.0.0.2", ("10.0.0.2", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+    ):
+        settings = Settings.from_env({**ENV, "GETFLUXLY_DNS_RESOLVER": raw})
+        assert settings.dns_resolver == expected, raw
+    seconds = Settings.from_env({**ENV, "GETFLUXLY_TRACKING_SCANNER_SECONDS": "0"})
+    assert seconds.tracking_scanner_seconds == 0.0
+    for raw in ("dns.example.com", "127.0.0.1:0", "127.0.0.1:99999", "[::1", "1.2.3.4:x"):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**ENV, "GETFLUXLY_DNS_RESOLVER": raw})
+        assert "GETFLUXLY_DNS_RESOLVER" in str(raised.value), raw
+    with pytest.raises(SettingsError, match="GETFLUXLY_TRACKING_SCANNER_SECONDS"):
+        Settings.from_env({**ENV, "GETFLUXLY_TRACKING_SCANNER_SECONDS": "-1"})

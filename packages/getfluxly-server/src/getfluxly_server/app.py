@@ -21,6 +21,7 @@ from getfluxly_server.api import (
     auth,
     browser,
     dev,
+    domain_check,
     errors,
     ingest,
     messages,
@@ -29,16 +30,19 @@ from getfluxly_server.api import (
     projects,
     providers,
     strict_input,
+    subscription_groups,
     suppressions,
     templates,
+    unsubscribe,
     webhooks,
 )
+from getfluxly_server.api import tracking as tracking_api
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.body_limit import BodyLimit
 from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
-from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain import delivery_jobs, ingest_jobs, tracking
 from getfluxly_server.domain import messages as messages_domain
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.feedback import jobs as feedback_jobs
@@ -78,6 +82,10 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature("tracking", router=tracking_api.router),
+    Feature("unsubscribe", router=unsubscribe.router),
+    Feature("subscription groups", router=subscription_groups.router),
+    Feature("domain check", router=domain_check.router),
 )
 
 
@@ -107,6 +115,7 @@ def delivery_loop(resources: WorkerResources) -> Dispatcher:
         batch=settings.delivery_batch,
         chunk=settings.delivery_chunk,
         lease_seconds=settings.delivery_lease_seconds,
+        links=tracking.links_for(settings.public_url, settings.keyring),
     )
 
 

@@ -16,7 +16,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PREFIX = "gfx1"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -41,6 +43,7 @@ class Keyring:
         if not keys:
             raise KeyringError("at least one key is needed")
         self._keys = {kid: AESGCM(key) for kid, key in keys}
+        self._material = dict(keys)
         self.primary = keys[0][0]
 
     def __repr__(self) -> str:  # key material never leaves this object
@@ -104,6 +107,17 @@ class Keyring:
             return self._keys[kid].decrypt(_unb64(nonce), _unb64(sealed), context.encode()).decode()
         except (InvalidTag, ValueError):
             raise KeyringError("ciphertext does not authenticate (wrong key or row)") from None
+
+    def derived_keys(self, purpose: str) -> dict[str, bytes]:
+        """A 32-byte key per key id for ``purpose`` (HKDF-SHA256 of each key, the purpose as
+        its info): keys for other uses (signing tracking links) that never equal the
+        encryption keys, rotating with them. The primary's is under :attr:`primary`."""
+        return {
+            kid: HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()
+            ).derive(key)
+            for kid, key in self._material.items()
+        }
 
     def needs_rotation(self, token: str) -> bool:
         return token.split(".")[1:2] != [self.primary]

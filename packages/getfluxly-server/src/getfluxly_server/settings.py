@@ -103,6 +103,11 @@ class Settings:
     sns_cert_hosts: str = SNS_HOSTS
     sns_subscribe_hosts: str = SNS_HOSTS
     sns_ca_file: Path | None = None
+    #: Opens and clicks within this many seconds of the relay accepting the message are
+    #: flagged machine (security gateways fetch and follow everything on arrival).
+    tracking_scanner_seconds: float = 5.0
+    #: The DNS server the domain check asks, as (host, port); None: the system's resolvers.
+    dns_resolver: tuple[str, int] | None = None
     dev: bool = False
 
     @property
@@ -190,6 +195,10 @@ class Settings:
             "sns_cert_hosts": reader.pattern("GETFLUXLY_SNS_CERT_HOSTS", SNS_HOSTS),
             "sns_subscribe_hosts": reader.pattern("GETFLUXLY_SNS_SUBSCRIBE_HOSTS", SNS_HOSTS),
             "sns_ca_file": reader.file("GETFLUXLY_SNS_CA_FILE"),
+            "tracking_scanner_seconds": reader.number(
+                "GETFLUXLY_TRACKING_SCANNER_SECONDS", 5.0, 0.0
+            ),
+            "dns_resolver": reader.host_port("GETFLUXLY_DNS_RESOLVER", 53),
             "dev": dev,
         }
         if reader.problems:
@@ -281,6 +290,31 @@ class _Reader:
             )
             return NetworkPolicy()
         return NetworkPolicy(allowed_hosts=hosts, allowed_networks=networks)
+
+    def host_port(self, name: str, default_port: int) -> tuple[str, int] | None:
+        """An IP address with an optional port: ``127.0.0.1:5353``, ``[::1]:5353``,
+        ``10.0.0.2`` (port ``default_port``)."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        host, port = raw, str(default_port)
+        if raw.startswith("["):
+            host, closed, rest = raw[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else port if closed and not rest else "x"
+        elif raw.count(":") == 1:
+            host, port = raw.split(":")
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            number = 0
+        if not 0 < number < 65536:
+            self.problems.append(
+                f"{name}={raw!r} must be a DNS server's IP address with an optional port, "
+                "such as 127.0.0.1:5353 or [::1]:53"
+            )
+            return None
+        return host, number
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         """Comma-separated addresses or networks (``10.0.0.0/8, 192.168.1.7, ::1``)."""

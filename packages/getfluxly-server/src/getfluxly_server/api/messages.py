@@ -128,6 +128,11 @@ class SendMessage(Request):
     tags: dict[Tag, Tag] = Field(default_factory=dict, max_length=MAX_TAGS)
     #: Transactional mail carries no unsubscribe link (default true on this API).
     transactional: bool = True
+    #: Track opens and clicks (the open pixel, links through the click redirect).
+    tracking: bool = True
+    #: Marketing mail only: one of the project's subscription groups (a recipient who left
+    #: the group is not sent it).
+    subscription_group: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class HistoryEntry(Response):
@@ -160,6 +165,8 @@ class MessageView(Response):
     template_version: int | None
     tags: dict[str, Any]
     transactional: bool
+    tracking: bool
+    subscription_group: str | None
     created_at: Timestamp
     updated_at: Timestamp
     sent_at: Timestamp | None
@@ -191,7 +198,8 @@ def _fields(row: Message) -> dict[str, Any]:
         "automation_id": row.automation_id, "step_id": row.step_id,
         "broadcast_id": row.broadcast_id, "profile_id": row.profile_id,
         "template_id": row.template_id, "template_version": row.template_version,
-        "tags": row.tags, "transactional": row.transactional, "created_at": row.created_at,
+        "tags": row.tags, "transactional": row.transactional, "tracking": row.tracking,
+        "subscription_group": row.subscription_group, "created_at": row.created_at,
         "updated_at": row.updated_at, "sent_at": row.sent_at, "erased_at": row.erased_at,
     }  # fmt: skip
 
@@ -219,6 +227,8 @@ def _new_message(body: SendMessage) -> messages.NewMessage:
             provider_id=body.provider_id,
             transactional=body.transactional,
             tags=body.tags,
+            tracking=body.tracking,
+            subscription_group=body.subscription_group,
         ),
         data=body.data,
     )

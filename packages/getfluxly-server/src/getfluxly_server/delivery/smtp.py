@@ -150,6 +150,13 @@ class _Raw(str):
 #: Compiled message templates a client keeps (by sender, reply-to and custom headers):
 #: compiling one costs about ten times what filling it in does.
 MAX_TEMPLATES = 64
+#: Headers whose value differs per message (marketing mail's signed unsubscribe link),
+#: written on a line of their own in front of the template's block, as the message id is:
+#: kept in the template they would compile one per message (and FluxMail keeps
+#: List-Unsubscribe to its own https-only argument).
+PER_MESSAGE = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+#: RFC 5322 2.1.1: no line longer than this (the URL in List-Unsubscribe cannot be folded).
+MAX_LINE = 998
 
 
 class Renderer:
@@ -169,7 +176,9 @@ class Renderer:
 
     def _template(self, email: OutgoingEmail, text: bool, html: bool) -> MessageTemplate:
         headers = tuple(
-            (k, v) for k, v in email.headers.items() if k.lower() != MESSAGE_ID_HEADER.lower()
+            (k, v)
+            for k, v in email.headers.items()
+            if k.lower() != MESSAGE_ID_HEADER.lower() and k.lower() not in PER_MESSAGE
         )
         key = (email.from_name, email.from_email, email.reply_to, headers, text, html)
         with self._lock:
@@ -198,9 +207,17 @@ class Renderer:
         envelope, data = template.render(
             list(email.to), subject=email.subject, text=text, html=_Raw(email.html or "")
         )
+        own = [(k, v) for k, v in email.headers.items() if k.lower() in PER_MESSAGE]
         if email.message_id is not None:
-            data = f"{MESSAGE_ID_HEADER}: {email.message_id}\r\n".encode("ascii") + data
-        return envelope, data
+            own.insert(0, (MESSAGE_ID_HEADER, email.message_id))
+        lines = [f"{name}: {value}\r\n" for name, value in own]
+        for line in lines:
+            if not line[:-2].isascii() or not line[:-2].isprintable() or len(line) > MAX_LINE:
+                raise FluxMailException(
+                    f"header {line.partition(':')[0]} must be one line of printable ASCII "
+                    f"of at most {MAX_LINE} characters", "invalid_params",
+                )  # fmt: skip
+        return envelope, "".join(lines).encode("ascii") + data
 
 
 class SMTPProvider(ClientBase):

@@ -83,9 +83,12 @@ def suppress(
     return Suppressed(entry, added)
 
 
-def suppressed(session: Session, project_id: str, emails: Collection[str]) -> set[str]:
-    """Which of ``emails`` (as given) may not be sent to in the project: one query."""
-    return store.suppressed(session, project_id, emails)
+def suppressed(
+    session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
+) -> set[str]:
+    """Which of ``emails`` (as given) may not be sent to in the project: one query
+    (``transactional`` mail still goes to addresses that only unsubscribed)."""
+    return store.suppressed(session, project_id, emails, transactional=transactional)
 
 
 def add(

@@ -55,7 +55,7 @@ COLUMNS = (
     "id", "project_id", "status", "to_email", "profile_id", "provider_id", "template_id",
     "template_version", "transactional", "subject", "html", "text", "data", "tags", "origin",
     "priority", "automation_id", "step_id", "broadcast_id", "idempotency_key", "attempts", "due_at",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "tracking", "subscription_group",
 )  # fmt: skip
 _JSON = frozenset({"data", "tags"})
 _TIMES = frozenset({"due_at", "created_at", "updated_at"})

@@ -478,6 +478,12 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(default=now)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
     erased_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Whether opens and clicks are tracked (the pixel and rewritten links, ``domain/
+    #: tracking``): the call's or the automation step's choice, default on.
+    tracking: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
+    #: The subscription group a marketing message belongs to (one of the project's
+    #: :class:`SubscriptionGroup` names), or None: only a whole unsubscribe stops it.
+    subscription_group: Mapped[str | None] = mapped_column(String(64), default=None)
 
     __table_args__ = (
         UniqueConstraint("project_id", "idempotency_key", name="uq_messages_idempotency"),
@@ -792,3 +798,20 @@ Index(
     MessageEvent.email,
     MessageEvent.occurred_at,
 )
+
+
+class SubscriptionGroup(Base):
+    """A subscription group of a project (``newsletter``, ``product-updates``, ...): what the
+    preference page lists, and what a marketing message may name as its
+    ``subscription_group``. Set as a whole list with ``PUT /v1/projects/{project_id}/
+    subscription-groups``; ``position`` is the order the page shows them in."""
+
+    __tablename__ = "subscription_groups"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(NAME_MAX))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    position: Mapped[int] = mapped_column(default=0)

@@ -76,6 +76,9 @@ class ClaimedMessage:
     attempts: int
     created_at: datetime
     erased_at: datetime | None
+    #: Opens and clicks tracked (``domain/tracking``), and the subscription group, if any.
+    tracking: bool = True
+    subscription_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ _COLUMNS = (
     Message.provider_id, Message.template_id, Message.template_version, Message.transactional,
     Message.subject, Message.html, Message.text_body, Message.data, Message.tags,
     Message.idempotency_key, Message.attempts, Message.created_at, Message.erased_at,
+    Message.tracking, Message.subscription_group,
 )  # fmt: skip
 
 _TAKE = (

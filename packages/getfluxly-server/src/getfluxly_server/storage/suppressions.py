@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from getfluxly_server.storage.models import Suppression, now
+from getfluxly_server.storage.models import Suppression, SuppressionReason, now
 
 
 def normalise(email: str) -> str:
@@ -21,15 +21,27 @@ _SUPPRESSED = select(Suppression.email).where(
     Suppression.project_id == bindparam("project_id"),
     Suppression.email.in_(bindparam("emails", expanding=True)),
 )
+#: For transactional mail: an address that only unsubscribed is not suppressed.
+_SUPPRESSED_TRANSACTIONAL = _SUPPRESSED.where(
+    Suppression.reason != SuppressionReason.UNSUBSCRIBED.value
+)
 
 
-def suppressed(session: Session, project_id: str, emails: Collection[str]) -> set[str]:
+def suppressed(
+    session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
+) -> set[str]:
     """Which of ``emails`` (as given) are suppressed in the project: one query for a batch
-    (built once: it runs on every send)."""
+    (built once: it runs on every send).
+
+    ``transactional``: for transactional mail (receipts, password resets), an address that
+    only unsubscribed (reason ``unsubscribed``) is not suppressed: an unsubscribe stops
+    marketing mail, bounces and complaints stop everything.
+    """
     if not emails:
         return set()
     wanted = sorted({normalise(e) for e in emails})
-    found = set(session.scalars(_SUPPRESSED, {"project_id": project_id, "emails": wanted}))
+    query = _SUPPRESSED_TRANSACTIONAL if transactional else _SUPPRESSED
+    found = set(session.scalars(query, {"project_id": project_id, "emails": wanted}))
     return {e for e in emails if normalise(e) in found}
 
 

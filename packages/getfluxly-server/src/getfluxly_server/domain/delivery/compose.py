@@ -5,7 +5,9 @@
 :class:`~getfluxly_server.delivery.base.OutgoingEmail` per message, grouped by provider), or
 finished without an attempt (a :class:`~getfluxly_server.storage.outbox.Verdict`):
 
-- the address is on the project's suppression list -> ``suppressed`` (never attempted);
+- the address is on the project's suppression list -> ``suppressed`` (never attempted); an
+  address that only unsubscribed still gets transactional mail;
+- a marketing message of a subscription group its recipient left -> ``suppressed``;
 - the message or its profile was erased -> ``suppressed`` ("profile erased"; never sent);
 - no provider, the provider was deleted -> ``failed``;
 - the template is gone, or does not render (a sandbox limit: endless loop, gigabytes of
@@ -14,7 +16,14 @@ finished without an attempt (a :class:`~getfluxly_server.storage.outbox.Verdict`
 Templates render at their current version, through a :class:`TemplateCache` keyed by
 ``(id, version)``; inline content of a call (subject, html, text: Liquid too) is compiled
 once per distinct content. The values are the contract's: the profile's traits with its id
-and the message's address as ``profile.email``, the call's ``data``, and ``project``.
+and the message's address as ``profile.email``, the call's ``data``, and ``project``, and
+(given :class:`~getfluxly_server.domain.tracking.Links`) ``unsubscribe_url`` and
+``preferences_url``.
+
+Given the links, the outgoing email also carries them (``domain/tracking``): a marketing
+message (``transactional`` false) gets ``List-Unsubscribe`` and ``List-Unsubscribe-Post``
+(RFC 8058 one-click); a message with ``tracking`` on gets its HTML links through the click
+redirect and the open pixel.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ from getfluxly_server.domain.templates import (
     TemplateFields,
     render_message,
 )
-from getfluxly_server.storage import outbox, suppressions
+from getfluxly_server.domain.tracking import Links, unsubscribe_headers
+from getfluxly_server.storage import outbox, preferences, suppressions
 from getfluxly_server.storage import templates as template_store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
@@ -52,6 +62,7 @@ log = logging.getLogger("getfluxly.delivery")
 
 ERASED = "the profile was erased; the message is never sent"
 SUPPRESSED = "the address is on the project's suppression list; the message was not attempted"
+LEFT_GROUP = "the recipient unsubscribed from the subscription group {!r}; not attempted"
 
 
 @dataclass
@@ -62,24 +73,44 @@ class Context:
     profiles: dict[str, Profile] = field(default_factory=dict)
     projects: dict[str, Project] = field(default_factory=dict)
     providers: dict[str, EmailProvider] = field(default_factory=dict)
-    #: (project id, address as the message has it) of suppressed addresses.
-    suppressed: set[tuple[str, str]] = field(default_factory=set)
+    #: Ids of messages not to send, with why (a suppressed address, a group left).
+    blocked: dict[str, str] = field(default_factory=dict)
 
 
 def load(session: Session, messages: Sequence[ClaimedMessage]) -> Context:
-    """Everything ``messages`` refer to; the suppression check is made here, at claim time."""
-    by_project: dict[str, set[str]] = defaultdict(set)
+    """Everything ``messages`` refer to; the suppression check is made here, at claim time
+    (so an unsubscribe is effective for the very next send)."""
+    # (project, transactional) -> addresses: transactional mail still goes to an address
+    # that only unsubscribed; (project) -> (address, group) of marketing mail of a group.
+    by_kind: dict[tuple[str, bool], set[str]] = defaultdict(set)
+    in_groups: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for message in messages:
-        by_project[message.project_id].add(message.to_email)
+        by_kind[message.project_id, message.transactional].add(message.to_email)
+        if message.subscription_group is not None and not message.transactional:
+            in_groups[message.project_id].add((message.to_email, message.subscription_group))
     context = Context(
         templates=outbox.templates(session, {m.template_id for m in messages if m.template_id}),
         profiles=outbox.profiles(session, {m.profile_id for m in messages if m.profile_id}),
-        projects=outbox.projects(session, set(by_project)),
+        projects=outbox.projects(session, {project for project, _ in by_kind}),
         providers=outbox.providers(session, {m.provider_id for m in messages if m.provider_id}),
     )
-    for project_id, emails in by_project.items():
-        for email in suppressions.suppressed(session, project_id, emails):
-            context.suppressed.add((project_id, email))
+    suppressed = {
+        (project_id, transactional, email)
+        for (project_id, transactional), emails in by_kind.items()
+        for email in suppressions.suppressed(
+            session, project_id, emails, transactional=transactional
+        )
+    }
+    left = {
+        (project_id, email, group)
+        for project_id, pairs in in_groups.items()
+        for email, group in preferences.unsubscribed(session, project_id, pairs)
+    }
+    for m in messages:
+        if (m.project_id, m.transactional, m.to_email) in suppressed:
+            context.blocked[m.id] = SUPPRESSED
+        elif m.subscription_group and (m.project_id, m.to_email, m.subscription_group) in left:
+            context.blocked[m.id] = LEFT_GROUP.format(m.subscription_group)
     return context
 
 
@@ -96,9 +127,13 @@ class Composed:
 class Composer:
     """Renders claimed messages (thread-safe: the cache is, and nothing else is kept)."""
 
-    def __init__(self, db: Database, cache: TemplateCache | None = None) -> None:
+    def __init__(
+        self, db: Database, cache: TemplateCache | None = None, links: Links | None = None
+    ) -> None:
         self.db = db
         self.cache = cache or TemplateCache()
+        #: The server's tracking and unsubscribe links (None: mail goes without them).
+        self.links = links
 
     def compose(self, messages: Sequence[ClaimedMessage], context: Context) -> Composed:
         out = Composed()
@@ -121,8 +156,8 @@ class Composer:
         profile = context.profiles.get(message.profile_id or "")
         if message.erased_at is not None or (profile is not None and profile.erased_at):
             return Verdict(message.id, MessageStatus.SUPPRESSED.value, ERASED)
-        if (message.project_id, message.to_email) in context.suppressed:
-            return Verdict(message.id, MessageStatus.SUPPRESSED.value, SUPPRESSED)
+        if message.id in context.blocked:
+            return Verdict(message.id, MessageStatus.SUPPRESSED.value, context.blocked[message.id])
         provider = context.providers.get(message.provider_id or "")
         if provider is None or provider.project_id != message.project_id:
             why = "was deleted" if message.provider_id else "is set (and the project has none)"
@@ -137,20 +172,30 @@ class Composer:
         if message.profile_id is not None:
             person["id"] = message.profile_id
         person["email"] = message.to_email
-        values = {
+        values: dict[str, object] = {
             "profile": person,
             "data": message.data,
             "project": {"id": message.project_id, "name": project.name if project else None},
         }
+        headers: dict[str, str] = {}
+        if self.links is not None:
+            values["unsubscribe_url"] = self.links.unsubscribe_url(message.id)
+            values["preferences_url"] = self.links.preferences_url(message.id)
+            if not message.transactional:
+                headers = unsubscribe_headers(self.links, message.id)
         rendered = render_message(compiled, values, partials=self._partials(message.project_id))
+        html = rendered.html
+        if self.links is not None and message.tracking and html:
+            html = self.links.rewrite_html(html, message.id)
         return OutgoingEmail(
             from_email=provider.from_email,
             from_name=provider.from_name,
             reply_to=provider.reply_to,
             to=(message.to_email,),
             subject=rendered.subject,
-            html=rendered.html,
+            html=html,
             text=rendered.text,
+            headers=headers,
             message_id=message.id,
             idempotency_key=message.idempotency_key or message.id,
         )

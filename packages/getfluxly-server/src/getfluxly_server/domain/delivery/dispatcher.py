@@ -43,6 +43,7 @@ from getfluxly_server.domain.delivery.compose import Composer, load
 from getfluxly_server.domain.delivery.gate import LocalSendGate, ProviderLimits, SendGate
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import draft_of
+from getfluxly_server.domain.tracking import Links
 from getfluxly_server.storage import jobs, outbox
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider, now
@@ -79,6 +80,7 @@ class Dispatcher:
         name: str | None = None,
         listen: bool = True,
         rng: random.Random | None = None,
+        links: Links | None = None,
     ) -> None:
         self.db = db
         self.keyring = keyring
@@ -98,7 +100,9 @@ class Dispatcher:
         #: process never record each other's messages).
         self.id = f"{base}/d{secrets.token_hex(3)}"[:64]
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self.composer = Composer(db)
+        # ``links``: the server's tracking and unsubscribe links (domain/tracking), put in
+        # what is composed; None sends mail without them.
+        self.composer = Composer(db, links=links)
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._stop = threading.Event()

@@ -28,7 +28,7 @@ from getfluxly_server.domain.messages.errors import NoProvider
 from getfluxly_server.domain.messages.recipients import Recipient, resolve
 from getfluxly_server.domain.templates import TemplateFields, prepare
 from getfluxly_server.storage import messages as store
-from getfluxly_server.storage import suppressions
+from getfluxly_server.storage import preferences, suppressions
 from getfluxly_server.storage import templates as template_store
 from getfluxly_server.storage.models import (
     Message,
@@ -83,6 +83,12 @@ class Source:
     provider_id: str | None = None
     transactional: bool = True
     tags: Mapping[str, Any] = field(default_factory=dict)
+    #: Track opens and clicks (the pixel, rewritten links); False opts these messages out
+    #: (an automation step's or a call's choice).
+    tracking: bool = True
+    #: The project's subscription group these (marketing) messages belong to: a recipient
+    #: unsubscribed from it is not sent them. Checked to exist when recorded.
+    subscription_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,26 @@ def resolve_provider(session: Session, project_id: str, provider_id: str | None)
     return found
 
 
+def check_group(session: Session, project_id: str, source: Source) -> None:
+    """A ``subscription_group`` must be one of the project's groups, on marketing mail."""
+    group = source.subscription_group
+    if group is None:
+        return
+    if source.transactional:
+        raise ValidationFailed(
+            "subscription_group is for marketing messages: set transactional to false",
+            field="subscription_group",
+        )
+    if not preferences.group_exists(session, project_id, group):
+        raise ValidationFailed(
+            f"subscription_group: the project has no group {group!r} (define it with PUT "
+            "/v1/projects/{project_id}/subscription-groups)",
+            field="subscription_group",
+        )
+
+
 def _prepare(session: Session, project_id: str, content: Content, source: Source) -> _Prepared:
+    check_group(session, project_id, source)
     checked, version = check_content(session, project_id, content)
     return _Prepared(
         provider_id=resolve_provider(session, project_id, source.provider_id),
@@ -223,6 +248,7 @@ def _row(
         "automation_id": source.automation_id, "step_id": source.step_id,
         "broadcast_id": source.broadcast_id, "idempotency_key": key, "attempts": 0,
         "due_at": None if suppressed else when, "created_at": when, "updated_at": when,
+        "tracking": source.tracking, "subscription_group": source.subscription_group,
     }  # fmt: skip
 
 
@@ -233,9 +259,10 @@ def _first_entry(suppressed: bool) -> tuple[str, str | None]:
 
 
 #: What :func:`enqueue` found for a content and provider, kept by a caller that records many
-#: messages in one transaction (``transactional.send_all``): keyed by project, content and
-#: provider asked for.
-PreparedCache = dict[tuple[str, "Content", str | None], "_Prepared"]
+#: messages in one transaction (``transactional.send_all``): keyed by project, content,
+#: provider asked for, subscription group and whether the mail is transactional (what
+#: :func:`check_group` checks).
+PreparedCache = dict[tuple[str, "Content", str | None, str | None, bool], "_Prepared"]
 
 
 def enqueue(
@@ -262,11 +289,18 @@ def enqueue(
     if cache is None:
         prepared = _prepare(session, project_id, new.content, new.source)
     else:
-        seen = (project_id, new.content, new.source.provider_id)
+        # (The subscription group is checked in _prepare: it is part of what was seen.)
+        source = new.source
+        seen = (project_id, new.content, source.provider_id, source.subscription_group,
+                source.transactional)  # fmt: skip
         prepared = cache.get(seen) or cache.setdefault(
             seen, _prepare(session, project_id, new.content, new.source)
         )
-    suppressed = bool(suppressions.suppressed(session, project_id, [to.email]))
+    suppressed = bool(
+        suppressions.suppressed(
+            session, project_id, [to.email], transactional=new.source.transactional
+        )
+    )
     message_id = message_id or new_id("msg")
     row = _row(
         project_id, prepared, new.source, message_id=message_id, email=to.email,
@@ -316,7 +350,9 @@ def enqueue_many(
             continue
         seen.add(recipient.idempotency_key)
         valid.append((recipient, email))
-    blocked = suppressions.suppressed(session, project_id, {email for _, email in valid})
+    blocked = suppressions.suppressed(
+        session, project_id, {email for _, email in valid}, transactional=source.transactional
+    )
     when = now()
     rows, history = [], {}
     for recipient, email in valid:

@@ -1,6 +1,6 @@
 """inbound feedback webhooks: per-project webhook secrets, the inbox, message events by address
 
-Revision ID: 0011_hooks
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-03 06:00:00
 
@@ -17,7 +17,7 @@ from alembic import op
 
 from getfluxly_server.storage.models import UTCDateTime
 
-revision = "0011_hooks"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
