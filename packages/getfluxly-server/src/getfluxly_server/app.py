@@ -25,6 +25,7 @@ from getfluxly_server.api import (
     ingest,
     messages,
     openapi_docs,
+    outbound_webhooks,
     profiles,
     projects,
     providers,
@@ -40,6 +41,7 @@ from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
+from getfluxly_server.domain.outbound import sender as outbound_sender
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
@@ -69,6 +71,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature(
+        "outbound webhooks",
+        router=outbound_webhooks.router,
+        job_handlers=lambda r: outbound_sender.handlers(r.db, r.settings),
+    ),
 )
 
 
