@@ -97,3 +97,30 @@ def page(
         )
         query = query.where(Suppression.email.like(f"%{escaped}%", escape="\\"))
     return session.scalars(query.order_by(Suppression.email).limit(limit)).all()
+
+
+def add_many_if_absent(
+    session: Session, project_id: str, entries: Sequence[tuple[str, str, str | None]]
+) -> set[str]:
+    """:func:`add_if_absent` for many ``(email, reason, message_id)`` at once (feedback's
+    batches): one ``INSERT ... ON CONFLICT DO NOTHING``; the addresses added now (the first
+    entry of an address in ``entries`` is the one kept, as an earlier one on the list is)."""
+    rows: dict[str, dict[str, object]] = {}
+    moment = now()
+    for email, reason, message_id in entries:
+        address = normalise(email)
+        rows.setdefault(
+            address,
+            {"project_id": project_id, "email": address, "reason": reason,
+             "message_id": message_id, "created_at": moment},
+        )  # fmt: skip
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert_(Suppression)
+        .on_conflict_do_nothing(index_elements=["project_id", "email"])
+        .returning(Suppression.email)
+    )
+    return set(session.scalars(statement, list(rows.values())))
