@@ -109,7 +109,11 @@ def delivery_loop(resources: WorkerResources) -> Dispatcher:
 
 
 def build_context(settings: Settings) -> BuildContext:
-    return BuildContext(timeout=settings.smtp_timeout, network=settings.network_policy)
+    return BuildContext(
+        timeout=settings.smtp_timeout,
+        network=settings.network_policy,
+        bounce_domain=settings.bounce_domain,
+    )
 
 
 def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None = None) -> FastAPI:
