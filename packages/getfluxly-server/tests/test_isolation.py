@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/v1/browser/gflux.js"),  # the browser script, loaded by a <script> tag
+    # Relays' feedback posts: no API key, each relay's own signature or credentials, per
+    # project (tested relay by relay in test_webhooks.py).
+    ("POST", "/webhooks/{relay}/{project_id}"),
 }
 #: Endpoints that take project keys, with the key kinds they accept; every other ``/v1``
 #: endpoint is management and takes only a workspace key.
@@ -121,6 +124,7 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
             "url": "https://intruder.example/hook", "events": ["message.bounced"],
         },
         ("PATCH", "/v1/webhooks/{webhook_id}"): {"url": "https://intruder.example/hijack"},
+        ("POST", "/v1/projects/{project_id}/webhook-secrets"): {"relay": "postmark"},
     }  # fmt: skip
 
 
@@ -185,7 +189,13 @@ def test_every_endpoint_keeps_tenants_apart(
     message = sent.json()["message"]
     assert message["status"] == "suppressed"
 
+    hooks_path = f"/v1/projects/{p1.id}/webhook-secrets"
+    hook = owner.post(hooks_path, json={"relay": "postmark"})
+    assert hook.status_code == 201, hook.text
+    hooks_before = owner.get(hooks_path).json()
+
     ids = {
+        "relay": "postmark",
         "project_id": p1.id,
         "provider_id": provider["id"],
         "key_id": spare["id"],
@@ -196,7 +206,8 @@ def test_every_endpoint_keeps_tenants_apart(
         "webhook_id": webhook["id"],
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
-    a_ids = [gf_server.workspace_id, p2.id, *ids.values()]
+    # (A relay's name is no object of A's: only ids are looked for in B's answers.)
+    a_ids = [gf_server.workspace_id, p2.id, *(v for k, v in ids.items() if k != "relay")]
 
     openapi = gf_server.anonymous_client().get("/openapi.json").json()
     endpoints = _endpoints(openapi)
@@ -327,3 +338,4 @@ def test_every_endpoint_keeps_tenants_apart(
         message["id"]
     ]
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []
+    assert owner.get(hooks_path).json() == hooks_before

@@ -32,6 +32,7 @@ from getfluxly_server.api import (
     strict_input,
     suppressions,
     templates,
+    webhooks,
 )
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.body_limit import BodyLimit
@@ -40,6 +41,8 @@ from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
+from getfluxly_server.domain.feedback import jobs as feedback_jobs
+from getfluxly_server.domain.feedback.config import config_of as feedback_config
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.outbound import sender as outbound_sender
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
@@ -69,6 +72,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("messages", router=messages.router),
     Feature("templates", router=templates.router),
     Feature("suppressions", router=suppressions.router),
+    Feature(
+        "feedback webhooks",
+        router=webhooks.router,
+        job_handlers=lambda r: feedback_jobs.handlers(r.db, feedback_config(r.settings)),
+    ),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
     Feature(

@@ -38,6 +38,7 @@ from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import providers as provider_domain
 from getfluxly_server.domain import tenancy
 from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.feedback import secrets as webhook_secrets
 from getfluxly_server.settings import Settings, SettingsError
 from getfluxly_server.storage import schema
 from getfluxly_server.storage.db import Database
@@ -509,5 +510,6 @@ def _rotate(_args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
         count = provider_domain.rotate_secrets(session, keyring)
         count += outbound_endpoints.rotate_secrets(session, keyring)
+        count += webhook_secrets.rotate_keys(session, keyring)
     print(f"re-encrypted {count} secret(s) with key {keyring.primary!r}", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ DEFAULT_DATA_DIR = ".getfluxly"
 #: GETFLUXLY_MAX_BODY_BYTES may not go below the ingest batch's own limit (256 KB).
 MIN_BODY_BYTES = 256 * 1024
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Where Amazon SNS serves its signing certificates and subscription confirmations.
+SNS_HOSTS = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 
 
 class SettingsError(Exception):
@@ -100,6 +103,17 @@ class Settings:
     #: envelope sender stays the From address).
     bounce_listen: tuple[str, int] | None = None
     bounce_domain: str | None = None
+    #: Feedback (``domain/feedback``): an address whose soft bounces of this many distinct
+    #: messages were reported within ``soft_bounce_window_days`` is suppressed.
+    soft_bounce_limit: int = 3
+    soft_bounce_window_days: float = 30.0
+    #: Amazon SNS (the ``ses`` webhook): the hosts (``host`` or ``host:port``, a regular
+    #: expression matched whole) a SigningCertURL may name and a SubscribeURL may be
+    #: confirmed on, both over HTTPS; and the CA bundle those fetches trust (None: the
+    #: system's). Tests point them at a local server with a test CA.
+    sns_cert_hosts: str = SNS_HOSTS
+    sns_subscribe_hosts: str = SNS_HOSTS
+    sns_ca_file: Path | None = None
     dev: bool = False
 
     @property
@@ -191,6 +205,13 @@ class Settings:
             ),
             "bounce_listen": reader.endpoint("GETFLUXLY_BOUNCE_LISTEN"),
             "bounce_domain": reader.domain("GETFLUXLY_BOUNCE_DOMAIN"),
+            "soft_bounce_limit": reader.integer("GETFLUXLY_SOFT_BOUNCE_LIMIT", 3, 1, 1_000),
+            "soft_bounce_window_days": reader.number(
+                "GETFLUXLY_SOFT_BOUNCE_WINDOW_DAYS", 30.0, 0.001
+            ),
+            "sns_cert_hosts": reader.pattern("GETFLUXLY_SNS_CERT_HOSTS", SNS_HOSTS),
+            "sns_subscribe_hosts": reader.pattern("GETFLUXLY_SNS_SUBSCRIBE_HOSTS", SNS_HOSTS),
+            "sns_ca_file": reader.file("GETFLUXLY_SNS_CA_FILE"),
             "dev": dev,
         }
         if reader.problems:
@@ -341,6 +362,28 @@ class _Reader:
                     f"{name}: {part!r} is not an IP address or network (e.g. 10.0.0.0/8)"
                 )
         return tuple(found)
+
+    def pattern(self, name: str, default: str) -> str:
+        """A regular expression (matched whole by its users)."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            re.compile(raw)
+        except re.error as exc:
+            self.problems.append(f"{name}={raw!r} is not a regular expression ({exc})")
+            return default
+        return raw
+
+    def file(self, name: str) -> Path | None:
+        """A path to a file that exists."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if not Path(raw).is_file():
+            self.problems.append(f"{name}={raw!r} is not a file")
+            return None
+        return Path(raw)
 
     def keyring(self, dev_dir: Path | None) -> Keyring | None:
         raw = self._raw("GETFLUXLY_ENCRYPTION_KEYS")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.domain.feedback import erasure as feedback_erasure
 from getfluxly_server.domain.messages import erasure as message_erasure
 from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import erasures, profiles
@@ -271,4 +272,5 @@ def erase(session: Session, erasure_id: str) -> None:
     when = now()
     erasures.erase_people(session, erasure.profile_ids, when)
     message_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses, when)
+    feedback_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses)
     erasure.completed_at = datetime.now(UTC)

@@ -783,3 +783,79 @@ class OutboundAttempt(Base):
     at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (Index("ix_outbound_attempts_delivery", "delivery_id", "id"),)
+
+
+class WebhookSecret(Base):
+    """What verifies a relay's webhook posts for a project (engine spec section 7).
+
+    ``secret`` holds the verification material as a JSON object (a secret GetFluxly made, or
+    what the relay made: SendGrid's public key, Mailgun's signing key, a Svix ``whsec_``),
+    AES-GCM encrypted with the keyring and bound to the row's id; it is shown once, never
+    returned again. ``config`` holds what is not secret (SNS topic ARNs allowed).
+    ``expires_at`` is None for the relay's current secret; rotating sets it on the old ones
+    (24 hours on), and a secret past it verifies nothing.
+    """
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    relay: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_webhook_secrets_project", "project_id", "relay"),)
+
+
+#: An inbox row not processed yet (partial-index predicate, literal SQL as above).
+INBOX_PENDING_SQL = text("processed_at IS NULL")
+
+
+class WebhookInbox(Base):
+    """A relay's webhook post as accepted: verified, stored once per delivery, processed in
+    the background (``domain/feedback/inbox.py``).
+
+    ``delivery_id`` is the relay's id for the post (an SNS MessageId, a Svix or Standard
+    Webhooks id, a Mailgun token) or, for relays that send none, the SHA-256 of the body; a
+    post whose ``(project, relay, delivery_id)`` is stored is a replay and changes nothing.
+    ``payload`` is the body as received (UTF-8). Once processed, ``events`` says how many
+    feedback events it held and ``error`` why it held none it could read.
+    """
+
+    __tablename__ = "webhook_inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    relay: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255), default="")
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=now)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+    events: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "relay", "delivery_id", name="uq_webhook_inbox_delivery"),
+        Index(
+            "ix_webhook_inbox_pending",
+            "project_id",
+            "id",
+            sqlite_where=INBOX_PENDING_SQL,
+            postgresql_where=INBOX_PENDING_SQL,
+        ),
+        Index("ix_webhook_inbox_received", "received_at"),
+    )
+
+
+# Feedback counts an address's recent reports (soft bounces) and segments read an address's
+# events: by project, address and time (declared here, after the table, as migration 0011
+# adds it).
+Index(
+    "ix_message_events_email",
+    MessageEvent.project_id,
+    MessageEvent.email,
+    MessageEvent.occurred_at,
+)

@@ -1,7 +1,7 @@
 """outbound webhooks: customers' endpoints, their deliveries and the attempts log
 
 Revision ID: 0011_outhooks
-Revises: 0010
+Revises: 0011_hooks
 Create Date: 2026-12-03 05:45:00
 
 ``outbound_webhooks`` (an endpoint of a project: URL, subscribed event types, the signing
@@ -19,7 +19,7 @@ from alembic import op
 from getfluxly_server.storage.models import UTCDateTime
 
 revision = "0011_outhooks"
-down_revision = "0010"
+down_revision = "0011_hooks"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,19 @@
+"""The feedback job handlers: process a project's webhook inbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from getfluxly_server.domain.feedback.config import FeedbackConfig
+from getfluxly_server.domain.feedback.inbox import PROCESS_INBOX, ProcessInbox, process
+from getfluxly_server.queue.kinds import JobHandler
+from getfluxly_server.storage.db import Database
+
+
+def handlers(db: Database, config: FeedbackConfig) -> list[JobHandler[Any]]:
+    """The inbox handler, bound to this process's database and feedback settings."""
+
+    def run(payload: ProcessInbox) -> dict[str, Any]:
+        return process(db, payload.project_id, config.relays, rules=config.rules, sns=config.sns)
+
+    return [PROCESS_INBOX.handler(run)]
