@@ -17,6 +17,7 @@ HTTP receiver that checks nothing itself: the tests verify the signatures.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ import pytest
 from flux_testkit.gfserver import GFProject, GFServer, Harness, expect_error
 from flux_testkit.httpfake import Reply
 from flux_testkit.outbound import Receiver, verify_signature
+from flux_testkit.webhook_signers import standard_headers
 from getfluxly_server.domain.feedback.record import FeedbackEvent, record
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import MessageEventType
@@ -397,3 +399,44 @@ def test_answers_follow_the_contract_shapes(server: GFServer, project: GFProject
         404, "not_found",
     )  # fmt: skip
     assert isinstance(httpx.URL(server.url), httpx.URL)
+
+
+def test_a_bounce_posted_by_a_relay_reaches_the_customers_endpoint(
+    server: GFServer, project: GFProject, receiver: Receiver
+) -> None:
+    """The whole loop: a relay posts a hard bounce to the generic inbound webhook (signed
+    with the project's secret for it); the customer's endpoint receives it, signed with its
+    own secret."""
+    made = _create(server, project.id, f"{receiver.url}/hook", ["message.bounced"])
+    issued = server.client().post(
+        f"/v1/projects/{project.id}/webhook-secrets", json={"relay": "smtp"}
+    )
+    assert issued.status_code == 201, issued.text
+    relay_secret = issued.json()["webhook_secret"]["secret"]
+    stamp = int(time.time())
+    body = json.dumps({"events": [{
+        "id": "relay-evt-1", "type": "bounced", "email": "gus@example.com",
+        "bounce_type": "hard", "reason": "550 5.1.1 user unknown",
+        "timestamp": datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z"),
+    }]}).encode()  # fmt: skip
+    posted = server.anonymous_client().post(
+        f"/webhooks/smtp/{project.id}",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            **standard_headers(relay_secret, "relay-msg-1", stamp, body),
+        },
+    )
+    assert posted.status_code in (200, 202, 204), posted.text
+    [delivery] = _wait_deliveries(
+        server, made["id"], lambda log: log and log[0]["status"] == "succeeded"
+    )
+    [request] = receiver.requests
+    assert request.headers["webhook-id"] == delivery["id"]
+    verify_signature(made["secret"], request)
+    with pytest.raises(AssertionError):  # the relay's secret is not the endpoint's
+        verify_signature(relay_secret, request)
+    data = request.json["data"]
+    assert (data["email"], data["bounce_type"], data["source"]) == (
+        "gus@example.com", "hard", "smtp",
+    )  # fmt: skip
