@@ -1,13 +1,14 @@
 """The outbound webhook sender's retry decisions, run in this process against a real local
 endpoint, on SQLite and PostgreSQL: the wait after a failed attempt is random (jitter) and
 never above ``base * 2**attempt`` nor the cap; a 429/503 ``Retry-After`` is honoured up to the
-cap; the eighth failure ends the delivery for good; a deleted endpoint's job does nothing.
+cap; the eighth failure ends the delivery for good; a deleted endpoint's job does nothing;
+the log's sweep deletes what ended long ago and nothing pending.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,13 +19,18 @@ from flux_testkit.httpfake import Reply
 from flux_testkit.outbound import Receiver, verify_signature
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain.feedback.record import FeedbackEvent, record
-from getfluxly_server.domain.outbound import endpoints, sender
+from getfluxly_server.domain.outbound import endpoints, retention, sender
 from getfluxly_server.domain.tenancy import Principal
 from getfluxly_server.queue.retry import Permanent, Retry
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage import tenancy as tenancy_store
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import Job, MessageEventType, OutboundDelivery
+from getfluxly_server.storage.models import (
+    Job,
+    MessageEventType,
+    OutboundAttempt,
+    OutboundDelivery,
+)
 
 BASE, CAP = 1.0, 30.0
 
@@ -118,3 +124,29 @@ def test_a_deleted_endpoint_leaves_nothing_to_send(
             endpoints.remove(session, owner, delivery.webhook_id)
         assert _run(gf_db, settings, delivery_id) == {"sent": False, "reason": "gone"}
         assert endpoint.requests == []
+
+
+def test_the_log_keeps_what_is_pending_and_what_is_recent(
+    gf_db: Database, gf_database: GFDatabase
+) -> None:
+    with Receiver() as endpoint:
+        settings, _secret, delivery_id = _setup(gf_db, gf_database, endpoint.url)
+        assert _run(gf_db, settings, delivery_id)["sent"] is True
+    # A second delivery of the same event, still pending.
+    with gf_db.transaction() as session:
+        done = session.get(OutboundDelivery, delivery_id)
+        assert done is not None
+        session.add(
+            OutboundDelivery(
+                id="whmsg_pending0000000000000", webhook_id=done.webhook_id,
+                project_id=done.project_id, message_event_id=done.message_event_id,
+                event_type=done.event_type, status="pending",
+            )
+        )  # fmt: skip
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert retention.sweep(gf_db, datetime.now(UTC) - timedelta(days=30)) == 0  # too recent
+    assert retention.sweep(gf_db, later, batch=1) == 1  # the one that ended; pending stays
+    with gf_db.read() as session:
+        left = session.scalars(select(OutboundDelivery.id)).all()
+        attempts = session.scalars(select(OutboundAttempt.id)).all()
+    assert (left, attempts) == (["whmsg_pending0000000000000"], [])

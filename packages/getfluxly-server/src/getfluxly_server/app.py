@@ -44,6 +44,7 @@ from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.feedback import jobs as feedback_jobs
 from getfluxly_server.domain.feedback.config import config_of as feedback_config
 from getfluxly_server.domain.ingest import writer as ingest_writer
+from getfluxly_server.domain.outbound import retention as outbound_retention
 from getfluxly_server.domain.outbound import sender as outbound_sender
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
 from getfluxly_server.feature import Feature, Runner, WorkerResources
@@ -83,6 +84,9 @@ FEATURES: tuple[Feature, ...] = (
         "outbound webhooks",
         router=outbound_webhooks.router,
         job_handlers=lambda r: outbound_sender.handlers(r.db, r.settings),
+        runners=lambda r: [
+            outbound_retention.Sweeper(r.db, timedelta(days=r.settings.webhook_log_retention_days))
+        ],
     ),
 )
 

@@ -97,6 +97,8 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_backoff_base_seconds: float = 10.0
     webhook_backoff_cap_seconds: float = 3600.0
+    #: Deliveries that ended longer ago than this are deleted from the delivery log.
+    webhook_log_retention_days: float = 30.0
     #: The bounce mailbox (``domain/bounce_mailbox``): where ``serve`` listens for DSNs and
     #: complaint reports (``(host, port)``, None: it does not), and the domain of the VERP
     #: return paths (``bounces+<message id>@<domain>``) SMTP providers send with (None: the
@@ -202,6 +204,9 @@ class Settings:
             ),
             "webhook_backoff_cap_seconds": reader.number(
                 "GETFLUXLY_WEBHOOK_BACKOFF_CAP_SECONDS", 3600.0, 0.001
+            ),
+            "webhook_log_retention_days": reader.number(
+                "GETFLUXLY_WEBHOOK_LOG_RETENTION_DAYS", 30.0, 0.01
             ),
             "bounce_listen": reader.endpoint("GETFLUXLY_BOUNCE_LISTEN"),
             "bounce_domain": reader.domain("GETFLUXLY_BOUNCE_DOMAIN"),

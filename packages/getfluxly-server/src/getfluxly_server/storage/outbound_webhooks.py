@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
@@ -158,3 +159,21 @@ def attempts_of(
         for attempt in session.scalars(query):
             found[attempt.delivery_id].append(attempt)
     return found
+
+
+def delete_finished(session: Session, before: datetime, batch: int = 10_000) -> int:
+    """Delete up to ``batch`` deliveries that ended (succeeded or failed) before ``before``,
+    with their attempts; how many. Callers loop, a transaction per call."""
+    oldest = (
+        select(OutboundDelivery.id)
+        .where(
+            OutboundDelivery.status.in_((SUCCEEDED, FAILED)), OutboundDelivery.updated_at < before
+        )
+        .order_by(OutboundDelivery.updated_at)
+        .limit(batch)
+    )
+    ids = list(session.scalars(oldest))
+    if ids:
+        session.execute(sql_delete(OutboundAttempt).where(OutboundAttempt.delivery_id.in_(ids)))
+        session.execute(sql_delete(OutboundDelivery).where(OutboundDelivery.id.in_(ids)))
+    return len(ids)
