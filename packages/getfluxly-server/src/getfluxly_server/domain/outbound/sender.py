@@ -26,6 +26,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -106,22 +107,16 @@ class Poster:
             return Attempt(None, f"{code}: no answer from {host}", None, None, _ms(started))
 
 
+@dataclass(frozen=True)
 class Attempt:
-    """What one POST came to."""
+    """What one POST came to: the status (None: no answer), our error (None: success), an
+    excerpt of the answer, its Retry-After, how long it took."""
 
-    def __init__(
-        self,
-        status_code: int | None,
-        error: str | None,
-        excerpt: str | None,
-        retry_after: float | None,
-        duration_ms: int,
-    ) -> None:
-        self.status_code = status_code
-        self.error = error
-        self.excerpt = excerpt
-        self.retry_after = retry_after
-        self.duration_ms = duration_ms
+    status_code: int | None
+    error: str | None
+    excerpt: str | None
+    retry_after: float | None
+    duration_ms: int
 
     @property
     def ok(self) -> bool:
