@@ -133,6 +133,10 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
+        ("POST", "/v1/projects/{project_id}/webhooks"): {
+            "url": "https://intruder.example/hook", "events": ["message.bounced"],
+        },
+        ("PATCH", "/v1/webhooks/{webhook_id}"): {"url": "https://intruder.example/hijack"},
         ("POST", "/v1/projects/{project_id}/webhook-secrets"): {"relay": "postmark"},
         ("PUT", "/v1/projects/{project_id}/subscription-groups"): {
             "subscription_groups": [{"name": "intruder", "label": "Intruder"}],
@@ -185,6 +189,11 @@ def test_every_endpoint_keeps_tenants_apart(
     template = owner.post(
         f"/v1/projects/{p1.id}/templates", json={"name": "t", "subject": "s", "text": "x"}
     ).json()["template"]
+    webhook = owner.post(
+        f"/v1/projects/{p1.id}/webhooks",
+        json={"url": "https://hooks.example.com/p1", "events": ["message.bounced"]},
+    ).json()["webhook"]
+    del webhook["secret"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
@@ -210,6 +219,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "message_id": message["id"],
         "template_id": template["id"],
         "email": listed,
+        "webhook_id": webhook["id"],
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     # (A relay's name is no object of A's: only ids are looked for in B's answers.)
@@ -330,6 +340,8 @@ def test_every_endpoint_keeps_tenants_apart(
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
+    assert owner.get(f"/v1/webhooks/{webhook['id']}").json()["webhook"] == webhook
+    assert owner.get(f"/v1/projects/{p1.id}/webhooks").json()["webhooks"] == [webhook]
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     groups = owner.get(f"/v1/projects/{p1.id}/subscription-groups").json()

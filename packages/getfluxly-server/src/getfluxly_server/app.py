@@ -26,6 +26,7 @@ from getfluxly_server.api import (
     ingest,
     messages,
     openapi_docs,
+    outbound_webhooks,
     profiles,
     projects,
     providers,
@@ -48,6 +49,8 @@ from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.feedback import jobs as feedback_jobs
 from getfluxly_server.domain.feedback.config import config_of as feedback_config
 from getfluxly_server.domain.ingest import writer as ingest_writer
+from getfluxly_server.domain.outbound import retention as outbound_retention
+from getfluxly_server.domain.outbound import sender as outbound_sender
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
@@ -86,6 +89,14 @@ FEATURES: tuple[Feature, ...] = (
     Feature("unsubscribe", router=unsubscribe.router),
     Feature("subscription groups", router=subscription_groups.router),
     Feature("domain check", router=domain_check.router),
+    Feature(
+        "outbound webhooks",
+        router=outbound_webhooks.router,
+        job_handlers=lambda r: outbound_sender.handlers(r.db, r.settings),
+        runners=lambda r: [
+            outbound_retention.Sweeper(r.db, timedelta(days=r.settings.webhook_log_retention_days))
+        ],
+    ),
 )
 
 
@@ -120,7 +131,11 @@ def delivery_loop(resources: WorkerResources) -> Dispatcher:
 
 
 def build_context(settings: Settings) -> BuildContext:
-    return BuildContext(timeout=settings.smtp_timeout, network=settings.network_policy)
+    return BuildContext(
+        timeout=settings.smtp_timeout,
+        network=settings.network_policy,
+        bounce_domain=settings.bounce_domain,
+    )
 
 
 def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None = None) -> FastAPI:

@@ -7,6 +7,7 @@
     getfluxly project create --workspace WS NAME          prints the project keys, once
     getfluxly key create|list|revoke ...                  more keys, or revoke one
     getfluxly keys generate-encryption-key | rotate       the secrets keyring
+    getfluxly bounces --listen HOST:PORT                  the bounce mailbox (DSN, ARF)
 
 Configuration comes from ``GETFLUXLY_*`` variables (see settings.py). Exit codes: 0 success,
 1 bad configuration (the message lists every problem), 2 usage error or refused operation.
@@ -24,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,6 +154,17 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate", help="re-encrypt stored secrets with the primary key").set_defaults(
         handler=_rotate
     )
+
+    bounces = commands.add_parser(
+        "bounces", help="the bounce mailbox: receive DSNs and complaint reports over SMTP"
+    )
+    bounces.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="where to listen (default GETFLUXLY_BOUNCE_LISTEN), such as 0.0.0.0:25",
+    )
+    bounces.set_defaults(handler=_bounces)
     return parser
 
 
@@ -236,8 +248,15 @@ def _run(args: argparse.Namespace, settings: Settings, *, with_worker: bool) -> 
     host, port = args.host or settings.host, args.port or settings.port
     db = _database(settings)
     if args.processes == 1:
-        _run_one(settings, db, host, port, with_worker=with_worker)
+        # `serve` with GETFLUXLY_BOUNCE_LISTEN runs the bounce mailbox too.
+        with _bounce_mailbox(settings, db) if with_worker else contextlib.nullcontext():
+            _run_one(settings, db, host, port, with_worker=with_worker)
         return 0
+    if with_worker and settings.bounce_listen is not None:
+        raise UsageError(
+            "GETFLUXLY_BOUNCE_LISTEN works with one `serve` process: with --processes, run "
+            "the bounce mailbox as its own process (`getfluxly bounces --listen HOST:PORT`)"
+        )
     if db.is_sqlite:
         raise UsageError(
             "--processes needs PostgreSQL: SQLite lets one process write at a time, so more "
@@ -377,6 +396,59 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _bounce_mailbox(
+    settings: Settings, db: Database, listen: tuple[str, int] | None = None
+) -> Iterator[None]:
+    """The bounce mailbox on ``listen`` (default GETFLUXLY_BOUNCE_LISTEN; none if unset)
+    while the block runs."""
+    where = listen or settings.bounce_listen
+    if where is None:
+        yield
+        return
+    from getfluxly_server.domain.bounce_mailbox.listener import BounceListener
+
+    listener = BounceListener(db, *where, domain=settings.bounce_domain)
+    try:
+        listener.start()
+    except OSError as exc:
+        raise UsageError(
+            f"the bounce mailbox cannot listen on {where[0]}:{where[1]}: {exc}"
+        ) from None
+    domain = settings.bounce_domain or "any domain (GETFLUXLY_BOUNCE_DOMAIN is not set)"
+    log.info("bounce mailbox listening on %s for %s", listener.address, domain)
+    try:
+        yield
+    finally:
+        listener.stop()
+
+
+def _bounces(args: argparse.Namespace, settings: Settings) -> int:
+    """``getfluxly bounces``: the bounce mailbox alone, until SIGTERM or Ctrl-C."""
+    from getfluxly_server.settings import parse_listen
+
+    if args.listen is not None:
+        try:
+            listen: tuple[str, int] | None = parse_listen(args.listen)
+        except ValueError as exc:
+            raise UsageError(f"--listen {args.listen!r}: {exc}") from None
+    else:
+        listen = settings.bounce_listen
+    if listen is None:
+        raise UsageError("say where to listen: --listen HOST:PORT or GETFLUXLY_BOUNCE_LISTEN")
+    db = _database(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with _bounce_mailbox(settings, db, listen):
+            print(f"getfluxly bounces: listening on {listen[0]}:{listen[1]}", file=sys.stderr)
+            while not stop.wait(1.0):
+                pass
+    finally:
+        db.dispose()
+    return 0
+
+
 def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2))
 
@@ -433,8 +505,11 @@ def _generate_key(_args: argparse.Namespace, _settings: Settings) -> int:
 def _rotate(_args: argparse.Namespace, settings: Settings) -> int:
     """Re-encrypt every secret not under the primary key, so old keys can be dropped."""
     keyring = settings.keyring
+    from getfluxly_server.domain.outbound import endpoints as outbound_endpoints
+
     with _database(settings).transaction() as session:
         count = provider_domain.rotate_secrets(session, keyring)
+        count += outbound_endpoints.rotate_secrets(session, keyring)
         count += webhook_secrets.rotate_keys(session, keyring)
     print(f"re-encrypted {count} secret(s) with key {keyring.primary!r}", file=sys.stderr)
     return 0

@@ -92,6 +92,19 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     #: The largest request body any route reads (413 beyond; ingest keeps its own limits).
     max_body_bytes: int = 1024 * 1024
+    #: Outbound webhooks (``domain/outbound``): how long one POST to a customer's endpoint
+    #: may take, and the capped, fully jittered backoff between its attempts.
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_base_seconds: float = 10.0
+    webhook_backoff_cap_seconds: float = 3600.0
+    #: Deliveries that ended longer ago than this are deleted from the delivery log.
+    webhook_log_retention_days: float = 30.0
+    #: The bounce mailbox (``domain/bounce_mailbox``): where ``serve`` listens for DSNs and
+    #: complaint reports (``(host, port)``, None: it does not), and the domain of the VERP
+    #: return paths (``bounces+<message id>@<domain>``) SMTP providers send with (None: the
+    #: envelope sender stays the From address).
+    bounce_listen: tuple[str, int] | None = None
+    bounce_domain: str | None = None
     #: Feedback (``domain/feedback``): an address whose soft bounces of this many distinct
     #: messages were reported within ``soft_bounce_window_days`` is suppressed.
     soft_bounce_limit: int = 3
@@ -188,6 +201,20 @@ class Settings:
             "max_body_bytes": reader.integer(
                 "GETFLUXLY_MAX_BODY_BYTES", 1024 * 1024, MIN_BODY_BYTES, 1024 * 1024 * 1024
             ),
+            "webhook_timeout_seconds": reader.number(
+                "GETFLUXLY_WEBHOOK_TIMEOUT_SECONDS", 10.0, 1.0
+            ),
+            "webhook_backoff_base_seconds": reader.number(
+                "GETFLUXLY_WEBHOOK_BACKOFF_BASE_SECONDS", 10.0, 0.001
+            ),
+            "webhook_backoff_cap_seconds": reader.number(
+                "GETFLUXLY_WEBHOOK_BACKOFF_CAP_SECONDS", 3600.0, 0.001
+            ),
+            "webhook_log_retention_days": reader.number(
+                "GETFLUXLY_WEBHOOK_LOG_RETENTION_DAYS", 30.0, 0.01
+            ),
+            "bounce_listen": reader.endpoint("GETFLUXLY_BOUNCE_LISTEN"),
+            "bounce_domain": reader.domain("GETFLUXLY_BOUNCE_DOMAIN"),
             "soft_bounce_limit": reader.integer("GETFLUXLY_SOFT_BOUNCE_LIMIT", 3, 1, 1_000),
             "soft_bounce_window_days": reader.number(
                 "GETFLUXLY_SOFT_BOUNCE_WINDOW_DAYS", 30.0, 0.001
@@ -213,6 +240,26 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:2525`` for IPv6) as ``(host, port)``; ValueError saying what is
+    wrong."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, such as 0.0.0.0:25 or [::]:25")
+    return host, int(port)
+
+
+def _is_dns_label(label: str) -> bool:
+    return (
+        0 < len(label) <= 63
+        and label.isascii()
+        and all(c.isalnum() or c == "-" for c in label)
+        and not label.startswith("-")
+        and not label.endswith("-")
+    )
 
 
 class _Reader:
@@ -315,6 +362,30 @@ class _Reader:
             )
             return None
         return host, number
+
+    def endpoint(self, name: str) -> tuple[str, int] | None:
+        """``HOST:PORT`` (``[::1]:25`` for IPv6), or None when unset."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        try:
+            return parse_listen(raw)
+        except ValueError as exc:
+            self.problems.append(f"{name}={raw!r}: {exc}")
+            return None
+
+    def domain(self, name: str) -> str | None:
+        """A DNS domain name (lower-cased), or None when unset."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        labels = raw.lower().rstrip(".").split(".")
+        if len(labels) < 2 or not all(_is_dns_label(label) for label in labels):
+            self.problems.append(
+                f"{name}={raw!r} must be a domain name such as bounces.example.com"
+            )
+            return None
+        return ".".join(labels)
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         """Comma-separated addresses or networks (``10.0.0.0/8, 192.168.1.7, ::1``)."""

@@ -275,6 +275,11 @@ class BuildContext:
     #: :class:`~getfluxly_server.delivery.clients.ClientCache` holds. Off, every call opens
     #: and closes its own, so a client used once and dropped leaves nothing open.
     keep_connections: bool = False
+    #: GETFLUXLY_BOUNCE_DOMAIN: SMTP providers send ledger messages with the VERP envelope
+    #: sender ``bounces+<message id>@<bounce_domain>``, so the bounce mailbox
+    #: (``domain/bounce_mailbox``) can tell which message a DSN is about (None: the envelope
+    #: sender is the From address, as before).
+    bounce_domain: str | None = None
 
     @property
     def block_private_networks(self) -> bool:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fluxmail import (
@@ -305,7 +306,7 @@ class SMTPProvider(ClientBase):
         items, positions = [], []
         for index, email in enumerate(emails):
             try:
-                items.append(self._renderer.render(email))
+                items.append(self._with_return_path(email, *self._renderer.render(email)))
                 positions.append(index)
             except FluxMailException as exc:
                 error = DeliveryError("rejected", f"The message cannot be sent: {exc}")
@@ -324,6 +325,16 @@ class SMTPProvider(ClientBase):
             for index, (_, data), outcome in zip(positions, items, outcomes, strict=True):
                 results[index] = _result(outcome, data, elapsed)
         return [r for r in results if r is not None]
+
+    def _with_return_path(self, email: OutgoingEmail, envelope: Any, data: bytes) -> Any:
+        """The bounce mailbox's VERP: with a bounce domain configured, a ledger message's
+        envelope sender (MAIL FROM, where every MTA sends its DSN) becomes
+        ``bounces+<message id>@<domain>``; the From header is left as it is. Test sends
+        (no message id) keep the From address."""
+        domain = self.context.bounce_domain
+        if domain is None or email.message_id is None:
+            return envelope, data
+        return replace(envelope, sender=f"bounces+{email.message_id}@{domain}"), data
 
     def close(self) -> None:
         with self._lock:

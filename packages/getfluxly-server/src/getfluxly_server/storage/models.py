@@ -724,6 +724,73 @@ class ProviderConnection(Base):
     __table_args__ = (Index("ix_provider_connections_provider", "provider_id", "lease_until"),)
 
 
+class OutboundWebhook(Base):
+    """A customer's endpoint that receives a project's message events (engine spec section
+    7, outbound): ``events`` are the subscribed types (``message.bounced``, ...). ``secret``
+    is the Standard Webhooks signing secret (``whsec_...``), AES-GCM encrypted with the
+    keyring (bound to the row's id); shown once, when the endpoint is created."""
+
+    __tablename__ = "outbound_webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (Index("ix_outbound_webhooks_project", "project_id", "created_at"),)
+
+
+class OutboundDelivery(Base):
+    """One event to send to one endpoint: the Standard Webhooks message (``id`` is its
+    ``webhook-id``, the same on every attempt). The body is built from the event row when
+    it is sent, so nothing personal is copied here (an erasure that scrubs the event scrubs
+    what is sent). ``status``: ``pending`` | ``succeeded`` | ``failed`` (attempts used up)."""
+
+    __tablename__ = "outbound_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("outbound_webhooks.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    message_event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("message_events.id", ondelete="CASCADE"),
+    )
+    event_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        Index("ix_outbound_deliveries_webhook", "webhook_id", "created_at", "id"),
+        Index("ix_outbound_deliveries_event", "message_event_id"),
+    )
+
+
+class OutboundAttempt(Base):
+    """One HTTP attempt of a delivery, for the delivery log: the status code (None when no
+    answer came), our own error text (never the secret), and a short printable excerpt of
+    the answer's body."""
+
+    __tablename__ = "outbound_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("outbound_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column()
+    status_code: Mapped[int | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    response_excerpt: Mapped[str | None] = mapped_column(Text, default=None)
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (Index("ix_outbound_attempts_delivery", "delivery_id", "id"),)
+
+
 class WebhookSecret(Base):
     """What verifies a relay's webhook posts for a project (engine spec section 7).
 

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from fluxmail import is_email
 from getfluxly_server.domain.ingest import PROCESS_EVENTS, PROCESS_JOB, ProcessEvents
+from getfluxly_server.domain.outbound.fanout import queue_deliveries
 from getfluxly_server.storage import events as event_store
 from getfluxly_server.storage import message_events as store
 from getfluxly_server.storage import suppressions as suppression_store
@@ -198,6 +199,9 @@ def record(
     _move_statuses(session, written, by_id, moment)
     _suppress(session, project_id, written, written_groups, rules, moment)
     _profile_events(session, project_id, written, by_id, written_groups, moment)
+    # Outbound webhooks (domain/outbound): the project's subscribed endpoints hear of the
+    # rows written, queued in this transaction (set-based: one fan-out per batch).
+    queue_deliveries(session, project_id, written)
     return written
 
 

@@ -1,0 +1,63 @@
+"""Keeping the delivery log bounded: deliveries that ended (succeeded, or failed for good)
+more than ``GETFLUXLY_WEBHOOK_LOG_RETENTION_DAYS`` ago are deleted with their attempts, by a
+sweeper every worker process runs (the deletes are idempotent: two sweepers at once only
+share the work). Pending deliveries are never touched."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from getfluxly_server.storage import outbound_webhooks as store
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import now
+
+log = logging.getLogger("getfluxly.webhooks.outbound")
+
+#: Deliveries deleted per transaction (SQLite's write lock is never held for long).
+BATCH = 5_000
+
+
+def sweep(db: Database, before: datetime, batch: int = BATCH) -> int:
+    """Delete every delivery that ended before ``before``, a transaction per ``batch``;
+    how many."""
+    deleted = 0
+    while True:
+        with db.transaction() as session:
+            count = store.delete_finished(session, before, batch)
+        deleted += count
+        if count < batch:
+            return deleted
+
+
+class Sweeper:
+    """A worker's runner: :func:`sweep` at start and every ``interval`` seconds after."""
+
+    def __init__(self, db: Database, retention: timedelta, interval: float = 3600.0) -> None:
+        self.db = db
+        self.retention = retention
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="webhook-log-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                deleted = sweep(self.db, now() - self.retention)
+                if deleted:
+                    log.info("deleted %d webhook deliveries older than %s", deleted, self.retention)
+            except Exception:  # a broken database must not kill the thread: log, try later
+                log.exception("could not sweep the webhook delivery log")
+            self._stop.wait(self.interval)
