@@ -338,3 +338,8 @@ def negate(condition: Condition) -> Condition:
 
 def exists_in(session: Session, query: Select[str]) -> bool:
     return bool(session.scalar(select(query.exists())))
+
+
+def count_of(session: Session, query: Select[str]) -> int:
+    """How many rows ``query`` selects."""
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
