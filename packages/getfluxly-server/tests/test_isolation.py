@@ -117,6 +117,13 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
+        ("POST", "/v1/projects/{project_id}/segments"): {
+            "name": "intruder", "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("POST", "/v1/projects/{project_id}/segments/preview"): {
+            "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("PATCH", "/v1/segments/{segment_id}"): {"name": "Hijacked", "rule": {"event": "x"}},
     }  # fmt: skip
 
 
@@ -165,6 +172,10 @@ def test_every_endpoint_keeps_tenants_apart(
     template = owner.post(
         f"/v1/projects/{p1.id}/templates", json={"name": "t", "subject": "s", "text": "x"}
     ).json()["template"]
+    segment = owner.post(
+        f"/v1/projects/{p1.id}/segments",
+        json={"name": "pros", "rule": {"trait": "plan", "op": "eq", "value": "pro"}},
+    ).json()["segment"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
@@ -183,6 +194,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "profile_id": profile["id"],
         "message_id": message["id"],
         "template_id": template["id"],
+        "segment_id": segment["id"],
         "email": listed,
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
@@ -303,6 +315,10 @@ def test_every_endpoint_keeps_tenants_apart(
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
+    kept = owner.get(f"/v1/segments/{segment['id']}").json()["segment"]
+    assert {**kept, "count": 0} == segment
+    members = owner.get(f"/v1/segments/{segment['id']}/members").json()["members"]
+    assert [m["profile_id"] for m in members] in ([], [profile["id"]])
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []
