@@ -54,8 +54,10 @@ SEGMENTS: list[dict[str, Any]] = [
     {"event": "login", "count": {"lte": 1}, "within": "P3D"},
     {"trait": "plan", "op": "eq", "value": "pro"},
     {"not": {"event": "purchase"}},
-    {"all": [{"trait": "plan", "op": "in", "value": ["pro", "team"]}, {"event": "login", "within": "P1D"}]},
-    {"any": [{"event": "purchase", "count": {"gte": 2}}, {"trait": "vip", "op": "eq", "value": True}]},
+    {"all": [{"trait": "plan", "op": "in", "value": ["pro", "team"]},
+             {"event": "login", "within": "P1D"}]},
+    {"any": [{"event": "purchase", "count": {"gte": 2}},
+             {"trait": "vip", "op": "eq", "value": True}]},
 ]  # fmt: skip
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
@@ -107,7 +109,7 @@ def settle(db: Database, project_id: str, cache: membership.RuleCache, clock: Ma
 
 
 def run_backend(backend: Backend, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    rng = random.Random(7)  # noqa: S311 - a workload, not secrets
+    rng = random.Random(7)  # a workload, not secrets
     clock = ManualClock(NOW)
     with fresh_database(backend, workdir) as db:
         note(f"[{backend}] {args.profiles} profiles ...")

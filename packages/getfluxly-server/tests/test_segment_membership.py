@@ -251,3 +251,15 @@ def test_a_profile_changed_outside_events_is_seen_by_the_next_pass(engine: Engin
         row.traits, row.updated_at = {"plan": "pro"}, datetime.now(UTC)
     engine.advance(timedelta(seconds=1))
     assert engine.users(pros) == {"ada"}
+
+
+def test_time_alone_brings_a_profile_into_an_at_most_segment(engine: Engine) -> None:
+    quiet = engine.segment({"event": "login", "count": {"lte": 1}, "within": "P1D"})
+    engine.login("ada", n=2)
+    assert engine.users(quiet) == set()
+    engine.advance(timedelta(hours=1))  # the project's first pass: every segment in full
+    assert engine.users(quiet) == set()
+    # Later passes look only at profiles whose events left a window since the last one.
+    assert engine.advance(DAY) == {"entered": 1, "left": 0}
+    assert engine.users(quiet) == {"ada"}
+    assert engine.transitions(quiet) == [("ada", "entered")]

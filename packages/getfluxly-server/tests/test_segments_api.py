@@ -69,9 +69,11 @@ def test_segments_through_the_server_and_worker(server: GFServer) -> None:
     edge = now - timedelta(days=7) + timedelta(seconds=20)
     _send(
         server, project,
-        *({"event": "login", "external_id": "ada", "timestamp": t.isoformat()} for t in (edge, now, now)),
+        *({"event": "login", "external_id": "ada", "timestamp": t.isoformat()}
+          for t in (edge, now, now)),
         *({"event": "login", "external_id": "bob", "timestamp": now.isoformat()} for _ in range(2)),
-        {"type": "identify", "external_id": "ada", "traits": {"plan": "pro", "email": "ada@example.com"}},
+        {"type": "identify", "external_id": "ada",
+         "traits": {"plan": "pro", "email": "ada@example.com"}},
         {"type": "identify", "external_id": "cy", "traits": {"plan": "free"}},
     )  # fmt: skip
     rule = {"event": "login", "count": {"gte": 3}, "within": "P7D"}

@@ -9,7 +9,7 @@ order within a project).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Select,
@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import (
+    Event,
     Profile,
     Segment,
     SegmentMember,
@@ -256,3 +257,30 @@ def profiles_changed_since(session: Session, project_id: str, since: datetime) -
         Profile.erased_at.is_(None),
     )
     return list(session.scalars(query))
+
+
+def crossed_windows(
+    session: Session,
+    project_id: str,
+    windows: Collection[tuple[str, timedelta]],
+    since: datetime,
+    until: datetime,
+) -> list[str]:
+    """Profiles with an event named ``name`` that left a window of ``length`` between
+    ``since`` and ``until``: timestamp in ``[since - length, until - length)``, for each
+    ``(name, length)`` of ``windows``. Only these can enter or leave an event-count segment
+    as time alone passes."""
+    if not windows:
+        return []
+    edges = [
+        and_(
+            Event.name == name, Event.timestamp >= since - length, Event.timestamp < until - length
+        )
+        for name, length in windows
+    ]
+    query = (
+        select(Event.profile_id)
+        .where(Event.project_id == project_id, Event.profile_id.is_not(None), or_(*edges))
+        .distinct()
+    )
+    return [p for p in session.scalars(query) if p is not None]

@@ -12,11 +12,13 @@ transitions commit in id order and an automation may follow them with an id curs
   against every segment, and the merged ones leave.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
-* :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: it
-  recomputes the segments time alone can change (``within``, ``within_last``,
-  ``before_last``) and those reading mail activity or subscription state (written outside
-  event processing); it evaluates profiles changed since its last pass (an alias merge, a
-  trait written directly) against every segment, and removes members whose profile was
+* :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
+  a segment with event windows (``within``) it evaluates only the profiles with an event
+  that left a window since its last pass (the only ones time alone can move); it
+  recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
+  any profile's may cross now), mail activity or subscription state (written outside event
+  processing); it evaluates profiles changed since its last pass (an alias merge, a trait
+  written directly) against every other segment, and removes members whose profile was
   merged or erased. Its first pass after a start recomputes every segment (catching up on
   anything missed while no worker ran).
 """
@@ -78,10 +80,21 @@ class Saved:
     #: an event touches, since a new profile may be one.
     admits_empty: bool
 
+    #: The ``(event, within)`` pairs of its event rules with a window.
+    windows: frozenset[tuple[str, timedelta]] = frozenset()
+
     @property
-    def changes_with_time(self) -> bool:
-        """Whether the periodic pass recomputes it."""
-        return self.reads.timed or self.reads.email or self.reads.subscriptions
+    def recomputed_by_the_pass(self) -> bool:
+        """Whether the periodic pass recomputes it in full: it reads mail activity or
+        subscription state (changed outside event processing), or a date trait (any
+        profile's may cross now)."""
+        return self.reads.email or self.reads.subscriptions or self.reads.timed_traits
+
+    @property
+    def windowed(self) -> bool:
+        """Whether time alone changes it only through event windows: the pass evaluates
+        just the profiles with an event that crossed a window's edge since its last pass."""
+        return bool(self.windows) and not self.recomputed_by_the_pass
 
 
 class RuleCache:
@@ -100,7 +113,10 @@ class RuleCache:
         if found is not None:
             return found
         rule = rules.parse(row.rule)
-        found = Saved(row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule))
+        found = Saved(
+            row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule),
+            frozenset(_windows(rule)),
+        )  # fmt: skip
         with self._lock:
             if len(self._parsed) >= self.LIMIT:
                 self._parsed.clear()
@@ -109,6 +125,17 @@ class RuleCache:
 
     def live(self, session: Session, project_id: str) -> list[Saved]:
         return [self.saved(row) for row in store.live(session, project_id)]
+
+
+def _windows(rule: Rule) -> list[tuple[str, timedelta]]:
+    match rule:
+        case All(children) | AnyOf(children):
+            return [w for c in children for w in _windows(c)]
+        case Not(inner):
+            return _windows(inner)
+        case Performed(event=event, within=within) if within is not None:
+            return [(event, within)]
+    return []
 
 
 def _empty(rule: Rule) -> bool:
@@ -250,6 +277,8 @@ class SegmentRunner:
         self.interval = interval
         self.cache = cache or RuleCache()
         self._since: datetime | None = None
+        #: The engine's time of each project's last pass (event windows crossed since).
+        self._last_now: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -295,15 +324,21 @@ class SegmentRunner:
             left = store.leave_gone(session, project_id, now)
             entered = 0
             segments = self.cache.live(session, project_id)
+            last = self._last_now.get(project_id)
             rest = []
             for segment in segments:
-                if since is None or segment.changes_with_time:
+                if since is None or last is None or segment.recomputed_by_the_pass:
                     more, fewer = recompute(session, segment, now)
                     entered, left = entered + more, left + fewer
-                else:
-                    rest.append(segment)
+                    continue
+                if segment.windowed:
+                    crossed = store.crossed_windows(session, project_id, segment.windows, last, now)
+                    more, fewer = refresh(session, [segment], crossed, now)
+                    entered, left = entered + more, left + fewer
+                rest.append(segment)
             if rest and since is not None:
                 changed = store.profiles_changed_since(session, project_id, since)
                 more, fewer = refresh(session, rest, changed, now)
                 entered, left = entered + more, left + fewer
+            self._last_now[project_id] = now
             return entered, left

@@ -149,12 +149,14 @@ class Reads:
     timed: bool
     email: bool
     subscriptions: bool
+    #: Whether a date trait is compared with now (``within_last``, ``before_last``).
+    timed_traits: bool = False
 
 
 def reads(rule: Rule) -> Reads:
     events: set[str] = set()
     traits: set[str] = set()
-    flags = {"timed": False, "email": False, "subscriptions": False}
+    flags = {"timed": False, "email": False, "subscriptions": False, "timed_traits": False}
 
     def walk(node: Rule) -> None:
         match node:
@@ -166,6 +168,7 @@ def reads(rule: Rule) -> Reads:
             case Trait(condition):
                 traits.add(condition.key)
                 flags["timed"] |= condition.op in TIME_OPS
+                flags["timed_traits"] |= condition.op in TIME_OPS
             case Performed(event=event, within=within):
                 events.add(event)
                 flags["timed"] |= within is not None
