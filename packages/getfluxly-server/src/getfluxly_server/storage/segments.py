@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from getfluxly_server.storage.models import (
     Event,
@@ -177,8 +177,14 @@ def sync(
     profile id order. Returns (entered, left)."""
     want = wanted.subquery("want")
     wanted_id = next(iter(want.c))
-    current = select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
-    new = wanted_id.not_in(current)
+    # NOT EXISTS, not NOT IN: PostgreSQL plans it as an anti-join whatever its estimates,
+    # where NOT IN over a subquery it guesses too large to hash is a scan per row.
+    member = aliased(SegmentMember)
+    new = ~(
+        select(literal(1))
+        .where(member.segment_id == segment_id, member.profile_id == wanted_id)
+        .exists()
+    )
     stamp = literal(at, UTCDateTime())
     columns = ["project_id", "segment_id", "profile_id", "kind", "at"]
     # RETURNING counts the rows (psycopg reports no rowcount for INSERT ... SELECT here).
@@ -200,7 +206,8 @@ def sync(
         )
     )
     gone = and_(
-        SegmentMember.segment_id == segment_id, SegmentMember.profile_id.not_in(select(wanted_id))
+        SegmentMember.segment_id == segment_id,
+        ~select(literal(1)).select_from(want).where(wanted_id == SegmentMember.profile_id).exists(),
     )
     left = session.execute(
         insert(SegmentTransition).from_select(
