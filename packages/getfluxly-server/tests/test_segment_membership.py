@@ -198,30 +198,25 @@ def test_a_new_profile_enters_a_segment_of_absence(engine: Engine) -> None:
 
 
 def test_merged_profiles_leave_and_the_survivor_is_evaluated(engine: Engine) -> None:
-    seg = engine.segment({"event": "login", "count": {"gte": 2}})
-    anonymous = engine.segment({"event": "page"})
-    engine.send(
-        {"event": "page", "anonymous_id": "device-1"},
-        {"event": "login", "anonymous_id": "device-1"},
-    )
+    twice = engine.segment({"event": "login", "count": {"gte": 2}})
+    once = engine.segment({"event": "login"})
+    engine.send({"event": "login", "anonymous_id": "device-1"})  # the older profile
     engine.login("ada")
+    ada = engine.profile_id("ada")
     with engine.db.read() as session:
-        anon_id = session.scalars(
-            select(Profile.id).where(
-                Profile.project_id == engine.project_id, Profile.id != engine.profile_id("ada")
-            )
-        ).one()
-    assert engine.members(anonymous) == {anon_id}
-    assert engine.members(seg) == set()
-    # One event naming both ids merges them: the survivor has both logins and the page view.
-    engine.send({"event": "identify_me", "anonymous_id": "device-1", "external_id": "ada"})
-    survivor = engine.profile_id("ada")
-    with engine.db.read() as session:
-        merged = session.get(Profile, anon_id if survivor != anon_id else engine.profile_id("ada"))
-        assert merged is not None
-    assert engine.members(seg) == {survivor}
-    assert engine.members(anonymous) == {survivor}
-    assert (anon_id, "left") in engine.transitions(anonymous) or survivor == anon_id
+        query = select(Profile.id).where(Profile.project_id == engine.project_id, Profile.id != ada)
+        device = session.scalars(query).one()
+    assert engine.members(once) == {device, ada}
+    assert engine.members(twice) == set()
+    # One event naming both ids merges them into the older (the device's): it has both
+    # logins now, and ada's profile, merged, leaves.
+    engine.send({"event": "page", "anonymous_id": "device-1", "external_id": "ada"})
+    assert engine.profile_id("ada") == device
+    assert engine.members(once) == {device}
+    assert engine.members(twice) == {device}
+    # (transitions name profiles by external id: "ada" is the device's profile now)
+    assert engine.transitions(once)[-1:] == [(ada, "left")]
+    assert engine.transitions(twice) == [("ada", "entered")]
 
 
 def test_the_pass_removes_erased_profiles_and_sees_unsubscribes(engine: Engine) -> None:

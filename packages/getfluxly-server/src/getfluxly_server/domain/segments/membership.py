@@ -244,9 +244,12 @@ class SegmentConsumer:
         names = {e.name for e in events if e.name}
         traits = {key for e in events if e.type == "identify" for key in (e.traits or {})}
         # Profiles that merged others have their events and traits: every segment may change.
-        merged = {p.merged_into for p in profile_store.merged_into(session, touched)}
-        merged.discard(None)
-        survivors = {p for p in merged if p is not None}
+        # Only an event naming two ids can merge (profiles.merged_into has no index: the
+        # lookup is skipped for chunks that cannot have merged anything).
+        survivors: set[str] = set()
+        if any(sum(1 for i in (e.anonymous_id, e.external_id, e.user_id) if i) > 1 for e in events):
+            found = profile_store.merged_into(session, touched)
+            survivors = {p.merged_into for p in found if p.merged_into is not None}
         for segment in segments:
             relevant = (
                 segment.admits_empty
