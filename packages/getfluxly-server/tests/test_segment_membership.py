@@ -258,3 +258,22 @@ def test_time_alone_brings_a_profile_into_an_at_most_segment(engine: Engine) -> 
     assert engine.advance(DAY) == {"entered": 1, "left": 0}
     assert engine.users(quiet) == {"ada"}
     assert engine.transitions(quiet) == [("ada", "entered")]
+
+
+def test_profiles_changed_outside_events_are_evaluated_in_bounded_chunks(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pros = engine.segment({"trait": "plan", "op": "eq", "value": "pro"})
+    for user in ("ada", "bob", "cy"):
+        engine.login(user)
+    ids = [engine.profile_id(u) for u in ("ada", "bob", "cy")]
+    with engine.db.transaction() as session:
+        for pid in ids[:2]:
+            row = session.get(Profile, pid)
+            assert row is not None
+            row.traits = {"plan": "pro"}  # as an automation's update_traits step would
+    monkeypatch.setattr(membership, "REFRESH_CHUNK", 1)
+    with engine.db.transaction() as session:
+        changed = membership.profiles_changed(session, engine.project_id, ids, engine.clock.now())
+    assert changed == (2, 0)
+    assert engine.users(pros) == {"ada", "bob"}

@@ -55,6 +55,8 @@ from getfluxly_server.storage.models import Event, Segment
 log = logging.getLogger("getfluxly.segments")
 
 COMPUTE_JOB = "segments.compute"
+#: Profiles evaluated per query when many are (a pass after a bulk change).
+REFRESH_CHUNK = 1_000
 
 
 class ComputeSegment(JobPayload):
@@ -166,16 +168,19 @@ def refresh(
     """Evaluate ``profile_ids`` against ``segments`` and record who entered and left (the
     caller holds the project's lock); returns (entered, left)."""
     entered = left = 0
-    if not profile_ids:
-        return 0, 0
-    for segment in segments:
-        query = rules.member_ids(session, segment.project_id, segment.rule, now, among=profile_ids)
-        wanted = set(session.scalars(query))
-        current = store.members_among(session, segment.id, profile_ids)
-        store.enter(session, segment.project_id, segment.id, wanted - current, now)
-        store.leave(session, segment.project_id, segment.id, current - wanted, now)
-        entered += len(wanted - current)
-        left += len(current - wanted)
+    ordered = sorted(set(profile_ids))
+    chosen = list(segments)
+    # A bounded number of ids per statement (the databases' parameter limits).
+    for start in range(0, len(ordered), REFRESH_CHUNK):
+        some = ordered[start : start + REFRESH_CHUNK]
+        for segment in chosen:
+            query = rules.member_ids(session, segment.project_id, segment.rule, now, among=some)
+            wanted = set(session.scalars(query))
+            current = store.members_among(session, segment.id, some)
+            store.enter(session, segment.project_id, segment.id, wanted - current, now)
+            store.leave(session, segment.project_id, segment.id, current - wanted, now)
+            entered += len(wanted - current)
+            left += len(current - wanted)
     return entered, left
 
 
