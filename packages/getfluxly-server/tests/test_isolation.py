@@ -141,6 +141,13 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PUT", "/v1/projects/{project_id}/subscription-groups"): {
             "subscription_groups": [{"name": "intruder", "label": "Intruder"}],
         },
+        ("POST", "/v1/projects/{project_id}/segments"): {
+            "name": "intruder", "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("POST", "/v1/projects/{project_id}/segments/preview"): {
+            "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("PATCH", "/v1/segments/{segment_id}"): {"name": "Hijacked", "rule": {"event": "x"}},
     }  # fmt: skip
 
 
@@ -194,6 +201,10 @@ def test_every_endpoint_keeps_tenants_apart(
         json={"url": "https://hooks.example.com/p1", "events": ["message.bounced"]},
     ).json()["webhook"]
     del webhook["secret"]
+    segment = owner.post(
+        f"/v1/projects/{p1.id}/segments",
+        json={"name": "pros", "rule": {"trait": "plan", "op": "eq", "value": "pro"}},
+    ).json()["segment"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
@@ -218,6 +229,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "profile_id": profile["id"],
         "message_id": message["id"],
         "template_id": template["id"],
+        "segment_id": segment["id"],
         "email": listed,
         "webhook_id": webhook["id"],
     }
@@ -342,6 +354,10 @@ def test_every_endpoint_keeps_tenants_apart(
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
     assert owner.get(f"/v1/webhooks/{webhook['id']}").json()["webhook"] == webhook
     assert owner.get(f"/v1/projects/{p1.id}/webhooks").json()["webhooks"] == [webhook]
+    kept = owner.get(f"/v1/segments/{segment['id']}").json()["segment"]
+    assert {**kept, "count": 0} == segment
+    members = owner.get(f"/v1/segments/{segment['id']}/members").json()["members"]
+    assert [m["profile_id"] for m in members] in ([], [profile["id"]])
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     groups = owner.get(f"/v1/projects/{p1.id}/subscription-groups").json()

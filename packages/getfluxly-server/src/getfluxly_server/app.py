@@ -30,6 +30,7 @@ from getfluxly_server.api import (
     profiles,
     projects,
     providers,
+    segments,
     strict_input,
     subscription_groups,
     suppressions,
@@ -52,6 +53,7 @@ from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.outbound import retention as outbound_retention
 from getfluxly_server.domain.outbound import sender as outbound_sender
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
+from getfluxly_server.domain.segments import membership as segment_membership
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
@@ -96,6 +98,17 @@ FEATURES: tuple[Feature, ...] = (
         runners=lambda r: [
             outbound_retention.Sweeper(r.db, timedelta(days=r.settings.webhook_log_retention_days))
         ],
+    ),
+    Feature(
+        "segments",
+        router=segments.router,
+        job_handlers=lambda r: segment_membership.handlers(
+            r.db, r.clock, segment_membership.RuleCache()
+        ),
+        runners=lambda r: [
+            segment_membership.SegmentRunner(r.db, r.clock, r.settings.segment_pass_seconds)
+        ],
+        event_consumers=lambda r: [segment_membership.SegmentConsumer(r.clock)],
     ),
 )
 

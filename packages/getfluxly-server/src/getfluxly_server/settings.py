@@ -121,6 +121,8 @@ class Settings:
     tracking_scanner_seconds: float = 5.0
     #: The DNS server the domain check asks, as (host, port); None: the system's resolvers.
     dns_resolver: tuple[str, int] | None = None
+    #: How often the segment pass runs (time-based conditions, mail and subscription state).
+    segment_pass_seconds: float = 30.0
     dev: bool = False
 
     @property
@@ -226,6 +228,7 @@ class Settings:
                 "GETFLUXLY_TRACKING_SCANNER_SECONDS", 5.0, 0.0
             ),
             "dns_resolver": reader.host_port("GETFLUXLY_DNS_RESOLVER", 53),
+            "segment_pass_seconds": reader.number("GETFLUXLY_SEGMENT_PASS_SECONDS", 30.0, 0.1),
             "dev": dev,
         }
         if reader.problems:
