@@ -32,12 +32,14 @@ from getfluxly_server.api import (
     suppressions,
     templates,
 )
+from getfluxly_server.api import broadcasts as broadcasts_api
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.body_limit import BodyLimit
 from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain.broadcasts import BroadcastRunner
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
@@ -69,6 +71,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature(
+        "broadcasts",
+        router=broadcasts_api.router,
+        runners=lambda r: [BroadcastRunner(r.db, r.clock)],
+    ),
 )
 
 
