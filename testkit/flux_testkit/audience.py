@@ -17,7 +17,7 @@ from sqlalchemy import insert
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Profile, Segment, SegmentMember, new_id, now
 
-__all__ = ["Audience", "add_segment", "address"]
+__all__ = ["Audience", "add_member", "add_segment", "address"]
 
 #: Rows per INSERT (SQLite's parameter limit is 32,766).
 _CHUNK = 5_000
@@ -73,3 +73,22 @@ def add_segment(
                  for n in chunk],
             )  # fmt: skip
     return Audience(segment_id, ids)
+
+
+def add_member(db: Database, project_id: str, segment_id: str, n: int) -> str:
+    """One more profile (the n-th: ``{"email": address(n), "n": n}``) in the segment."""
+    profile_id = new_id("prf")
+    moment = now()
+    with db.transaction() as session:
+        session.execute(
+            insert(Profile).values(
+                id=profile_id, project_id=project_id, traits={"email": address(n), "n": n},
+                created_at=moment, updated_at=moment,
+            )
+        )  # fmt: skip
+        session.execute(
+            insert(SegmentMember).values(
+                segment_id=segment_id, profile_id=profile_id, entered_at=moment
+            )
+        )
+    return profile_id

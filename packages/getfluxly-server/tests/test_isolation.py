@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from flux_testkit import audience
 from flux_testkit.gfserver import GFServer
+from getfluxly_server.storage.db import Database
 
 if TYPE_CHECKING:
     from flux_testkit.pytest_fixtures import GFServerFactory, SMTPServerFactory
@@ -117,6 +119,10 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
+        ("POST", "/v1/projects/{project_id}/broadcasts"): {
+            "name": "intruder", "template_id": "{template_id}", "segment_id": "{segment_id}",
+        },
+        ("PATCH", "/v1/broadcasts/{broadcast_id}"): {"name": "Hijacked"},
     }  # fmt: skip
 
 
@@ -175,6 +181,18 @@ def test_every_endpoint_keeps_tenants_apart(
     assert sent.status_code == 202, sent.text
     message = sent.json()["message"]
     assert message["status"] == "suppressed"
+    # A draft broadcast of P1 to a segment of P1 (members written as the evaluator would).
+    segment_db = Database(gf_server.database.sqlalchemy_url)
+    try:
+        segment_id = audience.add_segment(segment_db, p1.id, 1).segment_id
+    finally:
+        segment_db.dispose()
+    made = owner.post(
+        f"/v1/projects/{p1.id}/broadcasts",
+        json={"name": "b", "template_id": template["id"], "segment_id": segment_id},
+    )
+    assert made.status_code == 201, made.text
+    broadcast = made.json()["broadcast"]
 
     ids = {
         "project_id": p1.id,
@@ -184,6 +202,8 @@ def test_every_endpoint_keeps_tenants_apart(
         "message_id": message["id"],
         "template_id": template["id"],
         "email": listed,
+        "segment_id": segment_id,
+        "broadcast_id": broadcast["id"],
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     a_ids = [gf_server.workspace_id, p2.id, *ids.values()]
@@ -315,3 +335,6 @@ def test_every_endpoint_keeps_tenants_apart(
         message["id"]
     ]
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []
+    assert owner.get(f"/v1/broadcasts/{broadcast['id']}").json()["broadcast"] == broadcast
+    listed_broadcasts = owner.get(f"/v1/projects/{p1.id}/broadcasts").json()["broadcasts"]
+    assert [b["id"] for b in listed_broadcasts] == [broadcast["id"]]

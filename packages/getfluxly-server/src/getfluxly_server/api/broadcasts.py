@@ -11,9 +11,10 @@ Statuses: ``draft`` → (``start``) ``scheduled`` (send_at in the future) or ``s
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, Field
 
 from getfluxly_server.api.auth import WorkspaceKey
@@ -25,6 +26,7 @@ from getfluxly_server.domain.broadcasts.service import MAX_RATE_PER_MINUTE
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Broadcast, BroadcastStatus
 
+log = logging.getLogger("getfluxly.broadcasts")
 router = APIRouter(prefix="/v1", tags=["broadcasts"])
 DB = Annotated[Database, Depends(database)]
 
@@ -69,6 +71,17 @@ class BroadcastChanges(Request):
     send_at: AwareDatetime | None = None
     rate_per_minute: Rate | None = None
     provider_id: Id | None = None
+
+
+class Action(Request):
+    """An action's optional body."""
+
+    #: Why (kept in the server's log; a cancel also writes it in the history of every
+    #: message it withdraws).
+    note: str | None = Field(default=None, max_length=500)
+
+
+ActionBody = Annotated[Action, Body(default_factory=Action)]
 
 
 class CountsView(Response):
@@ -127,6 +140,12 @@ def _view(row: Broadcast, counts: broadcasts.Counts) -> BroadcastView:
         last_error=row.last_error, created_at=row.created_at, updated_at=row.updated_at,
         started_at=row.started_at, finished_at=row.finished_at,
     )  # fmt: skip
+
+
+def _log(action: str, row: Broadcast, note: str | None) -> None:
+    log.info(
+        "broadcast %s: %s, now %s%s", row.id, action, row.status, f" ({note!r})" if note else ""
+    )
 
 
 def _one(session: Any, row: Broadcast) -> OneBroadcast:
@@ -189,30 +208,42 @@ def update_broadcast(
 
 
 @router.post("/broadcasts/{broadcast_id}/start", responses=CONFLICT)
-def start_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB) -> OneBroadcast:
+def start_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB, body: ActionBody) -> OneBroadcast:
     """Start a draft: ``scheduled`` if its send_at is in the future, else ``sending`` now
     (the segment's members are its audience from this moment)."""
     with db.transaction() as session:
-        return _one(session, broadcasts.start(session, who, broadcast_id))
+        row = broadcasts.start(session, who, broadcast_id)
+        _log("start", row, body.note)
+        return _one(session, row)
 
 
 @router.post("/broadcasts/{broadcast_id}/pause", responses=CONFLICT)
-def pause_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB) -> OneBroadcast:
+def pause_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB, body: ActionBody) -> OneBroadcast:
     """Stop sending: nothing more goes out until ``resume`` (a chunk being handed to the
     relay at this moment still does)."""
     with db.transaction() as session:
-        return _one(session, broadcasts.pause(session, who, broadcast_id))
+        row = broadcasts.pause(session, who, broadcast_id)
+        _log("pause", row, body.note)
+        return _one(session, row)
 
 
 @router.post("/broadcasts/{broadcast_id}/resume", responses=CONFLICT)
-def resume_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB) -> OneBroadcast:
+def resume_broadcast(
+    broadcast_id: str, who: WorkspaceKey, db: DB, body: ActionBody
+) -> OneBroadcast:
     """Carry on where it stopped; nobody already sent to is sent to again."""
     with db.transaction() as session:
-        return _one(session, broadcasts.resume(session, who, broadcast_id))
+        row = broadcasts.resume(session, who, broadcast_id)
+        _log("resume", row, body.note)
+        return _one(session, row)
 
 
 @router.post("/broadcasts/{broadcast_id}/cancel", responses=CONFLICT)
-def cancel_broadcast(broadcast_id: str, who: WorkspaceKey, db: DB) -> OneBroadcast:
+def cancel_broadcast(
+    broadcast_id: str, who: WorkspaceKey, db: DB, body: ActionBody
+) -> OneBroadcast:
     """End it for good: messages not yet handed to a relay are withdrawn."""
     with db.transaction() as session:
-        return _one(session, broadcasts.cancel(session, who, broadcast_id))
+        row = broadcasts.cancel(session, who, broadcast_id, note=body.note)
+        _log("cancel", row, body.note)
+        return _one(session, row)

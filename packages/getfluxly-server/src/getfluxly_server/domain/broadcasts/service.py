@@ -328,15 +328,22 @@ def resume(
 
 
 def cancel(
-    session: Session, principal: Principal, broadcast_id: str, *, clock: Clock = SYSTEM
+    session: Session,
+    principal: Principal,
+    broadcast_id: str,
+    *,
+    clock: Clock = SYSTEM,
+    note: str | None = None,
 ) -> Broadcast:
     """End a broadcast for good: messages recorded but not handed to a relay are withdrawn
-    (``failed``, history "the broadcast was cancelled ..."), no more are recorded."""
+    (``failed``, history "the broadcast was cancelled ...", then ``note`` if given), no more
+    are recorded."""
     broadcast = find(session, principal, broadcast_id, lock=True)
     if broadcast.status not in _CANCELLABLE:
         raise InvalidTransition("cancel", broadcast.status)
     moment = clock.now()
-    broadcast.withdrawn += store.withdraw(session, broadcast.id, moment, CANCELLED_DETAIL)
+    detail = CANCELLED_DETAIL + (f": {note}" if note else "")
+    broadcast.withdrawn += store.withdraw(session, broadcast.id, moment, detail)
     broadcast.status = BroadcastStatus.CANCELLED.value
     broadcast.finished_at = moment
     broadcast.updated_at = moment
