@@ -34,6 +34,7 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     Message,
     Profile,
+    Segment,
     SegmentMember,
     Suppression,
     Template,
@@ -227,6 +228,11 @@ def test_a_pause_holds_messages_a_worker_has_claimed_and_resume_sends_each_once(
         setup.act("pause", broadcast, clock)
     assert (refused.value.code, refused.value.extra["status"]) == ("invalid_transition", "paused")
 
+    # The audience was taken at the start: deleting the segment now changes nothing.
+    with setup.db.transaction() as session:
+        segment = session.get(Segment, members.segment_id)
+        assert segment is not None
+        segment.deleted_at = now()
     assert setup.act("resume", broadcast, clock) == "sending"
     runner = BroadcastRunner(setup.db, clock)
     setup.deliver()

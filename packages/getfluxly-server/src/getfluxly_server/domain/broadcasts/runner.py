@@ -169,7 +169,7 @@ class BroadcastRunner:
         window: int = DEFAULT_WINDOW,
         slice_size: int = DEFAULT_SLICE,
         poll_seconds: float = 0.5,
-        busy_seconds: float = 0.05,
+        busy_seconds: float = 0.1,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -202,10 +202,12 @@ class BroadcastRunner:
 
     def _pass(self) -> tuple[int, int]:
         """One pass: how much was done, and how many broadcasts were active."""
+        moment = self.clock.now()
         with self.db.read() as session:
-            ids: Sequence[str] = store.active(session, self.clock.now())
+            ids: Sequence[str] = store.active(session, moment)
+            worth = [i for i in ids if self._worth_a_step(session, i, moment)]
         done = 0
-        for broadcast_id in ids:
+        for broadcast_id in worth:
             if self._stop.is_set():
                 break
             with self.db.transaction() as session:
@@ -214,6 +216,22 @@ class BroadcastRunner:
                     slice_size=self.slice_size,
                 )  # fmt: skip
         return done, len(ids)
+
+    def _worth_a_step(self, session: Session, broadcast_id: str, moment: datetime) -> bool:
+        """Whether :func:`advance` would do something, read without the write lock (which
+        SQLite's delivery workers need too): a scheduled broadcast (it is due), a rated one
+        (its bucket refills), one whose window has room for half a slice or more, or one
+        with every member recorded and nothing pending (it is sent)."""
+        broadcast = store.get(session, broadcast_id)
+        if broadcast is None:
+            return False
+        if broadcast.status != BroadcastStatus.SENDING or broadcast.rate_per_minute is not None:
+            return True
+        remaining = broadcast.targeted - broadcast.next_position
+        pending = store.pending(session, broadcast_id)
+        if remaining <= 0:
+            return pending == 0
+        return self.window - pending >= min(remaining, max(1, self.slice_size // 2))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

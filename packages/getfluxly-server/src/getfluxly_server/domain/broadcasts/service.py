@@ -117,8 +117,9 @@ def _rate(rate: int | None) -> int | None:
     return rate
 
 
-def _check_references(session: Session, broadcast: Broadcast) -> None:
-    """The broadcast's template, segment and provider are the project's, and live."""
+def _check_references(session: Session, broadcast: Broadcast, *, segment: bool = True) -> None:
+    """The broadcast's template, segment (unless ``segment`` is False: its audience was
+    taken already) and provider are the project's, and live."""
     template = template_store.get(session, broadcast.template_id)
     if (
         template is None
@@ -129,7 +130,7 @@ def _check_references(session: Session, broadcast: Broadcast) -> None:
             "template_id: no such template in this project (or it was deleted)",
             field="template_id",
         )
-    if store.live_segment(session, broadcast.project_id, broadcast.segment_id) is None:
+    if segment and store.live_segment(session, broadcast.project_id, broadcast.segment_id) is None:
         raise ValidationFailed(
             "segment_id: no such segment in this project (or it was deleted)",
             field="segment_id",
@@ -317,7 +318,8 @@ def resume(
     if broadcast.started_at is None:
         begin(session, broadcast, moment)
     else:
-        _check_references(session, broadcast)
+        # The audience was taken at the start: the segment may have gone since.
+        _check_references(session, broadcast, segment=False)
         broadcast.status = BroadcastStatus.SENDING.value
         broadcast.last_error = None
         broadcast.updated_at = moment
