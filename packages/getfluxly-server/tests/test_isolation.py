@@ -148,6 +148,10 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
             "rule": {"trait": "plan", "op": "exists"},
         },
         ("PATCH", "/v1/segments/{segment_id}"): {"name": "Hijacked", "rule": {"event": "x"}},
+        ("POST", "/v1/projects/{project_id}/broadcasts"): {
+            "name": "intruder", "template_id": "{template_id}", "segment_id": "{segment_id}",
+        },
+        ("PATCH", "/v1/broadcasts/{broadcast_id}"): {"name": "Hijacked"},
     }  # fmt: skip
 
 
@@ -215,6 +219,13 @@ def test_every_endpoint_keeps_tenants_apart(
     assert sent.status_code == 202, sent.text
     message = sent.json()["message"]
     assert message["status"] == "suppressed"
+    # A draft broadcast of P1 to its segment.
+    made = owner.post(
+        f"/v1/projects/{p1.id}/broadcasts",
+        json={"name": "b", "template_id": template["id"], "segment_id": segment["id"]},
+    )
+    assert made.status_code == 201, made.text
+    broadcast = made.json()["broadcast"]
 
     hooks_path = f"/v1/projects/{p1.id}/webhook-secrets"
     hook = owner.post(hooks_path, json={"relay": "postmark"})
@@ -232,6 +243,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "segment_id": segment["id"],
         "email": listed,
         "webhook_id": webhook["id"],
+        "broadcast_id": broadcast["id"],
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
     # (A relay's name is no object of A's: only ids are looked for in B's answers.)
@@ -373,3 +385,6 @@ def test_every_endpoint_keeps_tenants_apart(
     ]
     assert gf_server.database.query("SELECT id FROM jobs WHERE kind = 'provider.test_send'") == []
     assert owner.get(hooks_path).json() == hooks_before
+    assert owner.get(f"/v1/broadcasts/{broadcast['id']}").json()["broadcast"] == broadcast
+    listed_broadcasts = owner.get(f"/v1/projects/{p1.id}/broadcasts").json()["broadcasts"]
+    assert [b["id"] for b in listed_broadcasts] == [broadcast["id"]]

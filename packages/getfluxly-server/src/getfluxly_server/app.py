@@ -38,6 +38,7 @@ from getfluxly_server.api import (
     unsubscribe,
     webhooks,
 )
+from getfluxly_server.api import broadcasts as broadcasts_api
 from getfluxly_server.api import tracking as tracking_api
 from getfluxly_server.api.auth import KnownKeys
 from getfluxly_server.api.body_limit import BodyLimit
@@ -46,6 +47,7 @@ from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs, tracking
 from getfluxly_server.domain import messages as messages_domain
+from getfluxly_server.domain.broadcasts import BroadcastRunner
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.feedback import jobs as feedback_jobs
 from getfluxly_server.domain.feedback.config import config_of as feedback_config
@@ -109,6 +111,11 @@ FEATURES: tuple[Feature, ...] = (
             segment_membership.SegmentRunner(r.db, r.clock, r.settings.segment_pass_seconds)
         ],
         event_consumers=lambda r: [segment_membership.SegmentConsumer(r.clock)],
+    ),
+    Feature(
+        "broadcasts",
+        router=broadcasts_api.router,
+        runners=lambda r: [BroadcastRunner(r.db, r.clock)],
     ),
 )
 

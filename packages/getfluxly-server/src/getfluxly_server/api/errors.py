@@ -29,6 +29,7 @@ STATUS = {
     "conflict": 409,
     "alias_conflict": 409,
     "erasure_in_progress": 409,
+    "invalid_transition": 409,
     "no_provider": 409,
     "not_retryable": 409,
     "profile_erased": 409,

@@ -882,3 +882,80 @@ class SubscriptionGroup(Base):
     label: Mapped[str] = mapped_column(String(NAME_MAX))
     description: Mapped[str | None] = mapped_column(Text, default=None)
     position: Mapped[int] = mapped_column(default=0)
+
+
+class BroadcastStatus(StrEnum):
+    """Where a broadcast is (engine spec section 5)."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"  # started with a send_at in the future: starts then
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"  # every member has a final message
+    CANCELLED = "cancelled"
+
+
+#: Broadcasts a runner acts on (partial-index predicate, literal SQL as above).
+ACTIVE_BROADCAST_SQL = text("status IN ('scheduled', 'sending')")
+
+
+class Broadcast(Base):
+    """A template sent to a segment's members, snapshotted when it starts
+    (:class:`BroadcastRecipient`) and recorded in the ledger a slice at a time by the
+    broadcast runner (``domain/broadcasts``), as its rate allows.
+
+    ``next_position``: recipients before it have been handled (their message recorded, or
+    ``skipped`` when the member had no usable address); the runner moves it in the
+    transaction that records their messages, so a crash never skips or repeats anyone.
+    ``rate_tokens``/``rate_at``: the token bucket of ``rate_per_minute``. ``withdrawn``:
+    messages turned ``failed`` by a cancel before they were attempted.
+    """
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    template_id: Mapped[str] = mapped_column(String(32))
+    segment_id: Mapped[str] = mapped_column(String(32))
+    provider_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.DRAFT.value)
+    send_at: Mapped[datetime | None] = mapped_column(default=None)
+    rate_per_minute: Mapped[int | None] = mapped_column(default=None)
+    targeted: Mapped[int] = mapped_column(default=0)
+    next_position: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    withdrawn: Mapped[int] = mapped_column(default=0)
+    rate_tokens: Mapped[float | None] = mapped_column(Double, default=None)
+    rate_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Why the runner paused it by itself (the template was deleted, ...), else None.
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        Index("ix_broadcasts_project", "project_id", "created_at", "id"),
+        # The runner's poll: the few broadcasts scheduled or sending, without reading the rest.
+        Index(
+            "ix_broadcasts_active",
+            "status",
+            sqlite_where=ACTIVE_BROADCAST_SQL,
+            postgresql_where=ACTIVE_BROADCAST_SQL,
+        ),
+    )
+
+
+class BroadcastRecipient(Base):
+    """One member of a broadcast's audience, as the segment was when the broadcast started,
+    numbered from 0 (``position``: the order the runner records their messages in). Only the
+    profile's id: the address is read from the profile when its message is recorded."""
+
+    __tablename__ = "broadcast_recipients"
+
+    broadcast_id: Mapped[str] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(32))
