@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from getfluxly_server import __version__
 from getfluxly_server.api import (
     auth,
+    automations,
     browser,
     dev,
     errors,
@@ -38,6 +39,10 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain.automations import triggers as automation_triggers
+from getfluxly_server.domain.automations import webhooks as automation_webhooks
+from getfluxly_server.domain.automations.runner import AutomationRunner
+from getfluxly_server.domain.clock import SYSTEM, Clock
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
@@ -69,6 +74,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature(
+        "automations",
+        router=automations.router,
+        job_handlers=lambda r: automation_webhooks.handlers(r.db, r.settings.network_policy),
+        runners=lambda r: [AutomationRunner(r.db, clock=r.clock)],
+        event_consumers=lambda r: [automation_triggers.EventConsumer(r.clock)],
+    ),
 )
 
 
@@ -173,9 +185,13 @@ class DeliveryWorker(Worker):
         self.clients.close()
 
 
-def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
+def create_worker(
+    settings: Settings, db: Database, *, threads: int | None = None, clock: Clock = SYSTEM
+) -> Worker:
+    """The worker of this process: every feature's job handlers, runners and event
+    consumers. ``clock``: the engine's time (a test lends a ``ManualClock``)."""
     clients = ClientCache()
-    resources = WorkerResources(db, settings, build_context(settings), clients)
+    resources = WorkerResources(db, settings, build_context(settings), clients, clock=clock)
     consumers = tuple(
         consumer
         for feature in FEATURES
