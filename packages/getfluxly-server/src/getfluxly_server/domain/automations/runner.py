@@ -120,8 +120,7 @@ class AutomationRunner:
 
     def _cycle(self) -> int:
         advanced = self.advance_due()
-        self.read_streams()
-        return advanced
+        return advanced + self.read_streams()
 
     def advance_due(self) -> int:
         """Claim and advance one batch of due runs; how many."""
@@ -144,20 +143,23 @@ class AutomationRunner:
                     engine.retry_later(run, f"{type(exc).__name__}: {exc}", now)
             return len(runs)
 
-    def read_streams(self) -> None:
-        """Segment transitions (every cycle) and date triggers (every ``date_every`` s)."""
+    def read_streams(self) -> int:
+        """Segment transitions (every cycle) and date triggers (every ``date_every`` s); how
+        many transitions were read and runs started."""
         now = self.clock.now()
         with self.db.read() as session:
             projects = store.projects_with_active(session)
         check_dates = time.monotonic() - self._dates_checked >= self.date_every
+        moved = 0
         for project_id in projects:
             try:
                 with self.db.transaction() as session:
-                    triggers.read_segment_transitions(session, project_id, now)
+                    moved += triggers.read_segment_transitions(session, project_id, now)
                 if check_dates:
                     with self.db.transaction() as session:
-                        triggers.check_dates(session, project_id, now)
+                        moved += triggers.check_dates(session, project_id, now)
             except Exception:
                 log.exception("automation triggers of project %s could not be read", project_id)
         if check_dates:
             self._dates_checked = time.monotonic()
+        return moved
