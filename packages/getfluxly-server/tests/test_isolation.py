@@ -71,6 +71,9 @@ KNOWN = {
     ("GET", "/v1/projects/{project_id}/messages"),
     ("GET", "/v1/messages/{message_id}"),
     ("POST", "/v1/messages/{message_id}/retry"),
+    ("POST", "/v1/projects/{project_id}/automations"),
+    ("GET", "/v1/automations/{automation_id}"),
+    ("POST", "/v1/automations/{automation_id}/activate"),
     *PROJECT_KEY_ENDPOINTS,
 }
 _METHODS = {"get", "post", "put", "patch", "delete"}
@@ -117,6 +120,10 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PATCH", "/v1/templates/{template_id}"): {"subject": "Hijacked"},
         ("POST", "/v1/templates/{template_id}/preview"): {"profile_id": "{profile_id}"},
         ("POST", "/v1/projects/{project_id}/suppressions"): {"email": "intruder@example.com"},
+        ("POST", "/v1/projects/{project_id}/automations"): {
+            "name": "intruder", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}],
+        },
+        ("PATCH", "/v1/automations/{automation_id}"): {"name": "Hijacked"},
     }  # fmt: skip
 
 
@@ -165,6 +172,10 @@ def test_every_endpoint_keeps_tenants_apart(
     template = owner.post(
         f"/v1/projects/{p1.id}/templates", json={"name": "t", "subject": "s", "text": "x"}
     ).json()["template"]
+    automation = owner.post(
+        f"/v1/projects/{p1.id}/automations",
+        json={"name": "a", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}]},
+    ).json()["automation"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
@@ -183,6 +194,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "profile_id": profile["id"],
         "message_id": message["id"],
         "template_id": template["id"],
+        "automation_id": automation["id"],
         "email": listed,
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
@@ -303,6 +315,8 @@ def test_every_endpoint_keeps_tenants_apart(
     assert (now["erased_at"], now["traits"]) == (None, {"plan": "pro"})
     assert {(i["kind"], i["value"]) for i in now["identities"]} == {("external_id", "user-1")}
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
+    found = owner.get(f"/v1/automations/{automation['id']}").json()["automation"]
+    assert {k: found[k] for k in automation} == automation  # (the read adds stats and runs)
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []

@@ -17,6 +17,7 @@ from pydantic import Field
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
 from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.automations import manage
 from getfluxly_server.domain.clock import SYSTEM
@@ -212,7 +213,10 @@ def activate_automation(automation_id: str, who: WorkspaceKey, db: DB) -> OneAut
         )
 
 
-@router.post("/automations/{automation_id}/pause")
+@router.post(
+    "/automations/{automation_id}/pause",
+    responses={409: {"model": ErrorBody, "description": "conflict: a draft is not running"}},
+)
 def pause_automation(automation_id: str, who: WorkspaceKey, db: DB) -> OneAutomation:
     """Stop starting runs; runs under way wait where they are until it is activated."""
     with db.transaction() as session:
