@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import select
 
 from flux_testkit.automations import Engine, engine
 from flux_testkit.gfserver import GFServer
@@ -306,21 +305,15 @@ def test_a_frequency_cap_counts_sends_of_every_automation_of_the_project(eng: En
     assert (stats["capped"], stats["sent"]) == (1, 1)
 
 
-def test_a_segment_entered_trigger_starts_runs_from_recorded_transitions(eng: Engine) -> None:
-    from getfluxly_server.domain import identity
-    from getfluxly_server.storage.models import Segment, SegmentTransition, new_id
-
+def test_segment_entered_and_left_triggers(eng: Engine) -> None:
     hello, bye = eng.template("Welcome to VIP"), eng.template("Sorry to see you go")
-    segment_id = new_id("seg")
-    with eng.db.transaction() as session:
-        session.add(
-            Segment(
-                id=segment_id,
-                project_id=eng.project.id,
-                name="VIP",
-                rule={"trait": "vip", "op": "eq", "value": True},
-            )
-        )
+    made = eng.api.post(
+        f"/v1/projects/{eng.project.id}/segments",
+        json={"name": "VIP", "rule": {"trait": "vip", "op": "eq", "value": True}},
+    )
+    assert made.status_code == 201, made.text
+    segment_id = made.json()["segment"]["id"]
+    eng.identify("early", email="early@example.com", vip=True)  # in before the automation
     eng.automation(
         {"name": "In", "trigger": {"segment_entered": segment_id}, "steps": [_send("hi", hello)]}
     )
@@ -328,30 +321,36 @@ def test_a_segment_entered_trigger_starts_runs_from_recorded_transitions(eng: En
         {"name": "Out", "trigger": {"segment_left": segment_id}, "steps": [_send("bye", bye)]}
     )
     eng.identify("jon", email="jon@example.com", vip=True)
-    profile_id = eng.profile_id("jon")
-
-    def transition(kind: str) -> None:
-        # As the segment evaluator records them: under the project's lock.
-        with eng.db.transaction() as session:
-            identity.lock_project(session, eng.project.id)
-            session.add(
-                SegmentTransition(
-                    project_id=eng.project.id,
-                    segment_id=segment_id,
-                    profile_id=profile_id,
-                    kind=kind,
-                    at=eng.clock.now(),
-                )
-            )
-
-    transition("entered")
-    eng.settle()
     assert eng.subjects("jon@example.com") == ["Welcome to VIP"]
-    transition("left")
-    eng.settle()
+    eng.identify("jon", vip=False)
     assert eng.subjects("jon@example.com") == ["Welcome to VIP", "Sorry to see you go"]
-    with eng.db.read() as session:
-        assert session.scalars(select(SegmentTransition.id)).all()
+    assert eng.subjects("early@example.com") == []  # entered before: no run
+
+
+def test_a_branch_on_a_segment_rule(eng: Engine) -> None:
+    pro, upgrade = eng.template("Pro tips"), eng.template("Upgrade")
+    automation = eng.automation(
+        {
+            "name": "Plan",
+            "trigger": {"event": "signed_up"},
+            "steps": [
+                {
+                    "id": "plan",
+                    "type": "branch",
+                    "rule": {"all": [{"trait": "plan", "op": "eq", "value": "pro"}]},
+                    "then": [_send("pro", pro)],
+                    "else": [_send("upgrade", upgrade)],
+                }
+            ],
+        }
+    )
+    eng.identify("pat", email="pat@example.com", plan="pro")
+    eng.identify("sam", email="sam@example.com", plan="free")
+    eng.track("pat", "signed_up")
+    eng.track("sam", "signed_up")
+    assert eng.inbox() == {("pat@example.com", "Pro tips"): 1, ("sam@example.com", "Upgrade"): 1}
+    stats = eng.get(automation["id"])["stats"]["plan"]
+    assert (stats["then"], stats["else"]) == (1, 1)
 
 
 def test_an_alias_merge_mid_journey_continues_once(eng: Engine) -> None:

@@ -29,6 +29,7 @@ from getfluxly_server.api import (
     profiles,
     projects,
     providers,
+    segments,
     strict_input,
     suppressions,
     templates,
@@ -46,6 +47,7 @@ from getfluxly_server.domain.clock import SYSTEM, Clock
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
+from getfluxly_server.domain.segments import membership as segment_membership
 from getfluxly_server.feature import Feature, Runner, WorkerResources
 from getfluxly_server.queue.worker import Worker
 from getfluxly_server.settings import Settings
@@ -74,6 +76,17 @@ FEATURES: tuple[Feature, ...] = (
     Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature(
+        "segments",
+        router=segments.router,
+        job_handlers=lambda r: segment_membership.handlers(
+            r.db, r.clock, segment_membership.RuleCache()
+        ),
+        runners=lambda r: [
+            segment_membership.SegmentRunner(r.db, r.clock, r.settings.segment_pass_seconds)
+        ],
+        event_consumers=lambda r: [segment_membership.SegmentConsumer(r.clock)],
+    ),
     Feature(
         "automations",
         router=automations.router,

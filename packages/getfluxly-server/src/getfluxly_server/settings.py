@@ -89,6 +89,8 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     #: The largest request body any route reads (413 beyond; ingest keeps its own limits).
     max_body_bytes: int = 1024 * 1024
+    #: How often the segment pass runs (time-based conditions, mail and subscription state).
+    segment_pass_seconds: float = 30.0
     dev: bool = False
 
     @property
@@ -169,6 +171,7 @@ class Settings:
             "max_body_bytes": reader.integer(
                 "GETFLUXLY_MAX_BODY_BYTES", 1024 * 1024, MIN_BODY_BYTES, 1024 * 1024 * 1024
             ),
+            "segment_pass_seconds": reader.number("GETFLUXLY_SEGMENT_PASS_SECONDS", 30.0, 0.1),
             "dev": dev,
         }
         if reader.problems:

@@ -33,6 +33,7 @@ STATUS = {
     "not_retryable": 409,
     "profile_erased": 409,
     "template_name_taken": 409,
+    "segment_name_taken": 409,
     "payload_too_large": 413,
     "idempotency_key_reused": 422,
     "too_early": 425,

@@ -1,7 +1,7 @@
 """automations: definitions and their versions, durable runs, step log, stream cursors
 
 Revision ID: 0011_automations
-Revises: 0010
+Revises: 0011_segments (merged before this branch; the coordinator renumbers)
 Create Date: 2026-12-03 05:50:00
 
 ``automations`` and ``automation_versions`` (every version runs may be on), ``automation_runs``
@@ -19,7 +19,7 @@ from alembic import op
 from getfluxly_server.storage.models import UTCDateTime
 
 revision = "0011_automations"
-down_revision = "0010"
+down_revision = "0011_segments"
 branch_labels = None
 depends_on = None
 

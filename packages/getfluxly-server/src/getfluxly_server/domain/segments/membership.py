@@ -1,0 +1,309 @@
+"""Segment membership kept current: who is in each saved segment, and every entry and exit.
+
+Three paths write ``segment_members`` (and a ``segment_transitions`` row per change), all
+while holding the project's lock (``domain.identity.lock_project``), so a project's
+transitions commit in id order and an automation may follow them with an id cursor:
+
+* :class:`SegmentConsumer`, an event consumer (``Feature.event_consumers``): for each chunk
+  of events as it is stitched to profiles, only the profiles those events touched are
+  evaluated, against only the segments those events can change (a rule that counts one of
+  the events' names, reads one of the traits an ``identify`` set, or can hold for a profile
+  with no data at all, which a new profile is); a profile that merged others is evaluated
+  against every segment, and the merged ones leave.
+* :func:`compute`, the job a new or edited segment gets: its members computed in full,
+  set-based (INSERT ... SELECT of the difference).
+* :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: it
+  recomputes the segments time alone can change (``within``, ``within_last``,
+  ``before_last``) and those reading mail activity or subscription state (written outside
+  event processing); it evaluates profiles changed since its last pass (an alias merge, a
+  trait written directly) against every segment, and removes members whose profile was
+  merged or erased. Its first pass after a start recomputes every segment (catching up on
+  anything missed while no worker ran).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from getfluxly_server.domain.clock import Clock
+from getfluxly_server.domain.identity import lock_project
+from getfluxly_server.domain.segments import rules
+from getfluxly_server.domain.segments.model import (
+    All,
+    AnyOf,
+    CountOp,
+    Not,
+    Op,
+    Performed,
+    Rule,
+    Trait,
+)
+from getfluxly_server.queue.kinds import JobHandler, JobKind, JobPayload
+from getfluxly_server.storage import profiles as profile_store
+from getfluxly_server.storage import segments as store
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import Event, Segment
+
+log = logging.getLogger("getfluxly.segments")
+
+COMPUTE_JOB = "segments.compute"
+
+
+class ComputeSegment(JobPayload):
+    """Compute a segment's members in full (it is new, or its rule changed)."""
+
+    segment_id: str
+
+
+COMPUTE_SEGMENT = JobKind(COMPUTE_JOB, ComputeSegment)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A live segment with its rule parsed, and what the rule depends on."""
+
+    id: str
+    project_id: str
+    version: int
+    rule: Rule
+    reads: rules.Reads
+    #: Whether a profile with no traits, events or mail can match (``not``, ``neq``,
+    #: ``not_exists``, a count of at most N): such a segment is evaluated for every profile
+    #: an event touches, since a new profile may be one.
+    admits_empty: bool
+
+    @property
+    def changes_with_time(self) -> bool:
+        """Whether the periodic pass recomputes it."""
+        return self.reads.timed or self.reads.email or self.reads.subscriptions
+
+
+class RuleCache:
+    """Parsed rules by (segment id, version): a stored rule is parsed once per process."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, int], Saved] = {}
+        self._lock = threading.Lock()
+
+    def saved(self, row: Segment) -> Saved:
+        key = (row.id, row.version)
+        with self._lock:
+            found = self._parsed.get(key)
+        if found is not None:
+            return found
+        rule = rules.parse(row.rule)
+        found = Saved(row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule))
+        with self._lock:
+            if len(self._parsed) >= self.LIMIT:
+                self._parsed.clear()
+            self._parsed[key] = found
+        return found
+
+    def live(self, session: Session, project_id: str) -> list[Saved]:
+        return [self.saved(row) for row in store.live(session, project_id)]
+
+
+def _empty(rule: Rule) -> bool:
+    """Whether ``rule`` holds for a profile with no traits, events, mail or address."""
+    match rule:
+        case All(children):
+            return all(_empty(c) for c in children)
+        case AnyOf(children):
+            return any(_empty(c) for c in children)
+        case Not(inner):
+            return not _empty(inner)
+        case Trait(condition):
+            return condition.op in (Op.NEQ, Op.NOT_EXISTS)
+        case Performed(count_op=count_op, count=count):
+            return count_op is CountOp.LTE or count == 0
+    return False  # email activity, subscription state: none without mail or an address
+
+
+# -- the writers -------------------------------------------------------------------------------
+
+
+def refresh(
+    session: Session,
+    segments: Iterable[Saved],
+    profile_ids: Collection[str],
+    now: datetime,
+) -> tuple[int, int]:
+    """Evaluate ``profile_ids`` against ``segments`` and record who entered and left (the
+    caller holds the project's lock); returns (entered, left)."""
+    entered = left = 0
+    if not profile_ids:
+        return 0, 0
+    for segment in segments:
+        query = rules.member_ids(session, segment.project_id, segment.rule, now, among=profile_ids)
+        wanted = set(session.scalars(query))
+        current = store.members_among(session, segment.id, profile_ids)
+        store.enter(session, segment.project_id, segment.id, wanted - current, now)
+        store.leave(session, segment.project_id, segment.id, current - wanted, now)
+        entered += len(wanted - current)
+        left += len(current - wanted)
+    return entered, left
+
+
+def recompute(session: Session, segment: Saved, now: datetime) -> tuple[int, int]:
+    """A segment's members computed in full, set-based (the caller holds the lock)."""
+    query = rules.member_ids(session, segment.project_id, segment.rule, now)
+    return store.sync(session, segment.project_id, segment.id, query, now)
+
+
+def profiles_changed(
+    session: Session,
+    project_id: str,
+    profile_ids: Collection[str],
+    now: datetime,
+    cache: RuleCache | None = None,
+) -> tuple[int, int]:
+    """Re-evaluate profiles whose traits were written other than by an event (an automation
+    step, an import) against every live segment of the project, under the project's lock
+    (taken here; it is held to the end of the caller's transaction)."""
+    lock_project(session, project_id)
+    segments = (cache or RuleCache()).live(session, project_id)
+    return refresh(session, segments, profile_ids, now)
+
+
+def compute(db: Database, clock: Clock, segment_id: str, cache: RuleCache) -> dict[str, int]:
+    """The ``segments.compute`` job: a live segment's members in full, at the clock's now."""
+    with db.transaction() as session:
+        row = store.get(session, segment_id)
+        if row is None or not _live(row):
+            return {"entered": 0, "left": 0}
+        lock_project(session, row.project_id)
+        session.refresh(row)  # as it is once the lock is ours
+        if not _live(row):
+            return {"entered": 0, "left": 0}
+        entered, left = recompute(session, cache.saved(row), clock.now())
+        return {"entered": entered, "left": left}
+
+
+def _live(row: Segment) -> bool:
+    return row.deleted_at is None
+
+
+def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[ComputeSegment]]:
+    return [COMPUTE_SEGMENT.handler(lambda p: compute(db, clock, p.segment_id, cache))]
+
+
+# -- as events arrive --------------------------------------------------------------------------
+
+
+class SegmentConsumer:
+    """The event consumer (``domain.identity.EventConsumer``) that keeps segments current as
+    events are stitched (see the module docstring)."""
+
+    def __init__(self, clock: Clock, cache: RuleCache | None = None) -> None:
+        self.clock = clock
+        self.cache = cache or RuleCache()
+
+    def __call__(self, session: Session, project_id: str, events: Sequence[Event]) -> None:
+        touched = {e.profile_id for e in events if e.profile_id is not None}
+        if not touched:
+            return
+        segments = self.cache.live(session, project_id)
+        if not segments:
+            return
+        now = self.clock.now()
+        names = {e.name for e in events if e.name}
+        traits = {key for e in events if e.type == "identify" for key in (e.traits or {})}
+        # Profiles that merged others have their events and traits: every segment may change.
+        merged = {p.merged_into for p in profile_store.merged_into(session, touched)}
+        merged.discard(None)
+        survivors = {p for p in merged if p is not None}
+        for segment in segments:
+            relevant = (
+                segment.admits_empty
+                or bool(segment.reads.events & names)
+                or bool(segment.reads.traits & traits)
+            )
+            refresh(session, [segment], touched if relevant else survivors & touched, now)
+        if survivors:
+            store.leave_gone(session, project_id, now, among=survivors)
+
+
+# -- as time passes ----------------------------------------------------------------------------
+
+
+class SegmentRunner:
+    """The periodic pass (see the module docstring), every ``interval`` on a thread of its
+    own; :meth:`run_once` does one pass in the caller's thread (tests, tools)."""
+
+    #: Profiles changed this long before the previous pass are looked at again: a change
+    #: committed late (a transaction that began before the pass) is not missed.
+    OVERLAP = timedelta(minutes=1)
+
+    def __init__(
+        self, db: Database, clock: Clock, interval: float = 30.0, cache: RuleCache | None = None
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.interval = interval
+        self.cache = cache or RuleCache()
+        self._since: datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="segments", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0 if self._since is None else self.interval):
+            try:
+                self.run_once()
+            except Exception:  # the next pass tries again; a worker never dies of it
+                log.exception("segment pass failed")
+
+    def run_once(self) -> dict[str, int]:
+        """One pass over every project with segments; totals of what changed."""
+        # Profiles' updated_at is the system's time, whatever the engine's clock says.
+        started = datetime.now(UTC)
+        since = None if self._since is None else self._since - self.OVERLAP
+        with self.db.read() as session:
+            projects = store.projects_with_segments(session)
+        totals = {"entered": 0, "left": 0}
+        for project_id in projects:
+            entered, left = self.pass_project(project_id, since)
+            totals["entered"] += entered
+            totals["left"] += left
+        self._since = started
+        return totals
+
+    def pass_project(self, project_id: str, since: datetime | None) -> tuple[int, int]:
+        """One project's pass, in one transaction under its lock. ``since``: when the
+        previous pass began (None: recompute every segment)."""
+        with self.db.transaction() as session:
+            lock_project(session, project_id)
+            now = self.clock.now()
+            left = store.leave_gone(session, project_id, now)
+            entered = 0
+            segments = self.cache.live(session, project_id)
+            rest = []
+            for segment in segments:
+                if since is None or segment.changes_with_time:
+                    more, fewer = recompute(session, segment, now)
+                    entered, left = entered + more, left + fewer
+                else:
+                    rest.append(segment)
+            if rest and since is not None:
+                changed = store.profiles_changed_since(session, project_id, since)
+                more, fewer = refresh(session, rest, changed, now)
+                entered, left = entered + more, left + fewer
+            return entered, left
