@@ -303,8 +303,8 @@ def _send_email(turn: _Turn, step: Step) -> bool:
         idempotency_key=automation_key(run.automation_id, step.id, run.profile_id, run.id),
     )  # fmt: skip
     try:
-        with turn.session.begin_nested():
-            recorded = enqueue(turn.session, run.project_id, new)
+        # (No savepoint: enqueue refuses before it writes anything.)
+        recorded = enqueue(turn.session, run.project_id, new)
     except DomainError as exc:
         # No address, no provider, the template deleted: this person gets no message from
         # this step, and the run goes on (the stats count it as failed).
