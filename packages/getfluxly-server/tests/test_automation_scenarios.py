@@ -503,3 +503,31 @@ def test_a_paused_automation_holds_its_runs_and_an_edit_keeps_runs_on_their_vers
     assert eng.subjects("ned@example.com") == ["One", "Two"]
     eng.track("ned", "go")
     assert eng.subjects("ned@example.com") == ["One", "Two", "Other"]
+
+
+def test_an_erasure_ends_the_persons_runs_and_scrubs_what_started_them(eng: Engine) -> None:
+    from getfluxly_server.storage.models import AutomationRun
+
+    first, second = eng.template("First"), eng.template("Second")
+    eng.automation(
+        {
+            "name": "Series",
+            "trigger": {"event": "signed_up"},
+            "steps": [
+                _send("first", first),
+                {"id": "wait", "type": "delay", "duration": "P1D"},
+                _send("second", second),
+            ],
+        }
+    )
+    eng.identify("zoe", email="zoe@example.com")
+    eng.track("zoe", "signed_up", secret_mark="zoe-private-4711")
+    profile_id = eng.profile_id("zoe")
+    erased = eng.ingest.post(f"/v1/profiles/{profile_id}/erase", json={"reason": "gdpr_dsr"})
+    assert erased.status_code == 202, erased.text
+    eng.settle()
+    eng.advance(2 * DAY)
+    assert eng.subjects("zoe@example.com") == ["First"]
+    with eng.db.read() as session:
+        [run] = session.query(AutomationRun).filter_by(project_id=eng.project.id).all()
+        assert (run.status, run.exit_reason, run.context) == ("exited", "erased", {})

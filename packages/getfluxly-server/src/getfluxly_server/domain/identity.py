@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.messages import erasure as message_erasure
 from getfluxly_server.queue.kinds import JobKind, JobPayload
+from getfluxly_server.storage import automations as automation_store
 from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage import messages as message_store
@@ -271,4 +272,5 @@ def erase(session: Session, erasure_id: str) -> None:
     when = now()
     erasures.erase_people(session, erasure.profile_ids, when)
     message_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses, when)
+    automation_store.scrub_profiles(session, erasure.profile_ids, when)
     erasure.completed_at = datetime.now(UTC)

@@ -237,3 +237,32 @@ def transitions_after(
 def last_transition(session: Session, project_id: str) -> int:
     query = select(func.max(SegmentTransition.id)).where(SegmentTransition.project_id == project_id)
     return int(session.scalar(query) or 0)
+
+
+def scrub_profiles(session: Session, profile_ids: Collection[str], when: datetime) -> None:
+    """An erasure: the profiles' runs under way end (``erased``), and every run of theirs
+    forgets what started it (the triggering event's properties) and its last error."""
+    if not profile_ids:
+        return
+    ids = list(profile_ids)
+    session.execute(
+        update(AutomationRun)
+        .where(AutomationRun.profile_id.in_(ids), AutomationRun.status == RUNNING)
+        .values(
+            status="exited",
+            exit_reason="erased",
+            step_id=None,
+            waiting=False,
+            wait_event=None,
+            wake_at=None,
+            finished_at=when,
+            updated_at=when,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(AutomationRun)
+        .where(AutomationRun.profile_id.in_(ids))
+        .values(context={}, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
