@@ -8,12 +8,14 @@ Usage (from the repository root)::
     .venv/bin/python bench/automation_latency.py --sqlite      # or SQLite
     .venv/bin/python bench/automation_latency.py --quick       # a smoke run (small numbers)
 
-The server runs in this process as ``getfluxly serve`` runs it: the HTTP API (uvicorn, in a
-thread) and the worker (``app.create_worker``: ingest, the automation runner, the delivery
-loop) on one database. Before the clock starts: ``--profiles`` profiles (default 100,000,
-written directly as rows: each with an ``email`` trait and an external id), a template, an
-SMTP provider on a fresh smtp-sink, and an active automation triggered by ``signed_up``
-whose first step sends. Then ``--rate`` events a second (default 200) for ``--seconds``
+The server runs as it is deployed: on PostgreSQL the HTTP API (uvicorn, in a thread of this
+process) and the worker (``app.create_worker``: ingest, the automation runner, the delivery
+loop) in a process of its own, as ``getfluxly api`` beside ``getfluxly worker``
+(``--one-process``: both in this one, as ``getfluxly serve``); on SQLite both in this process
+(its wake-ups do not cross processes). Before the clock starts: ``--profiles`` profiles
+(default 100,000, written directly as rows: each with an ``email`` trait and an external
+id), a template, an SMTP provider on a fresh smtp-sink, and an active automation triggered
+by ``signed_up`` whose first step sends. Then ``--rate`` events a second (default 200) for ``--seconds``
 seconds (default 30), each a ``signed_up`` of a different profile, POSTed to
 ``/v1/events`` by ``--senders`` client threads on a fixed schedule; the moment each 202
 arrives is noted. Once every message is ``sent`` (or ``--timeout``), the latency of each is
@@ -98,6 +100,49 @@ def serving(settings: Settings, db: Database, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def build_worker(settings: Settings, db: Database, provider: str, port: int) -> DeliveryWorker:
+    """The server's worker (``app.create_worker``) whose client for ``provider`` does not log
+    in (see the module docstring)."""
+    worker = create_worker(settings, db)
+    assert isinstance(worker, DeliveryWorker)
+    patched = kept_clients(db, provider, port)
+    with db.read() as session:
+        row = session.get(EmailProvider, provider)
+        assert row is not None
+        version = row.updated_at.isoformat()
+    client = patched.get(provider, version, lambda: None)  # type: ignore[arg-type,return-value]
+    worker.clients.get(provider, version, lambda: client)
+    return worker
+
+
+def worker_process(settings: Settings, db: Database, provider: str, port: int) -> tuple[int, int]:
+    """Fork a worker process (as ``getfluxly worker`` beside ``getfluxly api``: its own
+    engine and threads, woken by PostgreSQL's notifications) that starts when a byte arrives
+    on its pipe and stops at the pipe's end; (pid, the pipe's write end)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    status = 0
+    try:
+        os.close(write_end)
+        own = Database(db.url)
+        worker = build_worker(settings, own, provider, port)
+        os.read(read_end, 1)  # go
+        worker.start()
+        os.read(read_end, 1)  # b"" once the parent closes its end: stop
+        worker.stop()
+        own.dispose()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finally:
+        os._exit(status)
 
 
 def make_profiles(db: Database, project_id: str, count: int) -> None:
@@ -186,14 +231,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         )
         port = free_port()
-        worker = create_worker(settings, db)
-        assert isinstance(worker, DeliveryWorker)
-        # The worker's own client cache, holding the provider's client that does not log in.
-        patched = kept_clients(db, provider, sink.port)
-        with db.read() as session:
-            version = session.get(EmailProvider, provider).updated_at.isoformat()  # type: ignore[union-attr]
-        client = patched.get(provider, version, lambda: None)  # type: ignore[arg-type,return-value]
-        worker.clients.get(provider, version, lambda: client)
+        separate = backend == "postgres" and not args.one_process
         with serving(settings, db, port):
             url = f"http://{HOST}:{port}"
             api = httpx.Client(
@@ -209,7 +247,14 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             assert made_automation.status_code == 201, made_automation.text
             automation_id = made_automation.json()["automation"]["id"]
             assert api.post(f"/v1/automations/{automation_id}/activate").status_code == 200
-            worker.start()
+            if separate:
+                db.dispose()  # no connection may be shared across the fork
+                pid, pipe = worker_process(settings, db, provider, sink.port)
+                os.write(pipe, b"g")
+                worker = None
+            else:
+                worker = build_worker(settings, db, provider, sink.port)
+                worker.start()
             try:
                 users = secrets.SystemRandom().sample(range(args.profiles), events)
                 note(f"{backend}: {events} events at {args.rate}/s")
@@ -227,7 +272,11 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
                         break
                     time.sleep(0.2)
             finally:
-                worker.stop()
+                if worker is not None:
+                    worker.stop()
+                else:
+                    os.close(pipe)
+                    os.waitpid(pid, 0)
             query = (
                 select(
                     Identity.value, Message.sent_at, AutomationRun.entered_at, Message.created_at
@@ -279,6 +328,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--senders", type=int, default=4, help="client threads")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="500 profiles, 50/s for 4 s")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="PostgreSQL: the worker in the API's process (as getfluxly serve), not its own",
+    )
     args = parser.parse_args(argv)
     args.backend = args.backend or "postgres"
     if args.quick:

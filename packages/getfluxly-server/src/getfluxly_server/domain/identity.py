@@ -69,6 +69,8 @@ def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
     store.move_to(session, [p.id for p in losers], survivor.id)
     # Their messages too: the ledger's "messages of a profile" is the person's.
     message_store.move_to(session, [p.id for p in losers], survivor.id)
+    # Their automation runs too: one journey goes on where two were under way.
+    automation_store.merge_profiles(session, [p.id for p in losers], survivor.id, now())
     return survivor
 
 

@@ -266,3 +266,43 @@ def scrub_profiles(session: Session, profile_ids: Collection[str], when: datetim
         .values(context={}, last_error=None)
         .execution_options(synchronize_session=False)
     )
+
+
+def merge_profiles(
+    session: Session, loser_ids: Collection[str], survivor_id: str, when: datetime
+) -> None:
+    """Profiles merged (``domain.identity.merge``): the losers' runs become the survivor's.
+    Where two of them had a run of one automation under way, the one that entered first goes
+    on and the others end (``merged``), so the person continues once, not twice."""
+    losers = [p for p in loser_ids if p != survivor_id]
+    if not losers:
+        return
+    running = session.scalars(
+        select(AutomationRun)
+        .where(
+            AutomationRun.status == RUNNING,
+            AutomationRun.profile_id.in_([*losers, survivor_id]),
+        )
+        .order_by(AutomationRun.entered_at, AutomationRun.id)
+        .with_for_update()
+    ).all()
+    kept: set[str] = set()
+    ended = []
+    for run in running:
+        if run.automation_id not in kept:
+            kept.add(run.automation_id)
+            continue
+        ended.append({
+            "project_id": run.project_id, "automation_id": run.automation_id, "run_id": run.id,
+            "profile_id": survivor_id, "step_id": run.step_id or "-", "outcome": "exited",
+            "at": when, "message_id": None,
+        })  # fmt: skip
+        run.status, run.exit_reason, run.step_id = "exited", "merged", None
+        run.waiting, run.wait_event, run.wake_at = False, None, None
+        run.finished_at = run.updated_at = when
+    session.flush()
+    log(session, ended)
+    move_runs(session, losers, survivor_id)
+    move_log(session, losers, survivor_id)
+    for run in running:
+        run.profile_id = survivor_id  # (what the UPDATE did, on the loaded objects)

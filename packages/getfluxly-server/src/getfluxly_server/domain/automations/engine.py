@@ -168,24 +168,10 @@ def exit_runs(session: Session, runs: Iterable[AutomationRun], reason: str, now:
 def reconcile_merged(
     session: Session, loser_ids: Iterable[str], survivor_id: str, now: datetime
 ) -> None:
-    """A merge: the losers' runs become the survivor's. Where both had a run of one
-    automation under way, the one that entered first goes on and the other exits
-    (``merged``): the person continues once, not twice."""
-    losers = [p for p in dict.fromkeys(loser_ids) if p != survivor_id]
-    if not losers:
-        return
-    running = store.running_of(session, [*losers, survivor_id])
-    kept: dict[str, AutomationRun] = {}
-    for run in running:  # oldest entry first
-        if run.automation_id in kept:
-            exit_runs(session, [run], "merged", now)
-        else:
-            kept[run.automation_id] = run
-    session.flush()
-    store.move_runs(session, losers, survivor_id)
-    store.move_log(session, losers, survivor_id)
-    for run in running:
-        run.profile_id = survivor_id  # (what the UPDATE did, on the loaded objects)
+    """A merge the run noticed itself (``identity.merge`` hands runs over as it merges; this
+    covers a run whose profile was merged by other means): see
+    ``storage.automations.merge_profiles``."""
+    store.merge_profiles(session, list(loser_ids), survivor_id, now)
 
 
 # -- advancing ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from getfluxly_server.domain.automations.definition import (
 )
 from getfluxly_server.domain.clock import Clock
 from getfluxly_server.storage import automations as store
-from getfluxly_server.storage.models import Automation, AutomationRun, Event, Profile
+from getfluxly_server.storage.models import Automation, Event, Profile
 
 SEGMENT_BATCH = 1000
 
@@ -45,17 +45,6 @@ def _active(session: Session, project_id: str) -> list[tuple[Automation, Definit
         if definition is not None:
             found.append((automation, definition))
     return found
-
-
-def _merged_runs(session: Session, profile_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """(loser, survivor) for running runs whose profile was merged into one of these."""
-    query = (
-        select(AutomationRun.profile_id, Profile.merged_into)
-        .join(Profile, Profile.id == AutomationRun.profile_id)
-        .where(AutomationRun.status == store.RUNNING, Profile.merged_into.is_not(None))
-        .where(Profile.merged_into.in_(list(profile_ids)))
-    )
-    return [(row[0], str(row[1])) for row in session.execute(query)]
 
 
 class EventConsumer:
@@ -75,8 +64,7 @@ def consume_events(
     profile_ids = list(dict.fromkeys(e.profile_id for e in events if e.profile_id))
     if not profile_ids:
         return
-    for loser, survivor in _merged_runs(session, profile_ids):
-        engine.reconcile_merged(session, [loser], survivor, now)
+    # (Runs of profiles merged while stitching were handed over by identity.merge.)
     if not track:
         return
     automations = _active(session, project_id)
