@@ -15,8 +15,8 @@ loop) in a process of its own, as ``getfluxly api`` beside ``getfluxly worker``
 (its wake-ups do not cross processes). Before the clock starts: ``--profiles`` profiles
 (default 100,000, written directly as rows: each with an ``email`` trait and an external
 id), a template, an SMTP provider on a fresh smtp-sink, and an active automation triggered
-by ``signed_up`` whose first step sends. Then ``--rate`` events a second (default 200) for ``--seconds``
-seconds (default 30), each a ``signed_up`` of a different profile, POSTed to
+by ``signed_up`` whose first step sends. Then ``--rate`` events a second (default 200) for
+``--seconds`` seconds (default 30), each a ``signed_up`` of a different profile, POSTed to
 ``/v1/events`` by ``--senders`` client threads on a fixed schedule; the moment each 202
 arrives is noted. Once every message is ``sent`` (or ``--timeout``), the latency of each is
 its ledger ``sent_at`` (recorded when the relay's 250 was) minus its event's 202. Printed:
