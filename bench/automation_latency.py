@@ -179,13 +179,21 @@ def send_events(
     start = time.monotonic() + 0.5
 
     def work(offset: int) -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+        bearer = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=url, headers=bearer, timeout=30.0) as client:
             for index in range(offset, len(users), senders):
                 delay = start + index / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 user = f"user{users[index]}"
-                reply = client.post("/v1/events", json={"event": "signed_up", "external_id": user})
+                try:
+                    reply = client.post(
+                        "/v1/events", json={"event": "signed_up", "external_id": user}
+                    )
+                except httpx.HTTPError as exc:  # counted, not fatal: the report says how many
+                    with lock:
+                        errors.append(f"{type(exc).__name__}")
+                    continue
                 at = time.time()
                 with lock:
                     if reply.status_code == 202:
