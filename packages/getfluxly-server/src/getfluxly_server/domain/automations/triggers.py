@@ -15,6 +15,7 @@ date traits coming due.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,9 +34,10 @@ from getfluxly_server.domain.automations.definition import (
 )
 from getfluxly_server.domain.clock import Clock
 from getfluxly_server.storage import automations as store
-from getfluxly_server.storage.models import Automation, Event, Profile
+from getfluxly_server.storage.models import Automation, AutomationRun, Event, Profile
 
 SEGMENT_BATCH = 1000
+log = logging.getLogger("getfluxly.automations")
 
 
 def _active(session: Session, project_id: str) -> list[tuple[Automation, Definition]]:
@@ -117,8 +119,25 @@ def consume_events(
             made = engine.enter(
                 session, automation, definition, [event.profile_id], now, context=context
             )
+            for run in made:
+                advance_now(session, run, automation, now)
             running.extend(made)
     session.flush()
+
+
+def advance_now(
+    session: Session, run: AutomationRun, automation: Automation, now: datetime
+) -> None:
+    """Take a run just started by an event as far as it goes at once, in the transaction that
+    started it: an automation that begins with a send records its message without waiting
+    for a runner. In a savepoint: a step that raises leaves the run due for the runner (which
+    retries it with backoff) and never holds up the events."""
+    try:
+        with session.begin_nested():
+            engine.advance(session, run, automation, now)
+    except Exception:
+        log.warning("run %s could not start at once; the runner takes it", run.id, exc_info=True)
+        session.expire(run)
 
 
 def read_segment_transitions(session: Session, project_id: str, now: datetime) -> int:
