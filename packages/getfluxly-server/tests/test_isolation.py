@@ -124,6 +124,13 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
             "name": "intruder", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}],
         },
         ("PATCH", "/v1/automations/{automation_id}"): {"name": "Hijacked"},
+        ("POST", "/v1/projects/{project_id}/segments"): {
+            "name": "intruder", "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("POST", "/v1/projects/{project_id}/segments/preview"): {
+            "rule": {"trait": "plan", "op": "exists"},
+        },
+        ("PATCH", "/v1/segments/{segment_id}"): {"name": "Hijacked", "rule": {"event": "x"}},
     }  # fmt: skip
 
 
@@ -176,6 +183,10 @@ def test_every_endpoint_keeps_tenants_apart(
         f"/v1/projects/{p1.id}/automations",
         json={"name": "a", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}]},
     ).json()["automation"]
+    segment = owner.post(
+        f"/v1/projects/{p1.id}/segments",
+        json={"name": "pros", "rule": {"trait": "plan", "op": "eq", "value": "pro"}},
+    ).json()["segment"]
     listed = "listed@example.com"
     owner.post(f"/v1/projects/{p1.id}/suppressions", json={"email": listed})
     # A message of P1 that is never attempted (its address is suppressed), so the relay
@@ -195,6 +206,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "message_id": message["id"],
         "template_id": template["id"],
         "automation_id": automation["id"],
+        "segment_id": segment["id"],
         "email": listed,
     }
     missing = {name: f"{value.split('_')[0]}_{_MISSING}" for name, value in ids.items()}
@@ -317,6 +329,10 @@ def test_every_endpoint_keeps_tenants_apart(
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
     found = owner.get(f"/v1/automations/{automation['id']}").json()["automation"]
     assert {k: found[k] for k in automation} == automation  # (the read adds stats and runs)
+    kept = owner.get(f"/v1/segments/{segment['id']}").json()["segment"]
+    assert {**kept, "count": 0} == segment
+    members = owner.get(f"/v1/segments/{segment['id']}/members").json()["members"]
+    assert [m["profile_id"] for m in members] in ([], [profile["id"]])
     suppressed = owner.get(f"/v1/projects/{p1.id}/suppressions").json()["suppressions"]
     assert [s["email"] for s in suppressed] == [listed]
     assert relay.messages == []

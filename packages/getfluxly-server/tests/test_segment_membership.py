@@ -198,30 +198,25 @@ def test_a_new_profile_enters_a_segment_of_absence(engine: Engine) -> None:
 
 
 def test_merged_profiles_leave_and_the_survivor_is_evaluated(engine: Engine) -> None:
-    seg = engine.segment({"event": "login", "count": {"gte": 2}})
-    anonymous = engine.segment({"event": "page"})
-    engine.send(
-        {"event": "page", "anonymous_id": "device-1"},
-        {"event": "login", "anonymous_id": "device-1"},
-    )
+    twice = engine.segment({"event": "login", "count": {"gte": 2}})
+    once = engine.segment({"event": "login"})
+    engine.send({"event": "login", "anonymous_id": "device-1"})  # the older profile
     engine.login("ada")
+    ada = engine.profile_id("ada")
     with engine.db.read() as session:
-        anon_id = session.scalars(
-            select(Profile.id).where(
-                Profile.project_id == engine.project_id, Profile.id != engine.profile_id("ada")
-            )
-        ).one()
-    assert engine.members(anonymous) == {anon_id}
-    assert engine.members(seg) == set()
-    # One event naming both ids merges them: the survivor has both logins and the page view.
-    engine.send({"event": "identify_me", "anonymous_id": "device-1", "external_id": "ada"})
-    survivor = engine.profile_id("ada")
-    with engine.db.read() as session:
-        merged = session.get(Profile, anon_id if survivor != anon_id else engine.profile_id("ada"))
-        assert merged is not None
-    assert engine.members(seg) == {survivor}
-    assert engine.members(anonymous) == {survivor}
-    assert (anon_id, "left") in engine.transitions(anonymous) or survivor == anon_id
+        query = select(Profile.id).where(Profile.project_id == engine.project_id, Profile.id != ada)
+        device = session.scalars(query).one()
+    assert engine.members(once) == {device, ada}
+    assert engine.members(twice) == set()
+    # One event naming both ids merges them into the older (the device's): it has both
+    # logins now, and ada's profile, merged, leaves.
+    engine.send({"event": "page", "anonymous_id": "device-1", "external_id": "ada"})
+    assert engine.profile_id("ada") == device
+    assert engine.members(once) == {device}
+    assert engine.members(twice) == {device}
+    # (transitions name profiles by external id: "ada" is the device's profile now)
+    assert engine.transitions(once)[-1:] == [(ada, "left")]
+    assert engine.transitions(twice) == [("ada", "entered")]
 
 
 def test_the_pass_removes_erased_profiles_and_sees_unsubscribes(engine: Engine) -> None:
@@ -251,3 +246,34 @@ def test_a_profile_changed_outside_events_is_seen_by_the_next_pass(engine: Engin
         row.traits, row.updated_at = {"plan": "pro"}, datetime.now(UTC)
     engine.advance(timedelta(seconds=1))
     assert engine.users(pros) == {"ada"}
+
+
+def test_time_alone_brings_a_profile_into_an_at_most_segment(engine: Engine) -> None:
+    quiet = engine.segment({"event": "login", "count": {"lte": 1}, "within": "P1D"})
+    engine.login("ada", n=2)
+    assert engine.users(quiet) == set()
+    engine.advance(timedelta(hours=1))  # the project's first pass: every segment in full
+    assert engine.users(quiet) == set()
+    # Later passes look only at profiles whose events left a window since the last one.
+    assert engine.advance(DAY) == {"entered": 1, "left": 0}
+    assert engine.users(quiet) == {"ada"}
+    assert engine.transitions(quiet) == [("ada", "entered")]
+
+
+def test_profiles_changed_outside_events_are_evaluated_in_bounded_chunks(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pros = engine.segment({"trait": "plan", "op": "eq", "value": "pro"})
+    for user in ("ada", "bob", "cy"):
+        engine.login(user)
+    ids = [engine.profile_id(u) for u in ("ada", "bob", "cy")]
+    with engine.db.transaction() as session:
+        for pid in ids[:2]:
+            row = session.get(Profile, pid)
+            assert row is not None
+            row.traits = {"plan": "pro"}  # as an automation's update_traits step would
+    monkeypatch.setattr(membership, "REFRESH_CHUNK", 1)
+    with engine.db.transaction() as session:
+        changed = membership.profiles_changed(session, engine.project_id, ids, engine.clock.now())
+    assert changed == (2, 0)
+    assert engine.users(pros) == {"ada", "bob"}

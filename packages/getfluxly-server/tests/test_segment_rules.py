@@ -138,6 +138,8 @@ def test_a_rule_of_every_kind_parses_to_its_typed_value() -> None:
         ({"email": "read"}, "rule.email", "must be one of"),
         ({"email": "sent", "automation_id": "brd_1"}, "rule.automation_id", "aut_"),
         ({"subscribed": "yes"}, "rule.subscribed", "true or false"),
+        ({"trait": "a", "op": "eq", "value": "x\x00y"}, "rule.value", "NUL"),
+        ({"email": "sent", "broadcast_id": "brd_\x00"}, "rule.broadcast_id", "brd_"),
         ({"subscribed": True, "group": 3}, "rule.group", "non-empty name"),
     ],
 )

@@ -211,17 +211,27 @@ class Scope:
         times that meets ``count_op count`` (gte | lte | eq), since ``since`` if given."""
         if count_op == "gte" and count == 0:
             return true()
-        query = select(Event.profile_id).where(
-            Event.project_id == self.project_id,
+        filters = [
             Event.name == event,
-            Event.profile_id.is_not(None),
             *(json_condition(Event.properties, k, o, v, self.postgres) for k, o, v in where),
-        )
+        ]
         if since is not None:
-            query = query.where(Event.timestamp >= since)
+            filters.append(Event.timestamp >= since)
         if self.among is not None:
-            query = query.where(Event.profile_id.in_(self.among))
-        if (count_op, count) in (("gte", 1),):
+            # A few profiles: count each one's events through its index (profile_id,
+            # timestamp), whatever the planner knows of the table.
+            counted = (
+                select(func.count()).where(Event.profile_id == Profile.id, *filters)
+            ).scalar_subquery()
+            if count_op == "gte":
+                return counted >= count
+            if count_op == "lte":
+                return counted <= count
+            return counted == count
+        query = select(Event.profile_id).where(
+            Event.project_id == self.project_id, Event.profile_id.is_not(None), *filters
+        )
+        if (count_op, count) == ("gte", 1):
             return Profile.id.in_(query)
         if count == 0:  # eq 0, lte 0: never
             return not_(Profile.id.in_(query))
@@ -313,11 +323,14 @@ class Scope:
 
     def members(self, condition: Condition) -> Select[str]:
         """The ids of the project's live profiles (in ``among``) meeting ``condition``."""
+        if self.among is None or self.postgres:
+            project = Profile.project_id == self.project_id
+        else:
+            # The project as an expression no index serves: SQLite's planner would walk the
+            # project's index over every profile rather than look up the few given by id.
+            project = func.coalesce(Profile.project_id, "") == self.project_id
         query = select(Profile.id).where(
-            Profile.project_id == self.project_id,
-            Profile.merged_into.is_(None),
-            Profile.erased_at.is_(None),
-            condition,
+            project, Profile.merged_into.is_(None), Profile.erased_at.is_(None), condition
         )
         if self.among is not None:
             query = query.where(Profile.id.in_(self.among))

@@ -9,7 +9,7 @@ order within a project).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Select,
@@ -22,9 +22,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from getfluxly_server.storage.models import (
+    Event,
     Profile,
     Segment,
     SegmentMember,
@@ -176,8 +177,14 @@ def sync(
     profile id order. Returns (entered, left)."""
     want = wanted.subquery("want")
     wanted_id = next(iter(want.c))
-    current = select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
-    new = wanted_id.not_in(current)
+    # NOT EXISTS, not NOT IN: PostgreSQL plans it as an anti-join whatever its estimates,
+    # where NOT IN over a subquery it guesses too large to hash is a scan per row.
+    member = aliased(SegmentMember)
+    new = ~(
+        select(literal(1))
+        .where(member.segment_id == segment_id, member.profile_id == wanted_id)
+        .exists()
+    )
     stamp = literal(at, UTCDateTime())
     columns = ["project_id", "segment_id", "profile_id", "kind", "at"]
     # RETURNING counts the rows (psycopg reports no rowcount for INSERT ... SELECT here).
@@ -199,7 +206,8 @@ def sync(
         )
     )
     gone = and_(
-        SegmentMember.segment_id == segment_id, SegmentMember.profile_id.not_in(select(wanted_id))
+        SegmentMember.segment_id == segment_id,
+        ~select(literal(1)).select_from(want).where(wanted_id == SegmentMember.profile_id).exists(),
     )
     left = session.execute(
         insert(SegmentTransition).from_select(
@@ -256,3 +264,30 @@ def profiles_changed_since(session: Session, project_id: str, since: datetime) -
         Profile.erased_at.is_(None),
     )
     return list(session.scalars(query))
+
+
+def crossed_windows(
+    session: Session,
+    project_id: str,
+    windows: Collection[tuple[str, timedelta]],
+    since: datetime,
+    until: datetime,
+) -> list[str]:
+    """Profiles with an event named ``name`` that left a window of ``length`` between
+    ``since`` and ``until``: timestamp in ``[since - length, until - length)``, for each
+    ``(name, length)`` of ``windows``. Only these can enter or leave an event-count segment
+    as time alone passes."""
+    if not windows:
+        return []
+    edges = [
+        and_(
+            Event.name == name, Event.timestamp >= since - length, Event.timestamp < until - length
+        )
+        for name, length in windows
+    ]
+    query = (
+        select(Event.profile_id)
+        .where(Event.project_id == project_id, Event.profile_id.is_not(None), or_(*edges))
+        .distinct()
+    )
+    return [p for p in session.scalars(query) if p is not None]

@@ -12,11 +12,13 @@ transitions commit in id order and an automation may follow them with an id curs
   against every segment, and the merged ones leave.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
-* :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: it
-  recomputes the segments time alone can change (``within``, ``within_last``,
-  ``before_last``) and those reading mail activity or subscription state (written outside
-  event processing); it evaluates profiles changed since its last pass (an alias merge, a
-  trait written directly) against every segment, and removes members whose profile was
+* :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
+  a segment with event windows (``within``) it evaluates only the profiles with an event
+  that left a window since its last pass (the only ones time alone can move); it
+  recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
+  any profile's may cross now), mail activity or subscription state (written outside event
+  processing); it evaluates profiles changed since its last pass (an alias merge, a trait
+  written directly) against every other segment, and removes members whose profile was
   merged or erased. Its first pass after a start recomputes every segment (catching up on
   anything missed while no worker ran).
 """
@@ -53,6 +55,8 @@ from getfluxly_server.storage.models import Event, Segment
 log = logging.getLogger("getfluxly.segments")
 
 COMPUTE_JOB = "segments.compute"
+#: Profiles evaluated per query when many are (a pass after a bulk change).
+REFRESH_CHUNK = 1_000
 
 
 class ComputeSegment(JobPayload):
@@ -78,10 +82,21 @@ class Saved:
     #: an event touches, since a new profile may be one.
     admits_empty: bool
 
+    #: The ``(event, within)`` pairs of its event rules with a window.
+    windows: frozenset[tuple[str, timedelta]] = frozenset()
+
     @property
-    def changes_with_time(self) -> bool:
-        """Whether the periodic pass recomputes it."""
-        return self.reads.timed or self.reads.email or self.reads.subscriptions
+    def recomputed_by_the_pass(self) -> bool:
+        """Whether the periodic pass recomputes it in full: it reads mail activity or
+        subscription state (changed outside event processing), or a date trait (any
+        profile's may cross now)."""
+        return self.reads.email or self.reads.subscriptions or self.reads.timed_traits
+
+    @property
+    def windowed(self) -> bool:
+        """Whether time alone changes it only through event windows: the pass evaluates
+        just the profiles with an event that crossed a window's edge since its last pass."""
+        return bool(self.windows) and not self.recomputed_by_the_pass
 
 
 class RuleCache:
@@ -100,7 +115,10 @@ class RuleCache:
         if found is not None:
             return found
         rule = rules.parse(row.rule)
-        found = Saved(row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule))
+        found = Saved(
+            row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule),
+            frozenset(_windows(rule)),
+        )  # fmt: skip
         with self._lock:
             if len(self._parsed) >= self.LIMIT:
                 self._parsed.clear()
@@ -109,6 +127,17 @@ class RuleCache:
 
     def live(self, session: Session, project_id: str) -> list[Saved]:
         return [self.saved(row) for row in store.live(session, project_id)]
+
+
+def _windows(rule: Rule) -> list[tuple[str, timedelta]]:
+    match rule:
+        case All(children) | AnyOf(children):
+            return [w for c in children for w in _windows(c)]
+        case Not(inner):
+            return _windows(inner)
+        case Performed(event=event, within=within) if within is not None:
+            return [(event, within)]
+    return []
 
 
 def _empty(rule: Rule) -> bool:
@@ -139,16 +168,19 @@ def refresh(
     """Evaluate ``profile_ids`` against ``segments`` and record who entered and left (the
     caller holds the project's lock); returns (entered, left)."""
     entered = left = 0
-    if not profile_ids:
-        return 0, 0
-    for segment in segments:
-        query = rules.member_ids(session, segment.project_id, segment.rule, now, among=profile_ids)
-        wanted = set(session.scalars(query))
-        current = store.members_among(session, segment.id, profile_ids)
-        store.enter(session, segment.project_id, segment.id, wanted - current, now)
-        store.leave(session, segment.project_id, segment.id, current - wanted, now)
-        entered += len(wanted - current)
-        left += len(current - wanted)
+    ordered = sorted(set(profile_ids))
+    chosen = list(segments)
+    # A bounded number of ids per statement (the databases' parameter limits).
+    for start in range(0, len(ordered), REFRESH_CHUNK):
+        some = ordered[start : start + REFRESH_CHUNK]
+        for segment in chosen:
+            query = rules.member_ids(session, segment.project_id, segment.rule, now, among=some)
+            wanted = set(session.scalars(query))
+            current = store.members_among(session, segment.id, some)
+            store.enter(session, segment.project_id, segment.id, wanted - current, now)
+            store.leave(session, segment.project_id, segment.id, current - wanted, now)
+            entered += len(wanted - current)
+            left += len(current - wanted)
     return entered, left
 
 
@@ -217,9 +249,12 @@ class SegmentConsumer:
         names = {e.name for e in events if e.name}
         traits = {key for e in events if e.type == "identify" for key in (e.traits or {})}
         # Profiles that merged others have their events and traits: every segment may change.
-        merged = {p.merged_into for p in profile_store.merged_into(session, touched)}
-        merged.discard(None)
-        survivors = {p for p in merged if p is not None}
+        # Only an event naming two ids can merge (profiles.merged_into has no index: the
+        # lookup is skipped for chunks that cannot have merged anything).
+        survivors: set[str] = set()
+        if any(sum(1 for i in (e.anonymous_id, e.external_id, e.user_id) if i) > 1 for e in events):
+            found = profile_store.merged_into(session, touched)
+            survivors = {p.merged_into for p in found if p.merged_into is not None}
         for segment in segments:
             relevant = (
                 segment.admits_empty
@@ -250,6 +285,8 @@ class SegmentRunner:
         self.interval = interval
         self.cache = cache or RuleCache()
         self._since: datetime | None = None
+        #: The engine's time of each project's last pass (event windows crossed since).
+        self._last_now: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -295,15 +332,21 @@ class SegmentRunner:
             left = store.leave_gone(session, project_id, now)
             entered = 0
             segments = self.cache.live(session, project_id)
+            last = self._last_now.get(project_id)
             rest = []
             for segment in segments:
-                if since is None or segment.changes_with_time:
+                if since is None or last is None or segment.recomputed_by_the_pass:
                     more, fewer = recompute(session, segment, now)
                     entered, left = entered + more, left + fewer
-                else:
-                    rest.append(segment)
+                    continue
+                if segment.windowed:
+                    crossed = store.crossed_windows(session, project_id, segment.windows, last, now)
+                    more, fewer = refresh(session, [segment], crossed, now)
+                    entered, left = entered + more, left + fewer
+                rest.append(segment)
             if rest and since is not None:
                 changed = store.profiles_changed_since(session, project_id, since)
                 more, fewer = refresh(session, rest, changed, now)
                 entered, left = entered + more, left + fewer
+            self._last_now[project_id] = now
             return entered, left

@@ -149,12 +149,14 @@ class Reads:
     timed: bool
     email: bool
     subscriptions: bool
+    #: Whether a date trait is compared with now (``within_last``, ``before_last``).
+    timed_traits: bool = False
 
 
 def reads(rule: Rule) -> Reads:
     events: set[str] = set()
     traits: set[str] = set()
-    flags = {"timed": False, "email": False, "subscriptions": False}
+    flags = {"timed": False, "email": False, "subscriptions": False, "timed_traits": False}
 
     def walk(node: Rule) -> None:
         match node:
@@ -166,6 +168,7 @@ def reads(rule: Rule) -> Reads:
             case Trait(condition):
                 traits.add(condition.key)
                 flags["timed"] |= condition.op in TIME_OPS
+                flags["timed_traits"] |= condition.op in TIME_OPS
             case Performed(event=event, within=within):
                 events.add(event)
                 flags["timed"] |= within is not None
@@ -295,6 +298,8 @@ def _scalar(value: Any, path: str) -> Scalar:
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise _fail(path, f"must be at most {MAX_TEXT} characters")
+        if "\x00" in value:  # no database text holds it (PostgreSQL refuses it)
+            raise _fail(path, "must not contain NUL characters")
         return value
     raise _fail(path, "must be text, a number or true/false (null: use exists/not_exists)")
 
@@ -353,7 +358,10 @@ def _email(node: dict[str, Any], path: str) -> Email:
     for field, prefix in (("automation_id", "aut_"), ("broadcast_id", "brd_")):
         value = node.get(field)
         if value is not None and (
-            not isinstance(value, str) or not value.startswith(prefix) or len(value) > MAX_ID
+            not isinstance(value, str)
+            or not value.startswith(prefix)
+            or len(value) > MAX_ID
+            or not value.isprintable()
         ):
             raise _fail(_at(path, field), f"must be an id ({prefix}...)")
         ids[field] = value
