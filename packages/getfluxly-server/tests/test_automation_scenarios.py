@@ -531,3 +531,29 @@ def test_an_erasure_ends_the_persons_runs_and_scrubs_what_started_them(eng: Engi
     with eng.db.read() as session:
         [run] = session.query(AutomationRun).filter_by(project_id=eng.project.id).all()
         assert (run.status, run.exit_reason, run.context) == ("exited", "erased", {})
+
+
+def test_traits_an_automation_writes_move_the_person_into_segments(eng: Engine) -> None:
+    gold = eng.template("Welcome to gold")
+    made = eng.api.post(
+        f"/v1/projects/{eng.project.id}/segments",
+        json={"name": "Gold", "rule": {"trait": "tier", "op": "eq", "value": "gold"}},
+    )
+    assert made.status_code == 201, made.text
+    eng.automation(
+        {
+            "name": "Upgrade",
+            "trigger": {"event": "upgraded"},
+            "steps": [{"id": "tier", "type": "update_traits", "traits": {"tier": "gold"}}],
+        }
+    )
+    eng.automation(
+        {
+            "name": "Gold",
+            "trigger": {"segment_entered": made.json()["segment"]["id"]},
+            "steps": [_send("gold", gold)],
+        }
+    )
+    eng.identify("una", email="una@example.com", tier="silver")
+    eng.track("una", "upgraded")
+    assert eng.subjects("una@example.com") == ["Welcome to gold"]

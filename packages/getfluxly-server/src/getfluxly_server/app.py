@@ -41,6 +41,7 @@ from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
 from getfluxly_server.domain import messages as messages_domain
+from getfluxly_server.domain.automations import segment_sync as automation_segment_sync
 from getfluxly_server.domain.automations import triggers as automation_triggers
 from getfluxly_server.domain.automations import webhooks as automation_webhooks
 from getfluxly_server.domain.automations.runner import AutomationRunner
@@ -91,7 +92,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "automations",
         router=automations.router,
-        job_handlers=lambda r: automation_webhooks.handlers(r.db, r.settings.network_policy),
+        job_handlers=lambda r: [
+            *automation_webhooks.handlers(r.db, r.settings.network_policy),
+            *automation_segment_sync.handlers(r.db, r.clock),
+        ],
         runners=lambda r: [AutomationRunner(r.db, clock=r.clock)],
         event_consumers=lambda r: [automation_triggers.EventConsumer(r.clock)],
     ),

@@ -25,6 +25,7 @@ from getfluxly_server.domain import identity
 from getfluxly_server.domain.automations import rules
 from getfluxly_server.domain.automations.definition import Definition, Step, parse
 from getfluxly_server.domain.automations.schedule import next_time, quiet_until, zone_for
+from getfluxly_server.domain.automations.segment_sync import TRAITS_CHANGED, TraitsChanged
 from getfluxly_server.domain.automations.webhooks import WEBHOOK, CallWebhook
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.messages import (
@@ -348,6 +349,10 @@ def _update_traits(turn: _Turn, step: Step) -> bool:
     assert profile is not None
     profile.traits = {**profile.traits, **step.traits}
     profile.updated_at = turn.now
+    # Segments re-evaluate the profile once this commits (see segment_sync for why later).
+    TRAITS_CHANGED.enqueue(
+        turn.session, TraitsChanged(project_id=turn.run.project_id, profile_ids=[profile.id])
+    )
     turn.go(step, turn.definition.next_of[step.id])
     return True
 
