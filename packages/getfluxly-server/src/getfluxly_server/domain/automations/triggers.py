@@ -71,15 +71,14 @@ def consume_events(
         return
     automations = _active(session, project_id)
     names = {e.name for e in track}
-    exits = [(a, d) for a, d in automations if d.exit_on is not None and d.exit_on.event in names]
     starts = [
         (a, d) for a, d in automations
         if isinstance(d.trigger, EventTrigger) and d.trigger.event in names
     ]  # fmt: skip
     profiles = list(dict.fromkeys(e.profile_id for e in track if e.profile_id))
     running = list(store.running_of(session, profiles))
-    waiting = [r for r in running if r.wait_event in names]
-    if not exits and not starts and not waiting:
+    # Runs under way are checked against the version each is on (exit_on, waits).
+    if not starts and not running:
         return
     by_id = {a.id: (a, d) for a, d in automations}
     for event in track:
