@@ -87,6 +87,9 @@ KNOWN = {
     ("GET", "/v1/projects/{project_id}/subscription-groups"),
     ("PUT", "/v1/projects/{project_id}/subscription-groups"),
     ("GET", "/v1/email-providers/{provider_id}/domain-check"),
+    ("POST", "/v1/projects/{project_id}/automations"),
+    ("GET", "/v1/automations/{automation_id}"),
+    ("POST", "/v1/automations/{automation_id}/activate"),
     *PROJECT_KEY_ENDPOINTS,
 }
 _METHODS = {"get", "head", "post", "put", "patch", "delete"}
@@ -141,6 +144,10 @@ def _bodies(relay_host: str, relay_port: int) -> dict[tuple[str, str], dict[str,
         ("PUT", "/v1/projects/{project_id}/subscription-groups"): {
             "subscription_groups": [{"name": "intruder", "label": "Intruder"}],
         },
+        ("POST", "/v1/projects/{project_id}/automations"): {
+            "name": "intruder", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}],
+        },
+        ("PATCH", "/v1/automations/{automation_id}"): {"name": "Hijacked"},
         ("POST", "/v1/projects/{project_id}/segments"): {
             "name": "intruder", "rule": {"trait": "plan", "op": "exists"},
         },
@@ -205,6 +212,10 @@ def test_every_endpoint_keeps_tenants_apart(
         json={"url": "https://hooks.example.com/p1", "events": ["message.bounced"]},
     ).json()["webhook"]
     del webhook["secret"]
+    automation = owner.post(
+        f"/v1/projects/{p1.id}/automations",
+        json={"name": "a", "trigger": {"event": "x"}, "steps": [{"id": "s", "type": "exit"}]},
+    ).json()["automation"]
     segment = owner.post(
         f"/v1/projects/{p1.id}/segments",
         json={"name": "pros", "rule": {"trait": "plan", "op": "eq", "value": "pro"}},
@@ -240,6 +251,7 @@ def test_every_endpoint_keeps_tenants_apart(
         "profile_id": profile["id"],
         "message_id": message["id"],
         "template_id": template["id"],
+        "automation_id": automation["id"],
         "segment_id": segment["id"],
         "email": listed,
         "webhook_id": webhook["id"],
@@ -366,6 +378,8 @@ def test_every_endpoint_keeps_tenants_apart(
     assert owner.get(f"/v1/templates/{template['id']}").json()["template"] == template
     assert owner.get(f"/v1/webhooks/{webhook['id']}").json()["webhook"] == webhook
     assert owner.get(f"/v1/projects/{p1.id}/webhooks").json()["webhooks"] == [webhook]
+    found = owner.get(f"/v1/automations/{automation['id']}").json()["automation"]
+    assert {k: found[k] for k in automation} == automation  # (the read adds stats and runs)
     kept = owner.get(f"/v1/segments/{segment['id']}").json()["segment"]
     assert {**kept, "count": 0} == segment
     members = owner.get(f"/v1/segments/{segment['id']}/members").json()["members"]

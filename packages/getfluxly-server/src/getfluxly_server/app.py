@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from getfluxly_server import __version__
 from getfluxly_server.api import (
     auth,
+    automations,
     browser,
     dev,
     domain_check,
@@ -47,7 +48,12 @@ from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs, tracking
 from getfluxly_server.domain import messages as messages_domain
+from getfluxly_server.domain.automations import segment_sync as automation_segment_sync
+from getfluxly_server.domain.automations import triggers as automation_triggers
+from getfluxly_server.domain.automations import webhooks as automation_webhooks
+from getfluxly_server.domain.automations.runner import AutomationRunner
 from getfluxly_server.domain.broadcasts import BroadcastRunner
+from getfluxly_server.domain.clock import SYSTEM, Clock
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.feedback import jobs as feedback_jobs
 from getfluxly_server.domain.feedback.config import config_of as feedback_config
@@ -116,6 +122,16 @@ FEATURES: tuple[Feature, ...] = (
         "broadcasts",
         router=broadcasts_api.router,
         runners=lambda r: [BroadcastRunner(r.db, r.clock)],
+    ),
+    Feature(
+        "automations",
+        router=automations.router,
+        job_handlers=lambda r: [
+            *automation_webhooks.handlers(r.db, r.settings.network_policy),
+            *automation_segment_sync.handlers(r.db, r.clock),
+        ],
+        runners=lambda r: [AutomationRunner(r.db, clock=r.clock)],
+        event_consumers=lambda r: [automation_triggers.EventConsumer(r.clock)],
     ),
 )
 
@@ -229,9 +245,13 @@ class DeliveryWorker(Worker):
         self.clients.close()
 
 
-def create_worker(settings: Settings, db: Database, *, threads: int | None = None) -> Worker:
+def create_worker(
+    settings: Settings, db: Database, *, threads: int | None = None, clock: Clock = SYSTEM
+) -> Worker:
+    """The worker of this process: every feature's job handlers, runners and event
+    consumers. ``clock``: the engine's time (a test lends a ``ManualClock``)."""
     clients = ClientCache()
-    resources = WorkerResources(db, settings, build_context(settings), clients)
+    resources = WorkerResources(db, settings, build_context(settings), clients, clock=clock)
     consumers = tuple(
         consumer
         for feature in FEATURES

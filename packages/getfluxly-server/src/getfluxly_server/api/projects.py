@@ -53,6 +53,12 @@ class ProjectChanges(Request):
         "another: one of this project's email providers",
         examples=["prv_..."],
     )
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of profiles without a timezone trait (automations); null: UTC",
+        examples=["Europe/Paris"],
+    )
 
 
 class NewKey(Request):
@@ -124,6 +130,8 @@ def update_project(project_id: str, body: ProjectChanges, who: WorkspaceKey, db:
         project = tenancy.project_of(session, who, project_id)
         if body.default_provider_id is not None:
             project = providers.set_default(session, who, project_id, body.default_provider_id)
+        if "timezone" in body.model_fields_set:
+            project = tenancy.set_timezone(session, project, body.timezone)
         return OneProject(project=views.project(project))
 
 

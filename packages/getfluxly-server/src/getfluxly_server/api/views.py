@@ -23,6 +23,9 @@ class ProjectView(Response):
     #: Where the project's mail goes unless a call or step names a provider: the first
     #: provider created, changed with PATCH; null while the project has none.
     default_provider_id: str | None
+    #: The IANA time zone of profiles without a ``timezone`` trait (automations' times of
+    #: day, quiet hours); null: UTC.
+    timezone: str | None = None
     created_at: Timestamp
 
 
@@ -45,7 +48,8 @@ class IssuedKeyView(KeyView):
 def project(row: Project) -> ProjectView:
     return ProjectView(
         id=row.id, workspace_id=row.workspace_id, name=row.name,
-        default_provider_id=row.default_provider_id, created_at=row.created_at,
+        default_provider_id=row.default_provider_id, timezone=row.timezone,
+        created_at=row.created_at,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFail
 from getfluxly_server.domain.feedback import erasure as feedback_erasure
 from getfluxly_server.domain.messages import erasure as message_erasure
 from getfluxly_server.queue.kinds import JobKind, JobPayload
+from getfluxly_server.storage import automations as automation_store
 from getfluxly_server.storage import erasures, profiles
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage import messages as message_store
@@ -69,6 +70,8 @@ def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
     store.move_to(session, [p.id for p in losers], survivor.id)
     # Their messages too: the ledger's "messages of a profile" is the person's.
     message_store.move_to(session, [p.id for p in losers], survivor.id)
+    # Their automation runs too: one journey goes on where two were under way.
+    automation_store.merge_profiles(session, [p.id for p in losers], survivor.id, now())
     return survivor
 
 
@@ -273,4 +276,5 @@ def erase(session: Session, erasure_id: str) -> None:
     erasures.erase_people(session, erasure.profile_ids, when)
     message_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses, when)
     feedback_erasure.scrub(session, erasure.project_id, erasure.profile_ids, addresses)
+    automation_store.scrub_profiles(session, erasure.profile_ids, when)
     erasure.completed_at = datetime.now(UTC)

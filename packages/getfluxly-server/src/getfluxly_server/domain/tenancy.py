@@ -175,3 +175,21 @@ def revoke_key_in(session: Session, workspace_id: str, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = now()
     return key
+
+
+def set_timezone(session: Session, project: Project, zone: str | None) -> Project:
+    """Set the project's time zone (an IANA name, or None for UTC); ``validation_error``
+    for a name that is not one."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if zone is not None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationFailed(
+                f"timezone: {zone[:64]!r} is not an IANA time zone (e.g. Europe/Paris)",
+                field="timezone",
+            ) from None
+    project.timezone = zone
+    session.flush()
+    return project

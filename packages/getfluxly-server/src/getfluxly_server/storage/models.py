@@ -94,6 +94,9 @@ class Project(Base):
     #: and providers would point at each other); the domain clears it when that provider goes.
     default_provider_id: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=now)
+    #: The IANA time zone automations use for a profile without a valid ``timezone`` trait
+    #: (delays until a time of day, quiet hours); None: UTC.
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
 
     __table_args__ = (Index("ix_projects_workspace", "workspace_id"),)
 
@@ -959,3 +962,141 @@ class BroadcastRecipient(Base):
     )
     position: Mapped[int] = mapped_column(primary_key=True)
     profile_id: Mapped[str] = mapped_column(String(32))
+
+
+class Automation(Base):
+    """A project's automation (engine spec section 4): its current definition (``trigger``,
+    ``steps``, ``reentry``, ``exit_on``, ``quiet_hours``, ``frequency_cap`` as JSON, checked by
+    ``domain.automations.definition``) and ``status`` (``draft`` | ``active`` | ``paused``).
+    ``version`` grows with each edit of the definition; every version that runs is kept in
+    :class:`AutomationVersion`, so runs stay on the version they entered. Deleted automations
+    keep their row (``deleted_at``) for the messages and runs that name them."""
+
+    __tablename__ = "automations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    version: Mapped[int] = mapped_column(default=1)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+    #: When it was last activated (the engine's clock): date triggers never fire for dates
+    #: before it.
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_automations_project", "project_id", "created_at", "id"),)
+
+
+class AutomationVersion(Base):
+    """One version of an automation's definition, kept while runs may be on it."""
+
+    __tablename__ = "automation_versions"
+
+    automation_id: Mapped[str] = mapped_column(
+        ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+#: A run still under way (partial-index predicate, literal SQL as above).
+RUN_ACTIVE_SQL = text("status = 'running'")
+
+
+class AutomationRun(Base):
+    """One profile's journey through one version of an automation, and its pending wake-up.
+
+    ``step_id`` is where the run is (None once finished); ``waiting`` says that step has
+    begun and the run waits on it (a delay's end, an awaited event ``wait_event`` or its
+    timeout, a send postponed past quiet hours). ``wake_at`` is when the runner takes the
+    run next (for a run waiting for an event: the timeout). A run is advanced only inside a
+    transaction that holds its row, and what a step does (a message recorded, a job queued,
+    traits changed) commits with the run's new position, so a crash replays from the last
+    committed position and never skips or repeats a step's effect. ``context`` is what the
+    run was started by (the triggering event's name and properties, for templates).
+    At most one run of an automation is under way per profile (``ux_automation_runs_running``).
+    """
+
+    __tablename__ = "automation_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    automation_id: Mapped[str] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column()
+    profile_id: Mapped[str] = mapped_column(String(32))
+    #: running | completed | exited
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    step_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    waiting: Mapped[bool] = mapped_column(default=False)
+    wait_event: Mapped[str | None] = mapped_column(String(64), default=None)
+    wake_at: Mapped[datetime | None] = mapped_column(default=None)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: What started it, for triggers that must not start twice for one cause (a date trait's
+    #: value).
+    trigger_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: Why it ended: completed | exit_step | exit_on | merged | paused | erased | failed
+    exit_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    entered_at: Mapped[datetime] = mapped_column(default=now)
+    updated_at: Mapped[datetime] = mapped_column(default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index(
+            "ix_automation_runs_due",
+            "wake_at",
+            sqlite_where=RUN_ACTIVE_SQL,
+            postgresql_where=RUN_ACTIVE_SQL,
+        ),
+        Index(
+            "ux_automation_runs_running",
+            "automation_id",
+            "profile_id",
+            unique=True,
+            sqlite_where=RUN_ACTIVE_SQL,
+            postgresql_where=RUN_ACTIVE_SQL,
+        ),
+        Index("ix_automation_runs_profile", "profile_id", "automation_id", "entered_at"),
+    )
+
+
+class AutomationStepLog(Base):
+    """What happened at a step of a run (``outcome``: entered, completed, sent, skipped,
+    capped, postponed, timed_out, event, exited, failed), at the engine's time: the per-step
+    stats of the API, and the sends a frequency cap counts."""
+
+    __tablename__ = "automation_step_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    automation_id: Mapped[str] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(String(32))
+    profile_id: Mapped[str] = mapped_column(String(32))
+    step_id: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        Index("ix_automation_step_log_stats", "automation_id", "step_id", "outcome"),
+        Index("ix_automation_step_log_profile", "project_id", "profile_id", "outcome", "at"),
+    )
+
+
+class AutomationCursor(Base):
+    """How far a project's automations have read a stream: ``segments`` (the last
+    ``segment_transitions.id`` taken) or ``dates`` (when date triggers were last checked)."""
+
+    __tablename__ = "automation_cursors"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,378 @@
+"""GetFluxly automations: latency from an event's ``202`` to its email's acceptance by
+Postfix's smtp-sink, at a steady event rate, next to FluxMail's raw rate for the same number
+of messages in the same run.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/automation_latency.py               # PostgreSQL, issue sizes
+    .venv/bin/python bench/automation_latency.py --sqlite      # or SQLite
+    .venv/bin/python bench/automation_latency.py --quick       # a smoke run (small numbers)
+
+The server runs as it is deployed: on PostgreSQL the HTTP API (uvicorn, in a thread of this
+process) and the worker (``app.create_worker``: ingest, the automation runner, the delivery
+loop) in a process of its own, as ``getfluxly api`` beside ``getfluxly worker``
+(``--one-process``: both in this one, as ``getfluxly serve``); on SQLite both in this process
+(its wake-ups do not cross processes). Before the clock starts: ``--profiles`` profiles
+(default 100,000, written directly as rows: each with an ``email`` trait and an external
+id), a template, an SMTP provider on a fresh smtp-sink, and an active automation triggered
+by ``signed_up`` whose first step sends. Then ``--rate`` events a second (default 200) for
+``--seconds`` seconds (default 30), each a ``signed_up`` of a different profile, POSTed to
+``/v1/events`` by ``--senders`` client threads on a fixed schedule; the moment each 202
+arrives is noted. Once every message is ``sent`` (or ``--timeout``), the latency of each is
+its ledger ``sent_at`` (recorded when the relay's 250 was) minus its event's 202. Printed:
+p50, p95, p99 and max, the rate achieved, and FluxMail's raw rate for the same number of
+messages to a fresh smtp-sink (``deliver_messages.run_raw``). Target (issue 14, this 2-core
+machine): p99 <= 1 s at 200 events/s with 100,000 profiles.
+
+smtp-sink answers AUTH with 250 (not 235), so, as in ``deliver_messages.py``, the provider's
+client is the server's SMTP provider with a FluxMail mailer that does not log in.
+
+stdout: a table and one JSON line; exit status 0 when every event's message was sent, 1
+otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "testkit"))
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from deliver_messages import HOST, fresh_database, kept_clients, note, run_raw  # noqa: E402
+from smtp_throughput import find_program, free_port, running_sink  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
+from workload import SENDER  # noqa: E402
+
+from flux_testkit import ledger  # noqa: E402
+from getfluxly_server.app import DeliveryWorker, create_app, create_worker  # noqa: E402
+from getfluxly_server.crypto import Keyring  # noqa: E402
+from getfluxly_server.domain import tenancy  # noqa: E402
+from getfluxly_server.settings import Settings  # noqa: E402
+from getfluxly_server.storage.db import Database  # noqa: E402
+from getfluxly_server.storage.models import (  # noqa: E402
+    AutomationRun,
+    EmailProvider,
+    Identity,
+    Message,
+    Profile,
+    new_id,
+    now,
+)
+
+SENT_COUNT = "SELECT count(*) FROM messages WHERE automation_id = :a AND status = 'sent'"
+
+
+class _ThreadServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # (not the main thread)
+        pass
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, db: Database, port: int) -> Iterator[None]:
+    app = create_app(settings, db)
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning")
+    server = _ThreadServer(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def build_worker(settings: Settings, db: Database, provider: str, port: int) -> DeliveryWorker:
+    """The server's worker (``app.create_worker``) whose client for ``provider`` does not log
+    in (see the module docstring)."""
+    worker = create_worker(settings, db)
+    assert isinstance(worker, DeliveryWorker)
+    patched = kept_clients(db, provider, port)
+    with db.read() as session:
+        row = session.get(EmailProvider, provider)
+        assert row is not None
+        version = row.updated_at.isoformat()
+    client = patched.get(provider, version, lambda: None)  # type: ignore[arg-type,return-value]
+    worker.clients.get(provider, version, lambda: client)
+    return worker
+
+
+def worker_process(settings: Settings, db: Database, provider: str, port: int) -> tuple[int, int]:
+    """Fork a worker process (as ``getfluxly worker`` beside ``getfluxly api``: its own
+    engine and threads, woken by PostgreSQL's notifications) that starts when a byte arrives
+    on its pipe and stops at the pipe's end; (pid, the pipe's write end)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    status = 0
+    try:
+        os.close(write_end)
+        own = Database(db.url)
+        worker = build_worker(settings, own, provider, port)
+        os.read(read_end, 1)  # go
+        worker.start()
+        os.read(read_end, 1)  # b"" once the parent closes its end: stop
+        worker.stop()
+        own.dispose()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def make_profiles(db: Database, project_id: str, count: int) -> None:
+    stamp = now()
+    for start in range(0, count, 5_000):
+        profiles, identities = [], []
+        for n in range(start, min(count, start + 5_000)):
+            profile_id = new_id("prf")
+            profiles.append({
+                "id": profile_id, "project_id": project_id,
+                "traits": {"email": f"user{n}@example.com", "name": f"User {n}"},
+                "created_at": stamp, "updated_at": stamp,
+            })  # fmt: skip
+            identities.append({
+                "project_id": project_id, "kind": "external_id", "value": f"user{n}",
+                "profile_id": profile_id, "created_at": stamp,
+            })  # fmt: skip
+        with db.transaction() as session:
+            session.execute(insert(Profile), profiles)
+            session.execute(insert(Identity), identities)
+    if not db.is_sqlite:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE profiles"))
+            conn.execute(text("VACUUM ANALYZE identities"))
+
+
+def send_events(
+    url: str, key: str, users: Sequence[int], rate: float, senders: int
+) -> dict[str, float]:
+    """POST one ``signed_up`` per user at ``rate`` a second; when each 202 came (epoch s)."""
+    answered: dict[str, float] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = time.monotonic() + 0.5
+
+    def work(offset: int) -> None:
+        bearer = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=url, headers=bearer, timeout=30.0) as client:
+            for index in range(offset, len(users), senders):
+                delay = start + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                user = f"user{users[index]}"
+                try:
+                    reply = client.post(
+                        "/v1/events", json={"event": "signed_up", "external_id": user}
+                    )
+                except httpx.HTTPError as exc:  # counted, not fatal: the report says how many
+                    with lock:
+                        errors.append(f"{type(exc).__name__}")
+                    continue
+                at = time.time()
+                with lock:
+                    if reply.status_code == 202:
+                        answered[user] = at
+                    else:
+                        errors.append(f"{reply.status_code} {reply.text[:200]}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        note(f"{len(errors)} events refused, e.g. {errors[0]}")
+    return answered
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path) -> dict[str, Any]:
+    events = int(args.rate * args.seconds)
+    keyring_text = Keyring.generate()
+    with fresh_database(backend, workdir) as db, running_sink(sink_binary) as sink:  # type: ignore[arg-type]
+        settings = Settings(
+            database_url=str(db.engine.url.render_as_string(hide_password=False)),
+            keyring=Keyring.parse(keyring_text),
+            rate_limit_per_second=100_000.0,
+            rate_limit_burst=100_000,
+        )
+        with db.transaction() as session:
+            workspace, workspace_key = tenancy.create_workspace(session, "Bench")
+            made = tenancy.create_project(session, workspace.id, "Bench")
+            project_id, secret = made.project.id, made.secret_key.plaintext
+        note(f"{backend}: {args.profiles} profiles")
+        make_profiles(db, project_id, args.profiles)
+        template = ledger.add_template(
+            db, project_id, "Welcome, {{ profile.name }}", text="Hi {{ profile.name }}"
+        )
+        provider = ledger.add_provider(
+            db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
+        )
+        port = free_port()
+        separate = backend == "postgres" and not args.one_process
+        with serving(settings, db, port):
+            url = f"http://{HOST}:{port}"
+            api = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {workspace_key.plaintext}"}
+            )
+            made_automation = api.post(
+                f"/v1/projects/{project_id}/automations",
+                json={
+                    "name": "Welcome", "trigger": {"event": "signed_up"},
+                    "steps": [{"id": "welcome", "type": "send_email", "template_id": template}],
+                },
+            )  # fmt: skip
+            assert made_automation.status_code == 201, made_automation.text
+            automation_id = made_automation.json()["automation"]["id"]
+            assert api.post(f"/v1/automations/{automation_id}/activate").status_code == 200
+            if separate:
+                db.dispose()  # no connection may be shared across the fork
+                pid, pipe = worker_process(settings, db, provider, sink.port)
+                os.write(pipe, b"g")
+                worker = None
+            else:
+                worker = build_worker(settings, db, provider, sink.port)
+                worker.start()
+            try:
+                users = secrets.SystemRandom().sample(range(args.profiles), events)
+                note(f"{backend}: {events} events at {args.rate}/s")
+                began = time.monotonic()
+                answered = send_events(url, secret, users, args.rate, args.senders)
+                sending_seconds = time.monotonic() - began
+                deadline = time.monotonic() + args.timeout
+                while time.monotonic() < deadline:
+                    with db.engine.connect() as conn:
+                        done = conn.execute(
+                            text(SENT_COUNT),
+                            {"a": automation_id},
+                        ).scalar()
+                    if done == len(answered):
+                        break
+                    time.sleep(0.2)
+            finally:
+                if worker is not None:
+                    worker.stop()
+                else:
+                    os.close(pipe)
+                    os.waitpid(pid, 0)
+            query = (
+                select(
+                    Identity.value, Message.sent_at, AutomationRun.entered_at, Message.created_at
+                )
+                .join(Identity, Identity.profile_id == Message.profile_id)
+                .join(AutomationRun, AutomationRun.profile_id == Message.profile_id)
+                .where(Identity.kind == "external_id", Message.automation_id == automation_id)
+                .where(AutomationRun.automation_id == automation_id, Message.status == "sent")
+            )
+            with db.read() as session:
+                rows = session.execute(query).all()
+        sink_count = sink.settled_count(len(rows))
+    latencies: list[float] = []
+    # Where the time goes: 202 -> run entered (ingest, stitching, the trigger), entered ->
+    # message recorded (the runner), recorded -> sent (the delivery loop and the relay).
+    hops: dict[str, list[float]] = {"entered": [], "recorded": [], "sent": []}
+    for user, sent_at, entered_at, created_at in rows:
+        if user in answered and sent_at is not None:
+            latencies.append(sent_at.timestamp() - answered[user])
+            hops["entered"].append(entered_at.timestamp() - answered[user])
+            hops["recorded"].append((created_at - entered_at).total_seconds())
+            hops["sent"].append((sent_at - created_at).total_seconds())
+    raw = run_raw(sink_binary, max(1, len(answered)))
+    result: dict[str, Any] = {
+        "events": events, "accepted": len(answered), "sent": len(rows), "sink_messages": sink_count,
+        "rate_achieved": round(len(answered) / sending_seconds, 1) if sending_seconds else None,
+        "raw_per_second": round(raw.rate, 1) if raw.rate else None,
+        "complete": len(rows) == len(answered) == events and sink_count == len(rows),
+    }  # fmt: skip
+    if latencies:
+        result.update({
+            "p50_ms": round(1000 * statistics.median(latencies)),
+            "p95_ms": round(1000 * percentile(latencies, 0.95)),
+            "p99_ms": round(1000 * percentile(latencies, 0.99)),
+            "max_ms": round(1000 * max(latencies)),
+            "median_hops_ms": {k: round(1000 * statistics.median(v)) for k, v in hops.items()},
+        })  # fmt: skip
+    return result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sqlite", action="store_const", dest="backend", const="sqlite")
+    which.add_argument("--postgres", action="store_const", dest="backend", const="postgres")
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=200.0, help="events a second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--senders", type=int, default=4, help="client threads")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="500 profiles, 50/s for 4 s")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="PostgreSQL: the worker in the API's process (as getfluxly serve), not its own",
+    )
+    args = parser.parse_args(argv)
+    args.backend = args.backend or "postgres"
+    if args.quick:
+        args.profiles, args.rate, args.seconds = 500, 50.0, 4.0
+    if args.rate * args.seconds > args.profiles:
+        parser.error("more events than profiles: each event is a different profile's")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sink_binary = find_program("smtp-sink")
+    if sink_binary is None:
+        note("smtp-sink is not installed: run scripts/setup-bench")
+        return 2
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run(args, args.backend, sink_binary, Path(workdir))
+    print(
+        f"{args.backend}: {result['accepted']} events at {result['rate_achieved']}/s "
+        f"(asked {args.rate}/s), {args.profiles} profiles: latency 202 -> smtp-sink "
+        f"p50 {result.get('p50_ms')} ms, p95 {result.get('p95_ms')} ms, "
+        f"p99 {result.get('p99_ms')} ms, max {result.get('max_ms')} ms; "
+        f"FluxMail raw {result['raw_per_second']} msg/s for {result['accepted']} messages"
+    )
+    report = {
+        "benchmark": "automation_latency", "backend": args.backend, "profiles": args.profiles,
+        "rate": args.rate, "seconds": args.seconds, "cpus": os.cpu_count(),
+        "load_average": os.getloadavg()[0], **result,
+    }  # fmt: skip
+    print(json.dumps(report))
+    return 0 if result["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
