@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from getfluxly_server import __version__
+from getfluxly_server import __version__, web
 from getfluxly_server.api import (
     auth,
     browser,
@@ -69,6 +69,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("suppressions", router=suppressions.router),
     Feature("dev mode", router=dev.router),
     Feature("browser script", router=browser.router),
+    Feature("dashboard", router=web.router),
 )
 
 
