@@ -50,6 +50,19 @@ router = APIRouter(include_in_schema=False)
 Handler = Callable[["Ctx"], Response]
 
 
+@dataclass(frozen=True)
+class PageInfo:
+    """A registered page: its path template, method and what it needs of the user's role."""
+
+    path: str
+    method: str
+    need: users.Need
+
+
+#: Every page registered with :func:`page`, in order (the security tests go through them all).
+PAGES: list[PageInfo] = []
+
+
 class Refused(DomainError):  # noqa: N818 - reads as what happened
     """The user may not do this (their role), or the form was not this session's."""
 
@@ -188,6 +201,7 @@ def page(
             except DomainError as exc:
                 return error_page(request, exc, user)
 
+        PAGES.append(PageInfo(path, method, need))
         router.add_api_route(
             path,
             endpoint,
@@ -200,4 +214,4 @@ def page(
     return register
 
 
-__all__ = ["SESSION_COOKIE", "Ctx", "Refused", "current_user", "error_page", "page", "router"]
+__all__ = ["PAGES", "SESSION_COOKIE", "Ctx", "PageInfo", "Refused", "current_user", "error_page", "page", "router"]
