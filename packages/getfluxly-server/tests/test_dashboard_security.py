@@ -26,6 +26,9 @@ from flux_testkit.smtpd import SMTPTestServer
 from getfluxly_server.web.routing import PAGES
 
 ARRIVAL_TIMEOUT = 30.0
+# The module's world (two workspaces with a project, provider, template, profile, message and
+# users each) is made once by the first test; on a busy machine that alone takes a minute.
+pytestmark = pytest.mark.timeout(300)
 
 
 def eventually(check: Callable[[], Any], what: str) -> Any:

@@ -24,6 +24,7 @@ rather than raising it, so the caller commits the count before it shows the refu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -56,8 +57,13 @@ PASSWORD_MIN = 12
 PASSWORD_MAX = 1024
 
 _HASHER = PasswordHasher()
-#: Verified against when the email is unknown, so an unknown email costs what a known one does.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so an unknown email costs what a known
+    one does (made on first use: a hash costs real time, and most commands never sign in)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,7 @@ def sign_in(
     ok = False
     if len(password) <= PASSWORD_MAX:
         try:
-            ok = _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+            ok = _HASHER.verify(user.password_hash if user else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             ok = False
     if user is None or not ok:

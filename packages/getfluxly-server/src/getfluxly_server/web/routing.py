@@ -214,4 +214,14 @@ def page(
     return register
 
 
-__all__ = ["PAGES", "SESSION_COOKIE", "Ctx", "PageInfo", "Refused", "current_user", "error_page", "page", "router"]
+__all__ = [
+    "PAGES",
+    "SESSION_COOKIE",
+    "Ctx",
+    "PageInfo",
+    "Refused",
+    "current_user",
+    "error_page",
+    "page",
+    "router",
+]

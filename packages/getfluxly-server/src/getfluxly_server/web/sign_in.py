@@ -3,7 +3,8 @@
 The sign-in form has no session yet, so its CSRF protection is a double submit: a random
 token in a cookie (``gf_login_csrf``, HttpOnly, SameSite=Strict) and the same token in the
 form; a post whose two do not match is refused before any password is checked. A success
-sets the session cookie (HttpOnly, SameSite=Lax, Secure over HTTPS) and goes to ``next``
+sets the session cookie (HttpOnly, SameSite=Lax; Secure over HTTPS, and whenever
+``GETFLUXLY_PUBLIC_URL`` is an https:// address) and goes to ``next``
 (a path on this server only: never another site).
 """
 
@@ -18,7 +19,7 @@ from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import database, settings
 from getfluxly_server.domain import tenancy, users
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.web import render
@@ -42,7 +43,9 @@ STATIC = {
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Cookies only over HTTPS: when this request came over it, or when the server's public
+    address is HTTPS (TLS ended at a proxy in front of it)."""
+    return request.url.scheme == "https" or settings(request).public_url.startswith("https://")
 
 
 def _next(value: str | None) -> str:
