@@ -156,6 +156,7 @@ def test_the_main_pages_render_wide_and_on_a_phone(
         "add-smtp-provider": project_url(dev, "/settings/providers/new?kind=smtp"),
         "api-keys": dev.url + "/settings/keys",
         "projects": dev.url + "/settings/projects",
+        "users": dev.url + "/settings/users",
         "dev-inbox": dev.url + "/dev/inbox",
     }
     for name, address in pages.items():

@@ -98,7 +98,7 @@ def _tenant(
         lambda: api.get(f"/v1/messages/{message_id}").json()["message"]["status"] == "sent",
         "the message to be sent",
     )
-    return Tenant(
+    made = Tenant(
         label,
         workspace_id,
         key,
@@ -114,6 +114,8 @@ def _tenant(
                  issued.json()["key"]["hint"]],
         admin=create_user(server, "admin", workspace_id=workspace_id),
     )  # fmt: skip
+    made.markers.append(made.admin.email)  # the Users page lists the workspace's own only
+    return made
 
 
 @pytest.fixture(scope="module")

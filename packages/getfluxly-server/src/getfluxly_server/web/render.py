@@ -41,6 +41,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Email providers", "/settings/providers"),
     NavItem("API keys", "/settings/keys", per_project=False),
     NavItem("Projects", "/settings/projects", per_project=False),
+    NavItem("Users", "/settings/users", per_project=False),
     NavItem("Dev inbox", "/dev/inbox", per_project=False, dev_only=True),
 )
 

@@ -1,12 +1,13 @@
-"""Settings → API keys (create: the key is shown this once; revoke) and projects (create:
-the project's first keys are shown this once) (``domain.tenancy``). Admins change them;
-every role sees the lists (never a key's value: only its visible start)."""
+"""Settings → API keys (create: the key is shown this once; revoke), projects (create: the
+project's first keys are shown this once) (``domain.tenancy``) and users (the workspace's,
+with their roles; ``domain.users``). Admins change keys and projects; every role sees the
+lists (never a key's value: only its visible start)."""
 
 from __future__ import annotations
 
 from fastapi import Response
 
-from getfluxly_server.domain import tenancy
+from getfluxly_server.domain import tenancy, users
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.web.routing import Ctx, page
 
@@ -79,3 +80,15 @@ def create_project(ctx: Ctx) -> Response:
             ("publishable", made.publishable_key.plaintext),
         ]
     return ctx.render("projects.html", http_status=201, issued=issued, created=created)
+
+
+@page("/settings/users")
+def people(ctx: Ctx) -> Response:
+    """Who can sign in to this workspace, with their roles (made with ``getfluxly users
+    create``)."""
+    with ctx.db.read() as session:
+        rows = [
+            (u.email, u.role, u.created_at, u.last_sign_in_at)
+            for u in users.users_of(session, ctx.user.workspace_id)
+        ]
+    return ctx.render("users.html", rows=rows)
