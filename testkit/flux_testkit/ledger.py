@@ -1,9 +1,8 @@
-"""Rows of the message ledger for delivery tests, written the way the ledger writes them.
+"""The message ledger's set-up for delivery tests and benchmarks.
 
-Until messages can be created through ``POST /v1/messages`` everywhere a delivery test needs
-them, :func:`queue_messages` inserts what the ledger's enqueue records: a ``queued`` message
-due now, its provider resolved, and a ``queued`` history row, then wakes the delivery workers
-as an enqueue does. :func:`add_provider` stores a provider as the API does (settings checked
+:func:`queue_messages` records messages through the ledger's own set-based enqueue (what a
+broadcast uses; ``POST /v1/messages`` records one at a time through the same code).
+:func:`add_provider` stores a provider as the API does (settings checked
 by the provider's own model, the secret encrypted with the server's keyring) without the
 connection check, so a test can point it at a relay that is scripted to fail.
 """
@@ -16,16 +15,14 @@ from typing import Any
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import providers, tenancy
-from getfluxly_server.storage import outbox
+from getfluxly_server.domain.messages import enqueue_many
+from getfluxly_server.domain.messages.enqueue import BulkRecipient, Content, Source
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     EmailProvider,
-    Message,
-    MessageHistory,
     Profile,
     Template,
     new_id,
-    now,
 )
 
 __all__ = ["add_profile", "add_provider", "add_template", "make_project", "queue_messages"]
@@ -103,31 +100,27 @@ def queue_messages(
     data: Mapping[str, Any] | None = None,
     data_for: Callable[[int], Mapping[str, Any]] | None = None,
 ) -> list[str]:
-    """One queued message per recipient, due now; their ids. Each message's ``data`` is
-    ``data_for(n)`` for the n-th recipient if given, else ``{"n": n, **data}``."""
-    moment = now()
-    ids: list[str] = []
+    """One transactional message per recipient, due now, recorded by the ledger's own
+    ``enqueue_many`` (which wakes the delivery workers at commit); their ids, in order.
+    Each message's ``data`` is ``data_for(n)`` for the n-th recipient if given, else
+    ``{"n": n, **data}``. ``provider_id`` None: the project's default provider."""
+    tag = new_id("test")
+    bulk = [
+        BulkRecipient(
+            email=address,
+            idempotency_key=f"{tag}-{n}",
+            profile_id=profile_id,
+            data=dict(data_for(n)) if data_for else {"n": n, **(data or {})},
+        )
+        for n, address in enumerate(recipients)
+    ]
+    content = (
+        Content(template_id=template_id)
+        if template_id
+        else Content(subject=subject, html=html, text=text)
+    )
     with db.transaction() as session:
-        messages, history = [], []
-        for n, address in enumerate(recipients):
-            message_id = new_id("msg")
-            ids.append(message_id)
-            messages.append(
-                {
-                    "id": message_id, "project_id": project_id, "status": "queued",
-                    "to_email": address, "profile_id": profile_id, "provider_id": provider_id,
-                    "template_id": template_id, "transactional": True,
-                    "subject": None if template_id else subject,
-                    "html": None if template_id else html,
-                    "text_body": None if template_id else text,
-                    "data": dict(data_for(n)) if data_for else {"n": n, **(data or {})},
-                    "tags": {}, "origin": "api",
-                    "idempotency_key": message_id, "attempts": 0, "due_at": moment,
-                    "created_at": moment, "updated_at": moment,
-                }
-            )  # fmt: skip
-            history.append({"message_id": message_id, "status": "queued", "at": moment})
-        session.bulk_insert_mappings(Message, messages)
-        session.bulk_insert_mappings(MessageHistory, history)
-        outbox.wake(session)
-    return ids
+        result = enqueue_many(session, project_id, bulk, content, Source(provider_id=provider_id))
+    if result.invalid or len(result.created) != len(bulk):
+        raise ValueError(f"not every message was queued: {result}")
+    return list(result.created)

@@ -326,11 +326,15 @@ class PostmarkFake(FakeProviderServer):
         *,
         delivery_type: str = "Live",
         streams: Collection[str] = ("outbound", "broadcast"),
+        inactive: Collection[str] = (),
     ) -> None:
         super().__init__()
         self.server_token = server_token
         self.delivery_type = delivery_type
         self.streams = tuple(streams)
+        #: Recipients Postmark has marked inactive (a hard bounce, a complaint, a manual
+        #: suppression): a message to one is refused with ErrorCode 406.
+        self.inactive = frozenset(a.lower() for a in inactive)
 
     def error(self, status: int, message: str | None = None, *, code: int | None = None) -> Reply:
         default_code, default_message = self._ERRORS.get(status, (300, "Invalid email request"))
@@ -377,13 +381,16 @@ class PostmarkFake(FakeProviderServer):
             return self._refuse_code(request, 403, f"Incompatible JSON: unknown {unknown}")
         if problem := self._problem(data):
             return self._refuse_code(request, 300, problem)
+        if problem := self._inactive(data):
+            return self._refuse_code(request, 406, problem)
         self.accept(request)
         return Reply.json(200, self._sent(data))
 
     def _batch(self, request: Received) -> Reply:
         """``POST /email/batch``: a JSON array of ``/email`` bodies (at most 500); 200 with one
         result per message, in order (``ErrorCode`` 0 and a ``MessageID`` for each accepted,
-        ``ErrorCode`` 300 and the problem for each refused). Each accepted message is recorded
+        ``ErrorCode`` 300 and the problem for each refused, 406 for an inactive
+        recipient). Each accepted message is recorded
         in ``messages`` as a request of its own (its ``json`` is that message's body)."""
         if not request.headers.get("content-type", "").startswith("application/json"):
             return self._refuse_code(request, 409, "JSON required")
@@ -400,9 +407,12 @@ class PostmarkFake(FakeProviderServer):
                 else f"Incompatible JSON: unknown {u}" if (u := _unknown(item, self.FIELDS))
                 else self._problem(item)
             )  # fmt: skip
+            code = 300
+            if not problem and (problem := self._inactive(item)):
+                code = 406
             if problem:
-                self._note(f"{request.method} {request.path}: ErrorCode 300 {problem}")
-                results.append({"ErrorCode": 300, "Message": problem})
+                self._note(f"{request.method} {request.path}: ErrorCode {code} {problem}")
+                results.append({"ErrorCode": code, "Message": problem})
                 continue
             body = json.dumps(item).encode()
             self.accept(
@@ -410,6 +420,18 @@ class PostmarkFake(FakeProviderServer):
             )
             results.append(self._sent(item))
         return Reply.json(200, results)
+
+    def _inactive(self, data: Mapping[str, Any]) -> str | None:
+        """Postmark's refusal of a message to an inactive recipient (ErrorCode 406), or None."""
+        found = [r.strip() for r in str(data.get("To") or "").split(",")]
+        found = [r for r in found if r.lower() in self.inactive]
+        if not found:
+            return None
+        return (
+            "You tried to send to recipient(s) that have been marked as inactive. Found "
+            f"inactive addresses: {', '.join(found)}. Inactive recipients are ones that have "
+            "generated a hard bounce, a spam complaint, or a manual suppression."
+        )
 
     def _problem(self, data: Mapping[str, Any]) -> str | None:
         """Why Postmark would refuse this message body (ErrorCode 300), or None."""

@@ -261,13 +261,13 @@ def test_an_http_provider_answering_429_then_200_defers_then_sends(
 def test_an_http_provider_with_a_batch_endpoint_gets_a_chunk_in_one_request(
     gf_db: Database, keyring: Keyring, project: str, dispatcher: Dispatcher,
 ) -> None:  # fmt: skip
-    with PostmarkFake() as fake:
+    with PostmarkFake(inactive={"gone@example.com"}) as fake:
         provider = ledger.add_provider(
             gf_db, keyring, project,
             {"provider": "postmark", "from_email": "hello@example.com", "api_url": fake.url,
              "server_token": fake.server_token},
         )  # fmt: skip
-        addresses = ["a@example.com", "not an address", "c@example.com"]
+        addresses = ["a@example.com", "gone@example.com", "c@example.com"]
         ids = ledger.queue_messages(gf_db, project, provider, addresses)
         found = run_until_final(dispatcher, gf_db, ids)
         assert [found[i].status for i in ids] == ["sent", "failed", "sent"]
