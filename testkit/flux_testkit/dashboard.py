@@ -4,7 +4,6 @@ CSRF token every form carries, as a browser would."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -29,17 +28,23 @@ class GFUser:
 def create_user(
     server: GFServer, role: str = "admin", *, workspace_id: str | None = None, email: str = ""
 ) -> GFUser:
-    """A new dashboard user through the CLI (a random email and password unless given)."""
+    """A new dashboard user (a random email and password unless given), made in this process
+    by the service ``getfluxly users create`` calls (test_users.py runs the CLI itself: a
+    process start per user costs seconds on a busy machine)."""
+    from getfluxly_server.domain import users
+    from getfluxly_server.storage.db import Database
+
     email = email or f"{role}-{secrets.token_hex(4)}@example.com"
     password = secrets.token_urlsafe(16)
     workspace = workspace_id or server.workspace_id
-    made = json.loads(
-        server.cli(
-            "users", "create", email, "--workspace", workspace, "--role", role,
-            stdin=password + "\n",
-        ).stdout
-    )  # fmt: skip
-    return GFUser(made["user_id"], made["email"], password, role, workspace)
+    db = Database(server.database.sqlalchemy_url)
+    try:
+        with db.transaction() as session:
+            user = users.create_user(session, workspace, email, role, password)
+            made = GFUser(user.id, user.email, password, role, workspace)
+    finally:
+        db.dispose()
+    return made
 
 
 def csrf_token(html: str) -> str:
