@@ -234,16 +234,19 @@ class Harness:
         check: bool = True,
         timeout: float = _CLI_TIMEOUT,
         log: Path | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``getfluxly ARGS`` with exactly ``env``; stdout and stderr are captured (and
-        stderr appended to ``log``). ``check``: raise with both streams on a non-zero exit."""
+        stderr appended to ``log``). ``check``: raise with both streams on a non-zero exit.
+        ``stdin``: what the command reads on its standard input (default: nothing)."""
         result = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
             [*getfluxly_command(), *args],
             env=dict(env),
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             check=False,
         )
         if log is not None:
@@ -613,12 +616,14 @@ class GFServer:
         worker.signal(sig)
 
     def cli(
-        self, *args: str, env: ServerEnv | None = None, check: bool = True
+        self, *args: str, env: ServerEnv | None = None, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``getfluxly ARGS`` on this server's database and keys (stderr goes to the logs)."""
+        """``getfluxly ARGS`` on this server's database and keys (stderr goes to the logs);
+        ``stdin``: what the command reads on its standard input."""
         return self.harness.run_cli(
-            args, _merge(self.env, env), check=check, log=self.log_dir / "00-cli.log"
-        )
+            args, _merge(self.env, env), check=check, log=self.log_dir / "00-cli.log",
+            stdin=stdin,
+        )  # fmt: skip
 
     def logs(self) -> str:
         """Everything every process (and CLI run) of this server wrote so far."""

@@ -6,52 +6,31 @@ GetFluxly server (``http://127.0.0.1:PORT``) are different sites, as in producti
 must post cross-origin, and its ``gflux_anon`` cookie is first-party to the shop. Events are
 checked where they end up: the server's ``events`` table and the profile API.
 
-Chromium is Debian's (``scripts/setup-browser``), driven through its DevTools protocol over
-``--remote-debugging-pipe`` by the small client below: no test-tool dependency, no browser
-download, no debugging port open on the machine. One browser serves the module; every test
-gets its own browser context (fresh cookies and storage) and its own project. Arrival is
-polled for with generous deadlines; nothing asserts on timing.
+Chromium is Debian's (``scripts/setup-browser``), driven by Playwright through
+``executable_path`` (``flux_testkit.browser``): no browser download. One browser serves the
+module; every test gets its own browser context (fresh cookies and storage) and its own
+project. Arrival is polled for with generous deadlines; nothing asserts on timing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.server
 import json
-import os
 import re
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext
 
-from flux_testkit import ingest_spec
+from flux_testkit import browser, ingest_spec
 from flux_testkit.gfserver import GFProject, GFServer, expect_error, free_port
 
-CHROMIUM = "/usr/bin/chromium"
 SHOP_HOST = "shop.test"
-#: The flags known to work on these machines (no sandbox as root, no GPU, and nothing that
-#: calls out to Google's hosts, which the closed network refuses).
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-    "--mute-audio",
-    f"--host-resolver-rules=MAP {SHOP_HOST} 127.0.0.1",
-)
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 ARRIVAL_TIMEOUT = 20.0
 
@@ -62,233 +41,71 @@ T = TypeVar("T")
 pytestmark = pytest.mark.parametrize("gf_module_server", ["sqlite"], indirect=True)
 
 
-# -- A DevTools protocol client over a pipe.
-
-
-class DevToolsError(RuntimeError):
-    """Chromium answered a command with an error, or went away."""
-
-
-class DevTools:
-    """Headless Chromium and its DevTools protocol on ``--remote-debugging-pipe``: JSON
-    messages ending in NUL, commands written to the browser's fd 3, answers and events read
-    from its fd 4 (by a thread that keeps every event, for the tests to look through).
-    """
-
-    def __init__(self, profile_dir: Path, log_path: Path) -> None:
-        to_browser, to_browser_w = os.pipe()
-        from_browser_r, from_browser = os.pipe()
-        # The browser's ends are moved to 10 and up, so the shell below can put them at 3 and
-        # 4 whatever numbers they had here (subprocess cannot renumber descriptors itself).
-        child_in = fcntl.fcntl(to_browser, fcntl.F_DUPFD_CLOEXEC, 10)
-        child_out = fcntl.fcntl(from_browser, fcntl.F_DUPFD_CLOEXEC, 10)
-        os.close(to_browser)
-        os.close(from_browser)
-        args = [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile_dir}",
-            "--remote-debugging-pipe",
-            "about:blank",
-        ]
-        redirect = f'exec "$@" 3<&{child_in} 4>&{child_out} {child_in}<&- {child_out}>&-'
-        try:
-            with log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    ["/bin/bash", "-c", redirect, "chromium", *args],
-                    pass_fds=(child_in, child_out),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its helpers form one group, stopped together
-                )
-        except BaseException:
-            os.close(to_browser_w)
-            os.close(from_browser_r)
-            raise
-        finally:
-            os.close(child_in)
-            os.close(child_out)
-        self.log_path = log_path
-        self._writer = os.fdopen(to_browser_w, "wb")
-        self._reader = os.fdopen(from_browser_r, "rb", buffering=0)
-        self._write_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._answers: dict[int, dict[str, Any]] = {}
-        self._events: list[dict[str, Any]] = []
-        self._last_id = 0
-        self._gone = False
-        self._thread = threading.Thread(target=self._read, name="devtools-reader", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        pending = b""
-        while chunk := self._reader.read(1 << 16):
-            *messages, pending = (pending + chunk).split(b"\0")
-            with self._cond:
-                for raw in messages:
-                    message = json.loads(raw)
-                    if "id" in message:
-                        self._answers[message["id"]] = message
-                    else:
-                        self._events.append(message)
-                self._cond.notify_all()
-        with self._cond:
-            self._gone = True
-            self._cond.notify_all()
-
-    def send(
-        self,
-        method: str,
-        params: dict[str, Any] | None = None,
-        *,
-        session: str | None = None,
-        timeout: float = 30.0,
-    ) -> dict[str, Any]:
-        """Run one command (in a page's ``session``, or on the browser) and return its result."""
-        with self._cond:
-            self._last_id += 1
-            ident = self._last_id
-        message: dict[str, Any] = {"id": ident, "method": method, "params": params or {}}
-        if session is not None:
-            message["sessionId"] = session
-        with self._write_lock:
-            self._writer.write(json.dumps(message).encode() + b"\0")
-            self._writer.flush()
-        with self._cond:
-            self._cond.wait_for(lambda: ident in self._answers or self._gone, timeout)
-            answer = self._answers.pop(ident, None)
-        if answer is None:
-            raise DevToolsError(f"{method}: no answer (Chromium log: {self.log_path})")
-        if "error" in answer:
-            raise DevToolsError(f"{method}: {answer['error']}")
-        result: dict[str, Any] = answer.get("result", {})
-        return result
-
-    def events(self, method: str, session: str | None = None) -> list[dict[str, Any]]:
-        """The parameters of every ``method`` event so far (of one session, if given)."""
-        with self._cond:
-            return [
-                event.get("params", {})
-                for event in self._events
-                if event.get("method") == method
-                and (session is None or event.get("sessionId") == session)
-            ]
-
-    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-        """Wait (woken by every message) until ``condition()`` holds."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._gone or condition(), timeout):
-                raise AssertionError(f"timed out waiting for {what}")
-        if not condition():
-            raise DevToolsError(f"Chromium went away waiting for {what} (log: {self.log_path})")
-
-    def close(self) -> None:
-        """Close the browser (politely, then by force), the pipes and the reader thread."""
-        if self.process.poll() is None:
-            with contextlib.suppress(DevToolsError, OSError):
-                self.send("Browser.close", timeout=5)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        with contextlib.suppress(OSError):
-            self._writer.close()
-        self._thread.join(10)
-        self._reader.close()
+# -- A page of the browser, with what it did recorded.
 
 
 class Tab:
-    """One page in its own browser context (cookies and storage of its own), with the Page,
-    Runtime and Network domains on, so its loads, errors, console and requests are recorded.
-    """
+    """One page in its own browser context (cookies and storage of its own); its uncaught
+    errors, console messages and requests are recorded as they happen."""
 
-    def __init__(self, devtools: DevTools) -> None:
-        self.devtools = devtools
-        self.context_id: str = devtools.send("Target.createBrowserContext")["browserContextId"]
-        self.target_id: str = devtools.send(
-            "Target.createTarget", {"url": "about:blank", "browserContextId": self.context_id}
-        )["targetId"]
-        self.session: str = devtools.send(
-            "Target.attachToTarget", {"targetId": self.target_id, "flatten": True}
-        )["sessionId"]
-        self.call("Page.enable")
-        self.call("Runtime.enable")
-        # Request bodies up to 1 MB come with the request events (batches are under 64 KB).
-        self.call("Network.enable", {"maxPostDataSize": 1 << 20})
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.devtools.send(method, params, session=self.session)
-
-    def events(self, method: str) -> list[dict[str, Any]]:
-        return self.devtools.events(method, self.session)
+    def __init__(self, context: BrowserContext, *, owns_context: bool = True) -> None:
+        self.context = context
+        self.owns_context = owns_context
+        self.page = context.new_page()
+        self._errors: list[str] = []
+        self._console: list[tuple[str, str]] = []
+        self._requests: list[dict[str, Any]] = []
+        self.page.on("pageerror", lambda error: self._errors.append(str(error)))
+        self.page.on("console", lambda message: self._console.append((message.type, message.text)))
+        self.page.on(
+            "request",
+            lambda request: self._requests.append(
+                {"url": request.url, "method": request.method, "postData": request.post_data,
+                 "type": request.resource_type}
+            ),
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def expect_load(self) -> Iterator[None]:
         """Wait, after the block, for the next ``load`` event of the page (a new document)."""
-        before = len(self.events("Page.loadEventFired"))
-        yield
-        self.devtools.wait_until(
-            lambda: len(self.events("Page.loadEventFired")) > before, "the page to load"
-        )
+        with self.page.expect_event("load", timeout=30_000):
+            yield
 
     def goto(self, url: str) -> None:
-        with self.expect_load():
-            navigated = self.call("Page.navigate", {"url": url})
-            if navigated.get("errorText"):
-                raise AssertionError(f"loading {url}: {navigated['errorText']}")
+        self.page.goto(url)
+
+    def reload(self) -> None:
+        self.page.reload()
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.call(
-            "Runtime.evaluate",
-            {"expression": expression, "awaitPromise": True, "returnByValue": True},
-        )
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
-        return result["result"].get("value")
+        return self.page.evaluate(expression)
 
     def page_errors(self) -> list[str]:
         """Uncaught exceptions and unhandled rejections of the page so far."""
-        details = [e["exceptionDetails"] for e in self.events("Runtime.exceptionThrown")]
-        return [
-            str(d.get("exception", {}).get("description") or d.get("text", "")) for d in details
-        ]
+        return list(self._errors)
 
     def console(self, kind: str) -> list[str]:
         """What the page logged with ``console.<kind>`` (e.g. "warning"), as text."""
-        return [
-            " ".join(str(arg.get("value", arg.get("description", ""))) for arg in e["args"])
-            for e in self.events("Runtime.consoleAPICalled")
-            if e["type"] == kind
-        ]
+        return [text for type_, text in self._console if type_ == kind]
 
     def requests(self) -> list[dict[str, Any]]:
-        """The requests the page made (``url``, ``method``, ``postData``, ``type``...), as far
-        as DevTools reports them: not those sent while a document unloads, such as beacons."""
-        return [
-            {**e["request"], "type": e.get("type")}
-            for e in self.events("Network.requestWillBeSent")
-        ]
+        """The requests the page made (``url``, ``method``, ``postData``, ``type``), as far as
+        the browser reports them: not those sent while a document unloads, such as beacons."""
+        return list(self._requests)
 
-    def cookies(self) -> dict[str, dict[str, Any]]:
+    def cookies(self) -> dict[str, Any]:
         """The browser context's cookies by name, with their attributes."""
-        answer = self.devtools.send("Storage.getCookies", {"browserContextId": self.context_id})
-        found: list[dict[str, Any]] = answer["cookies"]
-        return {cookie["name"]: cookie for cookie in found}
+        return {cookie["name"]: cookie for cookie in self.context.cookies()}
 
     def close(self) -> None:
         """Close the page the way a user closes a tab (its ``pagehide`` handlers run)."""
-        self.devtools.send("Target.closeTarget", {"targetId": self.target_id})
+        self.page.close()
 
     def dispose(self) -> None:
         """Drop the whole browser context (any page still open in it goes too)."""
-        with contextlib.suppress(DevToolsError):
-            self.devtools.send(
-                "Target.disposeBrowserContext", {"browserContextId": self.context_id}
-            )
+        if self.owns_context:
+            self.context.close()
 
 
 # -- The customer's site.
@@ -373,23 +190,16 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def chromium(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
+def chromium(site: Site) -> Iterator[Browser]:
     """One headless Chromium for the module (closed before ``site``, which it depends on, so
     no connection of it keeps the site's threads waiting)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup-browser (as root)")
-    directory = tmp_path_factory.mktemp("chromium")
-    browser = DevTools(directory / "profile", directory / "chromium.log")
-    try:
-        browser.send("Browser.getVersion")
-        yield browser
-    finally:
-        browser.close()
+    with browser.chromium([f"--host-resolver-rules=MAP {SHOP_HOST} 127.0.0.1"]) as opened:
+        yield opened
 
 
 @pytest.fixture
-def tab(chromium: DevTools) -> Iterator[Tab]:
-    page = Tab(chromium)
+def tab(chromium: Browser) -> Iterator[Tab]:
+    page = Tab(chromium.new_context())
     try:
         yield page
     finally:
@@ -625,8 +435,7 @@ def test_page_views_track_and_identify_stitch_one_profile(
     assert {("anonymous_id", anonymous_id), ("external_id", "user-42")} <= identities
 
     # A reload keeps the device id (cookie) and the user (localStorage).
-    with tab.expect_load():
-        tab.call("Page.reload")
+    tab.reload()
     assert anon_cookie(tab) == anonymous_id
     viewed_again = wait_for_events(server, project.id, "page_viewed", 2)[-1]
     assert viewed_again["anonymous_id"] == anonymous_id
@@ -685,12 +494,12 @@ def test_another_user_on_the_device_gets_a_new_anonymous_id(
 
 
 def test_queued_events_leave_with_a_beacon_when_the_page_goes(
-    gf_module_server: GFServer, project: GFProject, site: Site, chromium: DevTools, tab: Tab
+    gf_module_server: GFServer, project: GFProject, site: Site, tab: Tab
 ) -> None:
     server = gf_module_server
     # A send interval of ten minutes: only leaving or hiding the page can send these events.
     # The spy records each sendBeacon call in sessionStorage, which the next page of the same
-    # origin in this tab can read (DevTools does not report requests made during unload).
+    # origin in this tab can read (the browser does not report requests made during unload).
     spy = """<script>
         const realBeacon = navigator.sendBeacon.bind(navigator);
         navigator.sendBeacon = (url, data) => {
@@ -725,19 +534,21 @@ def test_queued_events_leave_with_a_beacon_when_the_page_goes(
     assert sent["message_id"] == cart["message_id"]
     assert sent["sent_at"]
 
-    # 2. Hiding it: another tab comes to the front of the same window.
+    # 2. Hiding it. Playwright keeps every page visible (it emulates focus), so the page is
+    # made to report what a browser reports when another tab comes to the front, and is sent
+    # the event the browser sends then.
     tab.goto(page)
     tab.evaluate('gflux.track("wishlist_opened")')
-    front = chromium.send(
-        "Target.createTarget",
-        {"url": "about:blank", "browserContextId": tab.context_id, "newWindow": False},
+    tab.evaluate(
+        """Object.defineProperty(document, "visibilityState", {get: () => "hidden"});
+        Object.defineProperty(document, "hidden", {get: () => true});
+        document.dispatchEvent(new Event("visibilitychange"))"""
     )
     wait_for_events(server, project.id, "wishlist_opened")
     assert tab.evaluate("document.visibilityState") == "hidden"
-    chromium.send("Target.closeTarget", {"targetId": front["targetId"]})
 
     # 3. Closing the tab.
-    closing = Tab(chromium)
+    closing = Tab(tab.context, owns_context=False)
     try:
         closing.goto(page)
         anonymous_id = anon_cookie(closing)

@@ -35,10 +35,14 @@ EXPORT_NAMES = (
     "GETFLUXLY_SERVER_KEY",
     "GETFLUXLY_PUBLISHABLE_KEY",
     "GETFLUXLY_CATCHER_SMTP",
+    "GETFLUXLY_DASHBOARD_URL",
+    "GETFLUXLY_ADMIN_EMAIL",
+    "GETFLUXLY_ADMIN_PASSWORD",
 )
 #: Characters a bare shell word may hold without quoting (what ``eval`` must survive intact).
 SHELL_SAFE = re.compile(r"[A-Za-z0-9_:/.@%+,=-]+")
-START_TIMEOUT = 20.0
+# Generous: on a machine shared by many test runs, imports alone can take most of 20 s.
+START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
 
@@ -55,7 +59,7 @@ def clean_env() -> dict[str, str]:
 
 
 class DevProcess:
-    """One ``getfluxly dev`` process: started, its six exports parsed, its API up.
+    """One ``getfluxly dev`` process: started, its nine exports parsed, its API up.
 
     stdout and stderr go to files rather than pipes: the server logs every SMTP session on
     stderr, and an undrained pipe would eventually block it.
@@ -177,8 +181,8 @@ def assert_clean_exit(process: DevProcess, status: int, sig: int) -> None:
 # -- what it prints -----------------------------------------------------------------------------
 
 
-def test_prints_exactly_the_six_exports(dev: DevProcess) -> None:
-    """stdout is six NAME=value lines in the documented order, nothing else."""
+def test_prints_exactly_the_nine_exports(dev: DevProcess) -> None:
+    """stdout is nine NAME=value lines in the documented order, nothing else."""
     lines = dev.stdout().splitlines()
     assert [line.split("=", 1)[0] for line in lines] == list(EXPORT_NAMES)
     assert dev.stdout().endswith("\n")
@@ -192,6 +196,9 @@ def test_prints_exactly_the_six_exports(dev: DevProcess) -> None:
     assert values["GETFLUXLY_SERVER_KEY"].startswith("gflux_secret_")
     assert values["GETFLUXLY_PUBLISHABLE_KEY"].startswith("gflux_pub_")
     assert re.fullmatch(r"127\.0\.0\.1:\d+", values["GETFLUXLY_CATCHER_SMTP"])
+    assert values["GETFLUXLY_DASHBOARD_URL"] == f"http://127.0.0.1:{dev.port}/"
+    assert values["GETFLUXLY_ADMIN_EMAIL"] == "admin@getfluxly.test"
+    assert len(values["GETFLUXLY_ADMIN_PASSWORD"]) >= 20
 
 
 def test_exports_survive_eval_in_bash(dev: DevProcess, tmp_path: Path) -> None:
@@ -435,6 +442,23 @@ def test_second_run_reuses_the_install_with_new_keys(tmp_path: Path) -> None:
                 refused = api.request("GET" if path == "/v1/projects" else "POST", path, json=event)
             assert refused.status_code == 401, (name, refused.text)
             assert refused.json()["error"] == "unauthenticated"
+        # The dev admin got a new password too: the first run's no longer signs in.
+        assert new["GETFLUXLY_ADMIN_EMAIL"] == old["GETFLUXLY_ADMIN_EMAIL"]
+        assert new["GETFLUXLY_ADMIN_PASSWORD"] != old["GETFLUXLY_ADMIN_PASSWORD"]
+        for password, status in (
+            (old["GETFLUXLY_ADMIN_PASSWORD"], 401),
+            (new["GETFLUXLY_ADMIN_PASSWORD"], 303),
+        ):
+            with httpx.Client(base_url=second.url, follow_redirects=False) as browser:
+                form = browser.get("/login").text
+                token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+                assert token is not None
+                answer = browser.post(
+                    "/login",
+                    data={"email": new["GETFLUXLY_ADMIN_EMAIL"], "password": password,
+                          "csrf_token": token[1]},
+                )  # fmt: skip
+            assert answer.status_code == status, answer.text[:300]
         with second.client(new["GETFLUXLY_SERVER_KEY"]) as api:
             accepted = api.post("/v1/events", json={"event": "page_viewed", "anonymous_id": "a"})
         assert accepted.status_code == 202, accepted.text

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from getfluxly_server import __version__
+from getfluxly_server import __version__, web
 from getfluxly_server.api import (
     auth,
     automations,
@@ -133,6 +133,7 @@ FEATURES: tuple[Feature, ...] = (
         runners=lambda r: [AutomationRunner(r.db, clock=r.clock)],
         event_consumers=lambda r: [automation_triggers.EventConsumer(r.clock)],
     ),
+    Feature("dashboard", router=web.router),
 )
 
 

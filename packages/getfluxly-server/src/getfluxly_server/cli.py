@@ -8,6 +8,7 @@
     getfluxly key create|list|revoke ...                  more keys, or revoke one
     getfluxly keys generate-encryption-key | rotate       the secrets keyring
     getfluxly bounces --listen HOST:PORT                  the bounce mailbox (DSN, ARF)
+    getfluxly users create EMAIL --workspace WS --role R  a dashboard user (password on stdin)
 
 Configuration comes from ``GETFLUXLY_*`` variables (see settings.py). Exit codes: 0 success,
 1 bad configuration (the message lists every problem), 2 usage error or refused operation.
@@ -144,6 +145,17 @@ def _parser() -> argparse.ArgumentParser:
     key_revoke.add_argument("--workspace", required=True)
     key_revoke.add_argument("key_id")
     key_revoke.set_defaults(handler=_key_revoke)
+
+    users = commands.add_parser("users", help="dashboard users").add_subparsers(
+        dest="action", required=True
+    )
+    user_create = users.add_parser(
+        "create", help="create a dashboard user; the password is read from stdin"
+    )
+    user_create.add_argument("email")
+    user_create.add_argument("--workspace", required=True)
+    user_create.add_argument("--role", choices=("admin", "editor", "viewer"), required=True)
+    user_create.set_defaults(handler=_user_create)
 
     keys = commands.add_parser("keys", help="the encryption keyring").add_subparsers(
         dest="action", required=True
@@ -386,7 +398,8 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(devmode.exports(settings, install, catcher))
         sys.stdout.flush()
         print(
-            f"getfluxly dev: API on http://{settings.host}:{settings.port}, mail catcher on "
+            f"getfluxly dev: API and dashboard on http://{settings.host}:{settings.port}, "
+            f"mail catcher on "
             f"{catcher.address}; data in {settings.data_dir} (Ctrl-C stops)",
             file=sys.stderr,
         )
@@ -494,6 +507,36 @@ def _key_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings).transaction() as session:
         tenancy.revoke_key_in(session, args.workspace, args.key_id)
     print(f"revoked {args.key_id}", file=sys.stderr)
+    return 0
+
+
+def _read_password() -> str:
+    """The password from stdin: prompted for (not echoed) on a terminal, else the first
+    line of what is piped in (its line ending dropped, nothing else)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Password: ")
+    line = sys.stdin.readline()
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def _user_create(args: argparse.Namespace, settings: Settings) -> int:
+    from getfluxly_server.domain import users
+
+    password = _read_password()
+    if not password:
+        raise UsageError("no password on stdin: pipe it in, e.g. `... < password-file`")
+    with _database(settings).transaction() as session:
+        user = users.create_user(session, args.workspace, args.email, args.role, password)
+        _print_json(
+            {
+                "user_id": user.id,
+                "email": user.email,
+                "role": user.role,
+                "workspace_id": user.workspace_id,
+            }
+        )
     return 0
 
 

@@ -5,7 +5,9 @@ and a project exist, issues fresh keys (printed once, as ``NAME=value`` lines a 
 ``eval``) and revokes the ones the previous run printed (keys named :data:`DEV_KEY_NAME`;
 keys made through the API are left alone), starts a built-in SMTP catcher whose mail the API
 lists at /v1/dev/messages, and
-registers the catcher as the project's email provider, verified like any other.
+registers the catcher as the project's email provider, verified like any other. It also
+makes sure the dashboard's dev admin (:data:`DEV_ADMIN_EMAIL`, role admin) exists with a
+fresh password, printed with the keys (the previous run's password stops working).
 
 Caught mail belongs to one workspace: the one the sender logged in as (the catcher takes a
 workspace id as its AUTH login, any password: the provider registered here logs in with its
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import warnings
 from dataclasses import dataclass, replace
@@ -32,7 +35,7 @@ from aiosmtpd.smtp import AuthResult
 from sqlalchemy import select
 
 from getfluxly_server.app import build_context
-from getfluxly_server.domain import providers, tenancy
+from getfluxly_server.domain import providers, tenancy, users
 from getfluxly_server.domain.dev_messages import MESSAGE_ID_HEADER, ledger_id
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage import dev_messages
@@ -46,6 +49,8 @@ CATCHER_NAME = "Dev catcher"
 CATCHER_PASSWORD = "dev"  # noqa: S105 - not a secret: the catcher checks no password
 #: The name of the keys ``getfluxly dev`` prints: each run revokes the previous run's.
 DEV_KEY_NAME = "getfluxly dev"
+#: The dashboard's dev admin: each run gives it a fresh password (printed) and ends its sessions.
+DEV_ADMIN_EMAIL = "admin@getfluxly.test"
 
 
 class _Store:
@@ -153,6 +158,8 @@ class DevInstall:
     server_key: str
     publishable_key: str
     provider_id: str
+    admin_email: str = DEV_ADMIN_EMAIL
+    admin_password: str = ""
 
 
 def with_catcher(settings: Settings, catcher: Catcher) -> Settings:
@@ -183,6 +190,9 @@ def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
             session, "publishable", workspace.id, project.id, DEV_KEY_NAME
         )
         principal = tenancy.authenticate(session, workspace_key.plaintext)
+        # Like the keys, the previous run's password stops working now.
+        admin_password = secrets.token_urlsafe(18)
+        users.ensure_user(session, workspace.id, DEV_ADMIN_EMAIL, "admin", admin_password)
         existing = session.scalars(
             select(EmailProvider).where(
                 EmailProvider.project_id == project.id,
@@ -214,7 +224,12 @@ def prepare(settings: Settings, db: Database, catcher: Catcher) -> DevInstall:
             providers.apply(row, draft, settings.keyring, verified=True)
             provider_id = row.id
     return DevInstall(
-        project.id, workspace_key.plaintext, secret.plaintext, publishable.plaintext, provider_id
+        project.id,
+        workspace_key.plaintext,
+        secret.plaintext,
+        publishable.plaintext,
+        provider_id,
+        admin_password=admin_password,
     )
 
 
@@ -227,6 +242,9 @@ def exports(settings: Settings, install: DevInstall, catcher: Catcher) -> str:
         "GETFLUXLY_SERVER_KEY": install.server_key,
         "GETFLUXLY_PUBLISHABLE_KEY": install.publishable_key,
         "GETFLUXLY_CATCHER_SMTP": catcher.address,
+        "GETFLUXLY_DASHBOARD_URL": f"http://{settings.host}:{settings.port}/",
+        "GETFLUXLY_ADMIN_EMAIL": install.admin_email,
+        "GETFLUXLY_ADMIN_PASSWORD": install.admin_password,
     }
     return "".join(f"{name}={value}\n" for name, value in values.items())
 

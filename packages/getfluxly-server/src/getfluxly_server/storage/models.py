@@ -1100,3 +1100,49 @@ class AutomationCursor(Base):
     stream: Mapped[str] = mapped_column(String(16), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     checked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class User(Base):
+    """A person who signs in to the dashboard: one workspace, one role (``admin``,
+    ``editor`` or ``viewer``). ``email`` is stored lower-cased and is unique across the
+    install, so signing in needs no workspace. ``password_hash`` is argon2id (PHC string)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(ADDRESS_MAX), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_users_workspace", "workspace_id"),)
+
+
+class UserSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie's random token (the token itself is
+    never stored), the CSRF token its forms carry, and when it ends."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    last_seen_at: Mapped[datetime] = mapped_column(default=now)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_user_sessions_user", "user_id"),)
+
+
+class SignInFailure(Base):
+    """Failed sign-ins counted per bucket (``address:...`` or ``account:...``) within a
+    window that starts at the first failure: the dashboard's sign-in throttle, shared by
+    every API process through the database."""
+
+    __tablename__ = "sign_in_failures"
+
+    bucket: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[datetime] = mapped_column()
