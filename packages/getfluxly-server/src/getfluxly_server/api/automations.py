@@ -9,6 +9,7 @@ Answers show the definition as it was sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.models import ActionBody, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.automations import manage
@@ -24,6 +25,7 @@ from getfluxly_server.domain.clock import SYSTEM
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Automation
 
+log = logging.getLogger("getfluxly.automations")
 router = APIRouter(prefix="/v1", tags=["automations"])
 DB = Annotated[Database, Depends(database)]
 
@@ -137,6 +139,12 @@ def _fields(row: Automation) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _log(action: str, row: Automation, note: str | None) -> None:
+    log.info(
+        "automation %s: %s, now %s%s", row.id, action, row.status, f" ({note!r})" if note else ""
+    )
+
+
 def _view(row: Automation) -> AutomationView:
     return AutomationView(**_fields(row))
 
@@ -205,19 +213,25 @@ def delete_automation(automation_id: str, who: WorkspaceKey, db: DB) -> Deleted:
 
 
 @router.post("/automations/{automation_id}/activate")
-def activate_automation(automation_id: str, who: WorkspaceKey, db: DB) -> OneAutomation:
+def activate_automation(
+    automation_id: str, who: WorkspaceKey, db: DB, body: ActionBody
+) -> OneAutomation:
     """Start (or resume) it: its trigger starts runs, and paused runs go on."""
     with db.transaction() as session:
-        return OneAutomation(
-            automation=_view(manage.activate(session, who, automation_id, SYSTEM.now()))
-        )
+        row = manage.activate(session, who, automation_id, SYSTEM.now())
+        _log("activate", row, body.note)
+        return OneAutomation(automation=_view(row))
 
 
 @router.post(
     "/automations/{automation_id}/pause",
     responses={409: {"model": ErrorBody, "description": "conflict: a draft is not running"}},
 )
-def pause_automation(automation_id: str, who: WorkspaceKey, db: DB) -> OneAutomation:
+def pause_automation(
+    automation_id: str, who: WorkspaceKey, db: DB, body: ActionBody
+) -> OneAutomation:
     """Stop starting runs; runs under way wait where they are until it is activated."""
     with db.transaction() as session:
-        return OneAutomation(automation=_view(manage.pause(session, who, automation_id)))
+        row = manage.pause(session, who, automation_id)
+        _log("pause", row, body.note)
+        return OneAutomation(automation=_view(row))

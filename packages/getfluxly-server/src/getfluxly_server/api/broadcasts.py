@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, Field
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.models import ActionBody, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import broadcasts, paging
 from getfluxly_server.domain.broadcasts.service import MAX_RATE_PER_MINUTE
@@ -73,15 +73,8 @@ class BroadcastChanges(Request):
     provider_id: Id | None = None
 
 
-class Action(Request):
-    """An action's optional body."""
-
-    #: Why (kept in the server's log; a cancel also writes it in the history of every
-    #: message it withdraws).
-    note: str | None = Field(default=None, max_length=500)
-
-
-ActionBody = Annotated[Action, Body(default_factory=Action)]
+#: An action's ``note`` is kept in the server's log; a cancel also writes it in the history
+#: of every message it withdraws.
 
 
 class CountsView(Response):

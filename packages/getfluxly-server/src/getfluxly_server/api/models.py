@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from fastapi import Body
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 
 def iso(value: datetime) -> str:
@@ -31,3 +32,15 @@ class Response(BaseModel):
     """An answer: exactly the declared fields."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Action(Request):
+    """An action's optional body (``/start``, ``/pause``, ``/activate``, ...): nothing is
+    needed, an empty body or none will do."""
+
+    #: Why (kept in the server's log).
+    note: str | None = Field(default=None, max_length=500)
+
+
+#: The body parameter of an action endpoint: optional, and described in the OpenAPI document.
+ActionBody = Annotated[Action, Body(default_factory=Action)]
