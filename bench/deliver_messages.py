@@ -16,12 +16,13 @@ against a fresh ``smtp-sink`` on a fresh loopback port:
   connections, in batches as large, as the server's SMTP provider uses. No database.
 - ``workers``: the server's delivery loop (``domain.delivery.Dispatcher``, as
   ``getfluxly worker`` runs it, ``--threads`` threads). N transactional messages are queued
-  first (not timed) through the same rows the ledger writes (``flux_testkit.ledger``: one
-  ``queued`` message due now with its history row, for a template whose subject and text are
-  the same workload in Liquid, with ``data`` naming the recipient); then the clock runs
-  from the workers' start until no message is pending: claimed, rendered (Liquid, per
-  message), suppression-checked, sent through the provider's warm FluxMail pool, and
-  recorded (status, reply, queue id, Message-ID, a history row each).
+  first through the API: the real ``getfluxly api`` on the same database, ``POST
+  /v1/messages`` from ``--clients`` keep-alive HTTP clients with the project's server key,
+  one message per request (a template whose subject and text are the same workload in
+  Liquid, with ``data`` naming the recipient); that is timed on its own and shown as the
+  ``api`` rate. Then the clock runs from the workers' start until no message is pending:
+  claimed, rendered (Liquid, per message), suppression-checked, sent through the provider's
+  warm FluxMail pool, and recorded (status, reply, queue id, Message-ID, a history row each).
 
 A phase counts only when all N messages were accepted, seen from both ends: every message
 ``sent`` in the ledger (or every ``SendResult`` a 250 for ``raw``), and the sink's own
@@ -37,14 +38,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import http.client
 import io
+import json
 import os
 import platform
 import pstats
 import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,6 +64,7 @@ sys.path.insert(0, str(REPO / "testkit"))  # flux_testkit.ledger: the ledger's r
 
 import psycopg  # noqa: E402
 import sqlalchemy  # noqa: E402
+from ingest_throughput import free_port, getfluxly_command  # noqa: E402
 from psycopg import sql as pgsql  # noqa: E402
 from smtp_throughput import Sink, find_program, running_sink  # noqa: E402
 from sqlalchemy import text  # noqa: E402
@@ -106,6 +113,12 @@ class PhaseResult:
     accepted: int = 0
     sink_messages: int = 0
     error: str | None = None
+    #: ``workers``: how long the API took to accept the N sends (before the clock ran).
+    api_seconds: float | None = None
+
+    @property
+    def api_rate(self) -> float | None:
+        return self.messages / self.api_seconds if self.api_seconds else None
 
     @property
     def exact(self) -> bool:
@@ -191,7 +204,14 @@ def run_raw(sink_binary: Path, n: int) -> PhaseResult:
 class Install:
     project_id: str
     template_id: str
-    keyring: Keyring
+    #: GETFLUXLY_ENCRYPTION_KEYS of the API the messages are queued through.
+    keys: str
+    #: The project's server key (POST /v1/messages).
+    server_key: str
+
+    @property
+    def keyring(self) -> Keyring:
+        return Keyring.parse(self.keys)
 
 
 def install(db: Database) -> Install:
@@ -199,24 +219,95 @@ def install(db: Database) -> Install:
         workspace, _key = tenancy.create_workspace(session, "Bench")
     project = ledger.make_project(db, workspace.id, "Bench")
     template = ledger.add_template(db, project, LIQUID_SUBJECT, text=LIQUID_TEXT)
-    return Install(project, template, Keyring.parse(Keyring.generate()))
+    with db.transaction() as session:
+        key = tenancy.issue_key(session, "secret", workspace.id, project, "bench")
+    return Install(project, template, Keyring.generate(), key.plaintext)
 
 
-def queue(db: Database, setup: Install, sink: Sink, n: int) -> str:
-    """N messages for the template, through a provider on ``sink`` (the ledger's rows); the
-    provider's id."""
+@contextlib.contextmanager
+def running_api(db: Database, setup: Install, workdir: Path) -> Iterator[str]:
+    """The real ``getfluxly api`` on ``db`` (no workers), on a free port; its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GETFLUXLY_")}
+    env.update(
+        GETFLUXLY_DATABASE_URL=db.url, GETFLUXLY_ENCRYPTION_KEYS=setup.keys,
+        GETFLUXLY_LOG_LEVEL="WARNING", GETFLUXLY_RATE_LIMIT_PER_SECOND="1000000",
+        GETFLUXLY_RATE_LIMIT_BURST="10000000",
+    )  # fmt: skip
+    log = workdir / f"api-{port}.log"
+    with log.open("ab") as out:
+        api = subprocess.Popen(
+            [*getfluxly_command(), "api", "--host", HOST, "--port", str(port)],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                probe = http.client.HTTPConnection(HOST, port, timeout=1)
+                probe.request("GET", "/healthz")
+                if probe.getresponse().status == 200:
+                    break
+            if api.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"getfluxly api did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield f"{HOST}:{port}"
+    finally:
+        api.send_signal(signal.SIGTERM)
+        try:
+            api.wait(30)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait(5)
+
+
+def post_messages(address: str, setup: Install, provider: str, n: int, clients: int) -> float:
+    """N ``POST /v1/messages`` from ``clients`` keep-alive connections; the seconds they took
+    (every answer must be a 202)."""
+    host, port = address.rsplit(":", 1)
+    headers = {"Authorization": f"Bearer {setup.server_key}", "Content-Type": "application/json"}
+    failures: list[str] = []
+
+    def client(first: int) -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+        for i in range(first, n, clients):
+            body = {
+                "to": recipient(i), "template_id": setup.template_id, "provider_id": provider,
+                "data": {"name": name(i), "n": i},
+            }  # fmt: skip
+            connection.request("POST", "/v1/messages", json.dumps(body), headers)
+            answer = connection.getresponse()
+            text_ = answer.read()
+            if answer.status != 202:
+                failures.append(f"{answer.status} {text_[:200]!r}")
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} sends refused, e.g. {failures[0]}")
+    return seconds
+
+
+def queue(
+    db: Database, setup: Install, sink: Sink, n: int, args: argparse.Namespace, workdir: Path
+) -> tuple[str, float]:
+    """N messages for the template through ``POST /v1/messages``, via a provider on ``sink``;
+    the provider's id and the seconds the API took."""
     body = ledger.smtp_body(HOST, sink.port, from_email=SENDER)
     provider = ledger.add_provider(db, setup.keyring, setup.project_id, body)
-    for start in range(0, n, 2_000):
-        addresses = [recipient(i) for i in range(start, min(n, start + 2_000))]
-        ledger.queue_messages(
-            db, setup.project_id, provider, addresses, template_id=setup.template_id,
-            data_for=lambda i, start=start: {"name": name(start + i), "n": start + i},
-        )  # fmt: skip
+    with running_api(db, setup, workdir) as address:
+        seconds = post_messages(address, setup, provider, n, args.clients)
     if not db.is_sqlite:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE messages"))
-    return provider
+    return provider, seconds
 
 
 def kept_clients(db: Database, provider_id: str, port: int) -> ClientCache:
@@ -287,11 +378,16 @@ def worker_process(
 
 
 def run_workers(
-    db: Database, setup: Install, sink_binary: Path, n: int, args: argparse.Namespace
+    db: Database,
+    setup: Install,
+    sink_binary: Path,
+    n: int,
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> PhaseResult:
     result = PhaseResult("workers", n)
     with running_sink(sink_binary) as sink:
-        provider = queue(db, setup, sink, n)
+        provider, result.api_seconds = queue(db, setup, sink, n, args, workdir)
         db.dispose()  # no connection may be shared across the fork
         children: list[tuple[int, int]] = []
         for _ in range(args.processes):
@@ -323,12 +419,17 @@ def run_workers(
 
 
 def profile_workers(
-    db: Database, setup: Install, sink_binary: Path, n: int, args: argparse.Namespace
+    db: Database,
+    setup: Install,
+    sink_binary: Path,
+    n: int,
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> str:
     """The workers' phase once more, one cycle after another in this thread under cProfile:
     the functions where the time goes."""
     with running_sink(sink_binary) as sink:
-        clients = kept_clients(db, queue(db, setup, sink, n), sink.port)
+        clients = kept_clients(db, queue(db, setup, sink, n, args, workdir)[0], sink.port)
         workers = dispatcher(db, setup, clients, 1, args)
         profiler = cProfile.Profile()
         profiler.enable()
@@ -365,12 +466,14 @@ def run_backend(
                 if phase == "raw":
                     round_.phases[phase] = run_raw(sink_binary, args.messages)
                 else:
-                    round_.phases[phase] = run_workers(db, setup, sink_binary, args.messages, args)
+                    round_.phases[phase] = run_workers(
+                        db, setup, sink_binary, args.messages, args, workdir
+                    )
             rounds.append(round_)
         summary = summarize(rounds)
         if args.profile or (summary["met"] is False and not args.no_profile):
             note(f"{backend}: profiling the workers (one thread, cProfile) ...")
-            profile = profile_workers(db, setup, sink_binary, args.messages, args)
+            profile = profile_workers(db, setup, sink_binary, args.messages, args, workdir)
             note(profile)
     summary["profiled"] = profile is not None
     return rounds, summary
@@ -384,12 +487,14 @@ def median_of(values: list[float | None]) -> float | None:
 def summarize(rounds: list[Round]) -> dict[str, Any]:
     raw = median_of([r.phases["raw"].rate for r in rounds])
     workers = median_of([r.phases["workers"].rate for r in rounds])
+    api = median_of([r.phases["workers"].api_rate for r in rounds])
     ratio = workers / raw if raw and workers else None
     met = None if workers is None or ratio is None else (
         workers >= TARGET_RATE and ratio >= TARGET_RATIO)  # fmt: skip
     return {
         "raw_per_second": raw,
         "workers_per_second": workers,
+        "api_sends_per_second": api,
         "workers_over_raw": ratio,
         "met": met,
         "rounds": [
@@ -400,7 +505,10 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
 
 
 def phase_json(result: PhaseResult) -> dict[str, Any]:
-    return {**asdict(result), "exact": result.exact, "per_second": result.rate}
+    return {
+        **asdict(result), "exact": result.exact, "per_second": result.rate,
+        "api_per_second": result.api_rate,
+    }  # fmt: skip
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -408,13 +516,14 @@ def fmt(value: float | None, digits: int = 0) -> str:
 
 
 def print_table(rounds: list[Round], summaries: dict[str, dict[str, Any]]) -> None:
-    header = ("database", "round", "phase", "messages", "seconds", "msg/s")
+    header = ("database", "round", "phase", "messages", "seconds", "msg/s", "queued by API/s")
     rows = [header]
     for r in rounds:
         for p in r.phases.values():
             rows.append(
                 (r.backend, str(r.index + 1), p.phase, f"{p.messages:,}", fmt(p.seconds, 2),
-                 fmt(p.rate) if p.exact else f"FAILED: {p.error}")
+                 fmt(p.rate) if p.exact else f"FAILED: {p.error}",
+                 "" if p.api_seconds is None else fmt(p.api_rate))
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
@@ -423,7 +532,8 @@ def print_table(rounds: list[Round], summaries: dict[str, dict[str, Any]]) -> No
     for backend, s in summaries.items():
         ratio = s["workers_over_raw"]
         print(
-            f"{backend}: workers {fmt(s['workers_per_second'])} msg/s, FluxMail raw pool "
+            f"{backend}: POST /v1/messages queued {fmt(s['api_sends_per_second'])} sends/s; "
+            f"workers {fmt(s['workers_per_second'])} msg/s, FluxMail raw pool "
             f"{fmt(s['raw_per_second'])} msg/s (medians): workers / raw = "
             f"{'n/a' if ratio is None else f'{ratio:.2f}'}; targets >= {TARGET_RATE:,.0f} "
             f"msg/s and >= {TARGET_RATIO}x raw: {'met' if s['met'] else 'NOT met'}"
@@ -467,6 +577,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"worker processes ({DEFAULT_PROCESSES})")  # fmt: skip
     parser.add_argument("-b", "--batch", type=positive, default=500, help="claim size (500)")
     parser.add_argument("-c", "--chunk", type=positive, default=50, help="chunk size (50)")
+    parser.add_argument(
+        "--clients", type=positive, default=16, help="HTTP clients queuing through the API (16)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase (300)")
     parser.add_argument("--quick", action="store_true", help=f"N={QUICK_MESSAGES:,}, one round")
     parser.add_argument("--profile", action="store_true", help="always print the profile")
@@ -501,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "batch": args.batch,
         "chunk": args.chunk,
-        "queued_through": "ledger rows (flux_testkit.ledger), not POST /v1/messages",
+        "queued_through": "POST /v1/messages (getfluxly api), timed apart",
         "targets": {"per_second": TARGET_RATE, "over_raw": TARGET_RATIO},
         "counts_exact": exact,
         "databases": summaries,

@@ -412,6 +412,35 @@ def test_concurrent_retries_with_one_key_record_one_message(
     assert len(rows) == 1
 
 
+def test_concurrent_sends_share_commits_and_a_refused_one_undoes_only_itself(
+    server: GFServer, project: Project
+) -> None:
+    """Concurrent sends are recorded in groups (one transaction each, a savepoint per send):
+    a send refused in the middle of a group leaves nothing behind, not even the
+    idempotency key it claimed, and takes none of its neighbours with it."""
+    good = [({"to": f"user{i}@example.com", **INLINE}, f"ok-{i}") for i in range(24)]
+    bad = [
+        ({"to": f"bad{i}@example.com", "template_id": "tpl_00000000000000000000"}, f"bad-{i}")
+        for i in range(8)
+    ]
+    calls = good + bad
+    calls = calls[::2] + calls[1::2]  # refused sends among the good ones
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda c: project.send(c[0], key=c[1]), calls))
+    by_key = {key: answer for (_, key), answer in zip(calls, answers, strict=True)}
+    for _, key in good:
+        assert by_key[key].status_code == 202, by_key[key].text
+    for _, key in bad:
+        expect_error(by_key[key], 400, "validation_error")
+    rows = server.database.query(
+        "SELECT to_email FROM messages WHERE project_id = :p", p=project.id
+    )
+    assert sorted(r["to_email"] for r in rows) == sorted(b["to"] for b, _ in good)
+    # The refused sends' keys are free: the same key with a good request is recorded.
+    retried = project.sent({"to": "bad0@example.com", **INLINE}, key="bad-0")
+    assert retried["status"] == "queued"
+
+
 def test_idempotency_keys_are_per_project(
     server: GFServer, project: Project, relay: SMTPTestServer
 ) -> None:

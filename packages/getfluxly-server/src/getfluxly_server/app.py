@@ -38,6 +38,7 @@ from getfluxly_server.api.ratelimit import Buckets, RateLimiter
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.delivery.clients import ClientCache
 from getfluxly_server.domain import delivery_jobs, ingest_jobs
+from getfluxly_server.domain import messages as messages_domain
 from getfluxly_server.domain.delivery import Dispatcher, RetryRules
 from getfluxly_server.domain.ingest import writer as ingest_writer
 from getfluxly_server.domain.provider_limits import HOLDER_MAX, ProviderLimiter, SharedSendGate
@@ -109,13 +110,15 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     """The HTTP API. ``rate_buckets``: where the rate limits count (default: this process;
     ``api.ratelimit.SharedBuckets`` for processes forked from one another)."""
     writer = ingest_writer(db)
+    send_writer = messages_domain.writer(db)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         # The server has finished its requests: nothing queued is still awaited, but let
-        # the writer finish its group before the database is closed under it.
+        # the writers finish their groups before the database is closed under them.
         writer.close()
+        send_writer.close()
 
     app = FastAPI(
         title="GetFluxly",
@@ -130,6 +133,7 @@ def create_app(settings: Settings, db: Database, *, rate_buckets: Buckets | None
     app.state.rate_limiter = RateLimiter(rate_buckets)
     app.state.known_keys = KnownKeys()
     app.state.ingest_writer = writer
+    app.state.message_writer = send_writer
     for feature in FEATURES:
         if feature.router is not None:
             auth.guard(feature.router)  # authentication before the body (api/auth.py)

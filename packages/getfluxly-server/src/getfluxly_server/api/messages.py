@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import Request as HTTPRequest
 from pydantic import (
     AfterValidator,
     Field,
@@ -29,6 +30,7 @@ from getfluxly_server.api.models import Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import messages
 from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.group_commit import GroupCommit
 from getfluxly_server.storage.models import Message, MessageHistory, MessageStatus
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -244,10 +246,10 @@ _SEND_ERRORS: dict[int | str, dict[str, Any]] = {
     responses=_SEND_ERRORS,
     openapi_extra={"requestBody": {"content": {"application/json": {"example": EXAMPLE}}}},
 )
-def send_message(
+async def send_message(
     body: SendMessage,
     who: ServerKey,
-    db: DB,
+    request: HTTPRequest,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -259,12 +261,13 @@ def send_message(
     """Record a transactional message for sending: 202 with the message, ``queued`` (or
     ``suppressed``: the address is on the suppression list; it is never attempted)."""
     assert who.project_id is not None
-    with db.transaction() as session:
-        done = messages.send(
-            session, who.project_id, _new_message(body), idempotency_key=idempotency_key,
-            request_hash=_fingerprint(body),
-        )  # fmt: skip
-        return _detail(done.message, messages.history(session, done.message))
+    send = messages.SendRequest(
+        who.project_id, _new_message(body), idempotency_key, _fingerprint(body)
+    )
+    # Recorded by the message writer, with the sends of concurrent requests in one commit.
+    writer: GroupCommit[messages.SendRequest, messages.Recorded] = request.app.state.message_writer
+    done = await writer.run(send)
+    return _detail(done.message, done.history)
 
 
 @router.get("/projects/{project_id}/messages")

@@ -26,7 +26,7 @@ from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import events as store
 from getfluxly_server.storage import tenancy as tenancy_store
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.group_commit import GroupCommit
+from getfluxly_server.storage.group_commit import GroupCommit, writer_threads
 
 PROCESS_JOB = "events.process"
 #: The ingest rules, written once for the server, the SDK, the browser script and the test
@@ -299,15 +299,13 @@ def _answer(
 
 
 def writer(db: Database) -> GroupCommit[Submission, Answer]:
-    """The group commit that stores submissions: one writer thread on SQLite (it has one
-    writer at a time anyway), two on PostgreSQL (one group's statements overlap the other's
-    commit; more only contend for the GIL, measured with bench/ingest_throughput.py); up to
-    MAX_EVENTS_PER_COMMIT events per transaction."""
+    """The group commit that stores submissions (``group_commit.writer_threads`` threads), up
+    to MAX_EVENTS_PER_COMMIT events per transaction."""
     return GroupCommit(
         db,
         store_all,
         name="ingest-writer",
-        threads=1 if db.is_sqlite else 2,
+        threads=writer_threads(db),
         max_weight=MAX_EVENTS_PER_COMMIT,
         weight=lambda submission: submission.weight,
     )

@@ -41,6 +41,13 @@ Result = TypeVar("Result")
 Handler = Callable[[Session, Sequence[Item]], Sequence[Result | Exception]]
 
 
+def writer_threads(db: Database) -> int:
+    """How many writer threads a group commit on ``db`` should have: one on SQLite (it has
+    one writer at a time anyway), two on PostgreSQL (one group's statements overlap the
+    other's commit; more only contend for the GIL, measured with bench/ingest_throughput.py)."""
+    return 1 if db.is_sqlite else 2
+
+
 class _ThreadConnection(threading.local):
     """Each writer thread's own connection (None until its first group)."""
 

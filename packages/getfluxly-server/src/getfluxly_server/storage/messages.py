@@ -18,7 +18,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, and_, case, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -175,6 +186,13 @@ def release_key(session: Session, project_id: str, key: str) -> None:
     )
 
 
+def as_message(row: dict[str, Any]) -> Message:
+    """A row of :data:`COLUMNS` as a (transient) Message object, as the database now holds
+    it: columns not in the row are None until a worker fills them."""
+    fields = {("text_body" if name == "text" else name): value for name, value in row.items()}
+    return Message(**fields)
+
+
 def get(session: Session, message_id: str) -> Message | None:
     return session.get(Message, message_id)
 
@@ -312,18 +330,31 @@ def provider_in_project(session: Session, project_id: str, provider_id: str) -> 
     return session.scalars(query).first()
 
 
+_DEFAULT_PROVIDER = (
+    select(EmailProvider.id)
+    .where(EmailProvider.project_id == bindparam("project_id"))
+    .order_by(
+        case(
+            (
+                EmailProvider.id
+                == select(Project.default_provider_id)
+                .where(Project.id == bindparam("project_id"))
+                .scalar_subquery(),
+                0,
+            ),
+            else_=1,
+        ),
+        EmailProvider.created_at,
+        EmailProvider.id,
+    )
+    .limit(1)
+)
+
+
 def default_provider(session: Session, project_id: str) -> str | None:
     """The project's default provider if it still has it, else its first (by creation);
-    None if it has no provider. One query."""
-    default = select(Project.default_provider_id).where(Project.id == project_id)
-    is_default = case((EmailProvider.id == default.scalar_subquery(), 0), else_=1)
-    query = (
-        select(EmailProvider.id)
-        .where(EmailProvider.project_id == project_id)
-        .order_by(is_default, EmailProvider.created_at, EmailProvider.id)
-        .limit(1)
-    )
-    return session.scalars(query).first()
+    None if it has no provider. One query (built once: it runs on every send)."""
+    return session.scalars(_DEFAULT_PROVIDER, {"project_id": project_id}).first()
 
 
 def erase(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,15 +17,19 @@ def normalise(email: str) -> str:
     return email.strip().lower()
 
 
+_SUPPRESSED = select(Suppression.email).where(
+    Suppression.project_id == bindparam("project_id"),
+    Suppression.email.in_(bindparam("emails", expanding=True)),
+)
+
+
 def suppressed(session: Session, project_id: str, emails: Collection[str]) -> set[str]:
-    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch."""
+    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch
+    (built once: it runs on every send)."""
     if not emails:
         return set()
-    query = select(Suppression.email).where(
-        Suppression.project_id == project_id,
-        Suppression.email.in_({normalise(e) for e in emails}),
-    )
-    found = set(session.scalars(query))
+    wanted = sorted({normalise(e) for e in emails})
+    found = set(session.scalars(_SUPPRESSED, {"project_id": project_id, "emails": wanted}))
     return {e for e in emails if normalise(e) in found}
 
 

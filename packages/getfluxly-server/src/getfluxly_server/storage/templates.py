@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,20 @@ def get(session: Session, template_id: str, *, lock: bool = False) -> Template |
     hold its row until the transaction ends (PostgreSQL; SQLite serialises writers anyway),
     so two changes at once apply one after the other and each gets its own version."""
     return session.get(Template, template_id, with_for_update=lock or None)
+
+
+_LIVE_VERSION = select(Template.version).where(
+    Template.id == bindparam("template_id"),
+    Template.project_id == bindparam("project_id"),
+    Template.deleted_at.is_(None),
+)
+
+
+def live_version(session: Session, project_id: str, template_id: str) -> int | None:
+    """The version of the project's live template ``template_id``, or None (no such
+    template in the project, or deleted). One column read, not the template's texts."""
+    found = session.scalars(_LIVE_VERSION, {"template_id": template_id, "project_id": project_id})
+    return found.first()
 
 
 def live_by_name(session: Session, project_id: str, name: str) -> Template | None:

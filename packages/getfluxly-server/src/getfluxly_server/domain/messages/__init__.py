@@ -6,7 +6,8 @@ Call these, in a transaction the caller opens:
 
 * :func:`enqueue` (one message) and :func:`enqueue_many` (a broadcast's recipients, set-based),
   with keys from :func:`automation_key` / :func:`broadcast_key`;
-* :func:`send` for the API's ``POST /v1/messages`` (its ``Idempotency-Key``);
+* :func:`send` for the API's ``POST /v1/messages`` (its ``Idempotency-Key``), and
+  :func:`writer`, the group commit the API records sends through;
 * :func:`page`, :func:`detail`, :func:`retry` for the ledger API.
 
 What a recorded message holds for the workers that send it: ``status`` ``queued`` and
@@ -54,7 +55,7 @@ from getfluxly_server.domain.messages.ledger import (
     retry,
 )
 from getfluxly_server.domain.messages.recipients import Recipient
-from getfluxly_server.domain.messages.transactional import send
+from getfluxly_server.domain.messages.transactional import Recorded, SendRequest, send, writer
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -72,6 +73,8 @@ __all__ = [
     "Page",
     "ProfileErased",
     "Recipient",
+    "Recorded",
+    "SendRequest",
     "Source",
     "automation_key",
     "broadcast_key",
@@ -83,4 +86,5 @@ __all__ = [
     "page",
     "retry",
     "send",
+    "writer",
 ]

@@ -32,6 +32,7 @@ from getfluxly_server.storage import suppressions
 from getfluxly_server.storage import templates as template_store
 from getfluxly_server.storage.models import (
     Message,
+    MessageHistory,
     MessagePriority,
     MessageStatus,
     new_id,
@@ -98,10 +99,12 @@ class NewMessage:
 @dataclass(frozen=True)
 class Enqueued:
     """The message recorded, or the one already recorded under the same key (``created``
-    False: nothing new was recorded)."""
+    False: nothing new was recorded). ``history``: the new message's one entry (None for an
+    earlier message: read it with ``ledger.history`` if needed)."""
 
     message: Message
     created: bool
+    history: Sequence[MessageHistory] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,13 @@ def check_content(
                 "give template_id, or subject with html and/or text; not both",
                 field="template_id",
             )
-        template = template_store.get(session, content.template_id)
-        if template is None or template.project_id != project_id or template.deleted_at:
+        version = template_store.live_version(session, project_id, content.template_id)
+        if version is None:
             raise ValidationFailed(
                 "template_id: no such template in this project (or it was deleted)",
                 field="template_id",
             )
-        return content, template.version
+        return content, version
     if content.subject is None:
         raise ValidationFailed(
             "give template_id, or subject with html and/or text", field="subject"
@@ -229,14 +232,26 @@ def _first_entry(suppressed: bool) -> tuple[str, str | None]:
     return MessageStatus.QUEUED.value, None
 
 
+#: What :func:`enqueue` found for a content and provider, kept by a caller that records many
+#: messages in one transaction (``transactional.send_all``): keyed by project, content and
+#: provider asked for.
+PreparedCache = dict[tuple[str, "Content", str | None], "_Prepared"]
+
+
 def enqueue(
-    session: Session, project_id: str, new: NewMessage, *, message_id: str | None = None
+    session: Session,
+    project_id: str,
+    new: NewMessage,
+    *,
+    message_id: str | None = None,
+    cache: PreparedCache | None = None,
 ) -> Enqueued:
     """Record one message in the caller's transaction (see the module docstring).
 
     A key already recorded answers that message (``created`` False) before anything else
     is checked: an origin that runs again gets the same message, whatever changed since.
-    ``message_id``: the id to give it (default: a new ``msg_`` id).
+    ``message_id``: the id to give it (default: a new ``msg_`` id). ``cache``: content and
+    provider checks already made in this transaction (filled as they are made).
 
     Raises ``validation_error`` (the field named), ``no_provider``, ``profile_erased``.
     """
@@ -244,20 +259,28 @@ def enqueue(
     if key is not None and (earlier := store.by_keys(session, project_id, [key])):
         return Enqueued(earlier[0], created=False)
     to = resolve(session, project_id, new.recipient)
-    prepared = _prepare(session, project_id, new.content, new.source)
+    if cache is None:
+        prepared = _prepare(session, project_id, new.content, new.source)
+    else:
+        seen = (project_id, new.content, new.source.provider_id)
+        prepared = cache.get(seen) or cache.setdefault(
+            seen, _prepare(session, project_id, new.content, new.source)
+        )
     suppressed = bool(suppressions.suppressed(session, project_id, [to.email]))
     message_id = message_id or new_id("msg")
     row = _row(
         project_id, prepared, new.source, message_id=message_id, email=to.email,
         profile_id=to.profile_id, data=new.data, key=key, suppressed=suppressed, when=now(),
     )  # fmt: skip
-    inserted = store.insert_many(session, [row], {message_id: _first_entry(suppressed)})
+    first = _first_entry(suppressed)
+    inserted = store.insert_many(session, [row], {message_id: first})
     if not inserted:  # the key was taken meanwhile (a concurrent call with the same key)
         assert key is not None, "only a key can conflict"
         return Enqueued(store.by_keys(session, project_id, [key])[0], created=False)
-    message = store.get(session, message_id)
-    assert message is not None
-    return Enqueued(message, created=True)
+    # What was just inserted, as objects (not read back: the row is all there is to it).
+    entry = MessageHistory(message_id=message_id, status=first[0], at=row["created_at"],
+                           detail=first[1])  # fmt: skip
+    return Enqueued(store.as_message(row), created=True, history=[entry])
 
 
 def enqueue_many(
