@@ -15,7 +15,7 @@ from fluxmail.protocol.commands import (
     command,
     envelope_address,
 )
-from fluxmail.protocol.data import encode_data
+from fluxmail.protocol.data import CRLFBytes, encode_data
 from fluxmail.protocol.ops import Conversation, Credentials, Exchange, UpgradeTLS
 from fluxmail.protocol.replies import ProtocolError, Reply, ReplyParser
 from fluxmail.protocol.session import SessionPlan, open_session
@@ -69,10 +69,37 @@ class TestReplies:
         with pytest.raises(ProtocolError):
             ReplyParser().feed(b"2" * 100_000)
 
+    def test_take_reads_several_replies_at_once(self) -> None:
+        parser = ReplyParser()
+        parser.feed(b"250 2.1.0 Ok\r\n250-a\r\n250 b\r\n354 go")
+        assert parser.take(3) == [Reply(250, ("2.1.0 Ok",)), Reply(250, ("a", "b"))]
+        assert parser.pending
+        parser.feed(b" ahead\r\n221 bye\r\n")
+        assert parser.take(1) == [Reply(354, ("go ahead",))]
+        assert parser.take(5) == [Reply(221, ("bye",))]
+        assert not parser.pending
+
+    def test_recurring_one_line_replies_are_shared(self) -> None:
+        # Replies are immutable, so a line seen before may come back as the same object.
+        first, second = parse_all(b"250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n")
+        assert first == second == Reply(250, ("2.1.5 Ok",))
+        assert first is second
+
 
 class TestData:
     def test_line_endings_become_crlf(self) -> None:
         assert encode_data(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd\r\n.\r\n"
+
+    def test_crlf_bytes_skip_normalising_only_while_unchanged(self) -> None:
+        # FluxMail's writer marks its output CRLF throughout; anything made from it (a header
+        # added, a signature) is plain bytes again and normalised as always.
+        built = CRLFBytes(b"Subject: x\r\n\r\n.hi\r\n")
+        assert encode_data(built) == b"Subject: x\r\n\r\n..hi\r\n.\r\n"
+        changed = built + b"\n.\r\nMAIL FROM:<evil@example.com>\r\n"
+        assert type(changed) is bytes
+        wire = encode_data(changed)
+        assert wire.count(b"\r\n.\r\n") == 1
+        assert b"\n" not in wire.replace(b"\r\n", b"")
 
     def test_leading_dots_are_stuffed(self) -> None:
         assert encode_data(b".first\r\n.\r\nx") == b"..first\r\n..\r\nx\r\n.\r\n"

@@ -29,6 +29,7 @@ from fluxmail.errors import FluxMailException
 from fluxmail.folding import text_words
 from fluxmail.message import custom_headers, read_file, unsubscribe_headers
 from fluxmail.protocol.commands import Envelope, has_control_chars
+from fluxmail.protocol.data import CRLFBytes
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _ROLES = {"To": "recipient", "From": "sender", "Reply-To": "reply_to"}
@@ -192,7 +193,7 @@ class MessageTemplate:
                     "invalid_params",
                 )
             head += unsubscribe_headers(check_header_text(url, "unsubscribe_url"))
-        data = b"".join(head) + self._body(context)
+        data: bytes = CRLFBytes(b"".join(head) + self._body(context))
         if self._sign is not None:
             data = self._sign(data)
         return Envelope(self.sender, addresses), data

@@ -20,6 +20,7 @@ from fluxmail.addresses import check_header_text, parse_address
 from fluxmail.errors import FluxMailException
 from fluxmail.folding import text_words
 from fluxmail.protocol.commands import Envelope, has_control_chars
+from fluxmail.protocol.data import CRLFBytes
 
 PRIORITIES = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
 
@@ -292,7 +293,7 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
         spec.dsn_envid,
     )
     return Draft(
-        b"".join(head) + content,
+        CRLFBytes(b"".join(head) + content),
         envelope,
         subject=subject,
         from_address=sender,

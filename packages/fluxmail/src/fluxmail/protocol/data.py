@@ -8,6 +8,15 @@ server that is lax about line endings, because it reaches the wire as ``\\r\\n..
 from __future__ import annotations
 
 
+class CRLFBytes(bytes):
+    """Message bytes whose every line break is CRLF already: what :mod:`fluxmail.mime` writes
+    (its contract), so :func:`encode_data` does not normalise them again (~40 % of the cost of
+    preparing a 2 KB message). Any change to them (adding a header, DKIM signing, slicing)
+    gives plain ``bytes``, normalised as usual."""
+
+    __slots__ = ()
+
+
 def normalize_newlines(message: bytes) -> bytes:
     """Return ``message`` with every line break as CRLF."""
     # Three C-level passes beat one regex substitution several times over.
@@ -18,10 +27,11 @@ def normalize_newlines(message: bytes) -> bytes:
 
 def encode_data(message: bytes) -> bytes:
     """Return the bytes to write after a 354 reply: normalised, dot-stuffed, terminated."""
-    body = normalize_newlines(message)
+    body = message if type(message) is CRLFBytes else normalize_newlines(message)
     if body.startswith(b"."):
         body = b"." + body
-    body = body.replace(b"\r\n.", b"\r\n..")
+    if b"\r\n." in body:
+        body = body.replace(b"\r\n.", b"\r\n..")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,7 +30,7 @@ class UpgradeTLS:
 
 Op = Exchange | UpgradeTLS
 #: A conversation yields ops, receives the replies each Exchange read, and returns a T.
-Conversation = Generator[Op, tuple[Reply, ...], T]
+Conversation = Generator[Op, Sequence[Reply], T]
 
 
 def exchange(data: bytes, *, secret: bool = False) -> Conversation[Reply]:

@@ -15,6 +15,13 @@ MAX_LINES = 512
 #: (or flooding it) is cut off rather than allowed to fill memory.
 MAX_BUFFER = 1 << 20
 
+#: One-line replies already parsed, by their raw line: a reply is immutable, so every
+#: occurrence of "250 2.1.0 Ok" can be the same object. Bounded: lines that never recur
+#: (queue ids) stop being added once it is full, and the ones seen first stay.
+_SEEN: dict[bytes, Reply] = {}
+_SEEN_MAX = 256
+_SEEN_LINE = 120
+
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 
 
@@ -81,18 +88,44 @@ class ReplyParser:
         return bool(self._buffer) or bool(self._lines)
 
     def next_reply(self) -> Reply | None:
-        while (end := self._buffer.find(b"\n")) >= 0:
-            if end > MAX_LINE:  # however the bytes arrived, in one read or many
+        """The next complete reply, or None when more bytes are needed."""
+        replies = self.take(1)
+        return replies[0] if replies else None
+
+    def take(self, count: int) -> list[Reply]:
+        """Up to ``count`` complete replies, in order (fewer when more bytes are needed).
+
+        A pipelining client reads several replies per exchange; taking them in one call scans
+        the buffer once and compacts it once.
+        """
+        buffer = self._buffer
+        replies: list[Reply] = []
+        start = 0
+        while len(replies) < count and (end := buffer.find(b"\n", start)) >= 0:
+            if end - start > MAX_LINE:  # however the bytes arrived, in one read or many
                 raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
-            raw = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            if self._code is None and raw[3:4] == b" " and raw[:3].isdigit():
-                # The common case, a one-line reply: no state to carry between lines.
-                return Reply(int(raw[:3]), (raw[4:].decode("utf-8", errors="replace"),))
-            reply = self._take_line(raw)
-            if reply is not None:
-                return reply
-        return None
+            raw = bytes(buffer[start:end])
+            start = end + 1
+            if self._code is None:
+                # The common case, a one-line reply: no state to carry between lines, and
+                # most such lines ("250 2.1.5 Ok") recur on every message.
+                if (known := _SEEN.get(raw)) is not None:
+                    replies.append(known)
+                    continue
+                line = raw.rstrip(b"\r")
+                if line[3:4] == b" " and line[:3].isdigit():
+                    one = Reply(int(line[:3]), (line[4:].decode("utf-8", errors="replace"),))
+                    if len(_SEEN) < _SEEN_MAX and len(raw) <= _SEEN_LINE:
+                        _SEEN[raw] = one
+                    replies.append(one)
+                    continue
+            else:
+                line = raw.rstrip(b"\r")
+            if (last := self._take_line(line)) is not None:
+                replies.append(last)
+        if start:
+            del buffer[:start]
+        return replies
 
     def _take_line(self, raw: bytes) -> Reply | None:
         if len(raw) < 3 or not raw[:3].isdigit() or (len(raw) > 3 and raw[3:4] not in b" -"):

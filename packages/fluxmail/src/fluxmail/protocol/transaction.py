@@ -227,7 +227,7 @@ def send_pipelined(
 
 def _in_flight(
     op: Exchange, settles: list[tuple[int, _Verdict] | None], outcomes: dict[int, Outcome]
-) -> Conversation[tuple[Reply, ...]]:
+) -> Conversation[Sequence[Reply]]:
     """Yield ``op``, which carries the content of the messages in ``settles``; if the transport
     fails meanwhile, those messages are :class:`Unconfirmed` (the others, not yet sent, are
     left to the caller, which settles them with the transport's own error)."""

@@ -88,13 +88,16 @@ class _ReplyStream(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
 
-    async def read_reply(self) -> Reply:
-        while (reply := self.parser.next_reply()) is None:
+    async def read_replies(self, count: int) -> list[Reply]:
+        """The next ``count`` replies, waiting for the bytes as they come."""
+        replies = self.parser.take(count) if self.parser.pending else []
+        while len(replies) < count:
             if self._error is not None:
                 raise self._error
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
-        return reply
+            replies += self.parser.take(count - len(replies))
+        return replies
 
 
 class AsyncConnection(ConnectionBase):
@@ -256,20 +259,21 @@ class AsyncConnection(ConnectionBase):
             self._abort()
             raise
 
-    async def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
+    async def _exchange(self, op: Exchange) -> list[Reply]:
         stream = self._stream
         assert stream is not None, "conversation ran on a closed connection"
-        self._log_out(op)
+        debug = self._debug()
+        if debug:
+            self._log_out(op)
         if op.data:
             await stream.write(op.data)
-        replies: list[Reply] = []
-        for _ in range(op.replies):
-            reply = await stream.read_reply()
-            self._log_in(reply)
-            replies.append(reply)
-        return tuple(replies)
+        replies = await stream.read_replies(op.replies)
+        if debug:
+            for reply in replies:
+                self._log_in(reply)
+        return replies
 
-    async def _upgrade(self) -> tuple[Reply, ...]:
+    async def _upgrade(self) -> list[Reply]:
         stream = self._stream
         assert stream is not None
         assert stream.transport is not None
@@ -287,4 +291,4 @@ class AsyncConnection(ConnectionBase):
             raise handshake_aborted(self.settings.address) from exc
         assert isinstance(transport, asyncio.Transport)
         stream.transport = transport
-        return ()
+        return []

@@ -101,16 +101,17 @@ class ConnectionBase:
         #: How many messages this connection has carried (pools recycle on it).
         self.messages_sent = 0
 
+    def _debug(self) -> bool:
+        """Whether the conversation is logged (asked once per exchange, not per line)."""
+        return self.settings.logger.isEnabledFor(logging.DEBUG)
+
     def _log_out(self, op: Exchange) -> None:
-        logger = self.settings.logger
-        if op.data and logger.isEnabledFor(logging.DEBUG):
+        if op.data:
             shown = "<AUTH data redacted>" if op.secret else _preview(op.data)
-            logger.debug("%s >>> %s", self.settings.address, shown)
+            self.settings.logger.debug("%s >>> %s", self.settings.address, shown)
 
     def _log_in(self, reply: Reply) -> None:
-        logger = self.settings.logger
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s <<< %s", self.settings.address, reply)
+        self.settings.logger.debug("%s <<< %s", self.settings.address, reply)
 
     def _map_error(self, exc: BaseException, *, connecting: bool) -> FluxMailException:
         """Turn an OS-level failure into the FluxMail error that says what to try."""

@@ -133,28 +133,31 @@ class SyncConnection(ConnectionBase):
             self._abort()
             raise
 
-    def _exchange(self, op: Exchange) -> tuple[Reply, ...]:
-        assert self._sock is not None, "conversation ran on a closed connection"
-        self._log_out(op)
+    def _exchange(self, op: Exchange) -> list[Reply]:
+        sock, parser = self._sock, self._parser
+        assert sock is not None, "conversation ran on a closed connection"
+        debug = self._debug()
+        if debug:
+            self._log_out(op)
         if op.data:
-            self._sock.sendall(op.data)
-        replies: list[Reply] = []
-        while len(replies) < op.replies:
-            reply = self._parser.next_reply()
-            if reply is None:
-                chunk = self._sock.recv(65536)
-                if not chunk:
-                    raise connection_closed(self.settings.address)
-                self._parser.feed(chunk)
-                continue
-            self._log_in(reply)
-            replies.append(reply)
-        return tuple(replies)
+            sock.sendall(op.data)
+        wanted = op.replies
+        replies = parser.take(wanted) if parser.pending else []
+        while len(replies) < wanted:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise connection_closed(self.settings.address)
+            parser.feed(chunk)
+            replies += parser.take(wanted - len(replies))
+        if debug:
+            for reply in replies:
+                self._log_in(reply)
+        return replies
 
-    def _upgrade(self) -> tuple[Reply, ...]:
+    def _upgrade(self) -> list[Reply]:
         assert self._sock is not None, "conversation ran on a closed connection"
         if self._parser.pending:
             raise data_before_tls(self.settings.address)
         context = self.settings.tls_context()
         self._sock = context.wrap_socket(self._sock, server_hostname=self.settings.host)
-        return ()
+        return []
