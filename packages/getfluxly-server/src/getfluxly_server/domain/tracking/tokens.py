@@ -79,6 +79,10 @@ class Signer:
             kid, found_kind, *fields = orjson.loads(payload)
         except (binascii.Error, ValueError, TypeError):
             raise InvalidToken() from None
+        if _b64(payload) != encoded or _b64(given) != mac:
+            # Base64 leaves spare bits in a last character: a token differing only there
+            # decodes the same. Only the one spelling this server writes is taken.
+            raise InvalidToken()
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None or not hmac.compare_digest(self._mac(key, payload), given):
             raise InvalidToken()
