@@ -123,10 +123,18 @@ def fresh_database(backend: Backend, workdir: Path) -> Iterator[tuple[Database, 
         yield db, url
     finally:
         db.dispose()
-        postgres_admin(
-            admin_url,
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)),
-        )
+        drop = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+        # WITH (FORCE) now and then refuses (InsufficientPrivilege) while a session of the run
+        # (a worker's LISTEN connection) is still going away: try again briefly, as the test
+        # kit's drop_postgres_database does.
+        for attempt in range(20):
+            try:
+                postgres_admin(admin_url, drop)
+                break
+            except psycopg.errors.InsufficientPrivilege:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
 
 def install(db: Database, n: int) -> tuple[str, str, list[str]]:
