@@ -98,6 +98,7 @@ def _tenant(
         lambda: api.get(f"/v1/messages/{message_id}").json()["message"]["status"] == "sent",
         "the message to be sent",
     )
+    engine = _engine_objects(api, project.id, label, template.json()["template"]["id"])
     made = Tenant(
         label,
         workspace_id,
@@ -109,13 +110,41 @@ def _tenant(
             "profile_id": profile["id"],
             "message_id": sent.json()["message"]["id"],
             "key_id": issued.json()["key"]["id"],
+            **engine,
         },
         markers=[f"Project-{label}", f"Relay-{label}", f"template-{label}", suppressed, email,
-                 issued.json()["key"]["hint"]],
+                 issued.json()["key"]["hint"], f"segment-{label}", f"automation-{label}",
+                 f"broadcast-{label}"],
         admin=create_user(server, "admin", workspace_id=workspace_id),
     )  # fmt: skip
     made.markers.append(made.admin.email)  # the Users page lists the workspace's own only
     return made
+
+
+def _engine_objects(api: Any, project_id: str, label: str, template_id: str) -> dict[str, str]:
+    """A segment, a draft automation and a draft broadcast of the project (nothing sent)."""
+    segment = api.post(
+        f"/v1/projects/{project_id}/segments",
+        json={"name": f"segment-{label}", "rule": {"trait": "email", "op": "exists"}},
+    )
+    assert segment.status_code == 201, segment.text
+    segment_id = segment.json()["segment"]["id"]
+    automation = api.post(
+        f"/v1/projects/{project_id}/automations",
+        json={"name": f"automation-{label}", "trigger": {"event": f"never-{label}"},
+              "steps": [{"id": "hello", "type": "send_email", "template_id": template_id}]},
+    )  # fmt: skip
+    assert automation.status_code == 201, automation.text
+    broadcast = api.post(
+        f"/v1/projects/{project_id}/broadcasts",
+        json={"name": f"broadcast-{label}", "template_id": template_id, "segment_id": segment_id},
+    )
+    assert broadcast.status_code == 201, broadcast.text
+    return {
+        "segment_id": segment_id,
+        "automation_id": automation.json()["automation"]["id"],
+        "broadcast_id": broadcast.json()["broadcast"]["id"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +186,13 @@ def counts(server: GFServer) -> dict[str, Any]:
         "defaults": sorted(
             str(r["d"]) for r in one("SELECT default_provider_id AS d FROM projects")
         ),
+    } | {
+        table: sorted(tuple(map(str, r.values())) for r in one(f"SELECT {columns} FROM {table}"))  # noqa: S608
+        for table, columns in (
+            ("segments", "id, name, version, deleted_at"),
+            ("automations", "id, name, status, version, deleted_at"),
+            ("broadcasts", "id, name, status"),
+        )
     }  # fmt: skip
 
 
@@ -178,12 +214,21 @@ def form_for(page_path: str, tenant: Tenant, relay: SMTPTestServer) -> dict[str,
         return {"kind": "secret", "project_id": tenant.ids["project_id"], "name": "sneaky"}
     if page_path == "/settings/projects":
         return {"name": "Sneaky project"}
+    if "/segments/" in page_path and not page_path.endswith("/delete"):
+        return {"name": "sneaky", "source": "json", "rule_json": '{"trait": "a", "op": "exists"}'}
+    if page_path.endswith("/automations/new") or page_path.endswith("/{automation_id}"):
+        return {"name": "sneaky", "trigger": '{"event": "sneaky"}',
+                "steps": '[{"id": "out", "type": "exit"}]'}  # fmt: skip
+    if page_path.endswith("/broadcasts/new"):
+        return {"name": "sneaky", "template_id": tenant.ids["template_id"],
+                "segment_id": tenant.ids["segment_id"], "then": "start"}  # fmt: skip
     return {}
 
 
 def test_the_pages_are_all_covered_here() -> None:
     """A page added later is checked below like the others (ids named as these tests know)."""
-    known = {"project_id", "provider_id", "template_id", "profile_id", "message_id", "key_id"}
+    known = {"project_id", "provider_id", "template_id", "profile_id", "message_id", "key_id",
+             "segment_id", "automation_id", "broadcast_id"}  # fmt: skip
     for info in PAGES:
         assert set(re.findall(r"\{(\w+)\}", info.path)) <= known, info.path
     assert {p.method for p in PAGES} == {"GET", "POST"}
@@ -268,6 +313,10 @@ def test_a_viewer_can_change_nothing(
             "/projects/{project_id}/settings/providers",
             "/settings/keys",
             "/settings/projects",
+            "/projects/{project_id}/segments",
+            "/projects/{project_id}/automations",
+            "/projects/{project_id}/broadcasts",
+            "/projects/{project_id}/broadcasts/{broadcast_id}",
         ):
             shown = viewer.get(url(path, a.ids)).text
             assert shown.count('method="post"') == 1, path  # sign-out only

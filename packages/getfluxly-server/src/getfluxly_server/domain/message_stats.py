@@ -39,17 +39,18 @@ class Activity:
 
 def daily(
     session: Session, principal: Principal, project_id: str, days: int = 30,
-    at: datetime | None = None,
+    at: datetime | None = None, *, automation_id: str | None = None,
 ) -> Activity:  # fmt: skip
-    """The last ``days`` UTC days (today included) of the project's mail."""
+    """The last ``days`` UTC days (today included) of the project's mail (only the mail of
+    ``automation_id`` when given: the caller has checked the automation is the project's)."""
     project_of(session, principal, project_id)
     days = max(1, min(days, MAX_DAYS))
     today = (at or now()).date()
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, time.min, tzinfo=(at or now()).tzinfo)
     span = [first + timedelta(days=i) for i in range(days)]
-    sends = store.sends_per_day(session, project_id, since)
-    events = store.events_per_day(session, project_id, since)
+    sends = store.sends_per_day(session, project_id, since, automation_id)
+    events = store.events_per_day(session, project_id, since, automation_id)
     counts = {"sent": [sends.get(d, 0) for d in span]}
     for name, _ in SERIES[1:]:
         counts[name] = [events.get((name, d), 0) for d in span]

@@ -22,30 +22,36 @@ def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def sends_per_day(session: Session, project_id: str, since: datetime) -> dict[date, int]:
-    """Messages handed to a provider (``sent_at``) per day since ``since``."""
+def sends_per_day(
+    session: Session, project_id: str, since: datetime, automation_id: str | None = None
+) -> dict[date, int]:
+    """Messages handed to a provider (``sent_at``) per day since ``since`` (only those
+    of ``automation_id`` when given)."""
     day = _day(session, Message.sent_at)
-    rows = session.execute(
-        select(day, func.count())
-        .where(Message.project_id == project_id, Message.sent_at >= since)
-        .group_by(day)
-    ).all()
+    query = select(day, func.count()).where(
+        Message.project_id == project_id, Message.sent_at >= since
+    )
+    if automation_id is not None:
+        query = query.where(Message.automation_id == automation_id)
+    rows = session.execute(query.group_by(day)).all()
     return {_as_date(d): int(n) for d, n in rows}
 
 
 def events_per_day(
-    session: Session, project_id: str, since: datetime
+    session: Session, project_id: str, since: datetime, automation_id: str | None = None
 ) -> dict[tuple[str, date], int]:
     """``message_events`` per (type, day) since ``since``; opens and clicks made by
-    machines (privacy proxies, link scanners) left out."""
+    machines (privacy proxies, link scanners) left out. With ``automation_id``: only the
+    events joined to that automation's messages."""
     day = _day(session, MessageEvent.occurred_at)
-    rows = session.execute(
-        select(MessageEvent.type, day, func.count())
-        .where(
-            MessageEvent.project_id == project_id,
-            MessageEvent.occurred_at >= since,
-            MessageEvent.machine.is_(False),
+    query = select(MessageEvent.type, day, func.count()).where(
+        MessageEvent.project_id == project_id,
+        MessageEvent.occurred_at >= since,
+        MessageEvent.machine.is_(False),
+    )
+    if automation_id is not None:
+        query = query.join(Message, Message.id == MessageEvent.message_id).where(
+            Message.automation_id == automation_id
         )
-        .group_by(MessageEvent.type, day)
-    ).all()
+    rows = session.execute(query.group_by(MessageEvent.type, day)).all()
     return {(str(t), _as_date(d)): int(n) for t, d, n in rows}

@@ -5,16 +5,21 @@ Each module holds one area's pages and registers them on :data:`router` (see
 :mod:`.routing` for what every page gets checked for): :mod:`.sign_in` (sign-in, sign-out,
 home, static files), :mod:`.overview` (charts), :mod:`.profiles`, :mod:`.template_editor`,
 :mod:`.messages`, :mod:`.suppressions`, :mod:`.providers`, :mod:`.settings_pages` (API keys,
-projects), :mod:`.inbox` (dev mode's catcher). A capability that lands adds its module here
+projects), :mod:`.inbox` (dev mode's catcher), :mod:`.segments` (with the rule builder of
+:mod:`.segment_rules`), :mod:`.automations` (the flow drawn by :mod:`.automation_flow`),
+:mod:`.broadcasts`. A capability that lands adds its module here
 and its line in ``render.NAV``.
 """
 
 from getfluxly_server.web import (  # noqa: F401 - each registers its pages on the router
+    automations,
+    broadcasts,
     inbox,
     messages,
     overview,
     profiles,
     providers,
+    segments,
     settings_pages,
     sign_in,
     suppressions,

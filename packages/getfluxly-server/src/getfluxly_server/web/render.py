@@ -38,6 +38,9 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Messages", "/messages"),
     NavItem("Suppressions", "/suppressions"),
     # Segments, automations, broadcasts and webhooks go here as they land.
+    NavItem("Segments", "/segments"),
+    NavItem("Automations", "/automations"),
+    NavItem("Broadcasts", "/broadcasts"),
     NavItem("Email providers", "/settings/providers"),
     NavItem("API keys", "/settings/keys", per_project=False),
     NavItem("Projects", "/settings/projects", per_project=False),
