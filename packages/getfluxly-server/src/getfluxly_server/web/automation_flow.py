@@ -128,3 +128,23 @@ def boxes(
                 _counts(stats.get(step_id, {})), branches)
         )  # fmt: skip
     return drawn
+
+
+def step_ids(drawn: list[Box]) -> set[str]:
+    """Every step id of the boxes, nested ones included."""
+    found: set[str] = set()
+    for box in drawn:
+        found.add(box.id)
+        for branch in box.branches:
+            found |= step_ids(branch.boxes)
+    return found
+
+
+def earlier_steps(
+    drawn: list[Box], stats: Mapping[str, Mapping[str, int]]
+) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Counts of steps that are not in the current version (runs on an older one saw them)."""
+    current = step_ids(drawn)
+    return [
+        (sid, _counts(outcomes)) for sid, outcomes in sorted(stats.items()) if sid not in current
+    ]

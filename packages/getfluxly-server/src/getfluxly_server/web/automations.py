@@ -183,11 +183,13 @@ def detail(ctx: Ctx) -> Response:
             session, ctx.user.principal, project_id, days, automation_id=row.id
         )
         definition = row.definition
+        flow = automation_flow.boxes(definition.get("steps"), stats, templates)
         return ctx.render(
             "automation.html",
             automation=row,
             trigger=automation_flow.trigger_text(definition.get("trigger", {}), segments),
-            flow=automation_flow.boxes(definition.get("steps"), stats, templates),
+            flow=flow,
+            earlier=automation_flow.earlier_steps(flow, stats),
             runs=runs,
             versions=[(v.version, v.created_at, _pretty(v.definition)) for v in versions],
             days=days,
