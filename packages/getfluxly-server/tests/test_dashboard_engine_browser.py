@@ -169,7 +169,13 @@ def test_an_automation_is_created_activated_triggered_and_counted(
     expect(page.locator("#template-ids")).to_contain_text(template_id)
     page.get_by_label("Name").fill("Browser journey")
     page.get_by_label("Trigger (JSON)").fill('{"event": "journey_started"}')
-    steps = [{"id": "welcome", "type": "send_email", "template_id": template_id}]
+    steps = [
+        {"id": "welcome", "type": "send_email", "template_id": template_id},
+        {"id": "await-order", "type": "wait_for_event", "event": "journey_ordered",
+         "timeout": "P3D", "on_event": [{"id": "thanks", "type": "send_email",
+                                         "template_id": template_id}],
+         "on_timeout": [{"id": "give-up", "type": "exit"}]},
+    ]  # fmt: skip
     # A fault first: shown beside the steps box with its JSON path, the draft kept.
     page.get_by_label("Steps (JSON)").fill(
         json.dumps([*steps, {"id": "later", "type": "delay", "duration": "soon"}])
@@ -184,6 +190,7 @@ def test_an_automation_is_created_activated_triggered_and_counted(
     page.get_by_label("Steps (JSON)").fill(json.dumps(steps))
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".flash")).to_have_text("Saved as a draft")
+    page.screenshot(path=shots / "automation-draft.png", full_page=True)
     expect(page.locator("#automation-status")).to_have_text("draft")
     expect(page.locator("#trigger")).to_contain_text("journey_started")
     welcome = page.locator("#step-welcome")
@@ -219,6 +226,15 @@ def test_an_automation_is_created_activated_triggered_and_counted(
     sent = page.locator('#step-welcome [data-count="sent"] b')
     reload_until(page, lambda: count_of(sent) == 1, "the welcome step's sent count")
     expect(page.locator('#step-welcome [data-count="entered"] b')).to_have_text("1")
+    # The run waits at the wait_for_event step, whose two ways are drawn side by side.
+    waiting = page.locator("#step-await-order")
+    reload_until(
+        page, lambda: count_of(waiting.locator('[data-count="entered"] b').first) == 1,
+        "the run to reach the wait",
+    )  # fmt: skip
+    expect(waiting.locator(".branch")).to_have_count(2)
+    expect(waiting.locator(".branch").nth(0)).to_contain_text("journey_ordered")
+    expect(waiting.locator("#step-thanks")).to_be_visible()
     reload_until(
         page,
         lambda: page.locator('.card[data-series="sent"] b').inner_text() == "1",

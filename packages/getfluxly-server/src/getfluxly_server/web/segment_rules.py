@@ -207,9 +207,9 @@ def _row(node: Any) -> Row | None:
     keys = set(node)
     if "trait" in node and keys <= {"trait", "op", "value"}:
         value = node.get("value", "")
-        shown = value if isinstance(value, str) else json.dumps(value)
-        if node.get("op") == "in" and isinstance(value, list):
-            shown = json.dumps(value)
+        # Text that would read back as something else ("21", "true") is shown quoted.
+        as_text = isinstance(value, str) and _typed(value) == value
+        shown = value if as_text or node.get("op") in DURATION_OPS else json.dumps(value)
         return Row("trait", str(node["trait"]), str(node.get("op", "eq")), shown)
     if "event" in node and keys <= {"event", "count", "within"}:
         count = node.get("count", {"gte": 1})
