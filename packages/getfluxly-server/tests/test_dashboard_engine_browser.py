@@ -182,7 +182,7 @@ def test_an_automation_is_created_activated_triggered_and_counted(
     )
     page.get_by_role("button", name="Save").click()
     error = page.locator("#field-steps .field-error")
-    expect(error).to_contain_text("steps[1].duration")
+    expect(error).to_contain_text("steps[2].duration")
     expect(page.get_by_label("Steps (JSON)")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Name")).to_have_value("Browser journey")
     page.screenshot(path=shots / "automation-editor-fault.png", full_page=True)
