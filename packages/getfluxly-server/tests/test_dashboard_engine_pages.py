@@ -181,6 +181,8 @@ def test_a_segment_is_built_counted_saved_and_followed(
     assert listed
     page = client.get(segment_url).text
     assert page.count('<td class="move-entered">entered</td>') == 2
+    assert page.count("<td>ann@example.com</td>") == 2  # a member, and her entry
+    assert "<td>cat@example.com</td>" not in page
     # Members a page at a time.
     first = client.get(segment_url, params={"limit": "1"}).text
     more = re.search(r'href="(\?limit=1&amp;cursor=[^"]+)" rel="next"', first)

@@ -198,6 +198,8 @@ def detail(ctx: Ctx) -> Response:
             session, ctx.user.principal, row.id, limit=limit, cursor=cursor
         )
         moved = history.recent(session, ctx.user.principal, row.id, RECENT_TRANSITIONS)
+        ids = {m.profile_id for m in members.members} | {t.profile_id for t in moved}
+        emails = history.emails(session, ctx.user.principal, row.id, ids)
         count = segment_store.count(session, row)
         return ctx.render(
             "segment.html",
@@ -210,6 +212,7 @@ def detail(ctx: Ctx) -> Response:
                 else None
             ),
             transitions=moved,
+            emails=emails,
         )
 
 
