@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi import Request as HTTPRequest
 from pydantic import (
     AfterValidator,
@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api.auth import ServerKey, WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.models import ActionBody, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import messages
 from getfluxly_server.storage.db import Database
@@ -316,13 +316,6 @@ def get_message(message_id: str, who: WorkspaceKey, db: DB) -> OneMessage:
         return _detail(found.message, found.history)
 
 
-class RetryRequest(Request):
-    """Nothing is needed: an empty body (or none) retries the message."""
-
-    #: Kept in the history entry, after "retried by hand".
-    note: Annotated[str, StringConstraints(max_length=500)] | None = None
-
-
 @router.post(
     "/messages/{message_id}/retry",
     responses={
@@ -336,10 +329,11 @@ def retry_message(
     message_id: str,
     who: WorkspaceKey,
     db: DB,
-    body: Annotated[RetryRequest, Body(default_factory=RetryRequest)],
+    body: ActionBody,
 ) -> OneMessage:
     """Re-queue a ``failed`` or ``unknown`` message (it is sent again: for ``unknown``, the
-    relay may already have taken it once)."""
+    relay may already have taken it once). A ``note`` is kept in the history entry, after
+    "retried by hand"."""
     with db.transaction() as session:
         found = messages.retry(session, who, message_id, note=body.note)
         return _detail(found.message, found.history)
