@@ -137,13 +137,13 @@ def test_tracking_and_dns_resolver_settings() -> None:
 
 def test_bounce_listen_takes_host_and_port() -> None:
     for raw, expected in (
-        ("0.0.0.0:25", ("0.0.0.0", 25)),
+        ("127.0.0.1:25", ("127.0.0.1", 25)),
         ("[::]:2525", ("::", 2525)),
         ("bounces.internal:25", ("bounces.internal", 25)),
     ):
         settings = Settings.from_env({**ENV, "GETFLUXLY_BOUNCE_LISTEN": raw})
         assert settings.bounce_listen == expected, raw
-    for raw in ("0.0.0.0", "[::]", ":25", "host:x", "[::1]x", "a:b:c:25", "h:70000"):
+    for raw in ("127.0.0.1", "[::]", ":25", "host:x", "[::1]x", "a:b:c:25", "h:70000"):
         with pytest.raises(SettingsError) as raised:
             Settings.from_env({**ENV, "GETFLUXLY_BOUNCE_LISTEN": raw})
         assert "GETFLUXLY_BOUNCE_LISTEN" in str(raised.value), raw
