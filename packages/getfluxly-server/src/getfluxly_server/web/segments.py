@@ -170,6 +170,8 @@ def preview(ctx: Ctx) -> Response:
                 segment_row = segment_store.find(
                     session, ctx.user.principal, ctx.form["segment_id"]
                 )
+                if segment_row.project_id != project_id:
+                    raise NotFound("segment")
             count = segment_store.preview(
                 session, ctx.user.principal, project_id, rule, SYSTEM.now()
             )
