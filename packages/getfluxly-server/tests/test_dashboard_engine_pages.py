@@ -232,7 +232,8 @@ def test_an_automation_is_defined_drawn_activated_and_counted(
          "on_timeout": [{"id": "give-up", "type": "exit"}]},
     ]  # fmt: skip
     form = {"name": "Order flow", "trigger": '{"event": "ordered"}', "steps": json.dumps(steps),
-            "reentry": "", "exit_on": "", "quiet_hours": "", "frequency_cap": ""}  # fmt: skip
+            "reentry": "", "exit_on": '{"event": "refunded"}', "quiet_hours": "",
+            "frequency_cap": '{"max": 3, "per": "P1D"}'}  # fmt: skip
 
     # A fault is shown beside the box its path starts with, the draft kept.
     bad_steps = [dict(steps[0]), {"id": "pause", "type": "delay", "duration": "soon"}]
@@ -259,6 +260,10 @@ def test_an_automation_is_defined_drawn_activated_and_counted(
     assert "On “paid”" in page
     assert "On timeout (P3D)" in page
     assert page.count("<polyline") == 6
+    settings = text_of(page.split('id="automation-settings"')[1].split("</dl>")[0])
+    assert "Re-entry once" in " ".join(settings.split())
+    assert "the event “refunded”" in settings
+    assert "at most 3 per P1D" in settings
 
     assert client.post(url + "/activate").status_code == 303
     identify(server, project, "dana", email="dana@example.com")

@@ -148,3 +148,24 @@ def earlier_steps(
     return [
         (sid, _counts(outcomes)) for sid, outcomes in sorted(stats.items()) if sid not in current
     ]
+
+
+def settings_text(definition: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The definition's other fields in words: (label, what it says)."""
+    reentry = definition.get("reentry", "once")
+    if isinstance(reentry, dict):
+        reentry = f"again {reentry.get('after')} after the last run began"
+    shown = [("Re-entry", str(reentry))]
+    exit_on = definition.get("exit_on")
+    if isinstance(exit_on, dict):
+        shown.append(
+            ("Exit on", f"the event “{exit_on.get('event')}”{_where(exit_on.get('where'))}")
+        )
+    quiet = definition.get("quiet_hours")
+    if isinstance(quiet, dict):
+        shown.append(("Quiet hours", f"{quiet.get('start')}–{quiet.get('end')}, then "
+                      f"{quiet.get('action', 'postpone')} (the profile's time zone)"))  # fmt: skip
+    cap = definition.get("frequency_cap")
+    if isinstance(cap, dict):
+        shown.append(("Frequency cap", f"at most {cap.get('max')} per {cap.get('per')}"))
+    return shown

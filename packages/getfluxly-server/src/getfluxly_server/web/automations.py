@@ -190,6 +190,7 @@ def detail(ctx: Ctx) -> Response:
             trigger=automation_flow.trigger_text(definition.get("trigger", {}), segments),
             flow=flow,
             earlier=automation_flow.earlier_steps(flow, stats),
+            settings=automation_flow.settings_text(definition),
             runs=runs,
             versions=[(v.version, v.created_at, _pretty(v.definition)) for v in versions],
             days=days,
