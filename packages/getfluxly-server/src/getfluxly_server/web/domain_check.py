@@ -10,19 +10,19 @@ shown on the page (422 ``dns_unavailable``) with what to do.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import Response
 
 from getfluxly_server.domain import domain_check
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.storage.models import EmailProvider
 from getfluxly_server.web.routing import Ctx, page
 
 #: A DKIM selector as the API takes it (a DNS label).
 SELECTOR = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
-def _provider(ctx: Ctx) -> Any:
+def _provider(ctx: Ctx) -> EmailProvider:
     with ctx.db.read() as session:
         row = domain_check.for_provider(session, ctx.user.principal, ctx.params["provider_id"])
         if row.project_id != ctx.params["project_id"]:

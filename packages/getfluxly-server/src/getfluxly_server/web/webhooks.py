@@ -17,10 +17,11 @@ Secrets and endpoints are settings: changing them needs admin, as email provider
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 from urllib.parse import urlencode
 
 from fastapi import Response
+from sqlalchemy.orm import Session
 
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import DomainError, NotFound
@@ -30,6 +31,7 @@ from getfluxly_server.domain.feedback.relays import NAMES
 from getfluxly_server.domain.outbound import endpoints
 from getfluxly_server.domain.outbound.events import EVENT_TYPES
 from getfluxly_server.domain.tenancy import project_of
+from getfluxly_server.storage.models import OutboundWebhook
 from getfluxly_server.web.routing import Ctx, page
 
 #: The relays' names as their dashboards spell them.
@@ -68,14 +70,14 @@ class RelayRow:
     where: str
     optional: bool
     #: The live secrets: (created_at, expires_at or None for the current one).
-    secrets: list[tuple[Any, Any]]
+    secrets: list[tuple[datetime, datetime | None]]
 
 
 def _relay_rows(ctx: Ctx, project_id: str) -> list[RelayRow]:
     relays = config_of(ctx.settings).relays
     with ctx.db.read() as session:
         live = secrets.listed(session, ctx.user.principal, project_id)
-        by_relay: dict[str, list[tuple[Any, Any]]] = {}
+        by_relay: dict[str, list[tuple[datetime, datetime | None]]] = {}
         for row in live:
             by_relay.setdefault(row.relay, []).append((row.created_at, row.expires_at))
     rows = []
@@ -201,7 +203,7 @@ def create_endpoint(ctx: Ctx) -> Response:
     return _outbound(ctx, created=created, status=201)
 
 
-def _own(ctx: Ctx, session: Any) -> Any:
+def _own(ctx: Ctx, session: Session) -> OutboundWebhook:
     """The endpoint of this page's project (another project's, or workspace's: not found)."""
     row = endpoints.find(session, ctx.user.principal, ctx.params["webhook_id"])
     if row.project_id != ctx.params["project_id"]:
