@@ -107,7 +107,7 @@ def test_a_default_filter_keeps_an_undefined_variable_out_of_the_warnings() -> N
             subject='Hi {{ profile.nickname | default: "friend" }}',
             text=(
                 '{{ data.coupon | upcase | default: "none" }} {{ data.coupon }}'
-                ' {{ data.plan | default: profile.plan }}'
+                " {{ data.plan | default: profile.plan }}"
             ),
         )
     )
