@@ -125,6 +125,15 @@ class Settings:
     segment_pass_seconds: float = 30.0
     dev: bool = False
 
+    def listening_on(self, port: int) -> Settings:
+        """These settings serving on ``port`` (the CLI's ``--port``). A public URL that was
+        only the default (this machine at the old port) follows, so the links the server
+        writes (webhooks, tracking, unsubscribe) reach it; one that was set stays."""
+        public_url = (
+            _local_url(port) if self.public_url == _local_url(self.port) else self.public_url
+        )
+        return replace(self, port=port, public_url=public_url)
+
     @property
     def network_policy(self) -> NetworkPolicy:
         """Where provider connections may go: the guard's mode with the allow-list (and, in
@@ -156,9 +165,9 @@ class Settings:
         values: dict[str, object] = {
             "database_url": database_url,
             "data_dir": data_dir,
-            "public_url": reader.url("GETFLUXLY_PUBLIC_URL", "http://127.0.0.1:8000"),
             "host": env.get("GETFLUXLY_HOST", "127.0.0.1"),
-            "port": reader.integer("GETFLUXLY_PORT", 8000, 1, 65535),
+            "port": (port := reader.integer("GETFLUXLY_PORT", 8000, 1, 65535)),
+            "public_url": reader.url("GETFLUXLY_PUBLIC_URL", _local_url(port)),
             "multi_tenant_guard": reader.flag("GETFLUXLY_MULTI_TENANT_GUARD", False),
             "private_relay_allowlist": reader.allowlist("GETFLUXLY_PRIVATE_RELAY_ALLOWLIST"),
             "job_lease_seconds": reader.number("GETFLUXLY_JOB_LEASE_SECONDS", 60.0, 1.0),
@@ -243,6 +252,10 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _local_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 def parse_listen(text: str, default_port: int | None = None) -> tuple[str, int]:
