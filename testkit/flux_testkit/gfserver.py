@@ -96,9 +96,12 @@ DEFAULT_SERVER_ENV: dict[str, str] = {
     "GETFLUXLY_JOB_LEASE_SECONDS": "30",
 }
 
-_STARTUP_TIMEOUT = 30.0
+# Limits on waiting, not expectations of speed: under xdist on a busy 2-core machine a fresh
+# Python process can take most of a minute to import and migrate. Only a hung start reaches
+# them, so they are generous.
+_STARTUP_TIMEOUT = 90.0
 _STOP_TIMEOUT = 5.0
-_CLI_TIMEOUT = 60.0
+_CLI_TIMEOUT = 120.0
 
 
 class PostgresUnavailable(RuntimeError):  # noqa: N818 - reads as what happened
@@ -292,7 +295,8 @@ class Harness:
             if backend not in self._templates:
                 try:
                     self._templates[backend] = self._make_template(backend)
-                except Exception as exc:
+                except PostgresUnavailable as exc:
+                    # Every later test of this backend would fail the same way: say it once.
                     self._broken[backend] = exc
                     raise
             return self._templates[backend]

@@ -42,7 +42,7 @@ EXPORT_NAMES = (
 #: Characters a bare shell word may hold without quoting (what ``eval`` must survive intact).
 SHELL_SAFE = re.compile(r"[A-Za-z0-9_:/.@%+,=-]+")
 # Generous: on a machine shared by many test runs, imports alone can take most of 20 s.
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 
 
