@@ -134,6 +134,8 @@ class Envelope:
     def __post_init__(self) -> None:
         if not self.recipients:
             raise FluxMailException("A message needs at least one recipient", "invalid_params")
+        if not self.notify and self.ret is None and self.envid is None:
+            return  # no DSN asked for: nothing more to check (the common case)
         for value in (*self.notify, self.ret, self.envid):
             if value is not None and not isinstance(value, str):
                 raise FluxMailException(
