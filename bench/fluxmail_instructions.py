@@ -143,7 +143,8 @@ def worker(path: str, count: int) -> None:
         with mailer:
             for args in inputs:
                 mailer.create(**args).send()
-                assert mailer.last_result is not None and mailer.last_result.reply.code == 250
+                assert mailer.last_result is not None
+                assert mailer.last_result.reply.code == 250
     elif path == "bulk":
         sender = BulkSender(mailer)
         with mailer:

@@ -43,7 +43,8 @@ def test_a_plain_socket_is_blocking_with_kernel_timeouts_and_tls_keeps_pythons(
     with _mailer(server.port, mode, client_ssl_context, 2.5) as mailer:
         mailer.connect()
         conn = mailer._conn
-        assert conn is not None and conn._sock is not None
+        assert conn is not None
+        assert conn._sock is not None
         sock = conn._sock
         if mode == "none":
             assert sock.gettimeout() is None  # blocking: no poll before each call
@@ -65,7 +66,8 @@ def test_a_stalled_final_reply_times_out_in_every_mode(
     with pytest.raises(FluxMailException) as info:
         mailer.create("x", ["to@example.com"], "x").send()
     cause = info.value.__cause__
-    assert isinstance(cause, Unconfirmed) and isinstance(cause, TimeoutError)
+    assert isinstance(cause, Unconfirmed)
+    assert isinstance(cause, TimeoutError)
     assert cause.code == "timeout"
 
 
@@ -111,12 +113,11 @@ def stops_reading_port() -> Iterator[int]:
 
 
 def test_a_server_that_stops_reading_times_out_the_write(stops_reading_port: int) -> None:
-    mailer = FluxMail(
-        "smtp", "127.0.0.1", port=stops_reading_port, sender="a@e.com", timeout=0.5
-    )
+    mailer = FluxMail("smtp", "127.0.0.1", port=stops_reading_port, sender="a@e.com", timeout=0.5)
     body = ("x" * 76 + "\n") * 400_000  # 30 MB: far more than the socket buffers hold
     with pytest.raises(FluxMailException) as info:
         mailer.create("x", ["to@example.com"], body).send()
     cause = info.value.__cause__
-    assert isinstance(cause, TimeoutError) and isinstance(cause, Unconfirmed)
+    assert isinstance(cause, TimeoutError)
+    assert isinstance(cause, Unconfirmed)
     assert getattr(cause, "code", None) == "timeout"
