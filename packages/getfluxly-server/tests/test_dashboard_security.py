@@ -93,6 +93,27 @@ def _tenant(
     )
     assert sent.status_code == 202, sent.text
     message_id = sent.json()["message"]["id"]
+    # The settings of the feedback loop: an outbound endpoint, a relay's secret, a group.
+    endpoint = api.post(
+        f"/v1/projects/{project.id}/webhooks",
+        json={
+            "url": f"https://hooks-{label.lower()}.example.com/in",
+            "events": ["message.bounced"],
+        },
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    secret = api.post(
+        f"/v1/projects/{project.id}/webhook-secrets",
+        json={"relay": "mailgun", "secret": f"key-{label}-mailgun-signing"},
+    )
+    assert secret.status_code == 201, secret.text
+    groups = api.put(
+        f"/v1/projects/{project.id}/subscription-groups",
+        json={
+            "subscription_groups": [{"name": f"group-{label.lower()}", "label": f"Group-{label}"}]
+        },
+    )
+    assert groups.status_code == 200, groups.text
     # Sent before the tests compare the database before and after their refused posts.
     eventually(
         lambda: api.get(f"/v1/messages/{message_id}").json()["message"]["status"] == "sent",
@@ -109,9 +130,11 @@ def _tenant(
             "profile_id": profile["id"],
             "message_id": sent.json()["message"]["id"],
             "key_id": issued.json()["key"]["id"],
+            "webhook_id": endpoint.json()["webhook"]["id"],
         },
         markers=[f"Project-{label}", f"Relay-{label}", f"template-{label}", suppressed, email,
-                 issued.json()["key"]["hint"]],
+                 issued.json()["key"]["hint"], f"hooks-{label.lower()}.example.com",
+                 f"Group-{label}"],
         admin=create_user(server, "admin", workspace_id=workspace_id),
     )  # fmt: skip
     made.markers.append(made.admin.email)  # the Users page lists the workspace's own only
@@ -149,7 +172,8 @@ def counts(server: GFServer) -> dict[str, Any]:
     return {
         table: one(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"]  # noqa: S608 - fixed names
         for table in ("projects", "templates", "suppressions", "email_providers", "api_keys",
-                      "messages", "users")
+                      "messages", "users", "webhook_secrets", "outbound_webhooks",
+                      "subscription_groups")
     } | {
         "revoked": one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL")[0]["n"],
         "versions": one("SELECT SUM(version) AS n FROM templates")[0]["n"],
@@ -178,12 +202,23 @@ def form_for(page_path: str, tenant: Tenant, relay: SMTPTestServer) -> dict[str,
         return {"kind": "secret", "project_id": tenant.ids["project_id"], "name": "sneaky"}
     if page_path == "/settings/projects":
         return {"name": "Sneaky project"}
+    if page_path.endswith("/settings/webhooks"):
+        return {"relay": "smtp"}
+    if page_path.endswith("/settings/webhooks/remove"):
+        return {"relay": "mailgun"}
+    if page_path.endswith("/settings/outbound-webhooks"):
+        return {"url": "https://sneaky.example.com/in", "event.message.bounced": "1"}
+    if page_path.endswith("/settings/subscription-groups"):
+        return {"name": "sneaky", "label": "Sneaky"}
+    if page_path.endswith("/settings/subscription-groups/remove"):
+        return {"name": f"group-{tenant.label.lower()}"}
     return {}
 
 
 def test_the_pages_are_all_covered_here() -> None:
     """A page added later is checked below like the others (ids named as these tests know)."""
     known = {"project_id", "provider_id", "template_id", "profile_id", "message_id", "key_id"}
+    known |= {"webhook_id"}
     for info in PAGES:
         assert set(re.findall(r"\{(\w+)\}", info.path)) <= known, info.path
     assert {p.method for p in PAGES} == {"GET", "POST"}
@@ -268,6 +303,9 @@ def test_a_viewer_can_change_nothing(
             "/projects/{project_id}/settings/providers",
             "/settings/keys",
             "/settings/projects",
+            "/projects/{project_id}/settings/webhooks",
+            "/projects/{project_id}/settings/outbound-webhooks",
+            "/projects/{project_id}/settings/subscription-groups",
         ):
             shown = viewer.get(url(path, a.ids)).text
             assert shown.count('method="post"') == 1, path  # sign-out only

@@ -257,7 +257,9 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings, *, with_worker: bool) -> int:
-    host, port = args.host or settings.host, args.port or settings.port
+    if args.port:
+        settings = settings.listening_on(args.port)
+    host, port = args.host or settings.host, settings.port
     db = _database(settings)
     if args.processes == 1:
         # `serve` with GETFLUXLY_BOUNCE_LISTEN runs the bounce mailbox too.
@@ -382,12 +384,10 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from dataclasses import replace
-
     from getfluxly_server import devmode
 
     if args.port is not None:
-        settings = replace(settings, port=args.port)
+        settings = settings.listening_on(args.port)
     db = Database(settings.database_url)
     schema.upgrade(db)
     catcher = devmode.Catcher(db, args.smtp_port)

@@ -39,6 +39,9 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Suppressions", "/suppressions"),
     # Segments, automations, broadcasts and webhooks go here as they land.
     NavItem("Email providers", "/settings/providers"),
+    NavItem("Webhooks", "/settings/webhooks"),
+    NavItem("Outbound webhooks", "/settings/outbound-webhooks"),
+    NavItem("Subscription groups", "/settings/subscription-groups"),
     NavItem("API keys", "/settings/keys", per_project=False),
     NavItem("Projects", "/settings/projects", per_project=False),
     NavItem("Users", "/settings/users", per_project=False),
