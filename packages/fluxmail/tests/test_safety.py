@@ -111,3 +111,45 @@ def test_a_lone_surrogate_in_a_body_is_refused_saying_where(
     assert "lone surrogate" in str(info.value)
     assert "position" in str(info.value)
     assert plain_smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "to@example.com\n",
+        "to@example.com\r\nBcc: spy@example.com",
+        "to@example.com\x00",
+        "to@example.com\x85",
+        "to@example.com\u2028",
+        "to@example.com>",
+        "to@exa mple.com",
+        "to@-example.com",
+        "to..x@example.com",
+        "to@example.com,spy@example.com",
+    ],
+)
+def test_bare_addresses_that_are_not_quite_are_refused(mailer: FluxMail, value: str) -> None:
+    """The builder keeps a bare ASCII address as a string after one regular expression; any
+    address that regular expression does not take whole goes through parse_address, with
+    every check (line breaks, controls, brackets, lists)."""
+    for role in ("recipients", "cc", "bcc"):
+        with pytest.raises(FluxMailException) as info:
+            mailer.create("S", **{"recipients": ["ok@example.com"], role: [value]}, body="B")  # type: ignore[arg-type]
+        assert info.value.code == "invalid_email", (role, value)
+    with pytest.raises(FluxMailException) as info:
+        mailer.create("S", ["ok@example.com"], "B", sender=value)
+    assert info.value.code == "invalid_email"
+
+
+def test_bare_and_parsed_addresses_write_the_same_headers(mailer: FluxMail) -> None:
+    """A bare address (kept as a string) and the same mailbox parsed (blanks around it take
+    the general path) give the same headers and envelope."""
+    bare = mailer.create("S", ["to@example.com"], "B", cc=["cc@example.com"])._draft
+    parsed = mailer.create("S", [" to@example.com "], "B", cc=["<cc@example.com>"])._draft
+    assert bare is not None
+    assert parsed is not None
+    assert bare.envelope == parsed.envelope
+    for name in (b"To: ", b"Cc: ", b"From: "):
+        line = next(x for x in bare.data.split(b"\r\n") if x.startswith(name))
+        assert line in parsed.data.split(b"\r\n")
+    assert bare.to == parsed.to == ["to@example.com"]

@@ -62,11 +62,14 @@ def text_words(text: str, *, utf8: bool) -> list[str]:
     return text.split(" ")
 
 
-def address_words(addresses: Sequence[Address], *, utf8: bool) -> list[str]:
-    """An address list as the words to fold, a comma ending each mailbox but the last."""
+def address_words(addresses: Sequence[str | Address], *, utf8: bool) -> list[str]:
+    """An address list as the words to fold, a comma ending each mailbox but the last (a
+    string is a bare address, already checked)."""
     words: list[str] = []
     for index, address in enumerate(addresses):
-        if address.display_name:
+        if isinstance(address, str):
+            mailbox = [address]
+        elif address.display_name:
             mailbox = [*_phrase(address.display_name, utf8=utf8), f"<{address.addr_spec}>"]
         else:
             mailbox = [address.addr_spec]

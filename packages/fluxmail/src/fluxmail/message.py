@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address, HeaderRegistry
 from functools import lru_cache
@@ -21,6 +21,11 @@ from fluxmail.errors import FluxMailException
 from fluxmail.folding import text_words
 from fluxmail.protocol.commands import Envelope, has_control_chars
 from fluxmail.protocol.data import CRLFBytes
+
+#: A mailbox as the builder carries it: a bare ASCII address (``user@example.com``, checked by
+#: ``_SIMPLE_ADDRESS``) as the string itself, or a parsed ``Address`` (display name,
+#: non-ASCII, IDNA). ``str()`` of either is the mailbox as written in a header.
+Mailbox = str | Address
 
 PRIORITIES = {"high": ("1", "High"), "normal": ("3", "Normal"), "low": ("5", "Low")}
 
@@ -41,17 +46,17 @@ class Draft:
     """A validated message: its wire bytes, its envelope, and the checked fields it came from.
 
     Bcc lives only in the envelope (and ``bcc``), never in ``data``. The fields serve senders
-    that do not speak MIME (Outlook).
+    that do not speak MIME (Outlook); their addresses are :data:`Mailbox` values.
     """
 
     data: bytes
     envelope: Envelope
     subject: str
-    from_address: Address | None
-    to_addresses: list[Address]
-    cc_addresses: list[Address] = field(default_factory=list)
+    from_address: Mailbox | None
+    to_addresses: list[Mailbox]
+    cc_addresses: list[Mailbox] = field(default_factory=list)
     bcc: list[str] = field(default_factory=list)
-    reply_to_address: Address | None = None
+    reply_to_address: Mailbox | None = None
     priority: str | None = None
     text: str | None = None
     html: str | None = None
@@ -180,10 +185,14 @@ def inline_css(html: str) -> str:
         raise FluxMailException(f"Could not inline CSS: {exc}", "css_inline_failed") from exc
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class MessageSpec:
     """The arguments of ``create()``, typed as documented but not yet trusted: :func:`build`
-    checks every field at run time (a caller may pass anything)."""
+    checks every field at run time (a caller may pass anything).
+
+    Not frozen: a frozen dataclass sets each of its 20 fields through ``object.__setattr__``,
+    a tenth of ``create()``'s instructions; nothing keeps a spec after :func:`build`.
+    """
 
     subject: str
     recipients: list[str]
@@ -246,13 +255,17 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
     sender = None if spec.sender is None else _repeated_address(spec.sender, "sender")
     reply_to = None if spec.reply_to is None else _repeated_address(spec.reply_to, "reply_to")
 
-    everyone = [*to_addrs, *cc_addrs, *bcc_addrs, *(a for a in (sender, reply_to) if a)]
     # A non-ASCII local part can only travel as SMTPUTF8 (RFC 6531): UTF-8 headers, and the
     # transport refuses the send if the server lacks the extension.
-    utf8 = any(not a.username.isascii() for a in everyone)
+    utf8 = (
+        _needs_utf8(to_addrs)
+        or _needs_utf8(cc_addrs)
+        or _needs_utf8(bcc_addrs)
+        or _needs_utf8((sender, reply_to))
+    )
     head: list[bytes] = []
     if sender is not None:
-        head.append(mime.address_header("From", [sender], utf8=utf8))
+        head.append(_from_line(sender, utf8))
     head.append(mime.address_header("To", to_addrs, utf8=utf8))
     if cc_addrs:
         head.append(mime.address_header("Cc", cc_addrs, utf8=utf8))
@@ -284,10 +297,9 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
             [content, *(mime.file_part(f.content, f.mime_type, f.filename) for f in files)],
         )
 
-    # addr_spec is username@domain: the parser admits no local part that needs quoting.
     envelope = Envelope(
-        f"{sender.username}@{sender.domain}" if sender else "",
-        tuple(f"{a.username}@{a.domain}" for a in (*to_addrs, *cc_addrs, *bcc_addrs)),
+        "" if sender is None else addr_spec(sender),
+        tuple(map(addr_spec, (*to_addrs, *cc_addrs, *bcc_addrs))),
         spec.dsn_notify,
         spec.dsn_ret,
         spec.dsn_envid,
@@ -299,7 +311,7 @@ def build(spec: MessageSpec, *, id_domain: str | None = None) -> Draft:
         from_address=sender,
         to_addresses=to_addrs,
         cc_addresses=cc_addrs,
-        bcc=[f"{a.username}@{a.domain}" for a in bcc_addrs],
+        bcc=list(map(addr_spec, bcc_addrs)),
         reply_to_address=reply_to,
         priority=priority.lower() if isinstance(priority, str) else None,
         text=text,
@@ -325,8 +337,10 @@ def unsubscribe_headers(url: str) -> list[bytes]:
     ]
 
 
-def _id_domain(sender: Address | None) -> str:
-    return "fluxmail.invalid" if sender is None else _ascii_domain(sender.domain)
+def _id_domain(sender: Mailbox | None) -> str:
+    if sender is None:
+        return "fluxmail.invalid"
+    return _ascii_domain(sender.rpartition("@")[2] if isinstance(sender, str) else sender.domain)
 
 
 @lru_cache(maxsize=64)
@@ -347,21 +361,52 @@ _SIMPLE_ADDRESS = re.compile(
 )
 
 
-def _address(value: object, role: str) -> Address:
-    """``parse_address``, with a fast path for the common bare address."""
-    if isinstance(value, str) and len(value) <= 254 and (m := _SIMPLE_ADDRESS.fullmatch(value)):
-        return Address(username=m["local"], domain=m["domain"])
+def _address(value: object, role: str) -> Mailbox:
+    """``parse_address``, except for the common bare ASCII address: checked with one regular
+    expression and kept as the string it is (no ``Address`` object; its addr-spec is itself).
+    Anything else (a display name, non-ASCII, blanks to strip, an error to report) takes the
+    general path, with every check it makes."""
+    if isinstance(value, str) and len(value) <= 254 and _SIMPLE_ADDRESS.fullmatch(value):
+        return value
     return parse_address(value, role=role)
+
+
+def addr_spec(mailbox: Mailbox) -> str:
+    """The bare address of a mailbox (``user@example.com``), as the envelope carries it."""
+    if isinstance(mailbox, str):
+        return mailbox
+    # username@domain: the parser admits no local part that needs quoting.
+    return f"{mailbox.username}@{mailbox.domain}"
+
+
+def _needs_utf8(mailboxes: Iterable[Mailbox | None]) -> bool:
+    """Whether any mailbox has a non-ASCII local part (a bare one never has)."""
+    for mailbox in mailboxes:
+        if isinstance(mailbox, Address) and not mailbox.username.isascii():
+            return True
+    return False
 
 
 @lru_cache(maxsize=256)
-def _cached_address(value: str, role: str) -> Address:
-    return parse_address(value, role=role)
+def _cached_address(value: str, role: str) -> Mailbox:
+    return _address(value, role)
 
 
-def _repeated_address(value: object, role: str) -> Address:
+def _repeated_address(value: object, role: str) -> Mailbox:
     """An address that recurs on every message (the sender), parsed once per process."""
     return _cached_address(value, role) if isinstance(value, str) else _address(value, role)
+
+
+@lru_cache(maxsize=256)
+def _cached_from_line(sender: str, utf8: bool) -> bytes:
+    return mime.address_header("From", [sender], utf8=utf8)
+
+
+def _from_line(sender: Mailbox, utf8: bool) -> bytes:
+    """The From line; a bare sender's (the same on every message) written once per process."""
+    if isinstance(sender, str):
+        return _cached_from_line(sender, utf8)
+    return mime.address_header("From", [sender], utf8=utf8)
 
 
 def _threading_headers(in_reply_to: object, references: object, *, utf8: bool) -> list[bytes]:

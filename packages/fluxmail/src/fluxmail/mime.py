@@ -57,11 +57,13 @@ def text_header(name: str, value: str, *, utf8: bool = False) -> bytes:
     return header(name, text_words(value, utf8=utf8))
 
 
-def address_header(name: str, addresses: Sequence[Address], *, utf8: bool = False) -> bytes:
-    """An address list header (From, To, Cc, Reply-To) from parsed addresses."""
-    if len(addresses) == 1 and not addresses[0].display_name:
-        spec = addresses[0].addr_spec
-        if len(name) + len(spec) < 76:
+def address_header(name: str, addresses: Sequence[str | Address], *, utf8: bool = False) -> bytes:
+    """An address list header (From, To, Cc, Reply-To) from checked addresses: parsed ones,
+    or bare addresses as strings (already checked: an ASCII addr-spec, nothing else)."""
+    if len(addresses) == 1:
+        only = addresses[0]
+        spec = only if isinstance(only, str) else None if only.display_name else only.addr_spec
+        if spec is not None and len(name) + len(spec) < 76:
             return f"{name}: {spec}\r\n".encode()
     return header(name, address_words(addresses, utf8=utf8))
 

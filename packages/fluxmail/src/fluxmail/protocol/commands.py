@@ -44,11 +44,43 @@ def command(verb: str, *args: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvelopeFlags:
+    """What the envelope commands of every message ask of one server's extensions, worked
+    out once per EHLO reply instead of once per message."""
+
+    smtputf8: bool
+    size: bool
+    eight_bit: bool
+    dsn: bool
+    max_size: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Extensions:
-    """What the server advertised in its EHLO reply: keyword (upper case) → parameters."""
+    """What the server advertised in its EHLO reply: keyword (upper case) → parameters.
+
+    ``keywords`` is read once, when the object is made (into :attr:`flags`): treat it as
+    read-only. Each connection holds its own (one per EHLO), so the MAIL FROM lines kept
+    here (:func:`mail_from`) live as long as the connection's session.
+    """
 
     keywords: dict[str, str] = field(default_factory=dict)
     esmtp: bool = True
+    flags: EnvelopeFlags = field(init=False, compare=False, repr=False)
+    #: ``MAIL FROM:<sender>`` (without parameters) by (sender, SMTPUTF8), see mail_from.
+    mail_prefixes: dict[tuple[str, bool], bytes] = field(
+        init=False, compare=False, repr=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        flags = EnvelopeFlags(
+            smtputf8=self.has("SMTPUTF8"),
+            size=self.has("SIZE"),
+            eight_bit=self.has("8BITMIME"),
+            dsn=self.has("DSN"),
+            max_size=self._max_size(),
+        )
+        object.__setattr__(self, "flags", flags)  # frozen: set once, here
 
     @classmethod
     def from_ehlo(cls, lines: Iterable[str]) -> Extensions:
@@ -74,6 +106,9 @@ class Extensions:
     @property
     def max_size(self) -> int | None:
         """The SIZE limit the server announced, or None for none (0 also means none)."""
+        return self.flags.max_size
+
+    def _max_size(self) -> int | None:
         value = self.keywords.get("SIZE", "")
         # isdigit() alone admits "²" and other digits int() refuses.
         digits = value.isascii() and value.isdigit()
@@ -134,6 +169,8 @@ class Envelope:
     def __post_init__(self) -> None:
         if not self.recipients:
             raise FluxMailException("A message needs at least one recipient", "invalid_params")
+        if not self.notify and self.ret is None and self.envid is None:
+            return  # no DSN asked for: nothing more to check (the common case)
         for value in (*self.notify, self.ret, self.envid):
             if value is not None and not isinstance(value, str):
                 raise FluxMailException(
@@ -159,33 +196,56 @@ def xtext(value: str) -> str:
     return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
 
 
+#: How many MAIL FROM lines a connection keeps (senders differ rarely; this bounds the rest).
+MAIL_PREFIXES = 64
+
+
 def mail_from(envelope: Envelope, extensions: Extensions, size: int, *, eight_bit: bool) -> bytes:
     """The MAIL FROM line, with SIZE, BODY=8BITMIME (for 8-bit content) and SMTPUTF8 when the
-    server offers them."""
-    utf8 = extensions.has("SMTPUTF8") and (
-        _needs_utf8(envelope.sender) or any(map(_needs_utf8, envelope.recipients))
+    server offers them.
+
+    ``MAIL FROM:<sender>`` is checked and encoded once per sender and connection (kept in
+    ``extensions``); the parameters are added per message. Every value written is checked:
+    the address by :func:`envelope_address` (no controls, blanks or brackets), RET and ENVID
+    by :class:`Envelope`, ENVID written as xtext.
+    """
+    flags = extensions.flags
+    sender = envelope.sender
+    utf8 = flags.smtputf8 and (
+        not sender.isascii() or not all(map(str.isascii, envelope.recipients))
     )
-    args = [f"FROM:<{envelope_address(envelope.sender, smtputf8=utf8)}>"]
-    if extensions.has("SIZE"):
-        args.append(f"SIZE={size}")
-    if eight_bit and extensions.has("8BITMIME"):
-        args.append("BODY=8BITMIME")
+    prefix = extensions.mail_prefixes.get((sender, utf8))
+    if prefix is None:
+        prefix = f"MAIL FROM:<{envelope_address(sender, smtputf8=utf8)}>".encode()
+        if len(extensions.mail_prefixes) >= MAIL_PREFIXES:
+            extensions.mail_prefixes.clear()
+        extensions.mail_prefixes[sender, utf8] = prefix
+    line = [prefix]
+    if flags.size:
+        line.append(b" SIZE=%d" % size)
+    if eight_bit and flags.eight_bit:
+        line.append(b" BODY=8BITMIME")
     if utf8:
-        args.append("SMTPUTF8")
-    if extensions.has("DSN"):
+        line.append(b" SMTPUTF8")
+    if flags.dsn:
         if envelope.ret:
-            args.append(f"RET={envelope.ret.upper()}")
+            line.append(f" RET={envelope.ret.upper()}".encode("ascii"))
         if envelope.envid:
-            args.append(f"ENVID={xtext(envelope.envid)}")
-    return command("MAIL", *args)
+            line.append(f" ENVID={xtext(envelope.envid)}".encode("ascii"))
+    line.append(CRLF)
+    return b"".join(line)
 
 
 def rcpt_to(address: str, extensions: Extensions, notify: tuple[str, ...] = ()) -> bytes:
-    utf8 = extensions.has("SMTPUTF8")
-    wire = envelope_address(address, smtputf8=utf8)
-    if notify and extensions.has("DSN"):
-        orcpt = f"ORCPT=rfc822;{xtext(wire)}" if wire.isascii() else None
+    """The RCPT TO line (NOTIFY and ORCPT where the server offers DSN).
+
+    Written without :func:`command`: :func:`envelope_address` refuses everything that check
+    would (and more), and the NOTIFY values are :class:`Envelope`'s checked keywords.
+    """
+    flags = extensions.flags
+    wire = envelope_address(address, smtputf8=flags.smtputf8)
+    if notify and flags.dsn:
+        orcpt = f" ORCPT=rfc822;{xtext(wire)}" if wire.isascii() else ""
         unique = dict.fromkeys(n.upper() for n in notify)  # keep the caller's order, once each
-        args = [f"NOTIFY={','.join(unique)}", *([orcpt] if orcpt else [])]
-        return command("RCPT", f"TO:<{wire}>", *args)
-    return command("RCPT", f"TO:<{wire}>")
+        return f"RCPT TO:<{wire}> NOTIFY={','.join(unique)}{orcpt}\r\n".encode()
+    return f"RCPT TO:<{wire}>\r\n".encode()

@@ -69,7 +69,9 @@ def unconfirmed(error: FluxMailException) -> FluxMailException:
     return marked
 
 
-@dataclass(frozen=True, slots=True)
+# _Prepared and _Verdict are made per message and never shared: not frozen, since a frozen
+# dataclass sets each field through object.__setattr__.
+@dataclass(slots=True)
 class _Prepared:
     """A message ready for the wire: its envelope commands and its stuffed payload."""
 
@@ -101,7 +103,7 @@ def _prepare(envelope: Envelope, message: bytes, extensions: Extensions) -> _Pre
     return _Prepared(first, rcpts, payload)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Verdict:
     """What the envelope replies decided: who is accepted, and the error if nothing can go."""
 

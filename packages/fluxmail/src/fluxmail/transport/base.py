@@ -7,6 +7,8 @@ import logging
 import smtplib
 import socket
 import ssl
+import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -128,7 +130,8 @@ def network_error(
         return exc
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return TLSError(f"TLS with {where} failed: {exc}", "tls_failed")
-    if isinstance(exc, TimeoutError):
+    # BlockingIOError: a blocking socket's kernel timeout ran out (see kernel_timeouts).
+    if isinstance(exc, TimeoutError | BlockingIOError):
         return SMTPTimeoutError(
             f"{where} did not answer within {settings.timeout or 0:g} s", "timeout"
         )
@@ -207,6 +210,35 @@ def connect_tcp(settings: ConnectionSettings) -> socket.socket:
         except OSError as exc:
             failure = exc
     raise failure or ConnectionRefusedError(f"{settings.host} has no address to connect to")
+
+
+def kernel_timeouts(sock: socket.socket, timeout: float | None) -> bool:
+    """Make a plain TCP socket blocking, its ``timeout`` enforced by the kernel
+    (``SO_RCVTIMEO``/``SO_SNDTIMEO``); True if done (Linux, with a timeout).
+
+    With a Python timeout, every ``recv`` and ``send`` is preceded by a ``poll`` system call;
+    a blocking socket skips it. A call that waits longer than ``timeout`` then fails with
+    ``EAGAIN`` (``BlockingIOError``), reported as a timeout (:func:`network_error`). Only for
+    plain sockets: OpenSSL retries a read that timed out this way, so a TLS socket must keep
+    Python's timeout (:func:`python_timeout` restores it before a STARTTLS handshake).
+    """
+    if timeout is None or not sys.platform.startswith("linux"):
+        return False
+    seconds = min(int(timeout), 2**31 - 1)  # a year is as good as forever here
+    micro = max(int((timeout - seconds) * 1_000_000), 0 if seconds else 1)  # below 10**6
+    value = struct.pack("@ll", seconds, micro)  # struct timeval
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
+    return True
+
+
+def python_timeout(sock: socket.socket, timeout: float | None) -> None:
+    """Undo :func:`kernel_timeouts`: Python's own timeout again, the kernel's cleared."""
+    cleared = struct.pack("@ll", 0, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, cleared)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, cleared)
+    sock.settimeout(timeout)
 
 
 def report_failure(conversation: Conversation[Any], error: FluxMailException) -> FluxMailException:

@@ -19,6 +19,8 @@ from fluxmail.transport.base import (
     connect_tcp,
     connection_closed,
     data_before_tls,
+    kernel_timeouts,
+    python_timeout,
     report_failure,
 )
 
@@ -29,6 +31,8 @@ class SyncConnection(ConnectionBase):
     """A blocking SMTP connection. Not thread-safe: one thread uses it at a time."""
 
     _sock: socket.socket | None = None
+    #: Whether ``_sock`` is blocking with the kernel's timeouts (see ``kernel_timeouts``).
+    _kernel_timeouts = False
 
     @property
     def is_open(self) -> bool:
@@ -47,6 +51,8 @@ class SyncConnection(ConnectionBase):
             try:
                 if settings.plan.tls_mode == "ssl":
                     sock = settings.tls_context().wrap_socket(sock, server_hostname=settings.host)
+                else:  # plain until a STARTTLS, if any: no poll before each call
+                    self._kernel_timeouts = kernel_timeouts(sock, settings.timeout)
             except BaseException:
                 sock.close()
                 raise
@@ -158,6 +164,9 @@ class SyncConnection(ConnectionBase):
         assert self._sock is not None, "conversation ran on a closed connection"
         if self._parser.pending:
             raise data_before_tls(self.settings.address)
+        if self._kernel_timeouts:  # OpenSSL needs Python's timeout (see kernel_timeouts)
+            python_timeout(self._sock, self.settings.timeout)
+            self._kernel_timeouts = False
         context = self.settings.tls_context()
         self._sock = context.wrap_socket(self._sock, server_hostname=self.settings.host)
         return []

@@ -1,0 +1,200 @@
+"""Instructions per message of FluxMail's everyday paths, counted by callgrind.
+
+``python bench/fluxmail_instructions.py [-n N] [--paths create,create-html,send,bulk]``
+
+A figure that does not depend on the machine's load: each path runs in a fresh interpreter
+under ``valgrind --tool=callgrind`` twice, sending ``WARMUP`` messages then N more, and
+sending ``WARMUP`` only; the difference divided by N is the client's instructions per
+message (imports, start-up and the connection's opening cancel out). The connection talks
+to an in-process fake socket that answers as Postfix's ``smtp-sink`` does (PIPELINING,
+SIZE, 8BITMIME, ENHANCEDSTATUSCODES, DSN), so the kernel is out of it; the fake's own
+instructions are counted too, the same in every run (compare paths and commits, not a path
+with ``smtp-source``).
+
+Paths (the workload's 2 KB message, :mod:`workload`):
+
+* ``create``: ``create()`` alone, plain text;
+* ``create-html``: ``create()`` alone, HTML + plain alternative;
+* ``send``: ``create().send()`` in a ``with`` block, one connection;
+* ``bulk``: ``BulkSender(m).send_batch([...], progress=False)``, one connection.
+
+stdout: one line per path, thousands of instructions (kIr) per message. Needs valgrind; the
+worker mode (``--worker PATH COUNT``) is what runs under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from workload import BODY_FORMAT, SENDER, SUBJECT_FORMAT, name, recipient
+
+PATHS = ("create", "create-html", "send", "bulk")
+WARMUP = 20
+HTML_FORMAT = "<html><body><pre>{body}</pre></body></html>"
+EHLO = (
+    b"250-sink.example\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"
+    b"250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n"
+)
+
+
+class FakeSink:
+    """A socket stand-in answering as smtp-sink: 250 to every command, 354 to DATA, 250 to
+    the end of a message's content (found by its ``CRLF.CRLF``), 221 to QUIT."""
+
+    def __init__(self) -> None:
+        self._out = bytearray(b"220 sink.example ESMTP\r\n")
+        self._in_data = False
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def settimeout(self, value: float | None) -> None:
+        pass
+
+    def gettimeout(self) -> float | None:
+        return None
+
+    def fileno(self) -> int:
+        return -1
+
+    def close(self) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        start = 0
+        if self._in_data:
+            end = data.index(b"\r\n.\r\n") + 5 if not data.startswith(b".\r\n") else 3
+            self._out += b"250 2.0.0 Ok: queued\r\n"
+            self._in_data = False
+            start = end
+        while start < len(data):
+            end = data.index(b"\r\n", start) + 2
+            verb = data[start : start + 4].upper()
+            if verb == b"DATA":
+                self._out += b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                self._in_data = True
+                rest = data[end:]
+                if rest:
+                    self.sendall(rest)
+                return
+            if verb == b"EHLO":
+                self._out += EHLO
+            elif verb == b"QUIT":
+                self._out += b"221 Bye\r\n"
+            else:
+                self._out += b"250 2.1.0 Ok\r\n"
+            start = end
+
+    def send(self, data: bytes) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        chunk = bytes(self._out[:size])
+        del self._out[:size]
+        return chunk
+
+    def recv_into(self, buffer: Any, size: int = 0) -> int:
+        chunk = self.recv(size or len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _args(i: int, html: bool) -> dict[str, Any]:
+    text = BODY_FORMAT.format(name=name(i), n=i)
+    args: dict[str, Any] = {
+        "subject": SUBJECT_FORMAT.format(name=name(i)),
+        "recipients": [recipient(i)],
+        "body": HTML_FORMAT.format(body=text) if html else text,
+    }
+    if html:
+        args.update(html_body=True, plain_body=text)
+    return args
+
+
+def worker(path: str, count: int) -> None:
+    """Send WARMUP + ``count`` messages on ``path`` (run under callgrind by :func:`main`)."""
+    import fluxmail.transport.base
+    import fluxmail.transport.sync
+    from fluxmail import BulkSender, FluxMail
+
+    def fake_connect(settings: object) -> FakeSink:
+        return FakeSink()
+
+    # The sync shell looks the connector up in its own module.
+    fluxmail.transport.sync.connect_tcp = fake_connect  # type: ignore[assignment]
+    fluxmail.transport.base.connect_tcp = fake_connect  # type: ignore[assignment]
+    mailer = FluxMail("smtp", "127.0.0.1", port=2525, sender=SENDER, local_hostname="bench")
+    total = WARMUP + count
+    if path in ("create", "create-html"):
+        html = path == "create-html"
+        inputs = [_args(i, html) for i in range(total)]
+        for args in inputs:
+            mailer.create(**args)
+    elif path == "send":
+        inputs = [_args(i, False) for i in range(total)]
+        with mailer:
+            for args in inputs:
+                mailer.create(**args).send()
+                assert mailer.last_result is not None
+                assert mailer.last_result.reply.code == 250
+    elif path == "bulk":
+        sender = BulkSender(mailer)
+        with mailer:
+            report = sender.send_batch([_args(i, False) for i in range(WARMUP)], progress=False)
+            assert report["sent"] == WARMUP, report
+            if count:
+                batch = [_args(i, False) for i in range(count)]
+                report = sender.send_batch(batch, progress=False)
+                assert report["sent"] == count, report
+    else:
+        raise SystemExit(f"unknown path {path!r}")
+
+
+_COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
+
+
+def instructions(path: str, count: int) -> int:
+    """The instructions callgrind counted for a worker run of ``count`` messages."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    argv = [
+        valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, str(Path(__file__)), "--worker", path, str(count),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, env=env, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(done.stderr.decode(errors="replace")[-2000:])
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=300, help="messages counted (default 300)")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--worker", nargs=2, metavar=("PATH", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]))
+        return 0
+    for path in args.paths.split(","):
+        if path not in PATHS:
+            raise SystemExit(f"unknown path {path!r}; choose from {', '.join(PATHS)}")
+        base = instructions(path, 0)
+        full = instructions(path, args.n)
+        print(f"{path:12} {(full - base) / args.n / 1000:8.1f} kIr/message", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
