@@ -143,7 +143,11 @@ def servers(
             worker = build_worker(settings, own, provider, sink_port) if with_worker else None
             if worker is not None:
                 worker.start()
-            config = uvicorn.Config(create_app(settings, own), log_level="warning")
+            # Keep-alive longer than any pause of the sender: uvicorn's 5 s default closed
+            # connections the client was about to reuse (a ReadError per event lost).
+            config = uvicorn.Config(
+                create_app(settings, own), log_level="warning", timeout_keep_alive=300
+            )
             try:
                 uvicorn.Server(config).run(sockets=[listener])
             finally:

@@ -5,17 +5,20 @@ transaction), read what they refer to and render them (no write lock held), then
 provider, chunk after chunk of at most ``chunk`` messages: ask the send gate for the chunk,
 then hand it to the provider's kept client (``deliver_many``: SMTP pipelines it down
 FluxMail's warm pool) ``window`` messages at a time, each window marked ``sending`` in a
-committed transaction just before it goes out, and record every outcome. A thread that
+committed transaction just before it goes out (the transaction that also records the
+outcomes of the window before it). A thread that
 claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits in
 this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
 messages alive while a slow relay answers.
 
 Why windows: a worker killed mid-send leaves what it marked ``sending`` ``unknown`` (never
 resent automatically: the relay may have it). Marking a whole chunk before its first byte
-left up to threads x chunk messages ``unknown``, most of them never handed over. Now at most
-two windows per thread are marked and unrecorded at any moment: the one on the wire and the
-next, whose marking commits (together with the outcomes before it) while the first is on the
-wire, so the commit costs no sending time.
+left up to threads x chunk messages ``unknown``, most of them never handed over. Now only
+the window on the wire is ``sending`` at any moment, per thread: what is ``unknown`` after a
+kill was handed to the relay (each of it went out, or was about to, down a pipelined
+connection). Marking the next window while one is on the wire would hide the commit but
+double what a kill leaves ``unknown``, half of it never sent (measured with the restart
+test); the cost of the commit per window is measured by ``bench/deliver_messages.py``.
 
 Stopping: no new chunk starts; messages claimed but not attempted are handed back at once
 (due now), so another worker takes them without waiting for the lease.
@@ -30,7 +33,6 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -102,7 +104,7 @@ class Dispatcher:
         self.threads = threads
         self.batch = batch
         self.chunk = chunk
-        #: Messages marked ``sending`` together, just ahead of the wire (module docstring).
+        #: Messages marked ``sending`` together, just before they go out (module docstring).
         self.window = max(1, min(window, chunk))
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds = poll_seconds
@@ -120,8 +122,6 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        # Hands windows to the provider while the delivery thread marks the next one.
-        self._wire: ThreadPoolExecutor | None = None
         self._unhook: Callable[[], None] = lambda: None
 
     # Life cycle.
@@ -145,10 +145,6 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
-        with self._lock:
-            wire, self._wire = self._wire, None
-        if wire is not None:
-            wire.shutdown(wait=True)
         try:
             self.gate.close()
         except Exception:  # its slots come back when their leases lapse; stop goes on
@@ -285,30 +281,23 @@ class Dispatcher:
 
     def _send_chunk(self, client: ProviderClient, chunk: Items, book: _Unrecorded) -> None:
         """Hand ``chunk`` to the provider ``window`` messages at a time, each window marked
-        ``sending`` (in the transaction that records the outcomes before it) while the
-        previous one is on the wire; keep the outcomes for the next transaction. Stopping
-        between windows leaves the rest pending (handed back by the cycle)."""
-        windows = [chunk[i : i + self.window] for i in range(0, len(chunk), self.window)]
-        current = self._mark(windows[0], book)
-        for index in range(len(windows)):
-            wire = self._pool().submit(self._hand_over, client, current) if current else None
-            try:
-                last = index + 1 == len(windows) or self._stop.is_set()
-                ahead = [] if last else self._mark(windows[index + 1], book)
-            finally:  # (even if marking failed: what is on the wire is waited for, kept)
-                if wire is not None:
-                    moment = now()
-                    book.attempted += [
-                        # A template message's ledger row shows the subject as rendered for
-                        # this attempt (inline content keeps its Liquid source: a retry
-                        # renders it again).
-                        replace(self._verdict(m, r, moment),
-                                subject=e.subject if m.template_id else None)
-                        for (m, e), r in zip(current, wire.result(), strict=True)
-                    ]  # fmt: skip
-            if last:
+        ``sending`` (in the transaction that records the outcomes before it) just before it
+        goes out; keep the outcomes for the next transaction. Stopping between windows
+        leaves the rest pending (handed back by the cycle)."""
+        for start in range(0, len(chunk), self.window):
+            if start and self._stop.is_set():
                 return
-            current = ahead
+            window = self._mark(chunk[start : start + self.window], book)
+            if not window:
+                continue
+            results = self._hand_over(client, window)
+            moment = now()
+            book.attempted += [
+                # A template message's ledger row shows the subject as rendered for this
+                # attempt (inline content keeps its Liquid source: a retry renders it again).
+                replace(self._verdict(m, r, moment), subject=e.subject if m.template_id else None)
+                for (m, e), r in zip(window, results, strict=True)
+            ]
 
     def _mark(self, window: Items, book: _Unrecorded) -> Items:
         """Record what came before and mark ``window`` ``sending`` in one committed
@@ -330,14 +319,6 @@ class Dispatcher:
             lost = DeliveryError("delivery_unknown", f"the send failed: {exc!r}",
                                  outcome=Outcome.UNKNOWN).result()  # fmt: skip
             return [lost] * len(window)
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._wire is None:
-                self._wire = ThreadPoolExecutor(
-                    max(1, self.threads), thread_name_prefix="delivery-wire"
-                )
-            return self._wire
 
     def _verdict(self, message: ClaimedMessage, result: DeliveryResult, moment: Any) -> Verdict:
         return classify.verdict(message, result, moment, self.rules, self.rng)
