@@ -8,18 +8,21 @@ Usage (from the repository root)::
     .venv/bin/python bench/automation_latency.py --sqlite      # or SQLite
     .venv/bin/python bench/automation_latency.py --quick       # a smoke run (small numbers)
 
-The server runs as it is deployed: on PostgreSQL the HTTP API (uvicorn, in a thread of this
-process) and the worker (``app.create_worker``: ingest, the automation runner, the delivery
-loop) in a process of its own, as ``getfluxly api`` beside ``getfluxly worker``
-(``--one-process``: both in this one, as ``getfluxly serve``); on SQLite both in this process
-(its wake-ups do not cross processes). Before the clock starts: ``--profiles`` profiles
-(default 100,000, written directly as rows: each with an ``email`` trait and an external
-id), a template, an SMTP provider on a fresh smtp-sink, and an active automation triggered
-by ``signed_up`` whose first step sends. Then ``--rate`` events a second (default 200) for
-``--seconds`` seconds (default 30), each a ``signed_up`` of a different profile, POSTed to
-``/v1/events`` by ``--senders`` client threads on a fixed schedule; the moment each 202
-arrives is noted. Once every message is ``sent`` (or ``--timeout``), the latency of each is
-its ledger ``sent_at`` (recorded when the relay's 250 was) minus its event's 202. Printed:
+The server runs as it is deployed, in processes of its own (forked: none shares the GIL with
+the event sender): on PostgreSQL ``--api-processes`` API processes (default 2) serving one
+socket, as ``getfluxly api --processes 2``, and the worker (``app.create_worker``: ingest,
+the automation runner, the delivery loop) in a process of its own, as ``getfluxly worker``
+(``--one-process``: the worker in the first API process, as ``getfluxly serve``); on SQLite
+one process with both (its wake-ups do not cross processes). Before the clock starts:
+``--profiles`` profiles (default 100,000, written set-based as rows: each with an ``email``
+trait and an external id), a template, an SMTP provider on a fresh smtp-sink, and an active
+automation triggered by ``signed_up`` whose first step sends. Then ``--rate`` events a
+second (default 200) for ``--seconds`` seconds (default 30), each a ``signed_up`` of a
+different profile, POSTed to ``/v1/events`` on a fixed schedule (asyncio: event *i* leaves
+at start + i / rate whatever became of the earlier ones, over up to ``--connections``
+keep-alive connections); the moment each 202 arrives is noted. Once every message is
+``sent`` (or ``--timeout``), the latency of each is its ledger ``sent_at`` (recorded when
+the relay's 250 was) minus its event's 202. Printed:
 p50, p95, p99 and max, the rate achieved, and FluxMail's raw rate for the same number of
 messages to a fresh smtp-sink (``deliver_messages.run_raw``). Target (issue 14, this 2-core
 machine): p99 <= 1 s at 200 events/s with 100,000 profiles.
@@ -39,12 +42,14 @@ import contextlib
 import json
 import os
 import secrets
+import signal
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +60,7 @@ sys.path.insert(0, str(REPO / "testkit"))
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from deliver_messages import HOST, fresh_database, kept_clients, note, run_raw  # noqa: E402
-from smtp_throughput import find_program, free_port, running_sink  # noqa: E402
+from smtp_throughput import find_program, running_sink  # noqa: E402
 from sqlalchemy import insert, select, text  # noqa: E402
 from workload import SENDER  # noqa: E402
 
@@ -78,30 +83,6 @@ from getfluxly_server.storage.models import (  # noqa: E402
 SENT_COUNT = "SELECT count(*) FROM messages WHERE automation_id = :a AND status = 'sent'"
 
 
-class _ThreadServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # (not the main thread)
-        pass
-
-
-@contextlib.contextmanager
-def serving(settings: Settings, db: Database, port: int) -> Iterator[None]:
-    app = create_app(settings, db)
-    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning")
-    server = _ThreadServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def build_worker(settings: Settings, db: Database, provider: str, port: int) -> DeliveryWorker:
     """The server's worker (``app.create_worker``) whose client for ``provider`` does not log
     in (see the module docstring)."""
@@ -117,25 +98,14 @@ def build_worker(settings: Settings, db: Database, provider: str, port: int) -> 
     return worker
 
 
-def worker_process(settings: Settings, db: Database, provider: str, port: int) -> tuple[int, int]:
-    """Fork a worker process (as ``getfluxly worker`` beside ``getfluxly api``: its own
-    engine and threads, woken by PostgreSQL's notifications) that starts when a byte arrives
-    on its pipe and stops at the pipe's end; (pid, the pipe's write end)."""
-    read_end, write_end = os.pipe()
+def _child(body: Callable[[], None]) -> int:
+    """Fork a process running ``body`` then exiting; its pid."""
     pid = os.fork()
     if pid:
-        os.close(read_end)
-        return pid, write_end
+        return pid
     status = 0
     try:
-        os.close(write_end)
-        own = Database(db.url)
-        worker = build_worker(settings, own, provider, port)
-        os.read(read_end, 1)  # go
-        worker.start()
-        os.read(read_end, 1)  # b"" once the parent closes its end: stop
-        worker.stop()
-        own.dispose()
+        body()
     except BaseException:
         import traceback
 
@@ -143,6 +113,81 @@ def worker_process(settings: Settings, db: Database, provider: str, port: int) -
         status = 1
     finally:
         os._exit(status)
+
+
+@contextlib.contextmanager
+def servers(
+    settings: Settings,
+    db: Database,
+    provider: str,
+    sink_port: int,
+    *,
+    api_processes: int,
+    worker_apart: bool,
+) -> Iterator[str]:
+    """The server in processes of its own, as deployed (none shares the GIL with the event
+    senders): ``api_processes`` forked API processes serving one listening socket (as
+    ``getfluxly api --processes N``); the worker (:func:`build_worker`) in a process of its
+    own when ``worker_apart`` (as ``getfluxly worker``), else in the first API process (as
+    ``getfluxly serve``). Stopped with SIGTERM at the end. Yields the API's base URL."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+    db.dispose()  # no connection may be shared across the fork
+
+    def api(with_worker: bool) -> Callable[[], None]:
+        def body() -> None:
+            own = Database(db.url)
+            worker = build_worker(settings, own, provider, sink_port) if with_worker else None
+            if worker is not None:
+                worker.start()
+            # Keep-alive longer than any pause of the sender: uvicorn's 5 s default closed
+            # connections the client was about to reuse (a ReadError per event lost).
+            config = uvicorn.Config(
+                create_app(settings, own), log_level="warning", timeout_keep_alive=300
+            )
+            try:
+                uvicorn.Server(config).run(sockets=[listener])
+            finally:
+                if worker is not None:
+                    worker.stop()
+                own.dispose()
+
+        return body
+
+    def worker_only() -> None:
+        own = Database(db.url)
+        worker = build_worker(settings, own, provider, sink_port)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        worker.start()
+        stop.wait()
+        worker.stop()
+        own.dispose()
+
+    pids = [_child(api(not worker_apart and n == 0)) for n in range(api_processes)]
+    if worker_apart:
+        pids.append(_child(worker_only))
+    listener.close()
+    try:
+        url = f"http://{HOST}:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            os.waitpid(pid, 0)
 
 
 def make_profiles(db: Database, project_id: str, count: int) -> None:
@@ -170,42 +215,49 @@ def make_profiles(db: Database, project_id: str, count: int) -> None:
 
 
 def send_events(
-    url: str, key: str, users: Sequence[int], rate: float, senders: int
+    url: str, key: str, users: Sequence[int], rate: float, connections: int
 ) -> dict[str, float]:
-    """POST one ``signed_up`` per user at ``rate`` a second; when each 202 came (epoch s)."""
+    """POST one ``signed_up`` per user at ``rate`` a second; when each 202 came (epoch s).
+
+    Paced by the schedule, not by the answers: event *i* is posted at start + i / rate
+    whatever became of the earlier ones (an asyncio task each, over at most ``connections``
+    keep-alive connections), so a slow answer delays no later event."""
+    return asyncio.run(_send_events(url, key, users, rate, connections))
+
+
+async def _send_events(
+    url: str, key: str, users: Sequence[int], rate: float, connections: int
+) -> dict[str, float]:
     answered: dict[str, float] = {}
     errors: list[str] = []
-    lock = threading.Lock()
-    start = time.monotonic() + 0.5
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    bearer = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=url, headers=bearer, timeout=60.0, limits=limits
+    ) as client:
 
-    def work(offset: int) -> None:
-        bearer = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=url, headers=bearer, timeout=30.0) as client:
-            for index in range(offset, len(users), senders):
-                delay = start + index / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                user = f"user{users[index]}"
-                try:
-                    reply = client.post(
-                        "/v1/events", json={"event": "signed_up", "external_id": user}
-                    )
-                except httpx.HTTPError as exc:  # counted, not fatal: the report says how many
-                    with lock:
-                        errors.append(f"{type(exc).__name__}")
-                    continue
-                at = time.time()
-                with lock:
-                    if reply.status_code == 202:
-                        answered[user] = at
-                    else:
-                        errors.append(f"{reply.status_code} {reply.text[:200]}")
+        async def post(user: str) -> None:
+            try:
+                reply = await client.post(
+                    "/v1/events", json={"event": "signed_up", "external_id": user}
+                )
+            except httpx.HTTPError as exc:  # counted, not fatal: the report says how many
+                errors.append(type(exc).__name__)
+                return
+            if reply.status_code == 202:
+                answered[user] = time.time()
+            else:
+                errors.append(f"{reply.status_code} {reply.text[:200]}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.5
+        tasks = []
+        for index, number in enumerate(users):
+            delay = start + index / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(f"user{number}")))
+        await asyncio.gather(*tasks)
     if errors:
         note(f"{len(errors)} events refused, e.g. {errors[0]}")
     return answered
@@ -238,10 +290,13 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
         provider = ledger.add_provider(
             db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         )
-        port = free_port()
         separate = backend == "postgres" and not args.one_process
-        with serving(settings, db, port):
-            url = f"http://{HOST}:{port}"
+        api_processes = args.api_processes or (2 if backend == "postgres" else 1)
+        if backend == "sqlite":
+            api_processes = 1  # its wake-ups do not cross processes: API and worker together
+        with servers(
+            settings, db, provider, sink.port, api_processes=api_processes, worker_apart=separate
+        ) as url:
             api = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {workspace_key.plaintext}"}
             )
@@ -255,36 +310,20 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             assert made_automation.status_code == 201, made_automation.text
             automation_id = made_automation.json()["automation"]["id"]
             assert api.post(f"/v1/automations/{automation_id}/activate").status_code == 200
-            if separate:
-                db.dispose()  # no connection may be shared across the fork
-                pid, pipe = worker_process(settings, db, provider, sink.port)
-                os.write(pipe, b"g")
-                worker = None
-            else:
-                worker = build_worker(settings, db, provider, sink.port)
-                worker.start()
-            try:
-                users = secrets.SystemRandom().sample(range(args.profiles), events)
-                note(f"{backend}: {events} events at {args.rate}/s")
-                began = time.monotonic()
-                answered = send_events(url, secret, users, args.rate, args.senders)
-                sending_seconds = time.monotonic() - began
-                deadline = time.monotonic() + args.timeout
-                while time.monotonic() < deadline:
-                    with db.engine.connect() as conn:
-                        done = conn.execute(
-                            text(SENT_COUNT),
-                            {"a": automation_id},
-                        ).scalar()
-                    if done == len(answered):
-                        break
-                    time.sleep(0.2)
-            finally:
-                if worker is not None:
-                    worker.stop()
-                else:
-                    os.close(pipe)
-                    os.waitpid(pid, 0)
+            users = secrets.SystemRandom().sample(range(args.profiles), events)
+            note(f"{backend}: {events} events at {args.rate}/s")
+            load_before = os.getloadavg()[0]
+            began = time.monotonic()
+            answered = send_events(url, secret, users, args.rate, args.connections)
+            sending_seconds = time.monotonic() - began
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                with db.engine.connect() as conn:
+                    done = conn.execute(text(SENT_COUNT), {"a": automation_id}).scalar()
+                if done == len(answered):
+                    break
+                time.sleep(0.2)
+            load_after = os.getloadavg()[0]
             query = (
                 select(
                     Identity.value, Message.sent_at, AutomationRun.entered_at, Message.created_at
@@ -294,8 +333,8 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
                 .where(Identity.kind == "external_id", Message.automation_id == automation_id)
                 .where(AutomationRun.automation_id == automation_id, Message.status == "sent")
             )
-            with db.read() as session:
-                rows = session.execute(query).all()
+        with db.read() as session:
+            rows = session.execute(query).all()
         sink_count = sink.settled_count(len(rows))
     latencies: list[float] = []
     # Where the time goes: 202 -> run entered (ingest, stitching, the trigger), entered ->
@@ -313,6 +352,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
         "rate_achieved": round(len(answered) / sending_seconds, 1) if sending_seconds else None,
         "raw_per_second": round(raw.rate, 1) if raw.rate else None,
         "complete": len(rows) == len(answered) == events and sink_count == len(rows),
+        "load_average": [round(load_before, 1), round(load_after, 1)],
     }  # fmt: skip
     if latencies:
         result.update({
@@ -333,7 +373,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=200.0, help="events a second")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--senders", type=int, default=4, help="client threads")
+    parser.add_argument(
+        "--connections", type=int, default=64, help="the event sender's HTTP connections"
+    )
+    parser.add_argument(
+        "--api-processes", type=int, help="PostgreSQL: API processes (2; SQLite: always 1)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="500 profiles, 50/s for 4 s")
     parser.add_argument(
@@ -363,12 +408,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(asked {args.rate}/s), {args.profiles} profiles: latency 202 -> smtp-sink "
         f"p50 {result.get('p50_ms')} ms, p95 {result.get('p95_ms')} ms, "
         f"p99 {result.get('p99_ms')} ms, max {result.get('max_ms')} ms; "
-        f"FluxMail raw {result['raw_per_second']} msg/s for {result['accepted']} messages"
+        f"FluxMail raw {result['raw_per_second']} msg/s for {result['accepted']} messages; "
+        f"median hops {result.get('median_hops_ms')} ms; load average "
+        f"{result['load_average'][0]} -> {result['load_average'][1]}"
     )
     report = {
         "benchmark": "automation_latency", "backend": args.backend, "profiles": args.profiles,
         "rate": args.rate, "seconds": args.seconds, "cpus": os.cpu_count(),
-        "load_average": os.getloadavg()[0], **result,
+        **result,
     }  # fmt: skip
     print(json.dumps(report))
     return 0 if result["complete"] else 1

@@ -11,10 +11,14 @@ What is checked (:attr:`Report.ok`):
 
 - every run completed; every profile has exactly one ledger message per send step (no step
   skipped, none recorded twice: the key is automation + step + profile + run);
-- at the relay, every message recorded ``sent`` arrived exactly once, and no message arrived
-  twice. A message the delivery worker was handing over when it was killed is recorded
-  ``unknown`` (the delivery layer's contract: not resent automatically, it may or may not
-  have arrived); how many is reported.
+- at the relay, no message arrived twice, and every expected message the relay does not
+  have is ``unknown`` in the ledger (never ``sent``, never lost silently): a message the
+  delivery worker was handing over when it was killed is recorded ``unknown`` (the delivery
+  layer's contract: not resent automatically, it may or may not have arrived);
+- the operator's step (the server README): the ``unknown`` messages whose Message-ID the
+  relay never got (read here from the relay, as an operator reads the relay's log) are
+  retried by hand, ``POST /v1/messages/{id}/retry``; then the relay holds exactly the
+  expected messages, each once.
 
 The suite runs it small (``tests/test_automation_restart.py``); ``bench/automation_restart.py``
 runs 1,000 profiles.
@@ -35,7 +39,7 @@ from flux_testkit.smtpd import SMTPTestServer
 if TYPE_CHECKING:
     from flux_testkit.gfserver import Backend, Harness
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from getfluxly_server.delivery.base import MESSAGE_ID_HEADER
 from getfluxly_server.storage.db import Database
@@ -44,7 +48,6 @@ WORKER_ENV: dict[str, str | None] = {
     "GETFLUXLY_DELIVERY_LEASE_SECONDS": "2",
     "GETFLUXLY_JOB_LEASE_SECONDS": "2",
     "GETFLUXLY_DELIVERY_BATCH": "100",
-    "GETFLUXLY_DELIVERY_CHUNK": "10",
     "GETFLUXLY_LOG_LEVEL": "WARNING",
 }
 STEPS = ("a", "b", "c")
@@ -65,6 +68,16 @@ class Report:
     missing: list[str] = field(default_factory=list)
     #: Messages the relay received more than once.
     doubled: list[str] = field(default_factory=list)
+    #: Expected messages the relay does not have and the ledger does not call ``unknown``.
+    lost: list[str] = field(default_factory=list)
+    #: ``unknown`` messages the relay had (their data went out before the kill).
+    unknown_received: int = 0
+    #: ``unknown`` messages the relay never got, retried by hand (the operator's step).
+    retried: list[str] = field(default_factory=list)
+    #: After the retries: expected messages still not at the relay, and anything the relay
+    #: holds other than exactly one of each expected message.
+    missing_after_retry: list[str] = field(default_factory=list)
+    wrong_after_retry: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +87,9 @@ class Report:
             and not self.wrong_ledger
             and not self.missing
             and not self.doubled
+            and not self.lost
+            and not self.missing_after_retry
+            and not self.wrong_after_retry
         )
 
     def summary(self) -> dict[str, Any]:
@@ -82,8 +98,16 @@ class Report:
             "seconds": round(self.seconds, 1), "runs": self.runs, "statuses": self.statuses,
             "received": self.received, "unknown": self.statuses.get("unknown", 0),
             "wrong_ledger": len(self.wrong_ledger), "missing": len(self.missing),
-            "doubled": len(self.doubled),
+            "doubled": len(self.doubled), "lost": len(self.lost),
+            "unknown_received": self.unknown_received, "retried": len(self.retried),
+            "missing_after_retry": len(self.missing_after_retry),
+            "wrong_after_retry": len(self.wrong_after_retry),
         }  # fmt: skip
+
+
+_NOT_SENT = text("SELECT count(*) FROM messages WHERE id IN :ids AND status <> 'sent'").bindparams(
+    bindparam("ids", expanding=True)
+)
 
 
 def _rows(db: Database, sql: str, **params: Any) -> list[Any]:
@@ -190,9 +214,26 @@ def run(
                         f"messages pending\n" + server.logs()[-5000:]
                     )
                 time.sleep(0.1)
-            worker.stop()
             report.seconds = time.monotonic() - started
+            messages = _rows(
+                db,
+                "SELECT id, status, profile_id, step_id FROM messages WHERE automation_id = :a",
+                a=automation_id,
+            )
             received = Counter(str(m.message[MESSAGE_ID_HEADER]) for m in relay.messages)
+            _check(report, messages, received)
+            # The operator's step: retry by hand what the relay never got.
+            report.retried = sorted(
+                str(m[0]) for m in messages if m[1] == "unknown" and str(m[0]) not in received
+            )
+            _retry_by_hand(server, db, report.retried, worker, deadline)
+            after = Counter(str(m.message[MESSAGE_ID_HEADER]) for m in relay.messages)
+            expected_ids = {str(m[0]) for m in messages}
+            report.missing_after_retry = sorted(expected_ids - set(after))
+            report.wrong_after_retry = sorted(
+                i for i, n in after.items() if i not in expected_ids or n != 1
+            )
+            worker.stop()
     finally:
         server.close()
     try:
@@ -206,14 +247,14 @@ def run(
                 )
             )
         )
-        messages = _rows(
-            db,
-            "SELECT id, status, profile_id, step_id FROM messages WHERE automation_id = :a",
-            a=automation_id,
-        )
     finally:
         db.dispose()
         database.close()
+    return report
+
+
+def _check(report: Report, messages: list[Any], received: Counter[str]) -> None:
+    """The ledger against the relay, before anyone intervenes."""
     report.statuses = dict(Counter(str(m[1]) for m in messages))
     report.received = sum(received.values())
     per_profile: dict[str, list[str]] = {}
@@ -222,10 +263,39 @@ def run(
     report.wrong_ledger = sorted(
         p for p, steps in per_profile.items() if sorted(steps) != list(STEPS)
     )
-    if len(per_profile) != profiles:
-        report.wrong_ledger.append(f"{profiles - len(per_profile)} profiles without messages")
+    if len(per_profile) != report.profiles:
+        report.wrong_ledger.append(
+            f"{report.profiles - len(per_profile)} profiles without messages"
+        )
     report.missing = sorted(
         str(m[0]) for m in messages if m[1] == "sent" and str(m[0]) not in received
     )
+    report.lost = sorted(
+        str(m[0]) for m in messages if m[1] != "unknown" and str(m[0]) not in received
+    )
+    report.unknown_received = sum(
+        1 for m in messages if m[1] == "unknown" and str(m[0]) in received
+    )
     report.doubled = sorted(i for i, n in received.items() if n > 1)
-    return report
+
+
+def _retry_by_hand(
+    server: GFServer, db: Database, ids: list[str], worker: Any, deadline: float
+) -> None:
+    """``POST /v1/messages/{id}/retry`` for each of ``ids`` (the workspace key), then wait
+    until the worker has sent them all."""
+    if not ids:
+        return
+    api = server.client()
+    for message_id in ids:
+        answer = api.post(f"/v1/messages/{message_id}/retry", json={"note": "not at the relay"})
+        if answer.status_code != 200:
+            raise RuntimeError(f"retrying {message_id}: {answer.status_code} {answer.text}")
+    while True:
+        with db.engine.connect() as conn:
+            left = conn.execute(_NOT_SENT, {"ids": ids}).scalar_one()
+        if left == 0:
+            return
+        if time.monotonic() > deadline or not worker.alive:
+            raise RuntimeError(f"{left} retried messages not sent\n" + server.logs()[-5000:])
+        time.sleep(0.1)

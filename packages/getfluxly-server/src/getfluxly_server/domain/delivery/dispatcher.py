@@ -2,12 +2,23 @@
 
 Each of ``threads`` threads runs cycles: claim up to ``batch`` due messages (one
 transaction), read what they refer to and render them (no write lock held), then per
-provider, chunk after chunk of at most ``chunk`` messages: ask the send gate, mark the chunk
-``sending`` (committed), hand it to the provider's kept client (``deliver_many``: SMTP
-pipelines it down FluxMail's warm pool), and record every outcome (one transaction). A thread
-that claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits
-in this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
+provider, chunk after chunk of at most ``chunk`` messages: ask the send gate for the chunk,
+then hand it to the provider's kept client (``deliver_many``: SMTP pipelines it down
+FluxMail's warm pool) ``window`` messages at a time, each window marked ``sending`` in a
+committed transaction just before it goes out (the transaction that also records the
+outcomes of the window before it). A thread that
+claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits in
+this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
 messages alive while a slow relay answers.
+
+Why windows: a worker killed mid-send leaves what it marked ``sending`` ``unknown`` (never
+resent automatically: the relay may have it). Marking a whole chunk before its first byte
+left up to threads x chunk messages ``unknown``, most of them never handed over. Now only
+the window on the wire is ``sending`` at any moment, per thread: what is ``unknown`` after a
+kill was handed to the relay (each of it went out, or was about to, down a pipelined
+connection). Marking the next window while one is on the wire would hide the commit but
+double what a kill leaves ``unknown``, half of it never sent (measured with the restart
+test); the cost of the commit per window is measured by ``bench/deliver_messages.py``.
 
 Stopping: no new chunk starts; messages claimed but not attempted are handed back at once
 (due now), so another worker takes them without waiting for the lease.
@@ -75,6 +86,7 @@ class Dispatcher:
         threads: int = 2,
         batch: int = 500,
         chunk: int = 50,
+        window: int = 10,
         lease_seconds: float = 60.0,
         poll_seconds: float = 0.5,
         name: str | None = None,
@@ -92,6 +104,8 @@ class Dispatcher:
         self.threads = threads
         self.batch = batch
         self.chunk = chunk
+        #: Messages marked ``sending`` together, just before they go out (module docstring).
+        self.window = max(1, min(window, chunk))
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds = poll_seconds
         self.listen = listen and not db.is_sqlite
@@ -266,31 +280,45 @@ class Dispatcher:
                 self.gate.release(limits)
 
     def _send_chunk(self, client: ProviderClient, chunk: Items, book: _Unrecorded) -> None:
-        """Mark the chunk ``sending`` (in the transaction that records what came before it),
-        hand it to the provider, and keep its outcomes for the next transaction."""
-        ids = [m.id for m, _ in chunk]
+        """Hand ``chunk`` to the provider ``window`` messages at a time, each window marked
+        ``sending`` (in the transaction that records the outcomes before it) just before it
+        goes out; keep the outcomes for the next transaction. Stopping between windows
+        leaves the rest pending (handed back by the cycle)."""
+        for start in range(0, len(chunk), self.window):
+            if start and self._stop.is_set():
+                return
+            window = self._mark(chunk[start : start + self.window], book)
+            if not window:
+                continue
+            results = self._hand_over(client, window)
+            moment = now()
+            book.attempted += [
+                # A template message's ledger row shows the subject as rendered for this
+                # attempt (inline content keeps its Liquid source: a retry renders it again).
+                replace(self._verdict(m, r, moment), subject=e.subject if m.template_id else None)
+                for (m, e), r in zip(window, results, strict=True)
+            ]
+
+    def _mark(self, window: Items, book: _Unrecorded) -> Items:
+        """Record what came before and mark ``window`` ``sending`` in one committed
+        transaction; the part of it this worker still holds."""
+        ids = [m.id for m, _ in window]
         with self.db.transaction() as session:
             book.flush(session)
             sending = outbox.start_sending(session, self.id, ids, self.lease)
         book.pending.difference_update(ids)
         # From here on, a crash leaves these ``sending``: unknown once the lease lapses.
-        chunk = [(m, e) for m, e in chunk if m.id in sending]
-        if not chunk:
-            return
+        return [(m, e) for m, e in window if m.id in sending]
+
+    @staticmethod
+    def _hand_over(client: ProviderClient, window: Items) -> list[DeliveryResult]:
         try:
-            results = client.deliver_many([email for _, email in chunk])
+            return client.deliver_many([email for _, email in window])
         except Exception as exc:  # the client's bug: the relay may have had some of them
-            log.exception("provider client failed while sending %d messages", len(chunk))
+            log.exception("provider client failed while sending %d messages", len(window))
             lost = DeliveryError("delivery_unknown", f"the send failed: {exc!r}",
                                  outcome=Outcome.UNKNOWN).result()  # fmt: skip
-            results = [lost] * len(chunk)
-        moment = now()
-        book.attempted += [
-            # A template message's ledger row shows the subject as rendered for this attempt
-            # (inline content keeps its Liquid source: a retry renders it again).
-            replace(self._verdict(m, r, moment), subject=e.subject if m.template_id else None)
-            for (m, e), r in zip(chunk, results, strict=True)
-        ]
+            return [lost] * len(window)
 
     def _verdict(self, message: ClaimedMessage, result: DeliveryResult, moment: Any) -> Verdict:
         return classify.verdict(message, result, moment, self.rules, self.rng)
