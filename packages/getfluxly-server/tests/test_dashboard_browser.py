@@ -13,14 +13,9 @@ shows, with generous deadlines; nothing asserts on timing.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,57 +23,17 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from flux_testkit import browser
-from flux_testkit.gfserver import free_port
+from flux_testkit.devserver import DevServer, running_dev
 from flux_testkit.smtpd import DEFAULT_USERS, SMTPTestServer
 
-GETFLUXLY = Path(sys.executable).with_name("getfluxly")
-START_TIMEOUT = 60.0
 WAIT_MS = 30_000
 
 
-@dataclass
-class Dev:
-    url: str
-    exports: dict[str, str]
-    process: subprocess.Popen[bytes]
-
-
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """``getfluxly dev`` with a clean environment (HOME and PATH only), its exports parsed."""
-    directory = tmp_path_factory.mktemp("dashboard-dev")
-    port = free_port()
-    env = {name: os.environ[name] for name in ("HOME", "PATH") if name in os.environ}
-    out, err = directory / "stdout.txt", directory / "stderr.txt"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(GETFLUXLY), "dev", "--port", str(port), "--smtp-port", "0",
-             "--data-dir", str(directory / "data")],
-            env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=directory,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        exports: dict[str, str] = {}
-        while True:
-            lines = out.read_text().splitlines()
-            exports = dict(line.split("=", 1) for line in lines if "=" in line)
-            if "GETFLUXLY_ADMIN_PASSWORD" in exports:
-                try:
-                    if httpx.get(exports["GETFLUXLY_URL"] + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"getfluxly dev did not start:\n{err.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Dev(exports["GETFLUXLY_URL"], exports, process)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    with running_dev(tmp_path_factory.mktemp("dashboard-dev")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +61,7 @@ def context(chromium: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def page(context: BrowserContext, dev: Dev) -> Page:
+def page(context: BrowserContext, dev: DevServer) -> Page:
     """A page signed in as the dev admin, through the sign-in form."""
     opened = context.new_page()
     errors: list[str] = []
@@ -121,12 +76,12 @@ def page(context: BrowserContext, dev: Dev) -> Page:
     return opened
 
 
-def project_url(dev: Dev, path: str = "") -> str:
+def project_url(dev: DevServer, path: str = "") -> str:
     return f"{dev.url}/projects/{dev.exports['GETFLUXLY_PROJECT_ID']}{path}"
 
 
 def test_a_wrong_password_is_refused_and_the_dev_admin_signs_in(
-    context: BrowserContext, dev: Dev, shots: Path
+    context: BrowserContext, dev: DevServer, shots: Path
 ) -> None:
     tab = context.new_page()
     tab.goto(dev.url + "/login")
@@ -144,7 +99,7 @@ def test_a_wrong_password_is_refused_and_the_dev_admin_signs_in(
 
 
 def test_the_main_pages_render_wide_and_on_a_phone(
-    page: Page, dev: Dev, shots: Path, chromium: Browser
+    page: Page, dev: DevServer, shots: Path, chromium: Browser
 ) -> None:
     pages = {
         "overview": project_url(dev),
@@ -185,7 +140,7 @@ def test_the_main_pages_render_wide_and_on_a_phone(
         phone.close()
 
 
-def test_the_pages_are_usable_with_the_keyboard(page: Page, dev: Dev) -> None:
+def test_the_pages_are_usable_with_the_keyboard(page: Page, dev: DevServer) -> None:
     page.goto(project_url(dev))
     page.keyboard.press("Tab")
     skip = page.locator(":focus")
@@ -202,7 +157,7 @@ def test_the_pages_are_usable_with_the_keyboard(page: Page, dev: Dev) -> None:
 
 
 def test_a_wrong_smtp_password_shows_auth_failed_under_the_password_field(
-    page: Page, dev: Dev, shots: Path
+    page: Page, dev: DevServer, shots: Path
 ) -> None:
     [(user, password)] = DEFAULT_USERS.items()
     relay = SMTPTestServer(auth=True)
@@ -241,7 +196,7 @@ def test_a_wrong_smtp_password_shows_auth_failed_under_the_password_field(
         relay.stop()
 
 
-def test_a_test_email_lands_in_the_catcher_page(page: Page, dev: Dev, shots: Path) -> None:
+def test_a_test_email_lands_in_the_catcher_page(page: Page, dev: DevServer, shots: Path) -> None:
     page.goto(project_url(dev, "/settings/providers"))
     row = page.locator("#providers tr", has_text="Dev catcher")
     row.get_by_label("Send a test to").fill("newcomer@example.com")
@@ -260,7 +215,7 @@ def test_a_test_email_lands_in_the_catcher_page(page: Page, dev: Dev, shots: Pat
     page.screenshot(path=shots / "dev-inbox-test-email.png", full_page=True)
 
 
-def test_a_template_is_built_with_a_live_preview(page: Page, dev: Dev, shots: Path) -> None:
+def test_a_template_is_built_with_a_live_preview(page: Page, dev: DevServer, shots: Path) -> None:
     page.goto(project_url(dev, "/templates"))
     page.get_by_role("link", name="New template").click()
     page.get_by_label("Name").fill("welcome-browser")
@@ -292,7 +247,7 @@ def test_a_template_is_built_with_a_live_preview(page: Page, dev: Dev, shots: Pa
 
 
 def test_a_message_sent_through_the_api_appears_in_the_log(
-    page: Page, dev: Dev, shots: Path
+    page: Page, dev: DevServer, shots: Path
 ) -> None:
     api = httpx.Client(
         base_url=dev.url,

@@ -15,25 +15,17 @@ shows, with generous deadlines; nothing asserts on timing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from flux_testkit import browser
-from flux_testkit.gfserver import free_port
+from flux_testkit.devserver import DevServer, running_dev
 
-GETFLUXLY = Path(sys.executable).with_name("getfluxly")
-START_TIMEOUT = 60.0
 WAIT_MS = 30_000
 #: How long the engine may take to run a step and the worker to send (a busy machine).
 ENGINE_WAIT = 90.0
@@ -41,56 +33,11 @@ ENGINE_WAIT = 90.0
 pytestmark = pytest.mark.timeout(600)
 
 
-@dataclass
-class Dev:
-    url: str
-    exports: dict[str, str]
-
-    def project_url(self, path: str = "") -> str:
-        return f"{self.url}/projects/{self.exports['GETFLUXLY_PROJECT_ID']}{path}"
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {self.exports['GETFLUXLY_SERVER_KEY']}"},
-            timeout=30,
-        )
-
-
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """``getfluxly dev`` with a clean environment (HOME and PATH only), its exports parsed."""
-    directory = tmp_path_factory.mktemp("engine-dev")
-    env = {name: os.environ[name] for name in ("HOME", "PATH") if name in os.environ}
-    out, err = directory / "stdout.txt", directory / "stderr.txt"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(GETFLUXLY), "dev", "--port", str(free_port()), "--smtp-port", "0",
-             "--data-dir", str(directory / "data")],
-            env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=directory,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            lines = out.read_text().splitlines()
-            exports = dict(line.split("=", 1) for line in lines if "=" in line)
-            if "GETFLUXLY_ADMIN_PASSWORD" in exports:
-                try:
-                    if httpx.get(exports["GETFLUXLY_URL"] + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"getfluxly dev did not start:\n{err.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Dev(exports["GETFLUXLY_URL"], exports)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    with running_dev(tmp_path_factory.mktemp("engine-dev")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +65,7 @@ def context(chromium: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def page(context: BrowserContext, dev: Dev) -> Page:
+def page(context: BrowserContext, dev: DevServer) -> Page:
     """A page signed in as the dev admin, through the sign-in form (script errors kept)."""
     opened = context.new_page()
     errors: list[str] = []
@@ -146,7 +93,7 @@ def count_of(locator: Locator) -> int:
     return int(locator.inner_text()) if locator.count() else -1
 
 
-def make_template(page: Page, dev: Dev, name: str) -> str:
+def make_template(page: Page, dev: DevServer, name: str) -> str:
     page.goto(dev.project_url("/templates/new"))
     page.get_by_label("Name").fill(name)
     page.get_by_label("Subject (Liquid)").fill("Welcome aboard, {{ profile.first_name }}")
@@ -159,7 +106,7 @@ def make_template(page: Page, dev: Dev, name: str) -> str:
 
 
 def test_an_automation_is_created_activated_triggered_and_counted(
-    page: Page, dev: Dev, shots: Path
+    page: Page, dev: DevServer, shots: Path
 ) -> None:
     template_id = make_template(page, dev, "journey-welcome")
     page.goto(dev.project_url())
@@ -200,7 +147,7 @@ def test_an_automation_is_created_activated_triggered_and_counted(
     expect(page.locator("#automation-status")).to_have_text("active")
     automation_url = page.url.split("?")[0]
 
-    with dev.api() as api:
+    with dev.api("GETFLUXLY_SERVER_KEY") as api:
         for body in (
             {"type": "identify", "external_id": "journey-1",
              "traits": {"email": "journey@example.com", "first_name": "Jo"}},
@@ -250,9 +197,9 @@ def test_an_automation_is_created_activated_triggered_and_counted(
 
 
 def test_a_segment_is_built_with_a_live_count_and_sent_a_broadcast(
-    page: Page, dev: Dev, shots: Path
+    page: Page, dev: DevServer, shots: Path
 ) -> None:
-    with dev.api() as api:
+    with dev.api("GETFLUXLY_SERVER_KEY") as api:
         for n in range(2):
             answer = api.post(
                 "/v1/events",
@@ -316,7 +263,7 @@ def test_a_segment_is_built_with_a_live_count_and_sent_a_broadcast(
 
 
 def test_the_engine_pages_fit_a_phone_and_the_keyboard(
-    page: Page, dev: Dev, shots: Path, chromium: Browser
+    page: Page, dev: DevServer, shots: Path, chromium: Browser
 ) -> None:
     addresses = {
         name: dev.project_url(path)

@@ -21,14 +21,9 @@ on both databases. Waits are for what the page shows; nothing asserts on timing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,13 +32,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from flux_testkit import browser
-from flux_testkit.gfserver import free_port
+from flux_testkit.devserver import DevServer, running_dev
 from flux_testkit.outbound import Receiver, verify_signature
 from flux_testkit.webhook_signers import standard_headers
 from getfluxly_server.web.routing import PAGES
 
-GETFLUXLY = Path(sys.executable).with_name("getfluxly")
-START_TIMEOUT = 60.0
 WAIT_MS = 30_000
 PHONE = {"width": 375, "height": 740}
 #: An object id in a path (``prj_...``, ``msg_...``, ``wh_...``): pages are told apart by
@@ -57,27 +50,6 @@ SEEDED_IDS = {"project_id", "provider_id", "template_id", "profile_id", "message
 pytestmark = pytest.mark.timeout(600)
 
 
-@dataclass
-class Dev:
-    url: str
-    exports: dict[str, str]
-    process: subprocess.Popen[bytes]
-
-    @property
-    def project_id(self) -> str:
-        return self.exports["GETFLUXLY_PROJECT_ID"]
-
-    def project_url(self, path: str = "") -> str:
-        return f"{self.url}/projects/{self.project_id}{path}"
-
-    def api(self, key_name: str = "GETFLUXLY_WORKSPACE_KEY") -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {self.exports[key_name]}"},
-            timeout=30,
-        )
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     """The customer's endpoint, on loopback."""
@@ -86,50 +58,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    """``getfluxly dev`` with a clean environment (HOME and PATH), allowing outbound webhooks
-    to loopback (dev mode runs under the multi-tenant guard), its exports parsed."""
-    directory = tmp_path_factory.mktemp("dashboard-settings-dev")
-    port = free_port()
-    env = {name: os.environ[name] for name in ("HOME", "PATH") if name in os.environ}
-    env["GETFLUXLY_PRIVATE_RELAY_ALLOWLIST"] = "127.0.0.1/32"
-    # The URLs relays are given are on the public URL; ``getfluxly dev --port`` leaves it at
-    # its default (port 8000), so it is named here as an install behind its address would.
-    env["GETFLUXLY_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-    out, err = directory / "stdout.txt", directory / "stderr.txt"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(GETFLUXLY), "dev", "--port", str(port), "--smtp-port", "0",
-             "--data-dir", str(directory / "data")],
-            env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=directory,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        exports: dict[str, str] = {}
-        while True:
-            lines = out.read_text().splitlines()
-            exports = dict(line.split("=", 1) for line in lines if "=" in line)
-            if "GETFLUXLY_ADMIN_PASSWORD" in exports:
-                try:
-                    if httpx.get(exports["GETFLUXLY_URL"] + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"getfluxly dev did not start:\n{err.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Dev(exports["GETFLUXLY_URL"], exports, process)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """``getfluxly dev`` allowing outbound webhooks to loopback (dev mode runs under the
+    multi-tenant guard), its exports parsed."""
+    allow = {"GETFLUXLY_PRIVATE_RELAY_ALLOWLIST": "127.0.0.1/32"}
+    with running_dev(tmp_path_factory.mktemp("dashboard-settings-dev"), allow) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def seeded(dev: Dev, receiver: Receiver) -> Dev:
+def seeded(dev: DevServer, receiver: Receiver) -> DevServer:
     """The dev workspace with one of everything the pages list: a template, a profile, a
     message, a suppression, a subscription group, an outbound endpoint, a relay's secret."""
     project = dev.project_id
@@ -171,7 +109,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def sign_in(context: BrowserContext, dev: Dev) -> Page:
+def sign_in(context: BrowserContext, dev: DevServer) -> Page:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -185,7 +123,7 @@ def sign_in(context: BrowserContext, dev: Dev) -> Page:
 
 
 @pytest.fixture
-def page(chromium: Browser, dev: Dev) -> Iterator[Page]:
+def page(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     """A wide page signed in as the dev admin, through the sign-in form."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(WAIT_MS)
@@ -196,7 +134,7 @@ def page(chromium: Browser, dev: Dev) -> Iterator[Page]:
 
 
 @pytest.fixture
-def phone(chromium: Browser, dev: Dev) -> Iterator[Page]:
+def phone(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     """A phone-sized page signed in as the dev admin."""
     # Not ``is_mobile``: a mobile viewport zooms out to fit what overflows (innerWidth grows
     # with the page), which would hide the very overflow the test looks for.
@@ -208,7 +146,7 @@ def phone(chromium: Browser, dev: Dev) -> Iterator[Page]:
         context.close()
 
 
-def post_bounce(dev: Dev, secret: str, email: str) -> None:
+def post_bounce(dev: DevServer, secret: str, email: str) -> None:
     """A relay reporting a hard bounce to ``/webhooks/smtp/{project}``, signed with the
     project's generic-schema secret (Standard Webhooks)."""
     event = {"id": f"bounce-{email}", "type": "bounced", "email": email, "bounce_type": "hard",
@@ -225,7 +163,7 @@ def post_bounce(dev: Dev, secret: str, email: str) -> None:
 
 
 def test_a_webhook_secret_and_an_outbound_endpoint_with_its_delivery_log(
-    page: Page, dev: Dev, receiver: Receiver, shots: Path
+    page: Page, dev: DevServer, receiver: Receiver, shots: Path
 ) -> None:
     # Inbound: the URL to paste, and a secret made here (shown once).
     page.goto(dev.project_url())
@@ -298,7 +236,7 @@ def _pattern(path: str) -> re.Pattern[str]:
 
 
 @pytest.fixture(scope="module")
-def every_page(seeded: Dev, chromium: Browser) -> list[str]:
+def every_page(seeded: DevServer, chromium: Browser) -> list[str]:
     """Every dashboard page of the seeded workspace: the navigation's links, then the links
     each page shows (one page per route and query's names), breadth first."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
