@@ -133,3 +133,17 @@ def test_tracking_and_dns_resolver_settings() -> None:
         assert "GETFLUXLY_DNS_RESOLVER" in str(raised.value), raw
     with pytest.raises(SettingsError, match="GETFLUXLY_TRACKING_SCANNER_SECONDS"):
         Settings.from_env({**ENV, "GETFLUXLY_TRACKING_SCANNER_SECONDS": "-1"})
+
+
+def test_bounce_listen_takes_host_and_port() -> None:
+    for raw, expected in (
+        ("127.0.0.1:25", ("127.0.0.1", 25)),
+        ("[::]:2525", ("::", 2525)),
+        ("bounces.internal:25", ("bounces.internal", 25)),
+    ):
+        settings = Settings.from_env({**ENV, "GETFLUXLY_BOUNCE_LISTEN": raw})
+        assert settings.bounce_listen == expected, raw
+    for raw in ("127.0.0.1", "[::]", ":25", "host:x", "[::1]x", "a:b:c:25", "h:70000"):
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**ENV, "GETFLUXLY_BOUNCE_LISTEN": raw})
+        assert "GETFLUXLY_BOUNCE_LISTEN" in str(raised.value), raw

@@ -546,10 +546,23 @@ def test_bad_preview_bodies_are_refused_naming_the_field(
     for body, field in (
         ({"traits": [1]}, "traits"), ({"event": {"name": "x", "props": {}}}, "event"),
         ({"data": "x"}, "data"), ({"profile": "x"}, "profile"),
+        # As deep as POST /v1/messages allows, and no deeper: a preview must not pass data
+        # that the send would refuse.
+        ({"data": _nested(33)}, "data"), ({"traits": _nested(33)}, "traits"),
+        ({"event": {"name": "x", "properties": _nested(33)}}, "event"),
     ):  # fmt: skip
         response = _preview(server, made["id"], **body)
         expect_error(response, 400, "validation_error")
         assert response.json()["field"] == field, response.text
+    assert _preview(server, made["id"], data=_nested(32)).status_code == 200
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """An object ``levels`` deep (itself level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
 
 
 # Listing.

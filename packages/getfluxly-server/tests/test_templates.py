@@ -101,6 +101,25 @@ def test_undefined_renders_empty_and_default_gives_a_value() -> None:
     assert message.text == "[friend][][x]regular"
 
 
+def test_a_default_filter_keeps_an_undefined_variable_out_of_the_warnings() -> None:
+    template = compile_template(
+        TemplateFields(
+            subject='Hi {{ profile.nickname | default: "friend" }}',
+            text=(
+                '{{ data.coupon | upcase | default: "none" }} {{ data.coupon }}'
+                " {{ data.plan | default: profile.plan }}"
+            ),
+        )
+    )
+    answer = preview(template, variables())
+    assert (answer["subject"], answer["text"]) == ("Hi friend", "none  ")
+    # The bare ``data.coupon`` and the fallback ``profile.plan`` have no default of their
+    # own; ``upcase`` turned the undefined coupon into text before ``default`` saw it.
+    assert [w["variable"] for w in answer["warnings"]] == [
+        "data.coupon", "profile.plan",
+    ]  # fmt: skip
+
+
 def test_preview_lists_undefined_variables_by_dotted_path_and_field() -> None:
     template = compile_template(
         TemplateFields(

@@ -267,12 +267,22 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:2525`` for IPv6) as ``(host, port)``; ValueError saying what is
-    wrong."""
-    host, sep, port = text.strip().rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+def parse_listen(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:2525`` for IPv6) as ``(host, port)``; with ``default_port`` the
+    port may be left out (``10.0.0.2``, ``[::1]``, or a bare IPv6 address). ValueError saying
+    what is wrong."""
+    raw = text.strip()
+    port: str | None
+    if raw.startswith("["):
+        host, closed, rest = raw[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None if closed and not rest else ""
+    elif raw.count(":") == 1:
+        host, port = raw.split(":")
+    else:
+        host, port = raw, None
+    if port is None and default_port is not None:
+        port = str(default_port)
+    if not host or port is None or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT, such as 0.0.0.0:25 or [::]:25")
     return host, int(port)
 
@@ -369,24 +379,18 @@ class _Reader:
         raw = self._raw(name)
         if raw is None:
             return None
-        host, port = raw, str(default_port)
-        if raw.startswith("["):
-            host, closed, rest = raw[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else port if closed and not rest else "x"
-        elif raw.count(":") == 1:
-            host, port = raw.split(":")
         try:
+            host, port = parse_listen(raw, default_port)
             ipaddress.ip_address(host)
-            number = int(port)
         except ValueError:
-            number = 0
-        if not 0 < number < 65536:
+            port = 0
+        if port == 0:
             self.problems.append(
                 f"{name}={raw!r} must be a DNS server's IP address with an optional port, "
                 "such as 127.0.0.1:5353 or [::1]:53"
             )
             return None
-        return host, number
+        return host, port
 
     def endpoint(self, name: str) -> tuple[str, int] | None:
         """``HOST:PORT`` (``[::1]:25`` for IPv6), or None when unset."""

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi import Request as HTTPRequest
 from pydantic import (
-    AfterValidator,
     Field,
     StringConstraints,
     ValidatorFunctionWrapHandler,
@@ -26,7 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api.auth import ServerKey, WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.models import ActionBody, JSONObject, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import messages
 from getfluxly_server.storage.db import Database
@@ -79,29 +78,6 @@ def _recipient(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 Recipient = Annotated[str | ProfileRecipient | ExternalRecipient, WrapValidator(_recipient)]
 
-#: How deep ``data`` may nest (the object itself is level 1), as event properties may.
-MAX_DATA_DEPTH = 32
-
-
-def _depth(value: Any) -> int:
-    """How many levels of objects and arrays ``value`` nests (iteratively: a hostile body
-    must not exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def _shallow(value: dict[str, Any]) -> dict[str, Any]:
-    if _depth(value) > MAX_DATA_DEPTH:
-        raise PydanticCustomError("too_deep", f"nests deeper than {MAX_DATA_DEPTH} levels")
-    return value
-
-
 EXAMPLE = {
     "to": "ada@example.com",
     "subject": "Your code is {{ data.code }}",
@@ -121,7 +97,7 @@ class SendMessage(Request):
     html: str | None = None
     text: str | None = None
     #: What the template sees as ``data``.
-    data: Annotated[dict[str, Any], AfterValidator(_shallow)] = Field(default_factory=dict)
+    data: JSONObject = Field(default_factory=dict)
     #: One of the project's providers; default: the project's default provider.
     provider_id: Id | None = None
     #: Labels kept with the message (and passed to providers as metadata where they take it).
@@ -316,13 +292,6 @@ def get_message(message_id: str, who: WorkspaceKey, db: DB) -> OneMessage:
         return _detail(found.message, found.history)
 
 
-class RetryRequest(Request):
-    """Nothing is needed: an empty body (or none) retries the message."""
-
-    #: Kept in the history entry, after "retried by hand".
-    note: Annotated[str, StringConstraints(max_length=500)] | None = None
-
-
 @router.post(
     "/messages/{message_id}/retry",
     responses={
@@ -336,10 +305,11 @@ def retry_message(
     message_id: str,
     who: WorkspaceKey,
     db: DB,
-    body: Annotated[RetryRequest, Body(default_factory=RetryRequest)],
+    body: ActionBody,
 ) -> OneMessage:
     """Re-queue a ``failed`` or ``unknown`` message (it is sent again: for ``unknown``, the
-    relay may already have taken it once)."""
+    relay may already have taken it once). A ``note`` is kept in the history entry, after
+    "retried by hand"."""
     with db.transaction() as session:
         found = messages.retry(session, who, message_id, note=body.note)
         return _detail(found.message, found.history)

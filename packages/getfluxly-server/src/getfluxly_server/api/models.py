@@ -8,10 +8,11 @@ Times go out as ISO 8601 in UTC with a ``Z`` (the public format: ``2026-01-31T12
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Body
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic_core import PydanticCustomError
 
 
 def iso(value: datetime) -> str:
@@ -32,6 +33,34 @@ def _in_utc(value: datetime) -> datetime:
 #: A moment a request gives: with a zone (``Z`` or an offset; naive ones are refused), in
 #: UTC once read, and within what both databases can store.
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+#: How deep a JSON object given for templates (``data``, traits, event properties) may nest
+#: (the object itself is level 1), as ingested event properties may.
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How many levels of objects and arrays ``value`` nests (iteratively: a hostile body
+    must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise PydanticCustomError("too_deep", f"nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+#: A JSON object of the caller's values for templates, at most :data:`MAX_JSON_DEPTH` deep.
+JSONObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class Request(BaseModel):

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database, settings
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.models import JSONObject, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging, template_preview, template_store
 from getfluxly_server.settings import Settings
@@ -63,7 +63,7 @@ class TemplateChanges(Request):
 
 class PreviewEvent(Request):
     name: str | None = Field(default=None, max_length=200)
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: JSONObject = Field(default_factory=dict)
 
 
 class PreviewRequest(Request):
@@ -71,9 +71,9 @@ class PreviewRequest(Request):
     it, the triggering event, the transactional call's data."""
 
     profile_id: str | None = Field(default=None, max_length=64)
-    traits: dict[str, Any] | None = None
+    traits: JSONObject | None = None
     event: PreviewEvent | None = None
-    data: dict[str, Any] | None = None
+    data: JSONObject | None = None
 
 
 class TemplateView(Response):

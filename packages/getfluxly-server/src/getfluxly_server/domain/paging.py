@@ -14,9 +14,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from getfluxly_server.domain.errors import ValidationFailed
+
+_Row = TypeVar("_Row")
+
+
+class Timed(Protocol):
+    """A row listed newest first: by its creation time, then its id."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
 
 #: Items per page unless the caller asks (``?limit=``), and the most it may ask for.
 DEFAULT_LIMIT = 50
@@ -64,3 +78,16 @@ def decode_time(cursor: str) -> tuple[datetime, str]:
     if moment is None or moment.tzinfo is None:
         raise ValidationFailed("cursor is not one this server gave", field="cursor")
     return moment, tie
+
+
+def cut(rows: Sequence[_Row], limit: int) -> tuple[list[_Row], _Row | None]:
+    """A page of ``rows`` fetched with ``limit + 1`` (the one extra tells whether more
+    follow): the first ``limit`` of them, and the last of those when a next page exists (the
+    item its cursor names), else ``None``."""
+    page = list(rows[:limit])
+    return page, (page[-1] if len(rows) > limit else None)
+
+
+def next_time_cursor(last: Timed | None) -> str | None:
+    """The cursor after ``last`` of a newest-first list (``None``: there is no next page)."""
+    return encode_time(last.created_at, last.id) if last is not None else None

@@ -150,11 +150,12 @@ def page(
     if reason is not None:
         reason_of(reason)
     after = paging.decode(cursor, 1)[0] if cursor else None
-    rows = store.page(
-        session, project_id, limit=limit + 1, after=after, reason=reason, containing=email
+    rows, last = paging.cut(
+        store.page(
+            session, project_id, limit=limit + 1, after=after, reason=reason, containing=email
+        ),
+        limit,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
     return SuppressionPage(
-        suppressions=rows, next_cursor=paging.encode(rows[-1].email) if more else None
+        suppressions=rows, next_cursor=paging.encode(last.email) if last else None
     )

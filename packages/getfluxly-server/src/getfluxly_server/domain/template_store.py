@@ -28,10 +28,9 @@ from sqlalchemy.orm import Session
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.templates import PartialLoader, TemplateFields, prepare
-from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.domain.tenancy import Principal, display_name, project_of, sees
 from getfluxly_server.storage import templates as store
-from getfluxly_server.storage import tenancy as tenancy_store
-from getfluxly_server.storage.models import NAME_MAX, Template, new_id, now
+from getfluxly_server.storage.models import Template, new_id, now
 
 TemplateKind = Literal["marketing", "transactional"]
 KINDS: tuple[TemplateKind, ...] = ("marketing", "transactional")
@@ -66,7 +65,7 @@ def create(
         DomainError: ``template_name_taken`` when a live template has the name.
     """
     project_of(session, principal, project_id)
-    checked_name = _name(name)
+    checked_name = display_name(name)
     fields = prepare(
         TemplateFields(subject=subject, html=_blank(html), text=_blank(text), mjml=_blank(mjml))
     )
@@ -85,7 +84,7 @@ def find(
     """The live template, if ``principal`` may see it; otherwise ``not_found``. ``lock``:
     for a change (see :func:`~getfluxly_server.storage.templates.get`)."""
     row = store.get(session, template_id, lock=lock)
-    if row is None or row.deleted_at is not None or not _visible(session, principal, row):
+    if row is None or row.deleted_at is not None or not sees(session, principal, row.project_id):
         raise NotFound("template")
     return row
 
@@ -101,14 +100,10 @@ def page(
     """The project's live templates, newest first, ``limit`` at a time (see :mod:`.paging`)."""
     project_of(session, principal, project_id)
     before = paging.decode_time(cursor) if cursor else None
-    rows = store.live_page(session, project_id, limit=limit + 1, before=before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    return TemplatePage(
-        templates=rows,
-        next_cursor=paging.encode_time(last.created_at, last.id) if last else None,
+    rows, last = paging.cut(
+        store.live_page(session, project_id, limit=limit + 1, before=before), limit
     )
+    return TemplatePage(templates=rows, next_cursor=paging.next_time_cursor(last))
 
 
 def update(
@@ -129,7 +124,7 @@ def update(
     for required in ("name", "kind", "subject"):
         if required in changes and changes[required] is None:
             raise ValidationFailed(f"{required} cannot be null", field=required)
-    name = _name(str(changes["name"])) if "name" in changes else row.name
+    name = display_name(str(changes["name"])) if "name" in changes else row.name
     kind = _kind(str(changes["kind"])) if "kind" in changes else row.kind
     mjml = _blank(_text_or_none(changes, "mjml", row.mjml))
     html = _blank(_text_or_none(changes, "html", row.html))
@@ -198,12 +193,6 @@ def partials_for(session: Session, project_id: str) -> PartialLoader:
     return load
 
 
-def _visible(session: Session, principal: Principal, row: Template) -> bool:
-    if principal.project_id is not None and principal.project_id != row.project_id:
-        return False
-    return tenancy_store.get_project(session, principal.workspace_id, row.project_id) is not None
-
-
 def _save(session: Session, row: Template, changes: Mapping[str, object] | None = None) -> Template:
     name = str((changes or {}).get("name", row.name))
     try:
@@ -215,13 +204,6 @@ def _save(session: Session, row: Template, changes: Mapping[str, object] | None 
             "name, or change or delete that template",
             extra={"field": "name"},
         ) from None
-
-
-def _name(value: str) -> str:
-    name = value.strip()
-    if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise ValidationFailed(f"name must be 1-{NAME_MAX} printable characters", field="name")
-    return name
 
 
 def _kind(value: str) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.storage import tenancy as store
-from getfluxly_server.storage.models import ApiKey, Project, Workspace, now
+from getfluxly_server.storage.models import NAME_MAX, ApiKey, Project, Workspace, now
 
 KeyKind = Literal["workspace", "secret", "publishable"]
 PREFIXES: dict[KeyKind, str] = {
@@ -54,9 +54,15 @@ class Principal:
 
 
 def _check_name(name: str, what: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200 or not name.isprintable():
-        raise ValidationFailed(f"{what} name must be 1-200 printable characters")
+    return display_name(name, what=f"{what} name")
+
+
+def display_name(value: object, *, field: str = "name", what: str = "name") -> str:
+    """A name people give a thing (a project, template, segment, automation ...): trimmed,
+    1-``NAME_MAX`` printable characters; anything else is ``validation_error`` on ``field``."""
+    name = value.strip() if isinstance(value, str) else ""
+    if not name or len(name) > NAME_MAX or not name.isprintable():
+        raise ValidationFailed(f"{what} must be 1-{NAME_MAX} printable characters", field=field)
     return name
 
 
@@ -109,6 +115,14 @@ def project_of(session: Session, principal: Principal, project_id: str) -> Proje
     if principal.project_id is not None and principal.project_id != project_id:
         raise NotFound("project")
     return workspace_project(session, principal.workspace_id, project_id)
+
+
+def sees(session: Session, principal: Principal, project_id: str) -> bool:
+    """Whether ``principal`` may see the project (:func:`project_of`'s rule, as a test): a
+    row of another project or workspace is answered as if it did not exist."""
+    if principal.project_id is not None and principal.project_id != project_id:
+        return False
+    return store.get_project(session, principal.workspace_id, project_id) is not None
 
 
 def workspace_project(session: Session, workspace_id: str, project_id: str) -> Project:

@@ -275,7 +275,18 @@ class Profile(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now)
 
-    __table_args__ = (Index("ix_profiles_project", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_profiles_project", "project_id", "created_at"),
+        # Who was merged into these profiles (merges, segment exits): few rows have it.
+        Index(
+            "ix_profiles_merged_into",
+            "merged_into",
+            sqlite_where=text("merged_into IS NOT NULL"),
+            postgresql_where=text("merged_into IS NOT NULL"),
+        ),
+        # The segments' periodic pass: profiles changed since its last run.
+        Index("ix_profiles_updated", "project_id", "updated_at"),
+    )
 
 
 class Identity(Base):

@@ -38,13 +38,11 @@ from getfluxly_server.domain.automations.definition import (
     walk,
 )
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
-from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.domain.tenancy import Principal, display_name, project_of, sees
 from getfluxly_server.storage import automations as store
 from getfluxly_server.storage import messages as message_store
 from getfluxly_server.storage import templates as template_store
-from getfluxly_server.storage import tenancy as tenancy_store
 from getfluxly_server.storage.models import (
-    NAME_MAX,
     Automation,
     AutomationRun,
     Segment,
@@ -59,12 +57,6 @@ STATUSES = ("draft", "active", "paused")
 class AutomationPage:
     automations: Sequence[Automation]
     next_cursor: str | None
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX:
-        raise ValidationFailed(f"name must be 1-{NAME_MAX} characters", field="name")
-    return value.strip()
 
 
 def definition_body(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,7 +131,7 @@ def create(
 ) -> Automation:
     """A new automation (``draft``, version 1) of the project."""
     project_of(session, principal, project_id)
-    name = _name(body.get("name"))
+    name = display_name(body.get("name"))
     raw = _checked(session, project_id, body)
     stamp = now()
     row = Automation(
@@ -156,15 +148,9 @@ def find(
     session: Session, principal: Principal, automation_id: str, *, lock: bool = False
 ) -> Automation:
     row = store.get(session, automation_id, lock=lock)
-    if row is None or row.deleted_at is not None or not _visible(session, principal, row):
+    if row is None or row.deleted_at is not None or not sees(session, principal, row.project_id):
         raise NotFound("automation")
     return row
-
-
-def _visible(session: Session, principal: Principal, row: Automation) -> bool:
-    if principal.project_id is not None and principal.project_id != row.project_id:
-        return False
-    return tenancy_store.get_project(session, principal.workspace_id, row.project_id) is not None
 
 
 def page(
@@ -177,14 +163,10 @@ def page(
 ) -> AutomationPage:
     project_of(session, principal, project_id)
     before = paging.decode_time(cursor) if cursor else None
-    rows = store.live_page(session, project_id, limit=limit + 1, before=before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    return AutomationPage(
-        automations=rows,
-        next_cursor=paging.encode_time(last.created_at, last.id) if last else None,
+    rows, last = paging.cut(
+        store.live_page(session, project_id, limit=limit + 1, before=before), limit
     )
+    return AutomationPage(automations=rows, next_cursor=paging.next_time_cursor(last))
 
 
 def update(
@@ -194,7 +176,7 @@ def update(
     reentry, exit_on, quiet_hours, frequency_cap); see the module for versions."""
     row = find(session, principal, automation_id, lock=True)
     if "name" in changes:
-        row.name = _name(changes["name"])
+        row.name = display_name(changes["name"])
     touched = [key for key in FIELDS if key in changes]
     if touched:
         for required in ("trigger", "steps"):

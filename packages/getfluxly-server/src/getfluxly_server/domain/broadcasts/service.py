@@ -43,12 +43,11 @@ from getfluxly_server.domain.broadcasts.errors import InvalidTransition
 from getfluxly_server.domain.clock import SYSTEM, Clock
 from getfluxly_server.domain.errors import NotFound, ValidationFailed
 from getfluxly_server.domain.messages.enqueue import resolve_provider
-from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.domain.tenancy import Principal, display_name, project_of
 from getfluxly_server.storage import broadcasts as store
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage import templates as template_store
 from getfluxly_server.storage.models import (
-    NAME_MAX,
     Broadcast,
     BroadcastStatus,
     MessageStatus,
@@ -100,13 +99,6 @@ class BroadcastPage:
     next_cursor: str | None
 
 
-def _name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise ValidationFailed(f"name: give 1-{NAME_MAX} printable characters", field="name")
-    return name
-
-
 def _rate(rate: int | None) -> int | None:
     if rate is not None and not 1 <= rate <= MAX_RATE_PER_MINUTE:
         raise ValidationFailed(
@@ -154,7 +146,7 @@ def create(
     """A new ``draft`` broadcast of the project (nothing is sent until it is started)."""
     project_of(session, principal, project_id)
     broadcast = Broadcast(
-        id=new_id("brd"), project_id=project_id, name=_name(name), template_id=template_id,
+        id=new_id("brd"), project_id=project_id, name=display_name(name), template_id=template_id,
         segment_id=segment_id, provider_id=provider_id, status=BroadcastStatus.DRAFT.value,
         send_at=send_at, rate_per_minute=_rate(rate_per_minute), targeted=0, next_position=0,
         skipped=0, withdrawn=0,
@@ -191,11 +183,8 @@ def page(
             field="status",
         )
     before = paging.decode_time(cursor) if cursor is not None else None
-    rows = store.page(session, project_id, status, before, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    return BroadcastPage(rows, paging.encode_time(last.created_at, last.id) if last else None)
+    rows, last = paging.cut(store.page(session, project_id, status, before, limit + 1), limit)
+    return BroadcastPage(rows, paging.next_time_cursor(last))
 
 
 def update(
@@ -220,7 +209,7 @@ def update(
             raise ValidationFailed(f"{required}: cannot be null", field=required)
     values = dict(changes)
     if "name" in values:
-        values["name"] = _name(values["name"])
+        values["name"] = display_name(values["name"])
     if "rate_per_minute" in values:
         values["rate_per_minute"] = _rate(values["rate_per_minute"])
     if broadcast.status == BroadcastStatus.SCHEDULED and "send_at" in values:

@@ -64,11 +64,8 @@ def page(
             profile_id=filters.profile_id,
         )
     after = paging.decode_time(cursor) if cursor is not None else None
-    rows = store.page(session, project_id, filters, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    return Page(rows, paging.encode_time(last.created_at, last.id) if last else None)
+    rows, last = paging.cut(store.page(session, project_id, filters, after, limit + 1), limit)
+    return Page(rows, paging.next_time_cursor(last))
 
 
 def _find(session: Session, principal: Principal, message_id: str) -> Message:

@@ -191,13 +191,14 @@ def deliveries(
             f"status must be one of {', '.join(DELIVERY_STATUSES)}", field="status"
         )
     before = paging.decode_time(cursor) if cursor else None
-    rows = store.deliveries_page(session, webhook_id, limit=limit + 1, before=before, status=status)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, last = paging.cut(
+        store.deliveries_page(session, webhook_id, limit=limit + 1, before=before, status=status),
+        limit,
+    )
     attempts = store.attempts_of(session, [row.id for row in rows])
     return DeliveryPage(
         deliveries=[(row, attempts[row.id]) for row in rows],
-        next_cursor=paging.encode_time(rows[-1].created_at, rows[-1].id) if more else None,
+        next_cursor=paging.next_time_cursor(last),
     )
 
 

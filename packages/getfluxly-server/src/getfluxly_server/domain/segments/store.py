@@ -26,11 +26,10 @@ from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.segments import rules
 from getfluxly_server.domain.segments.membership import COMPUTE_SEGMENT, ComputeSegment
-from getfluxly_server.domain.tenancy import Principal, project_of
+from getfluxly_server.domain.tenancy import Principal, display_name, project_of, sees
 from getfluxly_server.storage import segment_sql
 from getfluxly_server.storage import segments as store
-from getfluxly_server.storage import tenancy as tenancy_store
-from getfluxly_server.storage.models import NAME_MAX, Segment, SegmentMember, new_id, now
+from getfluxly_server.storage.models import Segment, SegmentMember, new_id, now
 
 #: The fields a change may set.
 CHANGEABLE = ("name", "rule")
@@ -64,7 +63,7 @@ def create(
         DomainError: ``segment_name_taken`` when a live segment has the name.
     """
     project_of(session, principal, project_id)
-    checked = _name(name)
+    checked = display_name(name)
     rules.parse(rule)
     stamp = now()
     row = Segment(
@@ -79,7 +78,7 @@ def create(
 def find(session: Session, principal: Principal, segment_id: str, *, lock: bool = False) -> Segment:
     """The live segment, if ``principal`` may see it; otherwise ``not_found``."""
     row = store.get(session, segment_id, lock=lock)
-    if row is None or row.deleted_at is not None or not _visible(session, principal, row):
+    if row is None or row.deleted_at is not None or not sees(session, principal, row.project_id):
         raise NotFound("segment")
     return row
 
@@ -100,14 +99,13 @@ def page(
     """The project's live segments, newest first, ``limit`` at a time (see :mod:`.paging`)."""
     project_of(session, principal, project_id)
     before = paging.decode_time(cursor) if cursor else None
-    rows = store.live_page(session, project_id, limit=limit + 1, before=before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
+    rows, last = paging.cut(
+        store.live_page(session, project_id, limit=limit + 1, before=before), limit
+    )
     return SegmentPage(
         segments=rows,
         counts=store.counts(session, [r.id for r in rows]),
-        next_cursor=paging.encode_time(last.created_at, last.id) if last else None,
+        next_cursor=paging.next_time_cursor(last),
     )
 
 
@@ -122,10 +120,10 @@ def members(
     """The segment's members, by profile id, ``limit`` at a time."""
     segment = find(session, principal, segment_id)
     after = paging.decode(cursor, 1)[0] if cursor else None
-    rows = store.members_page(session, segment.id, limit=limit + 1, after=after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return MemberPage(rows, paging.encode(rows[-1].profile_id) if more else None)
+    rows, last = paging.cut(
+        store.members_page(session, segment.id, limit=limit + 1, after=after), limit
+    )
+    return MemberPage(rows, paging.encode(last.profile_id) if last else None)
 
 
 def update(
@@ -141,7 +139,7 @@ def update(
     if "name" in changes:
         if changes["name"] is None:
             raise ValidationFailed("name cannot be null", field="name")
-        name = _name(str(changes["name"]))
+        name = display_name(str(changes["name"]))
         if name != row.name:
             after["name"] = name
     if "rule" in changes:
@@ -174,12 +172,6 @@ def preview(
     return segment_sql.count_of(session, rules.member_ids(session, project_id, parsed, at))
 
 
-def _visible(session: Session, principal: Principal, row: Segment) -> bool:
-    if principal.project_id is not None and principal.project_id != row.project_id:
-        return False
-    return tenancy_store.get_project(session, principal.workspace_id, row.project_id) is not None
-
-
 def _save(session: Session, row: Segment, changes: Mapping[str, object] | None = None) -> Segment:
     name = str((changes or {}).get("name", row.name))
     try:
@@ -191,10 +183,3 @@ def _save(session: Session, row: Segment, changes: Mapping[str, object] | None =
             "name, or change or delete that segment",
             extra={"field": "name"},
         ) from None
-
-
-def _name(value: str) -> str:
-    name = value.strip()
-    if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise ValidationFailed(f"name must be 1-{NAME_MAX} printable characters", field="name")
-    return name

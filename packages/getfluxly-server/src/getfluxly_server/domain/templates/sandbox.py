@@ -42,6 +42,7 @@ from typing import Any, TextIO
 
 from liquid import BoundTemplate, Environment, Mode, RenderContext, Undefined
 from liquid.builtin.filters.extra import safe
+from liquid.builtin.filters.misc import default as liquid_default
 from liquid.builtin.tags.for_tag import ForLoop
 from liquid.builtin.tags.tablerow_tag import TableRow
 from liquid.exceptions import (
@@ -54,6 +55,7 @@ from liquid.exceptions import (
     OutputStreamLimitError,
     TemplateNotFoundError,
 )
+from liquid.filter import with_context
 from liquid.loader import BaseLoader, TemplateSource
 from liquid.undefined import UNDEFINED
 
@@ -102,7 +104,15 @@ DEFAULT_LIMITS = Limits()
 class _RenderState:
     """What one render (of one field) has used so far; shared with contexts copied from it."""
 
-    __slots__ = ("deadline", "includes", "iterations", "limits", "partials", "undefined")
+    __slots__ = (
+        "_met",
+        "deadline",
+        "includes",
+        "iterations",
+        "limits",
+        "partials",
+        "undefined",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -117,6 +127,24 @@ class _RenderState:
         self.partials = partials
         #: Dotted paths of undefined variables met, when a preview asked for them.
         self.undefined = undefined
+        #: The undefined values behind :attr:`undefined`, in the same order.
+        self._met: list[object] = []
+
+    def note_undefined(self, value: object, path: str) -> None:
+        """A preview met the undefined variable ``path`` (``value`` is its Undefined)."""
+        if self.undefined is not None:
+            self.undefined.append(path)
+            self._met.append(value)
+
+    def defaulted(self, value: object) -> None:
+        """``value`` went through ``| default``: the author gave it a fallback, so it is no
+        longer worth a warning."""
+        for index, met in enumerate(self._met):
+            if met is value:
+                del self._met[index]
+                if self.undefined is not None:
+                    del self.undefined[index]
+                return
 
     def check_time(self) -> None:
         if _clock() > self.deadline:
@@ -247,8 +275,18 @@ class _PreviewContext(_SandboxContext):
     def get(self, path: list[object], *, token: Any, default: object = UNDEFINED) -> object:
         value = super().get(path, token=token, default=default)
         if self.state.undefined is not None and isinstance(value, Undefined):
-            self.state.undefined.append(_dotted(path))
+            self.state.note_undefined(value, _dotted(path))
         return value
+
+
+@with_context
+def _default(
+    obj: object, default_: object = "", *, allow_false: bool = False, context: RenderContext
+) -> object:
+    """Liquid's ``default``, telling a preview that an undefined value has its fallback."""
+    if isinstance(obj, Undefined) and isinstance(context, _SandboxContext):
+        context.state.defaulted(obj)
+    return liquid_default(obj, default_, allow_false=allow_false)
 
 
 class _SandboxTemplate(BoundTemplate):
@@ -392,6 +430,7 @@ class SandboxEnvironment(Environment):
         # ``safe`` lets an author output a value they trust (e.g. HTML they put in ``data``)
         # unescaped in the HTML part; it is the template author's decision, per variable.
         self.add_filter("safe", safe)
+        self.add_filter("default", _default)
         self.filters = {
             name: _size_guarded(func, self.limits, name) for name, func in self.filters.items()
         }
