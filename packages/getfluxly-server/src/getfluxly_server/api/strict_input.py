@@ -32,10 +32,10 @@ from getfluxly_server.domain.errors import DomainError
 NUL = "\x00"
 #: The whole numbers a JSON column holds (orjson's, which both databases' columns use).
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-#: How deep a management body may nest (objects and arrays). The deepest real body, an
-#: automation whose branches and rules nest as far as their own limits allow (16 each),
-#: stays well within it; anything deeper was a 500 (Python's recursion limit).
-MAX_BODY_DEPTH = 128
+#: How deep a management body may nest (objects and arrays): far past any real body (the
+#: endpoints' own limits, such as 32 for template data, answer first and name the field),
+#: and short of where Python's recursion limit turned a body nested 1000 deep into a 500.
+MAX_BODY_DEPTH = 512
 
 
 def has_bad_text(text: str) -> bool:
