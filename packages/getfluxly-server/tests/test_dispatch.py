@@ -292,7 +292,7 @@ def test_a_suppressed_address_is_never_attempted(
     assert (found[ids[0]].status, found[ids[0]].attempts) == ("suppressed", 0)
     assert found[ids[1]].status == "sent"
     assert [m.rcpt_tos for m in relay.messages] == [["ok@example.com"]]
-    assert "suppression list" in (history(gf_db, ids[0])[-1][1] or "")
+    assert "suppression list (reason manual" in (history(gf_db, ids[0])[-1][1] or "")
 
 
 def test_a_message_of_an_erased_profile_is_never_sent(

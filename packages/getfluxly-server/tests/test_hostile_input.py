@@ -222,6 +222,132 @@ def test_a_body_that_fails_to_parse_is_a_validation_error(gf_module_server: GFSe
     expect_error(response, 400, "validation_error")
 
 
+# -- the engine's management bodies (issue 13's hostile-input pass) ------------------------------
+
+
+def _template(server: GFServer, project: GFProject) -> str:
+    made = server.client().post(
+        f"/v1/projects/{project.id}/templates",
+        json={"name": f"t-{uuid.uuid4().hex[:8]}", "subject": "Hi", "html": "<p>Hi</p>"},
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["template"]["id"])
+
+
+def _automation(template_id: str, **changes: Any) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [
+        {"id": "wait", "type": "delay", "duration": "P1D"},
+        {"id": "mail", "type": "send_email", "template_id": template_id},
+        {"id": "mark", "type": "update_traits", "traits": {"n": 1}},
+        {"id": "call", "type": "webhook", "url": "https://example.com/x", "body": {"n": 1}},
+    ]
+    body: dict[str, Any] = {"name": f"a-{uuid.uuid4().hex[:8]}",
+                            "trigger": {"event": "signed_up"}, "steps": steps}  # fmt: skip
+    for path, value in changes.items():
+        where: Any = body
+        keys = [int(k) if k.isdigit() else k for k in path.split("__")]
+        for key in keys[:-1]:
+            where = where[key]
+        where[keys[-1]] = value
+    return body
+
+
+HUGE = 10**30
+#: Automation bodies that were a 500 (found by probing ``getfluxly dev``): a step type that
+#: is a list or an object (unhashable in the domain's lookup), a duration beyond what Python
+#: can hold, and whole numbers beyond 64 bits (the JSON columns cannot store them).
+BAD_AUTOMATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "step type a list": ({"steps__1__type": ["send_email"]}, "steps[1].type"),
+    "step type an object": ({"steps__1__type": {"a": 1}}, "steps[1].type"),
+    "duration beyond any date": ({"steps__0__duration": "P99999999999999D"}, "too long"),
+    "duration of 5000 digits": ({"steps__0__duration": "P" + "9" * 5000 + "D"}, "too long"),
+    "reentry beyond any date": ({"reentry": {"after": "P99999999999999D"}}, "too long"),
+    "huge number in traits": ({"steps__2__traits": {"n": HUGE}}, "too large"),
+    "huge number in a webhook body": ({"steps__3__body": {"n": -HUGE}}, "too large"),
+    "huge number in a trigger filter": (
+        {
+            "trigger": {
+                "event": "signed_up",
+                "where": [{"property": "n", "op": "eq", "value": HUGE}],
+            }
+        },
+        "too large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_AUTOMATIONS, ids=list(BAD_AUTOMATIONS))
+def test_a_hostile_automation_is_a_400_on_create_and_on_patch(
+    gf_module_server: GFServer, project: GFProject, case: str
+) -> None:
+    changes, said = BAD_AUTOMATIONS[case]
+    client = gf_module_server.client()
+    template_id = _template(gf_module_server, project)
+    created = client.post(f"/v1/projects/{project.id}/automations",
+                          json=_automation(template_id, **changes))  # fmt: skip
+    assert said in expect_error(created, 400, "validation_error")
+    good = client.post(f"/v1/projects/{project.id}/automations", json=_automation(template_id))
+    assert good.status_code == 201, good.text
+    patched = client.patch(f"/v1/automations/{good.json()['automation']['id']}",
+                           json=_automation(template_id, **changes))  # fmt: skip
+    assert said in expect_error(patched, 400, "validation_error")
+    # The largest whole numbers that fit are kept as they are.
+    fits = _automation(template_id, steps__2__traits={"low": -(2**63), "high": 2**64 - 1})
+    kept = client.post(f"/v1/projects/{project.id}/automations", json=fits)
+    assert kept.status_code == 201, kept.text
+    assert kept.json()["automation"]["steps"][2]["traits"] == {"low": -(2**63), "high": 2**64 - 1}
+
+
+@pytest.mark.parametrize(
+    ("send_at", "said"),
+    [
+        ("0001-01-01T00:00:00+14:00", "years 1 to 9999"),  # year 0 in UTC
+        ("9999-12-31T23:59:59-14:00", "years 1 to 9999"),  # year 10000 in UTC
+        ("2030-01-01T09:00:00", "timezone"),  # naive
+    ],
+)
+def test_a_broadcast_send_at_beyond_the_calendar_is_a_400(
+    gf_module_server: GFServer, project: GFProject, send_at: str, said: str
+) -> None:
+    client = gf_module_server.client()
+    segment = client.post(f"/v1/projects/{project.id}/segments",
+                          json={"name": f"s-{uuid.uuid4().hex[:8]}",
+                                "rule": {"trait": "plan", "op": "exists"}})  # fmt: skip
+    assert segment.status_code == 201, segment.text
+    body = {"name": "b", "template_id": _template(gf_module_server, project),
+            "segment_id": segment.json()["segment"]["id"]}  # fmt: skip
+    refused = client.post(
+        f"/v1/projects/{project.id}/broadcasts", json={**body, "send_at": send_at}
+    )
+    assert said in expect_error(refused, 400, "validation_error")
+    draft = client.post(f"/v1/projects/{project.id}/broadcasts", json=body)
+    assert draft.status_code == 201, draft.text
+    patched = client.patch(f"/v1/broadcasts/{draft.json()['broadcast']['id']}",
+                           json={"send_at": send_at})  # fmt: skip
+    assert said in expect_error(patched, 400, "validation_error")
+    # An offset is read as the moment it names, and answered in UTC.
+    offset = client.post(f"/v1/projects/{project.id}/broadcasts",
+                         json={**body, "send_at": "2030-01-01T09:00:00+05:30"})  # fmt: skip
+    assert offset.status_code == 201, offset.text
+    assert offset.json()["broadcast"]["send_at"] == "2030-01-01T03:30:00Z"
+
+
+@pytest.mark.parametrize("depth", [513, 1000, 1023])
+def test_a_management_body_nested_too_deep_is_a_400(
+    gf_module_server: GFServer, project: GFProject, depth: int
+) -> None:
+    """Up to orjson's own limit (1024) a deep body used to reach Python's recursion limit
+    in the NUL check: a 500."""
+    body = '{"rule": ' + '{"not": ' * (depth - 1) + "1" + "}" * depth
+    for path in (f"/v1/projects/{project.id}/segments/preview",
+                 f"/v1/projects/{project.id}/subscription-groups"):  # fmt: skip
+        response = gf_module_server.client().request(
+            "PUT" if path.endswith("groups") else "POST", path, content=body,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert "nests deeper" in expect_error(response, 400, "validation_error")
+
+
 def test_none_of_it_left_a_traceback_in_the_logs(gf_module_server: GFServer) -> None:
     """Runs last in this module (pytest keeps file order): every case above was answered
     without an unexpected error."""

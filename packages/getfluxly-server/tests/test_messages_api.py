@@ -474,6 +474,7 @@ def test_a_suppressed_address_is_recorded_suppressed_and_never_due(
     [entry] = message["history"]
     assert entry["status"] == "suppressed"
     assert "suppression list" in entry["detail"]
+    assert "reason hard_bounce" in entry["detail"]  # the suppression's reason is named
     assert _row(server, message["id"])["due_at"] is None
 
 

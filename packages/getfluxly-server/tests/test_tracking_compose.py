@@ -19,9 +19,10 @@ import pytest
 
 from flux_testkit import ledger
 from getfluxly_server.crypto import Keyring
-from getfluxly_server.domain.delivery.compose import LEFT_GROUP, SUPPRESSED, Composer, load
+from getfluxly_server.domain.delivery.compose import LEFT_GROUP, Composer, load
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.messages import BulkRecipient, Content, Source, enqueue_many
+from getfluxly_server.domain.suppressions import suppressed_detail
 from getfluxly_server.domain.tracking import links_for
 from getfluxly_server.storage import outbox, preferences, suppressions
 from getfluxly_server.storage.db import Database
@@ -76,7 +77,7 @@ def test_sources_choices_reach_the_relay_check_and_the_composed_mail(
     decided = {by_id[v.id].to_email: (v.status, v.detail) for v in composed.decided}
     assert decided == {
         leaves: ("suppressed", LEFT_GROUP.format("weekly")),
-        unsubscribes: ("suppressed", SUPPRESSED),
+        unsubscribes: ("suppressed", suppressed_detail("unsubscribed")),
     }
     [ready] = composed.ready.values()
     sent = {(m.to_email, m.transactional): email for m, email in ready}

@@ -78,7 +78,9 @@ def _bounce_loop(server: GFServer, relay_port: int, case: Case) -> None:
                                                "text": "Hello again"})  # fmt: skip
     assert again.status_code == 202, again.text
     assert again.json()["message"]["status"] == "suppressed"
-    assert "suppression list" in again.json()["message"]["history"][0]["detail"]
+    detail = again.json()["message"]["history"][0]["detail"]
+    assert "suppression list" in detail
+    assert "reason hard_bounce" in detail
 
 
 def test_a_hard_bounce_posted_to_the_webhook_suppresses_the_next_send(

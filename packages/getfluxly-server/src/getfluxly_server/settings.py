@@ -87,6 +87,16 @@ class Settings:
     #: address is answered 429 before its key is even looked up.
     auth_failure_rate_per_second: float = 2.0
     auth_failure_rate_burst: int = 60
+    #: Requests a second from one client address to the public pages (the open pixel, the
+    #: click redirect, unsubscribe and the preference page: no key, the signed token is the
+    #: credential). Generous: mailbox providers' image proxies fetch many readers' opens.
+    public_rate_per_second: float = 50.0
+    public_rate_burst: int = 500
+    #: Webhook posts that fail verification (401) a second from one client address to one
+    #: project (and to unknown relays and projects, 404, per address); past the burst, that
+    #: address's posts there are answered 429 before anything is verified.
+    webhook_failure_rate_per_second: float = 1.0
+    webhook_failure_rate_burst: int = 30
     #: Proxies whose X-Forwarded-For is believed (addresses or networks); none by default,
     #: so the client address is the socket's peer unless the operator says otherwise.
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -207,6 +217,18 @@ class Settings:
             ),
             "auth_failure_rate_burst": reader.integer(
                 "GETFLUXLY_AUTH_FAILURE_RATE_LIMIT_BURST", 60, 1, 10_000_000
+            ),
+            "public_rate_per_second": reader.number(
+                "GETFLUXLY_PUBLIC_RATE_LIMIT_PER_SECOND", 50.0, 0.01
+            ),
+            "public_rate_burst": reader.integer(
+                "GETFLUXLY_PUBLIC_RATE_LIMIT_BURST", 500, 1, 10_000_000
+            ),
+            "webhook_failure_rate_per_second": reader.number(
+                "GETFLUXLY_WEBHOOK_FAILURE_RATE_LIMIT_PER_SECOND", 1.0, 0.01
+            ),
+            "webhook_failure_rate_burst": reader.integer(
+                "GETFLUXLY_WEBHOOK_FAILURE_RATE_LIMIT_BURST", 30, 1, 10_000_000
             ),
             "trusted_proxies": reader.networks("GETFLUXLY_TRUSTED_PROXIES"),
             "max_body_bytes": reader.integer(

@@ -15,11 +15,11 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import ActionBody, Request, Response, Timestamp
+from getfluxly_server.api.models import ActionBody, Moment, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import broadcasts, paging
 from getfluxly_server.domain.broadcasts.service import MAX_RATE_PER_MINUTE
@@ -55,7 +55,7 @@ class NewBroadcast(Request):
     template_id: Id
     segment_id: Id
     #: When to start (with a zone, e.g. ``Z``); absent or past: at ``start``.
-    send_at: AwareDatetime | None = None
+    send_at: Moment | None = None
     #: Messages recorded per minute at most; absent: as fast as the provider allows.
     rate_per_minute: Rate | None = None
     #: One of the project's providers; absent: the project's default provider.
@@ -68,7 +68,7 @@ class BroadcastChanges(Request):
     name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
     template_id: Id | None = None
     segment_id: Id | None = None
-    send_at: AwareDatetime | None = None
+    send_at: Moment | None = None
     rate_per_minute: Rate | None = None
     provider_id: Id | None = None
 

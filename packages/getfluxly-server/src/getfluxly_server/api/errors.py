@@ -7,10 +7,13 @@ Every error body is ``{"error": code, "detail": text}`` (plus optional fields su
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sql
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,7 +43,10 @@ STATUS = {
     "too_early": 425,
     "rate_limited": 429,
     "server_error": 500,
+    "unavailable": 503,
 }
+#: Seconds a client is asked to wait when the database is busy (503 ``unavailable``).
+BUSY_RETRY_AFTER = 2
 #: Provider verification failures: the request was fine, the relay said no (422).
 UNPROCESSABLE = 422
 
@@ -90,6 +96,19 @@ def install(app: FastAPI) -> None:
         refusal = invalid_input(exc.errors(), exc.body)
         return error_response(refusal.code, refusal.detail, _rate_headers(request), **refusal.extra)
 
+    @app.exception_handler(sql.TimeoutError)
+    @app.exception_handler(sql.OperationalError)
+    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+        if not database_busy_error(exc):
+            raise exc  # a real fault: UnexpectedErrors logs it and answers 500
+        log.warning("database busy on %s %s: answered 503 (%s)", request.method,
+                    request.url.path, type(getattr(exc, "orig", exc)).__name__)  # fmt: skip
+        return error_response(
+            "unavailable",
+            f"The database is busy; nothing was changed. Retry after {BUSY_RETRY_AFTER} s",
+            {**_rate_headers(request), "Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "server_error")
@@ -98,6 +117,23 @@ def install(app: FastAPI) -> None:
             detail = f"The body is not valid JSON ({detail})"
         headers = {**_rate_headers(request), **(exc.headers or {})}
         return JSONResponse({"error": code, "detail": detail}, exc.status_code, headers=headers)
+
+
+def database_busy_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being busy rather than broken: no pooled connection
+    came within the pool's timeout, SQLite's write lock was not granted within its busy
+    timeout, or PostgreSQL refused or cancelled the work for a lock, a deadlock, a
+    serialization conflict or a lost connection. Under heavy load these answered 500;
+    the transaction was rolled back, so the request can be retried as it is."""
+    if isinstance(exc, sql.TimeoutError):
+        return True
+    if not isinstance(exc, sql.OperationalError):
+        return False
+    cause = exc.orig
+    if isinstance(cause, sqlite3.OperationalError):
+        text = str(cause).lower()
+        return "locked" in text or "busy" in text
+    return isinstance(cause, psycopg.OperationalError)
 
 
 class AnswerTracker:

@@ -7,11 +7,11 @@ Times go out as ISO 8601 in UTC with a ``Z`` (the public format: ``2026-01-31T12
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Body
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic_core import PydanticCustomError
 
 
@@ -21,6 +21,18 @@ def iso(value: datetime) -> str:
 
 #: A moment, written as the API always writes them.
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise ValueError("the moment must fall within the years 1 to 9999 in UTC") from None
+
+
+#: A moment a request gives: with a zone (``Z`` or an offset; naive ones are refused), in
+#: UTC once read, and within what both databases can store.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 #: How deep a JSON object given for templates (``data``, traits, event properties) may nest

@@ -2,7 +2,8 @@
 
 Every error has one shape, ``{"error": code, "detail": text}`` (api/errors.py), so one model
 describes them all; which statuses an operation lists follows from what it takes: a key
-(401, 403, 429), a body (400, 413, 422), path parameters (404), query parameters (400).
+(401, 403, 429), a body (400, 413, 422), path parameters (404), query parameters (400);
+every one may answer 503 when the database is busy.
 FastAPI's own 422 (its validation-error shape, which this server never sends: bad input is a
 400 here) is replaced by the real one. Documented on each router before it is included, next
 to :func:`api.auth.guard`; answers an endpoint documents itself are kept.
@@ -38,6 +39,8 @@ _MEANING = {
     422: "The request was understood but refused (e.g. the relay refused the login, or an "
     "idempotency key was reused with a different body); error names why",
     429: "rate_limited: over the rate limit; Retry-After says when to try again",
+    503: "unavailable: the database is busy (under heavy load); nothing was changed, retry "
+    "after Retry-After",
 }
 
 
@@ -67,4 +70,5 @@ def _statuses(route: APIRoute) -> list[int]:
         statuses += [413, 422]
     elif route.dependant.path_params or route.dependant.query_params:
         statuses.append(422)  # replaces FastAPI's own, never sent: see the module docstring
+    statuses.append(503)  # any route that reads the database (api/errors.database_busy)
     return sorted(statuses)

@@ -5,7 +5,8 @@
 sign, or one changed in any way, is 404 ``not_found`` and redirects nowhere. ``HEAD`` is
 answered the same way (a scanner's: recorded, flagged machine). Answers are never cached,
 so each open and click reaches the server. A failure to record never keeps a reader from
-the link: it is logged, and the redirect is given.
+the link: it is logged, and the redirect is given. Requests are counted per client address
+(api/public_limits.py): past ``GETFLUXLY_PUBLIC_RATE_LIMIT_*``, 429 ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from fastapi.responses import RedirectResponse
 
 from getfluxly_server.api.client_address import client_address
 from getfluxly_server.api.deps import database, settings
+from getfluxly_server.api.openapi_docs import ErrorBody
+from getfluxly_server.api.public_limits import PublicVisitor
 from getfluxly_server.domain import tracking
 from getfluxly_server.domain.tracking import Hit, Links, engagement
 from getfluxly_server.storage.db import Database
@@ -62,15 +65,27 @@ def hit(request: Request) -> Hit:
     )
 
 
+#: Too many requests from one address (api/public_limits.py).
+LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "rate_limited: too many requests from this address", "model": ErrorBody},
+}
 _OPEN: dict[int | str, dict[str, Any]] = {
     200: {"description": "The pixel", "content": {"image/gif": {}}},
+    **LIMITED,
 }
 _CLICK: dict[int | str, dict[str, Any]] = {
     302: {"description": "To the link that was in the message (Location)"},
+    **LIMITED,
 }
 
 
-@router.api_route("/t/o/{token}", methods=["GET", "HEAD"], response_class=Response, responses=_OPEN)
+@router.api_route(
+    "/t/o/{token}",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses=_OPEN,
+    dependencies=[PublicVisitor],
+)
 def open_pixel(token: str, request: Request, db: DB, signed: ServerLinks) -> Response:
     """The open pixel of a message: records an open (machine ones flagged)."""
     message_id = signed.opened(token)
@@ -84,6 +99,7 @@ def open_pixel(token: str, request: Request, db: DB, signed: ServerLinks) -> Res
     response_class=RedirectResponse,
     status_code=302,
     responses=_CLICK,
+    dependencies=[PublicVisitor],
 )
 def click(token: str, request: Request, db: DB, signed: ServerLinks) -> RedirectResponse:
     """A tracked link: records a click (scanners flagged) and redirects to the link."""

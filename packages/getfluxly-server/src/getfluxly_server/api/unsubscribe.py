@@ -9,7 +9,9 @@
 - ``POST /preferences/{token}``: the page's form (``application/x-www-form-urlencoded``:
   ``group`` once per group left ticked, ``unsubscribe_all=1``); answers the page again.
 
-A token that was changed is 404 with a page saying so; nothing is changed.
+A token that was changed is 404 with a page saying so; nothing is changed. Requests are
+counted per client address (api/public_limits.py): past ``GETFLUXLY_PUBLIC_RATE_LIMIT_*``,
+429 ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from markupsafe import Markup
 
 from getfluxly_server.api.deps import database
 from getfluxly_server.api.openapi_docs import ErrorBody
-from getfluxly_server.api.tracking import NO_CACHE, ServerLinks, hit
+from getfluxly_server.api.public_limits import PublicVisitor
+from getfluxly_server.api.tracking import LIMITED, NO_CACHE, ServerLinks, hit
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.tracking import Links
 from getfluxly_server.domain.tracking import preferences as domain
@@ -50,6 +53,7 @@ _PAGE: dict[int | str, dict[str, Any]] = {
         "content": {"text/html": {}},
         "model": ErrorBody,
     },
+    **LIMITED,
 }
 
 
@@ -116,7 +120,12 @@ def _page(found: domain.PreferencePage, links: Links, saved: bool = False) -> HT
     return _html("Email preferences", body)
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses=_PAGE)
+@router.post(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    responses=_PAGE,
+    dependencies=[PublicVisitor],
+)
 def one_click(token: str, request: Request, db: DB, links: ServerLinks) -> HTMLResponse:
     """One-click unsubscribe (RFC 8058): at once, from the message's group or from all
     marketing mail."""
@@ -135,19 +144,34 @@ def one_click(token: str, request: Request, db: DB, links: ServerLinks) -> HTMLR
     )
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=_PAGE)
+@router.get(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    responses=_PAGE,
+    dependencies=[PublicVisitor],
+)
 def unsubscribe_page(token: str, db: DB, links: ServerLinks) -> HTMLResponse:
     """The preference page, from the ``List-Unsubscribe`` link."""
     return _show(db, links, lambda: links.unsubscribing(token))
 
 
-@router.get("/preferences/{token}", response_class=HTMLResponse, responses=_PAGE)
+@router.get(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    responses=_PAGE,
+    dependencies=[PublicVisitor],
+)
 def preferences_page(token: str, db: DB, links: ServerLinks) -> HTMLResponse:
     """The preference page."""
     return _show(db, links, lambda: links.preferring(token))
 
 
-@router.post("/preferences/{token}", response_class=HTMLResponse, responses=_PAGE)
+@router.post(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    responses=_PAGE,
+    dependencies=[PublicVisitor],
+)
 async def save_preferences(
     token: str, request: Request, db: DB, links: ServerLinks
 ) -> HTMLResponse:

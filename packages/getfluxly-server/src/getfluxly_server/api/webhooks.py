@@ -6,6 +6,9 @@
   401 ``unauthenticated`` when it does not verify or the relay has no secret; 404 for an
   unknown relay or project; 400 for a body no relay sends (not UTF-8, a NUL byte, or the
   generic schema broken). The global body cap and strict input checks apply as everywhere.
+  Posts that fail (401, 404) are counted per client address and project; past
+  ``GETFLUXLY_WEBHOOK_FAILURE_RATE_LIMIT_*`` the address is answered 429 ``rate_limited``
+  (``Retry-After``) before anything is verified (api/public_limits.py).
 - ``POST /v1/projects/{project_id}/webhook-secrets`` ``{"relay", "secret"?, "public_key"?,
   "topic_arn"?, "topic_arns"?}`` (workspace key) → 201 ``{"webhook_secret": {"relay",
   "secret", "url", ...}}``: the secret shown this once; posting again rotates it (the old one
@@ -26,6 +29,8 @@ from pydantic import Field
 from getfluxly_server.api.auth import WorkspaceKey
 from getfluxly_server.api.deps import database, keyring, settings
 from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.openapi_docs import ErrorBody
+from getfluxly_server.api.public_limits import webhook_failures
 from getfluxly_server.domain.feedback import inbox
 from getfluxly_server.domain.feedback import secrets as domain
 from getfluxly_server.domain.feedback.config import FeedbackConfig, config_of
@@ -158,24 +163,30 @@ def delete_webhook_secrets(project_id: str, relay: str, who: WorkspaceKey, db: D
             "description": "unauthenticated: the post does not verify, or the relay has no "
             "webhook secret in this project"
         },
+        429: {
+            "description": "rate_limited: too many failed posts from this address "
+            "(Retry-After says when to try again)",
+            "model": ErrorBody,
+        },
     },
 )
 async def receive_webhook(relay: str, project_id: str, request: HTTPRequest) -> WebhookReceipt:
     """A relay's feedback post, verified on its raw body, stored once, processed later."""
-    body = await request.body()
-    incoming = Incoming(
-        headers={name.lower(): value for name, value in request.headers.items()},
-        body=body,
-        received_at=now(),
-    )
-    receipt = await run_in_threadpool(
-        inbox.accept,
-        database(request),
-        _config(request).relays,
-        keyring(request),
-        relay,
-        project_id,
-        incoming,
-        request.headers.get("content-type", ""),
-    )
+    with webhook_failures(request, project_id):  # 429 before the body is read, if over
+        body = await request.body()
+        incoming = Incoming(
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=body,
+            received_at=now(),
+        )
+        receipt = await run_in_threadpool(
+            inbox.accept,
+            database(request),
+            _config(request).relays,
+            keyring(request),
+            relay,
+            project_id,
+            incoming,
+            request.headers.get("content-type", ""),
+        )
     return WebhookReceipt(accepted=True, duplicate=receipt.duplicate)

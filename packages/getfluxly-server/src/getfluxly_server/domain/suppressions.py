@@ -27,6 +27,14 @@ from getfluxly_server.storage import suppressions as store
 from getfluxly_server.storage.models import ADDRESS_MAX, Suppression, SuppressionReason
 
 REASONS: tuple[str, ...] = tuple(reason.value for reason in SuppressionReason)
+#: What each reason means, in a ``suppressed`` message's history entry.
+_CAUSES = {
+    SuppressionReason.HARD_BOUNCE.value: "an earlier message hard-bounced",
+    SuppressionReason.COMPLAINT.value: "its recipient reported an earlier message as spam",
+    SuppressionReason.SOFT_BOUNCE_LIMIT.value: "earlier messages soft-bounced too often",
+    SuppressionReason.UNSUBSCRIBED.value: "its recipient unsubscribed from marketing mail",
+    SuppressionReason.MANUAL.value: "it was added to the list by hand",
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,24 @@ def suppressed(
     """Which of ``emails`` (as given) may not be sent to in the project: one query
     (``transactional`` mail still goes to addresses that only unsubscribed)."""
     return store.suppressed(session, project_id, emails, transactional=transactional)
+
+
+def reasons(
+    session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
+) -> dict[str, str]:
+    """:func:`suppressed` with each address's reason (one query): the check before sending
+    that also says why, for the message's history."""
+    return store.reasons(session, project_id, emails, transactional=transactional)
+
+
+def suppressed_detail(reason: str) -> str:
+    """The history entry's detail of a message not attempted because its address is on the
+    list for ``reason`` (the reason's code is in it, and what it means)."""
+    cause = _CAUSES.get(reason, "")
+    return (
+        f"the address is on the project's suppression list (reason {reason}"
+        f"{': ' + cause if cause else ''}); the message was not attempted"
+    )
 
 
 def add(

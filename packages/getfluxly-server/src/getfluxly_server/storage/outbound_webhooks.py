@@ -12,6 +12,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import (
+    Job,
+    JobStatus,
     MessageEvent,
     OutboundAttempt,
     OutboundDelivery,
@@ -177,3 +179,32 @@ def delete_finished(session: Session, before: datetime, batch: int = 10_000) -> 
         session.execute(sql_delete(OutboundAttempt).where(OutboundAttempt.delivery_id.in_(ids)))
         session.execute(sql_delete(OutboundDelivery).where(OutboundDelivery.id.in_(ids)))
     return len(ids)
+
+
+def orphaned(
+    session: Session, job_kind: str, changed_before: datetime, limit: int
+) -> Sequence[OutboundDelivery]:
+    """Up to ``limit`` pending deliveries last changed before ``changed_before`` that no
+    queued or running job of ``job_kind`` will send (its job ended without finishing the
+    delivery: attempts used up by crashes, or a failure outside the HTTP attempt), oldest
+    first, read afresh. Two queries: the candidates, then which of them have a live job."""
+    candidates = session.scalars(
+        select(OutboundDelivery)
+        .where(OutboundDelivery.status == PENDING, OutboundDelivery.updated_at < changed_before)
+        .order_by(OutboundDelivery.updated_at, OutboundDelivery.id)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    ).all()
+    if not candidates:
+        return []
+    of_delivery = Job.payload["delivery_id"].as_string()
+    live = set(
+        session.scalars(
+            select(of_delivery).where(
+                Job.kind == job_kind,
+                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+                of_delivery.in_([d.id for d in candidates]),
+            )
+        )
+    )
+    return [d for d in candidates if d.id not in live]

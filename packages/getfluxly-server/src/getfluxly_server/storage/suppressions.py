@@ -17,7 +17,7 @@ def normalise(email: str) -> str:
     return email.strip().lower()
 
 
-_SUPPRESSED = select(Suppression.email).where(
+_SUPPRESSED = select(Suppression.email, Suppression.reason).where(
     Suppression.project_id == bindparam("project_id"),
     Suppression.email.in_(bindparam("emails", expanding=True)),
 )
@@ -30,19 +30,29 @@ _SUPPRESSED_TRANSACTIONAL = _SUPPRESSED.where(
 def suppressed(
     session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
 ) -> set[str]:
-    """Which of ``emails`` (as given) are suppressed in the project: one query for a batch
-    (built once: it runs on every send).
+    """Which of ``emails`` (as given) are suppressed in the project (see :func:`reasons`)."""
+    return set(reasons(session, project_id, emails, transactional=transactional))
+
+
+def reasons(
+    session: Session, project_id: str, emails: Collection[str], *, transactional: bool = False
+) -> dict[str, str]:
+    """The suppressed ones of ``emails`` (as given), each with its entry's reason: one query
+    for a batch (built once: it runs on every send).
 
     ``transactional``: for transactional mail (receipts, password resets), an address that
     only unsubscribed (reason ``unsubscribed``) is not suppressed: an unsubscribe stops
     marketing mail, bounces and complaints stop everything.
     """
     if not emails:
-        return set()
+        return {}
     wanted = sorted({normalise(e) for e in emails})
     query = _SUPPRESSED_TRANSACTIONAL if transactional else _SUPPRESSED
-    found = set(session.scalars(query, {"project_id": project_id, "emails": wanted}))
-    return {e for e in emails if normalise(e) in found}
+    found = {
+        row.email: row.reason
+        for row in session.execute(query, {"project_id": project_id, "emails": wanted})
+    }
+    return {e: found[normalise(e)] for e in emails if normalise(e) in found}
 
 
 def get(session: Session, project_id: str, email: str) -> Suppression | None:

@@ -261,7 +261,7 @@ class _Walker:
             )
         self.seen[step_id] = path
         kind = value.get("type")
-        if kind not in _FIELDS:
+        if not isinstance(kind, str) or kind not in _FIELDS:  # a list or object: unhashable
             raise _fail(
                 f"{path}.type", f"unknown step type {kind!r}; one of {', '.join(STEP_TYPES)}"
             )

@@ -38,13 +38,16 @@ def parse_duration(value: object, path: str, *, signed: bool = False) -> timedel
             field=path,
         )
     parts = found.groupdict()
-    amount = timedelta(
-        weeks=int(parts["weeks"] or 0),
-        days=int(parts["days"] or 0),
-        hours=int(parts["hours"] or 0),
-        minutes=int(parts["minutes"] or 0),
-        seconds=float(parts["seconds"] or 0),
-    )
+    try:
+        amount = timedelta(
+            weeks=int(parts["weeks"] or 0),
+            days=int(parts["days"] or 0),
+            hours=int(parts["hours"] or 0),
+            minutes=int(parts["minutes"] or 0),
+            seconds=float(parts["seconds"] or 0),
+        )
+    except (OverflowError, ValueError):  # beyond timedelta's 999,999,999 days, or int()'s digits
+        raise ValidationFailed(f"{path}: {value[:40]!r} is too long", field=path) from None
     negative = parts["sign"] == "-"
     if negative and not signed:
         raise ValidationFailed(f"{path}: a duration here cannot be negative", field=path)

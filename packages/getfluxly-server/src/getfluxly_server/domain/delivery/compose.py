@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from getfluxly_server.delivery.base import OutgoingEmail
 from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain.suppressions import suppressed_detail
 from getfluxly_server.domain.template_store import fields_of, partial_source
 from getfluxly_server.domain.templates import (
     CompiledTemplate,
@@ -61,7 +62,6 @@ from getfluxly_server.storage.outbox import ClaimedMessage, Verdict
 log = logging.getLogger("getfluxly.delivery")
 
 ERASED = "the profile was erased; the message is never sent"
-SUPPRESSED = "the address is on the project's suppression list; the message was not attempted"
 LEFT_GROUP = "the recipient unsubscribed from the subscription group {!r}; not attempted"
 
 
@@ -95,11 +95,11 @@ def load(session: Session, messages: Sequence[ClaimedMessage]) -> Context:
         providers=outbox.providers(session, {m.provider_id for m in messages if m.provider_id}),
     )
     suppressed = {
-        (project_id, transactional, email)
+        (project_id, transactional, email): reason
         for (project_id, transactional), emails in by_kind.items()
-        for email in suppressions.suppressed(
+        for email, reason in suppressions.reasons(
             session, project_id, emails, transactional=transactional
-        )
+        ).items()
     }
     left = {
         (project_id, email, group)
@@ -107,8 +107,8 @@ def load(session: Session, messages: Sequence[ClaimedMessage]) -> Context:
         for email, group in preferences.unsubscribed(session, project_id, pairs)
     }
     for m in messages:
-        if (m.project_id, m.transactional, m.to_email) in suppressed:
-            context.blocked[m.id] = SUPPRESSED
+        if (reason := suppressed.get((m.project_id, m.transactional, m.to_email))) is not None:
+            context.blocked[m.id] = suppressed_detail(reason)
         elif m.subscription_group and (m.project_id, m.to_email, m.subscription_group) in left:
             context.blocked[m.id] = LEFT_GROUP.format(m.subscription_group)
     return context

@@ -26,6 +26,7 @@ from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.domain.messages.addresses import canonical_address
 from getfluxly_server.domain.messages.errors import NoProvider
 from getfluxly_server.domain.messages.recipients import Recipient, resolve
+from getfluxly_server.domain.suppressions import suppressed_detail
 from getfluxly_server.domain.templates import TemplateFields, prepare
 from getfluxly_server.storage import messages as store
 from getfluxly_server.storage import preferences, suppressions
@@ -48,7 +49,6 @@ _PRIORITY: Mapping[Origin, MessagePriority] = {
 }
 #: Prefixes of derived keys: refused in a caller's Idempotency-Key.
 DERIVED_PREFIXES = ("automation:", "broadcast:")
-SUPPRESSED_DETAIL = "the address is on the project's suppression list: not attempted"
 
 
 def automation_key(automation_id: str, step_id: str, profile_id: str, run_id: str) -> str:
@@ -252,9 +252,11 @@ def _row(
     }  # fmt: skip
 
 
-def _first_entry(suppressed: bool) -> tuple[str, str | None]:
-    if suppressed:
-        return MessageStatus.SUPPRESSED.value, SUPPRESSED_DETAIL
+def _first_entry(reason: str | None) -> tuple[str, str | None]:
+    """The first history entry: ``suppressed`` naming the suppression's ``reason``, or
+    ``queued``."""
+    if reason is not None:
+        return MessageStatus.SUPPRESSED.value, suppressed_detail(reason)
     return MessageStatus.QUEUED.value, None
 
 
@@ -296,17 +298,16 @@ def enqueue(
         prepared = cache.get(seen) or cache.setdefault(
             seen, _prepare(session, project_id, new.content, new.source)
         )
-    suppressed = bool(
-        suppressions.suppressed(
-            session, project_id, [to.email], transactional=new.source.transactional
-        )
-    )
+    reason = suppressions.reasons(
+        session, project_id, [to.email], transactional=new.source.transactional
+    ).get(to.email)
     message_id = message_id or new_id("msg")
     row = _row(
         project_id, prepared, new.source, message_id=message_id, email=to.email,
-        profile_id=to.profile_id, data=new.data, key=key, suppressed=suppressed, when=now(),
+        profile_id=to.profile_id, data=new.data, key=key, suppressed=reason is not None,
+        when=now(),
     )  # fmt: skip
-    first = _first_entry(suppressed)
+    first = _first_entry(reason)
     inserted = store.insert_many(session, [row], {message_id: first})
     if not inserted:  # the key was taken meanwhile (a concurrent call with the same key)
         assert key is not None, "only a key can conflict"
@@ -350,14 +351,14 @@ def enqueue_many(
             continue
         seen.add(recipient.idempotency_key)
         valid.append((recipient, email))
-    blocked = suppressions.suppressed(
+    blocked = suppressions.reasons(
         session, project_id, {email for _, email in valid}, transactional=source.transactional
     )
     when = now()
     rows, history = [], {}
     for recipient, email in valid:
         message_id = new_id("msg")
-        suppressed = email in blocked
+        reason = blocked.get(email)
         rows.append(
             _row(
                 project_id,
@@ -368,11 +369,11 @@ def enqueue_many(
                 profile_id=recipient.profile_id,
                 data=recipient.data,
                 key=recipient.idempotency_key,
-                suppressed=suppressed,
+                suppressed=reason is not None,
                 when=when,
             )
         )
-        history[message_id] = _first_entry(suppressed)
+        history[message_id] = _first_entry(reason)
     created = store.insert_many(session, rows, history)
     return BulkResult(
         created=created,

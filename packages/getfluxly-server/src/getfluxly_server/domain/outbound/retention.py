@@ -1,7 +1,8 @@
 """Keeping the delivery log bounded: deliveries that ended (succeeded, or failed for good)
 more than ``GETFLUXLY_WEBHOOK_LOG_RETENTION_DAYS`` ago are deleted with their attempts, by a
 sweeper every worker process runs (the deletes are idempotent: two sweepers at once only
-share the work). Pending deliveries are never touched."""
+share the work). Pending deliveries are never deleted; the same sweeper settles those whose
+job ended without them (domain/outbound/recovery.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
+from getfluxly_server.domain.outbound import recovery
 from getfluxly_server.storage import outbound_webhooks as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import now
@@ -32,12 +34,20 @@ def sweep(db: Database, before: datetime, batch: int = BATCH) -> int:
 
 
 class Sweeper:
-    """A worker's runner: :func:`sweep` at start and every ``interval`` seconds after."""
+    """A worker's runner: :func:`sweep` and :func:`recovery.recover` at start and every
+    ``interval`` seconds after."""
 
-    def __init__(self, db: Database, retention: timedelta, interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        retention: timedelta,
+        interval: float = 3600.0,
+        recover_grace: timedelta = recovery.GRACE,
+    ) -> None:
         self.db = db
         self.retention = retention
         self.interval = interval
+        self.recover_grace = recover_grace
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,4 +70,8 @@ class Sweeper:
                     log.info("deleted %d webhook deliveries older than %s", deleted, self.retention)
             except Exception:  # a broken database must not kill the thread: log, try later
                 log.exception("could not sweep the webhook delivery log")
+            try:
+                recovery.recover(self.db, grace=self.recover_grace)
+            except Exception:
+                log.exception("could not recover webhook deliveries left without a job")
             self._stop.wait(self.interval)

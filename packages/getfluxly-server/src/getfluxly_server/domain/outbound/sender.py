@@ -15,7 +15,10 @@ The log (``outbound_attempts``) keeps per attempt: the status code, our own one-
 ``dns_failed``, ``tls_failed``; never the secret, never the low-level reason, which could
 tell a filtered port from a refused one) and a short printable excerpt of the answer's body.
 Delivery is at least once: a worker that dies after the POST and before the log sends again,
-with the same ``webhook-id``, which receivers de-duplicate on.
+with the same ``webhook-id``, which receivers de-duplicate on. A failure in making the
+request (a bug: the body, the signature) is logged and counts as a failed attempt like any
+other, so it too ends ``failed`` after the last; a delivery whose job ends without it (a
+worker killed again and again) is settled by domain/outbound/recovery.py.
 """
 
 from __future__ import annotations
@@ -153,24 +156,41 @@ def handlers(
             if delivery.status != store.PENDING:
                 return {"sent": False, "reason": delivery.status}
             attempt = delivery.attempts + 1
-            url, body = webhook.url, events.body(event)
+            url = webhook.url
+            try:
+                body: bytes | None = events.body(event)
+            except Exception:  # a bug must not leave the delivery pending: a failed attempt
+                log.exception("webhook delivery %s: its body could not be built", delivery.id)
+                body = None
             try:
                 secret: str | None = secret_of(webhook, settings.keyring)
             except KeyringError:
                 secret = None
-        if secret is None:
+        if body is None:
+            outcome = Attempt(
+                None, "internal_error: the event's body could not be built (logged)", None,
+                None, 0,
+            )  # fmt: skip
+        elif secret is None:
             outcome = Attempt(
                 None, "secret_unreadable: the endpoint's secret cannot be decrypted with "
                 "GETFLUXLY_ENCRYPTION_KEYS (restore the key)", None, None, 0,
             )  # fmt: skip
         else:
-            stamp = int(clock().timestamp())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                **signing.headers(secret, delivery.id, stamp, body),
-            }
-            outcome = post.post(url, headers, body)
+            try:
+                stamp = int(clock().timestamp())
+                headers = {
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    **signing.headers(secret, delivery.id, stamp, body),
+                }
+                outcome = post.post(url, headers, body)
+            except Exception as exc:  # a bug here is an attempt that failed, logged as such
+                log.exception("webhook delivery %s: the request failed to be made", delivery.id)
+                outcome = Attempt(
+                    None, f"internal_error: the request could not be made ({type(exc).__name__}; "
+                    "logged)", None, None, 0,
+                )  # fmt: skip
         last = attempt >= MAX_ATTEMPTS
         status = store.SUCCEEDED if outcome.ok else store.FAILED if last else store.PENDING
         with db.transaction() as session:

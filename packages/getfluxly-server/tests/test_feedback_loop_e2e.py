@@ -1,0 +1,198 @@
+"""Opens and clicks feed segments, end to end on the real server (``getfluxly serve``: API and
+workers) with a real SMTP relay on loopback, on SQLite and PostgreSQL (issue 13, "How it is
+shown": "a click followed through the redirect and seen by a segment").
+
+A profile is mailed a marketing message through the relay; the click link found in the HTML
+the relay received is followed through the real redirect (``/t/c/...``), and the open pixel
+fetched (``/t/o/...``), by a reader's browser. A segment with the rule ``{"email": "clicked",
+"within": "P7D"}`` (engine spec section 3) then has that profile as a member, and its entry
+is recorded (a ``segment_transitions`` row, what automations' ``segment_entered`` triggers
+read) once the segment pass has run (``GETFLUXLY_SEGMENT_PASS_SECONDS``: mail activity is
+not an event rule's); likewise ``{"email": "opened"}``. A segment of clicks on another message (its
+``broadcast_id``) and one of bounces stay empty. Nothing is written to the database by the
+test: the click and the open are the server's own records of the requests.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from flux_testkit.gfserver import GFProject, GFServer, Harness
+from flux_testkit.smtpd import SMTPTestServer
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+HTML = (
+    "<html><body><p>Hello {{ profile.first_name }}.</p>"
+    '<p><a href="https://shop.example.com/spring?utm=mail">The spring sale</a></p>'
+    "</body></html>"
+)
+
+
+@dataclass
+class Loop:
+    server: GFServer
+    relay: SMTPTestServer
+    project: GFProject
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def loop(
+    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Loop]:
+    directory = tmp_path_factory.mktemp(f"gf-loop-{request.param}")
+    database = gf_harness.database(request.param, directory / "db")
+    # Opens and clicks count as a person's however soon they come (the test is quick; the
+    # "too soon after sending" rule is tested in test_tracking_links.py). Segments that read
+    # mail activity are brought up to date by the segment pass: every second here.
+    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "1"}
+    server = GFServer(gf_harness, database, directory / "logs", env=env)
+    relay = SMTPTestServer(tls="none", auth=True).start()
+    try:
+        server.start()
+        project = server.create_project("Loop")
+        server.create_smtp_provider(project.id, relay.host, relay.port)
+        yield Loop(server, relay, project)
+    finally:
+        server.close()
+        relay.stop()
+        database.close()
+
+
+def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def _segment(loop: Loop, name: str, rule: dict[str, Any]) -> str:
+    made = loop.server.client().post(
+        f"/v1/projects/{loop.project.id}/segments", json={"name": name, "rule": rule}
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["segment"]["id"])
+
+
+def _members(loop: Loop, segment_id: str) -> set[str]:
+    answer = loop.server.client().get(f"/v1/segments/{segment_id}/members")
+    assert answer.status_code == 200, answer.text
+    return {m["profile_id"] for m in answer.json()["members"]}
+
+
+def _count(loop: Loop, segment_id: str) -> int:
+    answer = loop.server.client().get(f"/v1/segments/{segment_id}")
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["segment"]["count"])
+
+
+def _entries(loop: Loop, segment_id: str, profile_id: str) -> list[dict[str, Any]]:
+    return loop.server.database.query(
+        "SELECT kind FROM segment_transitions WHERE segment_id = :segment "
+        "AND profile_id = :profile ORDER BY id",
+        segment=segment_id,
+        profile=profile_id,
+    )
+
+
+def _profile(loop: Loop, external_id: str, email: str) -> str:
+    ingest = loop.server.client(loop.project.secret_key)
+    identify = {"type": "identify", "external_id": external_id,
+                "traits": {"email": email, "first_name": "Grace"}}  # fmt: skip
+    assert ingest.post("/v1/events", json=identify).status_code == 202
+
+    def find() -> str | None:
+        found = loop.server.client().get(
+            f"/v1/projects/{loop.project.id}/profiles", params={"identity": external_id}
+        )
+        profiles = found.json()["profiles"]
+        return str(profiles[0]["id"]) if profiles else None
+
+    profile_id: str = _until("the profile", find)
+    return profile_id
+
+
+def _delivered_html(loop: Loop, message_id: str) -> str:
+    def find() -> str | None:
+        for received in list(loop.relay.messages):
+            if received.message["X-GetFluxly-Message-Id"] == message_id:
+                part = received.message.get_body(("html",))
+                assert part is not None
+                return str(part.get_content())  # type: ignore[attr-defined]
+        return None
+
+    html: str = _until(f"{message_id} at the relay", find)
+    return html
+
+
+@pytest.mark.timeout(400)  # a real server, mail and several segment passes on a busy machine
+def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_segment(
+    loop: Loop,
+) -> None:
+    clicked = _segment(loop, "Clicked this week", {"email": "clicked", "within": "P7D"})
+    opened = _segment(loop, "Opened this week", {"email": "opened", "within": "P7D"})
+    elsewhere = _segment(
+        loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": "brd_none"}
+    )
+    bounced = _segment(loop, "Bounced", {"email": "bounced"})
+    profile_id = _profile(loop, "reader-loop", "grace@example.com")
+    assert _members(loop, clicked) == set()
+
+    sent = loop.server.client(loop.project.secret_key).post(
+        "/v1/messages",
+        json={"to": {"external_id": "reader-loop"}, "subject": "Spring", "html": HTML,
+              "transactional": False},
+    )  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message"]["id"]
+    html = _delivered_html(loop, message_id)
+    assert "Hello Grace." in html
+    assert "https://shop.example.com" not in html  # the link goes through the redirect
+    [click] = re.findall(r'href="(http://127\.0\.0\.1:\d+/t/c/[^"]+)"', html)
+    [pixel] = re.findall(r'"(http://127\.0\.0\.1:\d+/t/o/[^"]+)"', html)
+    assert _members(loop, clicked) == set()  # sent is not clicked
+
+    reader = loop.server.anonymous_client()
+    followed = reader.get(click, headers={"User-Agent": BROWSER})
+    assert followed.status_code == 302, followed.text
+    assert followed.headers["location"] == "https://shop.example.com/spring?utm=mail"
+
+    _until("the clicker in the clicked segment", lambda: profile_id in _members(loop, clicked))
+    assert _count(loop, clicked) == 1
+    assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
+
+    shown = reader.get(pixel, headers={"User-Agent": BROWSER})
+    assert shown.status_code == 200
+    assert shown.headers["content-type"] == "image/gif"
+    _until("the reader in the opened segment", lambda: profile_id in _members(loop, opened))
+    assert [e["kind"] for e in _entries(loop, opened, profile_id)] == ["entered"]
+
+    # The message's own record says so too, and the other segments stayed empty.
+    message = loop.server.client().get(f"/v1/messages/{message_id}").json()["message"]
+    assert message["status"] == "clicked"
+    assert _members(loop, elsewhere) == set()
+    assert _members(loop, bounced) == set()
+    # A second click is no second entry.
+    assert reader.get(click, headers={"User-Agent": BROWSER}).status_code == 302
+    _until(
+        "the second click recorded",
+        lambda: (
+            len(
+                loop.server.database.query(
+                    "SELECT id FROM message_events WHERE message_id = :m AND type = 'clicked'",
+                    m=message_id,
+                )
+            )
+            == 2
+        ),
+    )
+    assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
+    assert "Traceback" not in loop.server.logs()
