@@ -38,7 +38,7 @@ WORKER_ENV: dict[str, str | None] = {
 }
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
+def _wait(what: str, check: Callable[[], bool], timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
