@@ -338,8 +338,7 @@ def test_the_preview_lists_undefined_variables(server: GFServer, project: GFProj
     assert shown["warnings"] == [
         {"type": "undefined_variable", "variable": "data.order.item", "fields": ["html"]},
         {"type": "undefined_variable", "variable": "event.name", "fields": ["html"]},
-        # Listed though it has a default: the preview says what the profile lacks.
-        {"type": "undefined_variable", "variable": "profile.nickname", "fields": ["html"]},
+        # Not profile.nickname: its ``| default`` is the author's answer to its absence.
     ]
     # With nothing given, everything is undefined and renders empty; nothing fails.
     bare = _previewed(server, made["id"])
