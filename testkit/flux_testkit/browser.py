@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ViewportSize, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+#: How long a page action or expectation may wait for what the page shows (a busy machine).
+WAIT_MS = 30_000
+#: A desktop window.
+WIDE: ViewportSize = {"width": 1280, "height": 900}
 FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -43,3 +48,23 @@ def chromium(extra_args: Sequence[str] = ()) -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def context(browser: Browser, viewport: ViewportSize = WIDE) -> Iterator[BrowserContext]:
+    """A fresh browser context (its own cookies) of ``viewport``, waiting up to
+    :data:`WAIT_MS`, closed at the end."""
+    made = browser.new_context(viewport=viewport)
+    made.set_default_timeout(WAIT_MS)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def screenshots(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A new directory for a test module's screenshots, printed so a person can look at them
+    after the run (``pytest -s``)."""
+    directory = factory.mktemp(f"{name}-screenshots")
+    print(f"{name} screenshots: {directory}")
+    return directory

@@ -26,8 +26,6 @@ from flux_testkit import browser
 from flux_testkit.devserver import DevServer, running_dev
 from flux_testkit.smtpd import DEFAULT_USERS, SMTPTestServer
 
-WAIT_MS = 30_000
-
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
@@ -45,19 +43,13 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
-    directory = tmp_path_factory.mktemp("dashboard-screenshots")
-    print(f"dashboard screenshots: {directory}")
-    return directory
+    return browser.screenshots(tmp_path_factory, "dashboard")
 
 
 @pytest.fixture
 def context(chromium: Browser) -> Iterator[BrowserContext]:
-    made = chromium.new_context(viewport={"width": 1280, "height": 900})
-    made.set_default_timeout(WAIT_MS)
-    try:
+    with browser.context(chromium) as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture
@@ -272,7 +264,7 @@ def test_a_message_sent_through_the_api_appears_in_the_log(
     row.get_by_role("link").click()
 
     status = page.locator("#message-status")
-    deadline = time.monotonic() + WAIT_MS / 1000
+    deadline = time.monotonic() + browser.WAIT_MS / 1000
     while status.inner_text() != "sent" and time.monotonic() < deadline:
         time.sleep(0.5)
         page.reload()

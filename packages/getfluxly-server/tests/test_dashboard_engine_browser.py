@@ -26,7 +26,6 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from flux_testkit import browser
 from flux_testkit.devserver import DevServer, running_dev
 
-WAIT_MS = 30_000
 #: How long the engine may take to run a step and the worker to send (a busy machine).
 ENGINE_WAIT = 90.0
 
@@ -49,19 +48,13 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
-    directory = tmp_path_factory.mktemp("engine-screenshots")
-    print(f"engine page screenshots: {directory}")
-    return directory
+    return browser.screenshots(tmp_path_factory, "engine page")
 
 
 @pytest.fixture
 def context(chromium: Browser) -> Iterator[BrowserContext]:
-    made = chromium.new_context(viewport={"width": 1280, "height": 900})
-    made.set_default_timeout(WAIT_MS)
-    try:
+    with browser.context(chromium) as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture

@@ -37,7 +37,6 @@ from flux_testkit.outbound import Receiver, verify_signature
 from flux_testkit.webhook_signers import standard_headers
 from getfluxly_server.web.routing import PAGES
 
-WAIT_MS = 30_000
 PHONE = {"width": 375, "height": 740}
 #: An object id in a path (``prj_...``, ``msg_...``, ``wh_...``): pages are told apart by
 #: their route, not by which object they show.
@@ -88,7 +87,7 @@ def seeded(dev: DevServer, receiver: Receiver) -> DevServer:
         ]  # fmt: skip
         for answer in made:
             assert answer.status_code in (200, 201, 202), answer.text
-        deadline = time.monotonic() + WAIT_MS / 1000
+        deadline = time.monotonic() + browser.WAIT_MS / 1000
         while not api.get(f"/v1/projects/{project}/profiles").json()["profiles"]:
             assert time.monotonic() < deadline, "the seeded profile never appeared"
             time.sleep(0.2)
@@ -104,9 +103,7 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
-    directory = tmp_path_factory.mktemp("dashboard-settings-screenshots")
-    print(f"dashboard settings screenshots: {directory}")
-    return directory
+    return browser.screenshots(tmp_path_factory, "dashboard settings")
 
 
 def sign_in(context: BrowserContext, dev: DevServer) -> Page:
@@ -125,12 +122,8 @@ def sign_in(context: BrowserContext, dev: DevServer) -> Page:
 @pytest.fixture
 def page(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     """A wide page signed in as the dev admin, through the sign-in form."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    try:
+    with browser.context(chromium) as context:
         yield sign_in(context, dev)
-    finally:
-        context.close()
 
 
 @pytest.fixture
@@ -138,12 +131,8 @@ def phone(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     """A phone-sized page signed in as the dev admin."""
     # Not ``is_mobile``: a mobile viewport zooms out to fit what overflows (innerWidth grows
     # with the page), which would hide the very overflow the test looks for.
-    context = chromium.new_context(viewport=PHONE)
-    context.set_default_timeout(WAIT_MS)
-    try:
+    with browser.context(chromium, PHONE) as context:
         yield sign_in(context, dev)
-    finally:
-        context.close()
 
 
 def post_bounce(dev: DevServer, secret: str, email: str) -> None:
@@ -205,7 +194,7 @@ def test_a_webhook_secret_and_an_outbound_endpoint_with_its_delivery_log(
     # An event that fans out: a bounce reported through the inbound webhook.
     before = len(receiver.requests)
     post_bounce(dev, secret, "bounced-reader@example.com")
-    deadline = time.monotonic() + WAIT_MS / 1000
+    deadline = time.monotonic() + browser.WAIT_MS / 1000
     while not [r for r in receiver.requests[before:] if r.path == "/bounces"]:
         assert time.monotonic() < deadline, "the endpoint never got the delivery"
         time.sleep(0.2)
@@ -216,7 +205,7 @@ def test_a_webhook_secret_and_an_outbound_endpoint_with_its_delivery_log(
     page.locator("#endpoints").get_by_role("link", name=f"{receiver.url}/bounces").click()
     expect(page.locator("h1")).to_contain_text("Deliveries to")
     row = page.locator(f'tr[data-delivery="{request.headers["webhook-id"]}"]')
-    deadline = time.monotonic() + WAIT_MS / 1000
+    deadline = time.monotonic() + browser.WAIT_MS / 1000
     while row.count() == 0 or "succeeded" not in row.inner_text():
         assert time.monotonic() < deadline, "the delivery log never showed the success"
         time.sleep(0.5)
@@ -239,9 +228,7 @@ def _pattern(path: str) -> re.Pattern[str]:
 def every_page(seeded: DevServer, chromium: Browser) -> list[str]:
     """Every dashboard page of the seeded workspace: the navigation's links, then the links
     each page shows (one page per route and query's names), breadth first."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    try:
+    with browser.context(chromium) as context:
         tab = sign_in(context, seeded)
         queue, seen, found = [seeded.project_url()], set(), []
         while queue and len(found) < 100:
@@ -264,8 +251,6 @@ def every_page(seeded: DevServer, chromium: Browser) -> list[str]:
                     ("/v1/", "/static/", "/webhooks/", "/login", "/healthz")
                 ):
                     queue.append(link.split("#")[0])
-    finally:
-        context.close()
     # Every page the seeded workspace has an object for was reached.
     for info in PAGES:
         names = set(re.findall(r"\{(\w+)\}", info.path))
