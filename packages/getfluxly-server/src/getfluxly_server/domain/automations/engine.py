@@ -36,6 +36,7 @@ from getfluxly_server.domain.messages import (
     automation_key,
     enqueue,
 )
+from getfluxly_server.domain.messages.enqueue import PreparedCache
 from getfluxly_server.storage import automations as store
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage import profiles as profile_store
@@ -115,9 +116,11 @@ def enter(
     now: datetime,
     *,
     context: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, Mapping[str, Any]] | None = None,
     trigger_key: str | None = None,
 ) -> list[AutomationRun]:
-    """Start a run for each profile the re-entry policy lets in; the new runs are due now."""
+    """Start a run for each profile the re-entry policy lets in; the new runs are due now.
+    Each run's context is ``contexts[profile_id]`` if given there, else ``context``."""
     wanted = list(dict.fromkeys(profile_ids))
     last = store.last_entries(session, automation.id, wanted)
     runs = []
@@ -131,7 +134,8 @@ def enter(
         run = AutomationRun(
             id=new_id("run"), project_id=automation.project_id, automation_id=automation.id,
             version=automation.version, profile_id=profile_id, status=store.RUNNING,
-            step_id=definition.first, waiting=False, wake_at=now, context=dict(context or {}),
+            step_id=definition.first, waiting=False, wake_at=now,
+            context=dict((contexts or {}).get(profile_id) or context or {}),
             trigger_key=trigger_key, failures=0, entered_at=now, updated_at=now,
         )  # fmt: skip
         session.add(run)
@@ -291,7 +295,7 @@ def _send_email(turn: _Turn, step: Step) -> bool:
     )  # fmt: skip
     try:
         # (No savepoint: enqueue refuses before it writes anything.)
-        recorded = enqueue(turn.session, run.project_id, new)
+        recorded = enqueue(turn.session, run.project_id, new, cache=_prepared(turn.session))
     except DomainError as exc:
         # No address, no provider, the template deleted: this person gets no message from
         # this step, and the run goes on (the stats count it as failed).
@@ -302,6 +306,13 @@ def _send_email(turn: _Turn, step: Step) -> bool:
     turn.record(step.id, "sent", message_id=recorded.message.id)
     turn.go(step, definition.next_of[step.id])
     return True
+
+
+def _prepared(session: Session) -> PreparedCache:
+    """The content and provider checks of this transaction's sends, kept on its session:
+    the runs advanced together mostly send the same template through the same provider."""
+    cache: PreparedCache = session.info.setdefault("automation_prepared", {})
+    return cache
 
 
 def _delay(turn: _Turn, step: Step) -> bool:
