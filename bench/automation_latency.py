@@ -13,7 +13,9 @@ the event sender): on PostgreSQL ``--api-processes`` API processes (default 2) s
 socket, as ``getfluxly api --processes 2``, and the worker (``app.create_worker``: ingest,
 the automation runner, the delivery loop) in a process of its own, as ``getfluxly worker``
 (``--one-process``: the worker in the first API process, as ``getfluxly serve``); on SQLite
-one process with both (its wake-ups do not cross processes). Before the clock starts:
+one API process and the worker process, as ``getfluxly serve --worker-process`` (its
+wake-ups cross processes through the channel beside the database file; ``--one-process``
+for both in one). Before the clock starts:
 ``--profiles`` profiles (default 100,000, written set-based as rows: each with an ``email``
 trait and an external id), a template, an SMTP provider on a fresh smtp-sink, and an active
 automation triggered by ``signed_up`` whose first step sends. Then ``--rate`` events a
@@ -342,10 +344,10 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
         provider = ledger.add_provider(
             db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         )
-        separate = backend == "postgres" and not args.one_process
+        separate = not args.one_process
         api_processes = args.api_processes or (2 if backend == "postgres" else 1)
         if backend == "sqlite":
-            api_processes = 1  # its wake-ups do not cross processes: API and worker together
+            api_processes = 1  # one writer at a time: more API processes would wait on it
         with servers(
             settings, db, provider, sink.port, api_processes=api_processes, worker_apart=separate
         ) as (url, pids):
@@ -443,7 +445,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--one-process",
         action="store_true",
-        help="PostgreSQL: the worker in the API's process (as getfluxly serve), not its own",
+        help="the worker in the (first) API process (as getfluxly serve), not its own",
     )
     args = parser.parse_args(argv)
     args.backend = args.backend or "postgres"

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -153,12 +154,13 @@ class AutomationRunner:
         isolated: bool = False,
     ) -> Sequence[AutomationRun]:
         automations: dict[str, Automation] = {}
+        logs: list[dict[str, Any]] = []  # (not isolated: inserted together at the end)
         for run in runs:
             automation = automations.get(run.automation_id) or store.get(session, run.automation_id)
             assert automation is not None  # (the claim joined it)
             automations[automation.id] = automation
             if not isolated:
-                engine.advance(session, run, automation, now)
+                engine.advance(session, run, automation, now, logs=logs)
                 continue
             try:
                 with session.begin_nested():
@@ -167,6 +169,7 @@ class AutomationRunner:
                 log.exception("automation %s: run %s failed", run.automation_id, run.id)
                 session.expire(run)
                 engine.retry_later(run, f"{type(exc).__name__}: {exc}", now)
+        engine.log_steps(session, logs)
         return runs
 
     def read_streams(self) -> int:

@@ -171,8 +171,12 @@ def advance_all(
         return
     try:
         with session.begin_nested():
+            logs: list[dict[str, Any]] = []
+            sends = engine.Sends()  # (new runs: no message can hold their keys yet)
             for run, automation in runs:
-                engine.advance(session, run, automation, now)
+                engine.advance(session, run, automation, now, logs=logs, sends=sends)
+            sends.record(session)
+            engine.log_steps(session, logs)
     except Exception:
         log.warning("a batch of new runs failed; advancing them one at a time", exc_info=True)
         for run, automation in runs:
