@@ -331,6 +331,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             keyring=Keyring.parse(keyring_text),
             rate_limit_per_second=100_000.0,
             rate_limit_burst=100_000,
+            delivery_threads=args.delivery_threads,
         )
         with db.transaction() as session:
             workspace, workspace_key = tenancy.create_workspace(session, "Bench")
@@ -441,6 +442,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--api-processes", type=int, help="PostgreSQL: API processes (2; SQLite: always 1)"
     )
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--delivery-threads", type=int, default=2, help="GETFLUXLY_DELIVERY_THREADS (2)"
+    )
     parser.add_argument("--quick", action="store_true", help="500 profiles, 50/s for 4 s")
     parser.add_argument(
         "--one-process",

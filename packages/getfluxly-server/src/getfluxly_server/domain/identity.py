@@ -30,6 +30,11 @@ from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
 ERASE_JOB = "profiles.erase"
 ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
 CHUNK = 500
+#: The most events one stitching transaction takes (then it commits and queues for the write
+#: lock again): on SQLite, every other writer of the process (the delivery threads marking
+#: each window of messages they send) waits for it, so a backlog of events must not hold the
+#: database for long at a time.
+CHUNK_PER_TRANSACTION = 100
 #: How soon an erasure is promised to be carried out (``completes_by``).
 ERASURE_WITHIN = timedelta(minutes=5)
 
@@ -174,10 +179,10 @@ def process_project(db: Database, project_id: str, consumers: Sequence[EventCons
     while True:
         with db.transaction() as session:
             lock_project(session, project_id)
-            batch = store.unprocessed(session, project_id, CHUNK)
+            batch = store.unprocessed(session, project_id, CHUNK_PER_TRANSACTION)
             _apply_chunk(session, project_id, batch, consumers)
         done += len(batch)
-        if len(batch) < CHUNK:
+        if len(batch) < CHUNK_PER_TRANSACTION:
             return done
 
 

@@ -106,7 +106,8 @@ class Worker:
     # Life cycle.
 
     def start(self) -> None:
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        # (SQLite only.) Woken for its own kinds of job, not for other loops' wake-ups.
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, self.registry)
         if self.listen:
             self._listener = self._spawn(self._listen, "worker-listen")
             # Listen before the first claim, so a job enqueued just after start() is heard;

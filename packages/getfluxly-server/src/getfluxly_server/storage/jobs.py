@@ -174,8 +174,11 @@ _NOTIFY = text("SELECT pg_notify(:channel, :kind)")
 #: process are woken by these callbacks (by engine), and those of every other process on the
 #: same database file through the wake-up channel beside it (:class:`_Channel`); polling stays
 #: the fallback.
-_local_wakers: dict[Engine, list[Callable[[], None]]] = {}
+#: A waker: the function, and the kinds it is for (None: every kind).
+_Waker = tuple[Callable[[], None], frozenset[str] | None]
+_local_wakers: dict[Engine, list[_Waker]] = {}
 _local_lock = threading.Lock()
+_WAKE_KINDS = "jobs_wake_kinds"  # session.info: the kinds this transaction announces
 
 
 def _notify(session: Session, kind: str) -> None:
@@ -185,10 +188,19 @@ def _notify(session: Session, kind: str) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
-    elif not session.info.get("jobs_wake"):  # SQLite: the same, after the commit
-        session.info["jobs_wake"] = True
+    elif (kinds := session.info.get(_WAKE_KINDS)) is not None:  # SQLite: after the commit
+        kinds.add(kind)
+    else:
+        session.info[_WAKE_KINDS] = {kind}
         engine = bind.engine if isinstance(bind, Connection) else bind
-        event.listen(session, "after_commit", functools.partial(_wake_local, engine), once=True)
+        wake = functools.partial(_wake_local, engine)
+        event.listen(session, "after_commit", wake, once=True)
+        event.listen(session, "after_rollback", _forget_kinds, once=True)
+
+
+def _forget_kinds(session: Session) -> None:
+    # (A rollback announces nothing; if the session committed first, there is nothing here.)
+    session.info.pop(_WAKE_KINDS, None)
 
 
 def wake_workers(session: Session, kind: str) -> None:
@@ -197,32 +209,46 @@ def wake_workers(session: Session, kind: str) -> None:
     _notify(session, kind)
 
 
-def _wake_local(engine: Engine, _session: Session) -> None:
+def _wake_local(engine: Engine, session: Session) -> None:
+    kinds = frozenset(session.info.pop(_WAKE_KINDS, ()))
     channel = _Channel.of(engine)
     if channel is None:
-        _wake_here([engine])
+        _wake_here([engine], kinds)
         return
-    _wake_here(channel.engines)
-    channel.announce()
+    _wake_here(channel.engines, kinds)
+    channel.announce(kinds)
 
 
-def _wake_here(engines: Iterable[Engine]) -> None:
-    """Call the wakers of ``engines`` (this process's handles on one database file)."""
+def _wake_here(engines: Iterable[Engine], kinds: frozenset[str] | None) -> None:
+    """Call the wakers of ``engines`` (this process's handles on one database file) that are
+    for one of ``kinds`` (None: all of them)."""
     with _local_lock:
-        wakers = [wake for engine in engines for wake in _local_wakers.get(engine, ())]
+        wakers = [
+            wake
+            for engine in engines
+            for wake, wanted in _local_wakers.get(engine, ())
+            if wanted is None or kinds is None or not wanted.isdisjoint(kinds)
+        ]
     for wake in wakers:
         wake()
 
 
-def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], None]:
-    """SQLite: call ``wake`` after each commit that enqueued a job in ``db``, in this process
-    or another one on the same file (it must not block: it runs in the committing thread, or
-    in the channel's listening thread). Returns the function that stops it. Nothing on
-    PostgreSQL, where :func:`listening` hears every process."""
+def on_local_enqueue(
+    db: Database, wake: Callable[[], None], kinds: Iterable[str] | None = None
+) -> Callable[[], None]:
+    """SQLite: call ``wake`` after each commit that enqueued a job (or woke workers) of one
+    of ``kinds`` (default: of any kind) in ``db``, in this process or another one on the same
+    file (it must not block: it runs in the committing thread, or in the channel's listening
+    thread). Returns the function that stops it. Nothing on PostgreSQL, where
+    :func:`listening` hears every process.
+
+    ``kinds`` matters on SQLite, whose writers take turns: a loop woken for work that is not
+    its own would only queue one more transaction for the write lock."""
     if not db.is_sqlite:
         return lambda: None
+    waker: _Waker = (wake, None if kinds is None else frozenset(kinds))
     with _local_lock:
-        _local_wakers.setdefault(db.engine, []).append(wake)
+        _local_wakers.setdefault(db.engine, []).append(waker)
     channel = _Channel.of(db.engine)
     if channel is not None:
         channel.listen()
@@ -230,8 +256,8 @@ def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], Non
     def stop() -> None:
         with _local_lock:
             wakers = _local_wakers.get(db.engine, [])
-            if wake in wakers:
-                wakers.remove(wake)
+            if waker in wakers:
+                wakers.remove(waker)
             if not wakers:
                 _local_wakers.pop(db.engine, None)
         if channel is not None:
@@ -243,7 +269,8 @@ def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], Non
 class _Channel:
     """SQLite's wake-ups across processes: a directory beside the database file
     (``<file>-wake``, its owner's only) holding one Unix datagram socket per process whose
-    workers listen. A commit that enqueued sends one byte to every socket there but its own
+    workers listen. A commit that enqueued sends the kinds it announces (comma-separated) to
+    every socket there but its own
     (never blocking: a socket whose queue is full has a wake-up waiting already); a socket
     nobody reads any more (its process died) is removed by the first sender that finds it so.
     The channel only hastens what polling would find: a lost wake-up costs a poll interval,
@@ -358,10 +385,14 @@ class _Channel:
                 return
             if not data:  # shut down
                 return
-            _wake_here(list(self.engines))
+            kinds = None if data == b"*" else frozenset(data.decode("ascii", "replace").split(","))
+            _wake_here(list(self.engines), kinds)
 
-    def announce(self) -> None:
-        """Wake the other processes' listeners (see the class docstring)."""
+    def announce(self, kinds: frozenset[str]) -> None:
+        """Wake the other processes' listeners for ``kinds`` (see the class docstring)."""
+        message = ",".join(sorted(kinds)).encode("ascii", "replace") or b"*"
+        if len(message) > 2048:  # (a datagram that size always goes; this one need not)
+            message = b"*"
         try:
             names = [entry.name for entry in self.directory.iterdir()]
         except OSError:
@@ -378,7 +409,7 @@ class _Channel:
                     if self._sender is None:
                         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                         self._sender.setblocking(False)
-                    self._sender.sendto(b"!", address)
+                    self._sender.sendto(message, address)
             except BlockingIOError:
                 continue  # its queue is full: it has wake-ups waiting already
             except (ConnectionRefusedError, FileNotFoundError):

@@ -64,7 +64,8 @@ class AutomationRunner:
 
     def start(self) -> None:
         self._stop.clear()
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        # (SQLite only.) Woken for due runs (engine.wake_runners), not for every enqueue.
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, [engine.WAKE_KIND])
         if self.listen:
             self._spawn(self._listen, "automations-listen")
         self._spawn(self._loop, "automations")
