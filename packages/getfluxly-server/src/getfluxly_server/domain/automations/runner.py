@@ -11,9 +11,9 @@ Each cycle, in short transactions:
 3. every ``date_every`` seconds, checks date triggers.
 
 Wake-ups: new runs and resumed waits notify the job queue's channel (kind ``automations``) at
-commit, which a runner on PostgreSQL hears from any process; on SQLite, commits in this
-process wake it; otherwise it polls every ``poll_seconds``. A timer that came due while no
-runner ran is simply due: the first cycle after start takes it.
+commit, which a runner hears from any process (PostgreSQL ``LISTEN/NOTIFY``; SQLite, the
+wake-up channel beside the database file); otherwise it polls every ``poll_seconds``. A
+timer that came due while no runner ran is simply due: the first cycle after start takes it.
 """
 
 from __future__ import annotations
