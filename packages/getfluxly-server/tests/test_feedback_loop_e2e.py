@@ -7,10 +7,13 @@ the relay received is followed through the real redirect (``/t/c/...``), and the
 fetched (``/t/o/...``), by a reader's browser. A segment with the rule ``{"email": "clicked",
 "within": "P7D"}`` (engine spec section 3) then has that profile as a member, and its entry
 is recorded (a ``segment_transitions`` row, what automations' ``segment_entered`` triggers
-read) once the segment pass has run (``GETFLUXLY_SEGMENT_PASS_SECONDS``: mail activity is
-not an event rule's); likewise ``{"email": "opened"}``. A segment of clicks on another message (its
-``broadcast_id``) and one of bounces stay empty. Nothing is written to the database by the
-test: the click and the open are the server's own records of the requests.
+read) as soon as the worker has processed the click's profile event (``email_clicked``); likewise
+``{"email": "opened"}``. The periodic segment pass (``GETFLUXLY_SEGMENT_PASS_SECONDS``) is set
+to an hour, so it is not what moves anyone. A segment of clicks on another message (its
+``broadcast_id``) and one of bounces stay empty. The one-click unsubscribe (``POST`` to the
+``List-Unsubscribe`` URL) moves the profile out of ``{"subscribed": true}`` at once, with one
+exit. Nothing is written to the database by the test: the click, the open and the unsubscribe
+are the server's own records of the requests.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ def loop(
     directory = tmp_path_factory.mktemp(f"gf-loop-{request.param}")
     database = gf_harness.database(request.param, directory / "db")
     # Opens and clicks count as a person's however soon they come (the test is quick; the
-    # "too soon after sending" rule is tested in test_tracking_links.py). Segments that read
-    # mail activity are brought up to date by the segment pass: every second here.
-    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "1"}
+    # "too soon after sending" rule is tested in test_tracking_links.py). The segment pass
+    # runs once at the start, then not for an hour: segments move as the events are processed.
+    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "3600"}
     server = GFServer(gf_harness, database, directory / "logs", env=env)
     relay = SMTPTestServer(tls="none", auth=True).start()
     try:
@@ -120,20 +123,23 @@ def _profile(loop: Loop, external_id: str, email: str) -> str:
     return profile_id
 
 
-def _delivered_html(loop: Loop, message_id: str) -> str:
-    def find() -> str | None:
+def _delivered(loop: Loop, message_id: str) -> tuple[str, str]:
+    """The HTML part and the ``List-Unsubscribe`` URL of the message the relay received."""
+
+    def find() -> tuple[str, str] | None:
         for received in list(loop.relay.messages):
             if received.message["X-GetFluxly-Message-Id"] == message_id:
                 part = received.message.get_body(("html",))
                 assert part is not None
-                return str(part.get_content())  # type: ignore[attr-defined]
+                [url] = re.findall(r"<([^>]+)>", received.message["List-Unsubscribe"])
+                return str(part.get_content()), url  # type: ignore[attr-defined]
         return None
 
-    html: str = _until(f"{message_id} at the relay", find)
-    return html
+    found: tuple[str, str] = _until(f"{message_id} at the relay", find)
+    return found
 
 
-@pytest.mark.timeout(400)  # a real server, mail and several segment passes on a busy machine
+@pytest.mark.timeout(400)  # a real server and mail on a busy machine
 def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_segment(
     loop: Loop,
 ) -> None:
@@ -143,8 +149,10 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
         loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": "brd_none"}
     )
     bounced = _segment(loop, "Bounced", {"email": "bounced"})
+    subscribed = _segment(loop, "Subscribed", {"subscribed": True})
     profile_id = _profile(loop, "reader-loop", "grace@example.com")
     assert _members(loop, clicked) == set()
+    _until("the reader in the subscribed segment", lambda: _members(loop, subscribed))
 
     sent = loop.server.client(loop.project.secret_key).post(
         "/v1/messages",
@@ -153,7 +161,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     )  # fmt: skip
     assert sent.status_code == 202, sent.text
     message_id = sent.json()["message"]["id"]
-    html = _delivered_html(loop, message_id)
+    html, unsubscribe = _delivered(loop, message_id)
     assert "Hello Grace." in html
     assert "https://shop.example.com" not in html  # the link goes through the redirect
     [click] = re.findall(r'href="(http://127\.0\.0\.1:\d+/t/c/[^"]+)"', html)
@@ -195,4 +203,14 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
         ),
     )
     assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
+
+    # One click on the List-Unsubscribe URL, as a mailbox provider posts it (RFC 8058).
+    posted = reader.post(
+        unsubscribe, content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert posted.status_code == 200, posted.text
+    _until("the reader out of the subscribed segment", lambda: not _members(loop, subscribed))
+    assert [e["kind"] for e in _entries(loop, subscribed, profile_id)] == ["entered", "left"]
+    assert _members(loop, clicked) == {profile_id}  # unsubscribing is no reason to leave it
     assert "Traceback" not in loop.server.logs()

@@ -7,16 +7,24 @@ transitions commit in id order and an automation may follow them with an id curs
 * :class:`SegmentConsumer`, an event consumer (``Feature.event_consumers``): for each chunk
   of events as it is stitched to profiles, only the profiles those events touched are
   evaluated, against only the segments those events can change (a rule that counts one of
-  the events' names, reads one of the traits an ``identify`` set, or can hold for a profile
-  with no data at all, which a new profile is); a profile that merged others is evaluated
-  against every segment, and the merged ones leave.
+  the events' names, reads one of the traits an ``identify`` set, reads the mail activity
+  or subscription state one of the events reports, or can hold for a profile with no data
+  at all, which a new profile is); a profile that merged others is evaluated against every
+  segment, and the merged ones leave. Recorded feedback reaches it this way:
+  ``domain.feedback.record`` writes the ``message_events`` row and, in the same
+  transaction, a profile event (``email_clicked``, ``email_unsubscribed``, ...) with the
+  project's event processing queued; once that commits, the processing job stitches the
+  event and this consumer evaluates the message's profile against the segments reading
+  that activity (``Reads.feedback``), exactly once, with the mail activity already
+  committed. Automations' consumer sees the same events on the same path.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
   a segment with event windows (``within``) it evaluates only the profiles with an event
   that left a window since its last pass (the only ones time alone can move); it
   recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
-  any profile's may cross now), mail activity or subscription state (written outside event
+  any profile's may cross now), mail activity or subscription state (their ``within``
+  windows, ``sent`` statuses and other profiles sharing an address change outside event
   processing); it evaluates profiles changed since its last pass (an alias merge, a trait
   written directly) against every other segment, and removes members whose profile was
   merged or erased. Its first pass after a start recomputes every segment (catching up on
@@ -260,6 +268,7 @@ class SegmentConsumer:
                 segment.admits_empty
                 or bool(segment.reads.events & names)
                 or bool(segment.reads.traits & traits)
+                or bool(segment.reads.feedback & names)
             )
             refresh(session, [segment], touched if relevant else survivors & touched, now)
         if survivors:

@@ -1,0 +1,226 @@
+"""Mail activity and subscription state move segment members at once, on SQLite and
+PostgreSQL (issue 14: segments "evaluated incrementally as events and traits arrive").
+
+Contract (engine spec sections 3, 6 and 7): feedback recorded through its one path
+(``domain.feedback.record``: the tracking links' opens and clicks, a relay's bounce, a
+one-click unsubscribe) is seen by the segments whose rules read it (``{"email": "clicked"}``,
+``{"subscribed": false}``, ...) as soon as the project's event processing has run after it,
+for the message's profile, with exactly one entry or exit recorded; the periodic segment
+pass is never run here, so it cannot be what moved anyone. Segments that read nothing the
+feedback reports are not evaluated. Every event consumer sees each ``email_*`` event once
+(automations' triggers and ``exit_on`` read the same events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from flux_testkit import ledger
+from flux_testkit.gfserver import GFDatabase
+from getfluxly_server.crypto import Keyring
+from getfluxly_server.domain import identity
+from getfluxly_server.domain.clock import ManualClock
+from getfluxly_server.domain.feedback.record import FeedbackEvent, record
+from getfluxly_server.domain.segments import membership, rules
+from getfluxly_server.domain.tracking import engagement, preferences
+from getfluxly_server.domain.tracking.machines import Hit
+from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.models import (
+    Event,
+    Message,
+    MessageEventType,
+    Segment,
+    SegmentMember,
+    SegmentTransition,
+    new_id,
+)
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+HOUR = timedelta(hours=1)
+
+
+class Recorder:
+    """An event consumer that keeps the names of the events it is handed."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, session: Session, project_id: str, events: Sequence[Event]) -> None:
+        self.names += [e.name or "" for e in events]
+
+
+class Feedback:
+    """A project with one profile mailed once, its segments, and the worker's event
+    processing with the segment consumer (no periodic pass, ever)."""
+
+    def __init__(self, db: Database, workspace_id: str) -> None:
+        self.db = db
+        self.project_id = ledger.make_project(db, workspace_id)
+        self.clock = ManualClock(datetime.now(UTC))
+        self.cache = membership.RuleCache()
+        self.recorder = Recorder()
+        self.consumers = [membership.SegmentConsumer(self.clock, self.cache), self.recorder]
+        self.profile_id = ledger.add_profile(
+            db, self.project_id, {"email": "ada@example.com", "first_name": "Ada"}
+        )
+        self.message_id = self.mail(self.profile_id, "ada@example.com")
+
+    def mail(self, profile_id: str, email: str, group: str | None = None) -> str:
+        """A marketing message as the delivery workers leave it once the relay took it."""
+        keyring = Keyring.parse(Keyring.generate())
+        provider = ledger.add_provider(
+            self.db, keyring, self.project_id, ledger.smtp_body("127.0.0.1", 25)
+        )
+        [message_id] = ledger.queue_messages(
+            self.db, self.project_id, provider, [email], profile_id=profile_id
+        )
+        with self.db.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status="sent", sent_at=self.clock.now() - HOUR, due_at=None,
+                        transactional=False, subscription_group=group)
+            )  # fmt: skip
+        return message_id
+
+    def segment(self, rule: Any) -> str:
+        rules.parse(rule)
+        with self.db.transaction() as session:
+            row = Segment(id=new_id("seg"), project_id=self.project_id, name=new_id("n"),
+                          rule=rule)  # fmt: skip
+            session.add(row)
+        membership.compute(self.db, self.clock, row.id, self.cache)
+        return row.id
+
+    def hit(self) -> Hit:
+        return Hit("GET", BROWSER, "203.0.113.9", self.clock.now())
+
+    def process(self) -> int:
+        """What the ``events.process`` job that ``record`` queued does."""
+        return identity.process_project(self.db, self.project_id, self.consumers)
+
+    def members(self, segment_id: str) -> set[str]:
+        with self.db.read() as session:
+            found = session.scalars(
+                select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
+            )
+            return set(found)
+
+    def transitions(self, segment_id: str) -> list[tuple[str, str]]:
+        with self.db.read() as session:
+            rows = session.execute(
+                select(SegmentTransition.profile_id, SegmentTransition.kind)
+                .where(SegmentTransition.segment_id == segment_id)
+                .order_by(SegmentTransition.id)
+            )
+            return [(p, k) for p, k in rows]
+
+
+@pytest.fixture
+def fb(gf_db: Database, gf_database: GFDatabase) -> Feedback:
+    return Feedback(gf_db, gf_database.workspace.id)
+
+
+def test_a_click_and_an_open_move_the_profile_in_at_once(fb: Feedback) -> None:
+    clicked = fb.segment({"email": "clicked", "within": "P7D"})
+    opened = fb.segment({"email": "opened"})
+    of_a_broadcast = fb.segment({"email": "clicked", "broadcast_id": "brd_other"})
+    assert fb.members(clicked) == set()
+
+    with fb.db.transaction() as session:
+        assert engagement.clicked(session, fb.message_id, "https://example.com/x", fb.hit(), 0)
+    assert fb.members(clicked) == set(), "moved by the event processing, not before"
+    assert fb.process() == 1
+    assert fb.members(clicked) == {fb.profile_id}
+    assert fb.transitions(clicked) == [(fb.profile_id, "entered")]
+    assert fb.members(opened) == set()
+    assert fb.members(of_a_broadcast) == set()
+
+    with fb.db.transaction() as session:
+        assert engagement.opened(session, fb.message_id, fb.hit(), 0)
+    fb.process()
+    assert fb.members(opened) == {fb.profile_id}
+    assert fb.transitions(opened) == [(fb.profile_id, "entered")]
+
+    # A second click: no second entry; processing again: nothing more.
+    with fb.db.transaction() as session:
+        assert engagement.clicked(session, fb.message_id, "https://example.com/x", fb.hit(), 0)
+    assert fb.process() == 1
+    assert fb.process() == 0
+    assert fb.transitions(clicked) == [(fb.profile_id, "entered")]
+    # Every consumer (automations' too) was handed each profile event exactly once.
+    assert fb.recorder.names == ["email_clicked", "email_opened", "email_clicked"]
+
+
+def test_a_machine_click_moves_nobody(fb: Feedback) -> None:
+    clicked = fb.segment({"email": "clicked"})
+    scanner = Hit("HEAD", "Barracuda Sentinel", "203.0.113.9", fb.clock.now())
+    with fb.db.transaction() as session:
+        assert engagement.clicked(session, fb.message_id, "https://example.com/x", scanner, 0)
+    fb.process()
+    assert fb.members(clicked) == set()
+    assert fb.transitions(clicked) == []
+
+
+def test_a_bounce_moves_the_profile_in_and_out_of_not_bounced(fb: Feedback) -> None:
+    bounced = fb.segment({"email": "bounced", "within": "P30D"})
+    reachable = fb.segment({"all": [{"trait": "email", "op": "exists"},
+                                    {"not": {"email": "bounced"}}]})  # fmt: skip
+    assert fb.members(reachable) == {fb.profile_id}
+    report = FeedbackEvent(
+        type=MessageEventType.BOUNCED, email="ada@example.com", source="postmark",
+        occurred_at=fb.clock.now(), message_id=fb.message_id, provider_event_id="pm-1",
+        bounce_type="hard", reason="550 5.1.1 no such user",
+    )  # fmt: skip
+    with fb.db.transaction() as session:
+        record(session, fb.project_id, [report])
+    fb.process()
+    assert fb.members(bounced) == {fb.profile_id}
+    assert fb.transitions(bounced) == [(fb.profile_id, "entered")]
+    assert fb.members(reachable) == set()
+    assert fb.transitions(reachable) == [(fb.profile_id, "entered"), (fb.profile_id, "left")]
+    # The relay's retry of the same report changes nothing.
+    with fb.db.transaction() as session:
+        assert record(session, fb.project_id, [report]) == []
+    assert fb.process() == 0
+    assert fb.transitions(bounced) == [(fb.profile_id, "entered")]
+
+
+def test_a_one_click_unsubscribe_moves_the_profile_out_at_once(fb: Feedback) -> None:
+    subscribed = fb.segment({"subscribed": True})
+    unsubscribed = fb.segment({"subscribed": False})
+    clicked = fb.segment({"email": "clicked"})  # reads no unsubscribes: never evaluated
+    assert fb.members(subscribed) == {fb.profile_id}
+
+    with fb.db.transaction() as session:
+        preferences.one_click(session, fb.message_id, fb.hit())
+    fb.process()
+    assert fb.members(subscribed) == set()
+    assert fb.transitions(subscribed) == [(fb.profile_id, "entered"), (fb.profile_id, "left")]
+    assert fb.members(unsubscribed) == {fb.profile_id}
+    assert fb.transitions(unsubscribed) == [(fb.profile_id, "entered")]
+    assert fb.transitions(clicked) == []
+    # Again: already unsubscribed, nothing moves.
+    with fb.db.transaction() as session:
+        preferences.one_click(session, fb.message_id, fb.hit())
+    fb.process()
+    assert fb.transitions(unsubscribed) == [(fb.profile_id, "entered")]
+
+
+def test_leaving_one_group_moves_the_profile_out_of_that_groups_segment(fb: Feedback) -> None:
+    news = fb.segment({"subscribed": True, "group": "news"})
+    everything = fb.segment({"subscribed": True})
+    message_id = fb.mail(fb.profile_id, "ada@example.com", group="news")
+    with fb.db.transaction() as session:
+        preferences.one_click(session, message_id, fb.hit())
+    fb.process()
+    assert fb.members(news) == set()
+    assert fb.transitions(news) == [(fb.profile_id, "entered"), (fb.profile_id, "left")]
+    assert fb.members(everything) == {fb.profile_id}
+    assert fb.transitions(everything) == [(fb.profile_id, "entered")]
