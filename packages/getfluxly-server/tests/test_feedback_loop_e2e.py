@@ -85,6 +85,23 @@ def _segment(loop: Loop, name: str, rule: dict[str, Any]) -> str:
     return str(made.json()["segment"]["id"])
 
 
+def _broadcast(loop: Loop, segment_id: str) -> str:
+    """A broadcast of the project (a draft: it sends nothing)."""
+    client = loop.server.client()
+    template = client.post(
+        f"/v1/projects/{loop.project.id}/templates",
+        json={"name": "Spring", "subject": "Spring", "html": HTML},
+    )
+    assert template.status_code == 201, template.text
+    made = client.post(
+        f"/v1/projects/{loop.project.id}/broadcasts",
+        json={"name": "Spring", "template_id": template.json()["template"]["id"],
+              "segment_id": segment_id},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    return str(made.json()["broadcast"]["id"])
+
+
 def _members(loop: Loop, segment_id: str) -> set[str]:
     answer = loop.server.client().get(f"/v1/segments/{segment_id}/members")
     assert answer.status_code == 200, answer.text
@@ -145,10 +162,10 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
 ) -> None:
     clicked = _segment(loop, "Clicked this week", {"email": "clicked", "within": "P7D"})
     opened = _segment(loop, "Opened this week", {"email": "opened", "within": "P7D"})
-    elsewhere = _segment(
-        loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": "brd_none"}
-    )
     bounced = _segment(loop, "Bounced", {"email": "bounced"})
+    elsewhere = _segment(
+        loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": _broadcast(loop, bounced)}
+    )
     subscribed = _segment(loop, "Subscribed", {"subscribed": True})
     profile_id = _profile(loop, "reader-loop", "grace@example.com")
     assert _members(loop, clicked) == set()
