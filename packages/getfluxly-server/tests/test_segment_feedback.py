@@ -24,15 +24,19 @@ from sqlalchemy.orm import Session
 from flux_testkit import ledger
 from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.crypto import Keyring
-from getfluxly_server.domain import identity
+from getfluxly_server.domain import identity, suppressions
 from getfluxly_server.domain.clock import ManualClock
 from getfluxly_server.domain.feedback.record import FeedbackEvent, record
 from getfluxly_server.domain.segments import membership, rules
+from getfluxly_server.domain.segments.addresses import ADDRESSES_JOB
+from getfluxly_server.domain.tenancy import Principal
 from getfluxly_server.domain.tracking import engagement, preferences
 from getfluxly_server.domain.tracking.machines import Hit
+from getfluxly_server.domain.tracking.preferences import GroupDefinition
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     Event,
+    Job,
     Message,
     MessageEventType,
     Segment,
@@ -70,6 +74,8 @@ class Feedback:
             db, self.project_id, {"email": "ada@example.com", "first_name": "Ada"}
         )
         self.message_id = self.mail(self.profile_id, "ada@example.com")
+        self._jobs_seen = 0
+        self.owner = Principal("key", "workspace", workspace_id, None)
 
     def mail(self, profile_id: str, email: str, group: str | None = None) -> str:
         """A marketing message as the delivery workers leave it once the relay took it."""
@@ -104,6 +110,27 @@ class Feedback:
     def process(self) -> int:
         """What the ``events.process`` job that ``record`` queued does."""
         return identity.process_project(self.db, self.project_id, self.consumers)
+
+    def address_jobs(self) -> list[dict[str, int]]:
+        """Run the ``segments.addresses`` jobs queued since the last call, as a worker does
+        (the feature's own handler); what each did."""
+        [handler] = [
+            h
+            for h in membership.handlers(self.db, self.clock, self.cache)
+            if h.kind.name == ADDRESSES_JOB
+        ]
+        with self.db.read() as session:
+            payloads = list(
+                session.scalars(
+                    select(Job.payload)
+                    .where(Job.kind == ADDRESSES_JOB, Job.id > self._jobs_seen)
+                    .order_by(Job.id)
+                )
+            )
+            self._jobs_seen = max(
+                [self._jobs_seen, *session.scalars(select(Job.id).where(Job.kind == ADDRESSES_JOB))]
+            )
+        return [handler(p) for p in payloads]
 
     def members(self, segment_id: str) -> set[str]:
         with self.db.read() as session:
@@ -224,3 +251,78 @@ def test_leaving_one_group_moves_the_profile_out_of_that_groups_segment(fb: Feed
     assert fb.transitions(news) == [(fb.profile_id, "entered"), (fb.profile_id, "left")]
     assert fb.members(everything) == {fb.profile_id}
     assert fb.transitions(everything) == [(fb.profile_id, "entered")]
+
+
+def test_coming_back_on_the_preference_page_moves_the_profile_back_in(fb: Feedback) -> None:
+    subscribed = fb.segment({"subscribed": True})
+    with fb.db.transaction() as session:
+        preferences.one_click(session, fb.message_id, fb.hit())
+    fb.process()
+    assert fb.members(subscribed) == set()
+    assert fb.address_jobs() == []  # the unsubscribe went by its event
+
+    # The page's form, "unsubscribe from everything" unticked: no event, a job.
+    with fb.db.transaction() as session:
+        preferences.save(session, fb.message_id, [], unsubscribe_all=False, hit=fb.hit())
+    assert fb.members(subscribed) == set(), "moved by the job, once it runs"
+    assert fb.address_jobs() == [{"profiles": 1, "entered": 1, "left": 0}]
+    assert fb.members(subscribed) == {fb.profile_id}
+    assert fb.transitions(subscribed) == [
+        (fb.profile_id, "entered"), (fb.profile_id, "left"), (fb.profile_id, "entered"),
+    ]  # fmt: skip
+    # Saving the page again as it is changes nothing and queues nothing.
+    with fb.db.transaction() as session:
+        preferences.save(session, fb.message_id, [], unsubscribe_all=False, hit=fb.hit())
+    assert fb.address_jobs() == []
+
+
+def test_ticking_a_group_again_moves_the_profile_back_into_its_segment(fb: Feedback) -> None:
+    with fb.db.transaction() as session:
+        groups = [GroupDefinition("news", "News"), GroupDefinition("tips", "Tips")]
+        preferences.set_groups(session, fb.owner, fb.project_id, groups)
+    news = fb.segment({"subscribed": True, "group": "news"})
+    tips = fb.segment({"subscribed": True, "group": "tips"})
+    with fb.db.transaction() as session:
+        preferences.save(session, fb.message_id, ["tips"], unsubscribe_all=False, hit=fb.hit())
+    fb.process()  # leaving news is an email_unsubscribed event (group news)
+    assert fb.members(news) == set()
+    assert fb.members(tips) == {fb.profile_id}
+    assert fb.address_jobs() == []
+
+    with fb.db.transaction() as session:
+        preferences.save(
+            session, fb.message_id, ["news", "tips"], unsubscribe_all=False, hit=fb.hit()
+        )
+    assert fb.address_jobs() == [{"profiles": 1, "entered": 1, "left": 0}]
+    assert fb.members(news) == {fb.profile_id}
+    assert fb.transitions(news) == [
+        (fb.profile_id, "entered"), (fb.profile_id, "left"), (fb.profile_id, "entered"),
+    ]  # fmt: skip
+    assert fb.transitions(tips) == [(fb.profile_id, "entered")]
+
+
+def test_the_suppressions_api_moves_every_profile_with_the_address(fb: Feedback) -> None:
+    twin = ledger.add_profile(fb.db, fb.project_id, {"email": "ADA@example.com"})
+    other = ledger.add_profile(fb.db, fb.project_id, {"email": "bob@example.com"})
+    subscribed = fb.segment({"subscribed": True})
+    unsubscribed = fb.segment({"subscribed": False})
+    clicked = fb.segment({"email": "clicked"})
+    assert fb.members(subscribed) == {fb.profile_id, twin, other}
+
+    with fb.db.transaction() as session:
+        suppressions.add(session, fb.owner, fb.project_id, "Ada@Example.com", "unsubscribed")
+    assert fb.address_jobs() == [{"profiles": 2, "entered": 2, "left": 2}]
+    assert fb.members(subscribed) == {other}
+    assert fb.members(unsubscribed) == {fb.profile_id, twin}
+    # Suppressed for another reason: still subscribed (a bounce is no choice), no job.
+    with fb.db.transaction() as session:
+        suppressions.add(session, fb.owner, fb.project_id, "bob@example.com", "manual")
+    assert fb.address_jobs() == []
+
+    with fb.db.transaction() as session:
+        suppressions.remove(session, fb.owner, fb.project_id, "ada@example.com")
+    assert fb.address_jobs() == [{"profiles": 2, "entered": 2, "left": 2}]
+    assert fb.members(subscribed) == {fb.profile_id, twin, other}
+    assert fb.members(unsubscribed) == set()
+    assert [k for p, k in fb.transitions(unsubscribed) if p == twin] == ["entered", "left"]
+    assert fb.transitions(clicked) == []

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from fluxmail import is_email
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import NotFound, ValidationFailed
+from getfluxly_server.domain.segments import addresses as segment_addresses
 from getfluxly_server.domain.tenancy import Principal, project_of
 from getfluxly_server.storage import suppressions as store
 from getfluxly_server.storage.models import ADDRESS_MAX, Suppression, SuppressionReason
@@ -123,7 +124,10 @@ def add(
     """``POST /v1/projects/{project_id}/suppressions``: :func:`suppress` for the caller's
     project, without a message."""
     project_of(session, principal, project_id)
-    return suppress(session, project_id, email, reason)
+    done = suppress(session, project_id, email, reason)
+    if done.added and done.entry.reason == SuppressionReason.UNSUBSCRIBED.value:
+        segment_addresses.changed(session, project_id, [done.entry.email])
+    return done
 
 
 def remove(session: Session, principal: Principal, project_id: str, email: str) -> None:
@@ -132,6 +136,8 @@ def remove(session: Session, principal: Principal, project_id: str, email: str) 
     project_of(session, principal, project_id)
     if not store.remove(session, project_id, email):
         raise NotFound("suppressed address")
+    # ``subscribed`` segment rules read the list (an unsubscribe taken back).
+    segment_addresses.changed(session, project_id, [store.normalise(email)])
 
 
 def page(

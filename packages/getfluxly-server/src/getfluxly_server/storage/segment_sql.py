@@ -321,6 +321,11 @@ class Scope:
             out = or_(out, left_group)
         return and_(has_address, out if not subscribed else not_(out))
 
+    def addressed(self, emails: Collection[str]) -> Condition:
+        """The profile's ``email`` trait, lower-cased, is one of ``emails`` (lower-case)."""
+        address = func.lower(_Json(Profile.traits, "email", self.postgres).text())
+        return _known(address.in_(sorted(emails)))
+
     def members(self, condition: Condition) -> Select[str]:
         """The ids of the project's live profiles (in ``among``) meeting ``condition``."""
         if self.among is None or self.postgres:

@@ -1,6 +1,6 @@
 """Segment membership kept current: who is in each saved segment, and every entry and exit.
 
-Three paths write ``segment_members`` (and a ``segment_transitions`` row per change), all
+Four paths write ``segment_members`` (and a ``segment_transitions`` row per change), all
 while holding the project's lock (``domain.identity.lock_project``), so a project's
 transitions commit in id order and an automation may follow them with an id cursor:
 
@@ -17,6 +17,9 @@ transitions commit in id order and an automation may follow them with an id curs
   event and this consumer evaluates the message's profile against the segments reading
   that activity (``Reads.feedback``), exactly once, with the mail activity already
   committed. Automations' consumer sees the same events on the same path.
+* :func:`addresses_changed`, the job a return to the list gets (:mod:`.addresses`: the
+  preference page, the suppressions API, which write no event): the project's profiles
+  with those addresses evaluated against the segments reading subscription state.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
@@ -38,12 +41,14 @@ import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.clock import Clock
 from getfluxly_server.domain.identity import lock_project
 from getfluxly_server.domain.segments import rules
+from getfluxly_server.domain.segments.addresses import ADDRESSES_CHANGED
 from getfluxly_server.domain.segments.model import (
     All,
     AnyOf,
@@ -56,6 +61,7 @@ from getfluxly_server.domain.segments.model import (
 )
 from getfluxly_server.queue.kinds import JobHandler, JobKind, JobPayload
 from getfluxly_server.storage import profiles as profile_store
+from getfluxly_server.storage import segment_sql
 from getfluxly_server.storage import segments as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Event, Segment
@@ -231,8 +237,29 @@ def _live(row: Segment) -> bool:
     return row.deleted_at is None
 
 
-def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[ComputeSegment]]:
-    return [COMPUTE_SEGMENT.handler(lambda p: compute(db, clock, p.segment_id, cache))]
+def addresses_changed(
+    db: Database, clock: Clock, project_id: str, emails: Collection[str], cache: RuleCache
+) -> dict[str, int]:
+    """The ``segments.addresses`` job (:mod:`.addresses`): the project's profiles with one
+    of ``emails`` evaluated against its segments that read subscription state."""
+    with db.transaction() as session:
+        lock_project(session, project_id)
+        segments = [s for s in cache.live(session, project_id) if s.reads.subscriptions]
+        if not segments or not emails:
+            return {"profiles": 0, "entered": 0, "left": 0}
+        scope = segment_sql.Scope.of(session, project_id, None)
+        profile_ids = list(session.scalars(scope.members(scope.addressed(emails))))
+        entered, left = refresh(session, segments, profile_ids, clock.now())
+        return {"profiles": len(profile_ids), "entered": entered, "left": left}
+
+
+def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[Any]]:
+    return [
+        COMPUTE_SEGMENT.handler(lambda p: compute(db, clock, p.segment_id, cache)),
+        ADDRESSES_CHANGED.handler(
+            lambda p: addresses_changed(db, clock, p.project_id, p.emails, cache)
+        ),
+    ]
 
 
 # -- as events arrive --------------------------------------------------------------------------
