@@ -25,6 +25,8 @@ from flux_testkit import ledger
 from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import identity, suppressions
+from getfluxly_server.domain.automations import manage as automations
+from getfluxly_server.domain.automations import triggers
 from getfluxly_server.domain.clock import ManualClock
 from getfluxly_server.domain.feedback.record import FeedbackEvent, record
 from getfluxly_server.domain.segments import membership, rules
@@ -35,6 +37,7 @@ from getfluxly_server.domain.tracking.machines import Hit
 from getfluxly_server.domain.tracking.preferences import GroupDefinition
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
+    AutomationRun,
     Event,
     Job,
     Message,
@@ -326,3 +329,38 @@ def test_the_suppressions_api_moves_every_profile_with_the_address(fb: Feedback)
     assert fb.members(unsubscribed) == set()
     assert [k for p, k in fb.transitions(unsubscribed) if p == twin] == ["entered", "left"]
     assert fb.transitions(clicked) == []
+
+
+def test_automations_start_on_a_click_and_exit_on_an_unsubscribe(fb: Feedback) -> None:
+    """The same email_* events reach automations' consumer: a trigger on ``email_clicked``
+    starts one run per click's profile, ``exit_on`` ``email_unsubscribed`` ends it."""
+    fb.consumers.append(triggers.EventConsumer(fb.clock))
+    body = {
+        "name": "Clicked: follow up", "trigger": {"event": "email_clicked"},
+        "steps": [{"id": "wait", "type": "delay", "duration": "P1D"}],
+        "exit_on": {"event": "email_unsubscribed"},
+    }  # fmt: skip
+    with fb.db.transaction() as session:
+        made = automations.create(session, fb.owner, fb.project_id, body)
+        automations.activate(session, fb.owner, made.id, fb.clock.now())
+        automation_id = made.id
+
+    def runs() -> list[tuple[str, str]]:
+        with fb.db.read() as session:
+            found = session.execute(
+                select(AutomationRun.profile_id, AutomationRun.status).where(
+                    AutomationRun.automation_id == automation_id
+                )
+            )
+            return [(p, s) for p, s in found]
+
+    with fb.db.transaction() as session:
+        engagement.clicked(session, fb.message_id, "https://example.com/x", fb.hit(), 0)
+    fb.process()
+    assert runs() == [(fb.profile_id, "running")]
+    fb.process()
+    assert runs() == [(fb.profile_id, "running")]  # seen once
+    with fb.db.transaction() as session:
+        preferences.one_click(session, fb.message_id, fb.hit())
+    fb.process()
+    assert runs() == [(fb.profile_id, "exited")]
