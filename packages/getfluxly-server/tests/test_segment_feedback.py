@@ -8,7 +8,10 @@ one-click unsubscribe) is seen by the segments whose rules read it (``{"email": 
 for the message's profile, with exactly one entry or exit recorded; the periodic segment
 pass is never run here, so it cannot be what moved anyone. Segments that read nothing the
 feedback reports are not evaluated. Every event consumer sees each ``email_*`` event once
-(automations' triggers and ``exit_on`` read the same events).
+(automations' triggers and ``exit_on`` read the same events). A change of subscription
+state moves every profile with the address (two may share one; a message sent to an address
+alone has no profile event) through the ``segments.addresses`` job it queues: an
+unsubscribe, a return to the list on the preference page, the suppressions API.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class Feedback:
         self._jobs_seen = 0
         self.owner = Principal("key", "workspace", workspace_id, None)
 
-    def mail(self, profile_id: str, email: str, group: str | None = None) -> str:
+    def mail(self, profile_id: str | None, email: str, group: str | None = None) -> str:
         """A marketing message as the delivery workers leave it once the relay took it."""
         keyring = Keyring.parse(Keyring.generate())
         provider = ledger.add_provider(
@@ -243,6 +246,24 @@ def test_a_one_click_unsubscribe_moves_the_profile_out_at_once(fb: Feedback) -> 
     assert fb.transitions(unsubscribed) == [(fb.profile_id, "entered")]
 
 
+def test_an_unsubscribe_moves_every_profile_with_the_address(fb: Feedback) -> None:
+    """Also a message sent to the address alone (no profile: no profile event), and a
+    second profile sharing the address: the address job moves them."""
+    twin = ledger.add_profile(fb.db, fb.project_id, {"email": "Ada@Example.com"})
+    subscribed = fb.segment({"subscribed": True})
+    unsubscribed = fb.segment({"subscribed": False})
+    bare = fb.mail(None, "ada@example.com")
+    with fb.db.transaction() as session:
+        preferences.one_click(session, bare, fb.hit())
+    assert fb.process() == 0  # no profile, no event
+    assert fb.members(subscribed) == {fb.profile_id, twin}
+    assert fb.address_jobs() == [{"profiles": 2, "entered": 2, "left": 2}]
+    assert fb.members(subscribed) == set()
+    assert fb.members(unsubscribed) == {fb.profile_id, twin}
+    for profile_id in (fb.profile_id, twin):
+        assert [k for p, k in fb.transitions(unsubscribed) if p == profile_id] == ["entered"]
+
+
 def test_leaving_one_group_moves_the_profile_out_of_that_groups_segment(fb: Feedback) -> None:
     news = fb.segment({"subscribed": True, "group": "news"})
     everything = fb.segment({"subscribed": True})
@@ -262,7 +283,8 @@ def test_coming_back_on_the_preference_page_moves_the_profile_back_in(fb: Feedba
         preferences.one_click(session, fb.message_id, fb.hit())
     fb.process()
     assert fb.members(subscribed) == set()
-    assert fb.address_jobs() == []  # the unsubscribe went by its event
+    # The unsubscribe's address job finds its profile already moved (by the event).
+    assert fb.address_jobs() == [{"profiles": 1, "entered": 0, "left": 0}]
 
     # The page's form, "unsubscribe from everything" unticked: no event, a job.
     with fb.db.transaction() as session:
@@ -290,7 +312,7 @@ def test_ticking_a_group_again_moves_the_profile_back_into_its_segment(fb: Feedb
     fb.process()  # leaving news is an email_unsubscribed event (group news)
     assert fb.members(news) == set()
     assert fb.members(tips) == {fb.profile_id}
-    assert fb.address_jobs() == []
+    assert fb.address_jobs() == [{"profiles": 1, "entered": 0, "left": 0}]
 
     with fb.db.transaction() as session:
         preferences.save(

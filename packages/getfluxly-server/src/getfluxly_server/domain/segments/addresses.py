@@ -1,9 +1,12 @@
-"""Subscription state changed for some addresses outside feedback's events: tell segments.
+"""Subscription state changed for some addresses: tell segments, for every profile with one.
 
 An unsubscribe recorded as feedback reaches segments through its ``email_unsubscribed``
-profile event (see :mod:`.membership`). A return to the list has no event: the preference
-page ticking a group again or coming back to all marketing mail, a suppression added or
-removed through the API. Those call :func:`changed` in their transaction; the
+profile event (see :mod:`.membership`), but only for the message's profile: a message sent
+to an address alone has none, and two profiles may share an address. A return to the list
+has no event at all: the preference page ticking a group again or coming back to all
+marketing mail, a suppression added or removed through the API. So ``domain.feedback.record``
+(for the unsubscribes it records) and those paths call :func:`changed` in their
+transaction; the
 ``segments.addresses`` job it queues (run once that commits) re-evaluates the project's
 profiles with those addresses against the segments whose rules read subscription state
 (``{"subscribed": ...}``), recording each entry and exit once, like every other writer of

@@ -17,9 +17,10 @@ transitions commit in id order and an automation may follow them with an id curs
   event and this consumer evaluates the message's profile against the segments reading
   that activity (``Reads.feedback``), exactly once, with the mail activity already
   committed. Automations' consumer sees the same events on the same path.
-* :func:`addresses_changed`, the job a return to the list gets (:mod:`.addresses`: the
-  preference page, the suppressions API, which write no event): the project's profiles
-  with those addresses evaluated against the segments reading subscription state.
+* :func:`addresses_changed`, the job a change of subscription state gets
+  (:mod:`.addresses`: an unsubscribe recorded as feedback, a return to the list on the
+  preference page, the suppressions API): the project's profiles with those addresses
+  evaluated against the segments reading subscription state.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
@@ -27,11 +28,11 @@ transitions commit in id order and an automation may follow them with an id curs
   that left a window since its last pass (the only ones time alone can move); it
   recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
   any profile's may cross now), mail activity or subscription state (their ``within``
-  windows, ``sent`` statuses and other profiles sharing an address change outside event
-  processing); it evaluates profiles changed since its last pass (an alias merge, a trait
-  written directly) against every other segment, and removes members whose profile was
-  merged or erased. Its first pass after a start recomputes every segment (catching up on
-  anything missed while no worker ran).
+  windows and ``sent`` statuses change outside event processing); it evaluates profiles
+  changed since its last pass (an alias merge, a trait written directly) against every
+  other segment, and removes members whose profile was merged or erased. Its first pass
+  after a start recomputes every segment (catching up on anything missed while no worker
+  ran).
 """
 
 from __future__ import annotations
