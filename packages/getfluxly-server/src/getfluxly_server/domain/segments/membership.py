@@ -24,11 +24,11 @@ transitions commit in id order and an automation may follow them with an id curs
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
-  a segment with event windows (``within``) it evaluates only the profiles with an event
-  that left a window since its last pass (the only ones time alone can move); it
-  recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
-  any profile's may cross now), mail activity or subscription state (their ``within``
-  windows and ``sent`` statuses change outside event processing); it evaluates profiles
+  a segment with event or mail activity windows (``within``) it evaluates only the profiles
+  with an event or a feedback event that left a window since its last pass (the only ones
+  time alone can move); it recomputes in full the segments reading a date trait
+  (``within_last``, ``before_last``: any profile's may cross now) or messages ``sent`` (a
+  status the delivery workers move with no event); it evaluates profiles
   changed since its last pass (an alias merge, a trait written directly) against every
   other segment, and removes members whose profile was merged or erased. Its first pass
   after a start recomputes every segment (catching up on anything missed while no worker
@@ -54,6 +54,7 @@ from getfluxly_server.domain.segments.model import (
     All,
     AnyOf,
     CountOp,
+    Email,
     Not,
     Op,
     Performed,
@@ -99,19 +100,26 @@ class Saved:
 
     #: The ``(event, within)`` pairs of its event rules with a window.
     windows: frozenset[tuple[str, timedelta]] = frozenset()
+    #: The ``(activity, within)`` pairs of its mail activity rules with a window (not
+    #: ``sent``): feedback of that type leaves the window as time passes.
+    email_windows: frozenset[tuple[str, timedelta]] = frozenset()
 
     @property
     def recomputed_by_the_pass(self) -> bool:
-        """Whether the periodic pass recomputes it in full: it reads mail activity or
-        subscription state (changed outside event processing), or a date trait (any
-        profile's may cross now)."""
-        return self.reads.email or self.reads.subscriptions or self.reads.timed_traits
+        """Whether the periodic pass recomputes it in full: it reads a date trait (any
+        profile's may cross now) or messages ``sent`` (a status the delivery workers move
+        with no event). Other mail activity and subscription state are not: every writer
+        of them tells segments at once (recorded feedback through its profile events and
+        :mod:`.addresses`, the preference page and the suppressions API through
+        :mod:`.addresses`)."""
+        return self.reads.email_sent or self.reads.timed_traits
 
     @property
     def windowed(self) -> bool:
-        """Whether time alone changes it only through event windows: the pass evaluates
-        just the profiles with an event that crossed a window's edge since its last pass."""
-        return bool(self.windows) and not self.recomputed_by_the_pass
+        """Whether time alone changes it only through windows: the pass evaluates just the
+        profiles with an event, or a feedback event, that crossed a window's edge since its
+        last pass."""
+        return bool(self.windows or self.email_windows) and not self.recomputed_by_the_pass
 
 
 class RuleCache:
@@ -132,7 +140,7 @@ class RuleCache:
         rule = rules.parse(row.rule)
         found = Saved(
             row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule),
-            frozenset(_windows(rule)),
+            frozenset(_windows(rule)), frozenset(_email_windows(rule)),
         )  # fmt: skip
         with self._lock:
             if len(self._parsed) >= self.LIMIT:
@@ -152,6 +160,17 @@ def _windows(rule: Rule) -> list[tuple[str, timedelta]]:
             return _windows(inner)
         case Performed(event=event, within=within) if within is not None:
             return [(event, within)]
+    return []
+
+
+def _email_windows(rule: Rule) -> list[tuple[str, timedelta]]:
+    match rule:
+        case All(children) | AnyOf(children):
+            return [w for c in children for w in _email_windows(c)]
+        case Not(inner):
+            return _email_windows(inner)
+        case Email(activity=activity, within=within) if within is not None:
+            return [(activity.value, within)]
     return []
 
 
@@ -378,6 +397,9 @@ class SegmentRunner:
                     continue
                 if segment.windowed:
                     crossed = store.crossed_windows(session, project_id, segment.windows, last, now)
+                    crossed += store.crossed_email_windows(
+                        session, project_id, segment.email_windows, last, now
+                    )
                     more, fewer = refresh(session, [segment], crossed, now)
                     entered, left = entered + more, left + fewer
                 rest.append(segment)

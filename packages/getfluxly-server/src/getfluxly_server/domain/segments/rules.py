@@ -155,6 +155,9 @@ class Reads:
     subscriptions: bool
     #: Whether a date trait is compared with now (``within_last``, ``before_last``).
     timed_traits: bool = False
+    #: Whether it reads ``{"email": "sent"}``: a message's status, which the delivery
+    #: workers move with no event.
+    email_sent: bool = False
     #: The profile events of recorded feedback (``domain.feedback.record``) that can change
     #: the rule: a chunk of events holding one is evaluated at once for the profiles it
     #: touched, as an event rule's are.
@@ -165,7 +168,10 @@ def reads(rule: Rule) -> Reads:
     events: set[str] = set()
     traits: set[str] = set()
     feedback: set[str] = set()
-    flags = {"timed": False, "email": False, "subscriptions": False, "timed_traits": False}
+    flags = {
+        "timed": False, "email": False, "subscriptions": False, "timed_traits": False,
+        "email_sent": False,
+    }  # fmt: skip
 
     def walk(node: Rule) -> None:
         match node:
@@ -186,6 +192,7 @@ def reads(rule: Rule) -> Reads:
                 flags["timed"] |= within is not None
                 if activity.value in PROFILE_EVENTS:
                     feedback.add(PROFILE_EVENTS[activity.value])
+                flags["email_sent"] |= activity is EmailActivity.SENT
             case Subscribed():
                 traits.add("email")
                 flags["subscriptions"] = True
