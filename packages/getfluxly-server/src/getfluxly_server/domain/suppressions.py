@@ -89,6 +89,9 @@ def suppress(
     entry, added = store.add_if_absent(
         session, project_id, address(email), reason_of(reason), message_id
     )
+    if added and entry.reason == SuppressionReason.UNSUBSCRIBED.value:
+        # ``subscribed`` segment rules read the list.
+        segment_addresses.changed(session, project_id, [entry.email])
     return Suppressed(entry, added)
 
 
@@ -124,10 +127,7 @@ def add(
     """``POST /v1/projects/{project_id}/suppressions``: :func:`suppress` for the caller's
     project, without a message."""
     project_of(session, principal, project_id)
-    done = suppress(session, project_id, email, reason)
-    if done.added and done.entry.reason == SuppressionReason.UNSUBSCRIBED.value:
-        segment_addresses.changed(session, project_id, [done.entry.email])
-    return done
+    return suppress(session, project_id, email, reason)
 
 
 def remove(session: Session, principal: Principal, project_id: str, email: str) -> None:
