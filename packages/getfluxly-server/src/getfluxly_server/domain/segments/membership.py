@@ -261,14 +261,23 @@ def addresses_changed(
     db: Database, clock: Clock, project_id: str, emails: Collection[str], cache: RuleCache
 ) -> dict[str, int]:
     """The ``segments.addresses`` job (:mod:`.addresses`): the project's profiles with one
-    of ``emails`` evaluated against its segments that read subscription state."""
+    of ``emails`` evaluated against its segments that read subscription state.
+
+    The profiles are found before the project's lock is taken (no index serves a trait:
+    the project's profiles are read), so the lock is held only for the evaluation; a
+    profile given one of the addresses meanwhile was evaluated by the event consumer (an
+    ``identify`` setting ``email`` reaches every ``subscribed`` segment)."""
+    nothing = {"profiles": 0, "entered": 0, "left": 0}
+    with db.read() as session:
+        if not emails or not any(s.reads.subscriptions for s in cache.live(session, project_id)):
+            return nothing
+        scope = segment_sql.Scope.of(session, project_id, None)
+        profile_ids = list(session.scalars(scope.members(scope.addressed(emails))))
+    if not profile_ids:
+        return nothing
     with db.transaction() as session:
         lock_project(session, project_id)
         segments = [s for s in cache.live(session, project_id) if s.reads.subscriptions]
-        if not segments or not emails:
-            return {"profiles": 0, "entered": 0, "left": 0}
-        scope = segment_sql.Scope.of(session, project_id, None)
-        profile_ids = list(session.scalars(scope.members(scope.addressed(emails))))
         entered, left = refresh(session, segments, profile_ids, clock.now())
         return {"profiles": len(profile_ids), "entered": entered, "left": left}
 
