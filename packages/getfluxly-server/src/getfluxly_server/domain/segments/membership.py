@@ -28,11 +28,10 @@ transitions commit in id order and an automation may follow them with an id curs
   with an event or a feedback event that left a window since its last pass (the only ones
   time alone can move); it recomputes in full the segments reading a date trait
   (``within_last``, ``before_last``: any profile's may cross now) or messages ``sent`` (a
-  status the delivery workers move with no event); it evaluates profiles
-  changed since its last pass (an alias merge, a trait written directly) against every
-  other segment, and removes members whose profile was merged or erased. Its first pass
-  after a start recomputes every segment (catching up on anything missed while no worker
-  ran).
+  status the delivery workers move with no event); it evaluates profiles changed since its
+  last pass (an alias merge, a trait written directly) against every other segment, and
+  removes members whose profile was merged or erased. Its first pass after a start
+  recomputes every segment (catching up on anything missed while no worker ran).
 """
 
 from __future__ import annotations
