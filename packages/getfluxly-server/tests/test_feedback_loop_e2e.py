@@ -7,27 +7,32 @@ the relay received is followed through the real redirect (``/t/c/...``), and the
 fetched (``/t/o/...``), by a reader's browser. A segment with the rule ``{"email": "clicked",
 "within": "P7D"}`` (engine spec section 3) then has that profile as a member, and its entry
 is recorded (a ``segment_transitions`` row, what automations' ``segment_entered`` triggers
-read) as soon as the worker has processed the click's profile event (``email_clicked``); likewise
-``{"email": "opened"}``. The periodic segment pass (``GETFLUXLY_SEGMENT_PASS_SECONDS``) is set
-to an hour, so it is not what moves anyone. A segment of clicks on another message (its
-``broadcast_id``) and one of bounces stay empty. The one-click unsubscribe (``POST`` to the
-``List-Unsubscribe`` URL) moves the profile out of ``{"subscribed": true}`` at once, with one
-exit. Nothing is written to the database by the test: the click, the open and the unsubscribe
-are the server's own records of the requests.
+read) as soon as the worker has processed the click's profile event (``email_clicked``);
+likewise ``{"email": "opened"}``. The periodic segment pass
+(``GETFLUXLY_SEGMENT_PASS_SECONDS``) is set to an hour, so it is not what moves anyone. A
+segment of clicks on another message (its ``broadcast_id``) stays empty. The one-click
+unsubscribe (``POST`` to the ``List-Unsubscribe`` URL) moves the profile out of
+``{"subscribed": true}`` at once, with one exit; a hard bounce posted to the generic
+feedback webhook (``/webhooks/smtp/{project}``, signed) moves it into the bounces' segment,
+with one entry. Nothing is written to the database by the test: the click, the open, the
+unsubscribe and the bounce are the server's own records of the requests.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from flux_testkit.gfserver import GFProject, GFServer, Harness
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.webhook_signers import standard_headers
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 HTML = (
@@ -230,4 +235,26 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     _until("the reader out of the subscribed segment", lambda: not _members(loop, subscribed))
     assert [e["kind"] for e in _entries(loop, subscribed, profile_id)] == ["entered", "left"]
     assert _members(loop, clicked) == {profile_id}  # unsubscribing is no reason to leave it
+
+    # A hard bounce reported by the relay on GetFluxly's generic webhook (Standard Webhooks).
+    assert _members(loop, bounced) == set()
+    made = loop.server.client().post(
+        f"/v1/projects/{loop.project.id}/webhook-secrets", json={"relay": "smtp"}
+    )
+    assert made.status_code == 201, made.text
+    secret = made.json()["webhook_secret"]["secret"]
+    now = int(time.time())
+    body = json.dumps({"events": [{
+        "id": "bounce-1", "type": "bounced", "email": "grace@example.com",
+        "message_id": message_id, "bounce_type": "hard", "reason": "550 5.1.1 user unknown",
+        "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+    }]}).encode()  # fmt: skip
+    posted = reader.post(
+        f"/webhooks/smtp/{loop.project.id}", content=body,
+        headers={"Content-Type": "application/json",
+                 **standard_headers(secret, "delivery-1", now, body)},
+    )  # fmt: skip
+    assert posted.status_code in (200, 204), posted.text
+    _until("the reader in the bounced segment", lambda: _members(loop, bounced))
+    assert [e["kind"] for e in _entries(loop, bounced, profile_id)] == ["entered"]
     assert "Traceback" not in loop.server.logs()
