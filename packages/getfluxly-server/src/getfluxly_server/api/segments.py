@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.deps import DB
+from getfluxly_server.api.models import PageCursor, PageLimit, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.clock import SYSTEM
 from getfluxly_server.domain.segments import store as segment_store
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Segment
 
 router = APIRouter(prefix="/v1", tags=["segments"])
-DB = Annotated[Database, Depends(database)]
 
 NAME_TAKEN: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "segment_name_taken: a live segment has the name"}
@@ -133,8 +131,8 @@ def list_segments(
     project_id: str,
     who: WorkspaceKey,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> SegmentList:
     """The project's segments, newest first (deleted ones are left out), with counts."""
     with db.read() as session:
@@ -164,8 +162,8 @@ def list_members(
     segment_id: str,
     who: WorkspaceKey,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> MemberList:
     """The members now, by profile id."""
     with db.read() as session:
