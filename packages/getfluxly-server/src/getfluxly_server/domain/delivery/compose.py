@@ -53,7 +53,6 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     EmailProvider,
     MessageStatus,
-    Profile,
     Project,
     Template,
 )
@@ -70,7 +69,7 @@ class Context:
     """What a claimed batch refers to, read in one query per kind."""
 
     templates: dict[str, Template] = field(default_factory=dict)
-    profiles: dict[str, Profile] = field(default_factory=dict)
+    profiles: dict[str, outbox.Recipient] = field(default_factory=dict)
     projects: dict[str, Project] = field(default_factory=dict)
     providers: dict[str, EmailProvider] = field(default_factory=dict)
     #: Ids of messages not to send, with why (a suppressed address, a group left).
