@@ -178,10 +178,13 @@ class Composer:
         }
         headers: dict[str, str] = {}
         if self.links is not None:
-            values["unsubscribe_url"] = self.links.unsubscribe_url(message.id)
-            values["preferences_url"] = self.links.preferences_url(message.id)
-            if not message.transactional:
+            if message.transactional:
+                values["unsubscribe_url"] = self.links.unsubscribe_url(message.id)
+            else:
+                # The header's link is the template's (one signature per message, not two).
                 headers = unsubscribe_headers(self.links, message.id)
+                values["unsubscribe_url"] = headers["List-Unsubscribe"][1:-1]
+            values["preferences_url"] = self.links.preferences_url(message.id)
         rendered = render_message(compiled, values, partials=self._partials(message.project_id))
         html = rendered.html
         if self.links is not None and message.tracking and html:
