@@ -21,6 +21,13 @@ Per database, on a fresh database migrated to head:
   runs from ``POST /v1/broadcasts/{id}/start`` until ``GET /v1/broadcasts/{id}`` says
   ``sent``: the audience snapshotted, every message recorded at the runner's pace, claimed,
   rendered, suppression-checked, sent through the provider's warm FluxMail pool, recorded.
+  Before the clock, as in a worker that has been running: the audience was written an
+  hour earlier, and each worker process has made its segment runner's first pass (a full
+  recompute of every segment, which a worker makes once when it starts).
+
+Next to the wall-clock time, the CPU the worker processes spent during the broadcast (their
+own counters, in /proc), per message, and the load average: on a shared machine the CPU per
+message is the figure that does not depend on what else runs.
 
 smtp-sink answers AUTH with ``250`` where RFC 4954 says ``235``, so no client can log in to
 it: as in ``deliver_messages.py``, the workers' client for the provider is the server's own
