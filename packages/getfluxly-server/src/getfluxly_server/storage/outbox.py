@@ -200,6 +200,15 @@ _SENDING = (
 )
 
 
+def lock(session: Session, ids: Collection[str]) -> None:
+    """Lock the messages' rows in id order (PostgreSQL; SQLite has one writer at a time):
+    a worker does so before it records outcomes and marks a window ``sending``, as a pause
+    or a cancel of a broadcast locks the rows it changes, so the two never deadlock."""
+    if ids and session.get_bind().dialect.name == "postgresql":
+        query = select(Message.id).where(Message.id.in_(sorted(ids)))
+        session.execute(query.order_by(Message.id).with_for_update())
+
+
 def start_sending(
     session: Session, worker: str, ids: Collection[str], lease: timedelta
 ) -> set[str]:
