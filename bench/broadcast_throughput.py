@@ -21,6 +21,13 @@ Per database, on a fresh database migrated to head:
   runs from ``POST /v1/broadcasts/{id}/start`` until ``GET /v1/broadcasts/{id}`` says
   ``sent``: the audience snapshotted, every message recorded at the runner's pace, claimed,
   rendered, suppression-checked, sent through the provider's warm FluxMail pool, recorded.
+  Before the clock, as in a worker that has been running: the audience was written an
+  hour earlier, and each worker process has made its segment runner's first pass (a full
+  recompute of every segment, which a worker makes once when it starts).
+
+Next to the wall-clock time, the CPU the worker processes spent during the broadcast (their
+own counters, in /proc), per message, and the load average: on a shared machine the CPU per
+message is the figure that does not depend on what else runs.
 
 smtp-sink answers AUTH with ``250`` where RFC 4954 says ``235``, so no client can log in to
 it: as in ``deliver_messages.py``, the workers' client for the provider is the server's own
@@ -45,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +72,7 @@ from deliver_messages import (  # noqa: E402
     versions,
 )
 from smtp_throughput import find_program, running_sink  # noqa: E402
+from sqlalchemy import update  # noqa: E402
 from workload import BODY_TEMPLATE, SENDER, SUBJECT_TEMPLATE, name, recipient  # noqa: E402
 
 from flux_testkit import audience, ledger  # noqa: E402
@@ -74,9 +83,10 @@ from getfluxly_server.crypto import Keyring  # noqa: E402
 from getfluxly_server.delivery.base import BuildContext  # noqa: E402
 from getfluxly_server.delivery.smtp import SMTPProvider  # noqa: E402
 from getfluxly_server.domain import tenancy  # noqa: E402
+from getfluxly_server.domain.segments.membership import SegmentRunner  # noqa: E402
 from getfluxly_server.settings import Settings  # noqa: E402
 from getfluxly_server.storage.db import Database  # noqa: E402
-from getfluxly_server.storage.models import EmailProvider, Template, new_id  # noqa: E402
+from getfluxly_server.storage.models import EmailProvider, Profile, Template, new_id, now  # noqa: E402
 
 Backend = Literal["sqlite", "postgres"]
 
@@ -90,6 +100,15 @@ LIQUID_SUBJECT = SUBJECT_TEMPLATE.replace("{{ name }}", "{{ profile.name }}")
 LIQUID_TEXT = BODY_TEMPLATE.replace("{{ name }}", "{{ profile.name }}").replace(
     "{{ n }}", "{{ profile.n }}"
 )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """A live process's CPU time so far (user + system, from ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,16 @@ def install(db: Database, n: int) -> Install:
         db, project, n, traits_for=lambda i: {"email": recipient(i), "name": name(i), "n": i}
     ).segment_id
     note(f"  {n:,} profiles in the segment ({time.perf_counter() - started:.1f} s, not timed)")
+    # The audience existed before the broadcast: written an hour ago, so the workers'
+    # segment pass (which looks again at profiles changed in its last minute) does not
+    # re-evaluate all N of them during the broadcast as if they had just been imported.
+    earlier = now() - timedelta(hours=1)
+    with db.transaction() as session:
+        session.execute(
+            update(Profile)
+            .where(Profile.project_id == project)
+            .values(created_at=earlier, updated_at=earlier)
+        )
     if not db.is_sqlite:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
@@ -164,10 +193,16 @@ def api_server(setup: Install) -> Iterator[httpx.Client]:
 
 
 def worker_process(
-    setup: Install, provider_id: str, port: int, args: argparse.Namespace, siblings: Sequence[int]
+    setup: Install,
+    provider_id: str,
+    port: int,
+    args: argparse.Namespace,
+    siblings: Sequence[int],
+    ready: int,
 ) -> tuple[int, int]:
     """Fork one worker process (``app.create_worker``, as ``getfluxly worker`` runs it) that
-    starts when a byte arrives on its pipe and stops at the pipe's end; (pid, write end)."""
+    starts when a byte arrives on its pipe, writes a byte to ``ready`` once it runs, and
+    stops at the pipe's end; (pid, write end)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -191,7 +226,15 @@ def worker_process(
         client._mailer = FluxMail("smtp", EmailInstance(HOST), port=port, timeout=30.0)
         worker.clients.get(provider_id, version, lambda: client)  # type: ignore[attr-defined]
         os.read(read_end, 1)  # go
+        # The segment runner's first pass (a full recompute of every segment) is what a
+        # worker does once when it starts, not part of a broadcast: done before the clock.
+        started = time.perf_counter()
+        for runner in worker.runners:  # type: ignore[attr-defined]
+            if isinstance(runner, SegmentRunner):
+                runner.run_once()
+        note(f"  worker {os.getpid()}: first segment pass {time.perf_counter() - started:.1f} s")
         worker.start()
+        os.write(ready, b"r")
         os.read(read_end, 1)  # b"" once the parent closes its end: stop
         worker.stop()
         db.dispose()
@@ -206,8 +249,10 @@ def worker_process(
 
 def run_broadcast(
     db: Database, setup: Install, sink_binary: Path, n: int, args: argparse.Namespace
-) -> PhaseResult:
+) -> tuple[PhaseResult, float | None]:
+    """The broadcast phase, and the CPU seconds its worker processes spent while it ran."""
     result = PhaseResult("workers", n)
+    cpu: float | None = None
     with running_sink(sink_binary) as sink:
         body = ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         provider = ledger.add_provider(
@@ -215,14 +260,19 @@ def run_broadcast(
         )
         db.dispose()  # no connection may be shared across the fork
         children: list[tuple[int, int]] = []
+        ready_read, ready_write = os.pipe()
         for _ in range(args.processes):
             pipes = [pipe for _, pipe in children]
-            children.append(worker_process(setup, provider, sink.port, args, pipes))
+            children.append(worker_process(setup, provider, sink.port, args, pipes, ready_write))
+        os.close(ready_write)
         failed = 0
         try:
             for _pid, pipe in children:
                 os.write(pipe, b"g")
             with api_server(setup) as api:
+                for _ in children:  # every worker past its first segment pass
+                    if not os.read(ready_read, 1):
+                        raise RuntimeError("a worker process ended before it started")
                 made = api.post(
                     f"/v1/projects/{setup.project_id}/broadcasts",
                     json={"name": "Bench", "template_id": setup.template_id,
@@ -231,6 +281,7 @@ def run_broadcast(
                 if made.status_code != 201:
                     raise RuntimeError(f"creating the broadcast: {made.text}")
                 broadcast_id = made.json()["broadcast"]["id"]
+                cpu_before = [cpu_seconds(pid) for pid, _ in children]
                 started = time.perf_counter()
                 begun = api.post(f"/v1/broadcasts/{broadcast_id}/start")
                 if begun.status_code != 200:
@@ -248,10 +299,14 @@ def run_broadcast(
                     # messages): once a second, so the poll costs the workers little.
                     time.sleep(POLL_SECONDS)
                 result.seconds = time.perf_counter() - started
+                cpu_after = [cpu_seconds(pid) for pid, _ in children]
+                if None not in cpu_before + cpu_after:
+                    cpu = sum(cpu_after) - sum(cpu_before)  # type: ignore[arg-type]
                 result.accepted = int(state["counts"]["sent"])
                 if state["status"] != "sent":
                     result.error = f"status {state['status']} after {result.seconds:.0f} s"
         finally:
+            os.close(ready_read)
             for pid, pipe in children:
                 os.close(pipe)
                 failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
@@ -260,7 +315,7 @@ def run_broadcast(
         result.error = f"{failed} worker processes failed (see stderr)"
     elif result.error is None and result.accepted != n:
         result.error = f"{result.accepted} of {n} sent"
-    return result
+    return result, cpu
 
 
 @dataclass
@@ -268,6 +323,10 @@ class Outcome:
     backend: Backend
     raw: PhaseResult
     broadcast: PhaseResult
+    #: CPU seconds of the worker processes during the broadcast (None: not on this system).
+    worker_cpu: float | None
+    #: The 1-minute load average when the broadcast ended.
+    load: float
 
     def summary(self) -> dict[str, Any]:
         raw, broadcast = self.raw.rate, self.broadcast.rate
@@ -278,7 +337,16 @@ class Outcome:
             "broadcast_seconds": seconds,
             "broadcast_over_raw": broadcast / raw if raw and broadcast else None,
             "met": None if seconds is None else seconds <= TARGET_SECONDS,
+            "worker_cpu_seconds": self.worker_cpu,
+            "worker_cpu_us_per_message": self.cpu_per_message,
+            "load_average": self.load,
         }
+
+    @property
+    def cpu_per_message(self) -> float | None:
+        if self.worker_cpu is None:
+            return None
+        return self.worker_cpu / self.broadcast.messages * 1e6
 
 
 def run_backend(
@@ -290,12 +358,13 @@ def run_backend(
         note(f"{backend}: raw FluxMail pool, {args.profiles:,} messages ...")
         raw = run_raw(sink_binary, args.profiles)
         note(f"{backend}: broadcast to {args.profiles:,} profiles ...")
-        broadcast = run_broadcast(db, setup, sink_binary, args.profiles, args)
+        broadcast, cpu = run_broadcast(db, setup, sink_binary, args.profiles, args)
+        load = os.getloadavg()[0]
     note(
         f"{backend}: broadcast {fmt(broadcast.seconds, 1)} s ({broadcast.error or 'exact'}), "
         f"raw {fmt(raw.seconds, 1)} s ({raw.error or 'exact'})"
     )
-    return Outcome(backend, raw, broadcast)
+    return Outcome(backend, raw, broadcast, cpu, load)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -336,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'' if o.broadcast.exact else f'; FAILED: {o.broadcast.error}'}); FluxMail raw "
             f"pool {fmt(o.raw.rate)} msg/s in {fmt(o.raw.seconds, 1)} s; broadcast / raw = "
             f"{'n/a' if ratio is None else f'{ratio:.2f}'}; target <= {TARGET_SECONDS:.0f} s: "
-            f"{verdict}"
+            f"{verdict}; workers' CPU {fmt(o.cpu_per_message)} us/msg; load {o.load:.1f}"
         )
     exact = all(o.raw.exact and o.broadcast.exact for o in outcomes)
     report = {

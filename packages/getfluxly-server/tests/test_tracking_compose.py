@@ -122,3 +122,34 @@ def test_a_group_must_be_the_projects_and_on_marketing_mail(
         preferences.replace_groups(session, project, [("weekly", "Weekly", None)])
     assert _queue(gf_db, project, ["a@example.com"],
                   Source(transactional=False, subscription_group="weekly"))  # fmt: skip
+
+
+def test_a_templates_unsubscribe_link_is_the_one_in_the_header(
+    gf_db: Database, gf_database: GFDatabase
+) -> None:
+    """Marketing mail: ``{{ unsubscribe_url }}`` in the text is the List-Unsubscribe link
+    (one signed token per message), and it names the message; transactional mail gets a
+    link of its own and no header."""
+    project = ledger.make_project(gf_db, gf_database.workspace.id)
+    ledger.add_provider(gf_db, KEYRING, project, ledger.smtp_body("127.0.0.1", 2525))
+    content = Content(subject="Hi", text="Leave: {{ unsubscribe_url }} / {{ preferences_url }}")
+    with gf_db.transaction() as session:
+        for transactional in (False, True):
+            source = Source(origin="automation", step_id=str(transactional),
+                            transactional=transactional)  # fmt: skip
+            bulk = [BulkRecipient(email="ann@example.com", idempotency_key=str(transactional))]
+            enqueue_many(session, project, bulk, content, source)
+        claimed = outbox.claim(session, "test-worker", timedelta(minutes=1), 10).messages
+    with gf_db.read() as session:
+        context = load(session, claimed)
+    [ready] = Composer(gf_db, links=LINKS).compose(claimed, context).ready.values()
+    texts = {m.transactional: (m.id, e) for m, e in ready}
+    message_id, marketing = texts[False]
+    link = marketing.headers["List-Unsubscribe"].removeprefix("<").removesuffix(">")
+    assert marketing.text.startswith(f"Leave: {link} / https://mail.example.com/preferences/")
+    assert LINKS.unsubscribing(link.rpartition("/")[2]) == message_id
+    message_id, transactional = texts[True]
+    assert "List-Unsubscribe" not in transactional.headers
+    own = transactional.text.split()[1]
+    assert own.startswith("https://mail.example.com/unsubscribe/")
+    assert LINKS.unsubscribing(own.rpartition("/")[2]) == message_id

@@ -247,6 +247,17 @@ def _waiting(broadcast_id: str) -> Any:
     )
 
 
+def _in_id_order(*conditions: Any) -> Any:
+    """Messages matching ``conditions``, their rows locked in id order first (PostgreSQL):
+    a delivery worker locks the rows of a window in that order too
+    (:func:`~getfluxly_server.storage.outbox.lock`), so a pause or a cancel and a worker
+    marking a window ``sending`` wait for each other instead of deadlocking (seen by the
+    10,000-member pause test: the worker lost, and with it the recorded outcomes of the
+    window before, which lapsed to ``unknown``)."""
+    locked = select(Message.id).where(*conditions).order_by(Message.id).with_for_update()
+    return Message.id.in_(locked)
+
+
 def hold(session: Session, broadcast_id: str, moment: datetime) -> int:
     """Keep every waiting message of the broadcast from being sent: due never (NULL), and
     taken from a worker that claimed it but has not started sending it (its ``locked_by``
@@ -254,7 +265,7 @@ def hold(session: Session, broadcast_id: str, moment: datetime) -> int:
     their way to the relay and finish. How many were held."""
     result = session.execute(
         update(Message)
-        .where(_waiting(broadcast_id), Message.due_at.is_not(None))
+        .where(_in_id_order(_waiting(broadcast_id), Message.due_at.is_not(None)))
         .values(due_at=None, locked_by=None, lease_until=None, updated_at=moment),
         execution_options=_PLAIN,
     )
@@ -282,7 +293,7 @@ def withdraw(session: Session, broadcast_id: str, moment: datetime, detail: str)
     How many."""
     result = session.execute(
         update(Message)
-        .where(_waiting(broadcast_id))
+        .where(_in_id_order(_waiting(broadcast_id)))
         .values(
             status=MessageStatus.FAILED.value,
             due_at=None,

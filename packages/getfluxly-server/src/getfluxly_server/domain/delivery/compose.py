@@ -53,7 +53,6 @@ from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     EmailProvider,
     MessageStatus,
-    Profile,
     Project,
     Template,
 )
@@ -70,7 +69,7 @@ class Context:
     """What a claimed batch refers to, read in one query per kind."""
 
     templates: dict[str, Template] = field(default_factory=dict)
-    profiles: dict[str, Profile] = field(default_factory=dict)
+    profiles: dict[str, outbox.Recipient] = field(default_factory=dict)
     projects: dict[str, Project] = field(default_factory=dict)
     providers: dict[str, EmailProvider] = field(default_factory=dict)
     #: Ids of messages not to send, with why (a suppressed address, a group left).
@@ -179,10 +178,13 @@ class Composer:
         }
         headers: dict[str, str] = {}
         if self.links is not None:
-            values["unsubscribe_url"] = self.links.unsubscribe_url(message.id)
-            values["preferences_url"] = self.links.preferences_url(message.id)
-            if not message.transactional:
+            if message.transactional:
+                values["unsubscribe_url"] = self.links.unsubscribe_url(message.id)
+            else:
+                # The header's link is the template's (one signature per message, not two).
                 headers = unsubscribe_headers(self.links, message.id)
+                values["unsubscribe_url"] = headers["List-Unsubscribe"][1:-1]
+            values["preferences_url"] = self.links.preferences_url(message.id)
         rendered = render_message(compiled, values, partials=self._partials(message.project_id))
         html = rendered.html
         if self.links is not None and message.tracking and html:

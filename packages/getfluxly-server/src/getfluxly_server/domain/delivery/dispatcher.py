@@ -20,6 +20,11 @@ connection). Marking the next window while one is on the wire would hide the com
 double what a kill leaves ``unknown``, half of it never sent (measured with the restart
 test); the cost of the commit per window is measured by ``bench/deliver_messages.py``.
 
+Locks: on PostgreSQL every transaction of a worker that writes messages it holds locks
+their rows in id order first (``outbox.lock``), as a broadcast's pause or cancel does; two
+orders deadlocked, and the worker's transaction, rolled back, lost the outcomes of the
+window before (they lapsed to ``unknown``).
+
 Stopping: no new chunk starts; messages claimed but not attempted are handed back at once
 (due now), so another worker takes them without waiting for the lease.
 """
@@ -249,6 +254,7 @@ class Dispatcher:
             self._send_all(client, limits, items, book)
         if book:
             with self.db.transaction() as session:
+                outbox.lock(session, book.ids())
                 book.flush(session)
 
     def _send_all(
@@ -261,6 +267,7 @@ class Dispatcher:
             if granted == 0:
                 if book:  # outcomes are not kept unrecorded while waiting
                     with self.db.transaction() as session:
+                        outbox.lock(session, book.ids())
                         book.flush(session)
                 if wait <= MAX_GATE_SLEEP:
                     self._stop.wait(wait)
@@ -304,6 +311,7 @@ class Dispatcher:
         transaction; the part of it this worker still holds."""
         ids = [m.id for m, _ in window]
         with self.db.transaction() as session:
+            outbox.lock(session, [*book.ids(), *ids])  # (PostgreSQL: see outbox.lock)
             book.flush(session)
             sending = outbox.start_sending(session, self.id, ids, self.lease)
         book.pending.difference_update(ids)
@@ -349,6 +357,10 @@ class _Unrecorded:
 
     def __bool__(self) -> bool:
         return bool(self.unattempted or self.attempted)
+
+    def ids(self) -> list[str]:
+        """The messages whose verdicts are waiting to be written."""
+        return [v.id for v in (*self.unattempted, *self.attempted)]
 
     def flush(self, session: Session) -> None:
         if self.unattempted:

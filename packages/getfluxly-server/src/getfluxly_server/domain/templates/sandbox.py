@@ -60,6 +60,7 @@ from liquid.loader import BaseLoader, TemplateSource
 from liquid.undefined import UNDEFINED
 
 from getfluxly_server.domain.templates.errors import TemplateRenderFailed
+from getfluxly_server.domain.templates.plain import render_plain
 
 #: The caller's way to include other templates of the same project: name -> source, or None.
 PartialLoader = Callable[[str], "str | None"]
@@ -470,6 +471,10 @@ def render_field(
     """
     env = template.env
     assert isinstance(env, SandboxEnvironment)
+    if undefined is None:  # (a preview lists undefined variables: Liquid's way only)
+        plain = render_plain(template, data, env.limits.max_output_chars)
+        if plain is not None:
+            return plain
     state = _RenderState(env.limits, partials, undefined)
     context_class = _SandboxContext if undefined is None else _PreviewContext
     context = context_class(template, globals=template.make_globals(dict(data)))
