@@ -189,7 +189,7 @@ class BroadcastRunner:
 
     def start(self) -> None:
         self._stop.clear()
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, [service.WAKE_KIND])
         self._thread = threading.Thread(target=self._loop, name="broadcasts", daemon=True)
         self._thread.start()
 

@@ -135,7 +135,9 @@ class Dispatcher:
         if self.threads < 1:
             return
         self._stop.clear()
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        # (SQLite only) Woken for due messages only: a wake-up for another loop's work would
+        # only queue one more transaction for the write lock.
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, [outbox.WAKE_KIND])
         if self.listen:
             self._spawn(self._listen, "delivery-listen")
         self._spawn(self._renew, "delivery-leases")
