@@ -79,3 +79,24 @@ async def test_a_server_hanging_up_mid_stream_settles_every_message(
     for outcome in results[2:]:
         assert isinstance(outcome, FluxMailException)
         assert outcome.code == "connection_lost"
+
+
+async def test_an_on_result_that_raises_ends_every_worker_before_send_many_does(
+    smtp_server: SMTPServerFactory,
+) -> None:
+    server = smtp_server(faults=Faults(delay_reply_seconds=0.05))
+    mailer = FluxMail("smtp", server.host, port=server.port, retry_delay=0)
+    reported: list[int] = []
+
+    def on_result(index: int, outcome: object) -> None:
+        reported.append(index)
+        raise KeyError("stop")  # a caller's callback failing: each worker ends at its next
+
+    async with mailer.async_pool(max_connections=3, batch_size=2) as pool:
+        with pytest.raises(KeyError):
+            await pool.send_many(items(12), on_result)  # type: ignore[arg-type]
+        # No worker of the pool is left sending in the background.
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert 1 <= len(reported) <= 3
+    # What the relay took was reported: the next message of each connection never went out.
+    assert len(server.messages) == len(reported)
