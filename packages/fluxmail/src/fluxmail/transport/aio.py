@@ -60,6 +60,7 @@ class _ReplyStream(asyncio.Protocol):
         self._conversation: Conversation[Any] | None = None
         self._step: asyncio.Future[Op | _Returned] | None = None
         self._owner: ConnectionBase | None = None
+        self._debug = False
         self._wanted = 0
         self._got: list[Reply] = []
         # The timeout: each exchange may take ``timeout`` seconds, counted from when it was
@@ -109,6 +110,7 @@ class _ReplyStream(asyncio.Protocol):
         it, see :func:`report_failure`)."""
         step: asyncio.Future[Op | _Returned] = self._loop.create_future()
         self._conversation, self._step, self._owner = conversation, step, owner
+        self._debug = owner._debug()  # asked once per conversation, not per exchange
         self._timeout = timeout
         if self._error is not None:
             self._end(self._error)
@@ -122,11 +124,10 @@ class _ReplyStream(asyncio.Protocol):
 
     def _start(self, op: Exchange) -> None:
         """Write one exchange and wait for its replies."""
-        owner = self._owner
-        assert owner is not None
         assert self.transport is not None
-        if owner._debug():
-            owner._log_out(op)
+        if self._debug:
+            assert self._owner is not None
+            self._owner._log_out(op)
         if self._timeout is not None:
             self._since = self._loop.time()
         self._wanted, self._got = op.replies, []
@@ -144,11 +145,10 @@ class _ReplyStream(asyncio.Protocol):
                 got += self.parser.take(self._wanted - len(got))
                 if len(got) < self._wanted:
                     return  # more bytes to come
-            owner = self._owner
-            assert owner is not None
-            if owner._debug():
+            if self._debug:
+                assert self._owner is not None
                 for reply in got:
-                    owner._log_in(reply)
+                    self._owner._log_in(reply)
             try:
                 op = conversation.send(got)
             except StopIteration as done:
