@@ -169,8 +169,8 @@ class BulkSender:
         and the progress bar still run here, in this thread, as each row settles. See
         :mod:`fluxmail.processes`; ``invalid_config`` where processes cannot be forked.
         """
-        if processes != 1:
-            fork_context(processes)  # invalid_config before anything is read or sent
+        # Checked (invalid_config) before anything is read or sent.
+        many = not (type(processes) is int and processes == 1) and bool(fork_context(processes))
         report: RowsReport = {"sent": 0, "failed": 0, "total": 0, "errors": []}
         bar = ProgressBar(0) if progress else None
         lock = threading.Lock()
@@ -192,7 +192,7 @@ class BulkSender:
                 bar.total = total
 
         try:
-            if processes != 1:
+            if many:
                 send_rows_in_processes(
                     self.mailer,
                     template,
@@ -211,7 +211,7 @@ class BulkSender:
                     def failed(index: int, exc: FluxMailException) -> None:
                         settle(index, chunk[index - start], exc)  # noqa: B023 - called at once
 
-                    items, where = render_rows(template, chunk, to, start, failed)
+                    items, where = render_rows(template, enumerate(chunk, start), to, failed)
                     pool.send_many(items, _forward(settle, where, chunk, start))
         finally:
             if bar is not None:

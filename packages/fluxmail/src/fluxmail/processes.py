@@ -35,6 +35,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.synchronize
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -72,22 +73,21 @@ class _Stopped(Exception):  # noqa: N818 - a signal, not an error
 
 def render_rows(
     template: MessageTemplate,
-    rows: list[Mapping[str, Any]],
+    rows: Iterable[tuple[int, Mapping[str, Any]]],
     to: str,
-    start: int,
     failed: Callable[[int, FluxMailException], object],
 ) -> tuple[list[tuple[Envelope, bytes]], list[int]]:
-    """Render ``rows`` (row indexes from ``start``): the wire items, and the row index of each.
-    A row that cannot be rendered (a bad address, a missing field) goes to ``failed`` alone."""
+    """Render ``(row index, row)`` pairs: the wire items, and the row index of each. A row
+    that cannot be rendered (a bad address, a missing field) goes to ``failed`` alone."""
     items: list[tuple[Envelope, bytes]] = []
     where: list[int] = []
-    for offset, row in enumerate(rows):
+    for index, row in rows:
         try:
             items.append(template.render(str(row.get(to, "")), **row))
         except FluxMailException as exc:
-            failed(start + offset, exc)
+            failed(index, exc)
         else:
-            where.append(start + offset)
+            where.append(index)
     return items, where
 
 
@@ -161,6 +161,16 @@ def send_rows_in_processes(
             for _ in workers:
                 tasks.put(None)
 
+    def settle_one(index: int, row: Mapping[str, Any], outcome: Outcome) -> None:
+        nonlocal failure
+        try:
+            settle(index, row, outcome)
+        except BaseException as exc:  # raised at the end, once the rest is settled
+            if failure is None:
+                failure = exc
+                stop.set()  # the workers start nothing new...
+                end()  # ...and end once their messages in flight are settled
+
     try:
         while not ended or pending:
             # Hand out chunks while fewer than a few per worker are in the workers' hands.
@@ -175,12 +185,16 @@ def send_rows_in_processes(
                     end()
                     break
                 start, chunk = next_chunk
-                for offset, row in enumerate(chunk):
-                    pending[start + offset] = row
                 read += len(chunk)
                 if on_total is not None:
                     on_total(read)
-                tasks.put((start, [dict(row) for row in chunk]))
+                task, unsendable = _task(start, chunk)
+                for index, error in unsendable.items():
+                    settle_one(index, chunk[index - start], error)
+                for offset, row in enumerate(chunk):
+                    if start + offset not in unsendable:
+                        pending[start + offset] = row
+                tasks.put(task)
             if not pending:
                 continue
             batch = _next_results(results, workers)
@@ -189,14 +203,7 @@ def send_rows_in_processes(
             for index, outcome in batch:
                 if index not in pending:
                     continue
-                row = pending.pop(index)
-                try:
-                    settle(index, row, outcome)
-                except BaseException as exc:
-                    if failure is None:
-                        failure = exc
-                        stop.set()  # the workers start nothing new...
-                        end()  # ...and end once their messages in flight are settled
+                settle_one(index, pending.pop(index), outcome)
         if failure is None:  # what a worker held when it died was never reported
             for index, row in list(pending.items()):
                 settle(index, row, _lost())
@@ -210,6 +217,29 @@ def send_rows_in_processes(
         _join(workers, results)
     if failure is not None:
         raise failure
+
+
+def _task(start: int, chunk: list[Mapping[str, Any]]) -> tuple[bytes, dict[int, FluxMailException]]:
+    """A chunk pickled here, in the caller's thread (a queue would pickle it in a thread of its
+    own and only print why it could not), and the rows that cannot be pickled, each with its
+    error; the task holds the rest."""
+    rows = [(start + offset, dict(row)) for offset, row in enumerate(chunk)]
+    try:
+        whole = pickle.dumps(rows)
+    except Exception:
+        whole = None
+    if whole is not None:
+        return whole, {}
+    unsendable: dict[int, FluxMailException] = {}
+    for index, row in rows:
+        try:
+            pickle.dumps(row)
+        except Exception as exc:
+            unsendable[index] = FluxMailException(
+                f"Row {index} cannot be handed to a worker process: {exc}", "invalid_params"
+            )
+    kept = [(index, row) for index, row in rows if index not in unsendable]
+    return pickle.dumps(kept), unsendable
 
 
 def _lost() -> FluxMailException:
@@ -312,8 +342,8 @@ async def _work(
                 task = await loop.run_in_executor(None, tasks.get)
                 if task is None or outbox.stopping():
                     break
-                start, chunk = task
-                job = _send_chunk(pool, template, to, start, chunk, outbox)
+                rows = pickle.loads(task)  # noqa: S301 - the parent's own bytes, over a pipe
+                job = _send_chunk(pool, template, to, rows, outbox)
                 sending.add(asyncio.ensure_future(job))
                 if len(sending) >= CONCURRENT_CHUNKS:
                     done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -328,11 +358,10 @@ async def _send_chunk(
     pool: AsyncSMTPPool,
     template: MessageTemplate,
     to: str,
-    start: int,
-    chunk: list[Mapping[str, Any]],
+    rows: list[tuple[int, Mapping[str, Any]]],
     outbox: _Outbox,
 ) -> None:
-    items, where = render_rows(template, chunk, to, start, outbox.add)
+    items, where = render_rows(template, rows, to, outbox.add)
 
     def on_result(position: int, outcome: Outcome) -> None:
         outbox.add(where[position], outcome)
