@@ -15,8 +15,8 @@ rewrite the module's asserts.
 The ``gf_*`` fixtures run the real GetFluxly server (:mod:`flux_testkit.gfserver`):
 ``gf_server`` (a started ``getfluxly serve``, parametrized over SQLite and PostgreSQL),
 ``gf_server_factory`` (servers with their own environment, or API-only), ``gf_module_server``
-(one server shared by a module's tests), ``gf_database``, ``gf_backend`` and the session's
-``gf_harness``.
+and ``gf_module_api`` (one server shared by a module's tests), ``gf_database``,
+``gf_backend`` and the session's ``gf_harness``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "gf_backend",
     "gf_database",
     "gf_harness",
+    "gf_module_api",
     "gf_module_server",
     "gf_server",
     "gf_server_factory",
@@ -226,12 +227,30 @@ def gf_module_server(
     Tests sharing it must make their own objects (projects, keys, workspaces) and check only
     those. Do not combine it with ``gf_server`` in one test: the two parametrizations cross.
     """
+    yield from _module_server(request.param, gf_harness, tmp_path_factory, "serve")
+
+
+@pytest.fixture(scope="module", params=_GF_BACKENDS, ids=_GF_BACKENDS)
+def gf_module_api(
+    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GFServer]:
+    """As ``gf_module_server``, but ``getfluxly api``: no worker threads, so queued jobs and
+    messages stay as recorded until the test runs them (``flux_testkit.drain``) or starts a
+    worker (``.start_worker()``)."""
+    yield from _module_server(request.param, gf_harness, tmp_path_factory, "api")
+
+
+def _module_server(
+    backend: Backend,
+    harness: Harness,
+    tmp_path_factory: pytest.TempPathFactory,
+    mode: Literal["serve", "api"],
+) -> Iterator[GFServer]:
     from flux_testkit.gfserver import GFServer
 
-    backend: Backend = request.param
-    directory = tmp_path_factory.mktemp(f"gf-module-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    server = GFServer(gf_harness, database, directory / "logs")
+    directory = tmp_path_factory.mktemp(f"gf-module-{mode}-{backend}")
+    database = harness.database(backend, directory / "db")
+    server = GFServer(harness, database, directory / "logs", mode=mode)
     try:
         yield server.start()
     finally:

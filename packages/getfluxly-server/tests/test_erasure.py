@@ -29,49 +29,23 @@ import httpx
 import pytest
 from sqlalchemy import inspect, text
 
-from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
+from flux_testkit.drain import Drain, ingest_drain
+from flux_testkit.gfserver import GFProject, GFServer, expect_error
+from getfluxly_server.storage.db import Database
 
-Drain = Callable[[], int]
 
-
-@pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
-def server(
-    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GFServer]:
+@pytest.fixture(scope="module")
+def server(gf_module_api: GFServer) -> GFServer:
     """``getfluxly api`` (no worker threads) per backend, shared by this module's tests."""
-    backend = request.param
-    directory = tmp_path_factory.mktemp(f"gf-erasure-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    api = GFServer(gf_harness, database, directory / "logs", mode="api")
-    try:
-        yield api.start()
-    finally:
-        api.close()
-        database.close()
+    return gf_module_api
 
 
 @pytest.fixture(scope="module")
 def drain(server: GFServer) -> Iterator[Drain]:
     """Run every due job with the server's own handlers, in this process; how many ran."""
-    from getfluxly_server.domain import ingest_jobs
-    from getfluxly_server.queue.worker import Worker
-    from getfluxly_server.storage.db import Database
-
     db = Database(server.database.sqlalchemy_url)
-    worker = Worker(db, ingest_jobs.handlers(db), threads=1)
-
-    def run() -> int:
-        ran = 0
-        while worker.run_once():
-            ran += 1
-        failed = server.database.query(
-            "SELECT kind, last_error FROM jobs WHERE last_error IS NOT NULL"
-        )
-        assert failed == [], failed
-        return ran
-
     try:
-        yield run
+        yield ingest_drain(db)
     finally:
         db.dispose()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,29 +24,18 @@ from typing import Any
 import httpx
 import pytest
 
-from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
+from flux_testkit.drain import Drain, ingest_drain
+from flux_testkit.gfserver import GFProject, GFServer, expect_error
 from flux_testkit.smtpd import SMTPTestServer
 from getfluxly_server.domain import messages
 from getfluxly_server.domain.errors import ValidationFailed
 from getfluxly_server.storage.db import Database
 
-Drain = Callable[[], int]
 
-
-@pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
-def server(
-    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GFServer]:
+@pytest.fixture(scope="module")
+def server(gf_module_api: GFServer) -> GFServer:
     """``getfluxly api`` (no worker threads) per backend, shared by this module's tests."""
-    backend = request.param
-    directory = tmp_path_factory.mktemp(f"gf-messages-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    api = GFServer(gf_harness, database, directory / "logs", mode="api")
-    try:
-        yield api.start()
-    finally:
-        api.close()
-        database.close()
+    return gf_module_api
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +56,9 @@ def db(server: GFServer) -> Iterator[Database]:
 
 
 @pytest.fixture(scope="module")
-def drain(server: GFServer, db: Database) -> Drain:
+def drain(db: Database) -> Drain:
     """Run every due job (event stitching, erasures) with the server's own handlers."""
-    from getfluxly_server.domain import ingest_jobs
-    from getfluxly_server.queue.worker import Worker
-
-    worker = Worker(db, ingest_jobs.handlers(db), threads=1)
-
-    def run() -> int:
-        ran = 0
-        while worker.run_once():
-            ran += 1
-        return ran
-
-    return run
+    return ingest_drain(db)
 
 
 class Project:

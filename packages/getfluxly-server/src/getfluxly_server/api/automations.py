@@ -10,24 +10,29 @@ Answers show the definition as it was sent.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import ActionBody, Request, Response, Timestamp
+from getfluxly_server.api.deps import DB
+from getfluxly_server.api.models import (
+    ActionBody,
+    PageCursor,
+    PageLimit,
+    Request,
+    Response,
+    Timestamp,
+)
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.automations import manage
 from getfluxly_server.domain.clock import SYSTEM
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Automation
 
 log = logging.getLogger("getfluxly.automations")
 router = APIRouter(prefix="/v1", tags=["automations"])
-DB = Annotated[Database, Depends(database)]
 
 Status = Literal["draft", "active", "paused"]
 #: ``"once"`` | ``"always"`` | ``{"after": "P7D"}``
@@ -168,8 +173,8 @@ def list_automations(
     project_id: str,
     who: WorkspaceKey,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> AutomationList:
     """The project's automations, newest first (deleted ones are left out)."""
     with db.read() as session:

@@ -14,21 +14,27 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import ActionBody, Moment, Request, Response, Timestamp
+from getfluxly_server.api.deps import DB
+from getfluxly_server.api.models import (
+    ActionBody,
+    Moment,
+    PageCursor,
+    PageLimit,
+    Request,
+    Response,
+    Timestamp,
+)
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import broadcasts, paging
 from getfluxly_server.domain.broadcasts.service import MAX_RATE_PER_MINUTE
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Broadcast, BroadcastStatus
 
 log = logging.getLogger("getfluxly.broadcasts")
 router = APIRouter(prefix="/v1", tags=["broadcasts"])
-DB = Annotated[Database, Depends(database)]
 
 ID_MAX = 64
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
@@ -166,8 +172,8 @@ def list_broadcasts(
     who: WorkspaceKey,
     db: DB,
     status: Annotated[BroadcastStatus | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> BroadcastList:
     """The project's broadcasts, newest first; ``status`` narrows the list."""
     with db.read() as session:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext
@@ -27,3 +29,7 @@ def keyring(request: Request) -> Keyring:
 def build_context(request: Request) -> BuildContext:
     value: BuildContext = request.app.state.build_context
     return value
+
+
+#: The database, as an endpoint parameter: ``db: DB``.
+DB = Annotated[Database, Depends(database)]

@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database, settings
+from getfluxly_server.api.deps import DB, settings
 from getfluxly_server.api.models import Response, Timestamp
 from getfluxly_server.domain import dev_messages
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import DevMessage
 
 router = APIRouter(prefix="/v1/dev", tags=["dev mode"])
@@ -45,7 +44,7 @@ def _view(row: DevMessage) -> CaughtMessage:
 @router.get("/messages")
 def list_messages(
     who: WorkspaceKey,
-    db: Annotated[Database, Depends(database)],
+    db: DB,
     config: Annotated[Settings, Depends(settings)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     message_id: Annotated[

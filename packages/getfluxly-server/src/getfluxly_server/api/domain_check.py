@@ -12,15 +12,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database, settings
+from getfluxly_server.api.deps import DB, settings
 from getfluxly_server.api.models import Response, Timestamp
 from getfluxly_server.domain import domain_check as domain
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import now
 
 router = APIRouter(prefix="/v1/email-providers", tags=["email providers"])
-DB = Annotated[Database, Depends(database)]
 Config = Annotated[Settings, Depends(settings)]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi import Request as HTTPRequest
 from pydantic import (
     Field,
@@ -24,16 +24,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api.auth import ServerKey, WorkspaceKey
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import DB
 from getfluxly_server.api.models import ActionBody, JSONObject, Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import messages
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.group_commit import GroupCommit
 from getfluxly_server.storage.models import Message, MessageHistory, MessageStatus
 
 router = APIRouter(prefix="/v1", tags=["messages"])
-DB = Annotated[Database, Depends(database)]
 
 #: Longest id accepted in a body (ids are ``prefix_`` and 20 characters; external ids 255).
 ID_MAX = 255

@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body
+from fastapi import Body, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic_core import PydanticCustomError
+
+from getfluxly_server.domain import paging
 
 
 def iso(value: datetime) -> str:
@@ -33,6 +35,12 @@ def _in_utc(value: datetime) -> datetime:
 #: A moment a request gives: with a zone (``Z`` or an offset; naive ones are refused), in
 #: UTC once read, and within what both databases can store.
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+#: A list's page size (``?limit=``, 1 to 500): ``limit: PageLimit = paging.DEFAULT_LIMIT``.
+PageLimit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)]
+#: The ``next_cursor`` of the page before (``?cursor=``): ``cursor: PageCursor = None``.
+PageCursor = Annotated[str | None, Query(max_length=1000)]
 
 
 #: How deep a JSON object given for templates (``data``, traits, event properties) may nest

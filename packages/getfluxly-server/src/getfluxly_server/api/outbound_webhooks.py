@@ -17,17 +17,15 @@ from fastapi import Response as HTTPResponse
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database, keyring
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.deps import DB, keyring
+from getfluxly_server.api.models import PageCursor, PageLimit, Request, Response, Timestamp
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.outbound import endpoints as domain
 from getfluxly_server.domain.outbound.events import EVENT_TYPES
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import OutboundAttempt, OutboundDelivery, OutboundWebhook
 
 router = APIRouter(prefix="/v1", tags=["outbound webhooks"])
-DB = Annotated[Database, Depends(database)]
 Keys = Annotated[Keyring, Depends(keyring)]
 
 _EVENTS_DOC = "Event types to receive: " + ", ".join(EVENT_TYPES)
@@ -164,8 +162,8 @@ def list_deliveries(
     who: WorkspaceKey,
     db: DB,
     status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> DeliveryList:
     """The delivery log, newest first: each delivery with every attempt."""
     with db.read() as session:

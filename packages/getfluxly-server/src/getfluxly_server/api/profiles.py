@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import DB
 from getfluxly_server.api.models import Response, Timestamp
 from getfluxly_server.domain import profiles
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Event, Profile
 
 router = APIRouter(prefix="/v1/projects/{project_id}/profiles", tags=["profiles"])
-DB = Annotated[Database, Depends(database)]
 
 
 class ProfileView(Response):

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from getfluxly_server.api import views
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import DB
 from getfluxly_server.api.models import Request, Response
 from getfluxly_server.api.views import IssuedKeyView, KeyView, ProjectView
 from getfluxly_server.domain import providers, tenancy
-from getfluxly_server.storage.db import Database
 
 router = APIRouter(prefix="/v1", tags=["projects and keys"])
-DB = Annotated[Database, Depends(database)]
 
 
 class NewProject(Request):

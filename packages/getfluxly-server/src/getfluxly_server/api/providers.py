@@ -16,18 +16,16 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, create_model
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import build_context, database, keyring, settings
+from getfluxly_server.api.deps import DB, build_context, keyring, settings
 from getfluxly_server.api.models import Response, Timestamp
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import providers as domain
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.provider_settings import NewProvider, ProviderChanges, TestSend
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import EmailProvider
 
 router = APIRouter(prefix="/v1", tags=["email providers"])
-DB = Annotated[Database, Depends(database)]
 Keys = Annotated[Keyring, Depends(keyring)]
 Context = Annotated[domain.Context, Depends(build_context)]
 Config = Annotated[Settings, Depends(settings)]

@@ -9,20 +9,17 @@ are 1-64 of ``a-z 0-9 - _``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import DB
 from getfluxly_server.api.models import Request, Response
 from getfluxly_server.domain.tracking import preferences as domain
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, SubscriptionGroup
 
 router = APIRouter(prefix="/v1/projects/{project_id}/subscription-groups", tags=["unsubscribe"])
-DB = Annotated[Database, Depends(database)]
 
 
 class Group(Request):

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi import Response as HTTPResponse
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database
-from getfluxly_server.api.models import Request, Response, Timestamp
+from getfluxly_server.api.deps import DB
+from getfluxly_server.api.models import PageCursor, PageLimit, Request, Response, Timestamp
 from getfluxly_server.domain import paging
 from getfluxly_server.domain import suppressions as domain
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import ADDRESS_MAX, Suppression, SuppressionReason
 
 router = APIRouter(prefix="/v1/projects/{project_id}/suppressions", tags=["suppressions"])
-DB = Annotated[Database, Depends(database)]
 
 #: hard_bounce, complaint, soft_bounce_limit, unsubscribed, manual.
 Reason = SuppressionReason
@@ -68,8 +66,8 @@ def list_suppressions(
     email: Annotated[
         str | None, Query(max_length=ADDRESS_MAX, description="part of the address, any case")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> SuppressionList:
     """The list in address order, optionally only one reason or addresses containing
     ``email``."""

@@ -11,20 +11,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database, settings
-from getfluxly_server.api.models import JSONObject, Request, Response, Timestamp
+from getfluxly_server.api.deps import DB, settings
+from getfluxly_server.api.models import (
+    JSONObject,
+    PageCursor,
+    PageLimit,
+    Request,
+    Response,
+    Timestamp,
+)
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.domain import paging, template_preview, template_store
 from getfluxly_server.settings import Settings
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import NAME_MAX, Template
 
 router = APIRouter(prefix="/v1", tags=["templates"])
-DB = Annotated[Database, Depends(database)]
 Config = Annotated[Settings, Depends(settings)]
 
 Kind = Literal["marketing", "transactional"]
@@ -151,8 +156,8 @@ def list_templates(
     project_id: str,
     who: WorkspaceKey,
     db: DB,
-    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = paging.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: PageLimit = paging.DEFAULT_LIMIT,
+    cursor: PageCursor = None,
 ) -> TemplateList:
     """The project's templates, newest first (deleted ones are left out)."""
     with db.read() as session:

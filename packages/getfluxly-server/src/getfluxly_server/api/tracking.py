@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from getfluxly_server.api.client_address import client_address
-from getfluxly_server.api.deps import database, settings
+from getfluxly_server.api.deps import DB, settings
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.api.public_limits import PublicVisitor
 from getfluxly_server.domain import tracking
@@ -29,7 +29,6 @@ from getfluxly_server.storage.models import now
 
 log = logging.getLogger("getfluxly.tracking")
 router = APIRouter(tags=["tracking"])
-DB = Annotated[Database, Depends(database)]
 
 #: The smallest transparent GIF (43 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from getfluxly_server.api.deps import database
+from getfluxly_server.api.deps import DB
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.api.public_limits import PublicVisitor
 from getfluxly_server.api.tracking import LIMITED, NO_CACHE, ServerLinks, hit
@@ -37,7 +37,6 @@ from getfluxly_server.storage.db import Database
 
 log = logging.getLogger("getfluxly.tracking")
 router = APIRouter(tags=["unsubscribe"])
-DB = Annotated[Database, Depends(database)]
 
 #: The pages answer in HTML; a path the server refuses before them (api/strict_input.py)
 #: and a body over the limit are the usual JSON errors.

@@ -18,16 +18,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi import Request as HTTPRequest
 from fastapi import Response as HTTPResponse
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
 from getfluxly_server.api.auth import WorkspaceKey
-from getfluxly_server.api.deps import database, keyring, settings
+from getfluxly_server.api.deps import DB, database, keyring, settings
 from getfluxly_server.api.models import Request, Response, Timestamp
 from getfluxly_server.api.openapi_docs import ErrorBody
 from getfluxly_server.api.public_limits import webhook_failures
@@ -36,11 +34,9 @@ from getfluxly_server.domain.feedback import secrets as domain
 from getfluxly_server.domain.feedback.config import FeedbackConfig, config_of
 from getfluxly_server.domain.feedback.relays import NAMES
 from getfluxly_server.domain.feedback.signatures import Incoming
-from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import WebhookSecret, now
 
 router = APIRouter(tags=["webhooks"])
-DB = Annotated[Database, Depends(database)]
 
 
 class NewWebhookSecret(Request):

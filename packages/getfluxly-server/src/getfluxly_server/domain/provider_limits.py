@@ -90,9 +90,7 @@ _EPSILON = 1e-9
 Clock = Callable[[], float]
 
 
-class _HasLimits(Protocol):
-    @property
-    def id(self) -> str: ...
+class _Limits(Protocol):
     @property
     def max_connections(self) -> int | None: ...
     @property
@@ -101,17 +99,18 @@ class _HasLimits(Protocol):
     def rate_per_hour(self) -> int | None: ...
 
 
-class _LimitsLike(Protocol):
+class _HasLimits(_Limits, Protocol):
+    """A provider row (``storage.models.EmailProvider``): its ``id`` and the three limits."""
+
+    @property
+    def id(self) -> str: ...
+
+
+class _LimitsLike(_Limits, Protocol):
     """Limits as another module's own value holds them (``provider_id`` and the three)."""
 
     @property
     def provider_id(self) -> str: ...
-    @property
-    def max_connections(self) -> int | None: ...
-    @property
-    def rate_per_second(self) -> float | None: ...
-    @property
-    def rate_per_hour(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)

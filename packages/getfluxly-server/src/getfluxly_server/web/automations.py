@@ -16,10 +16,10 @@ from typing import Any
 
 from fastapi import Response
 
-from getfluxly_server.domain import message_stats, template_store, tenancy
+from getfluxly_server.domain import message_stats, template_store
 from getfluxly_server.domain.automations import history, manage
 from getfluxly_server.domain.clock import SYSTEM
-from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
+from getfluxly_server.domain.errors import DomainError, ValidationFailed
 from getfluxly_server.domain.segments import store as segment_store
 from getfluxly_server.storage.models import Automation
 from getfluxly_server.web import automation_flow, charts
@@ -40,19 +40,9 @@ PICK_LIMIT = 100
 _TOP = re.compile(r"[a-z_]+")
 
 
-def _project(ctx: Ctx) -> str:
-    """The page's project, checked before any field of the form is looked at."""
-    project_id = ctx.params["project_id"]
-    with ctx.db.read() as session:
-        tenancy.project_of(session, ctx.user.principal, project_id)
-    return project_id
-
-
 def _find(ctx: Ctx, session: Any, *, lock: bool = False) -> Automation:
     row = manage.find(session, ctx.user.principal, ctx.params["automation_id"], lock=lock)
-    if row.project_id != ctx.params["project_id"]:
-        raise NotFound("automation")
-    return row
+    return ctx.in_project(row, "automation")
 
 
 def _names(ctx: Ctx, session: Any, project_id: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -143,13 +133,13 @@ def listing(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/automations/new")
 def new(ctx: Ctx) -> Response:
-    _project(ctx)
+    ctx.project()
     return _editor(ctx, None)
 
 
 @page("/projects/{project_id}/automations/new", method="POST", need="edit")
 def create(ctx: Ctx) -> Response:
-    project_id = _project(ctx)
+    project_id = ctx.project()
     try:
         body = _body(ctx)
         with ctx.db.transaction() as session:
@@ -211,7 +201,7 @@ def edit(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/automations/{automation_id}", method="POST", need="edit")
 def save(ctx: Ctx) -> Response:
-    project_id = _project(ctx)
+    project_id = ctx.project()
     with ctx.db.read() as session:
         automation_id = _find(ctx, session).id
     try:

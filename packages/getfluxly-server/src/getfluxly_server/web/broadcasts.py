@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Response
 
-from getfluxly_server.domain import broadcasts, template_store, tenancy
+from getfluxly_server.domain import broadcasts, template_store
 from getfluxly_server.domain.broadcasts.service import MAX_RATE_PER_MINUTE
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.segments import store as segment_store
@@ -33,19 +33,9 @@ COUNTS = (
 )  # fmt: skip
 
 
-def _project(ctx: Ctx) -> str:
-    """The page's project, checked before any field of the form is looked at."""
-    project_id = ctx.params["project_id"]
-    with ctx.db.read() as session:
-        tenancy.project_of(session, ctx.user.principal, project_id)
-    return project_id
-
-
 def _find(ctx: Ctx, session: Any, *, lock: bool = False) -> Broadcast:
     row = broadcasts.find(session, ctx.user.principal, ctx.params["broadcast_id"], lock=lock)
-    if row.project_id != ctx.params["project_id"]:
-        raise NotFound("broadcast")
-    return row
+    return ctx.in_project(row, "broadcast")
 
 
 def _send_at(ctx: Ctx) -> datetime | None:
@@ -113,7 +103,7 @@ def listing(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/broadcasts/new")
 def new(ctx: Ctx) -> Response:
-    _project(ctx)
+    ctx.project()
     return _form(ctx)
 
 
@@ -121,7 +111,7 @@ def new(ctx: Ctx) -> Response:
 def create(ctx: Ctx) -> Response:
     """Save the broadcast; with ``then=start`` start it at once (``scheduled`` when its
     send_at is in the future), else keep it a draft."""
-    project_id = _project(ctx)
+    project_id = ctx.project()
     try:
         send_at, rate = _send_at(ctx), _rate(ctx)
         with ctx.db.transaction() as session:

@@ -190,8 +190,7 @@ def _add_form(
 
 @page("/projects/{project_id}/settings/providers/new")
 def add_form(ctx: Ctx) -> Response:
-    with ctx.db.read() as session:
-        tenancy.project_of(session, ctx.user.principal, ctx.params["project_id"])
+    ctx.project()
     return _add_form(ctx, _kind(ctx))
 
 

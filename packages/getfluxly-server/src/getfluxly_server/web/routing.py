@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -34,8 +34,8 @@ from getfluxly_server.api.client_address import client_address
 from getfluxly_server.api.deps import database, settings
 from getfluxly_server.api.errors import STATUS
 from getfluxly_server.api.strict_input import has_bad_text
-from getfluxly_server.domain import users
-from getfluxly_server.domain.errors import DomainError
+from getfluxly_server.domain import tenancy, users
+from getfluxly_server.domain.errors import DomainError, NotFound
 from getfluxly_server.settings import Settings
 from getfluxly_server.storage.db import Database
 from getfluxly_server.web import render
@@ -48,6 +48,14 @@ SESSION_COOKIE = "gf_session"
 router = APIRouter(include_in_schema=False)
 
 Handler = Callable[["Ctx"], Response]
+
+
+class _InProject(Protocol):
+    @property
+    def project_id(self) -> str: ...
+
+
+Row = TypeVar("Row", bound=_InProject)
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,21 @@ class Ctx:
     def text(self, name: str, default: str = "") -> str:
         """A form field as given (stripped of surrounding blanks)."""
         return self.form.get(name, default).strip()
+
+    def project(self) -> str:
+        """The path's ``project_id``, checked to be one this user sees: another workspace's
+        is ``not_found``, before any field of the form is looked at."""
+        project_id = self.params["project_id"]
+        with self.db.read() as session:
+            tenancy.project_of(session, self.user.principal, project_id)
+        return project_id
+
+    def in_project(self, row: Row, what: str) -> Row:
+        """``row`` when it belongs to the path's project; ``not_found`` (as ``what``)
+        otherwise, so a URL pairing one project with another's id shows nothing."""
+        if row.project_id != self.params["project_id"]:
+            raise NotFound(what)
+        return row
 
 
 def _status(code: str) -> int:

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from getfluxly_server.domain import tenancy
 from getfluxly_server.domain.clock import SYSTEM
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
 from getfluxly_server.domain.segments import history
@@ -31,20 +30,9 @@ RECENT_TRANSITIONS = 20
 EXAMPLE_RULE = {"all": [{"trait": "plan", "op": "eq", "value": "pro"}]}
 
 
-def _project(ctx: Ctx) -> str:
-    """The page's project, checked first: another workspace's is ``not_found`` before any
-    field of the form is looked at."""
-    project_id = ctx.params["project_id"]
-    with ctx.db.read() as session:
-        tenancy.project_of(session, ctx.user.principal, project_id)
-    return project_id
-
-
 def _find(ctx: Ctx, session: Any, *, lock: bool = False) -> Segment:
     row = segment_store.find(session, ctx.user.principal, ctx.params["segment_id"], lock=lock)
-    if row.project_id != ctx.params["project_id"]:
-        raise NotFound("segment")
-    return row
+    return ctx.in_project(row, "segment")
 
 
 def _pretty(rule: Any) -> str:
@@ -131,13 +119,13 @@ def listing(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/segments/new")
 def new(ctx: Ctx) -> Response:
-    _project(ctx)
+    ctx.project()
     return _editor(ctx, None)
 
 
 @page("/projects/{project_id}/segments/new", method="POST", need="edit")
 def create(ctx: Ctx) -> Response:
-    project_id = _project(ctx)
+    project_id = ctx.project()
     try:
         rule, _ = _from_form(ctx)
         with ctx.db.transaction() as session:
@@ -160,7 +148,7 @@ def preview(ctx: Ctx) -> Response:
     """How many profiles the unsaved rule matches now. For the page's script (``Accept:
     application/json``): ``{"count", "rule"}`` or ``{"error", "field"}``; for a plain form
     post: the editor again, with the count (or the fault) shown."""
-    project_id = _project(ctx)
+    project_id = ctx.project()
     wants_json = "application/json" in ctx.request.headers.get("accept", "")
     segment_row: Segment | None = None
     try:
@@ -226,7 +214,7 @@ def edit(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/segments/{segment_id}", method="POST", need="edit")
 def save(ctx: Ctx) -> Response:
-    project_id = _project(ctx)
+    project_id = ctx.project()
     with ctx.db.read() as session:
         segment_id = _find(ctx, session).id
     try:

@@ -93,8 +93,7 @@ def listing(ctx: Ctx) -> Response:
 
 @page("/projects/{project_id}/templates/new")
 def new(ctx: Ctx) -> Response:
-    with ctx.db.read() as session:
-        tenancy.project_of(session, ctx.user.principal, ctx.params["project_id"])
+    ctx.project()
     return _editor(ctx, None)
 
 
