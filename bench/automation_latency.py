@@ -13,7 +13,9 @@ the event sender): on PostgreSQL ``--api-processes`` API processes (default 2) s
 socket, as ``getfluxly api --processes 2``, and the worker (``app.create_worker``: ingest,
 the automation runner, the delivery loop) in a process of its own, as ``getfluxly worker``
 (``--one-process``: the worker in the first API process, as ``getfluxly serve``); on SQLite
-one process with both (its wake-ups do not cross processes). Before the clock starts:
+one API process and the worker process, as ``getfluxly serve --worker-process`` (its
+wake-ups cross processes through the channel beside the database file; ``--one-process``
+for both in one). Before the clock starts:
 ``--profiles`` profiles (default 100,000, written set-based as rows: each with an ``email``
 trait and an external id), a template, an SMTP provider on a fresh smtp-sink, and an active
 automation triggered by ``signed_up`` whose first step sends. Then ``--rate`` events a
@@ -52,6 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -115,6 +118,18 @@ def _child(body: Callable[[], None]) -> int:
         os._exit(status)
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time (user + system) the processes ``pids`` have used so far, from their own
+    counters (``/proc/<pid>/stat``): a measure the machine's other load does not change."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 @contextlib.contextmanager
 def servers(
     settings: Settings,
@@ -124,12 +139,13 @@ def servers(
     *,
     api_processes: int,
     worker_apart: bool,
-) -> Iterator[str]:
+) -> Iterator[tuple[str, list[int]]]:
     """The server in processes of its own, as deployed (none shares the GIL with the event
     senders): ``api_processes`` forked API processes serving one listening socket (as
     ``getfluxly api --processes N``); the worker (:func:`build_worker`) in a process of its
     own when ``worker_apart`` (as ``getfluxly worker``), else in the first API process (as
-    ``getfluxly serve``). Stopped with SIGTERM at the end. Yields the API's base URL."""
+    ``getfluxly serve``). Stopped with SIGTERM at the end. Yields the API's base URL and the
+    processes' ids."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((HOST, 0))
@@ -181,7 +197,8 @@ def servers(
             if time.monotonic() > deadline:
                 raise RuntimeError("the API did not start")
             time.sleep(0.1)
-        yield url
+        note(f"server processes: {' '.join(map(str, pids))}")
+        yield url, pids
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -219,48 +236,85 @@ def send_events(
 ) -> dict[str, float]:
     """POST one ``signed_up`` per user at ``rate`` a second; when each 202 came (epoch s).
 
-    Paced by the schedule, not by the answers: event *i* is posted at start + i / rate
-    whatever became of the earlier ones (an asyncio task each, over at most ``connections``
-    keep-alive connections), so a slow answer delays no later event."""
+    Paced by the schedule, not by the answers: event *i* is handed over at start + i / rate
+    whatever became of the earlier ones, to the first of ``connections`` keep-alive
+    connections that is free, so a slow answer delays no later event (unless every
+    connection is waiting for one)."""
     return asyncio.run(_send_events(url, key, users, rate, connections))
 
 
 async def _send_events(
     url: str, key: str, users: Sequence[int], rate: float, connections: int
 ) -> dict[str, float]:
+    # A bare HTTP/1.1 client on asyncio streams, not httpx: the sender shares the machine's
+    # two cores with the server, and httpx's pool spent a millisecond and more of CPU per
+    # request (its connection search grows with the requests waiting), so the sender slowed
+    # the server it measured. Here a request is one prepared bytes write and one read.
+    parts = urlsplit(url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    ).encode()
     answered: dict[str, float] = {}
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    bearer = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(
-        base_url=url, headers=bearer, timeout=60.0, limits=limits
-    ) as client:
+    pending: asyncio.Queue[str | None] = asyncio.Queue()
 
-        async def post(user: str) -> None:
+    async def connection() -> None:
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while (user := await pending.get()) is not None:
+            body = b'{"event":"signed_up","external_id":"%s"}' % user.encode()
             try:
-                reply = await client.post(
-                    "/v1/events", json={"event": "signed_up", "external_id": user}
-                )
-            except httpx.HTTPError as exc:  # counted, not fatal: the report says how many
+                if streams is None:
+                    streams = await asyncio.open_connection(host, port)
+                reader, writer = streams
+                writer.write(head % len(body) + body)
+                status, text, keep = await _response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                # Counted, not fatal (the report says how many); not retried, as the event
+                # may have been stored.
                 errors.append(type(exc).__name__)
-                return
-            if reply.status_code == 202:
+                if streams is not None:
+                    streams[1].close()
+                streams = None
+                continue
+            if status == 202:
                 answered[user] = time.time()
             else:
-                errors.append(f"{reply.status_code} {reply.text[:200]}")
+                errors.append(f"{status} {text[:200]}")
+            if not keep:
+                streams[1].close()
+                streams = None
+        if streams is not None:
+            streams[1].close()
 
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.5
-        tasks = []
-        for index, number in enumerate(users):
-            delay = start + index / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(f"user{number}")))
-        await asyncio.gather(*tasks)
+    loop = asyncio.get_running_loop()
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = loop.time() + 0.5
+    for index, number in enumerate(users):
+        delay = start + index / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.put_nowait(f"user{number}")
+    for _ in workers:
+        pending.put_nowait(None)
+    await asyncio.gather(*workers)
     if errors:
         note(f"{len(errors)} events refused, e.g. {errors[0]}")
     return answered
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, str, bool]:
+    """One HTTP/1.1 response: its status, its body (as text), whether the connection stays
+    open. The server answers with a Content-Length (uvicorn does for JSON bodies)."""
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    }
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, body.decode(errors="replace"), headers.get("connection") != "close"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -277,6 +331,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             keyring=Keyring.parse(keyring_text),
             rate_limit_per_second=100_000.0,
             rate_limit_burst=100_000,
+            delivery_threads=args.delivery_threads,
         )
         with db.transaction() as session:
             workspace, workspace_key = tenancy.create_workspace(session, "Bench")
@@ -290,13 +345,13 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
         provider = ledger.add_provider(
             db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         )
-        separate = backend == "postgres" and not args.one_process
+        separate = not args.one_process
         api_processes = args.api_processes or (2 if backend == "postgres" else 1)
         if backend == "sqlite":
-            api_processes = 1  # its wake-ups do not cross processes: API and worker together
+            api_processes = 1  # one writer at a time: more API processes would wait on it
         with servers(
             settings, db, provider, sink.port, api_processes=api_processes, worker_apart=separate
-        ) as url:
+        ) as (url, pids):
             api = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {workspace_key.plaintext}"}
             )
@@ -313,6 +368,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             users = secrets.SystemRandom().sample(range(args.profiles), events)
             note(f"{backend}: {events} events at {args.rate}/s")
             load_before = os.getloadavg()[0]
+            cpu_before = cpu_seconds(pids)
             began = time.monotonic()
             answered = send_events(url, secret, users, args.rate, args.connections)
             sending_seconds = time.monotonic() - began
@@ -324,6 +380,7 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
                     break
                 time.sleep(0.2)
             load_after = os.getloadavg()[0]
+            cpu_used = cpu_seconds(pids) - cpu_before
             query = (
                 select(
                     Identity.value, Message.sent_at, AutomationRun.entered_at, Message.created_at
@@ -353,6 +410,11 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
         "raw_per_second": round(raw.rate, 1) if raw.rate else None,
         "complete": len(rows) == len(answered) == events and sink_count == len(rows),
         "load_average": [round(load_before, 1), round(load_after, 1)],
+        # The server's processes' own CPU time per accepted event, from the sender's first
+        # event until every message was sent (load-independent, unlike the latencies).
+        "server_cpu_ms_per_event": (
+            round(1000 * cpu_used / len(answered), 2) if answered else None
+        ),
     }  # fmt: skip
     if latencies:
         result.update({
@@ -380,11 +442,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--api-processes", type=int, help="PostgreSQL: API processes (2; SQLite: always 1)"
     )
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--delivery-threads", type=int, default=2, help="GETFLUXLY_DELIVERY_THREADS (2)"
+    )
     parser.add_argument("--quick", action="store_true", help="500 profiles, 50/s for 4 s")
     parser.add_argument(
         "--one-process",
         action="store_true",
-        help="PostgreSQL: the worker in the API's process (as getfluxly serve), not its own",
+        help="the worker in the (first) API process (as getfluxly serve), not its own",
     )
     args = parser.parse_args(argv)
     args.backend = args.backend or "postgres"
@@ -409,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p50 {result.get('p50_ms')} ms, p95 {result.get('p95_ms')} ms, "
         f"p99 {result.get('p99_ms')} ms, max {result.get('max_ms')} ms; "
         f"FluxMail raw {result['raw_per_second']} msg/s for {result['accepted']} messages; "
-        f"median hops {result.get('median_hops_ms')} ms; load average "
+        f"median hops {result.get('median_hops_ms')} ms; server CPU "
+        f"{result['server_cpu_ms_per_event']} ms/event; load average "
         f"{result['load_average'][0]} -> {result['load_average'][1]}"
     )
     report = {

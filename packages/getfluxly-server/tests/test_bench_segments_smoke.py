@@ -1,8 +1,9 @@
 """A short run of the segment benchmark (``bench/segment_eval.py --quick``) per database.
 
 Speed is not asserted (the machine is shared and noisy); that the incremental update and the
-full recompute agreed on every member in every round, and that the report carries the
-times and the ratio, is. PostgreSQL is never skipped (see test_bench_queue_smoke.py).
+full recompute agreed on every member in every round (after logins and after clicks
+recorded as feedback), and that the report carries the times and the ratio, is. PostgreSQL
+is never skipped (see test_bench_queue_smoke.py).
 """
 
 from __future__ import annotations
@@ -39,3 +40,9 @@ def test_quick_benchmark_agrees_with_a_full_recompute(backend: str) -> None:
     assert found["incremental_ms"] > 0
     assert found["full_ms"] > 0
     assert found["ratio_full_over_incremental"] > 0
+    # The mail activity case: clicks recorded as feedback, the same agreement.
+    clicks = found["email"]
+    assert clicks["consistent"] is True
+    assert len(clicks["rounds"]) == 2
+    assert clicks["incremental_ms"] > 0
+    assert clicks["full_ms"] > 0

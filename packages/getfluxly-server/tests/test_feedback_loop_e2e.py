@@ -7,24 +7,32 @@ the relay received is followed through the real redirect (``/t/c/...``), and the
 fetched (``/t/o/...``), by a reader's browser. A segment with the rule ``{"email": "clicked",
 "within": "P7D"}`` (engine spec section 3) then has that profile as a member, and its entry
 is recorded (a ``segment_transitions`` row, what automations' ``segment_entered`` triggers
-read) once the segment pass has run (``GETFLUXLY_SEGMENT_PASS_SECONDS``: mail activity is
-not an event rule's); likewise ``{"email": "opened"}``. A segment of clicks on another message (its
-``broadcast_id``) and one of bounces stay empty. Nothing is written to the database by the
-test: the click and the open are the server's own records of the requests.
+read) as soon as the worker has processed the click's profile event (``email_clicked``);
+likewise ``{"email": "opened"}``. The periodic segment pass
+(``GETFLUXLY_SEGMENT_PASS_SECONDS``) is set to an hour, so it is not what moves anyone. A
+segment of clicks on another message (its ``broadcast_id``) stays empty. The one-click
+unsubscribe (``POST`` to the ``List-Unsubscribe`` URL) moves the profile out of
+``{"subscribed": true}`` at once, with one exit; a hard bounce posted to the generic
+feedback webhook (``/webhooks/smtp/{project}``, signed) moves it into the bounces' segment,
+with one entry. Nothing is written to the database by the test: the click, the open, the
+unsubscribe and the bounce are the server's own records of the requests.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from flux_testkit.gfserver import GFProject, GFServer, Harness
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.webhook_signers import standard_headers
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 HTML = (
@@ -48,9 +56,9 @@ def loop(
     directory = tmp_path_factory.mktemp(f"gf-loop-{request.param}")
     database = gf_harness.database(request.param, directory / "db")
     # Opens and clicks count as a person's however soon they come (the test is quick; the
-    # "too soon after sending" rule is tested in test_tracking_links.py). Segments that read
-    # mail activity are brought up to date by the segment pass: every second here.
-    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "1"}
+    # "too soon after sending" rule is tested in test_tracking_links.py). The segment pass
+    # runs once at the start, then not for an hour: segments move as the events are processed.
+    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "3600"}
     server = GFServer(gf_harness, database, directory / "logs", env=env)
     relay = SMTPTestServer(tls="none", auth=True).start()
     try:
@@ -80,6 +88,23 @@ def _segment(loop: Loop, name: str, rule: dict[str, Any]) -> str:
     )
     assert made.status_code == 201, made.text
     return str(made.json()["segment"]["id"])
+
+
+def _broadcast(loop: Loop, segment_id: str) -> str:
+    """A broadcast of the project (a draft: it sends nothing)."""
+    client = loop.server.client()
+    template = client.post(
+        f"/v1/projects/{loop.project.id}/templates",
+        json={"name": "Spring", "subject": "Spring", "html": HTML},
+    )
+    assert template.status_code == 201, template.text
+    made = client.post(
+        f"/v1/projects/{loop.project.id}/broadcasts",
+        json={"name": "Spring", "template_id": template.json()["template"]["id"],
+              "segment_id": segment_id},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    return str(made.json()["broadcast"]["id"])
 
 
 def _members(loop: Loop, segment_id: str) -> set[str]:
@@ -120,31 +145,36 @@ def _profile(loop: Loop, external_id: str, email: str) -> str:
     return profile_id
 
 
-def _delivered_html(loop: Loop, message_id: str) -> str:
-    def find() -> str | None:
+def _delivered(loop: Loop, message_id: str) -> tuple[str, str]:
+    """The HTML part and the ``List-Unsubscribe`` URL of the message the relay received."""
+
+    def find() -> tuple[str, str] | None:
         for received in list(loop.relay.messages):
             if received.message["X-GetFluxly-Message-Id"] == message_id:
                 part = received.message.get_body(("html",))
                 assert part is not None
-                return str(part.get_content())  # type: ignore[attr-defined]
+                [url] = re.findall(r"<([^>]+)>", received.message["List-Unsubscribe"])
+                return str(part.get_content()), url  # type: ignore[attr-defined]
         return None
 
-    html: str = _until(f"{message_id} at the relay", find)
-    return html
+    found: tuple[str, str] = _until(f"{message_id} at the relay", find)
+    return found
 
 
-@pytest.mark.timeout(400)  # a real server, mail and several segment passes on a busy machine
+@pytest.mark.timeout(400)  # a real server and mail on a busy machine
 def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_segment(
     loop: Loop,
 ) -> None:
     clicked = _segment(loop, "Clicked this week", {"email": "clicked", "within": "P7D"})
     opened = _segment(loop, "Opened this week", {"email": "opened", "within": "P7D"})
-    elsewhere = _segment(
-        loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": "brd_none"}
-    )
     bounced = _segment(loop, "Bounced", {"email": "bounced"})
+    elsewhere = _segment(
+        loop, "Clicked a broadcast", {"email": "clicked", "broadcast_id": _broadcast(loop, bounced)}
+    )
+    subscribed = _segment(loop, "Subscribed", {"subscribed": True})
     profile_id = _profile(loop, "reader-loop", "grace@example.com")
     assert _members(loop, clicked) == set()
+    _until("the reader in the subscribed segment", lambda: _members(loop, subscribed))
 
     sent = loop.server.client(loop.project.secret_key).post(
         "/v1/messages",
@@ -153,7 +183,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     )  # fmt: skip
     assert sent.status_code == 202, sent.text
     message_id = sent.json()["message"]["id"]
-    html = _delivered_html(loop, message_id)
+    html, unsubscribe = _delivered(loop, message_id)
     assert "Hello Grace." in html
     assert "https://shop.example.com" not in html  # the link goes through the redirect
     [click] = re.findall(r'href="(http://127\.0\.0\.1:\d+/t/c/[^"]+)"', html)
@@ -195,4 +225,36 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
         ),
     )
     assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
+
+    # One click on the List-Unsubscribe URL, as a mailbox provider posts it (RFC 8058).
+    posted = reader.post(
+        unsubscribe, content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert posted.status_code == 200, posted.text
+    _until("the reader out of the subscribed segment", lambda: not _members(loop, subscribed))
+    assert [e["kind"] for e in _entries(loop, subscribed, profile_id)] == ["entered", "left"]
+    assert _members(loop, clicked) == {profile_id}  # unsubscribing is no reason to leave it
+
+    # A hard bounce reported by the relay on GetFluxly's generic webhook (Standard Webhooks).
+    assert _members(loop, bounced) == set()
+    made = loop.server.client().post(
+        f"/v1/projects/{loop.project.id}/webhook-secrets", json={"relay": "smtp"}
+    )
+    assert made.status_code == 201, made.text
+    secret = made.json()["webhook_secret"]["secret"]
+    now = int(time.time())
+    body = json.dumps({"events": [{
+        "id": "bounce-1", "type": "bounced", "email": "grace@example.com",
+        "message_id": message_id, "bounce_type": "hard", "reason": "550 5.1.1 user unknown",
+        "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+    }]}).encode()  # fmt: skip
+    posted = reader.post(
+        f"/webhooks/smtp/{loop.project.id}", content=body,
+        headers={"Content-Type": "application/json",
+                 **standard_headers(secret, "delivery-1", now, body)},
+    )  # fmt: skip
+    assert posted.status_code in (200, 204), posted.text
+    _until("the reader in the bounced segment", lambda: _members(loop, bounced))
+    assert [e["kind"] for e in _entries(loop, bounced, profile_id)] == ["entered"]
     assert "Traceback" not in loop.server.logs()

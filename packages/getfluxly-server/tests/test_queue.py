@@ -21,6 +21,8 @@ import itertools
 import random
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -37,7 +39,7 @@ from getfluxly_server.queue.kinds import JobKind, JobPayload, Queue, Registry
 from getfluxly_server.queue.retry import RetryPolicy, backoff
 from getfluxly_server.queue.worker import Permanent, Retry, Worker
 from getfluxly_server.storage import jobs
-from getfluxly_server.storage.db import Database
+from getfluxly_server.storage.db import Database, FairLock
 from getfluxly_server.storage.models import Job, JobStatus, now
 
 if TYPE_CHECKING:
@@ -581,6 +583,100 @@ def test_an_enqueue_wakes_an_idle_worker_at_once(db: Database) -> None:
         with db.transaction() as session:  # and again: it listens on
             KIND.enqueue_many(session, [Item(n=1), Item(n=2)])
         _wait(lambda: [j.status for j in _jobs(db)] == ["done"] * 3, 20, "the second wake-up")
+
+
+@pytest.mark.parametrize("gf_backend", ["sqlite"])
+def test_sqlite_wakers_hear_their_own_kinds_in_this_process_and_another(db: Database) -> None:
+    """A waker registered for kinds is called after commits that announce one of them, in
+    this process and from another process on the same file (the channel beside the file),
+    not after commits of other kinds; a waker of every kind hears all of them."""
+    mine, every = threading.Event(), threading.Event()
+    stops = [
+        jobs.on_local_enqueue(db, mine.set, [KIND.name]),
+        jobs.on_local_enqueue(db, every.set),
+    ]
+    try:
+        with db.transaction() as session:
+            BULK.enqueue(session, Item())
+        assert every.wait(5)
+        assert not mine.is_set()
+        every.clear()
+        with db.transaction() as session:
+            KIND.enqueue(session, Item())
+        assert mine.wait(5)
+        assert every.wait(5)
+        mine.clear(), every.clear()
+        # From another process: an enqueue there, then a wake-up of another kind.
+        code = (
+            "import sys\n"
+            "from getfluxly_server.storage import jobs\n"
+            "from getfluxly_server.storage.db import Database\n"
+            "db = Database(sys.argv[1])\n"
+            "with db.transaction() as session:\n"
+            "    jobs.wake_workers(session, sys.argv[2])\n"
+        )
+        other = ["python", "-c", code, db.url]
+        subprocess.run([sys.executable, *other[1:], "test.elsewhere"], check=True, timeout=60)
+        assert every.wait(10), "the other process's commit did not wake this one"
+        assert not mine.is_set()
+        subprocess.run([sys.executable, *other[1:], KIND.name], check=True, timeout=60)
+        assert mine.wait(10), "the other process's enqueue of this kind did not wake it"
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_sqlite_writers_of_one_process_take_the_database_in_turn() -> None:
+    """The SQLite write lock of a process (``storage.db.FairLock``) goes to its waiters in
+    the order they came, even when its holder asks again at once; it is re-entrant."""
+    lock = FairLock()
+    order: list[str] = []
+    release = threading.Event()
+
+    def holder() -> None:
+        with lock, lock:  # re-entrant
+            release.wait(10)
+        with lock:  # asks again at once: the waiters before it go first
+            order.append("holder again")
+
+    def waiter(name: str) -> None:
+        with lock:
+            order.append(name)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    _wait(lambda: lock._owner is not None, 5, "the holder to take the lock")
+    waiters = []
+    for count, name in enumerate(("a", "b", "c"), 1):
+        thread = threading.Thread(target=waiter, args=(name,))
+        thread.start()
+        _wait(lambda count=count: len(lock._waiters) == count, 5, f"{name} to queue")
+        waiters.append(thread)
+    release.set()
+    for thread in (first, *waiters):
+        thread.join(10)
+    assert order == ["a", "b", "c", "holder again"]
+
+
+@pytest.mark.parametrize("gf_backend", ["sqlite"])
+def test_a_sqlite_writer_waits_for_another_processs_write_lock(db: Database) -> None:
+    """A write transaction begun while another connection (as another process would) holds
+    SQLite's write lock waits for it (in short naps, not SQLite's busy handler), then goes
+    through."""
+    import sqlite3
+
+    path = db.url.split("///", 1)[1]
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(0.5, other.execute, args=("COMMIT",))
+    released.start()
+    try:
+        with db.transaction() as session:  # (BEGIN IMMEDIATE finds the lock taken)
+            KIND.enqueue(session, Item(n=7))
+    finally:
+        released.join()
+        other.close()
+    assert [j.payload["n"] for j in _jobs(db)] == [7]
 
 
 # Real worker processes behind the real API.

@@ -412,6 +412,18 @@ def test_email_rules(world: World) -> None:
     assert world.members({"email": "complained"}) == {"dee"}
     assert world.members({"email": "delivered"}) == set()
 
+    # eve merged into fay: her messages are fay's now, her feedback rows still name eve.
+    world.profile("eve", email="eve@example.com")
+    fay = world.profile("fay", email="fay@example.com")
+    e = message("eve", "sent", NOW - day)
+    feedback("eve", e, "clicked", NOW - day)
+    assert world.members({"email": "clicked", "within": "P2D"}) == {"eve"}
+    with world.db.transaction() as session:
+        session.get(Message, e).profile_id = fay  # type: ignore[union-attr]
+        session.get(Profile, world.names["eve"]).merged_into = fay  # type: ignore[union-attr]
+    assert world.members({"email": "clicked", "within": "P2D"}) == {"fay"}
+    assert world.members({"email": "clicked"}) == {"bob", "fay"}
+
 
 def test_subscription_rules(world: World) -> None:
     world.profile("ada", email="Ada@Example.com")

@@ -174,6 +174,93 @@ def test_invalid_rules_and_names_are_refused(module_server: GFServer) -> None:
     expect_error(owner.get("/v1/segments/seg_nope"), 404, "not_found")
 
 
+def _automation(server: GFServer, project: GFProject, key: str | None = None) -> str:
+    """A draft automation of the project (it sends nothing)."""
+    made = server.client(key).post(
+        f"/v1/projects/{project.id}/automations",
+        json={"name": "Welcome", "trigger": {"event": "signed_up"},
+              "steps": [{"id": "end", "type": "exit"}]},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    return str(made.json()["automation"]["id"])
+
+
+def _broadcast(server: GFServer, project: GFProject, key: str | None = None) -> str:
+    """A draft broadcast of the project (it sends nothing)."""
+    client = server.client(key)
+    segment = _create(client, project.id, name="All", rule={"trait": "email", "op": "exists"})
+    template = client.post(
+        f"/v1/projects/{project.id}/templates", json={"name": "T", "subject": "S", "text": "x"}
+    )
+    assert template.status_code == 201, template.text
+    made = client.post(
+        f"/v1/projects/{project.id}/broadcasts",
+        json={"name": "News", "template_id": template.json()["template"]["id"],
+              "segment_id": segment["id"]},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    return str(made.json()["broadcast"]["id"])
+
+
+def test_a_rule_may_name_only_its_projects_automations_and_broadcasts(
+    module_server: GFServer,
+) -> None:
+    server = module_server
+    project = server.create_project("Mail rules")
+    sibling = server.create_project("Sibling")  # same workspace, another project
+    stranger = server.create_workspace("Stranger")
+    theirs = server.create_project("Theirs", key=stranger.key)
+    owner = server.client()
+    url = f"/v1/projects/{project.id}/segments"
+    ours = {
+        "automation_id": _automation(server, project),
+        "broadcast_id": _broadcast(server, project),
+    }
+    foreign = {
+        "automation_id": _automation(server, theirs, stranger.key),
+        "broadcast_id": _broadcast(server, theirs, stranger.key),
+    }
+    next_door = {"automation_id": _automation(server, sibling), "broadcast_id": ""}
+    missing = {"automation_id": "aut_doesnotexist", "broadcast_id": "brd_doesnotexist"}
+
+    # The project's own: accepted everywhere.
+    rule = {"all": [{"trait": "email", "op": "exists"},
+                    {"not": {"email": "clicked", **ours}}]}  # fmt: skip
+    made = _create(owner, project.id, name="Not clicked", rule=rule)
+    assert owner.post(f"{url}/preview", json={"rule": rule}).status_code == 200
+    patched = owner.patch(f"/v1/segments/{made['id']}", json={"rule": {"email": "sent", **ours}})
+    assert patched.status_code == 200, patched.text
+
+    # Another tenant's, another project's and none at all: the same refusal, the same words.
+    for field in ("automation_id", "broadcast_id"):
+        said = set()
+        for ids in (foreign, next_door, missing):
+            if not ids[field]:
+                continue
+            bad = {"any": [{"event": "x"}, {"email": "opened", field: ids[field]}]}
+            where = f"rule.any[1].{field}"
+            answers = [
+                owner.post(url, json={"name": "Bad", "rule": bad}),
+                owner.post(f"{url}/preview", json={"rule": bad}),
+                owner.patch(f"/v1/segments/{made['id']}", json={"rule": bad}),
+            ]
+            for answer in answers:
+                detail = expect_error(answer, 400, "validation_error")
+                assert answer.json()["field"] == where
+                said.add(detail.replace(ids[field], "<id>"))
+        assert len(said) == 1, said
+        assert said.pop().startswith(f"rule.any[1].{field}: there is no ")
+    # Nothing was saved or changed by the refusals.
+    assert _segment(owner, made["id"])["rule"] == {"email": "sent", **ours}
+    assert [s["name"] for s in owner.get(url).json()["segments"]].count("Bad") == 0
+    # The other tenant's own segment may name its own broadcast.
+    mine = server.client(stranger.key).post(
+        f"/v1/projects/{theirs.id}/segments/preview",
+        json={"rule": {"email": "clicked", "broadcast_id": foreign["broadcast_id"]}},
+    )
+    assert mine.status_code == 200, mine.text
+
+
 def test_lists_and_members_page_with_cursors(module_server: GFServer) -> None:
     server = module_server
     project = server.create_project("Paging")

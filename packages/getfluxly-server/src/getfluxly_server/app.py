@@ -270,6 +270,7 @@ def create_worker(
         ],
         lease_seconds=settings.job_lease_seconds,
         threads=threads or settings.worker_threads,
+        poll_seconds=settings.job_poll_seconds,
         backoff_cap_seconds=settings.job_backoff_cap_seconds,
         retention=timedelta(days=settings.job_retention_days),
         clients=clients,

@@ -2,7 +2,7 @@
 
     getfluxly dev [--port 8000] [--data-dir .getfluxly]   everything on this machine, now
     getfluxly migrate                                     bring the database up to date
-    getfluxly serve | api | worker                        API and workers together or apart
+    getfluxly serve [--worker-process] | api | worker     API and workers together or apart
     getfluxly workspace create NAME                       prints the workspace key, once
     getfluxly project create --workspace WS NAME          prints the project keys, once
     getfluxly key create|list|revoke ...                  more keys, or revoke one
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, handler, text in (
         ("migrate", _migrate, "apply database migrations"),
-        ("serve", _serve, "API and workers in one process"),
+        ("serve", _serve, "API and workers (in one process, or two: --worker-process)"),
         ("api", _api, "the HTTP API only"),
         ("worker", _worker, "workers only"),
     ):
@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
                 default=1,
                 help="serve from this many processes sharing the port (PostgreSQL only; "
                 "one Python process uses one core)",
+            )
+        if name == "serve":
+            command.add_argument(
+                "--worker-process",
+                action="store_true",
+                help="run the workers in a process of their own beside the API process(es), "
+                "so they use another core (SQLite too: wake-ups cross processes)",
             )
         command.set_defaults(handler=handler)
 
@@ -261,12 +268,19 @@ def _run(args: argparse.Namespace, settings: Settings, *, with_worker: bool) -> 
         settings = settings.listening_on(args.port)
     host, port = args.host or settings.host, settings.port
     db = _database(settings)
+    apart = with_worker and getattr(args, "worker_process", False)
+    if apart and args.processes == 1:
+        if not hasattr(os, "fork"):
+            raise UsageError("--worker-process needs a system with fork(); run `getfluxly api` "
+                             "and `getfluxly worker` as two commands")  # fmt: skip
+        db.dispose()  # no connection may be shared across the fork
+        return _run_many(settings, host, port, 1, with_worker=False, worker_process=True)
     if args.processes == 1:
         # `serve` with GETFLUXLY_BOUNCE_LISTEN runs the bounce mailbox too.
         with _bounce_mailbox(settings, db) if with_worker else contextlib.nullcontext():
             _run_one(settings, db, host, port, with_worker=with_worker)
         return 0
-    if with_worker and settings.bounce_listen is not None:
+    if with_worker and not apart and settings.bounce_listen is not None:
         raise UsageError(
             "GETFLUXLY_BOUNCE_LISTEN works with one `serve` process: with --processes, run "
             "the bounce mailbox as its own process (`getfluxly bounces --listen HOST:PORT`)"
@@ -279,7 +293,10 @@ def _run(args: argparse.Namespace, settings: Settings, *, with_worker: bool) -> 
     if not hasattr(os, "fork"):
         raise UsageError("--processes needs a system with fork(); run one process per port")
     db.dispose()  # no connection may be shared across the fork
-    return _run_many(settings, host, port, args.processes, with_worker=with_worker)
+    return _run_many(
+        settings, host, port, args.processes, with_worker=with_worker and not apart,
+        worker_process=apart,
+    )  # fmt: skip
 
 
 def _run_one(
@@ -328,24 +345,38 @@ def _stop_when_orphaned(parent: int) -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
-def _run_many(settings: Settings, host: str, port: int, count: int, *, with_worker: bool) -> int:
+def _run_many(
+    settings: Settings,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    with_worker: bool,
+    worker_process: bool = False,
+) -> int:
     """``count`` forked processes serving one listening socket (the kernel hands each
-    connection to one of them). This process only supervises: SIGTERM or SIGINT go on to
-    every child; when one child ends, the others are stopped too, and the exit status is the
-    first child's (so a service manager restarts the whole set)."""
+    connection to one of them), and with ``worker_process`` one more running the workers
+    (and the bounce mailbox, if GETFLUXLY_BOUNCE_LISTEN is set). This process only
+    supervises: SIGTERM or SIGINT go on to every child; when one child ends, the others are
+    stopped too, and the exit status is the first child's (so a service manager restarts the
+    whole set)."""
     from getfluxly_server.api.ratelimit import SharedBuckets
 
     # Made before the fork, so every child has the same socket and the same rate limits.
     shared = _Shared(socket.create_server((host, port), backlog=2048), SharedBuckets())
     children: list[int] = []
-    for _ in range(count):
+    for index in range(count + worker_process):
         pid = os.fork()
         if pid == 0:  # a child: its own database engine, event loop and threads
             status = 0
             _stop_when_orphaned(os.getppid())
             try:
                 db = Database(settings.database_url)
-                _run_one(settings, db, host, port, with_worker=with_worker, shared=shared)
+                if index == count:  # the worker process
+                    shared.listener.close()
+                    _run_worker(settings, db)
+                else:
+                    _run_one(settings, db, host, port, with_worker=with_worker, shared=shared)
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -364,7 +395,10 @@ def _run_many(settings: Settings, host: str, port: int, count: int, *, with_work
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    log.info("serving on %s:%d from %d processes: %s", host, port, count, children)
+    log.info(
+        "serving on %s:%d from %d processes%s: %s", host, port, count,
+        " and a worker process" if worker_process else "", children,
+    )  # fmt: skip
     pid, status = os.wait()
     first = os.waitstatus_to_exitcode(status)
     children.remove(pid)
@@ -381,6 +415,21 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     log.info("worker started; email providers: %s", settings.network_policy.describe())
     create_worker(settings, _database(settings)).run_forever()
     return 0
+
+
+def _run_worker(settings: Settings, db: Database) -> None:
+    """The workers (and the bounce mailbox, if set) in this process until SIGTERM, which lets
+    the jobs in hand finish (``serve --worker-process``)."""
+    from getfluxly_server.app import create_worker
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    log.info("worker process %d; email providers: %s", os.getpid(),
+             settings.network_policy.describe())  # fmt: skip
+    try:
+        with _bounce_mailbox(settings, db):
+            create_worker(settings, db).run_forever()
+    finally:
+        db.dispose()
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:

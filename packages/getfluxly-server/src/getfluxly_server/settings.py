@@ -52,6 +52,9 @@ class Settings:
     private_relay_allowlist: NetworkPolicy = field(default_factory=NetworkPolicy)
     job_lease_seconds: float = 60.0
     worker_threads: int = 4
+    #: How often an idle job worker looks for due jobs it was not woken for (enqueues wake it
+    #: at once, from any process; the poll is the fallback and finds jobs that come due later).
+    job_poll_seconds: float = 0.2
     #: The longest a failed job waits before its retry (kinds may set a cap of their own).
     job_backoff_cap_seconds: float = 600.0
     #: Finished jobs (done, or failed for good) are deleted this many days after they ended.
@@ -182,6 +185,7 @@ class Settings:
             "private_relay_allowlist": reader.allowlist("GETFLUXLY_PRIVATE_RELAY_ALLOWLIST"),
             "job_lease_seconds": reader.number("GETFLUXLY_JOB_LEASE_SECONDS", 60.0, 1.0),
             "worker_threads": reader.integer("GETFLUXLY_WORKER_THREADS", 4, 1, 256),
+            "job_poll_seconds": reader.number("GETFLUXLY_JOB_POLL_SECONDS", 0.2, 0.01),
             "job_backoff_cap_seconds": reader.number(
                 "GETFLUXLY_JOB_BACKOFF_CAP_SECONDS", 600.0, 1.0
             ),

@@ -30,6 +30,11 @@ from getfluxly_server.storage.models import Erasure, Event, Profile, new_id, now
 ERASE_JOB = "profiles.erase"
 ERASE_REASONS = ("gdpr_dsr", "ccpa_dsr", "customer_request", "internal")
 CHUNK = 500
+#: The most events one stitching transaction takes (then it commits and queues for the write
+#: lock again): on SQLite, every other writer of the process (the delivery threads marking
+#: each window of messages they send) waits for it, so a backlog of events must not hold the
+#: database for long at a time.
+CHUNK_PER_TRANSACTION = 100
 #: How soon an erasure is promised to be carried out (``completes_by``).
 ERASURE_WITHIN = timedelta(minutes=5)
 
@@ -77,9 +82,7 @@ def merge(session: Session, profiles: Iterable[Profile]) -> Profile:
 
 def resolve(session: Session, event: Event) -> Profile:
     """The (live) profile for an event's ids, created or merged as needed."""
-    pairs = [
-        (kind, value) for kind in ("anonymous_id", "external_id") if (value := getattr(event, kind))
-    ]
+    pairs = _pairs(event)
     found = {i.profile_id for i in store.identities_for(session, event.project_id, pairs)}
     matched = [live(session, p) for pid in found if (p := profiles.by_id(session, pid)) is not None]
     if event.user_id:
@@ -123,11 +126,35 @@ def lock_project(session: Session, project_id: str) -> None:
 EventConsumer = Callable[[Session, str, Sequence[Event]], None]
 
 
+def _pairs(event: Event) -> list[tuple[str, str]]:
+    return [
+        (kind, value) for kind in ("anonymous_id", "external_id") if (value := getattr(event, kind))
+    ]
+
+
 def _apply_chunk(
     session: Session, project_id: str, batch: Sequence[Event], consumers: Sequence[EventConsumer]
 ) -> None:
+    # Most events come from people already known by exactly the ids they carry: their
+    # profiles are found for the whole chunk in one query per id kind, and such an event is
+    # applied without the per-event lookups of resolve() (which it would do the same way:
+    # one live profile, nothing to merge, no identity to add). Anything else (a user_id, a
+    # new person, ids of two profiles, a merged or erased profile) takes resolve(); the ids
+    # it touched are then forgotten here, so the events after it see what it did.
+    owners = store.owners(session, project_id, {pair for e in batch for pair in _pairs(e)})
     for event in batch:
-        apply(session, event)
+        pairs = _pairs(event)
+        found = {owners.get(pair) for pair in pairs}
+        profile = found.pop() if len(found) == 1 and not event.user_id else None
+        if profile is None or profile.merged_into is not None or profile.erased_at is not None:
+            apply(session, event)
+            for pair in pairs:
+                owners.pop(pair, None)
+            continue
+        if event.type == "identify" and event.traits:
+            profile.traits = {**profile.traits, **event.traits}
+            profile.updated_at = now()
+        event.profile_id, event.processed_at = profile.id, now()
     if batch and consumers:
         session.flush()
         for consume in consumers:
@@ -152,10 +179,10 @@ def process_project(db: Database, project_id: str, consumers: Sequence[EventCons
     while True:
         with db.transaction() as session:
             lock_project(session, project_id)
-            batch = store.unprocessed(session, project_id, CHUNK)
+            batch = store.unprocessed(session, project_id, CHUNK_PER_TRANSACTION)
             _apply_chunk(session, project_id, batch, consumers)
         done += len(batch)
-        if len(batch) < CHUNK:
+        if len(batch) < CHUNK_PER_TRANSACTION:
             return done
 
 

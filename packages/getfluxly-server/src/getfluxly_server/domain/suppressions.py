@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from fluxmail import is_email
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import NotFound, ValidationFailed
+from getfluxly_server.domain.segments import addresses as segment_addresses
 from getfluxly_server.domain.tenancy import Principal, project_of
 from getfluxly_server.storage import suppressions as store
 from getfluxly_server.storage.models import ADDRESS_MAX, Suppression, SuppressionReason
@@ -88,6 +89,9 @@ def suppress(
     entry, added = store.add_if_absent(
         session, project_id, address(email), reason_of(reason), message_id
     )
+    if added and entry.reason == SuppressionReason.UNSUBSCRIBED.value:
+        # ``subscribed`` segment rules read the list.
+        segment_addresses.changed(session, project_id, [entry.email])
     return Suppressed(entry, added)
 
 
@@ -132,6 +136,8 @@ def remove(session: Session, principal: Principal, project_id: str, email: str) 
     project_of(session, principal, project_id)
     if not store.remove(session, project_id, email):
         raise NotFound("suppressed address")
+    # ``subscribed`` segment rules read the list (an unsubscribe taken back).
+    segment_addresses.changed(session, project_id, [store.normalise(email)])
 
 
 def page(

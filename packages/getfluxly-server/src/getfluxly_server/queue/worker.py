@@ -5,9 +5,9 @@ One dispatcher thread claims as many jobs as there are idle threads, in one tran
 priority, within each kind's concurrency (:mod:`getfluxly_server.queue.kinds`). Never more
 than idle threads: a claimed job starts at once instead of waiting, leased, behind others
 that another worker could have run. When nothing is due it sleeps until a job is enqueued
-(PostgreSQL ``LISTEN/NOTIFY``, from any process; SQLite, from this process only), a running
-job ends while others were waiting for room, or ``poll_seconds`` pass (the fallback, and on
-SQLite the way to hear of jobs that other processes enqueue).
+in any process (PostgreSQL ``LISTEN/NOTIFY``; SQLite, the wake-up channel beside the
+database file, for this worker's kinds only: see ``storage/jobs.py``), a running job ends
+while others were waiting for room, or ``poll_seconds`` pass (the fallback).
 
 A handler gets its kind's typed payload. One that raises :class:`Retry` (or any error while
 attempts remain) is queued again after the kind's backoff (capped, jittered); one that
@@ -106,7 +106,8 @@ class Worker:
     # Life cycle.
 
     def start(self) -> None:
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        # (SQLite only.) Woken for its own kinds of job, not for other loops' wake-ups.
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, self.registry)
         if self.listen:
             self._listener = self._spawn(self._listen, "worker-listen")
             # Listen before the first claim, so a job enqueued just after start() is heard;

@@ -7,7 +7,10 @@ an API process and its workers share one file safely; PostgreSQL is used through
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -31,10 +34,10 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
             # SQLite lets one writer in at a time; the others wait in its busy handler, which
             # polls with sleeps of up to 100 ms. Writers of this process queue on this lock
-            # instead and get the database the moment it is free. (Other processes still
-            # meet at SQLite's own lock.) Re-entrant, so a nested write fails as it would
-            # without the lock (busy timeout) rather than hanging.
-            self._write_lock: AbstractContextManager[object] = threading.RLock()
+            # instead and get the database the moment it is free, in the order they came.
+            # (Other processes still meet at SQLite's own lock.) Re-entrant, so a nested
+            # write fails as it would without the lock (busy timeout) rather than hanging.
+            self._write_lock: AbstractContextManager[object] = FairLock()
         else:
             self.engine = create_engine(
                 url, pool_pre_ping=True, pool_size=10, max_overflow=20, **_JSON_CODEC
@@ -78,6 +81,60 @@ class Database:
         self.engine.dispose()
 
 
+class FairLock:
+    """A re-entrant lock handed to its waiters first come, first served.
+
+    ``threading.RLock`` lets the thread that releases it take it again at once, before the
+    woken waiter runs: a writer that commits chunk after chunk (event stitching) would keep
+    the database from the delivery threads for as long as it has chunks. Here a release
+    with waiters hands the lock to the longest waiting one."""
+
+    _HANDED = object()  # the owner between a hand-over and the new owner's waking
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: object = None
+        self._depth = 0
+        self._waiters: deque[threading.Lock] = deque()
+
+    def __enter__(self) -> FairLock:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            if self._owner is None:
+                self._owner, self._depth = me, 1
+                return self
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        try:
+            gate.acquire()  # released by the owner that hands the lock over
+        except BaseException:  # (interrupted while waiting: leave the queue, or pass it on)
+            with self._mutex:
+                if gate in self._waiters:
+                    self._waiters.remove(gate)
+                    raise
+                self._owner, self._depth = me, 1
+            self.__exit__()
+            raise
+        with self._mutex:
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._mutex:
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiters:
+                self._owner = self._HANDED
+                self._waiters.popleft().release()
+            else:
+                self._owner = None
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -93,7 +150,41 @@ def _sqlite_begin(conn: Any) -> None:
     if conn.get_execution_options().get("read_only"):
         conn.exec_driver_sql("BEGIN")
     else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_immediate(conn)
+
+
+#: How long a writer waits for the write lock another process holds, and how long it sleeps
+#: between tries (doubling from the first to the last).
+_LOCK_WAIT_SECONDS = 30.0
+_LOCK_NAPS = (0.0002, 0.002)
+
+
+def _begin_immediate(conn: Any) -> None:
+    """BEGIN IMMEDIATE, waiting for another process's write lock in short naps. SQLite's own
+    busy handler sleeps up to 100 ms between tries, so a writer of one process (the API's
+    ingest writer) and those of another (the worker's) sharing the file would wait in turns
+    of tens of milliseconds each, and every writer queued behind it in its process with it;
+    the busy timeout still covers every other wait (it is off only for this BEGIN)."""
+    raw = conn.connection.driver_connection
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    nap, most = _LOCK_NAPS
+    raw.execute("PRAGMA busy_timeout=0")  # (a pragma costs microseconds: no I/O)
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(nap)
+            nap = min(most, nap * 2)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(_LOCK_WAIT_SECONDS * 1000)}")
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(exc)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -104,7 +195,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(_LOCK_WAIT_SECONDS * 1000)}")
     # Erased personal data must not linger in freed pages of the file.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,6 +189,31 @@ def identities_for(
     return session.scalars(
         select(Identity).where(Identity.project_id == project_id, or_(*conditions))
     ).all()
+
+
+def owners(
+    session: Session, project_id: str, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], Profile]:
+    """The profile each (kind, value) identity of ``pairs`` belongs to, for those stored: one
+    query per kind, the profiles loaded with them (into the session, so later lookups by id
+    cost no query)."""
+    values: dict[str, set[str]] = {}
+    for kind, value in pairs:
+        values.setdefault(kind, set()).add(value)
+    found: dict[tuple[str, str], Profile] = {}
+    for kind, wanted in values.items():
+        query = (
+            select(Identity.value, Profile)
+            .join(Profile, Profile.id == Identity.profile_id)
+            .where(
+                Identity.project_id == project_id,
+                Identity.kind == kind,
+                Identity.value.in_(sorted(wanted)),
+            )
+        )
+        for value, profile in session.execute(query):
+            found[kind, value] = profile
+    return found
 
 
 def new_profile(session: Session, project_id: str, created_at: datetime) -> Profile:

@@ -13,13 +13,20 @@ This module knows kinds only as names and payloads only as JSON objects; the typ
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
+import secrets
+import socket
 import threading
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import psycopg
 from sqlalchemy import (
@@ -52,6 +59,8 @@ from getfluxly_server.storage.models import (
     JobStatus,
     now,
 )
+
+log = logging.getLogger("getfluxly.jobs")
 
 #: The PostgreSQL channel on which enqueues are announced (the payload is the job's kind).
 CHANNEL = "getfluxly_jobs"
@@ -161,11 +170,15 @@ def _enqueue_once_statement(dialect: str) -> ReturningInsert[int]:
 
 _NOTIFY = text("SELECT pg_notify(:channel, :kind)")
 
-#: SQLite has no notifications. Workers in the process that enqueues (``getfluxly serve``,
-#: the embedded default, runs the API and the workers together) are woken after the commit
-#: by these callbacks, by engine; workers of other processes poll.
-_local_wakers: dict[Engine, list[Callable[[], None]]] = {}
+#: SQLite has no notifications. After a commit that enqueued, the workers of the committing
+#: process are woken by these callbacks (by engine), and those of every other process on the
+#: same database file through the wake-up channel beside it (:class:`_Channel`); polling stays
+#: the fallback.
+#: A waker: the function, and the kinds it is for (None: every kind).
+_Waker = tuple[Callable[[], None], frozenset[str] | None]
+_local_wakers: dict[Engine, list[_Waker]] = {}
 _local_lock = threading.Lock()
+_WAKE_KINDS = "jobs_wake_kinds"  # session.info: the kinds this transaction announces
 
 
 def _notify(session: Session, kind: str) -> None:
@@ -175,43 +188,235 @@ def _notify(session: Session, kind: str) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(_NOTIFY, {"channel": CHANNEL, "kind": kind})
-    elif not session.info.get("jobs_wake"):  # SQLite: the same, in this process only
-        session.info["jobs_wake"] = True
+    elif (kinds := session.info.get(_WAKE_KINDS)) is not None:  # SQLite: after the commit
+        kinds.add(kind)
+    else:
+        session.info[_WAKE_KINDS] = {kind}
         engine = bind.engine if isinstance(bind, Connection) else bind
-        event.listen(session, "after_commit", functools.partial(_wake_local, engine), once=True)
+        wake = functools.partial(_wake_local, engine)
+        event.listen(session, "after_commit", wake, once=True)
+        event.listen(session, "after_rollback", _forget_kinds, once=True)
+
+
+def _forget_kinds(session: Session) -> None:
+    # (A rollback announces nothing; if the session committed first, there is nothing here.)
+    session.info.pop(_WAKE_KINDS, None)
 
 
 def wake_workers(session: Session, kind: str) -> None:
-    """Wake idle workers (every process on PostgreSQL, this process on SQLite) once this
-    transaction commits, for work that is not a job row: messages due for delivery."""
+    """Wake idle workers of every process once this transaction commits, for work that is not
+    a job row: messages due for delivery."""
     _notify(session, kind)
 
 
-def _wake_local(engine: Engine, _session: Session) -> None:
+def _wake_local(engine: Engine, session: Session) -> None:
+    kinds = frozenset(session.info.pop(_WAKE_KINDS, ()))
+    channel = _Channel.of(engine)
+    if channel is None:
+        _wake_here([engine], kinds)
+        return
+    _wake_here(channel.engines, kinds)
+    channel.announce(kinds)
+
+
+def _wake_here(engines: Iterable[Engine], kinds: frozenset[str] | None) -> None:
+    """Call the wakers of ``engines`` (this process's handles on one database file) that are
+    for one of ``kinds`` (None: all of them)."""
     with _local_lock:
-        wakers = list(_local_wakers.get(engine, ()))
+        wakers = [
+            wake
+            for engine in engines
+            for wake, wanted in _local_wakers.get(engine, ())
+            if wanted is None or kinds is None or not wanted.isdisjoint(kinds)
+        ]
     for wake in wakers:
         wake()
 
 
-def on_local_enqueue(db: Database, wake: Callable[[], None]) -> Callable[[], None]:
-    """SQLite: call ``wake`` after each commit in this process that enqueued a job in ``db``
-    (it must not block: it runs in the committing thread). Returns the function that stops
-    it. Nothing on PostgreSQL, where :func:`listening` hears every process."""
+def on_local_enqueue(
+    db: Database, wake: Callable[[], None], kinds: Iterable[str] | None = None
+) -> Callable[[], None]:
+    """SQLite: call ``wake`` after each commit that enqueued a job (or woke workers) of one
+    of ``kinds`` (default: of any kind) in ``db``, in this process or another one on the same
+    file (it must not block: it runs in the committing thread, or in the channel's listening
+    thread). Returns the function that stops it. Nothing on PostgreSQL, where
+    :func:`listening` hears every process.
+
+    ``kinds`` matters on SQLite, whose writers take turns: a loop woken for work that is not
+    its own would only queue one more transaction for the write lock."""
     if not db.is_sqlite:
         return lambda: None
+    waker: _Waker = (wake, None if kinds is None else frozenset(kinds))
     with _local_lock:
-        _local_wakers.setdefault(db.engine, []).append(wake)
+        _local_wakers.setdefault(db.engine, []).append(waker)
+    channel = _Channel.of(db.engine)
+    if channel is not None:
+        channel.listen()
 
     def stop() -> None:
         with _local_lock:
             wakers = _local_wakers.get(db.engine, [])
-            if wake in wakers:
-                wakers.remove(wake)
+            if waker in wakers:
+                wakers.remove(waker)
             if not wakers:
                 _local_wakers.pop(db.engine, None)
+        if channel is not None:
+            channel.unlisten()
 
     return stop
+
+
+class _Channel:
+    """SQLite's wake-ups across processes: a directory beside the database file
+    (``<file>-wake``, its owner's only) holding one Unix datagram socket per process whose
+    workers listen. A commit that enqueued sends the kinds it announces (comma-separated) to
+    every socket there but its own
+    (never blocking: a socket whose queue is full has a wake-up waiting already); a socket
+    nobody reads any more (its process died) is removed by the first sender that finds it so.
+    The channel only hastens what polling would find: a lost wake-up costs a poll interval,
+    never a job.
+
+    Socket paths are reached through ``/proc/self/fd`` when the full path is longer than a
+    Unix socket address may be (Linux); elsewhere such a database falls back to polling.
+    """
+
+    _by_path: ClassVar[dict[str, _Channel]] = {}
+    _by_engine: ClassVar[weakref.WeakKeyDictionary[Engine, _Channel | None]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _MAX_ADDRESS: ClassVar[int] = 100  # sun_path holds 108 bytes on Linux, 104 on the BSDs
+
+    def __init__(self, engine: Engine, directory: Path) -> None:
+        #: This process's engines on the file (a wake-up received wakes all their wakers).
+        self.engines: weakref.WeakSet[Engine] = weakref.WeakSet([engine])
+        self.directory = directory
+        self._dir_fd: int | None = None
+        self._listeners = 0
+        self._socket: socket.socket | None = None
+        self._name: str | None = None
+        self._sender: socket.socket | None = None
+        self._state = threading.Lock()
+
+    @classmethod
+    def of(cls, engine: Engine) -> _Channel | None:
+        """The channel of ``engine``'s database file; None for an in-memory database or where
+        there are no Unix sockets."""
+        try:
+            return cls._by_engine[engine]  # (asked after every commit that enqueued)
+        except KeyError:
+            channel = cls._by_engine[engine] = cls._for(engine)
+            return channel
+
+    @classmethod
+    def _for(cls, engine: Engine) -> _Channel | None:
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        if not hasattr(socket, "AF_UNIX"):
+            return None
+        path = str(Path(database).resolve())
+        with cls._lock:
+            channel = cls._by_path.get(path)
+            if channel is None:
+                channel = cls._by_path[path] = cls(engine, Path(f"{path}-wake"))
+            channel.engines.add(engine)
+            return channel
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """In a forked child: none of the parent's channels (its sockets, its listening
+        thread, which did not come along) is this process's."""
+        cls._by_path, cls._by_engine = {}, weakref.WeakKeyDictionary()
+        cls._lock = threading.Lock()
+
+    def _address(self, name: str) -> str | None:
+        full = str(self.directory / name)
+        if len(full.encode()) <= self._MAX_ADDRESS:
+            return full
+        if self._dir_fd is None:
+            if not Path("/proc/self/fd").is_dir():
+                return None
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    def listen(self) -> None:
+        """Receive wake-ups (counted: the socket lives while anyone in this process listens)."""
+        with self._state:
+            self._listeners += 1
+            if self._socket is not None:
+                return
+            try:
+                self.directory.mkdir(mode=0o700, exist_ok=True)
+                name = f"{os.getpid()}-{secrets.token_hex(4)}"
+                address = self._address(name)
+                if address is None:
+                    return
+                receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                receiver.bind(address)
+            except OSError:
+                log.warning("no wake-ups across processes for %s; polling", self.directory,
+                            exc_info=True)  # fmt: skip
+                return
+            self._socket, self._name = receiver, name
+        threading.Thread(
+            target=self._receive, args=(receiver,), name="jobs-wake", daemon=True
+        ).start()
+
+    def unlisten(self) -> None:
+        with self._state:
+            self._listeners -= 1
+            if self._listeners > 0 or self._socket is None:
+                return
+            receiver, name = self._socket, self._name
+            self._socket = self._name = None
+        with contextlib.suppress(OSError):
+            (self.directory / (name or "")).unlink()
+        # shutdown() ends the receiving thread's recv at once (close() alone may not).
+        with contextlib.suppress(OSError):
+            receiver.shutdown(socket.SHUT_RDWR)
+        receiver.close()
+
+    def _receive(self, receiver: socket.socket) -> None:
+        while True:
+            try:
+                data = receiver.recv(64)
+            except OSError:
+                return
+            if not data:  # shut down
+                return
+            kinds = None if data == b"*" else frozenset(data.decode("ascii", "replace").split(","))
+            _wake_here(list(self.engines), kinds)
+
+    def announce(self, kinds: frozenset[str]) -> None:
+        """Wake the other processes' listeners for ``kinds`` (see the class docstring)."""
+        message = ",".join(sorted(kinds)).encode("ascii", "replace") or b"*"
+        if len(message) > 2048:  # (a datagram that size always goes; this one need not)
+            message = b"*"
+        try:
+            names = [entry.name for entry in self.directory.iterdir()]
+        except OSError:
+            return  # nobody has listened on this file yet
+        own = self._name
+        for name in names:
+            if name == own:
+                continue
+            address = self._address(name)
+            if address is None:
+                return
+            try:
+                with self._state:
+                    if self._sender is None:
+                        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                        self._sender.setblocking(False)
+                    self._sender.sendto(message, address)
+            except BlockingIOError:
+                continue  # its queue is full: it has wake-ups waiting already
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):  # its process is gone
+                    (self.directory / name).unlink()
+            except OSError:
+                log.debug("wake-up to %s not sent", name, exc_info=True)
 
 
 def claim(
@@ -415,3 +620,7 @@ def listening(db: Database) -> Iterator[Wakeups]:
         yield wait
     finally:
         connection.close()  # (closing a detached pool entry would leave it open)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Channel.forget_all)

@@ -274,22 +274,38 @@ class Scope:
             return Profile.id.in_(sent)
         # The message's profile (moved on merges) where the event joined one.
         who = func.coalesce(Message.profile_id, MessageEvent.profile_id)
+        kind = [
+            MessageEvent.project_id == self.project_id,
+            MessageEvent.type == activity,
+            MessageEvent.machine.is_(False),
+        ]
+        if since is not None:
+            kind.append(MessageEvent.occurred_at >= since)
+        if self.among is not None:
+            # A few profiles: each one's feedback through the indexes, whatever the project's
+            # volume of opens and clicks: the events recorded for the profile (whose message
+            # is still its), or its messages' events (moved to it by a merge).
+            own = (
+                select(literal(1))
+                .select_from(MessageEvent)
+                .outerjoin(Message, Message.id == MessageEvent.message_id)
+                .where(MessageEvent.profile_id == Profile.id, who == Profile.id, *kind, *origin)
+                .exists()
+            )
+            moved = (
+                select(literal(1))
+                .select_from(Message)
+                .join(MessageEvent, MessageEvent.message_id == Message.id)
+                .where(Message.profile_id == Profile.id, *kind, *origin)
+                .exists()
+            )
+            return or_(own, moved)
         events = (
             select(who)
             .select_from(MessageEvent)
             .outerjoin(Message, Message.id == MessageEvent.message_id)
-            .where(
-                MessageEvent.project_id == self.project_id,
-                MessageEvent.type == activity,
-                MessageEvent.machine.is_(False),
-                who.is_not(None),
-                *origin,
-            )
+            .where(*kind, who.is_not(None), *origin)
         )
-        if since is not None:
-            events = events.where(MessageEvent.occurred_at >= since)
-        if self.among is not None:
-            events = events.where(who.in_(self.among))
         return Profile.id.in_(events)
 
     def subscribed(self, subscribed: bool, group: str | None) -> Condition:
@@ -320,6 +336,11 @@ class Scope:
             )
             out = or_(out, left_group)
         return and_(has_address, out if not subscribed else not_(out))
+
+    def addressed(self, emails: Collection[str]) -> Condition:
+        """The profile's ``email`` trait, lower-cased, is one of ``emails`` (lower-case)."""
+        address = func.lower(_Json(Profile.traits, "email", self.postgres).text())
+        return _known(address.in_(sorted(emails)))
 
     def members(self, condition: Condition) -> Select[str]:
         """The ids of the project's live profiles (in ``among``) meeting ``condition``."""

@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session, aliased
 
 from getfluxly_server.storage.models import (
     Event,
+    Message,
+    MessageEvent,
     Profile,
     Segment,
     SegmentMember,
@@ -288,6 +290,42 @@ def crossed_windows(
     query = (
         select(Event.profile_id)
         .where(Event.project_id == project_id, Event.profile_id.is_not(None), or_(*edges))
+        .distinct()
+    )
+    return [p for p in session.scalars(query) if p is not None]
+
+
+def crossed_email_windows(
+    session: Session,
+    project_id: str,
+    windows: Collection[tuple[str, timedelta]],
+    since: datetime,
+    until: datetime,
+) -> list[str]:
+    """:func:`crossed_windows` for mail activity: the profiles (of the message, moved on
+    merges) with a person's (not a machine's) feedback event of type ``activity`` that
+    occurred in ``[since - length, until - length)``, for each ``(activity, length)``."""
+    if not windows:
+        return []
+    who = func.coalesce(Message.profile_id, MessageEvent.profile_id)
+    edges = [
+        and_(
+            MessageEvent.type == activity,
+            MessageEvent.occurred_at >= since - length,
+            MessageEvent.occurred_at < until - length,
+        )
+        for activity, length in windows
+    ]
+    query = (
+        select(who)
+        .select_from(MessageEvent)
+        .outerjoin(Message, Message.id == MessageEvent.message_id)
+        .where(
+            MessageEvent.project_id == project_id,
+            MessageEvent.machine.is_(False),
+            who.is_not(None),
+            or_(*edges),
+        )
         .distinct()
     )
     return [p for p in session.scalars(query) if p is not None]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,11 +36,21 @@ from getfluxly_server.domain.messages import (
     automation_key,
     enqueue,
 )
+from getfluxly_server.domain.messages.enqueue import BulkRecipient, PreparedCache, enqueue_many
+from getfluxly_server.domain.messages.recipients import address_of
 from getfluxly_server.storage import automations as store
+from getfluxly_server.storage import erasures as erasure_store
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage import profiles as profile_store
 from getfluxly_server.storage import templates as template_store
-from getfluxly_server.storage.models import Automation, AutomationRun, Profile, Project, new_id
+from getfluxly_server.storage.models import (
+    Automation,
+    AutomationRun,
+    Profile,
+    Project,
+    Template,
+    new_id,
+)
 
 log = logging.getLogger("getfluxly.automations")
 
@@ -115,9 +125,11 @@ def enter(
     now: datetime,
     *,
     context: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, Mapping[str, Any]] | None = None,
     trigger_key: str | None = None,
 ) -> list[AutomationRun]:
-    """Start a run for each profile the re-entry policy lets in; the new runs are due now."""
+    """Start a run for each profile the re-entry policy lets in; the new runs are due now.
+    Each run's context is ``contexts[profile_id]`` if given there, else ``context``."""
     wanted = list(dict.fromkeys(profile_ids))
     last = store.last_entries(session, automation.id, wanted)
     runs = []
@@ -131,7 +143,8 @@ def enter(
         run = AutomationRun(
             id=new_id("run"), project_id=automation.project_id, automation_id=automation.id,
             version=automation.version, profile_id=profile_id, status=store.RUNNING,
-            step_id=definition.first, waiting=False, wake_at=now, context=dict(context or {}),
+            step_id=definition.first, waiting=False, wake_at=now,
+            context=dict((contexts or {}).get(profile_id) or context or {}),
             trigger_key=trigger_key, failures=0, entered_at=now, updated_at=now,
         )  # fmt: skip
         session.add(run)
@@ -188,6 +201,10 @@ class _Turn:
     definition: Definition
     now: datetime
     logs: list[dict[str, Any]]
+    #: Given by a caller advancing several runs together: the step log rows of the runs
+    #: advanced before this one (not inserted yet), and where sends are gathered.
+    batch_logs: list[dict[str, Any]] | None = None
+    sends: Sends | None = None
     _profile: Profile | None = None
     _project: Project | None = None
 
@@ -214,22 +231,36 @@ class _Turn:
         self.run.waiting, self.run.wait_event, self.run.wake_at = True, event, until
 
 
-def advance(session: Session, run: AutomationRun, automation: Automation, now: datetime) -> None:
+def advance(
+    session: Session,
+    run: AutomationRun,
+    automation: Automation,
+    now: datetime,
+    *,
+    logs: list[dict[str, Any]] | None = None,
+    sends: Sends | None = None,
+) -> None:
     """Take the run (held by the caller's transaction) as far as it goes now: through steps
-    until one waits or the run ends."""
+    until one waits or the run ends. Its step log rows are inserted at the end, or, given
+    ``logs``, added to that list for the caller to insert with other runs' (in the same
+    transaction: :func:`log_steps`). ``sends`` (with ``logs``): its messages are gathered
+    there, to be recorded with the other runs' by :meth:`Sends.record` before the log rows
+    are inserted."""
     definition = definition_of(session, run.automation_id, run.version)
     if definition is None:
         finish(run, "failed", now)
         run.last_error = f"version {run.version} of the automation is gone"
         return
-    turn = _Turn(session, run, automation, definition, now, [])
+    turn = _Turn(
+        session, run, automation, definition, now, [], logs, sends if logs is not None else None
+    )
     profile = turn.profile
     if profile is not None and profile.merged_into is not None:
         survivor = identity.live(session, profile)
         reconcile_merged(session, [profile.id], survivor.id, now)
         turn._profile = None
         if run.status != store.RUNNING:
-            store.log(session, turn.logs)
+            _logged(session, turn.logs, logs)
             return
     if turn.profile is None or turn.profile.erased_at is not None:
         exit_runs(session, [run], "erased", now)
@@ -253,7 +284,21 @@ def advance(session: Session, run: AutomationRun, automation: Automation, now: d
     else:
         run.wake_at = now  # more to do: the next turn goes on
     run.updated_at = now
-    store.log(session, turn.logs)
+    _logged(session, turn.logs, logs)
+
+
+def _logged(
+    session: Session, rows: list[dict[str, Any]], into: list[dict[str, Any]] | None
+) -> None:
+    if into is None:
+        store.log(session, rows)
+    else:
+        into += rows
+
+
+def log_steps(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert step log rows gathered by :func:`advance` (one statement for many runs)."""
+    store.log(session, rows)
 
 
 def _send_email(turn: _Turn, step: Step) -> bool:
@@ -274,11 +319,17 @@ def _send_email(turn: _Turn, step: Step) -> bool:
     if cap is not None:
         sent = store.sends_since(turn.session, run.project_id, run.profile_id, now - cap.per)
         sent += sum(1 for row in turn.logs if row["outcome"] == "sent")
+        sent += sum(  # this profile's sends by runs advanced just before, not logged yet
+            1 for row in turn.batch_logs or ()
+            if row["outcome"] == "sent" and row["profile_id"] == run.profile_id
+        )  # fmt: skip
         if sent >= cap.max:
             turn.go(step, definition.next_of[step.id], "capped")
             return True
-    template = template_store.get(turn.session, step.template_id or "")
+    template = _template(turn.session, step.template_id or "")
     transactional = template is not None and template.kind == "transactional"
+    if turn.sends is not None:
+        return turn.sends.add(turn, step, transactional)
     new = NewMessage(
         Recipient(profile_id=run.profile_id),
         Content(template_id=step.template_id),
@@ -291,7 +342,7 @@ def _send_email(turn: _Turn, step: Step) -> bool:
     )  # fmt: skip
     try:
         # (No savepoint: enqueue refuses before it writes anything.)
-        recorded = enqueue(turn.session, run.project_id, new)
+        recorded = enqueue(turn.session, run.project_id, new, cache=_prepared(turn.session))
     except DomainError as exc:
         # No address, no provider, the template deleted: this person gets no message from
         # this step, and the run goes on (the stats count it as failed).
@@ -302,6 +353,99 @@ def _send_email(turn: _Turn, step: Step) -> bool:
     turn.record(step.id, "sent", message_id=recorded.message.id)
     turn.go(step, definition.next_of[step.id])
     return True
+
+
+def _prepared(session: Session) -> PreparedCache:
+    """The content and provider checks of this transaction's sends, kept on its session:
+    the runs advanced together mostly send the same template through the same provider."""
+    cache: PreparedCache = session.info.setdefault("automation_prepared", {})
+    return cache
+
+
+def _template(session: Session, template_id: str) -> Template | None:
+    """The template, kept on the session for its transaction (the session's identity map
+    holds objects weakly: without this, each send would read it again)."""
+    kept: dict[str, Template | None] = session.info.setdefault("automation_templates", {})
+    if template_id not in kept:
+        kept[template_id] = template_store.get(session, template_id)
+    return kept[template_id]
+
+
+class Sends:
+    """The messages of send steps of runs advanced together, recorded set-based (one
+    ``enqueue_many`` per automation step: suppressions looked up once, the rows inserted in
+    multi-row statements) instead of one ``enqueue`` each.
+
+    For runs that began in the caller's transaction, whose idempotency keys (they hold the
+    new run's id) no message can have yet. The person's address is checked as ``enqueue``
+    checks it (an erased person, one being erased, no valid ``email`` trait: the step fails
+    for them and the run goes on). Anything else ``enqueue`` would refuse (the template, the
+    provider) makes :meth:`record` raise: the caller then rolls the batch back and advances
+    each run on its own (:func:`advance` without ``sends``), as it does for any error.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str, str, str | None, str | None, bool], _Group] = {}
+        self._erasing: dict[str, set[str]] = {}  # by project: profiles being erased
+
+    def add(self, turn: _Turn, step: Step, transactional: bool) -> bool:
+        run, definition = turn.run, turn.definition
+        profile = turn.profile
+        assert profile is not None  # (advance checked it)
+        erasing = self._erasing.get(run.project_id)
+        if erasing is None:
+            pending = erasure_store.pending(turn.session, run.project_id)
+            erasing = self._erasing[run.project_id] = {p for e in pending for p in e.profile_ids}
+        try:
+            email = address_of(turn.session, profile, erasing)
+        except DomainError as exc:
+            log.info("automation %s step %s: no message for %s: %s", run.automation_id,
+                     step.id, run.profile_id, exc.detail)  # fmt: skip
+            turn.go(step, definition.next_of[step.id], "failed")
+            return True
+        context = run.context.get("event")
+        recipient = BulkRecipient(
+            email, automation_key(run.automation_id, step.id, run.profile_id, run.id),
+            profile_id=run.profile_id, data={"event": context} if context else {},
+        )  # fmt: skip
+        key = (run.project_id, run.automation_id, step.id, step.template_id, step.provider_id,
+               transactional)  # fmt: skip
+        group = self._groups.setdefault(key, _Group())
+        turn.record(step.id, "sent", message_id=None)
+        group.recipients.append(recipient)
+        group.rows.append(turn.logs[-1])
+        turn.go(step, definition.next_of[step.id])
+        return True
+
+    def record(self, session: Session) -> None:
+        """Record the gathered messages, and put their ids in the "sent" step log rows."""
+        for (
+            project_id,
+            automation_id,
+            step_id,
+            template_id,
+            provider_id,
+            transactional,
+        ), group in self._groups.items():
+            result = enqueue_many(
+                session, project_id, group.recipients, Content(template_id=template_id),
+                Source(origin="automation", automation_id=automation_id, step_id=step_id,
+                       provider_id=provider_id, transactional=transactional),
+            )  # fmt: skip
+            if len(result.created) != len(group.recipients):
+                raise RuntimeError(
+                    f"automation {automation_id} step {step_id}: {len(group.recipients)} "
+                    f"messages, {len(result.created)} recorded; advancing one run at a time"
+                )
+            for row, message_id in zip(group.rows, result.created, strict=True):
+                row["message_id"] = message_id
+        self._groups.clear()
+
+
+@dataclass
+class _Group:
+    recipients: list[BulkRecipient] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _delay(turn: _Turn, step: Step) -> bool:

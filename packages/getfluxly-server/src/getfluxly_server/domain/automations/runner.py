@@ -11,9 +11,9 @@ Each cycle, in short transactions:
 3. every ``date_every`` seconds, checks date triggers.
 
 Wake-ups: new runs and resumed waits notify the job queue's channel (kind ``automations``) at
-commit, which a runner on PostgreSQL hears from any process; on SQLite, commits in this
-process wake it; otherwise it polls every ``poll_seconds``. A timer that came due while no
-runner ran is simply due: the first cycle after start takes it.
+commit, which a runner hears from any process (PostgreSQL ``LISTEN/NOTIFY``; SQLite, the
+wake-up channel beside the database file); otherwise it polls every ``poll_seconds``. A
+timer that came due while no runner ran is simply due: the first cycle after start takes it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -63,7 +64,8 @@ class AutomationRunner:
 
     def start(self) -> None:
         self._stop.clear()
-        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set)  # (SQLite only)
+        # (SQLite only.) Woken for due runs (engine.wake_runners), not for every enqueue.
+        self._unhook = jobs.on_local_enqueue(self.db, self._wake.set, [engine.WAKE_KIND])
         if self.listen:
             self._spawn(self._listen, "automations-listen")
         self._spawn(self._loop, "automations")
@@ -153,12 +155,13 @@ class AutomationRunner:
         isolated: bool = False,
     ) -> Sequence[AutomationRun]:
         automations: dict[str, Automation] = {}
+        logs: list[dict[str, Any]] = []  # (not isolated: inserted together at the end)
         for run in runs:
             automation = automations.get(run.automation_id) or store.get(session, run.automation_id)
             assert automation is not None  # (the claim joined it)
             automations[automation.id] = automation
             if not isolated:
-                engine.advance(session, run, automation, now)
+                engine.advance(session, run, automation, now, logs=logs)
                 continue
             try:
                 with session.begin_nested():
@@ -167,6 +170,7 @@ class AutomationRunner:
                 log.exception("automation %s: run %s failed", run.automation_id, run.id)
                 session.expire(run)
                 engine.retry_later(run, f"{type(exc).__name__}: {exc}", now)
+        engine.log_steps(session, logs)
         return runs
 
     def read_streams(self) -> int:

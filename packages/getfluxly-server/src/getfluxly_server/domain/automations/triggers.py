@@ -81,7 +81,14 @@ def consume_events(
     if not starts and not running:
         return
     by_id = {a.id: (a, d) for a, d in automations}
+    # Entries are gathered and made together (one query and one insert per automation, one
+    # savepoint for advancing them), not one event at a time. What an entry depends on is its
+    # own profile's runs, so the gathered entries are made before the next event of one of
+    # their profiles is looked at: every event still sees the runs the earlier ones made.
+    entries = _Entries(session, starts, now)
     for event in track:
+        if event.profile_id in entries.profiles:
+            running.extend(entries.make())
         properties = event.properties or {}
         mine = [
             r for r in running if r.profile_id == event.profile_id and r.status == store.RUNNING
@@ -111,17 +118,70 @@ def consume_events(
         for automation, definition in starts:
             trigger = definition.trigger
             assert isinstance(trigger, EventTrigger)
-            if not event_matches(trigger, event.name, properties):
-                continue
-            context = {"event": {"name": event.name, "properties": properties}}
-            assert event.profile_id is not None
-            made = engine.enter(
-                session, automation, definition, [event.profile_id], now, context=context
-            )
-            for run in made:
-                advance_now(session, run, automation, now)
-            running.extend(made)
+            if event_matches(trigger, event.name, properties):
+                assert event.profile_id is not None
+                context = {"event": {"name": event.name, "properties": properties}}
+                entries.add(automation.id, event.profile_id, context)
+    entries.make()
     session.flush()
+
+
+class _Entries:
+    """Profiles to enter into the event-triggered automations, gathered (a profile at most
+    once per automation) and then made at once by :meth:`make`."""
+
+    def __init__(
+        self, session: Session, starts: Sequence[tuple[Automation, Definition]], now: datetime
+    ) -> None:
+        self.session = session
+        self.starts = starts
+        self.now = now
+        self.profiles: set[str] = set()
+        self._contexts: dict[str, dict[str, dict[str, Any]]] = {a.id: {} for a, _ in starts}
+
+    def add(self, automation_id: str, profile_id: str, context: dict[str, Any]) -> None:
+        self._contexts[automation_id].setdefault(profile_id, context)
+        self.profiles.add(profile_id)
+
+    def make(self) -> list[AutomationRun]:
+        """Enter the gathered profiles (in the order of the automations, then of the events),
+        each run taken as far as it goes at once (:func:`advance_all`); the runs made."""
+        made: list[tuple[AutomationRun, Automation]] = []
+        for automation, definition in self.starts:
+            contexts = self._contexts[automation.id]
+            if contexts:
+                runs = engine.enter(
+                    self.session, automation, definition, list(contexts), self.now,
+                    contexts=contexts,
+                )  # fmt: skip
+                made += [(run, automation) for run in runs]
+                contexts.clear()
+        self.profiles.clear()
+        advance_all(self.session, made, self.now)
+        return [run for run, _ in made]
+
+
+def advance_all(
+    session: Session, runs: Sequence[tuple[AutomationRun, Automation]], now: datetime
+) -> None:
+    """:func:`advance_now` for several runs, in one savepoint; if any step raises, that is
+    rolled back and each run is advanced in a savepoint of its own instead (so the failing
+    one alone is left for the runner)."""
+    if not runs:
+        return
+    try:
+        with session.begin_nested():
+            logs: list[dict[str, Any]] = []
+            sends = engine.Sends()  # (new runs: no message can hold their keys yet)
+            for run, automation in runs:
+                engine.advance(session, run, automation, now, logs=logs, sends=sends)
+            sends.record(session)
+            engine.log_steps(session, logs)
+    except Exception:
+        log.warning("a batch of new runs failed; advancing them one at a time", exc_info=True)
+        for run, automation in runs:
+            session.expire(run)
+            advance_now(session, run, automation, now)
 
 
 def advance_now(

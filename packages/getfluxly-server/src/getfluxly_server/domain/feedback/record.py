@@ -18,7 +18,8 @@ schema, the bounce mailbox, the open pixel, a click, an unsubscribe.
    complaint (``complaint``), an unsubscribe from all marketing mail (``unsubscribed``),
    soft bounces of :attr:`FeedbackRules.soft_bounce_limit` distinct messages within
    :attr:`FeedbackRules.soft_bounce_window` (``soft_bounce_limit``); an unsubscribe from one
-   subscription group records the choice for that group only (``subscriptions``);
+   subscription group records the choice for that group only (``subscriptions``); the
+   unsubscribed addresses are handed to segments (``domain.segments.addresses``);
 5. adds a profile event (``email_delivered``, ``email_bounced``, ``email_complained``,
    ``email_opened``, ``email_clicked``, ``email_unsubscribed``) for the message's profile,
    stitched by the normal event processing (which tells segments and automations); a machine
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session
 from fluxmail import is_email
 from getfluxly_server.domain.ingest import PROCESS_EVENTS, PROCESS_JOB, ProcessEvents
 from getfluxly_server.domain.outbound.fanout import queue_deliveries
+from getfluxly_server.domain.segments import addresses as segment_addresses
 from getfluxly_server.storage import events as event_store
 from getfluxly_server.storage import message_events as store
 from getfluxly_server.storage import suppressions as suppression_store
@@ -329,6 +331,10 @@ def _suppress(
         ]
     suppression_store.add_many_if_absent(session, project_id, entries)
     store.unsubscribe_groups(session, project_id, choices, moment)
+    # Segments reading subscription state: every profile with an unsubscribed address (the
+    # message's own also hears of it through its email_unsubscribed event).
+    left = [e for e, r, _ in entries if r == SuppressionReason.UNSUBSCRIBED.value]
+    segment_addresses.changed(session, project_id, left + [e for e, _, _ in choices])
 
 
 def _addressable(email: str) -> bool:

@@ -11,6 +11,7 @@ profiles. Erasure still finds such messages by the erased profile's address
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -78,11 +79,15 @@ def resolve(session: Session, project_id: str, recipient: Recipient) -> Resolved
     return Resolved(address_of(session, survivor), survivor.id)
 
 
-def address_of(session: Session, profile: Profile) -> str:
-    """The profile's address, from its ``email`` trait; refused if it is (being) erased."""
+def address_of(session: Session, profile: Profile, erasing: Collection[str] | None = None) -> str:
+    """The profile's address, from its ``email`` trait; refused if it is (being) erased.
+    ``erasing``: the ids of the project's profiles under a pending erasure, if the caller
+    read them already (for many profiles in one transaction)."""
     if profile.erased_at is not None:
         raise ProfileErased()
-    if any(profile.id in e.profile_ids for e in erasures.pending(session, profile.project_id)):
+    if erasing is None:
+        erasing = {p for e in erasures.pending(session, profile.project_id) for p in e.profile_ids}
+    if profile.id in erasing:
         raise ProfileErased(pending=True)
     email = profile.traits.get("email")
     if email is None or email == "":

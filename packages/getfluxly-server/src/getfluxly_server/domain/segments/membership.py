@@ -1,26 +1,37 @@
 """Segment membership kept current: who is in each saved segment, and every entry and exit.
 
-Three paths write ``segment_members`` (and a ``segment_transitions`` row per change), all
+Four paths write ``segment_members`` (and a ``segment_transitions`` row per change), all
 while holding the project's lock (``domain.identity.lock_project``), so a project's
 transitions commit in id order and an automation may follow them with an id cursor:
 
 * :class:`SegmentConsumer`, an event consumer (``Feature.event_consumers``): for each chunk
   of events as it is stitched to profiles, only the profiles those events touched are
   evaluated, against only the segments those events can change (a rule that counts one of
-  the events' names, reads one of the traits an ``identify`` set, or can hold for a profile
-  with no data at all, which a new profile is); a profile that merged others is evaluated
-  against every segment, and the merged ones leave.
+  the events' names, reads one of the traits an ``identify`` set, reads the mail activity
+  or subscription state one of the events reports, or can hold for a profile with no data
+  at all, which a new profile is); a profile that merged others is evaluated against every
+  segment, and the merged ones leave. Recorded feedback reaches it this way:
+  ``domain.feedback.record`` writes the ``message_events`` row and, in the same
+  transaction, a profile event (``email_clicked``, ``email_unsubscribed``, ...) with the
+  project's event processing queued; once that commits, the processing job stitches the
+  event and this consumer evaluates the message's profile against the segments reading
+  that activity (``Reads.feedback``), exactly once, with the mail activity already
+  committed. Automations' consumer sees the same events on the same path.
+* :func:`addresses_changed`, the job a change of subscription state gets
+  (:mod:`.addresses`: an unsubscribe recorded as feedback, a return to the list on the
+  preference page, the suppressions API): the project's profiles with those addresses
+  evaluated against the segments reading subscription state.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
-  a segment with event windows (``within``) it evaluates only the profiles with an event
-  that left a window since its last pass (the only ones time alone can move); it
-  recomputes in full the segments reading a date trait (``within_last``, ``before_last``:
-  any profile's may cross now), mail activity or subscription state (written outside event
-  processing); it evaluates profiles changed since its last pass (an alias merge, a trait
-  written directly) against every other segment, and removes members whose profile was
-  merged or erased. Its first pass after a start recomputes every segment (catching up on
-  anything missed while no worker ran).
+  a segment with event or mail activity windows (``within``) it evaluates only the profiles
+  with an event or a feedback event that left a window since its last pass (the only ones
+  time alone can move); it recomputes in full the segments reading a date trait
+  (``within_last``, ``before_last``: any profile's may cross now) or messages ``sent`` (a
+  status the delivery workers move with no event); it evaluates profiles changed since its
+  last pass (an alias merge, a trait written directly) against every other segment, and
+  removes members whose profile was merged or erased. Its first pass after a start
+  recomputes every segment (catching up on anything missed while no worker ran).
 """
 
 from __future__ import annotations
@@ -30,16 +41,19 @@ import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.clock import Clock
 from getfluxly_server.domain.identity import lock_project
 from getfluxly_server.domain.segments import rules
+from getfluxly_server.domain.segments.addresses import ADDRESSES_CHANGED
 from getfluxly_server.domain.segments.model import (
     All,
     AnyOf,
     CountOp,
+    Email,
     Not,
     Op,
     Performed,
@@ -48,6 +62,7 @@ from getfluxly_server.domain.segments.model import (
 )
 from getfluxly_server.queue.kinds import JobHandler, JobKind, JobPayload
 from getfluxly_server.storage import profiles as profile_store
+from getfluxly_server.storage import segment_sql
 from getfluxly_server.storage import segments as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Event, Segment
@@ -84,19 +99,26 @@ class Saved:
 
     #: The ``(event, within)`` pairs of its event rules with a window.
     windows: frozenset[tuple[str, timedelta]] = frozenset()
+    #: The ``(activity, within)`` pairs of its mail activity rules with a window (not
+    #: ``sent``): feedback of that type leaves the window as time passes.
+    email_windows: frozenset[tuple[str, timedelta]] = frozenset()
 
     @property
     def recomputed_by_the_pass(self) -> bool:
-        """Whether the periodic pass recomputes it in full: it reads mail activity or
-        subscription state (changed outside event processing), or a date trait (any
-        profile's may cross now)."""
-        return self.reads.email or self.reads.subscriptions or self.reads.timed_traits
+        """Whether the periodic pass recomputes it in full: it reads a date trait (any
+        profile's may cross now) or messages ``sent`` (a status the delivery workers move
+        with no event). Other mail activity and subscription state are not: every writer
+        of them tells segments at once (recorded feedback through its profile events and
+        :mod:`.addresses`, the preference page and the suppressions API through
+        :mod:`.addresses`)."""
+        return self.reads.email_sent or self.reads.timed_traits
 
     @property
     def windowed(self) -> bool:
-        """Whether time alone changes it only through event windows: the pass evaluates
-        just the profiles with an event that crossed a window's edge since its last pass."""
-        return bool(self.windows) and not self.recomputed_by_the_pass
+        """Whether time alone changes it only through windows: the pass evaluates just the
+        profiles with an event, or a feedback event, that crossed a window's edge since its
+        last pass."""
+        return bool(self.windows or self.email_windows) and not self.recomputed_by_the_pass
 
 
 class RuleCache:
@@ -117,7 +139,7 @@ class RuleCache:
         rule = rules.parse(row.rule)
         found = Saved(
             row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule),
-            frozenset(_windows(rule)),
+            frozenset(_windows(rule)), frozenset(_email_windows(rule)),
         )  # fmt: skip
         with self._lock:
             if len(self._parsed) >= self.LIMIT:
@@ -137,6 +159,17 @@ def _windows(rule: Rule) -> list[tuple[str, timedelta]]:
             return _windows(inner)
         case Performed(event=event, within=within) if within is not None:
             return [(event, within)]
+    return []
+
+
+def _email_windows(rule: Rule) -> list[tuple[str, timedelta]]:
+    match rule:
+        case All(children) | AnyOf(children):
+            return [w for c in children for w in _email_windows(c)]
+        case Not(inner):
+            return _email_windows(inner)
+        case Email(activity=activity, within=within) if within is not None:
+            return [(activity.value, within)]
     return []
 
 
@@ -223,8 +256,38 @@ def _live(row: Segment) -> bool:
     return row.deleted_at is None
 
 
-def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[ComputeSegment]]:
-    return [COMPUTE_SEGMENT.handler(lambda p: compute(db, clock, p.segment_id, cache))]
+def addresses_changed(
+    db: Database, clock: Clock, project_id: str, emails: Collection[str], cache: RuleCache
+) -> dict[str, int]:
+    """The ``segments.addresses`` job (:mod:`.addresses`): the project's profiles with one
+    of ``emails`` evaluated against its segments that read subscription state.
+
+    The profiles are found before the project's lock is taken (no index serves a trait:
+    the project's profiles are read), so the lock is held only for the evaluation; a
+    profile given one of the addresses meanwhile was evaluated by the event consumer (an
+    ``identify`` setting ``email`` reaches every ``subscribed`` segment)."""
+    nothing = {"profiles": 0, "entered": 0, "left": 0}
+    with db.read() as session:
+        if not emails or not any(s.reads.subscriptions for s in cache.live(session, project_id)):
+            return nothing
+        scope = segment_sql.Scope.of(session, project_id, None)
+        profile_ids = list(session.scalars(scope.members(scope.addressed(emails))))
+    if not profile_ids:
+        return nothing
+    with db.transaction() as session:
+        lock_project(session, project_id)
+        segments = [s for s in cache.live(session, project_id) if s.reads.subscriptions]
+        entered, left = refresh(session, segments, profile_ids, clock.now())
+        return {"profiles": len(profile_ids), "entered": entered, "left": left}
+
+
+def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[Any]]:
+    return [
+        COMPUTE_SEGMENT.handler(lambda p: compute(db, clock, p.segment_id, cache)),
+        ADDRESSES_CHANGED.handler(
+            lambda p: addresses_changed(db, clock, p.project_id, p.emails, cache)
+        ),
+    ]
 
 
 # -- as events arrive --------------------------------------------------------------------------
@@ -260,6 +323,7 @@ class SegmentConsumer:
                 segment.admits_empty
                 or bool(segment.reads.events & names)
                 or bool(segment.reads.traits & traits)
+                or bool(segment.reads.feedback & names)
             )
             refresh(session, [segment], touched if relevant else survivors & touched, now)
         if survivors:
@@ -341,6 +405,9 @@ class SegmentRunner:
                     continue
                 if segment.windowed:
                     crossed = store.crossed_windows(session, project_id, segment.windows, last, now)
+                    crossed += store.crossed_email_windows(
+                        session, project_id, segment.email_windows, last, now
+                    )
                     more, fewer = refresh(session, [segment], crossed, now)
                     entered, left = entered + more, left + fewer
                 rest.append(segment)

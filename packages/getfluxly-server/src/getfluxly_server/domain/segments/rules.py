@@ -42,6 +42,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import ValidationFailed
+from getfluxly_server.domain.feedback.record import PROFILE_EVENTS
 from getfluxly_server.domain.segments import evaluate
 from getfluxly_server.domain.segments.durations import DurationError, parse_duration
 from getfluxly_server.domain.segments.model import (
@@ -60,6 +61,7 @@ from getfluxly_server.domain.segments.model import (
     Subscribed,
     Trait,
 )
+from getfluxly_server.storage.models import MessageEventType
 
 __all__ = [
     "All",
@@ -142,7 +144,9 @@ class Reads:
     profile in or out: the event names it counts, the trait names it reads (``email`` for
     ``subscribed``), whether time passing alone can change it (``within``, ``within_last``,
     ``before_last``), and whether it reads mail activity or subscription state (changed
-    outside event processing)."""
+    outside event processing), with the profile events recorded feedback adds that can
+    change it (``email_clicked`` for a ``clicked`` rule, ``email_unsubscribed`` for
+    ``subscribed``; ``sent`` has none: it is a message's status)."""
 
     events: frozenset[str]
     traits: frozenset[str]
@@ -151,12 +155,23 @@ class Reads:
     subscriptions: bool
     #: Whether a date trait is compared with now (``within_last``, ``before_last``).
     timed_traits: bool = False
+    #: Whether it reads ``{"email": "sent"}``: a message's status, which the delivery
+    #: workers move with no event.
+    email_sent: bool = False
+    #: The profile events of recorded feedback (``domain.feedback.record``) that can change
+    #: the rule: a chunk of events holding one is evaluated at once for the profiles it
+    #: touched, as an event rule's are.
+    feedback: frozenset[str] = frozenset()
 
 
 def reads(rule: Rule) -> Reads:
     events: set[str] = set()
     traits: set[str] = set()
-    flags = {"timed": False, "email": False, "subscriptions": False, "timed_traits": False}
+    feedback: set[str] = set()
+    flags = {
+        "timed": False, "email": False, "subscriptions": False, "timed_traits": False,
+        "email_sent": False,
+    }  # fmt: skip
 
     def walk(node: Rule) -> None:
         match node:
@@ -172,15 +187,19 @@ def reads(rule: Rule) -> Reads:
             case Performed(event=event, within=within):
                 events.add(event)
                 flags["timed"] |= within is not None
-            case Email(within=within):
+            case Email(activity=activity, within=within):
                 flags["email"] = True
                 flags["timed"] |= within is not None
+                if activity.value in PROFILE_EVENTS:
+                    feedback.add(PROFILE_EVENTS[activity.value])
+                flags["email_sent"] |= activity is EmailActivity.SENT
             case Subscribed():
                 traits.add("email")
                 flags["subscriptions"] = True
+                feedback.add(PROFILE_EVENTS[MessageEventType.UNSUBSCRIBED.value])
 
     walk(rule)
-    return Reads(frozenset(events), frozenset(traits), **flags)
+    return Reads(frozenset(events), frozenset(traits), **flags, feedback=frozenset(feedback))
 
 
 # -- parsing -----------------------------------------------------------------------------------

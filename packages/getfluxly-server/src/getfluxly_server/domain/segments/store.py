@@ -2,7 +2,8 @@
 list their members, and count an unsaved rule's.
 
 * A rule is checked with :func:`.rules.parse` (``validation_error`` naming the JSON path of
-  the fault, under ``rule``) and stored as given.
+  the fault, under ``rule``), the automations and broadcasts it names with
+  :func:`.references.check` (they must be the project's), and stored as given.
 * A new segment, and one whose rule changed (``version`` goes up by one), gets the
   ``segments.compute`` job: its members are computed in full in the background, then kept
   current (:mod:`.membership`). Until the job has run, ``count`` is what was computed before.
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from getfluxly_server.domain import paging
 from getfluxly_server.domain.errors import DomainError, NotFound, ValidationFailed
-from getfluxly_server.domain.segments import rules
+from getfluxly_server.domain.segments import references, rules
 from getfluxly_server.domain.segments.membership import COMPUTE_SEGMENT, ComputeSegment
 from getfluxly_server.domain.tenancy import Principal, display_name, project_of, sees
 from getfluxly_server.storage import segment_sql
@@ -65,6 +66,7 @@ def create(
     project_of(session, principal, project_id)
     checked = display_name(name)
     rules.parse(rule)
+    references.check(session, project_id, rule)
     stamp = now()
     row = Segment(
         id=new_id("seg"), project_id=project_id, name=checked, rule=rule, version=1,
@@ -144,6 +146,7 @@ def update(
             after["name"] = name
     if "rule" in changes:
         rules.parse(changes["rule"])
+        references.check(session, row.project_id, changes["rule"])
         if changes["rule"] != row.rule:
             after.update(rule=changes["rule"], version=row.version + 1)
     if not after:
@@ -169,6 +172,7 @@ def preview(
     """How many of the project's profiles an unsaved rule matches at ``at``."""
     project_of(session, principal, project_id)
     parsed = rules.parse(rule)
+    references.check(session, project_id, rule)
     return segment_sql.count_of(session, rules.member_ids(session, project_id, parsed, at))
 
 

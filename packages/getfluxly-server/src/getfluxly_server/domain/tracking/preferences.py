@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain.errors import NotFound, ValidationFailed
+from getfluxly_server.domain.segments import addresses as segment_addresses
 from getfluxly_server.domain.tenancy import Principal, project_of
 from getfluxly_server.domain.tracking import engagement
 from getfluxly_server.domain.tracking.machines import Hit
@@ -160,6 +161,8 @@ def save(
     before = store.choices(session, project_id, email)
     wanted = {g.name: g.name in subscribed for g in store.groups(session, project_id)}
     store.set_choices(session, project_id, email, wanted, message.id)
+    if any(stays and not before.get(name, True) for name, stays in wanted.items()):
+        segment_addresses.changed(session, project_id, [email])  # a group ticked again
     for name, stays in wanted.items():
         if not stays and before.get(name, True):
             engagement.unsubscribed(session, message, hit, group=name, reason="preference page")
@@ -172,4 +175,5 @@ def save(
         and entry.reason == SuppressionReason.UNSUBSCRIBED.value  # never a bounce's
     ):
         suppression_store.remove(session, project_id, email)
+        segment_addresses.changed(session, project_id, [email])  # back on the list
     return page(session, message_id)
