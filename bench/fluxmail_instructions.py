@@ -1,6 +1,6 @@
 """Instructions per message of FluxMail's everyday paths, counted by callgrind.
 
-``python bench/fluxmail_instructions.py [-n N] [--paths create,create-html,send,bulk]``
+``python bench/fluxmail_instructions.py [-n N] [--paths create,create-html,send,bulk,render,pool]``
 
 A figure that does not depend on the machine's load: each path runs in a fresh interpreter
 under ``valgrind --tool=callgrind`` twice, sending ``WARMUP`` messages then N more, and
@@ -16,7 +16,13 @@ Paths (the workload's 2 KB message, :mod:`workload`):
 * ``create``: ``create()`` alone, plain text;
 * ``create-html``: ``create()`` alone, HTML + plain alternative;
 * ``send``: ``create().send()`` in a ``with`` block, one connection;
-* ``bulk``: ``BulkSender(m).send_batch([...], progress=False)``, one connection.
+* ``bulk``: ``BulkSender(m).send_batch([...], progress=False)``, one connection;
+* ``render``: ``MessageTemplate.render`` alone (the pool's builder);
+* ``pool``: ``MessageTemplate.render`` then ``async_pool(max_connections=20).send_many``, the
+  ``fluxmail-pool`` client of ``smtp_throughput.py``. The 20 connections are asyncio
+  transports over the same fake sink (:class:`FakeTransport`): the event loop, the tasks,
+  futures and the protocol callbacks run as they do on sockets; the selector and the system
+  calls are out of it (each ``write`` is answered on the loop's next turn).
 
 stdout: one line per path, thousands of instructions (kIr) per message. Needs valgrind; the
 worker mode (``--worker PATH COUNT``) is what runs under it.
@@ -25,6 +31,7 @@ worker mode (``--worker PATH COUNT``) is what runs under it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -33,9 +40,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workload import BODY_FORMAT, SENDER, SUBJECT_FORMAT, name, recipient
+from workload import (
+    BODY_FORMAT,
+    BODY_TEMPLATE,
+    SENDER,
+    SUBJECT_FORMAT,
+    SUBJECT_TEMPLATE,
+    name,
+    recipient,
+)
 
-PATHS = ("create", "create-html", "send", "bulk")
+PATHS = ("create", "create-html", "send", "bulk", "render", "pool")
+POOL_CONNECTIONS = 20
+#: Enough messages for every one of the pool's connections to open (a batch of 100 each).
+POOL_WARMUP = POOL_CONNECTIONS * 100
 WARMUP = 20
 HTML_FORMAT = "<html><body><pre>{body}</pre></body></html>"
 EHLO = (
@@ -107,6 +125,52 @@ class FakeSink:
         return len(chunk)
 
 
+class FakeTransport(asyncio.Transport):
+    """An asyncio transport over a :class:`FakeSink`: what is written is answered on the
+    event loop's next turn, through the protocol's ``data_received``, as a socket's replies
+    would be after the selector saw them."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._sink = FakeSink()
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        protocol.connection_made(self)
+        self._answer()
+
+    def _answer(self) -> None:
+        out = self._sink.recv(1 << 20)
+        if out:
+            self._loop.call_soon(self._protocol.data_received, out)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._sink.sendall(bytes(data))
+        self._answer()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def fake_create_connection(
+    factory: Any, *args: Any, **kwargs: Any
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """``loop.create_connection`` answered by a :class:`FakeTransport`."""
+    protocol = factory()
+    return FakeTransport(protocol), protocol
+
+
 def _args(i: int, html: bool) -> dict[str, Any]:
     text = BODY_FORMAT.format(name=name(i), n=i)
     args: dict[str, Any] = {
@@ -154,8 +218,37 @@ def worker(path: str, count: int) -> None:
                 batch = [_args(i, False) for i in range(count)]
                 report = sender.send_batch(batch, progress=False)
                 assert report["sent"] == count, report
+    elif path in ("render", "pool"):
+        pool_worker(path, count)
     else:
         raise SystemExit(f"unknown path {path!r}")
+
+
+def pool_worker(path: str, count: int) -> None:
+    """The ``render`` path (WARMUP messages, then ``count`` more) and the ``pool`` path
+    (POOL_WARMUP, then ``count``)."""
+    from fluxmail import FluxMail, MessageTemplate, SendResult
+
+    tpl = MessageTemplate(sender=SENDER, subject=SUBJECT_TEMPLATE, text=BODY_TEMPLATE)
+
+    def render(start: int, stop: int) -> list[Any]:
+        return [tpl.render(recipient(i), name=name(i), n=i) for i in range(start, stop)]
+
+    if path == "render":
+        render(0, WARMUP + count)
+        return
+    mailer = FluxMail("smtp", "127.0.0.1", port=2525, local_hostname="bench")
+
+    async def send(start: int, stop: int) -> None:
+        asyncio.get_running_loop().create_connection = fake_create_connection  # type: ignore[method-assign]
+        async with mailer.async_pool(max_connections=POOL_CONNECTIONS) as pool:
+            results = await pool.send_many(render(start, stop))
+        assert all(isinstance(r, SendResult) and r.reply.code == 250 for r in results), results
+
+    # One send_many either way: the base run's first batches already open every connection
+    # (each worker takes a batch of 100 before it opens one), so the difference is the
+    # messages alone.
+    asyncio.run(send(0, POOL_WARMUP + count))
 
 
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")

@@ -21,7 +21,9 @@ stderr; its ``seconds`` then include the profiler's overhead.
 
 Clients: ``smtplib`` and ``aiosmtplib`` (one connection each, messages built with the
 ``email`` package), ``fluxmail-1`` (FluxMail's sync pool with one connection),
-``fluxmail-pool`` (FluxMail's asyncio pool with ``--connections`` connections), and the
+``fluxmail-pool`` (FluxMail's asyncio pool with ``--connections`` connections),
+``fluxmail-pool-2proc`` (``BulkSender.send_rows(processes=2)``: two worker processes, each
+with an asyncio pool of half the connections), and the
 everyday API over one connection: ``fluxmail-create`` (``create().send()`` in a ``with``
 block) and ``fluxmail-bulksender`` (``BulkSender.send_batch``).
 """
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import email.policy
 import json
+import resource
 import smtplib
 import sys
 import time
@@ -284,6 +287,45 @@ def run_fluxmail(port: int, n: int, profile: bool, connections: int, use_async: 
     return out
 
 
+def run_fluxmail_processes(port: int, n: int, profile: bool, connections: int) -> Outcome:
+    """FluxMail from two processes (``fluxmail-pool-2proc``): ``BulkSender.send_rows`` with
+    ``processes=2``, each worker process rendering its share of the rows from the compiled
+    ``MessageTemplate`` and sending it over an asyncio pool of ``connections // 2``
+    connections (the same total as ``fluxmail-pool``). Starting the workers (a fork each) is
+    inside the timed section; ``cpu_seconds`` counts this process and its ended children."""
+    flux_mail, message_template, send_result, flux_error = _fluxmail_api()
+    from fluxmail import BulkSender
+
+    out = Outcome("fluxmail-pool-2proc", n)
+    tpl = message_template(sender=SENDER, subject=SUBJECT_TEMPLATE, text=BODY_TEMPLATE)
+    mailer = flux_mail("smtp", HOST, port=port, timeout=TIMEOUT)
+    results: list[Any] = [None] * n
+
+    def on_result(index: int, row: Any, outcome: Any) -> None:
+        results[index] = outcome
+
+    rows = [{"email": recipient(i), "name": name(i), "n": i} for i in range(n)]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with timed(out), profiled(profile):
+        try:
+            BulkSender(mailer).send_rows(
+                tpl,
+                rows,
+                on_result=on_result,
+                progress=False,
+                processes=2,
+                max_connections=max(connections // 2, 1),
+            )
+        except (OSError, flux_error) as exc:
+            out.error(f"send_rows: {exc!r}")
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert out.cpu_seconds is not None
+    out.cpu_seconds += (ended.ru_utime - children.ru_utime) + (ended.ru_stime - children.ru_stime)
+    out.message_bytes = len(tpl.render(recipient(0), name=name(0), n=0)[1])
+    _count_fluxmail(out, [None] * n, results, send_result)
+    return out
+
+
 def _everyday_args(i: int) -> dict[str, Any]:
     """``create()``'s arguments for message ``i``: what a user of the everyday API passes."""
     return {
@@ -344,6 +386,9 @@ CLIENTS: dict[str, Callable[[argparse.Namespace], Outcome]] = {
     "fluxmail-1": lambda a: run_fluxmail(a.port, a.messages, a.profile, 1, use_async=False),
     "fluxmail-pool": lambda a: run_fluxmail(
         a.port, a.messages, a.profile, a.connections, use_async=True
+    ),
+    "fluxmail-pool-2proc": lambda a: run_fluxmail_processes(
+        a.port, a.messages, a.profile, a.connections
     ),
     "fluxmail-create": lambda a: run_fluxmail_everyday(a.port, a.messages, a.profile, bulk=False),
     "fluxmail-bulksender": lambda a: run_fluxmail_everyday(

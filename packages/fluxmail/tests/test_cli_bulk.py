@@ -460,6 +460,68 @@ def test_a_row_that_cannot_render_fails_alone(plain_smtp: SMTPTestServer, tmp_pa
     assert bodies == {"a@example.com": "Each is worth 5\n", "d@example.com": "Each is worth 2\n"}
 
 
+# -- several processes ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="--processes forks")
+def test_processes_share_the_rows_and_the_log_has_each_once(
+    smtp_server: SMTPServerFactory, tmp_path: Path
+) -> None:
+    refused = "user77@example.com"
+    server = smtp_server(faults=Faults(refuse_recipients={refused: (550, "5.1.1 no")}))
+    rows = [*people(600), {"email": "not-an-address", "login": "x", "name": "x", "note": "x"}]
+    data = write_csv(tmp_path / "people.csv", rows)
+    # With the progress bar: the parent draws it from what both workers report.
+    argv = [a for a in flags(server, data, "--processes", "2") if a != "--no-progress"]
+    result = run(*argv, "--connections", "3")
+    assert result.returncode == 3, result.stderr
+    counts = summary(result.stdout)
+    assert (counts["rows"], counts["sent"], counts["failed"]) == ("601", "599", "2")
+    assert "  recipients_refused: 1\n" in result.stdout
+    assert "  invalid_email: 1\n" in result.stdout
+    assert result.stderr.endswith("] 601/601 sent 599, failed 2, " + result.stderr.split(", ")[-1])
+    # Every address but the two failures got exactly its own message, once.
+    assert recipients(server) == Counter(
+        row["email"] for row in rows if row["email"] not in (refused, "not-an-address")
+    )
+    received = {m.rcpt_tos[0]: m.message for m in server.messages}
+    for row in rows[:600:37]:
+        if row["email"] != refused:
+            assert received[row["email"]]["Subject"] == f"Hello {row['login']}"
+            assert received[row["email"]].get_content() == f"Dear {row['name']}, {row['note']}.\n"
+    records = read_log(log_of(data))
+    assert sorted(record["row"] for record in records) == list(range(1, 602))
+    failed = {r["address"]: r["code"] for r in records if r["status"] == "failed"}
+    assert failed == {refused: "recipients_refused", "not-an-address": "invalid_email"}
+    # The parent's connection check, then two processes with up to three connections each.
+    assert 3 <= server.connections <= 7
+    again = run(*flags(server, data, "--processes", "2"))
+    assert summary(again.stdout)["skipped"] == "599"
+    assert sum(recipients(server).values()) == 599  # the resumed run mailed no one again
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to send on Windows")
+@pytest.mark.slow
+def test_ctrl_c_with_processes_logs_every_accepted_message(
+    smtp_server: SMTPServerFactory, tmp_path: Path
+) -> None:
+    server = smtp_server(faults=Faults(delay_reply_seconds=0.1))
+    rows = people(200)
+    data = write_csv(tmp_path / "people.csv", rows)
+    process = start(*flags(server, data, "--connections", "2", "--processes", "2"))
+    wait_for_lines(log_of(data), 6, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert int(summary(stdout)["not sent"]) > 0
+    logged_sent = [r["address"] for r in read_log(log_of(data)) if r["status"] == "sent"]
+    # The workers stopped with their messages in flight, and every one accepted was logged.
+    assert Counter(logged_sent) == recipients(server)
+    server.faults.delay_reply_seconds = 0
+    assert run(*flags(server, data, "--processes", "2")).returncode == 0
+    assert recipients(server) == Counter(row["email"] for row in rows)
+
+
 # -- dry run -------------------------------------------------------------------------------------
 
 
@@ -617,7 +679,13 @@ def test_exit_2_for_a_wrong_password_that_stays_hidden(
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--connections", "0"), ("--rate", "-1"), ("--max-per-hour", "x"), ("--burst", "0")],
+    [
+        ("--connections", "0"),
+        ("--processes", "0"),
+        ("--rate", "-1"),
+        ("--max-per-hour", "x"),
+        ("--burst", "0"),
+    ],
 )
 def test_exit_2_for_usage_errors(flag: str, value: str, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "people.csv", people(1))

@@ -8,6 +8,8 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxmail import FluxMail, FluxMailException, MessageTemplate
 from fluxmail.protocol.data import encode_data
@@ -163,3 +165,16 @@ def test_dkim_hook_and_smuggling() -> None:
     _, data = tpl.render("b@example.com", t="x\r\n.\r\nMAIL FROM:<e@example.com>")
     assert data.startswith(b"X-Signed: yes\r\n")
     assert encode_data(data).count(b"\r\n.\r\n") == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2100), min_size=1, max_size=6)
+    | st.lists(st.sampled_from([0, 1, 498, 499, 500, 996, 997, 998, 999]), min_size=1),
+    st.booleans(),
+)
+def test_the_long_line_check_is_exact(lengths: list[int], final_break: bool) -> None:
+    from fluxmail.mime import LONGEST_LINE, has_long_line
+
+    body = b"\r\n".join(b"x" * n for n in lengths) + (b"\r\n" if final_break else b"")
+    assert has_long_line(body) == (max(lengths) > LONGEST_LINE)

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,6 +167,131 @@ def test_non_ascii_and_leading_dots_arrive_intact(plain_smtp: SMTPTestServer) ->
     assert received.message["Subject"] == "Grüße 👋"
     assert received.message["From"].addresses[0].display_name == "Jürgen"
     assert received.message.get_content().replace("\r\n", "\n") == body
+
+
+def test_fluxmail_writes_the_message_not_djangos_builder(
+    plain_smtp: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from email import encoders
+    from email.mime.base import MIMEBase
+
+    from flux_testkit.mime_reader import read_message
+
+    def refuse(self: EmailMessage) -> Any:
+        raise AssertionError("Django's message() built the message")
+
+    monkeypatch.setattr(EmailMessage, "message", refuse)  # EmailMultiAlternatives inherits it
+    pdf = MIMEBase("application", "pdf")
+    pdf.set_payload(b"%PDF-1.4 made by the caller")
+    encoders.encode_base64(pdf)
+    pdf.add_header("Content-Disposition", "attachment", filename="caller.pdf")
+    message = EmailMultiAlternatives(
+        subject="Grüße =?utf-8?q?not_an_encoded_word?=",
+        body="Plain text, ünïcode\n.a leading dot\n",
+        from_email="Jürgen Ö <from@example.com>",
+        to=['"Babbage, Charles" <charles@example.com>', "To Example <to@漢字.example.com>"],
+        cc=["cc@example.com"],
+        bcc=["hidden@example.com"],
+        reply_to=["Replies <replies@example.com>"],
+        headers={"X-Campaign": "q3 ✓", "Message-ID": "<fixed@example.com>"},
+    )
+    message.attach_alternative("<p>HTML <b>ünïcode</b></p>", "text/html")
+    message.attach("report.csv", "a,b\n1,2\n", "text/csv")
+    message.attach("données.bin", bytes(range(256)), "application/octet-stream")
+    message.attach(pdf)
+    with email_settings(plain_smtp):
+        assert message.send() == 1
+    [received] = plain_smtp.wait_for_messages(1)
+    assert received.rcpt_tos == [
+        "charles@example.com",
+        "to@xn--p8s937b.example.com",
+        "cc@example.com",
+        "hidden@example.com",
+    ]
+    assert b"hidden@example.com" not in received.data
+    # Read back by the email package and by the test kit's own reader, alike.
+    msg, strict = received.message, read_message(received.data)
+    for subject in (msg["Subject"], strict.text("Subject")):
+        assert subject == "Grüße =?utf-8?q?not_an_encoded_word?="
+    assert strict.addresses("From") == [("Jürgen Ö", "from@example.com")]
+    assert strict.addresses("To") == [
+        ("Babbage, Charles", "charles@example.com"),
+        ("To Example", "to@xn--p8s937b.example.com"),
+    ]
+    assert [a.display_name for a in msg["To"].addresses] == ["Babbage, Charles", "To Example"]
+    assert strict.addresses("Reply-To") == [("Replies", "replies@example.com")]
+    assert (msg["Cc"], msg["X-Campaign"], msg["Message-ID"]) == (
+        "cc@example.com",
+        "q3 ✓",
+        "<fixed@example.com>",
+    )
+    names = Counter(name.lower() for name, _ in strict.headers)
+    assert names["message-id"] == names["date"] == names["subject"] == 1
+    assert "bcc" not in names
+    plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert plain is not None
+    assert html is not None
+    assert plain.get_content().replace("\r\n", "\n") == message.body
+    assert html.get_content().strip() == "<p>HTML <b>ünïcode</b></p>"
+    files = {p.filename: p.content for p in strict.leaves() if p.disposition}
+    assert files == {
+        "report.csv": b"a,b\r\n1,2\r\n",
+        "données.bin": bytes(range(256)),
+        "caller.pdf": b"%PDF-1.4 made by the caller",
+    }
+    lenient = {p.get_filename(): p.get_payload(decode=True) for p in msg.iter_attachments()}
+    assert lenient.pop("report.csv").replace(b"\r\n", b"\n") == b"a,b\n1,2\n"
+    assert lenient == {name: data for name, data in files.items() if name != "report.csv"}
+
+
+def test_what_the_writer_cannot_express_is_built_by_django(plain_smtp: SMTPTestServer) -> None:
+    class Stamped(EmailMessage):
+        def message(self, **kwargs: Any) -> Any:  # a subclass's override must still run
+            msg = super().message(**kwargs)
+            msg["X-Stamped"] = "yes"
+            return msg
+
+    latin = EmailMessage("Latin", "Grüße", "from@example.com", ["to@example.com"])
+    latin.encoding = "iso-8859-1"  # the writer writes UTF-8 only
+    with email_settings(plain_smtp):
+        assert Stamped("Stamped", "Body", "from@example.com", ["to@example.com"]).send() == 1
+        assert latin.send() == 1
+    stamped, latin_received = plain_smtp.wait_for_messages(2)
+    assert stamped.message["X-Stamped"] == "yes"
+    assert latin_received.message.get_content_charset() == "iso-8859-1"
+    assert latin_received.message.get_content().strip() == "Grüße"
+
+
+def test_extra_headers_replace_what_is_shown_not_the_envelope(plain_smtp: SMTPTestServer) -> None:
+    message = EmailMessage(
+        "Shown", "Body", "from@example.com", ["real@example.com"],
+        headers={"To": "Everyone <list@example.com>", "From": "Desk <desk@example.com>"},
+    )  # fmt: skip
+    with email_settings(plain_smtp):
+        assert message.send() == 1
+    [received] = plain_smtp.wait_for_messages(1)
+    assert (received.mail_from, received.rcpt_tos) == ("from@example.com", ["real@example.com"])
+    assert received.message["To"] == "Everyone <list@example.com>"
+    assert received.message["From"] == "Desk <desk@example.com>"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("subject", "Hi\r\nBcc: victim@example.com"), ("header", "x\nBcc: victim@example.com")],
+)
+def test_a_line_break_in_a_header_is_djangos_bad_header_error(
+    plain_smtp: SMTPTestServer, field: str, value: str
+) -> None:
+    from django.core.mail import BadHeaderError
+
+    message = EmailMessage("Subject", "Body", "from@example.com", ["to@example.com"])
+    if field == "subject":
+        message.subject = value
+    else:
+        message.extra_headers["X-Note"] = value
+    with email_settings(plain_smtp), pytest.raises(BadHeaderError):
+        message.send(fail_silently=True)  # never silenced, as with Django's backend
+    assert plain_smtp.messages == []
 
 
 def test_message_without_recipients_is_skipped(plain_smtp: SMTPTestServer) -> None:

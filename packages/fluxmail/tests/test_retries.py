@@ -93,7 +93,9 @@ async def test_greeting_421_then_recovers(smtp_server: SMTPServerFactory, send: 
         server.faults.greeting_code = None
         healer.join()
     assert len(server.messages) == 1
-    assert server.connections >= 3
+    # Refused once at least, then through. (Not ">= 3": the healer may clear the fault
+    # between the second connection's accept and its greeting, which then succeeds.)
+    assert server.connections >= 2
 
 
 @both

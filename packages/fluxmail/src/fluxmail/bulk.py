@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from fluxmail.errors import FluxMailException, is_transient, send_failed
+from fluxmail.processes import fork_context, render_rows, send_rows_in_processes
 from fluxmail.progress import ProgressBar
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.transaction import Outcome
@@ -152,6 +153,7 @@ class BulkSender:
         on_result: OnRowResult | None = None,
         progress: bool = True,
         chunk_size: int = 1000,
+        processes: int = 1,
         **pool_options: Any,
     ) -> RowsReport:
         """Send ``template`` to each row (the address in column ``to``, the row as context).
@@ -160,7 +162,15 @@ class BulkSender:
         template and sent through a connection pool (``pool_options``: max_connections,
         rate_limit, ...), ``chunk_size`` rows at a time so a large file never sits in memory
         whole. A row that cannot be rendered (a bad address, a missing field) fails alone.
+
+        ``processes`` > 1 renders and sends from that many forked worker processes (one core
+        each), each with its own asyncio pool of ``pool_options`` (``max_connections`` is per
+        process; a rate limit is shared out so that together they keep to it); ``on_result``
+        and the progress bar still run here, in this thread, as each row settles. See
+        :mod:`fluxmail.processes`; ``invalid_config`` where processes cannot be forked.
         """
+        # Checked (invalid_config) before anything is read or sent.
+        many = not (type(processes) is int and processes == 1) and bool(fork_context(processes))
         report: RowsReport = {"sent": 0, "failed": 0, "total": 0, "errors": []}
         bar = ProgressBar(0) if progress else None
         lock = threading.Lock()
@@ -176,20 +186,33 @@ class BulkSender:
                 if on_result is not None:
                     on_result(index, row, outcome)
 
+        def read(total: int) -> None:
+            report["total"] = total
+            if bar is not None:
+                bar.total = total
+
         try:
+            if many:
+                send_rows_in_processes(
+                    self.mailer,
+                    template,
+                    rows,
+                    to=to,
+                    settle=settle,
+                    processes=processes,
+                    pool_options=pool_options,
+                    on_total=read,
+                )
+                return report
             with self.mailer.pool(**pool_options) as pool:
                 for start, chunk in _chunks(rows, chunk_size):
-                    report["total"] += len(chunk)
-                    if bar is not None:
-                        bar.total = report["total"]
-                    items, where = [], []
-                    for offset, row in enumerate(chunk):
-                        try:
-                            items.append(template.render(str(row.get(to, "")), **row))
-                            where.append(offset)
-                        except FluxMailException as exc:
-                            settle(start + offset, row, exc)
-                    pool.send_many(items, _forward(settle, start, where, chunk))
+                    read(report["total"] + len(chunk))
+
+                    def failed(index: int, exc: FluxMailException) -> None:
+                        settle(index, chunk[index - start], exc)  # noqa: B023 - called at once
+
+                    items, where = render_rows(template, enumerate(chunk, start), to, failed)
+                    pool.send_many(items, _forward(settle, where, chunk, start))
         finally:
             if bar is not None:
                 bar.close()
@@ -282,12 +305,14 @@ class _Batch:
 
 
 def _forward(
-    settle: OnRowResult, start: int, where: list[int], chunk: list[Mapping[str, Any]]
+    settle: OnRowResult, where: list[int], chunk: list[Mapping[str, Any]], start: int
 ) -> Callable[[int, Outcome], None]:
-    """Map the pool's index among rendered items back to the row it came from."""
+    """Map the pool's index among rendered items back to the row it came from (``where``
+    holds row indexes, the chunk's first being ``start``)."""
 
     def forward(index: int, outcome: Outcome) -> None:
-        settle(start + where[index], chunk[where[index]], outcome)
+        row = where[index]
+        settle(row, chunk[row - start], outcome)
 
     return forward
 

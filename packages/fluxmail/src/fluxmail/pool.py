@@ -431,7 +431,14 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
             return captured
         work = _Work(len(batch), self.retry, on_result)
         workers = self._workers(len(batch))
-        await asyncio.gather(*(self._worker(batch, work) for _ in range(workers)))
+        # Every worker ends before this returns or raises, as the sync pool's threads do: one
+        # whose ``on_result`` raised must not leave the others sending on, unawaited.
+        ended = await asyncio.gather(
+            *(self._worker(batch, work) for _ in range(workers)), return_exceptions=True
+        )
+        for error in ended:
+            if error is not None:
+                raise error
         return work.results()
 
     async def _worker(self, items: Sequence[Item], work: _Work) -> None:

@@ -57,6 +57,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage, sanitize_address
 
+from fluxmail.backends import django_message
 from fluxmail.client import FluxMail
 from fluxmail.config import EmailInstance, EmailObject
 from fluxmail.errors import FluxMailException
@@ -270,7 +271,7 @@ class FluxMailBackend(BaseEmailBackend):
         recipients = tuple(
             _addr_spec(_sanitize(address, encoding)) for address in message.recipients()
         )
-        data = _wire_bytes(message.message())
+        data = _message_bytes(message)
         assert self.connection is not None
         try:
             # The envelope comes from the Django message, not the headers: that is where Bcc
@@ -299,6 +300,16 @@ def _sanitize(address: str | tuple[str, str], encoding: str) -> str:
 def _addr_spec(sanitized: str) -> str:
     """``user@example.com`` from ``sanitize_address``'s ``"Name <user@example.com>"``."""
     return email.utils.parseaddr(sanitized)[1]
+
+
+def _message_bytes(message: EmailMessage) -> bytes:
+    """What goes on the wire: written by FluxMail's writer (:mod:`.django_message`), or by
+    Django's ``message()`` for what that cannot express (the reason logged at DEBUG)."""
+    try:
+        return django_message.wire_bytes(message)
+    except django_message.Unsupported as reason:
+        _log.debug("Django builds this message itself: %s", reason)
+        return _wire_bytes(message.message())
 
 
 def _wire_bytes(message: Message) -> bytes:

@@ -2,7 +2,8 @@
 
     fluxmail bulk --csv PATH --sender ADDR --subject TEMPLATE (--text TEMPLATE | --text-file PATH)
         [--html-file PATH] [--reply-to ADDR] [--attachments PATH...] [--to-column NAME]
-        [--connections N] [--rate PER_SECOND] [--burst N] [--max-per-hour N] [--log PATH]
+        [--connections N] [--processes N] [--rate PER_SECOND] [--burst N] [--max-per-hour N]
+        [--log PATH]
         [--max-retries N] [--retry-delay S] [--dry-run] [--no-progress] [connection flags]
 
 A run reads the CSV twice, streaming: once to check every row and count the work before
@@ -77,10 +78,16 @@ second row for an address already taken in the same run is skipped as a duplicat
 address is mailed twice by this command. One exception: a message the relay accepted in the
 instant before the process was killed (SIGKILL, power loss, a second Ctrl-C), when its log line
 was not yet written, is sent again on resume: at most one message per connection (--connections)
-per kill. A first Ctrl-C stops cleanly: the messages in flight finish and are logged, nothing
-new starts. Two runs cannot share a log (it is locked). Retries share a limit of SMTP itself:
-when the reply to a transmitted message is lost (a timeout, a dropped connection), the retry
-may deliver it twice; --max-retries 0 rules that out.
+per kill; with --processes N, each process also reports its results 32 at a time, so at most
+32 more per process. A first Ctrl-C stops cleanly: the messages in flight finish and are
+logged, nothing new starts. Two runs cannot share a log (it is locked). Retries share a limit
+of SMTP itself: when the reply to a transmitted message is lost (a timeout, a dropped
+connection), the retry may deliver it twice; --max-retries 0 rules that out.
+
+processes (--processes N): one process sends on one core; with more cores, N processes each
+render and send their share of the rows over their own --connections, while this process
+reads the CSV, writes the log and draws the progress bar. --rate and --max-per-hour hold for
+the whole run (each process gets 1/N of them). Needs fork (Linux, macOS).
 
 exit codes: 0 every row sent or skipped (--dry-run: every row renders); 1 bad flag combination,
 unreadable or malformed CSV/template/log file, missing --to-column; 2 FluxMail error that stops
@@ -148,7 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     sending = parser.add_argument_group("sending")
     sending.add_argument(
         "--connections", type=int_at_least(1), default=DEFAULT_CONNECTIONS, metavar="N",
-        help=f"connections in parallel (default {DEFAULT_CONNECTIONS})",
+        help=f"connections in parallel, per process (default {DEFAULT_CONNECTIONS})",
+    )  # fmt: skip
+    sending.add_argument(
+        "--processes", type=int_at_least(1), default=1, metavar="N",
+        help="sending processes, each with its own --connections (default 1; one per core "
+        "is the most that helps); --rate and --max-per-hour are shared out among them",
     )  # fmt: skip
     sending.add_argument(
         "--rate", type=positive_number, metavar="PER_SECOND", help="at most this many a second"
@@ -397,6 +409,7 @@ def _pool_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "progress": not args.no_progress,
         "max_connections": args.connections,
+        "processes": args.processes,
         # The pool reports each message the moment its relay answers, and a pipelined
         # connection has one message awaiting that answer at a time: a kill can leave at
         # most one message per connection sent but unlogged.

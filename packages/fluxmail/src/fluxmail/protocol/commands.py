@@ -49,6 +49,7 @@ class EnvelopeFlags:
     out once per EHLO reply instead of once per message."""
 
     smtputf8: bool
+    pipelining: bool
     size: bool
     eight_bit: bool
     dsn: bool
@@ -75,6 +76,7 @@ class Extensions:
     def __post_init__(self) -> None:
         flags = EnvelopeFlags(
             smtputf8=self.has("SMTPUTF8"),
+            pipelining=self.has("PIPELINING"),
             size=self.has("SIZE"),
             eight_bit=self.has("8BITMIME"),
             dsn=self.has("DSN"),

@@ -11,11 +11,14 @@ from fluxmail.protocol.replies import Reply
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exchange:
     """Write ``data`` (nothing, for the greeting) and read ``replies`` replies.
 
-    ``secret`` marks data that must never be logged (AUTH payloads).
+    ``secret`` marks data that must never be logged (AUTH payloads). Made for every write
+    and dropped once it is done, never shared: treat it as read-only. (Not a frozen
+    dataclass, which sets each field through ``object.__setattr__``: a pipelined stream makes
+    one per message.)
     """
 
     data: bytes

@@ -72,12 +72,20 @@ class ReplyParser:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        # Most reads find the buffer empty: what arrived is kept as it is (bytes, no copy),
+        # and each line is then one slice. Bytes that arrive while some wait are appended to
+        # a bytearray (amortised, however small the pieces a server trickles).
+        self._buffer: bytes | bytearray = b""
         self._lines: list[str] = []
         self._code: int | None = None
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        if not self._buffer:
+            self._buffer = bytes(data)
+        else:
+            if type(self._buffer) is bytes:
+                self._buffer = bytearray(self._buffer)
+            self._buffer += data
         if len(self._buffer) > MAX_BUFFER:
             raise ProtocolError(f"Server sent more than {MAX_BUFFER} bytes nobody asked for")
         if len(self._buffer) > MAX_LINE and b"\n" not in self._buffer:
@@ -104,7 +112,9 @@ class ReplyParser:
         while len(replies) < count and (end := buffer.find(b"\n", start)) >= 0:
             if end - start > MAX_LINE:  # however the bytes arrived, in one read or many
                 raise ProtocolError(f"Server sent a reply line longer than {MAX_LINE} bytes")
-            raw = bytes(buffer[start:end])
+            raw = buffer[start:end]
+            if type(raw) is not bytes:
+                raw = bytes(raw)
             start = end + 1
             if self._code is None:
                 # The common case, a one-line reply: no state to carry between lines, and
@@ -124,7 +134,7 @@ class ReplyParser:
             if (last := self._take_line(line)) is not None:
                 replies.append(last)
         if start:
-            del buffer[:start]
+            self._buffer = buffer[start:]
         return replies
 
     def _take_line(self, raw: bytes) -> Reply | None:

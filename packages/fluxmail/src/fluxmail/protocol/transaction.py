@@ -24,7 +24,7 @@ from fluxmail.errors import (
     SMTPReplyError,
     SMTPTimeoutError,
 )
-from fluxmail.protocol.commands import Envelope, Extensions, command, mail_from, rcpt_to
+from fluxmail.protocol.commands import CRLF, Envelope, Extensions, command, mail_from, rcpt_to
 from fluxmail.protocol.data import encode_data
 from fluxmail.protocol.ops import Conversation, Exchange, exchange
 from fluxmail.protocol.replies import Reply
@@ -73,20 +73,12 @@ def unconfirmed(error: FluxMailException) -> FluxMailException:
 # dataclass sets each field through object.__setattr__.
 @dataclass(slots=True)
 class _Prepared:
-    """A message ready for the wire: its envelope commands and its stuffed payload."""
+    """A message ready for the wire: its envelope commands (MAIL, the RCPTs, DATA: what
+    :attr:`replies` replies answer) and its stuffed payload."""
 
-    mail: bytes
-    rcpts: tuple[bytes, ...]
+    commands: bytes
+    replies: int
     payload: bytes
-
-    @property
-    def commands(self) -> bytes:
-        return self.mail + b"".join(self.rcpts)
-
-    @property
-    def replies(self) -> int:
-        """How many replies :attr:`commands` draw."""
-        return 1 + len(self.rcpts)
 
 
 def _prepare(envelope: Envelope, message: bytes, extensions: Extensions) -> _Prepared:
@@ -99,8 +91,12 @@ def _prepare(envelope: Envelope, message: bytes, extensions: Extensions) -> _Pre
             "MAIL FROM",
         )
     first = mail_from(envelope, extensions, len(payload), eight_bit=not message.isascii())
-    rcpts = tuple(rcpt_to(a, extensions, envelope.notify) for a in envelope.recipients)
-    return _Prepared(first, rcpts, payload)
+    recipients, notify = envelope.recipients, envelope.notify
+    if len(recipients) == 1:  # the common case, without a generator
+        commands = first + rcpt_to(recipients[0], extensions, notify) + DATA
+    else:
+        commands = b"".join([first, *(rcpt_to(a, extensions, notify) for a in recipients), DATA])
+    return _Prepared(commands, len(recipients) + 2, payload)
 
 
 @dataclass(slots=True)
@@ -112,7 +108,16 @@ class _Verdict:
     error: SMTPReplyError | None
 
 
-def _judge(envelope: Envelope, mail: Reply, rcpts: Sequence[Reply], data: Reply) -> _Verdict:
+def _judge(envelope: Envelope, replies: Sequence[Reply], first: int) -> _Verdict:
+    """Judge the envelope replies ``replies[first:]``: MAIL, one per RCPT, then DATA."""
+    mail, data = replies[first], replies[-1]
+    rcpts = replies[first + 1 : -1]
+    if data.code == 354 and 200 <= mail.code < 400:
+        for reply in rcpts:
+            if not 200 <= reply.code < 400:
+                break
+        else:  # everyone accepted: the common case, without pairing anything up
+            return _Verdict(envelope.recipients, {}, None)
     pairs = list(zip(envelope.recipients, rcpts, strict=True))
     accepted = tuple(a for a, r in pairs if r.ok)
     refused = {a: r for a, r in pairs if not r.ok}
@@ -140,20 +145,22 @@ def send_message(
     After a failed transaction the caller should RSET before reusing the connection.
     """
     prepared = _prepare(envelope, message, extensions)
-    if extensions.has("PIPELINING"):
-        replies = yield Exchange(prepared.commands + DATA, prepared.replies + 1)
-        mail, rcpts, data = replies[0], replies[1:-1], replies[-1]
+    if extensions.flags.pipelining:
+        replies = yield Exchange(prepared.commands, prepared.replies)
     else:
-        mail = yield from exchange(prepared.mail)
+        # One command at a time: the same lines, split where each one ends.
+        lines = prepared.commands.split(CRLF)[:-1]
+        mail = yield from exchange(lines[0] + CRLF)
         if not mail.ok:
             raise SMTPReplyError(f"Server refused the sender: {mail}", mail, "MAIL")
-        answers = []
-        for rcpt in prepared.rcpts:
-            answers.append((yield from exchange(rcpt)))
-        rcpts = tuple(answers)
+        answers = [mail]
+        for rcpt in lines[1:-1]:
+            answers.append((yield from exchange(rcpt + CRLF)))
         no_one = Reply(554, ("5.5.1 No valid recipients",))
-        data = (yield from exchange(DATA)) if any(r.ok for r in rcpts) else no_one
-    verdict = _judge(envelope, mail, rcpts, data)
+        data = (yield from exchange(DATA)) if any(r.ok for r in answers[1:]) else no_one
+        replies = [*answers, data]
+    data = replies[-1]
+    verdict = _judge(envelope, replies, 0)
     if verdict.error is not None:
         if data.code == 354:
             # A pipelining server may accept DATA although nothing before it succeeded; close
@@ -181,7 +188,7 @@ def send_pipelined(
     it) is stored in ``outcomes`` under its index as soon as it is known, so if the connection
     breaks midway the caller knows exactly which messages are settled and which to send again.
     """
-    if not extensions.has("PIPELINING"):
+    if not extensions.flags.pipelining:
         for index, (envelope, message) in enumerate(items):
             try:
                 outcomes[index] = yield from send_message(envelope, message, extensions)
@@ -205,41 +212,44 @@ def send_pipelined(
         except FluxMailException as exc:
             outcomes[index] = exc
             continue
-        replies = yield from _in_flight(
-            Exchange(ahead + prepared.commands + DATA, len(settles) + prepared.replies + 1),
-            settles,
-            outcomes,
-        )
-        _settle(settles, replies[: len(settles)], outcomes)
-        mail, rcpts, data = replies[len(settles)], replies[len(settles) + 1 : -1], replies[-1]
-        verdict = _judge(envelope, mail, rcpts, data)
+        pending = len(settles)
+        try:
+            replies = yield Exchange(ahead + prepared.commands, pending + prepared.replies)
+        except FluxMailException as exc:  # thrown in by the transport: see the module doc
+            _unconfirm(settles, outcomes, exc)
+            raise
+        if pending:
+            _settle(settles, replies, outcomes)
+        verdict = _judge(envelope, replies, pending)
         if verdict.error is None:
             ahead, settles = prepared.payload, [(index, verdict)]
             continue
         outcomes[index] = verdict.error
         ahead, settles = b"", []
-        if data.code == 354:
+        if replies[-1].code == 354:
             ahead, settles = END_OF_EMPTY_DATA, [None]
-        if mail.ok:  # a transaction was opened: close it before the next MAIL
+        if replies[pending].ok:  # a transaction was opened: close it before the next MAIL
             ahead, settles = ahead + RSET, [*settles, None]
     if ahead:
-        last = yield from _in_flight(Exchange(ahead, len(settles)), settles, outcomes)
+        try:
+            last = yield Exchange(ahead, len(settles))
+        except FluxMailException as exc:  # thrown in by the transport: see the module doc
+            _unconfirm(settles, outcomes, exc)
+            raise
         _settle(settles, last, outcomes)
 
 
-def _in_flight(
-    op: Exchange, settles: list[tuple[int, _Verdict] | None], outcomes: dict[int, Outcome]
-) -> Conversation[Sequence[Reply]]:
-    """Yield ``op``, which carries the content of the messages in ``settles``; if the transport
-    fails meanwhile, those messages are :class:`Unconfirmed` (the others, not yet sent, are
-    left to the caller, which settles them with the transport's own error)."""
-    try:
-        return (yield op)
-    except FluxMailException as exc:  # thrown in by the transport: see the module doc
-        for pending in settles:
-            if pending is not None:
-                outcomes[pending[0]] = unconfirmed(exc)
-        raise
+def _unconfirm(
+    settles: list[tuple[int, _Verdict] | None],
+    outcomes: dict[int, Outcome],
+    error: FluxMailException,
+) -> None:
+    """The transport failed while the content of the messages in ``settles`` was on its way:
+    those are :class:`Unconfirmed` (the others, not yet sent, are left to the caller, which
+    settles them with the transport's own error)."""
+    for pending in settles:
+        if pending is not None:
+            outcomes[pending[0]] = unconfirmed(error)
 
 
 def _settle(
@@ -247,7 +257,8 @@ def _settle(
     replies: Sequence[Reply],
     outcomes: dict[int, Outcome],
 ) -> None:
-    for pending, reply in zip(settles, replies, strict=True):
+    """Settle ``settles`` with the first of ``replies`` (one each, in order)."""
+    for pending, reply in zip(settles, replies, strict=False):
         if pending is not None:
             index, verdict = pending
             try:
