@@ -46,6 +46,21 @@ def test_sync_pool_many_connections(smtp_server: SMTPServerFactory) -> None:
     assert 1 < server.connections <= 4
 
 
+def test_sync_pool_sends_one_batch_in_the_callers_thread(smtp_server: SMTPServerFactory) -> None:
+    """Messages that fit in one batch go out on one connection from the calling thread: a
+    second worker would find nothing left, so no thread is started for it."""
+    import threading
+
+    server = smtp_server()
+    threads: set[str] = set()
+    with make(server).pool(max_connections=4, batch_size=10) as pool:
+        pool.send_many(items(10), on_result=lambda *_: threads.add(threading.current_thread().name))
+        assert threads == {threading.current_thread().name}
+        pool.send_many(items(11, start=10))
+    assert len(server.messages) == 21
+    assert server.connections == 2  # the second call's 11 messages: two batches
+
+
 async def test_async_pool(smtp_server: SMTPServerFactory) -> None:
     server = smtp_server(pipelining=True)
     async with make(server).async_pool(max_connections=3, batch_size=4) as pool:

@@ -277,7 +277,11 @@ class _PoolBase(Generic[C]):
         return conns
 
     def _workers(self, count: int) -> int:
-        return max(1, min(self.options.max_connections, count))
+        """How many connections ``count`` messages are spread over: no more than hold a
+        batch each (a worker takes a whole batch at a time, so another would find nothing
+        left and the sync shell would have started a thread for nothing)."""
+        batches = -(-count // self.options.batch_limit(0))
+        return max(1, min(self.options.max_connections, batches))
 
     def _plan(
         self, items: Sequence[Item], work: _Work, held: _Held[C]
