@@ -22,25 +22,15 @@ from flux_testkit.automations import Engine, engine
 from flux_testkit.gfserver import GFServer
 
 if TYPE_CHECKING:
-    from flux_testkit.gfserver import Harness
     from flux_testkit.pytest_fixtures import SMTPServerFactory
 
 START = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def api_server(
-    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GFServer]:
-    backend = request.param
-    directory = tmp_path_factory.mktemp(f"batching-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    server = GFServer(gf_harness, database, directory / "logs", mode="api")
-    try:
-        yield server.start()
-    finally:
-        server.close()
-        database.close()
+@pytest.fixture(scope="module")
+def api_server(gf_module_api: GFServer) -> GFServer:
+    """``getfluxly api`` (no worker threads) per backend, shared by this module's tests."""
+    return gf_module_api
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from flux_testkit.gfserver import GFServer
 from flux_testkit.httpfake import FakeService, Reply, Request
 
 if TYPE_CHECKING:
-    from flux_testkit.gfserver import Harness
     from flux_testkit.pytest_fixtures import SMTPServerFactory
 
 #: A Monday, 10:00 UTC, in winter (New York is UTC-5, Paris UTC+1).
@@ -30,20 +29,10 @@ DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def api_server(
-    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GFServer]:
+@pytest.fixture(scope="module")
+def api_server(gf_module_api: GFServer) -> GFServer:
     """``getfluxly api`` (no workers of its own) on a database of its own, per backend."""
-    backend = request.param
-    directory = tmp_path_factory.mktemp(f"automations-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    server = GFServer(gf_harness, database, directory / "logs", mode="api")
-    try:
-        yield server.start()
-    finally:
-        server.close()
-        database.close()
+    return gf_module_api
 
 
 @pytest.fixture

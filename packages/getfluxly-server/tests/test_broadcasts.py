@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from flux_testkit import audience
-from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
+from flux_testkit.gfserver import GFProject, GFServer, expect_error
 from flux_testkit.smtpd import SMTPTestServer
 from getfluxly_server.storage.db import Database
 
@@ -103,20 +103,10 @@ class Project:
 # -- the API --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
-def api_server(
-    request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GFServer]:
+@pytest.fixture(scope="module")
+def api_server(gf_module_api: GFServer) -> GFServer:
     """``getfluxly api`` (no workers: what the API records stays as it recorded it)."""
-    backend = request.param
-    directory = tmp_path_factory.mktemp(f"gf-broadcasts-{backend}")
-    database = gf_harness.database(backend, directory / "db")
-    server = GFServer(gf_harness, database, directory / "logs", mode="api")
-    try:
-        yield server.start()
-    finally:
-        server.close()
-        database.close()
+    return gf_module_api
 
 
 @pytest.fixture(scope="module")
