@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -176,7 +177,9 @@ def _begin_immediate(conn: Any) -> None:
                 return
             except sqlite3.OperationalError as exc:
                 if not _locked(exc) or time.monotonic() > deadline:
-                    raise
+                    # As SQLAlchemy wraps what its own statements raise: callers (the API's
+                    # 503 for a busy database, the loops' retries) know only its exceptions.
+                    raise sqlalchemy_exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
             time.sleep(nap)
             nap = min(most, nap * 2)
     finally:
