@@ -142,7 +142,21 @@ class FakeTransport(asyncio.Transport):
     def _answer(self) -> None:
         out = self._sink.recv(1 << 20)
         if out:
-            self._loop.call_soon(self._protocol.data_received, out)
+            self._loop.call_soon(self._deliver, out)
+
+    def _deliver(self, data: bytes) -> None:
+        """Hand ``data`` to the protocol as the loop would: into a buffered protocol's own
+        buffer (``get_buffer``/``buffer_updated``), or to ``data_received``."""
+        protocol = self._protocol
+        if not isinstance(protocol, asyncio.BufferedProtocol):
+            protocol.data_received(data)
+            return
+        while data:
+            buffer = memoryview(protocol.get_buffer(len(data)))
+            size = min(len(buffer), len(data))
+            buffer[:size] = data[:size]
+            protocol.buffer_updated(size)
+            data = data[size:]
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._sink.sendall(bytes(data))
