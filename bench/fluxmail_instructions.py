@@ -22,7 +22,8 @@ Paths (the workload's 2 KB message, :mod:`workload`):
   ``fluxmail-pool`` client of ``smtp_throughput.py``. The 20 connections are asyncio
   transports over the same fake sink (:class:`FakeTransport`): the event loop, the tasks,
   futures and the protocol callbacks run as they do on sockets; the selector and the system
-  calls are out of it (each ``write`` is answered on the loop's next turn).
+  calls are out of it (each ``write`` is answered on the loop's next turn);
+* ``pool-uvloop``: the same on uvloop's event loop (``uvloop.run``).
 
 stdout: one line per path, thousands of instructions (kIr) per message. Needs valgrind; the
 worker mode (``--worker PATH COUNT``) is what runs under it.
@@ -50,7 +51,7 @@ from workload import (
     recipient,
 )
 
-PATHS = ("create", "create-html", "send", "bulk", "render", "pool")
+PATHS = ("create", "create-html", "send", "bulk", "render", "pool", "pool-uvloop")
 POOL_CONNECTIONS = 20
 #: Enough messages for every one of the pool's connections to open (a batch of 100 each).
 POOL_WARMUP = POOL_CONNECTIONS * 100
@@ -232,14 +233,14 @@ def worker(path: str, count: int) -> None:
                 batch = [_args(i, False) for i in range(count)]
                 report = sender.send_batch(batch, progress=False)
                 assert report["sent"] == count, report
-    elif path in ("render", "pool"):
+    elif path in ("render", "pool", "pool-uvloop"):
         pool_worker(path, count)
     else:
         raise SystemExit(f"unknown path {path!r}")
 
 
 def pool_worker(path: str, count: int) -> None:
-    """The ``render`` path (WARMUP messages, then ``count`` more) and the ``pool`` path
+    """The ``render`` path (WARMUP messages, then ``count`` more) and the ``pool`` paths
     (POOL_WARMUP, then ``count``)."""
     from fluxmail import FluxMail, MessageTemplate, SendResult
 
@@ -262,7 +263,12 @@ def pool_worker(path: str, count: int) -> None:
     # One send_many either way: the base run's first batches already open every connection
     # (each worker takes a batch of 100 before it opens one), so the difference is the
     # messages alone.
-    asyncio.run(send(0, POOL_WARMUP + count))
+    if path == "pool-uvloop":
+        import uvloop
+
+        uvloop.run(send(0, POOL_WARMUP + count))
+    else:
+        asyncio.run(send(0, POOL_WARMUP + count))
 
 
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")

@@ -91,8 +91,14 @@ CLIENTS: tuple[Client, ...] = (
     Client("fluxmail-1", "FluxMail pool(max_connections=1)", "python", pooled=False),
     Client("fluxmail-pool", "FluxMail async_pool(max_connections={c})", "python", pooled=True),
     Client(
+        "fluxmail-pool-uvloop",
+        "FluxMail async_pool(max_connections={c}), uvloop",
+        "python",
+        pooled=True,
+    ),
+    Client(
         "fluxmail-pool-2proc",
-        "FluxMail send_rows(processes=2), {c} conns in all",
+        "FluxMail send_rows(processes=2), {c} conns in all, uvloop if installed",
         "python",
         pooled=True,
     ),
@@ -106,6 +112,7 @@ PROFILABLE = tuple(c.key for c in CLIENTS if c.kind == "python")
 RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("fluxmail-1", "smtp-source-1", 1.0),
     ("fluxmail-pool", "smtp-source-pool", 0.8),
+    ("fluxmail-pool-uvloop", "smtp-source-pool", 0.8),
     ("fluxmail-pool-2proc", "smtp-source-pool", None),
     ("fluxmail-1", "aiosmtplib", 2.0),
     ("fluxmail-pool", "nodemailer-pool", 1.5),

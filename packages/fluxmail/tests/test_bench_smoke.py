@@ -19,6 +19,7 @@ CLIENTS = [
     "aiosmtplib",
     "fluxmail-1",
     "fluxmail-pool",
+    "fluxmail-pool-uvloop",
     "fluxmail-pool-2proc",
     "fluxmail-create",
     "fluxmail-bulksender",

@@ -9,8 +9,9 @@ N``) forks N worker processes and shares the rows out among them:
   out in chunks over one queue, so a worker that is ahead takes more;
 * each worker renders its chunks with the template it inherited and sends them through its
   own asyncio pool, opened once (``pool_options`` are each worker's: ``max_connections=10``
-  with ``processes=2`` is 20 connections); a rate limit is divided among the workers, so
-  together they keep to it;
+  with ``processes=2`` is 20 connections), on uvloop when it is installed
+  (:mod:`fluxmail.loops`); a rate limit is divided among the workers, so together they keep
+  to it;
 * outcomes come back in small batches; the parent settles every row (report, progress bar,
   ``on_result``) in its own thread, as they arrive, so callbacks and the progress bar work as
   with one process.
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from fluxmail import loops
 from fluxmail.errors import FluxMailException
 from fluxmail.protocol.commands import Envelope
 from fluxmail.protocol.transaction import Outcome
@@ -318,7 +320,7 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
     outbox = _Outbox(results, stop, parent)
     try:
-        asyncio.run(_work(mailer, template, to, pool_options, tasks, outbox))
+        loops.run(_work(mailer, template, to, pool_options, tasks, outbox))
     except BaseException as exc:
         results.put(f"{type(exc).__name__}: {exc}")
         raise
