@@ -7,7 +7,9 @@ import pytest
 from flux_testkit.pytest_fixtures import SMTPServerFactory
 from flux_testkit.smtpd import Faults, SMTPTestServer, closed_port
 from fluxmail import FluxMail, FluxMailException, MessageTemplate, RateLimit, SendResult
+from fluxmail.pool import _Work
 from fluxmail.ratelimit import RateLimiter
+from fluxmail.retry import RetryPolicy
 from fluxmail.testing import capture
 
 TEMPLATE = MessageTemplate(sender="news@example.com", subject="Hi {{ n }}", text="Body {{ n }}")
@@ -154,6 +156,14 @@ def test_rate_limited_pool_sends_everything(smtp_server: SMTPServerFactory) -> N
         results = pool.send_many(items(20))
     assert all(isinstance(r, SendResult) for r in results)
     assert pool.limiter is not None
+
+
+def test_the_last_messages_are_shared_among_the_workers() -> None:
+    """A worker takes at most an even share of what is left, so the end of a send keeps
+    every connection busy instead of leaving the remainder to the first to finish."""
+    work = _Work(30, RetryPolicy(), workers=3)
+    sizes = [len(work.take(8)) for _ in range(9)]
+    assert sizes == [8, 8, 5, 3, 2, 2, 1, 1, 0]  # without shares: 8, 8, 8, 6, 0
 
 
 def test_capture_applies_to_pools() -> None:

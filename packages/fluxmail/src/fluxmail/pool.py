@@ -83,9 +83,16 @@ class _Work:
     :meth:`settle`, which decides per message between done and another attempt.
     """
 
-    def __init__(self, count: int, retry: RetryPolicy, on_result: OnResult | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        retry: RetryPolicy,
+        on_result: OnResult | None = None,
+        workers: int = 1,
+    ) -> None:
         self.retry = retry
         self.on_result = on_result
+        self.workers = workers
         self._lock = threading.Lock()
         self._queue: deque[int] = deque(range(count))
         self._attempts = [0] * count
@@ -97,8 +104,13 @@ class _Work:
         return self._left == 0
 
     def take(self, limit: int) -> list[int]:
+        """The next batch: at most ``limit`` messages, and no more than an even share of
+        what is left among the workers, so that at the end of a send every connection still
+        has messages in flight (3,000 messages in batches of 100 over 20 connections would
+        otherwise leave the last thousand to 10 of them)."""
         with self._lock:
-            batch = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+            share = -(-len(self._queue) // self.workers)
+            batch = [self._queue.popleft() for _ in range(min(limit, share))]
             for index in batch:
                 self._attempts[index] += 1
             return batch
@@ -350,8 +362,8 @@ class SMTPPool(_PoolBase[SyncConnection]):
         batch = list(items)
         if (captured := _captured(batch, on_result)) is not None:
             return captured
-        work = _Work(len(batch), self.retry, on_result)
         workers = self._workers(len(batch))
+        work = _Work(len(batch), self.retry, on_result, workers)
         if workers == 1:
             self._worker(batch, work)
         else:
@@ -433,8 +445,8 @@ class AsyncSMTPPool(_PoolBase[AsyncConnection]):
         batch = list(items)
         if (captured := _captured(batch, on_result)) is not None:
             return captured
-        work = _Work(len(batch), self.retry, on_result)
         workers = self._workers(len(batch))
+        work = _Work(len(batch), self.retry, on_result, workers)
         # Every worker ends before this returns or raises, as the sync pool's threads do: one
         # whose ``on_result`` raised must not leave the others sending on, unawaited.
         ended = await asyncio.gather(
