@@ -167,6 +167,14 @@ def _compile(source: str | None, *, html: bool) -> Render | None:
 
 def _header(name: str, value: str, *, utf8: bool = False) -> bytes:
     """One unstructured header line from text that is not trusted yet."""
+    if (
+        value.isascii()
+        and value.isprintable()  # in ASCII: no control character, no DEL
+        and len(name) + len(value) < 76
+        and "=?" not in value
+        and "  " not in value
+    ):
+        return f"{name}: {value}\r\n".encode("ascii")  # what the checks below would write
     if has_control_chars(value):
         raise FluxMailException(
             f"{name} contains a line break or control character", "invalid_params"

@@ -4,8 +4,9 @@ Where the caller owns the loop (``send_async``, ``async_pool``, ``send_batch_asy
 runs on whatever loop that is: the default asyncio loop, or uvloop if the application chose it
 (``uvloop.run(main())``). Where FluxMail starts a loop itself, in the worker processes of
 ``BulkSender.send_rows(processes=N)`` and so of ``fluxmail bulk --processes N``, it takes
-uvloop when it is installed (``pip install 'fluxmail[speed]'``): the same conversations at
-about two thirds of the CPU per message (``bench/README.md``), nothing else changes.
+uvloop when it is installed (``pip install 'fluxmail[speed]'``): the same conversations, the
+loop's own reading, writing and scheduling in C (somewhat less CPU per message, see
+``bench/README.md``); nothing else changes.
 """
 
 from __future__ import annotations
