@@ -406,6 +406,16 @@ class GFDatabase:
         with self.engine() as engine, engine.begin() as conn:
             return int(conn.execute(text(statement), params).rowcount)
 
+    def lock_waiters(self) -> int:
+        """PostgreSQL: how many sessions on this database wait for a lock now (a test holding
+        a transaction open sees the other side arrive and block)."""
+        assert self.backend == "postgres", "lock waits are read from pg_stat_activity"
+        rows = self.query(
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int(rows[0]["n"])
+
     def cells_containing(self, needle: str, *, ignore_case: bool = False) -> list[str]:
         """Every ``table.column = value`` of every table whose stored value contains ``needle``
         (bytes read as Latin-1, JSON as its text): what an erasure test expects to be empty."""

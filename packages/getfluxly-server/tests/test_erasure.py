@@ -18,9 +18,8 @@ exactly as long as a test needs it to.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ import pytest
 
 from flux_testkit.drain import Drain, ingest_drain
 from flux_testkit.gfserver import GFProject, GFServer, expect_error
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 
@@ -292,22 +292,6 @@ def test_a_second_erasure_while_one_is_pending_is_refused_and_late_events_are_er
     assert all(r["completed_at"] is not None for r in rows)
 
 
-def _lock_waiters(server: GFServer) -> int:
-    rows = server.database.query(
-        "SELECT count(*) AS n FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return int(rows[0]["n"])
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
     server: GFServer, drain: Drain
 ) -> None:
@@ -349,11 +333,21 @@ def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
             {"k": f"events.process:{project.id}"},
         )
         sent = pool.submit(person.client.post, "/v1/events/batch", json={"events": [late]})
-        _wait(lambda: _lock_waiters(server) >= 1, "the ingest to wait on the held job row")
+        eventually(
+            lambda: server.database.lock_waiters() >= 1,
+            "the ingest to wait on the held job row",
+            timeout=20,
+            poll=0.02,
+        )
         erasure = _erase(person, profile_id, reason="internal")
         assert erasure.status_code == 202, erasure.text
         ran = pool.submit(drain)
-        _wait(lambda: _lock_waiters(server) >= 2, "the erasure job to wait for the ingest")
+        eventually(
+            lambda: server.database.lock_waiters() >= 2,
+            "the erasure job to wait for the ingest",
+            timeout=20,
+            poll=0.02,
+        )
         blocker.rollback()
         blocker.close()
         assert sent.result(30).status_code == 202

@@ -13,9 +13,8 @@ address, which carries a marker (``pii`` + hex) no generated id can contain.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import pytest
 from flux_testkit.drain import Drain, ingest_drain
 from flux_testkit.gfserver import GFServer, expect_error
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 
@@ -174,22 +174,6 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
     expect_error(again, 409, "profile_erased")
 
 
-def _lock_waiters(server: GFServer) -> int:
-    rows = server.database.query(
-        "SELECT count(*) AS n FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return int(rows[0]["n"])
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_a_message_recorded_while_the_erasure_runs_is_stopped_too(
     server: GFServer, drain: Drain
 ) -> None:
@@ -233,7 +217,12 @@ def test_a_message_recorded_while_the_erasure_runs_is_stopped_too(
             erasure = api.post(f"/v1/profiles/{profile['id']}/erase", json={"reason": "internal"})
             assert erasure.status_code == 202, erasure.text
             ran = pool.submit(drain)
-            _wait(lambda: _lock_waiters(server) >= 1, "the erasure job to wait for the send")
+            eventually(
+                lambda: server.database.lock_waiters() >= 1,
+                "the erasure job to wait for the send",
+                timeout=20,
+                poll=0.02,
+            )
             held.close()  # the send commits
             assert ran.result(30) >= 1
     finally:
