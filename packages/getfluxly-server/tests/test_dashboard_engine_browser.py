@@ -40,12 +40,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with browser.chromium() as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
     return browser.screenshots(tmp_path_factory, "engine page")
