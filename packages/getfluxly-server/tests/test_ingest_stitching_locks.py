@@ -108,11 +108,16 @@ def test_processing_waits_for_the_inserts_under_way_and_sees_them(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
         )
-        with gf_db.engine.connect() as watcher:
-            while not watcher.execute(waiting).scalar():
-                assert processor.is_alive(), "processing did not wait for the insert under way"
-                assert time.monotonic() < deadline, "processing is not waiting for the insert"
-                time.sleep(0.01)
+
+        def seen_waiting() -> bool:
+            # A transaction per look: pg_stat_activity is read once per transaction.
+            with gf_db.engine.connect() as watcher:
+                return bool(watcher.execute(waiting).scalar())
+
+        while not seen_waiting():
+            assert processor.is_alive(), "processing did not wait for the insert under way"
+            assert time.monotonic() < deadline, "processing is not waiting for the insert"
+            time.sleep(0.01)
     processor.join(WAIT)
     assert not failed, failed
     assert processed == [6]  # the open insert's events too, in the same pass
