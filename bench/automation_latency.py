@@ -9,8 +9,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/automation_latency.py --quick       # a smoke run (small numbers)
 
 The server runs as it is deployed, in processes of its own (forked: none shares the GIL with
-the event sender): on PostgreSQL ``--api-processes`` API processes (default 2) serving one
-socket, as ``getfluxly api --processes 2``, and the worker (``app.create_worker``: ingest,
+the event sender): on PostgreSQL ``--api-processes`` API processes (default 1, as
+``getfluxly serve --worker-process``; 2 as ``getfluxly api --processes 2``) serving one
+socket, and the worker (``app.create_worker``: ingest,
 the automation runner, the delivery loop) in a process of its own, as ``getfluxly worker``
 (``--one-process``: the worker in the first API process, as ``getfluxly serve``); on SQLite
 one API process and the worker process, as ``getfluxly serve --worker-process`` (its
@@ -41,7 +42,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
+import multiprocessing
 import os
 import secrets
 import signal
@@ -63,8 +66,9 @@ sys.path.insert(0, str(REPO / "testkit"))
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from deliver_messages import HOST, fresh_database, kept_clients, note, run_raw  # noqa: E402
+from ingest_throughput import postgres_cpu  # noqa: E402
 from smtp_throughput import find_program, running_sink  # noqa: E402
-from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy import Engine, event, insert, select, text  # noqa: E402
 from workload import SENDER  # noqa: E402
 
 from flux_testkit import ledger  # noqa: E402
@@ -130,6 +134,48 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
+#: Per server process (by its index): statements sent, transactions ended (commit or
+#: rollback), pool checkouts (each a liveness ping on PostgreSQL). Shared memory, written by
+#: the forked processes through SQLAlchemy's events.
+STATEMENTS, TRANSACTIONS, CHECKOUTS = range(3)
+TRIP_NAMES = ("statements", "transactions", "checkouts")
+COUNTERS = len(TRIP_NAMES)
+
+
+class RoundTrips:
+    """The database round trips of each server process, counted in the process itself
+    (SQLAlchemy's engine and pool events): statements, BEGIN and COMMIT/ROLLBACK (one
+    transaction, two round trips: psycopg sends BEGIN before the first statement), and the
+    pool's liveness ping at each checkout."""
+
+    def __init__(self, processes: int) -> None:
+        self.slots = multiprocessing.RawArray(ctypes.c_longlong, COUNTERS * processes)
+
+    def install(self, index: int) -> None:
+        """Count this (forked) process's round trips in slot ``index``."""
+        base, slots = COUNTERS * index, self.slots
+
+        def statement(*_args: Any) -> None:
+            slots[base + STATEMENTS] += 1
+
+        def ended(*_args: Any) -> None:
+            slots[base + TRANSACTIONS] += 1
+
+        def checkout(*_args: Any) -> None:
+            slots[base + CHECKOUTS] += 1
+
+        event.listen(Engine, "before_cursor_execute", statement)
+        event.listen(Engine, "commit", ended)
+        event.listen(Engine, "rollback", ended)
+        from sqlalchemy.pool import Pool
+
+        event.listen(Pool, "checkout", checkout)
+
+    def read(self, indexes: Sequence[int]) -> list[int]:
+        """Statements, transactions and checkouts summed over the processes ``indexes``."""
+        return [sum(self.slots[COUNTERS * i + c] for i in indexes) for c in range(COUNTERS)]
+
+
 @contextlib.contextmanager
 def servers(
     settings: Settings,
@@ -139,13 +185,15 @@ def servers(
     *,
     api_processes: int,
     worker_apart: bool,
+    trips: RoundTrips,
 ) -> Iterator[tuple[str, list[int]]]:
     """The server in processes of its own, as deployed (none shares the GIL with the event
     senders): ``api_processes`` forked API processes serving one listening socket (as
     ``getfluxly api --processes N``); the worker (:func:`build_worker`) in a process of its
     own when ``worker_apart`` (as ``getfluxly worker``), else in the first API process (as
     ``getfluxly serve``). Stopped with SIGTERM at the end. Yields the API's base URL and the
-    processes' ids."""
+    processes' ids (the API processes first, then the worker's if apart); each process
+    counts its round trips in ``trips`` at its index in that list."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((HOST, 0))
@@ -153,8 +201,9 @@ def servers(
     port = listener.getsockname()[1]
     db.dispose()  # no connection may be shared across the fork
 
-    def api(with_worker: bool) -> Callable[[], None]:
+    def api(with_worker: bool, index: int) -> Callable[[], None]:
         def body() -> None:
+            trips.install(index)
             own = Database(db.url)
             worker = build_worker(settings, own, provider, sink_port) if with_worker else None
             if worker is not None:
@@ -174,6 +223,7 @@ def servers(
         return body
 
     def worker_only() -> None:
+        trips.install(api_processes)
         own = Database(db.url)
         worker = build_worker(settings, own, provider, sink_port)
         stop = threading.Event()
@@ -183,7 +233,7 @@ def servers(
         worker.stop()
         own.dispose()
 
-    pids = [_child(api(not worker_apart and n == 0)) for n in range(api_processes)]
+    pids = [_child(api(not worker_apart and n == 0, n)) for n in range(api_processes)]
     if worker_apart:
         pids.append(_child(worker_only))
     listener.close()
@@ -346,11 +396,21 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             db, settings.keyring, project_id, ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         )
         separate = not args.one_process
-        api_processes = args.api_processes or (2 if backend == "postgres" else 1)
+        # One API process on PostgreSQL too: it carries 200 events/s with about 0.4 ms of CPU
+        # an event less than two (which share its load and commit smaller groups), and the
+        # two cores are shared with the worker and PostgreSQL (bench/README.md, session 8).
+        api_processes = args.api_processes or 1
         if backend == "sqlite":
             api_processes = 1  # one writer at a time: more API processes would wait on it
+        trips = RoundTrips(api_processes + 1)
         with servers(
-            settings, db, provider, sink.port, api_processes=api_processes, worker_apart=separate
+            settings,
+            db,
+            provider,
+            sink.port,
+            api_processes=api_processes,
+            worker_apart=separate,
+            trips=trips,
         ) as (url, pids):
             api = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {workspace_key.plaintext}"}
@@ -368,10 +428,20 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             users = secrets.SystemRandom().sample(range(args.profiles), events)
             note(f"{backend}: {events} events at {args.rate}/s")
             load_before = os.getloadavg()[0]
+            api_pids, worker_pids = pids[:api_processes], pids[api_processes:]
+            apis, workers = range(api_processes), range(api_processes, len(pids))
             cpu_before = cpu_seconds(pids)
+            api_before, worker_before = cpu_seconds(api_pids), cpu_seconds(worker_pids)
+            pg_before = postgres_cpu() if backend == "postgres" else 0.0
+            trips_before = trips.read(apis), trips.read(workers)
+            sender_before = time.process_time()
             began = time.monotonic()
             answered = send_events(url, secret, users, args.rate, args.connections)
             sending_seconds = time.monotonic() - began
+            sender_cpu = time.process_time() - sender_before
+            # The API's share is read when the last answer came: what it did for the events.
+            api_cpu = cpu_seconds(api_pids) - api_before
+            api_trips = [b - a for a, b in zip(trips_before[0], trips.read(apis), strict=True)]
             deadline = time.monotonic() + args.timeout
             while time.monotonic() < deadline:
                 with db.engine.connect() as conn:
@@ -381,6 +451,11 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
                 time.sleep(0.2)
             load_after = os.getloadavg()[0]
             cpu_used = cpu_seconds(pids) - cpu_before
+            worker_cpu = cpu_seconds(worker_pids) - worker_before
+            pg_cpu = postgres_cpu() - pg_before if backend == "postgres" else None
+            worker_trips = [
+                b - a for a, b in zip(trips_before[1], trips.read(workers), strict=True)
+            ]
             query = (
                 select(
                     Identity.value, Message.sent_at, AutomationRun.entered_at, Message.created_at
@@ -416,6 +491,28 @@ def run(args: argparse.Namespace, backend: str, sink_binary: Path, workdir: Path
             round(1000 * cpu_used / len(answered), 2) if answered else None
         ),
     }  # fmt: skip
+    if answered:
+
+        def per_event(seconds: float | None) -> float | None:
+            return None if seconds is None else round(1000 * seconds / len(answered), 2)
+
+        # Where the CPU goes, per accepted event: the API processes (while the events were
+        # sent), the worker process if apart (until every message was sent), every
+        # PostgreSQL process on the machine (others' included: an approximation), and the
+        # sender (this process, while sending).
+        result["cpu_ms_per_event"] = {
+            "api": per_event(api_cpu), "worker": per_event(worker_cpu) if separate else None,
+            "postgres": per_event(pg_cpu), "sender": per_event(sender_cpu),
+        }  # fmt: skip
+        # Database round trips per accepted event (statements, transactions: BEGIN and
+        # COMMIT each one more, pool checkouts: a ping each on PostgreSQL).
+        result["round_trips_per_event"] = {
+            role: {
+                name: round(count / len(answered), 2)
+                for name, count in zip(TRIP_NAMES, counts, strict=True)
+            }
+            for role, counts in (("api", api_trips), ("worker", worker_trips))
+        }  # fmt: skip
     if latencies:
         result.update({
             "p50_ms": round(1000 * statistics.median(latencies)),
@@ -439,7 +536,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--connections", type=int, default=64, help="the event sender's HTTP connections"
     )
     parser.add_argument(
-        "--api-processes", type=int, help="PostgreSQL: API processes (2; SQLite: always 1)"
+        "--api-processes", type=int, help="PostgreSQL: API processes (1; SQLite: always 1)"
     )
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument(
@@ -475,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p99 {result.get('p99_ms')} ms, max {result.get('max_ms')} ms; "
         f"FluxMail raw {result['raw_per_second']} msg/s for {result['accepted']} messages; "
         f"median hops {result.get('median_hops_ms')} ms; server CPU "
-        f"{result['server_cpu_ms_per_event']} ms/event; load average "
+        f"{result['server_cpu_ms_per_event']} ms/event ({result.get('cpu_ms_per_event')}); "
+        f"round trips/event {result.get('round_trips_per_event')}; load average "
         f"{result['load_average'][0]} -> {result['load_average'][1]}"
     )
     report = {

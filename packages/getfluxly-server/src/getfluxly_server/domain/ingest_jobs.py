@@ -10,7 +10,7 @@ from getfluxly_server.domain.identity import (
     EraseProfiles,
     EventConsumer,
     erase,
-    lock_project,
+    lock_for_processing,
     process_pending,
     process_project,
 )
@@ -36,7 +36,7 @@ def handlers(db: Database, consumers: Sequence[EventConsumer] = ()) -> list[JobH
         # Events stored but not yet stitched may belong to the person: stitch them first, in
         # the same locked transaction as the erasure, so none can slip in between.
         with db.transaction() as session:
-            lock_project(session, project_id)
+            lock_for_processing(session, project_id)
             process_pending(session, project_id, consumers)
             erase(session, payload.erasure_id)
         db.checkpoint()

@@ -37,8 +37,42 @@ from getfluxly_server.storage.models import (
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert events (rows as ``domain.ingest.validate`` makes them), skipping any whose
-    (project, message_id) is already stored; returns how many were new."""
-    return insert_rows(session.connection(), Event.__table__, rows)  # type: ignore[arg-type]
+    (project, message_id) is already stored; returns how many were new.
+
+    On PostgreSQL the transaction first takes the inserts' shared lock (held until it ends),
+    which :func:`settle_inserts` waits for."""
+    if not rows:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(_INSERTING, (INSERTS_LOCK,))
+    return insert_rows(connection, Event.__table__, rows)  # type: ignore[arg-type]
+
+
+#: The advisory lock key of event inserts (any 64-bit number no other lock uses: "events").
+INSERTS_LOCK = int.from_bytes(b"events", "big")
+_INSERTING = "SELECT pg_advisory_xact_lock_shared(%s)"
+# Session-level, taken and given back in one statement: it waits for the shared holders
+# of the moment only (a transaction-level lock would keep out every insert until commit).
+_SETTLE = "SELECT pg_advisory_unlock(k) FROM (SELECT %s::bigint AS k, pg_advisory_lock(%s)) AS s"
+
+
+def settle_inserts(session: Session) -> None:
+    """Wait until every event insert under way on PostgreSQL has committed or rolled back
+    (nothing on SQLite: a writer there holds the only write lock), so that the caller's
+    next statement sees them all.
+
+    Event processing (``domain.identity``) calls it after taking the project's lock and
+    before reading the unprocessed events. Without it, an insert whose transaction asked
+    for processing while a processing job was still queued (``enqueue_once``: one job
+    serves every request) could commit just after that job read the events, and wait for
+    the next event to be processed; and events inserted by transactions still open could
+    be processed after later ones. Inserts that start meanwhile wait a moment (behind this
+    lock) and no longer: their own processing job is queued when they commit, as the job
+    running now is no longer waiting."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(_SETTLE, (INSERTS_LOCK, INSERTS_LOCK))
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> int:

@@ -24,5 +24,13 @@ def merged_into(session: Session, profile_ids: Collection[str]) -> Sequence[Prof
 
 def lock_project(session: Session, project_id: str) -> None:
     """Take the project's row lock (PostgreSQL) until the transaction ends; on SQLite the
-    write lock taken at BEGIN already serialises writers."""
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    write lock taken at BEGIN already serialises writers.
+
+    ``FOR NO KEY UPDATE``: it excludes the other holders of this lock, not the ingest, whose
+    inserts hold a key share lock on the same row (the events' foreign key). With ``FOR
+    UPDATE`` every ingest transaction waited for the stitching transaction of the moment (its
+    automations' work included) to commit; waiting for the inserts already under way is
+    ``storage.events.settle_inserts``'s part."""
+    session.execute(
+        select(Project.id).where(Project.id == project_id).with_for_update(key_share=True)
+    )
