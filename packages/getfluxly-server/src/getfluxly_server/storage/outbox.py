@@ -166,6 +166,14 @@ def wake(session: Session) -> None:
     jobs.wake_workers(session, WAKE_KIND)
 
 
+_ANY_DUE = select(Message.id).where(PENDING_SQL, Message.due_at <= bindparam("moment")).limit(1)
+
+
+def any_due(session: Session) -> bool:
+    """Whether :func:`claim` would find something now (a due message, or a lapsed lease)."""
+    return session.execute(_ANY_DUE, {"moment": now()}).first() is not None
+
+
 def claim(session: Session, worker: str, lease: timedelta, n: int) -> Claim:
     """Take up to ``n`` due messages for ``worker`` (oldest due first), leased until now +
     ``lease``; messages found ``sending`` with a lapsed lease become ``unknown`` (each with

@@ -72,6 +72,11 @@ log = logging.getLogger("getfluxly.delivery")
 #: A rate limit asking to wait longer than this hands the messages back (due then) instead
 #: of holding them and a thread.
 MAX_GATE_SLEEP = 2.0
+#: How long a loop thread keeps the outcomes of its last window when nothing is due, for the
+#: claim of a message that comes meanwhile to record them (one write transaction instead of
+#: two); after that they are recorded alone. They are the relay's answers already: a crash
+#: meanwhile leaves those messages ``unknown`` (never resent), as one during the send does.
+LINGER_SECONDS = 0.05
 
 Items = list[tuple[ClaimedMessage, OutgoingEmail]]
 
@@ -184,8 +189,14 @@ class Dispatcher:
                 except Exception:  # a broken database must not end the thread: log, back off
                     log.exception("delivery worker %s could not claim or record messages", self.id)
                     claimed = 0
-                if claimed >= self.batch or self._local.carried:
-                    continue  # a full batch (more is likely due), or outcomes to record
+                if claimed >= self.batch:
+                    continue  # a full batch: more is likely due
+                if self._local.carried:
+                    # Outcomes to record: by the next claim, at once if something is due,
+                    # else when a message comes within LINGER_SECONDS (it rides along).
+                    if not self._due():
+                        self._wake.wait(LINGER_SECONDS)
+                    continue
                 self._wake.wait(self.poll_seconds)
         finally:
             self._record_carried()
@@ -243,6 +254,15 @@ class Dispatcher:
 
     # One cycle.
 
+    def _due(self) -> bool:
+        """SQLite: whether any message is due, read without the write lock (a claim that
+        finds nothing still waits for it, behind event ingest); PostgreSQL: True (an empty
+        claim costs no more than the look)."""
+        if not self.db.is_sqlite:
+            return True
+        with self.db.read() as session:
+            return outbox.any_due(session)
+
     def _record_carried(self) -> None:
         """Record the outcomes this thread carries (it stops), in a transaction of their own."""
         carried: list[Verdict] = getattr(self._local, "carried", [])
@@ -259,6 +279,8 @@ class Dispatcher:
         # that claims the next batch (one write transaction less per cycle: on SQLite every
         # one waits for the single write lock, behind event ingest's).
         carried: list[Verdict] = getattr(self._local, "carried", [])
+        if not carried and not self._due():
+            return 0  # (no write transaction for a wake-up another thread took)
         self._local.carried = []
         with self._transaction() as session:
             outbox.record_and_start(session, self.id, [], carried, [], self.lease)
