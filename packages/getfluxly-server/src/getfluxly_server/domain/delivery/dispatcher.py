@@ -6,7 +6,10 @@ provider, chunk after chunk of at most ``chunk`` messages: ask the send gate for
 then hand it to the provider's kept client (``deliver_many``: SMTP pipelines it down
 FluxMail's warm pool) ``window`` messages at a time, each window marked ``sending`` in a
 committed transaction just before it goes out (the transaction that also records the
-outcomes of the window before it). A thread that
+outcomes of the window before it); the outcomes of a cycle's last window are recorded by
+the transaction of the next claim (kept up to ``LINGER_SECONDS`` when nothing is due, so a
+message arriving meanwhile shares it). A loop thread keeps one connection for its
+transactions. A thread that
 claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits in
 this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
 messages alive while a slow relay answers.
