@@ -43,12 +43,15 @@ JSON line; progress on stderr; exit status 0 when every count was exact, 1 other
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -72,7 +75,7 @@ from deliver_messages import (  # noqa: E402
     versions,
 )
 from smtp_throughput import find_program, running_sink  # noqa: E402
-from sqlalchemy import update  # noqa: E402
+from sqlalchemy import event, text, update  # noqa: E402
 from workload import BODY_TEMPLATE, SENDER, SUBJECT_TEMPLATE, name, recipient  # noqa: E402
 
 from flux_testkit import audience, ledger  # noqa: E402
@@ -109,6 +112,107 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backends(db: Database) -> dict[int, float]:
+    """CPU seconds so far of each server process serving the database (PostgreSQL; none
+    on SQLite): the database's own share of the two cores."""
+    if db.is_sqlite:
+        return {}
+    with db.engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        found = {int(pid): cpu_seconds(int(pid)) for pid in pids}
+    return {pid: cpu for pid, cpu in found.items() if cpu is not None}
+
+
+def backends_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU the database's server processes spent between two readings (a process
+    started in between counts from zero)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+#: psycopg's generators that end a pipeline's batch (one round trip each).
+_SYNCS = ("_sync_gen", "_exit_gen", "_commit_gen")
+
+
+def _round_trip(conn: Any, gen: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether psycopg's wait for ``gen`` on ``conn`` waits for the server's answer to what
+    it sent. Not: a wait for notifications (it has a timeout), a COMMIT or ROLLBACK outside
+    a transaction (the pool's reset after a commit), setting autocommit (the pool's ping
+    does, around its statement), and in pipeline mode a statement (it is queued: the batch's
+    sync is the round trip)."""
+    name = getattr(gen, "__name__", "")
+    if "timeout" in kwargs or name == "_set_autocommit_gen":
+        return False
+    if conn._pipeline is not None:
+        return name in _SYNCS
+    if name in ("_commit_gen", "_rollback_gen"):
+        return bool(conn.info.transaction_status != psycopg_idle())
+    return True
+
+
+def psycopg_idle() -> Any:
+    from psycopg.pq import TransactionStatus
+
+    return TransactionStatus.IDLE
+
+
+class DatabaseTraffic:
+    """What a worker process asks of its database, by thread kind (``delivery``,
+    ``broadcasts``, ...): round trips (PostgreSQL: every exchange psycopg waits for,
+    statements, BEGIN, COMMIT, pool pings; waits for notifications left out), SQL
+    statements, and write transactions (SQLite: each BEGIN IMMEDIATE; PostgreSQL: each
+    transaction that wrote). Installed in the worker process before it starts."""
+
+    def __init__(self, db: Database) -> None:
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._lock = threading.Lock()
+        event.listen(db.engine, "before_cursor_execute", self._statement)
+        event.listen(db.engine, "begin", self._begin)
+        if not db.is_sqlite:
+            import psycopg
+
+            original = psycopg.Connection.wait
+            traffic = self
+
+            def wait(conn: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+                if _round_trip(conn, gen, kwargs):
+                    traffic.add("round_trips")
+                return original(conn, gen, *args, **kwargs)
+
+            psycopg.Connection.wait = wait  # type: ignore[method-assign]
+
+    @staticmethod
+    def kind() -> str:
+        return re.sub(r"[-_]?\d+$", "", threading.current_thread().name)
+
+    def add(self, what: str) -> None:
+        with self._lock:
+            self.counts[self.kind(), what] += 1
+
+    def _statement(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.add("statements")
+        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            conn.info["gf_wrote"] = True
+
+    def _begin(self, conn: Any) -> None:
+        if conn.get_execution_options().get("read_only"):
+            self.add("read_transactions")
+        else:
+            self.add("write_transactions")
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            found: dict[str, dict[str, int]] = {}
+            for (kind, what), n in self.counts.items():
+                found.setdefault(kind, {})[what] = n
+            return found
 
 
 @dataclass(frozen=True)
@@ -199,10 +303,12 @@ def worker_process(
     args: argparse.Namespace,
     siblings: Sequence[int],
     ready: int,
+    traffic_file: Path,
 ) -> tuple[int, int]:
     """Fork one worker process (``app.create_worker``, as ``getfluxly worker`` runs it) that
     starts when a byte arrives on its pipe, writes a byte to ``ready`` once it runs, and
-    stops at the pipe's end; (pid, write end)."""
+    stops at the pipe's end, writing its :class:`DatabaseTraffic` since it started to
+    ``traffic_file``; (pid, write end)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -217,6 +323,7 @@ def worker_process(
             delivery_threads=args.threads, worker_threads=1, log_level="WARNING",
         )  # fmt: skip
         db = Database(setup.url)
+        traffic = DatabaseTraffic(db)
         worker = create_worker(settings, db, threads=1)
         with db.read() as session:
             row = session.get(EmailProvider, provider_id)
@@ -233,9 +340,11 @@ def worker_process(
             if isinstance(runner, SegmentRunner):
                 runner.run_once()
         note(f"  worker {os.getpid()}: first segment pass {time.perf_counter() - started:.1f} s")
+        traffic.reset()
         worker.start()
         os.write(ready, b"r")
         os.read(read_end, 1)  # b"" once the parent closes its end: stop
+        traffic_file.write_text(json.dumps(traffic.snapshot()))
         worker.stop()
         db.dispose()
     except BaseException:
@@ -247,12 +356,24 @@ def worker_process(
         os._exit(status)
 
 
+@dataclass
+class Spent:
+    """What the broadcast cost besides time: CPU seconds of the worker processes and of the
+    database's server processes (PostgreSQL) while it ran, and the workers' database
+    traffic by thread kind (:class:`DatabaseTraffic`, summed over the processes)."""
+
+    worker_cpu: float | None = None
+    database_cpu: float | None = None
+    traffic: dict[str, dict[str, int]] | None = None
+
+
 def run_broadcast(
     db: Database, setup: Install, sink_binary: Path, n: int, args: argparse.Namespace
-) -> tuple[PhaseResult, float | None]:
-    """The broadcast phase, and the CPU seconds its worker processes spent while it ran."""
+) -> tuple[PhaseResult, Spent]:
+    """The broadcast phase, and what it cost (:class:`Spent`)."""
     result = PhaseResult("workers", n)
-    cpu: float | None = None
+    spent = Spent()
+    traffic_dir = Path(tempfile.mkdtemp(prefix="gf-broadcast-traffic-"))
     with running_sink(sink_binary) as sink:
         body = ledger.smtp_body(HOST, sink.port, from_email=SENDER)
         provider = ledger.add_provider(
@@ -263,7 +384,10 @@ def run_broadcast(
         ready_read, ready_write = os.pipe()
         for _ in range(args.processes):
             pipes = [pipe for _, pipe in children]
-            children.append(worker_process(setup, provider, sink.port, args, pipes, ready_write))
+            traffic_file = traffic_dir / f"worker-{len(children)}.json"
+            children.append(
+                worker_process(setup, provider, sink.port, args, pipes, ready_write, traffic_file)
+            )
         os.close(ready_write)
         failed = 0
         try:
@@ -282,6 +406,7 @@ def run_broadcast(
                     raise RuntimeError(f"creating the broadcast: {made.text}")
                 broadcast_id = made.json()["broadcast"]["id"]
                 cpu_before = [cpu_seconds(pid) for pid, _ in children]
+                backends_before = postgres_backends(db)
                 started = time.perf_counter()
                 begun = api.post(f"/v1/broadcasts/{broadcast_id}/start")
                 if begun.status_code != 200:
@@ -300,8 +425,10 @@ def run_broadcast(
                     time.sleep(POLL_SECONDS)
                 result.seconds = time.perf_counter() - started
                 cpu_after = [cpu_seconds(pid) for pid, _ in children]
+                if not db.is_sqlite:
+                    spent.database_cpu = backends_cpu(backends_before, postgres_backends(db))
                 if None not in cpu_before + cpu_after:
-                    cpu = sum(cpu_after) - sum(cpu_before)  # type: ignore[arg-type]
+                    spent.worker_cpu = sum(cpu_after) - sum(cpu_before)  # type: ignore[arg-type]
                 result.accepted = int(state["counts"]["sent"])
                 if state["status"] != "sent":
                     result.error = f"status {state['status']} after {result.seconds:.0f} s"
@@ -311,11 +438,19 @@ def run_broadcast(
                 os.close(pipe)
                 failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
         result.sink_messages = sink.settled_count(n)
+    spent.traffic = {}
+    for path in sorted(traffic_dir.iterdir()):
+        for kind, figures in json.loads(path.read_text()).items():
+            into = spent.traffic.setdefault(kind, {})
+            for what, count in figures.items():
+                into[what] = into.get(what, 0) + count
+        path.unlink()
+    traffic_dir.rmdir()
     if failed:
         result.error = f"{failed} worker processes failed (see stderr)"
     elif result.error is None and result.accepted != n:
         result.error = f"{result.accepted} of {n} sent"
-    return result, cpu
+    return result, spent
 
 
 @dataclass
@@ -323,8 +458,7 @@ class Outcome:
     backend: Backend
     raw: PhaseResult
     broadcast: PhaseResult
-    #: CPU seconds of the worker processes during the broadcast (None: not on this system).
-    worker_cpu: float | None
+    spent: Spent
     #: The 1-minute load average when the broadcast ended.
     load: float
 
@@ -337,16 +471,37 @@ class Outcome:
             "broadcast_seconds": seconds,
             "broadcast_over_raw": broadcast / raw if raw and broadcast else None,
             "met": None if seconds is None else seconds <= TARGET_SECONDS,
-            "worker_cpu_seconds": self.worker_cpu,
-            "worker_cpu_us_per_message": self.cpu_per_message,
+            "worker_cpu_seconds": self.spent.worker_cpu,
+            "worker_cpu_us_per_message": self.per_message(self.spent.worker_cpu, 1e6),
+            "database_cpu_seconds": self.spent.database_cpu,
+            "database_cpu_us_per_message": self.per_message(self.spent.database_cpu, 1e6),
+            "per_message": self.traffic_per_message(),
+            "traffic": self.spent.traffic,
             "load_average": self.load,
         }
 
-    @property
-    def cpu_per_message(self) -> float | None:
-        if self.worker_cpu is None:
+    def per_message(self, value: float | None, scale: float = 1.0) -> float | None:
+        if value is None:
             return None
-        return self.worker_cpu / self.broadcast.messages * 1e6
+        return value / self.broadcast.messages * scale
+
+    def traffic_per_message(self) -> dict[str, dict[str, float]]:
+        """Round trips, statements and write transactions per message: in all, and of the
+        delivery threads and the broadcast runner."""
+        traffic = self.spent.traffic or {}
+        found: dict[str, dict[str, float]] = {}
+        for label, kinds in (
+            ("all", [k for k in traffic if not k.endswith("listen")]),
+            ("delivery", ["delivery", "delivery-leases"]),
+            ("runner", ["broadcasts"]),
+        ):
+            sums: collections.Counter[str] = collections.Counter()
+            for kind in kinds:
+                sums.update(traffic.get(kind, {}))
+            found[label] = {
+                what: round(n / self.broadcast.messages, 3) for what, n in sorted(sums.items())
+            }
+        return found
 
 
 def run_backend(
@@ -358,13 +513,13 @@ def run_backend(
         note(f"{backend}: raw FluxMail pool, {args.profiles:,} messages ...")
         raw = run_raw(sink_binary, args.profiles)
         note(f"{backend}: broadcast to {args.profiles:,} profiles ...")
-        broadcast, cpu = run_broadcast(db, setup, sink_binary, args.profiles, args)
+        broadcast, spent = run_broadcast(db, setup, sink_binary, args.profiles, args)
         load = os.getloadavg()[0]
     note(
         f"{backend}: broadcast {fmt(broadcast.seconds, 1)} s ({broadcast.error or 'exact'}), "
         f"raw {fmt(raw.seconds, 1)} s ({raw.error or 'exact'})"
     )
-    return Outcome(backend, raw, broadcast, cpu, load)
+    return Outcome(backend, raw, broadcast, spent, load)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -405,8 +560,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'' if o.broadcast.exact else f'; FAILED: {o.broadcast.error}'}); FluxMail raw "
             f"pool {fmt(o.raw.rate)} msg/s in {fmt(o.raw.seconds, 1)} s; broadcast / raw = "
             f"{'n/a' if ratio is None else f'{ratio:.2f}'}; target <= {TARGET_SECONDS:.0f} s: "
-            f"{verdict}; workers' CPU {fmt(o.cpu_per_message)} us/msg; load {o.load:.1f}"
-        )
+            f"{verdict}; workers' CPU {fmt(s['worker_cpu_us_per_message'])} us/msg"
+            + ("" if s["database_cpu_us_per_message"] is None
+               else f", database's {fmt(s['database_cpu_us_per_message'])} us/msg")
+            + f"; load {o.load:.1f}"
+        )  # fmt: skip
+        for label, figures in s["per_message"].items():
+            shown = ", ".join(f"{what} {n:.2f}" for what, n in figures.items())
+            print(f"  {label} per message: {shown}")
     exact = all(o.raw.exact and o.broadcast.exact for o in outcomes)
     report = {
         "benchmark": "broadcast_throughput",

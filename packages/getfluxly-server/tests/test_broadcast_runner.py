@@ -281,3 +281,25 @@ def test_a_broadcast_whose_template_is_deleted_pauses_with_the_reason(setup: Set
         setup.act("resume", broadcast, clock)
     assert refused.value.extra["field"] == "template_id"
     assert setup.counts(broadcast).pending == 5
+
+
+def test_counts_add_up_while_the_runner_records_a_slice_between_the_row_and_the_count(
+    setup: Setup,
+) -> None:
+    # A reader that has the broadcast's row already when the runner commits a slice (as the
+    # API's GET does: the row, then the counts) still gets counts adding up to targeted.
+    clock = ManualClock(START)
+    members = audience.add_segment(setup.db, setup.project_id, 30)
+    broadcast = setup.broadcast(members.segment_id)
+    setup.act("start", broadcast, clock)
+    runner = BroadcastRunner(setup.db, clock, slice_size=10)
+    runner.run_once()
+    with setup.db.read() as session:
+        row = broadcasts.find(session, setup.principal, broadcast)
+        assert row.next_position == 10
+        runner.run_once()  # another transaction: 10 more recorded and committed
+        counts = broadcasts.counts(session, [row])[broadcast]
+    parts = (counts.sent, counts.failed, counts.suppressed, counts.pending, counts.skipped,
+             counts.cancelled)  # fmt: skip
+    assert counts.targeted == 30
+    assert sum(parts) == 30

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, event, func, select
 
 from flux_testkit import ledger
 from flux_testkit.smtpd import SMTPTestServer
@@ -149,3 +150,76 @@ def test_a_worker_dying_mid_chunk_leaves_only_the_window_on_the_wire_sending(
     with gf_db.read() as session:  # the rest were never attempted
         attempted = session.scalar(select(func.count()).where(Message.attempts > 0))
     assert attempted == 30
+
+
+class Chaining:
+    """The real SMTP client that, as each window goes out, queues one more message (until
+    ``n`` were sent): a steady stream, so every claim of the delivery loop finds one."""
+
+    def __init__(self, inner: ProviderClient, queue_next: Callable[[], None], n: int) -> None:
+        self.inner, self.queue_next, self.left = inner, queue_next, n
+        self.done = threading.Event()
+
+    def deliver_many(self, emails: Sequence[OutgoingEmail]) -> list[DeliveryResult]:
+        results = self.inner.deliver_many(emails)
+        self.left -= len(emails)
+        if self.left > 0:
+            self.queue_next()
+        else:
+            self.done.set()
+        return results
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_stream_costs_the_loop_two_write_transactions_a_message(
+    gf_db: Database, gf_database: GFDatabase, keyring: Keyring, relay: SMTPTestServer
+) -> None:
+    # Messages arriving one at a time (as an automation's sends do): each cycle claims one,
+    # marks it sending, sends it; its outcome is recorded by the transaction of the next
+    # claim, not one of its own (on SQLite each write transaction queues for the one lock).
+    n = 12
+    provider, first = _setup(gf_db, gf_database, keyring, relay, 1)
+    with gf_db.read() as session:
+        project = session.get(Message, first[0]).project_id  # type: ignore[union-attr]
+    queued = list(first)
+
+    def queue_next() -> None:  # (in a thread of its own: its transaction is not counted)
+        def one() -> None:
+            queued.extend(ledger.queue_messages(gf_db, project, provider, [f"v{n}@x.io"]))
+
+        n = len(queued)
+        thread = threading.Thread(target=one, name="test-queue")
+        thread.start()
+        thread.join()
+
+    writes: Counter[str] = Counter()
+
+    def begun(connection: Connection) -> None:
+        if not connection.get_execution_options().get("read_only"):
+            writes[threading.current_thread().name] += 1
+
+    clients = ClientCache()
+    dispatcher = Dispatcher(
+        gf_db, keyring=keyring, build_context=BuildContext(timeout=5.0), clients=clients,
+        threads=1, lease_seconds=30, poll_seconds=5.0,
+    )  # fmt: skip
+    with gf_db.read() as session:
+        row = session.get(EmailProvider, provider)
+        assert row is not None
+    chaining = Chaining(draft_of(row, keyring).client(dispatcher.context), queue_next, n)
+    clients.get(provider, row.updated_at.isoformat(), lambda: chaining)  # type: ignore[arg-type,return-value]
+    event.listen(gf_db.engine, "begin", begun)
+    try:
+        dispatcher.start()
+        assert chaining.done.wait(60)
+    finally:
+        dispatcher.stop()
+        event.remove(gf_db.engine, "begin", begun)
+        clients.close()
+    assert set(_statuses(gf_db, queued).values()) == {"sent"}
+    assert len(queued) == len(relay.messages) == n
+    # Per message a claim (recording the one before) and a mark; then the claim that
+    # records the last outcome and finds nothing (the loop then sleeps until stopped).
+    assert writes["delivery-0"] <= 2 * n + 1

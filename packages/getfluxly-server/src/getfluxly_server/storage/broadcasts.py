@@ -224,18 +224,45 @@ _PENDING_SQLITE = text(
 )
 
 
-def counts(session: Session, broadcast_ids: Collection[str]) -> dict[str, dict[str, int]]:
-    """The broadcasts' messages by status: ``{broadcast_id: {status: n}}``; one query."""
+@dataclass(frozen=True)
+class Tally:
+    """A broadcast's progress as one snapshot saw it: its row's counters and its messages
+    by status."""
+
+    status: str
+    targeted: int
+    next_position: int
+    skipped: int
+    withdrawn: int
+    by_status: dict[str, int]
+
+
+def counts(session: Session, broadcast_ids: Collection[str]) -> dict[str, Tally]:
+    """The broadcasts' counters and messages by status (:class:`Tally`), in one statement:
+    on PostgreSQL every statement of a READ COMMITTED transaction sees the commits made
+    before it, so a row read before the count could be a slice of messages behind it
+    (counts that did not add up while sending)."""
     if not broadcast_ids:
         return {}
+    fields = (Broadcast.id, Broadcast.status, Broadcast.targeted, Broadcast.next_position,
+           Broadcast.skipped, Broadcast.withdrawn)  # fmt: skip
     query = (
-        select(Message.broadcast_id, Message.status, func.count())
-        .where(Message.broadcast_id.in_(list(broadcast_ids)))
-        .group_by(Message.broadcast_id, Message.status)
+        select(*fields, Message.status, func.count(Message.id))
+        .select_from(Broadcast)
+        .outerjoin(Message, Message.broadcast_id == Broadcast.id)
+        .where(Broadcast.id.in_(list(broadcast_ids)))
+        .group_by(*fields, Message.status)
     )
-    found: dict[str, dict[str, int]] = {i: {} for i in broadcast_ids}
-    for broadcast_id, status, n in session.execute(query):
-        found[str(broadcast_id)][str(status)] = int(n)
+    found: dict[str, Tally] = {}
+    for broadcast_id, status, targeted, position, skipped, withdrawn, of, n in session.execute(
+        query
+    ):
+        tally = found.get(broadcast_id)
+        if tally is None:
+            tally = Tally(str(status), targeted, position, skipped, withdrawn, {})
+            found[broadcast_id] = tally
+        if of is not None:
+            tally.by_status[str(of)] = int(n)
     return found
 
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import String, Table, any_, bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage import jobs
@@ -127,9 +128,8 @@ _COLUMNS = (
     Message.tracking, Message.subscription_group,
 )  # fmt: skip
 
-_TAKE = (
+_TAKE_BASE = (
     update(Message)
-    .where(Message.id.in_(bindparam("ids", expanding=True)))
     .values(
         locked_by=bindparam("worker"),
         lease_until=bindparam("until"),
@@ -138,6 +138,11 @@ _TAKE = (
     )
     .returning(*_COLUMNS)
 )
+_TAKE = _TAKE_BASE.where(Message.id.in_(bindparam("ids", expanding=True)))
+#: PostgreSQL: the ids as one array parameter, so the statement's text is the same for any
+#: number of them (an expanded IN list of up to 500 parameters is compiled by SQLAlchemy
+#: and parsed by psycopg afresh for every count, and never prepared).
+_TAKE_POSTGRES = _TAKE_BASE.where(Message.id == any_(bindparam("ids", type_=ARRAY(String))))
 
 _LAPSE = (
     update(Message)
@@ -161,6 +166,14 @@ def wake(session: Session) -> None:
     jobs.wake_workers(session, WAKE_KIND)
 
 
+_ANY_DUE = select(Message.id).where(PENDING_SQL, Message.due_at <= bindparam("moment")).limit(1)
+
+
+def any_due(session: Session) -> bool:
+    """Whether :func:`claim` would find something now (a due message, or a lapsed lease)."""
+    return session.execute(_ANY_DUE, {"moment": now()}).first() is not None
+
+
 def claim(session: Session, worker: str, lease: timedelta, n: int) -> Claim:
     """Take up to ``n`` due messages for ``worker`` (oldest due first), leased until now +
     ``lease``; messages found ``sending`` with a lapsed lease become ``unknown`` (each with
@@ -177,7 +190,8 @@ def claim(session: Session, worker: str, lease: timedelta, n: int) -> Claim:
     if waiting:
         params = {"ids": waiting, "worker": worker, "until": moment + lease, "moment": moment}
         order = {message_id: index for index, message_id in enumerate(waiting)}
-        messages = [ClaimedMessage(*row) for row in connection.execute(_TAKE, params)]
+        take = _TAKE_POSTGRES if connection.dialect.name == "postgresql" else _TAKE
+        messages = [ClaimedMessage(*row) for row in connection.execute(take, params)]
         messages.sort(key=lambda m: order[m.id])  # RETURNING has no order of its own
     return Claim(messages, lapsed)
 
@@ -406,6 +420,99 @@ def extend(session: Session, worker: str, ids: Collection[str], lease: timedelta
         )
 
 
+def record_and_start(
+    session: Session,
+    worker: str,
+    unattempted: Sequence[Verdict],
+    attempted: Sequence[Verdict],
+    start: Collection[str],
+    lease: timedelta,
+) -> set[str]:
+    """One delivery transaction's writes (the delivery loop's, once per window): lock every
+    message named in id order (:func:`lock`), record the verdicts (:func:`record_outcomes`,
+    never-attempted ones and attempted ones), then mark ``start`` ``sending``
+    (:func:`start_sending`); the ids of ``start`` now ``sending``.
+
+    On PostgreSQL the statements go down in one pipeline (psycopg's pipeline mode: one
+    round trip for all of them, where each cost one), with constant texts and arrays for
+    the ids, so psycopg prepares them once per connection and the server plans them once.
+    """
+    if not (unattempted or attempted or start):
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        lock(session, [*(v.id for v in (*unattempted, *attempted)), *start])
+        if unattempted:
+            record_outcomes(session, worker, unattempted, attempted=False)
+        if attempted:
+            record_outcomes(session, worker, attempted, attempted=True)
+        return start_sending(session, worker, start, lease)
+    moment = now()
+    ids = sorted({*(v.id for v in (*unattempted, *attempted)), *start})
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.pipeline():
+        raw.execute(_LOCK_PIPELINED, (ids,))
+        for verdicts, states in ((unattempted, WAITING), (attempted, _ATTEMPTED)):
+            if verdicts:
+                raw.execute(_FINISH_PIPELINED, _finish_params(worker, verdicts, states, moment))
+        marked = None
+        if start:
+            params = {"ids": list(start), "worker": worker, "until": moment + lease,
+                      "moment": moment, "sending": MessageStatus.SENDING.value,
+                      "waiting": list(WAITING)}  # fmt: skip
+            marked = raw.execute(_SENDING_PIPELINED, params)
+    return set() if marked is None else {row[0] for row in marked.fetchall()}
+
+
+#: Statuses an attempted message may be recorded over (see :func:`record_outcomes`).
+_ATTEMPTED = (MessageStatus.SENDING.value, MessageStatus.UNKNOWN.value)
+
+# The statements of record_and_start on PostgreSQL, for psycopg directly (``%(name)s``).
+_LOCK_PIPELINED = "SELECT id FROM messages WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+_FINISH_PIPELINED = """
+    WITH v AS (
+        SELECT * FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(replies)s::text[],
+                             %(pmids)s::text[], %(smids)s::text[], %(dues)s::timestamptz[],
+                             %(sents)s::timestamptz[], %(subjects)s::text[],
+                             %(details)s::text[])
+             AS v(id, status, reply, pmid, smid, due_at, sent_at, subject, detail)
+    ), done AS (
+        UPDATE messages AS m
+           SET status = v.status, last_reply = v.reply, provider_message_id = v.pmid,
+               smtp_message_id = v.smid, due_at = v.due_at, sent_at = v.sent_at,
+               subject = COALESCE(v.subject, m.subject),
+               lease_until = NULL, locked_by = NULL, updated_at = %(moment)s
+          FROM v
+         WHERE m.id = v.id AND m.locked_by = %(worker)s AND m.status = ANY(%(states)s::text[])
+        RETURNING m.id, v.status, v.detail
+    )
+    INSERT INTO message_history (message_id, status, at, detail)
+    SELECT id, status, %(moment)s, detail FROM done
+"""
+_SENDING_PIPELINED = """
+    UPDATE messages
+       SET status = %(sending)s, attempts = attempts + 1, lease_until = %(until)s,
+           due_at = %(until)s, updated_at = %(moment)s
+     WHERE id = ANY(%(ids)s::text[]) AND locked_by = %(worker)s
+       AND status = ANY(%(waiting)s::text[])
+    RETURNING id
+"""
+
+
+def _finish_params(
+    worker: str, verdicts: Sequence[Verdict], states: Sequence[str], moment: datetime
+) -> dict[str, Any]:
+    return {
+        "ids": [v.id for v in verdicts], "statuses": [v.status for v in verdicts],
+        "replies": [v.last_reply for v in verdicts],
+        "pmids": [v.provider_message_id for v in verdicts],
+        "smids": [v.smtp_message_id for v in verdicts], "dues": [v.due_at for v in verdicts],
+        "sents": [v.sent_at for v in verdicts], "subjects": [v.subject for v in verdicts],
+        "details": [v.detail for v in verdicts],
+        "worker": worker, "states": list(states), "moment": moment,
+    }  # fmt: skip
+
+
 def _history(
     session: Session,
     entries: Iterable[tuple[str, str, str | None]],
@@ -460,8 +567,17 @@ def profiles(session: Session, ids: Collection[str]) -> dict[str, Recipient]:
     cost the worker more than the query)."""
     if not ids:
         return {}
-    query = select(Profile.id, Profile.traits, Profile.erased_at).where(Profile.id.in_(ids))
+    query = select(Profile.id, Profile.traits, Profile.erased_at)
+    if session.get_bind().dialect.name == "postgresql":  # (one text for any count: _TAKE)
+        query = query.where(Profile.id == any_(literal_array(ids)))
+    else:
+        query = query.where(Profile.id.in_(ids))
     return {row[0]: Recipient(row[0], row[1], row[2]) for row in session.execute(query)}
+
+
+def literal_array(ids: Collection[str]) -> Any:
+    """``ids`` as one PostgreSQL ``text[]`` parameter."""
+    return bindparam(None, list(ids), type_=ARRAY(String))
 
 
 def projects(session: Session, ids: Collection[str]) -> dict[str, Project]:

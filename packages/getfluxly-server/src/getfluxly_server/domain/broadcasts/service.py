@@ -342,23 +342,26 @@ def cancel(
 
 
 def counts(session: Session, broadcasts: Sequence[Broadcast]) -> dict[str, Counts]:
-    """Each broadcast's :class:`Counts`, from its messages (one query for all)."""
-    by_status = store.counts(session, [b.id for b in broadcasts])
-    return {b.id: _counts(b, by_status.get(b.id, {})) for b in broadcasts}
+    """Each broadcast's :class:`Counts`, from its messages and its row as one statement
+    reads them (so they add up to ``targeted`` while it sends; one query for all)."""
+    tallies = store.counts(session, [b.id for b in broadcasts])
+    return {b.id: _counts(tallies[b.id]) for b in broadcasts if b.id in tallies}
 
 
-def _counts(broadcast: Broadcast, by_status: Mapping[str, int]) -> Counts:
+def _counts(tally: store.Tally) -> Counts:
+    by_status = tally.by_status
+
     def total(statuses: frozenset[MessageStatus]) -> int:
         return sum(n for status, n in by_status.items() if status in statuses)
 
-    unrecorded = max(0, broadcast.targeted - broadcast.next_position)
-    cancelled = broadcast.status == BroadcastStatus.CANCELLED
+    unrecorded = max(0, tally.targeted - tally.next_position)
+    cancelled = tally.status == BroadcastStatus.CANCELLED
     return Counts(
-        targeted=broadcast.targeted,
+        targeted=tally.targeted,
         sent=total(_SENT),
-        failed=max(0, total(_FAILED) - broadcast.withdrawn),
+        failed=max(0, total(_FAILED) - tally.withdrawn),
         suppressed=by_status.get(MessageStatus.SUPPRESSED.value, 0),
         pending=total(_PENDING) + (0 if cancelled else unrecorded),
-        skipped=broadcast.skipped,
-        cancelled=broadcast.withdrawn + (unrecorded if cancelled else 0),
+        skipped=tally.skipped,
+        cancelled=tally.withdrawn + (unrecorded if cancelled else 0),
     )

@@ -6,7 +6,10 @@ provider, chunk after chunk of at most ``chunk`` messages: ask the send gate for
 then hand it to the provider's kept client (``deliver_many``: SMTP pipelines it down
 FluxMail's warm pool) ``window`` messages at a time, each window marked ``sending`` in a
 committed transaction just before it goes out (the transaction that also records the
-outcomes of the window before it). A thread that
+outcomes of the window before it); the outcomes of a cycle's last window are recorded by
+the transaction of the next claim (kept up to ``LINGER_SECONDS`` when nothing is due, so a
+message arriving meanwhile shares it). A loop thread keeps one connection for its
+transactions. A thread that
 claimed nothing sleeps until woken (PostgreSQL ``LISTEN``, any process; SQLite, commits in
 this process) or until ``poll_seconds`` pass. A renewer thread keeps the leases of held
 messages alive while a slow relay answers.
@@ -37,11 +40,13 @@ import random
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from getfluxly_server.crypto import Keyring
@@ -70,6 +75,11 @@ log = logging.getLogger("getfluxly.delivery")
 #: A rate limit asking to wait longer than this hands the messages back (due then) instead
 #: of holding them and a thread.
 MAX_GATE_SLEEP = 2.0
+#: How long a loop thread keeps the outcomes of its last window when nothing is due, for the
+#: claim of a message that comes meanwhile to record them (one write transaction instead of
+#: two); after that they are recorded alone. They are the relay's answers already: a crash
+#: meanwhile leaves those messages ``unknown`` (never resent), as one during the send does.
+LINGER_SECONDS = 0.05
 
 Items = list[tuple[ClaimedMessage, OutgoingEmail]]
 
@@ -123,6 +133,8 @@ class Dispatcher:
         # what is composed; None sends mail without them.
         self.composer = Composer(db, links=links)
         self._lock = threading.Lock()
+        #: Per thread: whether it keeps a connection (``keep``), and the one it keeps.
+        self._local = threading.local()
         self._held: set[str] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -170,16 +182,50 @@ class Dispatcher:
         self._threads.append(thread)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                claimed = self._cycle()
-            except Exception:  # a broken database must not end the thread: log, back off
-                log.exception("delivery worker %s could not claim or record messages", self.id)
-                claimed = 0
-            if claimed >= self.batch:
-                continue  # a full batch: more is likely due
-            self._wake.wait(self.poll_seconds)
+        self._local.keep = True
+        self._local.carried = []
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    claimed = self._cycle()
+                except Exception:  # a broken database must not end the thread: log, back off
+                    log.exception("delivery worker %s could not claim or record messages", self.id)
+                    claimed = 0
+                if claimed >= self.batch:
+                    continue  # a full batch: more is likely due
+                if self._local.carried:
+                    # Outcomes to record: by the next claim, at once if something is due,
+                    # else when a message comes within LINGER_SECONDS (it rides along).
+                    if not self._due():
+                        self._wake.wait(LINGER_SECONDS)
+                    continue
+                self._wake.wait(self.poll_seconds)
+        finally:
+            self._record_carried()
+            connection: Connection | None = getattr(self._local, "connection", None)
+            if connection is not None:
+                self._local.connection = None
+                connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A transaction of this delivery thread: on a connection the thread keeps (a loop
+        thread), not one checked out of the pool each time, for the pool pings each
+        connection it hands out (on PostgreSQL a round trip more per window); a connection
+        the database dropped is replaced at the next transaction. Other callers
+        (``run_once``) use the pool."""
+        if not getattr(self._local, "keep", False):
+            with self.db.transaction() as session:
+                yield session
+            return
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            if connection is not None:
+                connection.close()
+            connection = self._local.connection = self.db.engine.connect()
+        with self.db.transaction(connection) as session:
+            yield session
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -211,8 +257,36 @@ class Dispatcher:
 
     # One cycle.
 
+    def _due(self) -> bool:
+        """SQLite: whether any message is due, read without the write lock (a claim that
+        finds nothing still waits for it, behind event ingest); PostgreSQL: True (an empty
+        claim costs no more than the look)."""
+        if not self.db.is_sqlite:
+            return True
+        with self.db.read() as session:
+            return outbox.any_due(session)
+
+    def _record_carried(self) -> None:
+        """Record the outcomes this thread carries (it stops), in a transaction of their own."""
+        carried: list[Verdict] = getattr(self._local, "carried", [])
+        if carried:
+            self._local.carried = []
+            try:
+                with self._transaction() as session:
+                    outbox.record_and_start(session, self.id, [], carried, [], self.lease)
+            except Exception:  # they lapse to unknown, as when any recording fails
+                log.exception("delivery worker %s could not record outcomes", self.id)
+
     def _cycle(self) -> int:
-        with self.db.transaction() as session:
+        # The outcomes of the previous cycle's last window are recorded in the transaction
+        # that claims the next batch (one write transaction less per cycle: on SQLite every
+        # one waits for the single write lock, behind event ingest's).
+        carried: list[Verdict] = getattr(self._local, "carried", [])
+        if not carried and not self._due():
+            return 0  # (no write transaction for a wake-up another thread took)
+        self._local.carried = []
+        with self._transaction() as session:
+            outbox.record_and_start(session, self.id, [], carried, [], self.lease)
             claim = outbox.claim(session, self.id, self.lease, self.batch)
         if claim.lapsed:
             log.warning(
@@ -230,7 +304,7 @@ class Dispatcher:
             with self._lock:
                 self._held -= {m.id for m in claim.messages}
             if pending:  # stopping, or something failed before they were attempted
-                with self.db.transaction() as session:
+                with self._transaction() as session:
                     outbox.release(session, self.id, pending, now())
         return len(claim.messages) + len(claim.lapsed)
 
@@ -254,10 +328,11 @@ class Dispatcher:
                 row.id, row.max_connections, row.rate_per_second, row.rate_per_hour
             )
             self._send_all(client, limits, items, book)
-        if book:
-            with self.db.transaction() as session:
-                outbox.lock(session, book.ids())
+        if book.unattempted or (book.attempted and not getattr(self._local, "keep", False)):
+            with self._transaction() as session:
                 book.flush(session)
+        elif book.attempted:  # a loop thread's next claim records them (see _cycle)
+            self._local.carried, book.attempted = book.attempted, []
 
     def _send_all(
         self, client: ProviderClient, limits: ProviderLimits, items: Items, book: _Unrecorded
@@ -268,14 +343,13 @@ class Dispatcher:
             granted, wait = self.gate.take(limits, min(self.chunk, len(items) - start))
             if granted == 0:
                 if book:  # outcomes are not kept unrecorded while waiting
-                    with self.db.transaction() as session:
-                        outbox.lock(session, book.ids())
+                    with self._transaction() as session:
                         book.flush(session)
                 if wait <= MAX_GATE_SLEEP:
                     self._stop.wait(wait)
                     continue
                 back = [m.id for m, _ in items[start:]]
-                with self.db.transaction() as session:
+                with self._transaction() as session:
                     outbox.release(session, self.id, back, now() + timedelta(seconds=wait))
                 book.pending.difference_update(back)
                 break
@@ -312,10 +386,8 @@ class Dispatcher:
         """Record what came before and mark ``window`` ``sending`` in one committed
         transaction; the part of it this worker still holds."""
         ids = [m.id for m, _ in window]
-        with self.db.transaction() as session:
-            outbox.lock(session, [*book.ids(), *ids])  # (PostgreSQL: see outbox.lock)
-            book.flush(session)
-            sending = outbox.start_sending(session, self.id, ids, self.lease)
+        with self._transaction() as session:
+            sending = book.flush(session, ids, self.lease)
         book.pending.difference_update(ids)
         # From here on, a crash leaves these ``sending``: unknown once the lease lapses.
         return [(m, e) for m, e in window if m.id in sending]
@@ -360,16 +432,17 @@ class _Unrecorded:
     def __bool__(self) -> bool:
         return bool(self.unattempted or self.attempted)
 
-    def ids(self) -> list[str]:
-        """The messages whose verdicts are waiting to be written."""
-        return [v.id for v in (*self.unattempted, *self.attempted)]
-
-    def flush(self, session: Session) -> None:
-        if self.unattempted:
-            outbox.record_outcomes(session, self.worker, self.unattempted, attempted=False)
-        if self.attempted:
-            outbox.record_outcomes(session, self.worker, self.attempted, attempted=True)
+    def flush(
+        self, session: Session, start: Sequence[str] = (), lease: timedelta = timedelta(0)
+    ) -> set[str]:
+        """Write the verdicts and mark ``start`` ``sending`` (leased for ``lease``), the
+        rows locked in id order first (``outbox.record_and_start``); the ids of ``start``
+        this worker still held."""
+        sending = outbox.record_and_start(
+            session, self.worker, self.unattempted, self.attempted, start, lease
+        )
         # (Taken as recorded once the transaction commits; if it fails, the cycle ends and
         # the ids still pending are handed back, the attempted ones lapse to unknown.)
         self.pending.difference_update(v.id for v in self.unattempted)
         self.unattempted, self.attempted = [], []
+        return sending
