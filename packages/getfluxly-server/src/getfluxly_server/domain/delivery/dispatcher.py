@@ -59,10 +59,11 @@ from getfluxly_server.domain.delivery.compose import Composer, load
 from getfluxly_server.domain.delivery.gate import LocalSendGate, ProviderLimits, SendGate
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import draft_of
+from getfluxly_server.domain.segments import sent as segment_sent
 from getfluxly_server.domain.tracking import Links
 from getfluxly_server.storage import jobs, outbox
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import EmailProvider, now
+from getfluxly_server.storage.models import EmailProvider, MessageStatus, now
 from getfluxly_server.storage.outbox import ClaimedMessage, Verdict
 
 log = logging.getLogger("getfluxly.delivery")
@@ -72,6 +73,7 @@ log = logging.getLogger("getfluxly.delivery")
 MAX_GATE_SLEEP = 2.0
 
 Items = list[tuple[ClaimedMessage, OutgoingEmail]]
+SENT = MessageStatus.SENT.value
 
 
 class Dispatcher:
@@ -369,6 +371,8 @@ class _Unrecorded:
             outbox.record_outcomes(session, self.worker, self.unattempted, attempted=False)
         if self.attempted:
             outbox.record_outcomes(session, self.worker, self.attempted, attempted=True)
+            # Segments reading {"email": "sent"} hear of these (domain/segments/sent.py).
+            segment_sent.messages_sent(session, [v.id for v in self.attempted if v.status == SENT])
         # (Taken as recorded once the transaction commits; if it fails, the cycle ends and
         # the ids still pending are handed back, the attempted ones lapse to unknown.)
         self.pending.difference_update(v.id for v in self.unattempted)
