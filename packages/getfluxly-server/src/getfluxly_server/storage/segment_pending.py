@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from getfluxly_server.storage.models import Message, SegmentPass, SegmentPending
+from getfluxly_server.storage.models import Job, JobStatus, Message, SegmentPass, SegmentPending
 from getfluxly_server.storage.segment_sql import SENT_OR_LATER
 
 
@@ -86,6 +86,16 @@ def due(session: Session, project_id: str, at: datetime, limit: int) -> list[tup
 def remove(session: Session, ids: Collection[int]) -> None:
     if ids:
         session.execute(delete(SegmentPending).where(SegmentPending.id.in_(ids)))
+
+
+def delay_job(session: Session, unique_key: str, until: datetime) -> None:
+    """Make the queued job with ``unique_key`` (just added by ``enqueue_once`` in this
+    transaction) due at ``until``: ``storage.jobs.enqueue_once`` takes no ``run_at``."""
+    session.execute(
+        update(Job)
+        .where(Job.unique_key == unique_key, Job.status == JobStatus.QUEUED)
+        .values(run_at=until)
+    )
 
 
 def last_pass(session: Session, project_id: str) -> SegmentPass | None:

@@ -7,10 +7,11 @@ message with a profile, of a project with a live segment reading ``sent``,
 :func:`messages_sent` writes a ``segment_pending`` row due at once, and one due when the
 message leaves each ``within`` window such a segment has, and asks for the project's
 ``segments.sent`` job once (``enqueue_once``: one job waiting per project, whatever the
-number of chunks recorded meanwhile). The job (``membership.drain_sent``) evaluates the
-profiles due, a chunk at a time under the project's lock; the periodic pass drains the rows
-whose window ended. A project with no ``sent`` segment costs two primary-key reads per
-chunk and writes nothing.
+number of chunks recorded meanwhile), due :data:`GATHER` later so that it finds many. The
+job (``membership.drain_sent``) evaluates the profiles due, a chunk at a time under the
+project's lock; the periodic pass drains the rows whose window ended. A project with no
+``sent`` segment costs two reads per chunk (its messages by id, its segments) and writes
+nothing.
 
 A ``sent`` segment created while its first messages are being recorded: its full
 computation (the ``segments.compute`` job) runs after it commits, and sees every message
@@ -39,8 +40,13 @@ from getfluxly_server.domain.segments.model import (
 from getfluxly_server.queue.kinds import JobKind, JobPayload
 from getfluxly_server.storage import segment_pending as store
 from getfluxly_server.storage import segments as segment_store
+from getfluxly_server.storage.models import now
 
 SENT_JOB = "segments.sent"
+#: How long a project's ``segments.sent`` job waits before it runs, gathering the chunks
+#: recorded meanwhile: due at once, a broadcast to 2,000 profiles made 168 jobs (about one
+#: per window of 10 messages the workers record); waiting a second, about one per second.
+GATHER = timedelta(seconds=1)
 
 
 class SentPending(JobPayload):
@@ -118,5 +124,7 @@ def messages_sent(session: Session, message_ids: Collection[str]) -> None:
             rows.append((project_id, m.profile_id, None))
             if m.sent_at is not None:
                 rows += [(project_id, m.profile_id, m.sent_at + w) for w in sorted(windows)]
-        SENT.enqueue_once(session, SentPending(project_id=project_id), f"{SENT_JOB}:{project_id}")
+        key = f"{SENT_JOB}:{project_id}"
+        if SENT.enqueue_once(session, SentPending(project_id=project_id), key):
+            store.delay_job(session, key, now() + GATHER)
     store.add(session, rows)
