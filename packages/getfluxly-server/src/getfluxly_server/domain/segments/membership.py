@@ -39,10 +39,10 @@ transitions commit in id order and an automation may follow them with an id curs
   recomputed.
 
 A full computation (a new or edited segment, a project's first pass) walks the project's
-profiles :data:`REFRESH_CHUNK` at a time, each page in its own transaction under the
-project's lock, so no transaction holds the lock (on SQLite, the database's write lock) for
-longer than one page takes, whatever the number of profiles; events stitched meanwhile are
-evaluated by the consumer as usual.
+profiles :data:`REFRESH_CHUNK` at a time, each page of each segment in its own transaction
+under the project's lock, so no transaction holds the lock (on SQLite, the database's
+write lock) for longer than one page takes, whatever the number of profiles; events
+stitched meanwhile are evaluated by the consumer as usual.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ log = logging.getLogger("getfluxly.segments")
 COMPUTE_JOB = "segments.compute"
 #: Profiles evaluated per query when many are (a pass after a bulk change).
 REFRESH_CHUNK = 1_000
+#: ``segment_pending`` rows written per transaction when a computation seeds them.
+SEED_CHUNK = 5_000
 
 
 class ComputeSegment(JobPayload):
@@ -276,23 +278,22 @@ def seed_sent_windows(
     """For those of the segments with ``sent`` windows, a ``segment_pending`` row due when
     each message sent within the longest of them leaves each window: the messages sent
     before the segment (or its window) existed, which the delivery workers' hook could not
-    know about. Run after a full computation; how many rows it wrote."""
-    with db.transaction() as session:
-        windows = {
-            w
-            for s in cache.live(session, project_id)
-            if s.id in segment_ids
-            for w in s.sent_windows
-        }
+    know about. Run after a full computation (the messages read outside any write
+    transaction, the rows written :data:`SEED_CHUNK` per transaction); how many rows."""
+    with db.read() as session:
+        windows = sorted(
+            {w for s in cache.live(session, project_id) if s.id in segment_ids
+             for w in s.sent_windows}
+        )  # fmt: skip
         if not windows:
             return 0
         now = clock.now()
         mail = segment_pending.sent_since(session, project_id, now - max(windows))
-        rows = [
-            (project_id, who, at + w) for who, at in mail for w in sorted(windows) if at + w >= now
-        ]
-        segment_pending.add(session, rows)
-        return len(rows)
+    rows = [(project_id, who, at + w) for who, at in mail for w in windows if at + w >= now]
+    for start in range(0, len(rows), SEED_CHUNK):
+        with db.transaction() as session:
+            segment_pending.add(session, rows[start : start + SEED_CHUNK])
+    return len(rows)
 
 
 def recompute_in_pages(
@@ -304,27 +305,30 @@ def recompute_in_pages(
     page: int = REFRESH_CHUNK,
 ) -> tuple[int, int]:
     """Every profile of the project evaluated against its live segments (those of
-    ``segment_ids`` when given), ``page`` profiles per transaction under the project's lock:
-    the full computation of a segment without one long transaction (the module
-    docstring). Returns (entered, left); stops early when none of the segments is live."""
+    ``segment_ids`` when given), one segment and ``page`` profiles per transaction under the
+    project's lock: the full computation of a segment without one long transaction (the
+    module docstring). Returns (entered, left); a segment no longer live is skipped."""
     entered = left = 0
-    after: tuple[datetime, str] | None = None
-    while True:
-        with db.transaction() as session:
-            lock_project(session, project_id)
-            segments = [
-                s for s in cache.live(session, project_id)
-                if segment_ids is None or s.id in segment_ids
-            ]  # fmt: skip
-            if not segments:
+    with db.read() as session:
+        wanted = [
+            s.id for s in cache.live(session, project_id)
+            if segment_ids is None or s.id in segment_ids
+        ]  # fmt: skip
+    for segment_id in wanted:
+        after: tuple[datetime, str] | None = None
+        while True:
+            with db.transaction() as session:
+                lock_project(session, project_id)
+                segments = [s for s in cache.live(session, project_id) if s.id == segment_id]
+                if not segments:
+                    break
+                found = store.profile_page(session, project_id, after, page)
+                if not found:
+                    break
+                more, fewer = refresh(session, segments, [pid for _, pid in found], clock.now())
+            entered, left, after = entered + more, left + fewer, found[-1]
+            if len(found) < page:
                 break
-            found = store.profile_page(session, project_id, after, page)
-            if not found:
-                break
-            more, fewer = refresh(session, segments, [pid for _, pid in found], clock.now())
-        entered, left, after = entered + more, left + fewer, found[-1]
-        if len(found) < page:
-            break
     return entered, left
 
 
