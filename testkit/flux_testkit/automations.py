@@ -9,7 +9,6 @@ moves the clock and settles. Mail goes to a real SMTP relay (the testkit's), cou
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -141,13 +140,3 @@ def engine(server: GFServer, relay: SMTPTestServer, start: datetime) -> Iterator
         yield made
     finally:
         made.close()
-
-
-def wait_for(condition: Any, timeout: float = 60.0, what: str = "the condition") -> None:
-    """Poll ``condition()`` until true (for tests against processes on the real clock)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout} s")

@@ -9,12 +9,25 @@ these machines: no sandbox as root, no GPU, and nothing that calls out to Google
 from __future__ import annotations
 
 import os
+import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ViewportSize, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+if TYPE_CHECKING:
+    from flux_testkit.devserver import DevServer
 
 CHROMIUM = "/usr/bin/chromium"
 #: How long a page action or expectation may wait for what the page shows (a busy machine).
@@ -60,6 +73,35 @@ def context(browser: Browser, viewport: ViewportSize = WIDE) -> Iterator[Browser
         yield made
     finally:
         made.close()
+
+
+#: Each page's uncaught script errors, for pages opened by :func:`new_page`.
+_SCRIPT_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+
+
+def new_page(context: BrowserContext) -> Page:
+    """A new page of ``context`` whose uncaught script errors :func:`script_errors` lists."""
+    page = context.new_page()
+    errors = _SCRIPT_ERRORS.setdefault(page, [])
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+def script_errors(page: Page) -> list[str]:
+    """The uncaught script errors of a page opened by :func:`new_page`, so far."""
+    return _SCRIPT_ERRORS[page]
+
+
+def sign_in_dev_admin(context: BrowserContext, dev: DevServer) -> Page:
+    """A new page (see :func:`new_page`) signed in through the dashboard's sign-in form as
+    the admin ``getfluxly dev`` printed."""
+    page = new_page(context)
+    page.goto(dev.url + "/login")
+    page.get_by_label("Email").fill(dev.exports["GETFLUXLY_ADMIN_EMAIL"])
+    page.get_by_label("Password").fill(dev.exports["GETFLUXLY_ADMIN_PASSWORD"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/projects/prj_"))
+    return page
 
 
 def screenshots(factory: pytest.TempPathFactory, name: str) -> Path:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 from psycopg import sql as pgsql
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from flux_testkit import certs
@@ -356,6 +356,14 @@ class Harness:
             self._pg_template_name = None
 
 
+def _cell_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("latin-1")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 @dataclass
 class GFDatabase:
     """A test's own database: its URL as the server takes it (``GETFLUXLY_DATABASE_URL``),
@@ -397,6 +405,34 @@ class GFDatabase:
         """Run one statement in its own committed transaction; returns the row count."""
         with self.engine() as engine, engine.begin() as conn:
             return int(conn.execute(text(statement), params).rowcount)
+
+    def lock_waiters(self) -> int:
+        """PostgreSQL: how many sessions on this database wait for a lock now (a test holding
+        a transaction open sees the other side arrive and block)."""
+        assert self.backend == "postgres", "lock waits are read from pg_stat_activity"
+        rows = self.query(
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int(rows[0]["n"])
+
+    def cells_containing(self, needle: str, *, ignore_case: bool = False) -> list[str]:
+        """Every ``table.column = value`` of every table whose stored value contains ``needle``
+        (bytes read as Latin-1, JSON as its text): what an erasure test expects to be empty."""
+        wanted = needle.lower() if ignore_case else needle
+        hits = []
+        with self.engine() as engine:
+            tables = inspect(engine).get_table_names()
+            assert {"profiles", "messages"} <= set(tables), tables  # the server's own database
+            with engine.connect() as conn:
+                for table in tables:
+                    quoted = '"' + table.replace('"', '""') + '"'
+                    for row in conn.execute(text(f"SELECT * FROM {quoted}")).mappings():  # noqa: S608 - names from the catalog, quoted
+                        for column, value in row.items():
+                            shown = _cell_text(value)
+                            if wanted in (shown.lower() if ignore_case else shown):
+                                hits.append(f"{table}.{column} = {shown[:120]!r}")
+        return hits
 
     def stored_bytes(self) -> bytes:
         """Everything the database holds, as bytes to search for leaked secrets.

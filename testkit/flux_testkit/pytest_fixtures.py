@@ -17,6 +17,8 @@ The ``gf_*`` fixtures run the real GetFluxly server (:mod:`flux_testkit.gfserver
 ``gf_server_factory`` (servers with their own environment, or API-only), ``gf_module_server``
 and ``gf_module_api`` (one server shared by a module's tests), ``gf_database``,
 ``gf_backend`` and the session's ``gf_harness``.
+
+``chromium`` is the system's headless Chromium (:mod:`flux_testkit.browser`), one per module.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from flux_testkit import certs
 from flux_testkit.smtpd import ServerOptions, SMTPTestServer
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
     from flux_testkit.gfserver import Backend, GFDatabase, GFServer, Harness, ServerEnv
     from getfluxly_server.storage.db import Database
 
 __all__ = [
     "GFServerFactory",
     "SMTPServerFactory",
+    "chromium",
     "client_ssl_context",
     "gf_backend",
     "gf_database",
@@ -271,3 +276,13 @@ def _hypothesis_profiles() -> None:
 
 
 _hypothesis_profiles()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """The system's headless Chromium, shared by a module's tests (Playwright is imported only
+    by the modules that use it)."""
+    from flux_testkit import browser
+
+    with browser.chromium() as opened:
+        yield opened

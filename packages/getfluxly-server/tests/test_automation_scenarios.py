@@ -46,19 +46,24 @@ def _send(step_id: str, template_id: str) -> dict[str, Any]:
     return {"id": step_id, "type": "send_email", "template_id": template_id}
 
 
-def test_welcome_series_sends_each_email_once_at_its_time(eng: Engine) -> None:
+def _welcome_series(eng: Engine, wait: str) -> dict[str, Any]:
+    """On ``signed_up``: send "Welcome", wait ``wait``, send "Tips"."""
     welcome, tips = eng.template("Welcome"), eng.template("Tips")
-    automation = eng.automation(
+    return eng.automation(
         {
             "name": "Welcome series",
             "trigger": {"event": "signed_up"},
             "steps": [
                 _send("welcome", welcome),
-                {"id": "wait", "type": "delay", "duration": "P2D"},
+                {"id": "wait", "type": "delay", "duration": wait},
                 _send("tips", tips),
             ],
         }
     )
+
+
+def test_welcome_series_sends_each_email_once_at_its_time(eng: Engine) -> None:
+    automation = _welcome_series(eng, "P2D")
     eng.identify("ada", email="ada@example.com")
     eng.track("ada", "signed_up", plan="pro")
     assert eng.subjects("ada@example.com") == ["Welcome"]
@@ -343,18 +348,7 @@ def test_a_branch_on_a_segment_rule(eng: Engine) -> None:
 
 
 def test_an_alias_merge_mid_journey_continues_once(eng: Engine) -> None:
-    welcome, tips = eng.template("Welcome"), eng.template("Tips")
-    automation = eng.automation(
-        {
-            "name": "Welcome series",
-            "trigger": {"event": "signed_up"},
-            "steps": [
-                _send("welcome", welcome),
-                {"id": "wait", "type": "delay", "duration": "P1D"},
-                _send("tips", tips),
-            ],
-        }
-    )
+    automation = _welcome_series(eng, "P1D")
     eng.identify("kim", email="kim@example.com")
     eng.track("kim", "signed_up")
     # The same person on another device, not yet known to be Kim, signs up there too.

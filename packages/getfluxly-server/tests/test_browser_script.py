@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -29,10 +29,10 @@ from playwright.sync_api import Browser, BrowserContext
 
 from flux_testkit import browser, ingest_spec
 from flux_testkit.gfserver import GFProject, GFServer, expect_error, free_port
+from flux_testkit.waiting import eventually
 
 SHOP_HOST = "shop.test"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-ARRIVAL_TIMEOUT = 20.0
 
 T = TypeVar("T")
 
@@ -213,18 +213,6 @@ def project(gf_module_server: GFServer) -> GFProject:
 
 def script_url(server: GFServer) -> str:
     return f"{server.url}/v1/browser/gflux.js"
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = ARRIVAL_TIMEOUT) -> T:
-    """Poll ``check`` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _json(value: Any) -> Any:

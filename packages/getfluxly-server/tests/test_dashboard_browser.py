@@ -35,12 +35,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with browser.chromium() as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
     return browser.screenshots(tmp_path_factory, "dashboard")
@@ -54,18 +48,8 @@ def context(chromium: Browser) -> Iterator[BrowserContext]:
 
 @pytest.fixture
 def page(context: BrowserContext, dev: DevServer) -> Page:
-    """A page signed in as the dev admin, through the sign-in form."""
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    opened.goto(dev.url + "/")
-    expect(opened).to_have_url(re.compile(r"/login\?next="))
-    opened.get_by_label("Email").fill(dev.exports["GETFLUXLY_ADMIN_EMAIL"])
-    opened.get_by_label("Password").fill(dev.exports["GETFLUXLY_ADMIN_PASSWORD"])
-    opened.get_by_role("button", name="Sign in").click()
-    expect(opened).to_have_url(re.compile(r"/projects/prj_"))
-    opened.page_errors = errors  # type: ignore[attr-defined]
-    return opened
+    """A page signed in as the dev admin, through the sign-in form (script errors kept)."""
+    return browser.sign_in_dev_admin(context, dev)
 
 
 def project_url(dev: DevServer, path: str = "") -> str:
@@ -76,7 +60,8 @@ def test_a_wrong_password_is_refused_and_the_dev_admin_signs_in(
     context: BrowserContext, dev: DevServer, shots: Path
 ) -> None:
     tab = context.new_page()
-    tab.goto(dev.url + "/login")
+    tab.goto(dev.url + "/")  # a page of the dashboard sends a stranger to the sign-in form
+    expect(tab).to_have_url(re.compile(r"/login\?next="))
     tab.get_by_label("Email").fill(dev.exports["GETFLUXLY_ADMIN_EMAIL"])
     tab.get_by_label("Password").fill("not the password")
     tab.get_by_role("button", name="Sign in").click()
@@ -114,7 +99,7 @@ def test_the_main_pages_render_wide_and_on_a_phone(
     page.goto(project_url(dev))
     expect(page.locator("svg polyline")).to_have_count(6)
     expect(page.locator("#activity-table tbody tr")).to_have_count(30)
-    assert page.page_errors == []  # type: ignore[attr-defined]
+    assert browser.script_errors(page) == []
 
     # A phone: one column, nothing wider than the screen.
     phone = chromium.new_context(

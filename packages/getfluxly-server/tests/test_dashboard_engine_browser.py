@@ -40,12 +40,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with browser.chromium() as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
     return browser.screenshots(tmp_path_factory, "engine page")
@@ -60,16 +54,7 @@ def context(chromium: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext, dev: DevServer) -> Page:
     """A page signed in as the dev admin, through the sign-in form (script errors kept)."""
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    opened.goto(dev.url + "/")
-    opened.get_by_label("Email").fill(dev.exports["GETFLUXLY_ADMIN_EMAIL"])
-    opened.get_by_label("Password").fill(dev.exports["GETFLUXLY_ADMIN_PASSWORD"])
-    opened.get_by_role("button", name="Sign in").click()
-    expect(opened).to_have_url(re.compile(r"/projects/prj_"))
-    opened.page_errors = errors  # type: ignore[attr-defined]
-    return opened
+    return browser.sign_in_dev_admin(context, dev)
 
 
 def reload_until(page: Page, shown: Callable[[], bool], what: str) -> None:
@@ -186,7 +171,7 @@ def test_an_automation_is_created_activated_triggered_and_counted(
 
     page.get_by_role("button", name="Pause").click()
     expect(page.locator("#automation-status")).to_have_text("paused")
-    assert page.page_errors == []  # type: ignore[attr-defined]
+    assert browser.script_errors(page) == []
 
 
 def test_a_segment_is_built_with_a_live_count_and_sent_a_broadcast(
@@ -252,7 +237,7 @@ def test_a_segment_is_built_with_a_live_count_and_sent_a_broadcast(
     page.screenshot(path=shots / "broadcast.png", full_page=True)
     page.goto(dev.project_url("/broadcasts"))
     expect(page.locator("#broadcasts")).to_contain_text("Gold news")
-    assert page.page_errors == []  # type: ignore[attr-defined]
+    assert browser.script_errors(page) == []
 
 
 def test_the_engine_pages_fit_a_phone_and_the_keyboard(

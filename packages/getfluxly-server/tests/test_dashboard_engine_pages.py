@@ -16,9 +16,8 @@ from __future__ import annotations
 import html
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,19 +26,11 @@ from flux_testkit import audience
 from flux_testkit.dashboard import DashboardClient, GFUser, create_user, signed_in
 from flux_testkit.gfserver import GFProject, GFServer
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 pytestmark = pytest.mark.timeout(300)
 JSON = {"Accept": "application/json"}
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,19 @@ field, a failed message retried from its page."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from flux_testkit.dashboard import DashboardClient, GFUser, create_user, signed_in
 from flux_testkit.gfserver import GFProject, GFServer, free_port
 from flux_testkit.smtpd import DEFAULT_USERS, Faults, SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.domain import providers
 
 pytestmark = pytest.mark.timeout(300)
 REFUSED = "nobody@example.com"
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,21 +22,12 @@ import pytest
 from flux_testkit.dashboard import DashboardClient, GFUser, create_user, signed_in
 from flux_testkit.gfserver import GFServer
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.web.routing import PAGES
 
-ARRIVAL_TIMEOUT = 30.0
 # The module's world (two workspaces with a project, provider, template, profile, message and
 # users each) is made once by the first test; on a busy machine that alone takes a minute.
 pytestmark = pytest.mark.timeout(300)
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return found
 
 
 @dataclass

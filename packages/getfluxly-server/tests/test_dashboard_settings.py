@@ -13,7 +13,7 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,20 +23,12 @@ from flux_testkit.dnsd import DNSTestServer
 from flux_testkit.gfserver import GFProject, GFServer, Harness
 from flux_testkit.outbound import Receiver, verify_signature
 from flux_testkit.pytest_fixtures import SMTPServerFactory
+from flux_testkit.waiting import eventually
 from flux_testkit.webhook_signers import standard_headers
 from getfluxly_server.domain.feedback.relays import NAMES
 
 pytestmark = pytest.mark.timeout(300)
 DKIM_KEY = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDsample+key/material"
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return found
 
 
 @pytest.fixture(scope="module")

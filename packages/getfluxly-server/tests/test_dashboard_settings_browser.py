@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from flux_testkit import browser
 from flux_testkit.devserver import DevServer, running_dev
@@ -95,35 +95,16 @@ def seeded(dev: DevServer, receiver: Receiver) -> DevServer:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with browser.chromium() as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the screenshots go (printed, so a person can look at them after the run)."""
     return browser.screenshots(tmp_path_factory, "dashboard settings")
-
-
-def sign_in(context: BrowserContext, dev: DevServer) -> Page:
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    opened.goto(dev.url + "/login")
-    opened.get_by_label("Email").fill(dev.exports["GETFLUXLY_ADMIN_EMAIL"])
-    opened.get_by_label("Password").fill(dev.exports["GETFLUXLY_ADMIN_PASSWORD"])
-    opened.get_by_role("button", name="Sign in").click()
-    expect(opened).to_have_url(re.compile(r"/projects/prj_"))
-    opened.page_errors = errors  # type: ignore[attr-defined]
-    return opened
 
 
 @pytest.fixture
 def page(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     """A wide page signed in as the dev admin, through the sign-in form."""
     with browser.context(chromium) as context:
-        yield sign_in(context, dev)
+        yield browser.sign_in_dev_admin(context, dev)
 
 
 @pytest.fixture
@@ -132,7 +113,7 @@ def phone(chromium: Browser, dev: DevServer) -> Iterator[Page]:
     # Not ``is_mobile``: a mobile viewport zooms out to fit what overflows (innerWidth grows
     # with the page), which would hide the very overflow the test looks for.
     with browser.context(chromium, PHONE) as context:
-        yield sign_in(context, dev)
+        yield browser.sign_in_dev_admin(context, dev)
 
 
 def post_bounce(dev: DevServer, secret: str, email: str) -> None:
@@ -213,7 +194,7 @@ def test_a_webhook_secret_and_an_outbound_endpoint_with_its_delivery_log(
     expect(row).to_contain_text("message.bounced")
     expect(row.locator(".last-answer")).to_contain_text("200")
     page.screenshot(path=shots / "outbound-delivery-log.png", full_page=True)
-    assert page.page_errors == []  # type: ignore[attr-defined]
+    assert browser.script_errors(page) == []
 
 
 def _route_of(path: str) -> str:
@@ -229,7 +210,7 @@ def every_page(seeded: DevServer, chromium: Browser) -> list[str]:
     """Every dashboard page of the seeded workspace: the navigation's links, then the links
     each page shows (one page per route and query's names), breadth first."""
     with browser.context(chromium) as context:
-        tab = sign_in(context, seeded)
+        tab = browser.sign_in_dev_admin(context, seeded)
         queue, seen, found = [seeded.project_url()], set(), []
         while queue and len(found) < 100:
             address = queue.pop(0)
@@ -292,7 +273,7 @@ def test_every_page_fits_a_phone(every_page: list[str], phone: Page, shots: Path
         "'<div style=\"width: 600px; height: 4px\"></div>')"
     )
     assert phone.evaluate("document.scrollingElement.scrollWidth > window.innerWidth")
-    assert phone.page_errors == []  # type: ignore[attr-defined]
+    assert browser.script_errors(phone) == []
 
 
 #: Each control of the page without an accessible name (labels, aria-label, aria-labelledby,

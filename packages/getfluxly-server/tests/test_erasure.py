@@ -18,19 +18,18 @@ exactly as long as a test needs it to.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import inspect, text
 
 from flux_testkit.drain import Drain, ingest_drain
 from flux_testkit.gfserver import GFProject, GFServer, expect_error
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 
@@ -144,32 +143,6 @@ class Person:
         return survivor, merged
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("latin-1")
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def _everywhere(server: GFServer, needle: str) -> list[str]:
-    """Every ``table.column`` (of every table) whose stored value contains ``needle``."""
-    hits = []
-    with server.database.engine() as engine:
-        tables = inspect(engine).get_table_names()
-        with engine.connect() as conn:
-            for table in tables:
-                quoted = '"' + table.replace('"', '""') + '"'
-                for row in conn.execute(text(f"SELECT * FROM {quoted}")).mappings():  # noqa: S608 - names from the catalog, quoted
-                    hits += [
-                        f"{table}.{column} = {_as_text(value)[:120]!r}"
-                        for column, value in row.items()
-                        if needle in _as_text(value)
-                    ]
-    assert "events" in tables, tables  # the search did look at the right database
-    return hits
-
-
 def _snapshot(server: GFServer, project: GFProject, person: Person) -> dict[str, Any]:
     """Everything stored about ``person`` (API view and raw rows), to compare later."""
     profile = person.live()
@@ -193,7 +166,7 @@ def test_erasure_removes_every_trace_of_the_person_and_keeps_an_audit_record(
     person, other = Person(server, project), Person(server, project)
     survivor, merged = person.life(drain)
     other.life(drain)
-    assert _everywhere(server, person.mark) != []  # the search finds what is there
+    assert server.database.cells_containing(person.mark) != []  # the search finds what is there
     before = _snapshot(server, project, other)
 
     # Through the merged (phone) profile's id: every stitched profile is erased.
@@ -208,7 +181,7 @@ def test_erasure_removes_every_trace_of_the_person_and_keeps_an_audit_record(
     assert datetime.fromisoformat(answer["completes_by"]) >= requested - timedelta(seconds=5)
 
     assert drain() >= 1
-    leftovers = _everywhere(server, person.mark)
+    leftovers = server.database.cells_containing(person.mark)
     assert leftovers == [], "personal data left after erasure:\n" + "\n".join(leftovers)
 
     [audit] = server.database.query(
@@ -234,7 +207,7 @@ def test_erasure_removes_every_trace_of_the_person_and_keeps_an_audit_record(
 
     # The other person in the same project is exactly as before.
     assert _snapshot(server, project, other) == before
-    assert _everywhere(server, other.mark) != []
+    assert server.database.cells_containing(other.mark) != []
 
 
 def test_erasure_is_a_few_statements_however_many_events(server: GFServer, drain: Drain) -> None:
@@ -279,7 +252,7 @@ def test_erasure_is_a_few_statements_however_many_events(server: GFServer, drain
     assert loaded == []
     updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE EVENTS")]
     assert len(updates) == 1, updates
-    assert _everywhere(server, person.mark) == []
+    assert server.database.cells_containing(person.mark) == []
 
 
 def test_a_second_erasure_while_one_is_pending_is_refused_and_late_events_are_erased(
@@ -310,29 +283,13 @@ def test_a_second_erasure_while_one_is_pending_is_refused_and_late_events_are_er
 
     drain()
     for who in (person, other):
-        leftovers = _everywhere(server, who.mark)
+        leftovers = server.database.cells_containing(who.mark)
         assert leftovers == [], "\n".join(leftovers)
     rows = server.database.query(
         "SELECT completed_at FROM erasures WHERE project_id = :p", p=project.id
     )
     assert len(rows) == 2
     assert all(r["completed_at"] is not None for r in rows)
-
-
-def _lock_waiters(server: GFServer) -> int:
-    rows = server.database.query(
-        "SELECT count(*) AS n FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return int(rows[0]["n"])
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
@@ -376,16 +333,26 @@ def test_an_event_in_flight_while_the_erasure_runs_is_erased_too(
             {"k": f"events.process:{project.id}"},
         )
         sent = pool.submit(person.client.post, "/v1/events/batch", json={"events": [late]})
-        _wait(lambda: _lock_waiters(server) >= 1, "the ingest to wait on the held job row")
+        eventually(
+            lambda: server.database.lock_waiters() >= 1,
+            "the ingest to wait on the held job row",
+            timeout=20,
+            poll=0.02,
+        )
         erasure = _erase(person, profile_id, reason="internal")
         assert erasure.status_code == 202, erasure.text
         ran = pool.submit(drain)
-        _wait(lambda: _lock_waiters(server) >= 2, "the erasure job to wait for the ingest")
+        eventually(
+            lambda: server.database.lock_waiters() >= 2,
+            "the erasure job to wait for the ingest",
+            timeout=20,
+            poll=0.02,
+        )
         blocker.rollback()
         blocker.close()
         assert sent.result(30).status_code == 202
         assert ran.result(30) >= 1
-    leftovers = _everywhere(server, person.mark)
+    leftovers = server.database.cells_containing(person.mark)
     assert leftovers == [], "\n".join(leftovers)
     [row] = server.database.query(
         "SELECT profile_id, processed_at FROM events WHERE message_id = :m", m=late["message_id"]

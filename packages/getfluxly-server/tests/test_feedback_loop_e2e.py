@@ -23,15 +23,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from flux_testkit.gfserver import GFProject, GFServer, Harness
-from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.gfserver import BACKENDS, Harness
+from flux_testkit.relayed import Relayed, relayed_server
+from flux_testkit.waiting import eventually
 from flux_testkit.webhook_signers import standard_headers
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -42,47 +42,20 @@ HTML = (
 )
 
 
-@dataclass
-class Loop:
-    server: GFServer
-    relay: SMTPTestServer
-    project: GFProject
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def loop(
     request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Loop]:
+) -> Iterator[Relayed]:
     directory = tmp_path_factory.mktemp(f"gf-loop-{request.param}")
-    database = gf_harness.database(request.param, directory / "db")
     # Opens and clicks count as a person's however soon they come (the test is quick; the
     # "too soon after sending" rule is tested in test_tracking_links.py). The segment pass
     # runs once at the start, then not for an hour: segments move as the events are processed.
     env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0", "GETFLUXLY_SEGMENT_PASS_SECONDS": "3600"}
-    server = GFServer(gf_harness, database, directory / "logs", env=env)
-    relay = SMTPTestServer(tls="none", auth=True).start()
-    try:
-        server.start()
-        project = server.create_project("Loop")
-        server.create_smtp_provider(project.id, relay.host, relay.port)
-        yield Loop(server, relay, project)
-    finally:
-        server.close()
-        relay.stop()
-        database.close()
+    with relayed_server(gf_harness, request.param, directory, "Loop", env) as made:
+        yield made
 
 
-def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
-def _segment(loop: Loop, name: str, rule: dict[str, Any]) -> str:
+def _segment(loop: Relayed, name: str, rule: dict[str, Any]) -> str:
     made = loop.server.client().post(
         f"/v1/projects/{loop.project.id}/segments", json={"name": name, "rule": rule}
     )
@@ -90,7 +63,7 @@ def _segment(loop: Loop, name: str, rule: dict[str, Any]) -> str:
     return str(made.json()["segment"]["id"])
 
 
-def _broadcast(loop: Loop, segment_id: str) -> str:
+def _broadcast(loop: Relayed, segment_id: str) -> str:
     """A broadcast of the project (a draft: it sends nothing)."""
     client = loop.server.client()
     template = client.post(
@@ -107,19 +80,19 @@ def _broadcast(loop: Loop, segment_id: str) -> str:
     return str(made.json()["broadcast"]["id"])
 
 
-def _members(loop: Loop, segment_id: str) -> set[str]:
+def _members(loop: Relayed, segment_id: str) -> set[str]:
     answer = loop.server.client().get(f"/v1/segments/{segment_id}/members")
     assert answer.status_code == 200, answer.text
     return {m["profile_id"] for m in answer.json()["members"]}
 
 
-def _count(loop: Loop, segment_id: str) -> int:
+def _count(loop: Relayed, segment_id: str) -> int:
     answer = loop.server.client().get(f"/v1/segments/{segment_id}")
     assert answer.status_code == 200, answer.text
     return int(answer.json()["segment"]["count"])
 
 
-def _entries(loop: Loop, segment_id: str, profile_id: str) -> list[dict[str, Any]]:
+def _entries(loop: Relayed, segment_id: str, profile_id: str) -> list[dict[str, Any]]:
     return loop.server.database.query(
         "SELECT kind FROM segment_transitions WHERE segment_id = :segment "
         "AND profile_id = :profile ORDER BY id",
@@ -128,7 +101,7 @@ def _entries(loop: Loop, segment_id: str, profile_id: str) -> list[dict[str, Any
     )
 
 
-def _profile(loop: Loop, external_id: str, email: str) -> str:
+def _profile(loop: Relayed, external_id: str, email: str) -> str:
     ingest = loop.server.client(loop.project.secret_key)
     identify = {"type": "identify", "external_id": external_id,
                 "traits": {"email": email, "first_name": "Grace"}}  # fmt: skip
@@ -141,29 +114,13 @@ def _profile(loop: Loop, external_id: str, email: str) -> str:
         profiles = found.json()["profiles"]
         return str(profiles[0]["id"]) if profiles else None
 
-    profile_id: str = _until("the profile", find)
+    profile_id: str = eventually(find, "the profile")
     return profile_id
-
-
-def _delivered(loop: Loop, message_id: str) -> tuple[str, str]:
-    """The HTML part and the ``List-Unsubscribe`` URL of the message the relay received."""
-
-    def find() -> tuple[str, str] | None:
-        for received in list(loop.relay.messages):
-            if received.message["X-GetFluxly-Message-Id"] == message_id:
-                part = received.message.get_body(("html",))
-                assert part is not None
-                [url] = re.findall(r"<([^>]+)>", received.message["List-Unsubscribe"])
-                return str(part.get_content()), url  # type: ignore[attr-defined]
-        return None
-
-    found: tuple[str, str] = _until(f"{message_id} at the relay", find)
-    return found
 
 
 @pytest.mark.timeout(400)  # a real server and mail on a busy machine
 def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_segment(
-    loop: Loop,
+    loop: Relayed,
 ) -> None:
     clicked = _segment(loop, "Clicked this week", {"email": "clicked", "within": "P7D"})
     opened = _segment(loop, "Opened this week", {"email": "opened", "within": "P7D"})
@@ -174,7 +131,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     subscribed = _segment(loop, "Subscribed", {"subscribed": True})
     profile_id = _profile(loop, "reader-loop", "grace@example.com")
     assert _members(loop, clicked) == set()
-    _until("the reader in the subscribed segment", lambda: _members(loop, subscribed))
+    eventually(lambda: _members(loop, subscribed), "the reader in the subscribed segment")
 
     sent = loop.server.client(loop.project.secret_key).post(
         "/v1/messages",
@@ -183,7 +140,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     )  # fmt: skip
     assert sent.status_code == 202, sent.text
     message_id = sent.json()["message"]["id"]
-    html, unsubscribe = _delivered(loop, message_id)
+    html, unsubscribe = loop.html(message_id), loop.unsubscribe_url(message_id)
     assert "Hello Grace." in html
     assert "https://shop.example.com" not in html  # the link goes through the redirect
     [click] = re.findall(r'href="(http://127\.0\.0\.1:\d+/t/c/[^"]+)"', html)
@@ -195,14 +152,14 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     assert followed.status_code == 302, followed.text
     assert followed.headers["location"] == "https://shop.example.com/spring?utm=mail"
 
-    _until("the clicker in the clicked segment", lambda: profile_id in _members(loop, clicked))
+    eventually(lambda: profile_id in _members(loop, clicked), "the clicker in the clicked segment")
     assert _count(loop, clicked) == 1
     assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
 
     shown = reader.get(pixel, headers={"User-Agent": BROWSER})
     assert shown.status_code == 200
     assert shown.headers["content-type"] == "image/gif"
-    _until("the reader in the opened segment", lambda: profile_id in _members(loop, opened))
+    eventually(lambda: profile_id in _members(loop, opened), "the reader in the opened segment")
     assert [e["kind"] for e in _entries(loop, opened, profile_id)] == ["entered"]
 
     # The message's own record says so too, and the other segments stayed empty.
@@ -212,8 +169,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     assert _members(loop, bounced) == set()
     # A second click is no second entry.
     assert reader.get(click, headers={"User-Agent": BROWSER}).status_code == 302
-    _until(
-        "the second click recorded",
+    eventually(
         lambda: (
             len(
                 loop.server.database.query(
@@ -223,6 +179,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
             )
             == 2
         ),
+        "the second click recorded",
     )
     assert [e["kind"] for e in _entries(loop, clicked, profile_id)] == ["entered"]
 
@@ -232,7 +189,7 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
     assert posted.status_code == 200, posted.text
-    _until("the reader out of the subscribed segment", lambda: not _members(loop, subscribed))
+    eventually(lambda: not _members(loop, subscribed), "the reader out of the subscribed segment")
     assert [e["kind"] for e in _entries(loop, subscribed, profile_id)] == ["entered", "left"]
     assert _members(loop, clicked) == {profile_id}  # unsubscribing is no reason to leave it
 
@@ -255,6 +212,6 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
                  **standard_headers(secret, "delivery-1", now, body)},
     )  # fmt: skip
     assert posted.status_code in (200, 204), posted.text
-    _until("the reader in the bounced segment", lambda: _members(loop, bounced))
+    eventually(lambda: _members(loop, bounced), "the reader in the bounced segment")
     assert [e["kind"] for e in _entries(loop, bounced, profile_id)] == ["entered"]
     assert "Traceback" not in loop.server.logs()

@@ -13,21 +13,19 @@ address, which carries a marker (``pii`` + hex) no generated id can contain.
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
 
 from flux_testkit.drain import Drain, ingest_drain
 from flux_testkit.gfserver import GFServer, expect_error
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 
@@ -45,32 +43,6 @@ def drain(server: GFServer) -> Iterator[Drain]:
         yield ingest_drain(db)
     finally:
         db.dispose()
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("latin-1")
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def _everywhere(server: GFServer, needle: str) -> list[str]:
-    """Every ``table.column`` whose stored value contains ``needle`` (case-insensitively)."""
-    hits = []
-    with server.database.engine() as engine:
-        tables = inspect(engine).get_table_names()
-        with engine.connect() as conn:
-            for table in tables:
-                quoted = '"' + table.replace('"', '""') + '"'
-                for row in conn.execute(text(f"SELECT * FROM {quoted}")).mappings():  # noqa: S608 - names from the catalog, quoted
-                    hits += [
-                        f"{table}.{column} = {_as_text(value)[:120]!r}"
-                        for column, value in row.items()
-                        if needle.lower() in _as_text(value).lower()
-                    ]
-    assert {"messages", "message_history"} <= set(tables), tables
-    return hits
 
 
 def _message(server: GFServer, message_id: str) -> dict[str, Any]:
@@ -141,13 +113,15 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
             "VALUES (:id, :s, :at, :d)",
             id=message_id, s=status, at=sent_at, d=detail,
         )  # fmt: skip
-    assert len(_everywhere(server, mark)) > 5  # the search finds what is there
+    assert (
+        len(server.database.cells_containing(mark, ignore_case=True)) > 5
+    )  # the search finds what is there
 
     erase = api.post(f"/v1/profiles/{profile['id']}/erase", json={"reason": "gdpr_dsr"})
     assert erase.status_code == 202, erase.text
     assert drain() >= 1
 
-    leftovers = _everywhere(server, mark)
+    leftovers = server.database.cells_containing(mark, ignore_case=True)
     assert leftovers == [], "personal data left after erasure:\n" + "\n".join(leftovers)
 
     stopped = _message(server, pending["id"])
@@ -200,22 +174,6 @@ def test_erasure_scrubs_the_persons_messages_and_stops_pending_ones(
     expect_error(again, 409, "profile_erased")
 
 
-def _lock_waiters(server: GFServer) -> int:
-    rows = server.database.query(
-        "SELECT count(*) AS n FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return int(rows[0]["n"])
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_a_message_recorded_while_the_erasure_runs_is_stopped_too(
     server: GFServer, drain: Drain
 ) -> None:
@@ -259,7 +217,12 @@ def test_a_message_recorded_while_the_erasure_runs_is_stopped_too(
             erasure = api.post(f"/v1/profiles/{profile['id']}/erase", json={"reason": "internal"})
             assert erasure.status_code == 202, erasure.text
             ran = pool.submit(drain)
-            _wait(lambda: _lock_waiters(server) >= 1, "the erasure job to wait for the send")
+            eventually(
+                lambda: server.database.lock_waiters() >= 1,
+                "the erasure job to wait for the send",
+                timeout=20,
+                poll=0.02,
+            )
             held.close()  # the send commits
             assert ran.result(30) >= 1
     finally:

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
 from flux_testkit.gfserver import BACKENDS, GFProject, GFServer, Harness, expect_error
-from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.relayed import relayed_server
 from flux_testkit.webhook_cases import Generic, Sent
 
 #: A real server and a real relay per backend, on a busy machine.
@@ -54,28 +53,13 @@ class Limited:
     preferences: str
 
 
-def _until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module", params=BACKENDS, ids=BACKENDS)
 def limited(
     request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Limited]:
     directory = tmp_path_factory.mktemp(f"gf-public-limits-{request.param}")
-    database = gf_harness.database(request.param, directory / "db")
-    server = GFServer(gf_harness, database, directory / "logs", env=ENV)
-    relay = SMTPTestServer(tls="none", auth=True).start()
-    try:
-        server.start()
-        project = server.create_project("Public limits")
-        server.create_smtp_provider(project.id, relay.host, relay.port)
+    with relayed_server(gf_harness, request.param, directory, "Public limits", ENV) as relayed:
+        server, project = relayed.server, relayed.project
         sent = server.client(project.secret_key).post("/v1/messages", json={
             "to": "reader@example.com", "subject": "News", "transactional": False,
             "html": '<p><a href="https://example.com/news">Read</a></p>'
@@ -83,27 +67,13 @@ def limited(
                     '<a href="{{ preferences_url }}">Preferences</a></p>',
         })  # fmt: skip
         assert sent.status_code == 202, sent.text
-        message_id = sent.json()["message"]["id"]
-
-        def delivered() -> str | None:
-            for received in list(relay.messages):
-                if received.message["X-GetFluxly-Message-Id"] == message_id:
-                    part = received.message.get_body(("html",))
-                    assert part is not None
-                    return str(part.get_content())  # type: ignore[attr-defined]
-            return None
-
-        html: str = _until("the message at the relay", delivered)
+        html = relayed.html(sent.json()["message"]["id"])
         found = {
             kind: re.findall(rf'"(http://127\.0\.0\.1:\d+/{kind}/[^"]+)"', html)
             for kind in ("t/c", "t/o", "unsubscribe", "preferences")
         }
         yield Limited(server, project, found["t/c"][0], found["t/o"][0],
                       found["unsubscribe"][0], found["preferences"][0])  # fmt: skip
-    finally:
-        server.close()
-        relay.stop()
-        database.close()
 
 
 def _from(address: str) -> dict[str, str]:

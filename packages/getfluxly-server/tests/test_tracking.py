@@ -16,17 +16,15 @@ subscription group (the group's next message is ``suppressed``, another group's 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
 
-from flux_testkit.gfserver import GFProject, GFServer, Harness, expect_error
-from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.gfserver import BACKENDS, Harness, expect_error
+from flux_testkit.relayed import Relayed, relayed_server
+from flux_testkit.waiting import eventually
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Version/17.0"
 HTML = (
@@ -38,86 +36,42 @@ HTML = (
 )
 
 
-@dataclass
-class Setup:
-    server: GFServer
-    relay: SMTPTestServer
-    project: GFProject
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def setup(
     request: pytest.FixtureRequest, gf_harness: Harness, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Setup]:
+) -> Iterator[Relayed]:
     directory = tmp_path_factory.mktemp(f"gf-tracking-{request.param}")
-    database = gf_harness.database(request.param, directory / "db")
     # Opens and clicks count as people's however soon they come (the test is quick); the
     # "too soon after sending" rule is tested in test_tracking_links.py.
-    server = GFServer(gf_harness, database, directory / "logs",
-                      env={"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0"})  # fmt: skip
-    relay = SMTPTestServer(tls="none", auth=True).start()
-    try:
-        server.start()
-        project = server.create_project("Tracking")
-        server.create_smtp_provider(project.id, relay.host, relay.port)
-        yield Setup(server, relay, project)
-    finally:
-        server.close()
-        relay.stop()
-        database.close()
+    env = {"GETFLUXLY_TRACKING_SCANNER_SECONDS": "0"}
+    with relayed_server(gf_harness, request.param, directory, "Tracking", env) as made:
+        yield made
 
 
-def _eventually(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def _send(setup: Setup, **body: Any) -> dict[str, Any]:
+def _send(setup: Relayed, **body: Any) -> dict[str, Any]:
     response = setup.server.client(setup.project.secret_key).post("/v1/messages", json=body)
     assert response.status_code == 202, response.text
     message: dict[str, Any] = response.json()["message"]
     return message
 
 
-def _status(setup: Setup, message_id: str) -> str:
+def _status(setup: Relayed, message_id: str) -> str:
     found = setup.server.client().get(f"/v1/messages/{message_id}")
     assert found.status_code == 200, found.text
     status: str = found.json()["message"]["status"]
     return status
 
 
-def _settled(setup: Setup, message_id: str) -> str:
+def _settled(setup: Relayed, message_id: str) -> str:
     return str(
-        _eventually(
-            f"message {message_id} sent or suppressed",
+        eventually(
             lambda: (s := _status(setup, message_id)) not in ("queued", "sending") and s,
+            f"message {message_id} sent or suppressed",
         )
     )
 
 
-def _received(setup: Setup, message_id: str) -> EmailMessage:
-    def find() -> EmailMessage | None:
-        for received in list(setup.relay.messages):
-            if received.message["X-GetFluxly-Message-Id"] == message_id:
-                return received.message
-        return None
-
-    found: EmailMessage = _eventually(f"{message_id} at the relay", find)
-    return found
-
-
-def _html_of(message: EmailMessage) -> str:
-    part = message.get_body(("html",))
-    assert part is not None
-    return str(part.get_content())  # type: ignore[attr-defined]
-
-
-def _events(setup: Setup, message_id: str, kind: str) -> list[dict[str, Any]]:
+def _events(setup: Relayed, message_id: str, kind: str) -> list[dict[str, Any]]:
     return setup.server.database.query(
         "SELECT type, machine, url, source, profile_id FROM message_events "
         "WHERE message_id = :id AND type = :kind ORDER BY id",
@@ -126,7 +80,7 @@ def _events(setup: Setup, message_id: str, kind: str) -> list[dict[str, Any]]:
     )
 
 
-def _profile(setup: Setup, external_id: str, email: str) -> str:
+def _profile(setup: Relayed, external_id: str, email: str) -> str:
     client = setup.server.client(setup.project.secret_key)
     identify = {"type": "identify", "external_id": external_id, "traits": {"email": email,
                 "first_name": "Ada"}}  # fmt: skip
@@ -139,7 +93,7 @@ def _profile(setup: Setup, external_id: str, email: str) -> str:
         profiles = found.json()["profiles"]
         return str(profiles[0]["id"]) if profiles else None
 
-    profile_id: str = _eventually("the profile", find)
+    profile_id: str = eventually(find, "the profile")
     return profile_id
 
 
@@ -147,12 +101,12 @@ def _links(html: str, path: str) -> list[str]:
     return re.findall(rf'"(http://127\.0\.0\.1:\d+/{path}/[^"]+)"', html)
 
 
-def test_a_click_is_redirected_to_the_link_and_recorded(setup: Setup) -> None:
+def test_a_click_is_redirected_to_the_link_and_recorded(setup: Relayed) -> None:
     profile_id = _profile(setup, "reader-1", "reader1@example.com")
     message = _send(setup, to={"external_id": "reader-1"}, subject="Sale", html=HTML,
                     transactional=False)  # fmt: skip
     assert _settled(setup, message["id"]) == "sent"
-    html = _html_of(_received(setup, message["id"]))
+    html = setup.html(message["id"])
 
     [click] = _links(html, "t/c")  # only the shop link: not mailto, not marked, not ours
     assert "https://shop.example.com" not in html
@@ -170,28 +124,26 @@ def test_a_click_is_redirected_to_the_link_and_recorded(setup: Setup) -> None:
     assert "no-store" in followed.headers["cache-control"]
     assert followed.headers["referrer-policy"] == "no-referrer"
 
-    [event] = _eventually("the click", lambda: _events(setup, message["id"], "clicked"))
+    [event] = eventually(lambda: _events(setup, message["id"], "clicked"), "the click")
     assert (event["machine"], event["url"], event["source"], event["profile_id"]) == (
         False, "https://shop.example.com/sale?x=1&y=2", "tracking", profile_id,
     )  # fmt: skip
     assert _status(setup, message["id"]) == "clicked"
-    stitched = _eventually(
-        "email_clicked on the profile",
+    stitched = eventually(
         lambda: setup.server.database.query(
             "SELECT profile_id, properties FROM events WHERE name = 'email_clicked' "
             "AND project_id = :project AND processed_at IS NOT NULL",
             project=setup.project.id,
         ),
+        "email_clicked on the profile",
     )
     assert stitched[0]["profile_id"] == profile_id
 
     # A link scanner's HEAD: redirected too, recorded as a machine's.
     scanned = anonymous.head(click, headers={"User-Agent": BROWSER})
     assert scanned.status_code == 302
-    clicks = _eventually(
-        "the scanner's click", lambda: len(found := _events(setup, message["id"], "clicked")) > 1
-        and found,
-    )  # fmt: skip
+    clicks = eventually(lambda: len(found := _events(setup, message["id"], "clicked")) > 1
+        and found, "the scanner's click")  # fmt: skip
     assert [c["machine"] for c in clicks] == [False, True]
 
 
@@ -206,10 +158,10 @@ def test_a_click_is_redirected_to_the_link_and_recorded(setup: Setup) -> None:
     ids=["mac", "payload", "cut", "longer"],
 )
 def test_a_tampered_click_token_is_404_and_redirects_nowhere(
-    setup: Setup, tamper: Callable[[str], str]
+    setup: Relayed, tamper: Callable[[str], str]
 ) -> None:
     message = _send(setup, to="tamper@example.com", subject="x", html=HTML, transactional=False)
-    [click] = _links(_html_of(_received(setup, message["id"])), "t/c")
+    [click] = _links(setup.html(message["id"]), "t/c")
     base, token = click.rsplit("/", 1)
     response = setup.server.anonymous_client().get(f"{base}/{tamper(token)}")
     expect_error(response, 404, "not_found")
@@ -217,33 +169,33 @@ def test_a_tampered_click_token_is_404_and_redirects_nowhere(
     assert _events(setup, message["id"], "clicked") == []
 
 
-def test_a_click_token_signed_for_another_link_cannot_be_spliced(setup: Setup) -> None:
+def test_a_click_token_signed_for_another_link_cannot_be_spliced(setup: Relayed) -> None:
     """The payload of one message's token with another's mac (each valid alone)."""
     first = _send(setup, to="splice1@example.com", subject="x", html=HTML, transactional=False)
     second = _send(setup, to="splice2@example.com", subject="x",
                    html='<a href="https://evil.example/">x</a>', transactional=False)  # fmt: skip
-    [one] = _links(_html_of(_received(setup, first["id"])), "t/c")
-    [two] = _links(_html_of(_received(setup, second["id"])), "t/c")
+    [one] = _links(setup.html(first["id"]), "t/c")
+    [two] = _links(setup.html(second["id"]), "t/c")
     spliced = one.rsplit(".", 1)[0] + "." + two.rsplit(".", 1)[1]
     response = setup.server.anonymous_client().get(spliced)
     expect_error(response, 404, "not_found")
 
 
-def test_the_pixel_records_opens_and_flags_machine_ones(setup: Setup) -> None:
+def test_the_pixel_records_opens_and_flags_machine_ones(setup: Relayed) -> None:
     message = _send(setup, to="opener@example.com", subject="x", html=HTML, transactional=False)
-    [pixel] = _links(_html_of(_received(setup, message["id"])), "t/o")
+    [pixel] = _links(setup.html(message["id"]), "t/o")
     anonymous = setup.server.anonymous_client()
 
     person = anonymous.get(pixel, headers={"User-Agent": BROWSER})
     assert person.status_code == 200
     assert person.headers["content-type"] == "image/gif"
     assert person.content.startswith(b"GIF89a")
-    _eventually("the open", lambda: _events(setup, message["id"], "opened"))
+    eventually(lambda: _events(setup, message["id"], "opened"), "the open")
     # Apple Mail Privacy Protection's proxy (a bare "Mozilla/5.0"), then a gateway scanner.
     assert anonymous.get(pixel, headers={"User-Agent": "Mozilla/5.0"}).status_code == 200
     assert anonymous.get(pixel, headers={"User-Agent": "Barracuda Sentinel"}).status_code == 200
-    opens = _eventually(
-        "three opens", lambda: len(o := _events(setup, message["id"], "opened")) == 3 and o
+    opens = eventually(
+        lambda: len(o := _events(setup, message["id"], "opened")) == 3 and o, "three opens"
     )
     assert [o["machine"] for o in opens] == [False, True, True]
     assert _status(setup, message["id"]) == "opened"
@@ -253,15 +205,15 @@ def test_the_pixel_records_opens_and_flags_machine_ones(setup: Setup) -> None:
 
 
 def test_marketing_mail_has_list_unsubscribe_and_transactional_mail_has_not(
-    setup: Setup,
+    setup: Relayed,
 ) -> None:
     marketing = _send(setup, to="lists@example.com", subject="News", text="Hi",
                       transactional=False)  # fmt: skip
     transactional = _send(setup, to="lists@example.com", subject="Receipt", text="Paid")
-    got = _received(setup, marketing["id"])
+    got = setup.received(marketing["id"])
     [url] = re.findall(r"^<(http://127\.0\.0\.1:\d+/unsubscribe/[^>]+)>$", got["List-Unsubscribe"])
     assert got["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    receipt = _received(setup, transactional["id"])
+    receipt = setup.received(transactional["id"])
     assert receipt["List-Unsubscribe"] is None
     assert receipt["List-Unsubscribe-Post"] is None
     # The bytes on the wire: the header is there as sent.
@@ -270,11 +222,11 @@ def test_marketing_mail_has_list_unsubscribe_and_transactional_mail_has_not(
     assert url.encode() in raw.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
 
 
-def test_tracking_off_leaves_the_html_as_written(setup: Setup) -> None:
+def test_tracking_off_leaves_the_html_as_written(setup: Relayed) -> None:
     message = _send(setup, to="private@example.com", subject="x", transactional=False,
                     html='<p><a href="https://shop.example.com/">Shop</a></p>',
                     tracking=False)  # fmt: skip
-    html = _html_of(_received(setup, message["id"]))
+    html = setup.html(message["id"])
     assert 'href="https://shop.example.com/"' in html
     assert "/t/o/" not in html
     assert "/t/c/" not in html
@@ -284,10 +236,10 @@ def test_tracking_off_leaves_the_html_as_written(setup: Setup) -> None:
     )
 
 
-def test_one_click_unsubscribes_at_once_for_marketing_mail_only(setup: Setup) -> None:
+def test_one_click_unsubscribes_at_once_for_marketing_mail_only(setup: Relayed) -> None:
     address = "leaver@example.com"
     first = _send(setup, to=address, subject="News", text="Hi", transactional=False)
-    [url] = re.findall(r"<([^>]+)>", _received(setup, first["id"])["List-Unsubscribe"])
+    url = setup.unsubscribe_url(first["id"])
 
     # As a mailbox provider posts it (RFC 8058).
     posted = setup.server.anonymous_client().post(
@@ -314,7 +266,7 @@ def test_one_click_unsubscribes_at_once_for_marketing_mail_only(setup: Setup) ->
 
     # A changed link unsubscribes no one, and says so.
     other = _send(setup, to="stayer@example.com", subject="News", text="Hi", transactional=False)
-    [url] = re.findall(r"<([^>]+)>", _received(setup, other["id"])["List-Unsubscribe"])
+    url = setup.unsubscribe_url(other["id"])
     refused = setup.server.anonymous_client().post(url[:-4] + "AAAA")
     assert refused.status_code == 404
     assert "not valid" in refused.text
@@ -326,7 +278,7 @@ def test_one_click_unsubscribes_at_once_for_marketing_mail_only(setup: Setup) ->
     )
 
 
-def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup) -> None:
+def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Relayed) -> None:
     owner = setup.server.client()
     groups = [
         {"name": "weekly", "label": "Weekly digest", "description": "Every Monday"},
@@ -341,7 +293,7 @@ def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup
     address = "chooser@example.com"
     weekly = _send(setup, to=address, subject="Digest", text="Hi", transactional=False,
                    subscription_group="weekly")  # fmt: skip
-    [url] = re.findall(r"<([^>]+)>", _received(setup, weekly["id"])["List-Unsubscribe"])
+    url = setup.unsubscribe_url(weekly["id"])
 
     anonymous = setup.server.anonymous_client()
     page = anonymous.get(url)
@@ -381,7 +333,7 @@ def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup
     assert _settled(setup, offer["id"]) == "sent"
 
     # One-click on a group's message leaves that group only.
-    [offer_url] = re.findall(r"<([^>]+)>", _received(setup, offer["id"])["List-Unsubscribe"])
+    offer_url = setup.unsubscribe_url(offer["id"])
     assert anonymous.post(offer_url, content=b"List-Unsubscribe=One-Click").status_code == 200
     rows = setup.server.database.query(
         "SELECT group_name, subscribed FROM subscriptions WHERE email = :email "
@@ -414,7 +366,7 @@ def test_a_group_left_on_the_preference_page_stops_that_groups_mail(setup: Setup
         expect_error(refused, 400, "validation_error")
 
 
-def test_bad_group_lists_are_refused(setup: Setup) -> None:
+def test_bad_group_lists_are_refused(setup: Relayed) -> None:
     owner = setup.server.client()
     path = f"/v1/projects/{setup.project.id}/subscription-groups"
     for groups in (
@@ -427,7 +379,7 @@ def test_bad_group_lists_are_refused(setup: Setup) -> None:
                      "validation_error")  # fmt: skip
 
 
-def test_a_tampered_preference_link_changes_nothing(setup: Setup) -> None:
+def test_a_tampered_preference_link_changes_nothing(setup: Relayed) -> None:
     anonymous = setup.server.anonymous_client()
     for method, path in (("GET", "/preferences/abc.def"), ("POST", "/preferences/abc.def"),
                          ("GET", "/unsubscribe/x"), ("POST", "/unsubscribe/")):  # fmt: skip

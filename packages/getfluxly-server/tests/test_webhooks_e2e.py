@@ -11,26 +11,15 @@ the signing certificate over HTTPS with the test CA), signed with the stand-in's
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flux_testkit.gfserver import GFServer
+from flux_testkit.waiting import eventually
 from flux_testkit.webhook_cases import Case, Generic, Sent, Ses
 from flux_testkit.webhook_signers import FakeSns, SnsSigner
 
 if TYPE_CHECKING:
     from flux_testkit.pytest_fixtures import GFServerFactory, SMTPServerFactory
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def _bounce_loop(server: GFServer, relay_port: int, case: Case) -> None:
@@ -54,7 +43,7 @@ def _bounce_loop(server: GFServer, relay_port: int, case: Case) -> None:
         found: dict[str, Any] = answer.json()["message"]
         return found
 
-    sent = _until("the relay took it", lambda: (m := message())["status"] == "sent" and m)
+    sent = eventually(lambda: (m := message())["status"] == "sent" and m, "the relay took it")
     assert sent["smtp_message_id"]
     bounced = Sent(message_id, "ada@example.com", sent["provider_message_id"] or "",
                    sent["smtp_message_id"])  # fmt: skip
@@ -67,7 +56,7 @@ def _bounce_loop(server: GFServer, relay_port: int, case: Case) -> None:
     )
     assert posted.status_code == 200, posted.text
 
-    final = _until("the bounce recorded", lambda: (m := message())["status"] == "bounced" and m)
+    final = eventually(lambda: (m := message())["status"] == "bounced" and m, "the bounce recorded")
     assert [h["status"] for h in final["history"]][-1] == "bounced"
     listed = owner.get(f"/v1/projects/{project.id}/suppressions").json()["suppressions"]
     assert [(s["email"], s["reason"], s["message_id"]) for s in listed] == [

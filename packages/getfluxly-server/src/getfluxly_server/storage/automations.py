@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import (
@@ -25,6 +25,7 @@ from getfluxly_server.storage.models import (
     AutomationVersion,
     SegmentTransition,
 )
+from getfluxly_server.storage.paging import newest_first
 
 RUNNING = "running"
 
@@ -41,15 +42,7 @@ def live_page(
     query = select(Automation).where(
         Automation.project_id == project_id, Automation.deleted_at.is_(None)
     )
-    if before is not None:
-        at, automation_id = before
-        query = query.where(
-            or_(
-                Automation.created_at < at,
-                and_(Automation.created_at == at, Automation.id < automation_id),
-            )
-        )
-    query = query.order_by(Automation.created_at.desc(), Automation.id.desc()).limit(limit)
+    query = newest_first(query, Automation.created_at, Automation.id, limit=limit, before=before)
     return session.scalars(query).all()
 
 

@@ -21,6 +21,7 @@ from getfluxly_server.storage.models import (
     Project,
     now,
 )
+from getfluxly_server.storage.paging import newest_first
 
 #: A delivery's statuses.
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
@@ -135,16 +136,10 @@ def deliveries_page(
     """Up to ``limit`` deliveries of the endpoint, newest first, older than ``before``
     (``(created_at, id)`` of the last one shown)."""
     query = select(OutboundDelivery).where(OutboundDelivery.webhook_id == webhook_id)
-    if before is not None:
-        at, tie = before
-        query = query.where(
-            (OutboundDelivery.created_at < at)
-            | ((OutboundDelivery.created_at == at) & (OutboundDelivery.id < tie))
-        )
     if status is not None:
         query = query.where(OutboundDelivery.status == status)
-    order = (OutboundDelivery.created_at.desc(), OutboundDelivery.id.desc())
-    return session.scalars(query.order_by(*order).limit(limit)).all()
+    order = (OutboundDelivery.created_at, OutboundDelivery.id)
+    return session.scalars(newest_first(query, *order, limit=limit, before=before)).all()
 
 
 def attempts_of(

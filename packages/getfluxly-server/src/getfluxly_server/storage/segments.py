@@ -35,6 +35,7 @@ from getfluxly_server.storage.models import (
     SegmentTransition,
     UTCDateTime,
 )
+from getfluxly_server.storage.paging import newest_first
 
 ENTERED = "entered"
 LEFT = "left"
@@ -71,12 +72,7 @@ def live_page(
     """Up to ``limit`` live segments of the project, newest first (``created_at``, then id),
     after the ``(created_at, id)`` of the previous page's last one."""
     query = select(Segment).where(Segment.project_id == project_id, Segment.deleted_at.is_(None))
-    if before is not None:
-        at, segment_id = before
-        query = query.where(
-            or_(Segment.created_at < at, and_(Segment.created_at == at, Segment.id < segment_id))
-        )
-    query = query.order_by(Segment.created_at.desc(), Segment.id.desc()).limit(limit)
+    query = newest_first(query, Segment.created_at, Segment.id, limit=limit, before=before)
     return session.scalars(query).all()
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import Template
+from getfluxly_server.storage.paging import newest_first
 
 
 class NameTaken(Exception):  # noqa: N818 - reads as what happened
@@ -73,13 +74,5 @@ def live_page(
     """Up to ``limit`` live templates of the project, newest first (``created_at``, then id),
     starting after the ``(created_at, id)`` of the previous page's last one."""
     query = select(Template).where(Template.project_id == project_id, Template.deleted_at.is_(None))
-    if before is not None:
-        at, template_id = before
-        query = query.where(
-            or_(
-                Template.created_at < at,
-                and_(Template.created_at == at, Template.id < template_id),
-            )
-        )
-    query = query.order_by(Template.created_at.desc(), Template.id.desc()).limit(limit)
+    query = newest_first(query, Template.created_at, Template.id, limit=limit, before=before)
     return session.scalars(query).all()

@@ -7,10 +7,10 @@ job ended without them (domain/outbound/recovery.py)."""
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from getfluxly_server.domain.outbound import recovery
+from getfluxly_server.queue.periodic import Periodic
 from getfluxly_server.storage import outbound_webhooks as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import now
@@ -33,9 +33,11 @@ def sweep(db: Database, before: datetime, batch: int = BATCH) -> int:
             return deleted
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """A worker's runner: :func:`sweep` and :func:`recovery.recover` at start and every
     ``interval`` seconds after."""
+
+    name = "webhook-log-sweep"
 
     def __init__(
         self,
@@ -44,34 +46,20 @@ class Sweeper:
         interval: float = 3600.0,
         recover_grace: timedelta = recovery.GRACE,
     ) -> None:
+        super().__init__(interval)
         self.db = db
         self.retention = retention
-        self.interval = interval
         self.recover_grace = recover_grace
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="webhook-log-sweep", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deleted = sweep(self.db, now() - self.retention)
-                if deleted:
-                    log.info("deleted %d webhook deliveries older than %s", deleted, self.retention)
-            except Exception:  # a broken database must not kill the thread: log, try later
-                log.exception("could not sweep the webhook delivery log")
-            try:
-                recovery.recover(self.db, grace=self.recover_grace)
-            except Exception:
-                log.exception("could not recover webhook deliveries left without a job")
-            self._stop.wait(self.interval)
+    def run_once(self) -> None:
+        """Sweep, then recover; a failure of one is logged and does not stop the other."""
+        try:
+            deleted = sweep(self.db, now() - self.retention)
+            if deleted:
+                log.info("deleted %d webhook deliveries older than %s", deleted, self.retention)
+        except Exception:  # a broken database must not stop recovery: log, try later
+            log.exception("could not sweep the webhook delivery log")
+        try:
+            recovery.recover(self.db, grace=self.recover_grace)
+        except Exception:
+            log.exception("could not recover webhook deliveries left without a job")
