@@ -157,3 +157,75 @@ def test_a_project_time_zone_is_an_iana_name(gf_module_server: GFServer) -> None
     assert set_.json()["project"]["timezone"] == "America/Sao_Paulo"
     cleared = api.patch(f"/v1/projects/{project.id}", json={"timezone": None})
     assert cleared.json()["project"]["timezone"] is None
+
+
+def _broadcast(server: GFServer, project: GFProject, template_id: str) -> str:
+    """A draft broadcast of the project (it sends nothing)."""
+    api = server.client()
+    segment = api.post(
+        f"/v1/projects/{project.id}/segments",
+        json={"name": "All", "rule": {"trait": "email", "op": "exists"}},
+    )
+    assert segment.status_code == 201, segment.text
+    made = api.post(
+        f"/v1/projects/{project.id}/broadcasts",
+        json={"name": "News", "template_id": template_id,
+              "segment_id": segment.json()["segment"]["id"]},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    return str(made.json()["broadcast"]["id"])
+
+
+def test_a_branch_rule_may_name_only_its_projects_automations_and_broadcasts(
+    gf_module_server: GFServer,
+) -> None:
+    server = gf_module_server
+    api = server.client()
+    project, template_id = _setup(server)
+    other, other_template = _setup(server)
+    url = f"/v1/projects/{project.id}/automations"
+    good = _definition(template_id)
+    ours = {
+        "broadcast_id": _broadcast(server, project, template_id),
+        "automation_id": api.post(url, json=good).json()["automation"]["id"],
+    }
+    theirs = {
+        "broadcast_id": _broadcast(server, other, other_template),
+        "automation_id": api.post(
+            f"/v1/projects/{other.id}/automations", json=_definition(other_template)
+        ).json()["automation"]["id"],
+    }
+    missing = {"broadcast_id": "brd_doesnotexist", "automation_id": "aut_doesnotexist"}
+
+    def with_branch(mail: dict[str, Any]) -> dict[str, Any]:
+        rule = {"any": [{"event": "x"}, {"email": "opened", **mail}]}
+        inner = {"id": "b", "type": "branch", "rule": rule, "then": [{"id": "e", "type": "exit"}]}
+        wait = {
+            "id": "w", "type": "wait_for_event", "event": "y", "timeout": "P1D",
+            "on_timeout": [inner],
+        }  # fmt: skip
+        return {**good, "steps": [good["steps"][0], wait]}
+
+    made = api.post(url, json=with_branch(ours))
+    assert made.status_code == 201, made.text
+    automation_id = made.json()["automation"]["id"]
+    for field in ("broadcast_id", "automation_id"):
+        where = f"steps[1].on_timeout[0].rule.any[1].{field}"
+        said = set()
+        for ids in (theirs, missing):
+            body = with_branch({field: ids[field]})
+            answers = [
+                api.post(url, json=body),
+                api.patch(f"/v1/automations/{automation_id}", json={"steps": body["steps"]}),
+            ]
+            for answer in answers:
+                detail = expect_error(answer, 400, "validation_error")
+                assert answer.json()["field"] == where, answer.text
+                said.add(detail.replace(ids[field], "<id>"))
+        # Another project's id and one that does not exist: the same words.
+        assert len(said) == 1, said
+        assert said.pop().startswith(f"{where}: there is no ")
+    # The refused change stored nothing; the automation still activates.
+    found = api.get(f"/v1/automations/{automation_id}").json()["automation"]
+    assert (found["version"], found["steps"]) == (1, with_branch(ours)["steps"])
+    assert api.post(f"/v1/automations/{automation_id}/activate").status_code == 200

@@ -1157,3 +1157,33 @@ class SignInFailure(Base):
     bucket: Mapped[str] = mapped_column(String(400), primary_key=True)
     failures: Mapped[int] = mapped_column(default=0)
     window_start: Mapped[datetime] = mapped_column()
+
+
+class SegmentPending(Base):
+    """A profile to evaluate again against its project's segments that read messages
+    ``sent``: written when one of its messages is sent, due at once (``due_at`` None) and
+    when that message leaves each window (``within``) those segments have. Drained by
+    ``domain.segments.sent``."""
+
+    __tablename__ = "segment_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    profile_id: Mapped[str] = mapped_column(String(32))
+    due_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_segment_pending_due", "project_id", "due_at", "id"),)
+
+
+class SegmentPass(Base):
+    """When the segments' periodic pass last went over a project: the engine's time
+    (``engine_at``: windows crossed since) and the system's when it began (``started_at``:
+    profiles changed since), so a worker that starts carries on from there."""
+
+    __tablename__ = "segment_passes"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    engine_at: Mapped[datetime] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column()

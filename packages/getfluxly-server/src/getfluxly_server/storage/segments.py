@@ -20,6 +20,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -251,6 +252,19 @@ def drop_members(session: Session, segment_id: str) -> None:
     """Forget a deleted segment's members (no transitions: the segment is gone, nobody
     left it)."""
     session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment_id))
+
+
+def profile_page(
+    session: Session, project_id: str, after: tuple[datetime, str] | None, limit: int
+) -> list[tuple[datetime, str]]:
+    """The next ``limit`` of the project's profiles (merged and erased ones too: their
+    members must leave) in ``(created_at, id)`` order after ``after``, through
+    ``ix_profiles_project``: a full recompute walks the project a page at a time."""
+    query = select(Profile.created_at, Profile.id).where(Profile.project_id == project_id)
+    if after is not None:
+        query = query.where(tuple_(Profile.created_at, Profile.id) > tuple_(*after))
+    query = query.order_by(Profile.created_at, Profile.id).limit(limit)
+    return [(at, str(pid)) for at, pid in session.execute(query)]
 
 
 def profiles_changed_since(session: Session, project_id: str, since: datetime) -> list[str]:

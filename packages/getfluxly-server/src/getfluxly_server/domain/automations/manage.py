@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from getfluxly_server.domain import paging
-from getfluxly_server.domain.automations import engine
+from getfluxly_server.domain.automations import engine, rules
 from getfluxly_server.domain.automations.definition import (
     FIELDS,
     Definition,
@@ -65,8 +65,9 @@ def definition_body(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_references(session: Session, project_id: str, definition: Definition) -> None:
-    """Templates, providers and segments the definition names exist in the project (live);
-    ``validation_error`` with the JSON path of the first that does not."""
+    """Templates, providers and segments the definition names exist in the project (live),
+    and so do the automations and broadcasts its branch rules name; ``validation_error`` with
+    the JSON path of the first that does not."""
     paths = _step_paths(definition)
     trigger = definition.trigger
     if isinstance(trigger, SegmentTrigger):
@@ -74,6 +75,8 @@ def check_references(session: Session, project_id: str, definition: Definition) 
         _segment(session, project_id, trigger.segment_id, f"trigger.{kind}")
     for step in walk(definition.steps):
         path = paths[step.id]
+        if step.type == "branch":
+            rules.check_references(session, project_id, step.rule, f"{path}.rule")
         if step.type != "send_email":
             continue
         template = template_store.get(session, step.template_id or "")

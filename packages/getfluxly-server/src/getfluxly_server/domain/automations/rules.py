@@ -1,5 +1,6 @@
-"""Segment rules as a branch step uses them: the segments feature's grammar and evaluation
-(``domain.segments.rules``), parsed once per rule text."""
+"""Segment rules as a branch step uses them: the segments feature's grammar, its check of
+the automations and broadcasts a rule names (``domain.segments.references``) and its
+evaluation (``domain.segments.rules``), parsed once per rule text."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from getfluxly_server.domain.segments import references
 from getfluxly_server.domain.segments import rules as segment_rules
 
 
@@ -17,6 +19,13 @@ def parse_rule(rule: Any, path: str) -> segment_rules.Rule:
     """``rule`` checked against the segment grammar (``validation_error`` whose field is the
     JSON path of the fault, under ``path``)."""
     return segment_rules.parse(rule, path)
+
+
+def check_references(session: Session, project_id: str, rule: Any, path: str) -> None:
+    """The automations and broadcasts a (parsed) ``rule`` names are the project's: the
+    segments' own check, so a branch refuses another project's id, or a missing one, in the
+    same words, with the JSON path under ``path`` (``steps[2].rule.any[0].broadcast_id``)."""
+    references.check(session, project_id, rule, path)
 
 
 @lru_cache(maxsize=1024)

@@ -64,10 +64,11 @@ from getfluxly_server.domain.delivery.compose import Composer, load
 from getfluxly_server.domain.delivery.gate import LocalSendGate, ProviderLimits, SendGate
 from getfluxly_server.domain.errors import DomainError
 from getfluxly_server.domain.providers import draft_of
+from getfluxly_server.domain.segments import sent as segment_sent
 from getfluxly_server.domain.tracking import Links
 from getfluxly_server.storage import jobs, outbox
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import EmailProvider, now
+from getfluxly_server.storage.models import EmailProvider, MessageStatus, now
 from getfluxly_server.storage.outbox import ClaimedMessage, Verdict
 
 log = logging.getLogger("getfluxly.delivery")
@@ -82,6 +83,7 @@ MAX_GATE_SLEEP = 2.0
 LINGER_SECONDS = 0.05
 
 Items = list[tuple[ClaimedMessage, OutgoingEmail]]
+SENT = MessageStatus.SENT.value
 
 
 class Dispatcher:
@@ -441,6 +443,8 @@ class _Unrecorded:
         sending = outbox.record_and_start(
             session, self.worker, self.unattempted, self.attempted, start, lease
         )
+        # Segments reading {"email": "sent"} hear of these (domain/segments/sent.py).
+        segment_sent.messages_sent(session, [v.id for v in self.attempted if v.status == SENT])
         # (Taken as recorded once the transaction commits; if it fails, the cycle ends and
         # the ids still pending are handed back, the attempted ones lapse to unknown.)
         self.pending.difference_update(v.id for v in self.unattempted)

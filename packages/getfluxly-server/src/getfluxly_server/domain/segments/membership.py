@@ -23,15 +23,26 @@ transitions commit in id order and an automation may follow them with an id curs
   evaluated against the segments reading subscription state.
 * :func:`compute`, the job a new or edited segment gets: its members computed in full,
   set-based (INSERT ... SELECT of the difference).
+* :func:`drain_sent`, the ``segments.sent`` job (:mod:`.sent`): the delivery workers,
+  recording messages ``sent``, leave their profiles in ``segment_pending``; the job
+  evaluates them against the segments reading ``sent``, a chunk at a time.
 * :class:`SegmentRunner`, a periodic pass (``Feature.runners``) on the engine's clock: for
   a segment with event or mail activity windows (``within``) it evaluates only the profiles
   with an event or a feedback event that left a window since its last pass (the only ones
   time alone can move); it recomputes in full the segments reading a date trait
-  (``within_last``, ``before_last``: any profile's may cross now) or messages ``sent`` (a
-  status the delivery workers move with no event); it evaluates profiles changed since its
-  last pass (an alias merge, a trait written directly) against every other segment, and
-  removes members whose profile was merged or erased. Its first pass after a start
-  recomputes every segment (catching up on anything missed while no worker ran).
+  (``within_last``, ``before_last``: any profile's may cross now); it drains the
+  ``segment_pending`` rows whose ``sent`` window ended; it evaluates profiles changed since
+  its last pass (an alias merge, a trait written directly) against every other segment, and
+  removes members whose profile was merged or erased. Its last pass over each project is
+  recorded (``segment_passes``), so a worker that starts carries on from there; a project
+  never passed (or whose recorded engine time is ahead of the clock) gets every segment
+  recomputed.
+
+A full computation (a new or edited segment, a project's first pass) walks the project's
+profiles :data:`REFRESH_CHUNK` at a time, each page of each segment in its own transaction
+under the project's lock, so no transaction holds the lock (on SQLite, the database's
+write lock) for longer than one page takes, whatever the number of profiles; events
+stitched meanwhile are evaluated by the consumer as usual.
 """
 
 from __future__ import annotations
@@ -54,15 +65,17 @@ from getfluxly_server.domain.segments.model import (
     AnyOf,
     CountOp,
     Email,
+    EmailActivity,
     Not,
     Op,
     Performed,
     Rule,
     Trait,
 )
+from getfluxly_server.domain.segments.sent import SENT, sent_windows
 from getfluxly_server.queue.kinds import JobHandler, JobKind, JobPayload
 from getfluxly_server.storage import profiles as profile_store
-from getfluxly_server.storage import segment_sql
+from getfluxly_server.storage import segment_pending, segment_sql
 from getfluxly_server.storage import segments as store
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Event, Segment
@@ -72,6 +85,8 @@ log = logging.getLogger("getfluxly.segments")
 COMPUTE_JOB = "segments.compute"
 #: Profiles evaluated per query when many are (a pass after a bulk change).
 REFRESH_CHUNK = 1_000
+#: ``segment_pending`` rows written per transaction when a computation seeds them.
+SEED_CHUNK = 5_000
 
 
 class ComputeSegment(JobPayload):
@@ -102,16 +117,17 @@ class Saved:
     #: The ``(activity, within)`` pairs of its mail activity rules with a window (not
     #: ``sent``): feedback of that type leaves the window as time passes.
     email_windows: frozenset[tuple[str, timedelta]] = frozenset()
+    #: The windows of its ``{"email": "sent", "within": ...}`` rules.
+    sent_windows: frozenset[timedelta] = frozenset()
 
     @property
     def recomputed_by_the_pass(self) -> bool:
         """Whether the periodic pass recomputes it in full: it reads a date trait (any
-        profile's may cross now) or messages ``sent`` (a status the delivery workers move
-        with no event). Other mail activity and subscription state are not: every writer
+        profile's may cross now). Mail activity and subscription state are not: every writer
         of them tells segments at once (recorded feedback through its profile events and
         :mod:`.addresses`, the preference page and the suppressions API through
-        :mod:`.addresses`)."""
-        return self.reads.email_sent or self.reads.timed_traits
+        :mod:`.addresses`, the delivery workers through :mod:`.sent`)."""
+        return self.reads.timed_traits
 
     @property
     def windowed(self) -> bool:
@@ -140,6 +156,7 @@ class RuleCache:
         found = Saved(
             row.id, row.project_id, row.version, rule, rules.reads(rule), _empty(rule),
             frozenset(_windows(rule)), frozenset(_email_windows(rule)),
+            sent_windows(rule) or frozenset(),
         )  # fmt: skip
         with self._lock:
             if len(self._parsed) >= self.LIMIT:
@@ -168,7 +185,9 @@ def _email_windows(rule: Rule) -> list[tuple[str, timedelta]]:
             return [w for c in children for w in _email_windows(c)]
         case Not(inner):
             return _email_windows(inner)
-        case Email(activity=activity, within=within) if within is not None:
+        case Email(activity=activity, within=within) if (
+            within is not None and activity is not EmailActivity.SENT
+        ):
             return [(activity.value, within)]
     return []
 
@@ -239,17 +258,127 @@ def profiles_changed(
 
 
 def compute(db: Database, clock: Clock, segment_id: str, cache: RuleCache) -> dict[str, int]:
-    """The ``segments.compute`` job: a live segment's members in full, at the clock's now."""
-    with db.transaction() as session:
+    """The ``segments.compute`` job: a live segment's members in full, a page of profiles
+    per transaction (:func:`recompute_in_pages`), each at the clock's now. A page that
+    finds the segment deleted stops; one that finds it edited evaluates the new rule (the
+    edit's own job then computes it in full again)."""
+    with db.read() as session:
         row = store.get(session, segment_id)
         if row is None or not _live(row):
             return {"entered": 0, "left": 0}
-        lock_project(session, row.project_id)
-        session.refresh(row)  # as it is once the lock is ours
-        if not _live(row):
-            return {"entered": 0, "left": 0}
-        entered, left = recompute(session, cache.saved(row), clock.now())
-        return {"entered": entered, "left": left}
+        project_id = row.project_id
+    entered, left = recompute_in_pages(db, clock, project_id, {segment_id}, cache)
+    seed_sent_windows(db, clock, project_id, {segment_id}, cache)
+    return {"entered": entered, "left": left}
+
+
+def seed_sent_windows(
+    db: Database, clock: Clock, project_id: str, segment_ids: Collection[str], cache: RuleCache
+) -> int:
+    """For those of the segments with ``sent`` windows, a ``segment_pending`` row due when
+    each message sent within the longest of them leaves each window: the messages sent
+    before the segment (or its window) existed, which the delivery workers' hook could not
+    know about. Run after a full computation (the messages read outside any write
+    transaction, the rows written :data:`SEED_CHUNK` per transaction); how many rows."""
+    with db.read() as session:
+        windows = sorted(
+            {w for s in cache.live(session, project_id) if s.id in segment_ids
+             for w in s.sent_windows}
+        )  # fmt: skip
+        if not windows:
+            return 0
+        now = clock.now()
+        mail = segment_pending.sent_since(session, project_id, now - max(windows))
+    rows = [(project_id, who, at + w) for who, at in mail for w in windows if at + w >= now]
+    for start in range(0, len(rows), SEED_CHUNK):
+        with db.transaction() as session:
+            segment_pending.add(session, rows[start : start + SEED_CHUNK])
+    return len(rows)
+
+
+def recompute_in_pages(
+    db: Database,
+    clock: Clock,
+    project_id: str,
+    segment_ids: Collection[str] | None,
+    cache: RuleCache,
+    page: int = REFRESH_CHUNK,
+) -> tuple[int, int]:
+    """Every profile of the project evaluated against its live segments (those of
+    ``segment_ids`` when given), one segment and ``page`` profiles per transaction under the
+    project's lock: the full computation of a segment without one long transaction (the
+    module docstring). Returns (entered, left); a segment no longer live is skipped."""
+    entered = left = 0
+    with db.read() as session:
+        wanted = [
+            s.id for s in cache.live(session, project_id)
+            if segment_ids is None or s.id in segment_ids
+        ]  # fmt: skip
+    for segment_id in wanted:
+        after: tuple[datetime, str] | None = None
+        while True:
+            with db.transaction() as session:
+                lock_project(session, project_id)
+                segments = [s for s in cache.live(session, project_id) if s.id == segment_id]
+                if not segments:
+                    break
+                found = store.profile_page(session, project_id, after, page)
+                if not found:
+                    break
+                more, fewer = refresh(session, segments, [pid for _, pid in found], clock.now())
+            entered, left, after = entered + more, left + fewer, found[-1]
+            if len(found) < page:
+                break
+    return entered, left
+
+
+def refresh_in_pages(
+    db: Database,
+    clock: Clock,
+    project_id: str,
+    segment_ids: Collection[str],
+    profile_ids: Collection[str],
+    cache: RuleCache,
+) -> tuple[int, int]:
+    """:func:`refresh` of ``profile_ids`` against the project's live segments of
+    ``segment_ids``, :data:`REFRESH_CHUNK` profiles per transaction under the lock."""
+    entered = left = 0
+    ordered = sorted(set(profile_ids))
+    for start in range(0, len(ordered), REFRESH_CHUNK):
+        with db.transaction() as session:
+            lock_project(session, project_id)
+            segments = [s for s in cache.live(session, project_id) if s.id in segment_ids]
+            if not segments:
+                break
+            some = ordered[start : start + REFRESH_CHUNK]
+            more, fewer = refresh(session, segments, some, clock.now())
+        entered, left = entered + more, left + fewer
+    return entered, left
+
+
+def drain_sent(db: Database, clock: Clock, project_id: str, cache: RuleCache) -> dict[str, int]:
+    """The ``segments.sent`` job (:mod:`.sent`), also run by the periodic pass: the
+    project's ``segment_pending`` rows due at the clock's now, oldest first, their profiles
+    evaluated against the segments reading ``sent``, :data:`REFRESH_CHUNK` rows per
+    transaction under the project's lock, each row deleted with its evaluation."""
+    totals = {"profiles": 0, "entered": 0, "left": 0}
+    while True:
+        with db.transaction() as session:
+            lock_project(session, project_id)
+            now = clock.now()
+            rows = segment_pending.due(session, project_id, now, REFRESH_CHUNK)
+            if not rows:
+                break
+            profile_ids = {p for _, p in rows}
+            segments = [s for s in cache.live(session, project_id) if s.reads.email_sent]
+            more, fewer = refresh(session, segments, profile_ids, now)
+            segment_pending.remove(session, [i for i, _ in rows])
+        totals["profiles"] += len(profile_ids)
+        totals["entered"] += more
+        totals["left"] += fewer
+        if len(rows) < REFRESH_CHUNK:
+            break
+    return totals
 
 
 def _live(row: Segment) -> bool:
@@ -287,6 +416,7 @@ def handlers(db: Database, clock: Clock, cache: RuleCache) -> list[JobHandler[An
         ADDRESSES_CHANGED.handler(
             lambda p: addresses_changed(db, clock, p.project_id, p.emails, cache)
         ),
+        SENT.handler(lambda p: drain_sent(db, clock, p.project_id, cache)),
     ]
 
 
@@ -348,9 +478,7 @@ class SegmentRunner:
         self.clock = clock
         self.interval = interval
         self.cache = cache or RuleCache()
-        self._since: datetime | None = None
-        #: The engine's time of each project's last pass (event windows crossed since).
-        self._last_now: dict[str, datetime] = {}
+        self._passed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -366,7 +494,7 @@ class SegmentRunner:
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(0 if self._since is None else self.interval):
+        while not self._stop.wait(self.interval if self._passed else 0):
             try:
                 self.run_once()
             except Exception:  # the next pass tries again; a worker never dies of it
@@ -374,46 +502,60 @@ class SegmentRunner:
 
     def run_once(self) -> dict[str, int]:
         """One pass over every project with segments; totals of what changed."""
-        # Profiles' updated_at is the system's time, whatever the engine's clock says.
-        started = datetime.now(UTC)
-        since = None if self._since is None else self._since - self.OVERLAP
         with self.db.read() as session:
             projects = store.projects_with_segments(session)
         totals = {"entered": 0, "left": 0}
         for project_id in projects:
-            entered, left = self.pass_project(project_id, since)
+            entered, left = self.pass_project(project_id)
             totals["entered"] += entered
             totals["left"] += left
-        self._since = started
+        self._passed = True
         return totals
 
-    def pass_project(self, project_id: str, since: datetime | None) -> tuple[int, int]:
-        """One project's pass, in one transaction under its lock. ``since``: when the
-        previous pass began (None: recompute every segment)."""
+    def pass_project(self, project_id: str) -> tuple[int, int]:
+        """One project's pass, from its last recorded one (none: every segment recomputed),
+        in transactions of at most a page of profiles each."""
+        # Profiles' updated_at is the system's time, whatever the engine's clock says.
+        started = datetime.now(UTC)
+        now = self.clock.now()
+        with self.db.read() as session:
+            last = segment_pending.last_pass(session, project_id)
+            since = None if last is None else last.started_at - self.OVERLAP
+            last_now = None if last is None else last.engine_at
+            segments = self.cache.live(session, project_id)
+        full = last_now is None or since is None or last_now > now
         with self.db.transaction() as session:
             lock_project(session, project_id)
-            now = self.clock.now()
             left = store.leave_gone(session, project_id, now)
-            entered = 0
-            segments = self.cache.live(session, project_id)
-            last = self._last_now.get(project_id)
-            rest = []
-            for segment in segments:
-                if since is None or last is None or segment.recomputed_by_the_pass:
-                    more, fewer = recompute(session, segment, now)
-                    entered, left = entered + more, left + fewer
-                    continue
-                if segment.windowed:
-                    crossed = store.crossed_windows(session, project_id, segment.windows, last, now)
-                    crossed += store.crossed_email_windows(
-                        session, project_id, segment.email_windows, last, now
+        entered = 0
+        again = {s.id for s in segments if full or s.recomputed_by_the_pass}
+        if again:
+            more, fewer = recompute_in_pages(self.db, self.clock, project_id, again, self.cache)
+            entered, left = entered + more, left + fewer
+        if full:
+            seed_sent_windows(self.db, self.clock, project_id, again, self.cache)
+        rest = [s for s in segments if s.id not in again]
+        if rest and last_now is not None and since is not None:
+            for segment in (s for s in rest if s.windowed):
+                with self.db.read() as session:
+                    crossed = store.crossed_windows(
+                        session, project_id, segment.windows, last_now, now
                     )
-                    more, fewer = refresh(session, [segment], crossed, now)
-                    entered, left = entered + more, left + fewer
-                rest.append(segment)
-            if rest and since is not None:
-                changed = store.profiles_changed_since(session, project_id, since)
-                more, fewer = refresh(session, rest, changed, now)
+                    crossed += store.crossed_email_windows(
+                        session, project_id, segment.email_windows, last_now, now
+                    )
+                more, fewer = refresh_in_pages(
+                    self.db, self.clock, project_id, {segment.id}, crossed, self.cache
+                )
                 entered, left = entered + more, left + fewer
-            self._last_now[project_id] = now
-            return entered, left
+            with self.db.read() as session:
+                changed = store.profiles_changed_since(session, project_id, since)
+            more, fewer = refresh_in_pages(
+                self.db, self.clock, project_id, {s.id for s in rest}, changed, self.cache
+            )
+            entered, left = entered + more, left + fewer
+        sent = drain_sent(self.db, self.clock, project_id, self.cache)
+        entered, left = entered + sent["entered"], left + sent["left"]
+        with self.db.transaction() as session:
+            segment_pending.record_pass(session, project_id, now, started)
+        return entered, left

@@ -146,7 +146,9 @@ class Reads:
     ``before_last``), and whether it reads mail activity or subscription state (changed
     outside event processing), with the profile events recorded feedback adds that can
     change it (``email_clicked`` for a ``clicked`` rule, ``email_unsubscribed`` for
-    ``subscribed``; ``sent`` has none: it is a message's status)."""
+    ``subscribed``; for ``sent``, every one: feedback about a message left ``unknown`` moves
+    it past ``sent``; a message the workers record ``sent`` reaches segments through
+    ``domain.segments.sent``)."""
 
     events: frozenset[str]
     traits: frozenset[str]
@@ -156,7 +158,7 @@ class Reads:
     #: Whether a date trait is compared with now (``within_last``, ``before_last``).
     timed_traits: bool = False
     #: Whether it reads ``{"email": "sent"}``: a message's status, which the delivery
-    #: workers move with no event.
+    #: workers move with no event (they tell ``domain.segments.sent``).
     email_sent: bool = False
     #: The profile events of recorded feedback (``domain.feedback.record``) that can change
     #: the rule: a chunk of events holding one is evaluated at once for the profiles it
@@ -192,7 +194,9 @@ def reads(rule: Rule) -> Reads:
                 flags["timed"] |= within is not None
                 if activity.value in PROFILE_EVENTS:
                     feedback.add(PROFILE_EVENTS[activity.value])
-                flags["email_sent"] |= activity is EmailActivity.SENT
+                if activity is EmailActivity.SENT:
+                    flags["email_sent"] = True
+                    feedback.update(PROFILE_EVENTS.values())
             case Subscribed():
                 traits.add("email")
                 flags["subscriptions"] = True

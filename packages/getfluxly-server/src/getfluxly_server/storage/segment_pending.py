@@ -1,0 +1,117 @@
+"""Profiles whose sent mail may move them in or out of segments (``segment_pending``), and
+the segments' periodic pass's last pass per project (``segment_passes``).
+
+A row of ``segment_pending`` is written when one of the profile's messages is sent, in the
+transaction that records it (``domain.segments.sent``): due at once (``due_at`` None) and
+when the message leaves each ``within`` window of the project's ``sent`` segments. The
+rows are drained in id order, under the project's lock, by ``domain.segments.membership``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from getfluxly_server.storage.models import Job, JobStatus, Message, SegmentPass, SegmentPending
+from getfluxly_server.storage.segment_sql import SENT_OR_LATER
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """A message that reached ``sent`` (or later) and has a profile."""
+
+    project_id: str
+    profile_id: str
+    sent_at: datetime | None
+
+
+def sent_mail(session: Session, message_ids: Collection[str]) -> list[SentMail]:
+    """Those of ``message_ids`` that are sent (or later) and name a profile (primary-key
+    lookups)."""
+    if not message_ids:
+        return []
+    rows = session.execute(
+        select(Message.project_id, Message.profile_id, Message.sent_at).where(
+            Message.id.in_(message_ids),
+            Message.profile_id.is_not(None),
+            Message.status.in_(SENT_OR_LATER),
+        )
+    )
+    return [SentMail(p, str(who), at) for p, who, at in rows]
+
+
+def add(session: Session, rows: Sequence[tuple[str, str, datetime | None]]) -> None:
+    """Add ``(project_id, profile_id, due_at)`` rows (one statement)."""
+    if rows:
+        session.execute(
+            insert(SegmentPending),
+            [{"project_id": p, "profile_id": who, "due_at": due} for p, who, due in rows],
+        )
+
+
+def sent_since(session: Session, project_id: str, since: datetime) -> list[tuple[str, datetime]]:
+    """``(profile id, sent_at)`` of the project's messages sent (or later) at or after
+    ``since`` that name a profile."""
+    rows = session.execute(
+        select(Message.profile_id, Message.sent_at).where(
+            Message.project_id == project_id,
+            Message.profile_id.is_not(None),
+            Message.status.in_(SENT_OR_LATER),
+            Message.sent_at >= since,
+        )
+    )
+    return [(str(who), at) for who, at in rows if at is not None]
+
+
+def due(session: Session, project_id: str, at: datetime, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` of the project's rows due at ``at`` (due at once, or strictly before
+    ``at``: a message sent exactly ``within`` ago still counts), oldest first: (id,
+    profile id)."""
+    query = (
+        select(SegmentPending.id, SegmentPending.profile_id)
+        .where(
+            SegmentPending.project_id == project_id,
+            or_(SegmentPending.due_at.is_(None), SegmentPending.due_at < at),
+        )
+        .order_by(SegmentPending.id)
+        .limit(limit)
+    )
+    return [(int(i), str(p)) for i, p in session.execute(query)]
+
+
+def remove(session: Session, ids: Collection[int]) -> None:
+    if ids:
+        session.execute(delete(SegmentPending).where(SegmentPending.id.in_(ids)))
+
+
+def delay_job(session: Session, unique_key: str, until: datetime) -> None:
+    """Make the queued job with ``unique_key`` (just added by ``enqueue_once`` in this
+    transaction) due at ``until``: ``storage.jobs.enqueue_once`` takes no ``run_at``."""
+    session.execute(
+        update(Job)
+        .where(Job.unique_key == unique_key, Job.status == JobStatus.QUEUED)
+        .values(run_at=until)
+    )
+
+
+def last_pass(session: Session, project_id: str) -> SegmentPass | None:
+    """The project's last periodic pass, if one was recorded."""
+    return session.get(SegmentPass, project_id)
+
+
+def record_pass(
+    session: Session, project_id: str, engine_at: datetime, started_at: datetime
+) -> None:
+    """Record a pass over the project (the engine's time it used, when it began)."""
+    found = session.execute(
+        update(SegmentPass)
+        .where(SegmentPass.project_id == project_id)
+        .values(engine_at=engine_at, started_at=started_at)
+    )
+    if not found.rowcount:  # type: ignore[attr-defined]
+        session.add(SegmentPass(project_id=project_id, engine_at=engine_at, started_at=started_at))
+        session.flush()
