@@ -74,6 +74,7 @@ from getfluxly_server.domain.segments.model import (
 )
 from getfluxly_server.domain.segments.sent import SENT, sent_windows
 from getfluxly_server.queue.kinds import JobHandler, JobKind, JobPayload
+from getfluxly_server.queue.periodic import Periodic
 from getfluxly_server.storage import profiles as profile_store
 from getfluxly_server.storage import segment_pending, segment_sql
 from getfluxly_server.storage import segments as store
@@ -463,10 +464,11 @@ class SegmentConsumer:
 # -- as time passes ----------------------------------------------------------------------------
 
 
-class SegmentRunner:
+class SegmentRunner(Periodic):
     """The periodic pass (see the module docstring), every ``interval`` on a thread of its
     own; :meth:`run_once` does one pass in the caller's thread (tests, tools)."""
 
+    name = "segments"
     #: Profiles changed this long before the previous pass are looked at again: a change
     #: committed late (a transaction that began before the pass) is not missed.
     OVERLAP = timedelta(minutes=1)
@@ -474,31 +476,10 @@ class SegmentRunner:
     def __init__(
         self, db: Database, clock: Clock, interval: float = 30.0, cache: RuleCache | None = None
     ) -> None:
+        super().__init__(interval)
         self.db = db
         self.clock = clock
-        self.interval = interval
         self.cache = cache or RuleCache()
-        self._passed = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="segments", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval if self._passed else 0):
-            try:
-                self.run_once()
-            except Exception:  # the next pass tries again; a worker never dies of it
-                log.exception("segment pass failed")
 
     def run_once(self) -> dict[str, int]:
         """One pass over every project with segments; totals of what changed."""
@@ -509,7 +490,6 @@ class SegmentRunner:
             entered, left = self.pass_project(project_id)
             totals["entered"] += entered
             totals["left"] += left
-        self._passed = True
         return totals
 
     def pass_project(self, project_id: str) -> tuple[int, int]:
