@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from getfluxly_server.storage.models import Job, JobStatus, Message, SegmentPass, SegmentPending
@@ -106,12 +107,18 @@ def last_pass(session: Session, project_id: str) -> SegmentPass | None:
 def record_pass(
     session: Session, project_id: str, engine_at: datetime, started_at: datetime
 ) -> None:
-    """Record a pass over the project (the engine's time it used, when it began)."""
-    found = session.execute(
-        update(SegmentPass)
-        .where(SegmentPass.project_id == project_id)
-        .values(engine_at=engine_at, started_at=started_at)
+    """Record a pass over the project (the engine's time it used, when it began). One
+    statement that inserts or replaces: two workers' first passes over a project may finish
+    together, and both must succeed."""
+    insert_ = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     )
-    if not found.rowcount:  # type: ignore[attr-defined]
-        session.add(SegmentPass(project_id=project_id, engine_at=engine_at, started_at=started_at))
-        session.flush()
+    statement = insert_(SegmentPass).values(
+        project_id=project_id, engine_at=engine_at, started_at=started_at
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[SegmentPass.project_id],
+            set_={"engine_at": engine_at, "started_at": started_at},
+        )
+    )
