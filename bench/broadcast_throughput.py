@@ -48,6 +48,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,17 @@ def api_server(setup: Install) -> Iterator[httpx.Client]:
             process.wait(10)
 
 
+def _await_ready(ready_read: int, pids: Sequence[int]) -> None:
+    """One worker's ready byte; a RuntimeError as soon as any worker process has ended
+    instead (the others hold the pipe open, so its end of file would never come)."""
+    while not select.select([ready_read], [], [], 1.0)[0]:
+        for pid in pids:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                raise RuntimeError(f"worker process {pid} ended before it started (see above)")
+    if not os.read(ready_read, 1):
+        raise RuntimeError("the worker processes ended before they started")
+
+
 def worker_process(
     setup: Install,
     provider_id: str,
@@ -395,8 +407,7 @@ def run_broadcast(
                 os.write(pipe, b"g")
             with api_server(setup) as api:
                 for _ in children:  # every worker past its first segment pass
-                    if not os.read(ready_read, 1):
-                        raise RuntimeError("a worker process ended before it started")
+                    _await_ready(ready_read, [pid for pid, _ in children])
                 made = api.post(
                     f"/v1/projects/{setup.project_id}/broadcasts",
                     json={"name": "Bench", "template_id": setup.template_id,
@@ -436,7 +447,10 @@ def run_broadcast(
             os.close(ready_read)
             for pid, pipe in children:
                 os.close(pipe)
-                failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+                try:
+                    failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+                except ChildProcessError:  # reaped by _await_ready: it ended early
+                    failed += 1
         result.sink_messages = sink.settled_count(n)
     spent.traffic = {}
     for path in sorted(traffic_dir.iterdir()):
