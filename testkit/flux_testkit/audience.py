@@ -12,12 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from getfluxly_server.storage.db import Database
-from getfluxly_server.storage.models import Profile, Segment, SegmentMember, new_id, now
+from getfluxly_server.storage.models import (
+    Profile,
+    Segment,
+    SegmentMember,
+    SegmentTransition,
+    new_id,
+    now,
+)
 
-__all__ = ["Audience", "add_member", "add_segment", "address"]
+__all__ = ["Audience", "add_member", "add_segment", "address", "members", "transitions"]
 
 #: Rows per INSERT (SQLite's parameter limit is 32,766).
 _CHUNK = 5_000
@@ -92,3 +99,21 @@ def add_member(db: Database, project_id: str, segment_id: str, n: int) -> str:
             )
         )
     return profile_id
+
+
+def members(db: Database, segment_id: str) -> set[str]:
+    """The segment's member profile ids, read from ``segment_members``."""
+    with db.read() as session:
+        query = select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
+        return set(session.scalars(query))
+
+
+def transitions(db: Database, segment_id: str) -> list[tuple[str, str]]:
+    """The segment's recorded ``(profile_id, kind)`` transitions, oldest first."""
+    with db.read() as session:
+        rows = session.execute(
+            select(SegmentTransition.profile_id, SegmentTransition.kind)
+            .where(SegmentTransition.segment_id == segment_id)
+            .order_by(SegmentTransition.id)
+        )
+        return [(p, k) for p, k in rows]

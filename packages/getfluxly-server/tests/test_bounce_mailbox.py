@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import smtplib
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from flux_testkit.gfserver import GFProcess, GFProject, GFServer, free_port
 from flux_testkit.outbound import Receiver, verify_signature
 from flux_testkit.outbound import bounce_report as report
+from flux_testkit.waiting import eventually
 
 if TYPE_CHECKING:
     from flux_testkit.pytest_fixtures import GFServerFactory, SMTPServerFactory
@@ -34,17 +34,6 @@ def _create(server: GFServer, project_id: str, url: str, events: list[str]) -> d
     assert response.status_code == 201, response.text
     webhook: dict[str, Any] = response.json()["webhook"]
     return webhook
-
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
 
 
 def _send(server: GFServer, project: GFProject, to: str) -> dict[str, Any]:
@@ -64,7 +53,7 @@ def _message(server: GFServer, message_id: str) -> dict[str, Any]:
 def _sent(server: GFServer, project: GFProject, to: str) -> dict[str, Any]:
     """A message to ``to``, once the relay took it."""
     queued = _send(server, project, to)
-    return _wait(  # type: ignore[no-any-return]
+    return eventually(  # type: ignore[no-any-return]
         lambda: (m := _message(server, queued["id"]))["status"] == "sent" and m,
         f"message {queued['id']} sent",
     )
@@ -123,14 +112,16 @@ def test_a_dsn_suppresses_its_recipient_and_the_next_send_is_suppressed(
             ledger_header=f"X-GetFluxly-Message-Id: {message['id']}",
         )  # fmt: skip
         _mail(port, dsn, verp)
-        entry = _wait(lambda: _suppression(server, project.id, "ada@recipient.test"), "suppression")
+        entry = eventually(
+            lambda: _suppression(server, project.id, "ada@recipient.test"), "suppression"
+        )
         assert (entry["reason"], entry["message_id"]) == ("hard_bounce", message["id"])
         bounced = _message(server, message["id"])
         assert bounced["status"] == "bounced"
         assert "bounce_mailbox" in bounced["history"][-1]["detail"]
 
         # The customer's endpoint hears of it, signed.
-        _wait(lambda: endpoint.requests, "the webhook delivery")
+        eventually(lambda: endpoint.requests, "the webhook delivery")
         [request] = endpoint.requests
         verify_signature(hook["secret"], request)
         assert request.json["data"]["message_id"] == message["id"]
@@ -167,7 +158,7 @@ def test_a_complaint_is_joined_by_message_id_and_a_soft_bounce_does_not_suppress
         fbl_address=f"fbl@{DOMAIN}",
     )  # fmt: skip
     _mail(port, arf, f"fbl@{DOMAIN}")
-    entry = _wait(lambda: _suppression(server, project.id, "bob@recipient.test"), "complaint")
+    entry = eventually(lambda: _suppression(server, project.id, "bob@recipient.test"), "complaint")
     assert (entry["reason"], entry["message_id"]) == ("complaint", first["id"])
     assert _message(server, first["id"])["status"] == "complained"
 
@@ -179,7 +170,7 @@ def test_a_complaint_is_joined_by_message_id_and_a_soft_bounce_does_not_suppress
         smtp_reply="452 4.2.2 Mailbox full", ledger_header="X-Mailer: App",
     )  # fmt: skip
     _mail(port, exim, verp)
-    events = _wait(
+    events = eventually(
         lambda: server.database.query(
             "SELECT bounce_type, reason FROM message_events WHERE message_id = :id",
             id=second["id"],
@@ -239,14 +230,16 @@ def test_the_bounces_command_runs_the_mailbox_on_its_own(
         server.log_dir / "90-bounces.log",
     )  # fmt: skip
     try:
-        _wait(lambda: "listening on" in process.logs() or not process.alive, "listener start")
+        eventually(lambda: "listening on" in process.logs() or not process.alive, "listener start")
         assert process.alive, process.logs()
         dsn = report(
             "exim_failed.eml", verp=verp, recipient="erin@recipient.test",
             message_id=message["smtp_message_id"],
         )  # fmt: skip
         _mail(port, dsn, verp)
-        entry = _wait(lambda: _suppression(server, project.id, "erin@recipient.test"), "bounce")
+        entry = eventually(
+            lambda: _suppression(server, project.id, "erin@recipient.test"), "bounce"
+        )
         assert entry["reason"] == "hard_bounce"
     finally:
         process.signal(signal.SIGTERM)

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from flux_testkit import ledger
+from flux_testkit import audience, ledger
 from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import identity, suppressions
@@ -46,8 +46,6 @@ from getfluxly_server.storage.models import (
     Message,
     MessageEventType,
     Segment,
-    SegmentMember,
-    SegmentTransition,
     new_id,
 )
 
@@ -139,20 +137,10 @@ class Feedback:
         return [handler(p) for p in payloads]
 
     def members(self, segment_id: str) -> set[str]:
-        with self.db.read() as session:
-            found = session.scalars(
-                select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
-            )
-            return set(found)
+        return audience.members(self.db, segment_id)
 
     def transitions(self, segment_id: str) -> list[tuple[str, str]]:
-        with self.db.read() as session:
-            rows = session.execute(
-                select(SegmentTransition.profile_id, SegmentTransition.kind)
-                .where(SegmentTransition.segment_id == segment_id)
-                .order_by(SegmentTransition.id)
-            )
-            return [(p, k) for p, k in rows]
+        return audience.transitions(self.db, segment_id)
 
 
 @pytest.fixture

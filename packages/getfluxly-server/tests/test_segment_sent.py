@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import func, select
 
-from flux_testkit import ledger
+from flux_testkit import audience, ledger
 from flux_testkit.smtpd import SMTPTestServer
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext
@@ -36,9 +36,7 @@ from getfluxly_server.storage.models import (
     Job,
     Message,
     Segment,
-    SegmentMember,
     SegmentPending,
-    SegmentTransition,
     new_id,
 )
 
@@ -118,21 +116,10 @@ class Project:
             return int(session.scalar(select(func.count()).select_from(SegmentPending)) or 0)
 
     def members(self, segment_id: str) -> set[str]:
-        with self.db.read() as session:
-            return set(
-                session.scalars(
-                    select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
-                )
-            )
+        return audience.members(self.db, segment_id)
 
     def transitions(self, segment_id: str) -> list[tuple[str, str]]:
-        with self.db.read() as session:
-            rows = session.execute(
-                select(SegmentTransition.profile_id, SegmentTransition.kind)
-                .where(SegmentTransition.segment_id == segment_id)
-                .order_by(SegmentTransition.id)
-            )
-            return [(p, k) for p, k in rows]
+        return audience.transitions(self.db, segment_id)
 
 
 @pytest.fixture
