@@ -563,6 +563,21 @@ def test_a_unique_job_that_fails_while_an_equal_one_waits_is_not_queued_twice(
     assert first.last_error == "boom (not retried: an equal job is queued)"
 
 
+def test_a_unique_job_asked_for_later_is_due_then_and_a_waiting_one_keeps_its_time(
+    db: Database,
+) -> None:
+    """enqueue_once's run_at: an added job is due then (not claimed before); asking again
+    while it waits adds nothing and does not move it."""
+    later = now() + timedelta(hours=1)
+    with db.transaction() as session:
+        assert KIND.enqueue_once(session, Item(), "test:later", run_at=later)
+    with db.transaction() as session:
+        assert not KIND.enqueue_once(session, Item(), "test:later")
+    [job] = _jobs(db)
+    assert job.run_at == later
+    assert _claim(db, {KIND.name: 1}, 1) == []
+
+
 # Waking idle workers.
 
 

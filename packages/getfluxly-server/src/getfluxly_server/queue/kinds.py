@@ -99,12 +99,14 @@ class JobKind(Generic[P]):
             max_attempts=self.retry.max_attempts, priority=int(self.queue),
         )  # fmt: skip
 
-    def enqueue_once(self, session: Session, payload: P, unique_key: str) -> bool:
-        """Add a job unless one with ``unique_key`` is queued already (see storage/jobs.py);
-        whether it added one."""
+    def enqueue_once(
+        self, session: Session, payload: P, unique_key: str, *, run_at: datetime | None = None
+    ) -> bool:
+        """Add a job (due at ``run_at``, default now) unless one with ``unique_key`` is queued
+        already (see storage/jobs.py); whether it added one."""
         return jobs.enqueue_once(
             session, self.name, self.dump(payload), unique_key,
-            max_attempts=self.retry.max_attempts, priority=int(self.queue),
+            max_attempts=self.retry.max_attempts, priority=int(self.queue), run_at=run_at,
         )  # fmt: skip
 
     def dump(self, payload: P) -> dict[str, Any]:

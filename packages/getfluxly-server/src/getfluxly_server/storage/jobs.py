@@ -129,10 +129,12 @@ def enqueue_once(
     *,
     max_attempts: int = 5,
     priority: int = DEFAULT_PRIORITY,
+    run_at: datetime | None = None,
 ) -> bool:
     """Enqueue unless a job with ``unique_key`` is already waiting: one pass of it will serve
     every request that asked (e.g. "process this project's new events"). Returns whether a
-    job was added.
+    job was added. ``run_at`` (default now) is when an added job becomes due; a job already
+    waiting keeps its own.
 
     One statement against the partial unique index on queued jobs, so two transactions that
     ask at once still leave one job (the second waits for the first to commit, then skips).
@@ -140,7 +142,7 @@ def enqueue_once(
     result = session.connection().execute(
         _enqueue_once_statement(session.get_bind().dialect.name),
         {"kind": kind, "payload": payload, "unique_key": unique_key,
-         "max_attempts": max_attempts, "priority": priority},
+         "max_attempts": max_attempts, "priority": priority, "run_at": run_at or now()},
     )  # fmt: skip
     added = result.first() is not None  # RETURNING: rowcount is not reliable on psycopg
     if added:  # a job already waiting needs no second wake-up (ingest calls this per batch)
@@ -162,6 +164,7 @@ def _enqueue_once_statement(dialect: str) -> ReturningInsert[int]:
             unique_key=bindparam("unique_key"),
             max_attempts=bindparam("max_attempts"),
             priority=bindparam("priority"),
+            run_at=bindparam("run_at"),
         )
         .on_conflict_do_nothing(index_elements=["unique_key"], index_where=QUEUED)
         .returning(Job.id)

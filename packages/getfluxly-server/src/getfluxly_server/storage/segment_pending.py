@@ -13,11 +13,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from getfluxly_server.storage.models import Job, JobStatus, Message, SegmentPass, SegmentPending
+from getfluxly_server.storage.models import Message, SegmentPass, SegmentPending
 from getfluxly_server.storage.segment_sql import SENT_OR_LATER
 
 
@@ -87,16 +87,6 @@ def due(session: Session, project_id: str, at: datetime, limit: int) -> list[tup
 def remove(session: Session, ids: Collection[int]) -> None:
     if ids:
         session.execute(delete(SegmentPending).where(SegmentPending.id.in_(ids)))
-
-
-def delay_job(session: Session, unique_key: str, until: datetime) -> None:
-    """Make the queued job with ``unique_key`` (just added by ``enqueue_once`` in this
-    transaction) due at ``until``: ``storage.jobs.enqueue_once`` takes no ``run_at``."""
-    session.execute(
-        update(Job)
-        .where(Job.unique_key == unique_key, Job.status == JobStatus.QUEUED)
-        .values(run_at=until)
-    )
 
 
 def last_pass(session: Session, project_id: str) -> SegmentPass | None:

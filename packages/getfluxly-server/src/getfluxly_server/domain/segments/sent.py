@@ -125,6 +125,5 @@ def messages_sent(session: Session, message_ids: Collection[str]) -> None:
             if m.sent_at is not None:
                 rows += [(project_id, m.profile_id, m.sent_at + w) for w in sorted(windows)]
         key = f"{SENT_JOB}:{project_id}"
-        if SENT.enqueue_once(session, SentPending(project_id=project_id), key):
-            store.delay_job(session, key, now() + GATHER)
+        SENT.enqueue_once(session, SentPending(project_id=project_id), key, run_at=now() + GATHER)
     store.add(session, rows)
