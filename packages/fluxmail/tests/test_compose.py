@@ -201,7 +201,8 @@ def test_compiled_text_parts_write_what_the_writer_writes(
 ) -> None:
     """Where a substitution-only part is written from its compiled pieces, the bytes are
     exactly what ``mime.text_part`` writes for the rendered text; where they cannot be, the
-    general way writes them (same template, any values: non-ASCII, line breaks, NUL, long)."""
+    general way writes them (same template, any values: non-ASCII, line breaks, NUL, long).
+    A part said to be ready for DATA as it is is so: 7-bit, and nothing to stuff."""
     from fluxmail import mime
     from fluxmail.compose import _PlainPart, _Substitution, _write_part
 
@@ -212,9 +213,13 @@ def test_compiled_text_parts_write_what_the_writer_writes(
     subtype = b"html" if html else b"plain"
     expected = mime.text_part(render(context), subtype)
     plain = _PlainPart.of(render, subtype)
-    assert _write_part(render, plain, subtype, context) == expected
+    part, ready = _write_part(render, plain, subtype, context)
+    assert part == expected
     written = plain(render.values(context)) if plain is not None else None
     assert written is None or written == expected
+    if ready:
+        assert expected.isascii()
+        assert encode_data(expected) == expected + b".\r\n"
 
 
 def test_the_workload_template_takes_the_compiled_path() -> None:
@@ -230,3 +235,33 @@ def test_the_workload_template_takes_the_compiled_path() -> None:
     plain, html = (part.get_content().replace("\r\n", "\n") for part in message.iter_parts())
     assert plain == "Dear Ada & <Bob>,\n\nnumber 7\n"
     assert html == "<p>Dear Ada &amp; &lt;Bob&gt;</p>\n"
+
+
+def test_rendered_messages_are_marked_ready_for_data_only_when_they_are() -> None:
+    """A row whose text needs no dot stuffing and is 7-bit is DataReady (sent unscanned);
+    a value that begins a line with a dot (or leaves the line to the text after it), a
+    non-ASCII value or a Jinja part leaves it plain CRLF bytes, stuffed when sent."""
+    from fluxmail.protocol.data import CRLFBytes, DataReady
+
+    tpl = MessageTemplate(
+        sender="news@example.com", subject="Hi {{ name }}",
+        text="Dear {{ name }},\n{{ lead }} starts this line\nnumber {{ n }}\n",
+    )  # fmt: skip
+    _, ready = tpl.render("ada@example.com", name="Ada", lead="Ada", n=1)
+    assert type(ready) is DataReady
+    assert encode_data(ready) == ready + b".\r\n"
+    for lead, name in ((".hidden", "Ada"), ("", "Ada"), ("Ada", "Adä")):
+        _, data = tpl.render("ada@example.com", name=name, lead=lead, n=1)
+        assert type(data) is CRLFBytes, (lead, name)
+        assert encode_data(data).count(b"\r\n.\r\n") == 1
+    jinja = MessageTemplate(sender="news@example.com", subject="Hi", text="{% if 1 %}x{% endif %}")
+    assert type(jinja.render("ada@example.com")[1]) is CRLFBytes
+
+
+def test_a_static_line_beginning_with_a_dot_is_never_ready() -> None:
+    from fluxmail.protocol.data import CRLFBytes
+
+    tpl = MessageTemplate(sender="news@example.com", subject="Hi", text="Hi {{ name }}\n.sig\n")
+    _, data = tpl.render("ada@example.com", name="Ada")
+    assert type(data) is CRLFBytes
+    assert b"\r\n..sig\r\n" in encode_data(data)

@@ -15,7 +15,7 @@ from fluxmail.protocol.commands import (
     command,
     envelope_address,
 )
-from fluxmail.protocol.data import CRLFBytes, encode_data
+from fluxmail.protocol.data import CRLFBytes, DataReady, encode_data
 from fluxmail.protocol.ops import Conversation, Credentials, Exchange, UpgradeTLS
 from fluxmail.protocol.replies import ProtocolError, Reply, ReplyParser
 from fluxmail.protocol.session import SessionPlan, open_session
@@ -345,6 +345,25 @@ class TestPipelinedStream:
         peer.run(send_pipelined([(ONE, b"x")], PIPELINED, outcomes))
         assert isinstance(outcomes[0], RecipientsRefused)
         assert peer.writes[-1] == b".\r\nRSET\r\n"
+
+    def test_data_ready_content_goes_out_as_it_is(self) -> None:
+        # DataReady content (what MessageTemplate marks) is neither scanned nor copied into
+        # a stuffed form; plain bytes with the same text are stuffed as always. SIZE counts
+        # the terminator either way, and 7-bit content declares no BODY=8BITMIME.
+        text = b"Subject: x\r\n\r\nbody\r\n"
+        items = [(ONE, DataReady(text)), (ONE, b"Subject: y\r\n\r\n.dot\r\n")]
+        peer = ScriptedPeer(
+            *["250 ok", "250 ok", "354 go"],
+            *["250 queued as Q0", "250 ok", "250 ok", "354 go"],
+            "250 queued as Q1",
+        )
+        outcomes: dict[int, Any] = {}
+        peer.run(send_pipelined(items, PIPELINED, outcomes))
+        assert peer.writes[0].startswith(b"MAIL FROM:<from@example.com> SIZE=23\r\n")
+        assert peer.writes[1].startswith(text + b".\r\nMAIL FROM:<from@example.com> SIZE=24\r\n")
+        assert peer.writes[2] == b"Subject: y\r\n\r\n..dot\r\n.\r\n"
+        assert [outcomes[i].queue_id for i in range(2)] == ["Q0", "Q1"]
+        assert b"8BITMIME" not in b"".join(peer.writes)
 
     def test_without_pipelining_falls_back_to_one_by_one(self) -> None:
         plain = Extensions.from_ehlo(["mx"])

@@ -28,8 +28,8 @@ from fluxmail.addresses import check_header_text, parse_address
 from fluxmail.errors import FluxMailException
 from fluxmail.folding import text_words
 from fluxmail.message import custom_headers, read_file, unsubscribe_headers
-from fluxmail.protocol.commands import Envelope, has_control_chars
-from fluxmail.protocol.data import CRLFBytes
+from fluxmail.protocol.commands import Envelope, has_control_chars, plain_envelope
+from fluxmail.protocol.data import CRLFBytes, DataReady
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _ROLES = {"To": "recipient", "From": "sender", "Reply-To": "reply_to"}
@@ -99,8 +99,24 @@ class _PlainPart:
     part the general way. The tests compare both ways' bytes.
     """
 
-    def __init__(self, head: bytes, pieces: list[bytes], longest: int) -> None:
+    def __init__(
+        self, head: bytes, pieces: list[bytes], longest: int, dots: bool, starts: list[int]
+    ) -> None:
         self._head, self._pieces, self._longest = head, pieces, longest
+        self._dots, self._starts = dots, starts
+
+    def ready(self, values: list[str]) -> bool:
+        """Whether the part written from ``values`` has no line beginning with a dot, so
+        that the message can go after DATA unstuffed (:class:`DataReady`): no static line
+        does, and each value that begins a line is not empty and does not begin with one.
+        (The part is 7-bit ASCII with CRLF breaks whenever :meth:`__call__` writes it.)"""
+        if self._dots:
+            return False
+        for index in self._starts:
+            value = values[index]
+            if not value or value[0] == ".":
+                return False
+        return True
 
     @classmethod
     def of(cls, template: _Substitution, subtype: bytes) -> _PlainPart | None:
@@ -115,11 +131,24 @@ class _PlainPart:
             texts[-1] += "\n"  # the text always ends with a line break (mime.text_part)
         lines = "".join(texts).split("\n")
         pieces = [text.replace("\n", "\r\n").encode("ascii") for text in texts]
+        # Where a line begins: at the start of the text and after each break. A static line
+        # beginning with a dot needs stuffing whatever the values; a value that begins a line
+        # is checked per row (see ready), and as it must then be non-empty, what follows it
+        # on that line does not begin one.
+        dots, starts, at_start = False, [], True
+        for index, text in enumerate(texts):
+            if text:
+                dots |= (at_start and text[0] == ".") or "\n." in text
+                at_start = text[-1] == "\n"
+            if index < len(texts) - 1:
+                if at_start:
+                    starts.append(index)
+                at_start = False
         head = (
             b"Content-Type: text/" + subtype + b'; charset="utf-8"\r\n'
             + b"Content-Transfer-Encoding: 7bit\r\n\r\n"
         )  # fmt: skip
-        return cls(head, pieces, max(map(len, lines)))
+        return cls(head, pieces, max(map(len, lines)), dots, starts)
 
     def __call__(self, values: list[str]) -> bytes | None:
         joined = "".join(values)
@@ -237,6 +266,8 @@ class MessageTemplate:
         self._alternative = f"alt-{token}".encode("ascii")
         self._mixed = f"mix-{token}".encode("ascii")
         self._attachments = [self._attachment_part(path) for path in attachments]
+        self._static_ready = _ready(self._static)
+        self._attachments_ready = all(map(_ready, self._attachments))
 
     @staticmethod
     def _attachment_part(path: str | Path) -> bytes:
@@ -259,7 +290,12 @@ class MessageTemplate:
         subject = self._subject(context)
         if not subject.strip():
             raise FluxMailException("The rendered subject is empty", "invalid_params")
-        head = [self._static, to_line, _header("Subject", subject), mime.date_line()]
+        subject_line = _header("Subject", subject)
+        # The header lines made per row may come from the general writers (an address or a
+        # subject that needs encoding): checked before the message is marked DataReady. The
+        # writers fold with leading blanks, so this is for the 8-bit check, in effect.
+        ready = self._static_ready and _line_ready(to_line) and _line_ready(subject_line)
+        head = [self._static, to_line, subject_line, mime.date_line()]
         head.append(f"Message-ID: {mime.message_id(self._domain)}\r\n".encode())
         if self._unsubscribe is not None:
             url = self._unsubscribe(context)
@@ -268,25 +304,38 @@ class MessageTemplate:
                     "unsubscribe_url contains a line break or control character",
                     "invalid_params",
                 )
-            head += unsubscribe_headers(check_header_text(url, "unsubscribe_url"))
-        data: bytes = CRLFBytes(b"".join(head) + self._body(context))
+            lines = unsubscribe_headers(check_header_text(url, "unsubscribe_url"))
+            ready = ready and all(map(_line_ready, lines))
+            head += lines
+        body, body_ready = self._body(context)
+        head.append(body)
+        # One join, then the marker type (a copy; joining into a subclass is not possible).
+        data: bytes = (DataReady if ready and body_ready else CRLFBytes)(b"".join(head))
         if self._sign is not None:
             data = self._sign(data)
-        return Envelope(self.sender, addresses), data
+        return plain_envelope(self.sender, addresses), data  # addresses: one at least
 
-    def _body(self, context: Mapping[str, Any]) -> bytes:
+    def _body(self, context: Mapping[str, Any]) -> tuple[bytes, bool]:
+        """The message's content, and whether it is ready for DATA as it is (see
+        :class:`DataReady`; the multipart lines between the parts always are)."""
         parts = []
+        ready = True
         if self._text is not None:
-            parts.append(_write_part(self._text, self._text_part, b"plain", context))
+            part, part_ready = _write_part(self._text, self._text_part, b"plain", context)
+            parts.append(part)
+            ready = part_ready
         if self._html is not None:
-            parts.append(_write_part(self._html, self._html_part, b"html", context))
+            part, part_ready = _write_part(self._html, self._html_part, b"html", context)
+            parts.append(part)
+            ready = ready and part_ready
         if len(parts) == 1:
             content = parts[0]
         else:
             content = mime.multipart(b"alternative", parts, self._alternative)
         if not self._attachments:
-            return content
-        return mime.multipart(b"mixed", [content], self._mixed, static=self._attachments)
+            return content, ready
+        content = mime.multipart(b"mixed", [content], self._mixed, static=self._attachments)
+        return content, ready and self._attachments_ready
 
 
 def _plain_part(render: Render | None, subtype: bytes) -> _PlainPart | None:
@@ -295,11 +344,22 @@ def _plain_part(render: Render | None, subtype: bytes) -> _PlainPart | None:
 
 def _write_part(
     render: Render, plain: _PlainPart | None, subtype: bytes, context: Mapping[str, Any]
-) -> bytes:
-    """One text part of a rendered message: from the compiled pieces where they serve."""
+) -> tuple[bytes, bool]:
+    """One text part of a rendered message: from the compiled pieces where they serve; and
+    whether it is ready for DATA as it is (known only on that path)."""
     if plain is not None:
         assert isinstance(render, _Substitution)
         values = render.values(context)
         if (part := plain(values)) is not None:
-            return part
-    return mime.text_part(render(context), subtype)
+            return part, plain.ready(values)
+    return mime.text_part(render(context), subtype), False
+
+
+def _ready(data: bytes) -> bool:
+    """Whether ``data`` (whole lines) may go after DATA as it is: see :class:`DataReady`."""
+    return data.isascii() and not data.startswith(b".") and b"\n." not in data
+
+
+def _line_ready(line: bytes) -> bool:
+    """:func:`_ready` for a header line (which begins with its name, never a dot)."""
+    return line.isascii() and b"\n." not in line

@@ -30,3 +30,25 @@ class SendResult:
         """The relay's queue id when its final reply names one (best effort)."""
         match = _QUEUE_ID.search(self.reply.text)
         return match.group(1) if match else None
+
+
+# Setting the slots through their descriptors: what the frozen dataclass's generated
+# ``__init__`` does through ``object.__setattr__`` per field, without its Python frame or the
+# attribute look-ups (a third of the cost; the pipelined stream makes one per message).
+_new = object.__new__
+_slots = vars(SendResult)  # the member descriptors (mypy sees the fields' defaults instead)
+_set_accepted = _slots["accepted"].__set__
+_set_refused = _slots["refused"].__set__
+_set_reply = _slots["reply"].__set__
+
+
+def send_result(
+    accepted: tuple[str, ...], refused: Mapping[str, Reply], reply: Reply
+) -> SendResult:
+    """``SendResult(accepted=..., refused=..., reply=...)``, made faster: the same frozen
+    value, equal to one made the usual way."""
+    result: SendResult = _new(SendResult)
+    _set_accepted(result, accepted)
+    _set_refused(result, refused)
+    _set_reply(result, reply)
+    return result

@@ -193,6 +193,28 @@ class Envelope:
             )
 
 
+# Setting the slots through their descriptors, as fluxmail.result.send_result does: a
+# frozen dataclass's ``__init__`` sets each of the five fields through object.__setattr__.
+_new = object.__new__
+_slots = vars(Envelope)
+_SETTERS = tuple(_slots[name].__set__ for name in ("sender", "recipients", "notify"))
+_set_ret, _set_envid = _slots["ret"].__set__, _slots["envid"].__set__
+
+
+def plain_envelope(sender: str, recipients: tuple[str, ...]) -> Envelope:
+    """``Envelope(sender, recipients)`` without DSN, made about twice as fast (the same
+    frozen value); for a caller that already knows ``recipients`` is not empty (the
+    one check :class:`Envelope` makes without DSN settings), as ``MessageTemplate`` does."""
+    envelope: Envelope = _new(Envelope)
+    set_sender, set_recipients, set_notify = _SETTERS
+    set_sender(envelope, sender)
+    set_recipients(envelope, recipients)
+    set_notify(envelope, ())
+    _set_ret(envelope, None)
+    _set_envid(envelope, None)
+    return envelope
+
+
 def xtext(value: str) -> str:
     """RFC 3461 xtext: ``+``, ``=``, spaces and controls as ``+HH``."""
     return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)

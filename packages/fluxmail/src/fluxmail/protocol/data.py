@@ -17,6 +17,17 @@ class CRLFBytes(bytes):
     __slots__ = ()
 
 
+class DataReady(CRLFBytes):
+    """Message bytes that go after DATA as they are: 7-bit ASCII, every line break CRLF, the
+    last line ended, and no line beginning with a dot (nothing to stuff). What
+    ``MessageTemplate`` writes when its compiled pieces and a row's values guarantee it, so
+    :func:`encode_data` skips its scans of the whole message for dots and line breaks and
+    the transaction its 8-bit check (together ~5 % of the pool's CPU per message). As with
+    :class:`CRLFBytes`, any change to them gives plain ``bytes``, checked as usual."""
+
+    __slots__ = ()
+
+
 def normalize_newlines(message: bytes) -> bytes:
     """Return ``message`` with every line break as CRLF."""
     # Three C-level passes beat one regex substitution several times over.
@@ -25,8 +36,20 @@ def normalize_newlines(message: bytes) -> bytes:
     return message.replace(b"\n", b"\r\n")
 
 
+#: What ends the content after DATA (the body's last line break comes before it).
+END_OF_DATA = b".\r\n"
+
+
 def encode_data(message: bytes) -> bytes:
     """Return the bytes to write after a 354 reply: normalised, dot-stuffed, terminated."""
+    return data_body(message) + END_OF_DATA
+
+
+def data_body(message: bytes) -> bytes:
+    """:func:`encode_data` without the terminator :data:`END_OF_DATA` (for a caller that
+    writes it together with what follows, one copy of the message fewer)."""
+    if type(message) is DataReady:
+        return message
     body = message if type(message) is CRLFBytes else normalize_newlines(message)
     if body.startswith(b"."):
         body = b"." + body
@@ -34,4 +57,4 @@ def encode_data(message: bytes) -> bytes:
         body = body.replace(b"\r\n.", b"\r\n..")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return body + b".\r\n"
+    return body

@@ -15,7 +15,6 @@ never send a message twice can tell "not sent" from "perhaps sent".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fluxmail.errors import (
     FluxMailException,
@@ -25,10 +24,10 @@ from fluxmail.errors import (
     SMTPTimeoutError,
 )
 from fluxmail.protocol.commands import CRLF, Envelope, Extensions, command, mail_from, rcpt_to
-from fluxmail.protocol.data import encode_data
+from fluxmail.protocol.data import END_OF_DATA, DataReady, data_body
 from fluxmail.protocol.ops import Conversation, Exchange, exchange
 from fluxmail.protocol.replies import Reply
-from fluxmail.result import SendResult
+from fluxmail.result import SendResult, send_result
 
 DATA = command("DATA")
 RSET = command("RSET")
@@ -69,55 +68,52 @@ def unconfirmed(error: FluxMailException) -> FluxMailException:
     return marked
 
 
-# _Prepared and _Verdict are made per message and never shared: not frozen, since a frozen
-# dataclass sets each field through object.__setattr__.
-@dataclass(slots=True)
-class _Prepared:
-    """A message ready for the wire: its envelope commands (MAIL, the RCPTs, DATA: what
-    :attr:`replies` replies answer) and its stuffed payload."""
+# What a message's preparation and its envelope replies produce are plain tuples, made once
+# per message in a pipelined stream: a class instance (even a slotted one) costs a Python
+# ``__init__`` frame each.
 
-    commands: bytes
-    replies: int
-    payload: bytes
+#: A message ready for the wire: its envelope commands (MAIL, the RCPTs, DATA), how many
+#: replies they get, and its content (normalised and stuffed, not yet terminated: see
+#: :func:`data_body`).
+_Prepared = tuple[bytes, int, bytes]
+
+#: What the envelope replies decided: who is accepted, who is refused (and how), and the
+#: error if nothing can go.
+_Verdict = tuple[tuple[str, ...], dict[str, Reply], SMTPReplyError | None]
 
 
 def _prepare(envelope: Envelope, message: bytes, extensions: Extensions) -> _Prepared:
-    payload = encode_data(message)
-    limit = extensions.max_size
-    if limit is not None and len(payload) > limit:
+    body = data_body(message)
+    size = len(body) + len(END_OF_DATA)
+    flags = extensions.flags
+    limit = flags.max_size
+    if limit is not None and size > limit:
         raise SMTPReplyError(
-            f"Message of {len(payload)} bytes exceeds the server's SIZE limit of {limit}",
+            f"Message of {size} bytes exceeds the server's SIZE limit of {limit}",
             Reply(552, ("5.3.4 Message size exceeds fixed maximum message size",)),
             "MAIL FROM",
         )
-    first = mail_from(envelope, extensions, len(payload), eight_bit=not message.isascii())
+    # DataReady content is 7-bit by its contract: no scan of the whole message for 8-bit bytes.
+    eight_bit = type(message) is not DataReady and not message.isascii()
+    first = mail_from(envelope, extensions, size, eight_bit=eight_bit)
     recipients, notify = envelope.recipients, envelope.notify
     if len(recipients) == 1:  # the common case, without a generator
         commands = first + rcpt_to(recipients[0], extensions, notify) + DATA
     else:
         commands = b"".join([first, *(rcpt_to(a, extensions, notify) for a in recipients), DATA])
-    return _Prepared(commands, len(recipients) + 2, payload)
-
-
-@dataclass(slots=True)
-class _Verdict:
-    """What the envelope replies decided: who is accepted, and the error if nothing can go."""
-
-    accepted: tuple[str, ...]
-    refused: dict[str, Reply]
-    error: SMTPReplyError | None
+    return commands, len(recipients) + 2, body
 
 
 def _judge(envelope: Envelope, replies: Sequence[Reply], first: int) -> _Verdict:
     """Judge the envelope replies ``replies[first:]``: MAIL, one per RCPT, then DATA."""
     mail, data = replies[first], replies[-1]
-    rcpts = replies[first + 1 : -1]
     if data.code == 354 and 200 <= mail.code < 400:
-        for reply in rcpts:
-            if not 200 <= reply.code < 400:
+        for index in range(first + 1, len(replies) - 1):
+            if not 200 <= replies[index].code < 400:
                 break
         else:  # everyone accepted: the common case, without pairing anything up
-            return _Verdict(envelope.recipients, {}, None)
+            return envelope.recipients, {}, None
+    rcpts = replies[first + 1 : -1]
     pairs = list(zip(envelope.recipients, rcpts, strict=True))
     accepted = tuple(a for a, r in pairs if r.ok)
     refused = {a: r for a, r in pairs if not r.ok}
@@ -128,13 +124,13 @@ def _judge(envelope: Envelope, replies: Sequence[Reply], first: int) -> _Verdict
         error = RecipientsRefused(refused)
     elif data.code != 354:
         error = SMTPReplyError(f"Server refused DATA: {data}", data, "DATA")
-    return _Verdict(accepted, refused, error)
+    return accepted, refused, error
 
 
 def _finish(verdict: _Verdict, final: Reply) -> SendResult:
-    if not final.ok:
+    if not 200 <= final.code < 400:  # (the same test and error in _settle)
         raise SMTPReplyError(f"Server rejected the message: {final}", final, "DATA")
-    return SendResult(accepted=verdict.accepted, refused=verdict.refused, reply=final)
+    return send_result(verdict[0], verdict[1], final)
 
 
 def send_message(
@@ -144,12 +140,12 @@ def send_message(
 
     After a failed transaction the caller should RSET before reusing the connection.
     """
-    prepared = _prepare(envelope, message, extensions)
+    commands, expected, body = _prepare(envelope, message, extensions)
     if extensions.flags.pipelining:
-        replies = yield Exchange(prepared.commands, prepared.replies)
+        replies = yield Exchange(commands, expected)
     else:
         # One command at a time: the same lines, split where each one ends.
-        lines = prepared.commands.split(CRLF)[:-1]
+        lines = commands.split(CRLF)[:-1]
         mail = yield from exchange(lines[0] + CRLF)
         if not mail.ok:
             raise SMTPReplyError(f"Server refused the sender: {mail}", mail, "MAIL")
@@ -161,14 +157,14 @@ def send_message(
         replies = [*answers, data]
     data = replies[-1]
     verdict = _judge(envelope, replies, 0)
-    if verdict.error is not None:
+    if (error := verdict[2]) is not None:
         if data.code == 354:
             # A pipelining server may accept DATA although nothing before it succeeded; close
             # the empty transaction rather than send the message to nobody.
             yield from exchange(END_OF_EMPTY_DATA)
-        raise verdict.error
+        raise error
     try:
-        final = yield from exchange(prepared.payload)
+        final = yield from exchange(body + END_OF_DATA)
     except FluxMailException as exc:  # thrown in by the transport: see the module doc
         marked = unconfirmed(exc)
         if marked is exc:
@@ -202,37 +198,39 @@ def send_pipelined(
                 raise cause if isinstance(cause, FluxMailException) else exc  # noqa: B904
         return
 
-    # Bytes to write ahead of the next envelope (the previous payload, a RSET...), and what
-    # each of their replies settles: an item's final reply, or None for one to ignore.
-    ahead = b""
+    # Bytes to write ahead of the next envelope: the previous message's content (then its
+    # terminator, ``end``, written in the same join: one copy of the content fewer), or a
+    # transaction's closing (an empty DATA's dot, RSET); and what each of their replies
+    # settles: an item's final reply, or None for one to ignore.
+    ahead, end = b"", b""
     settles: list[tuple[int, _Verdict] | None] = []
     for index, (envelope, message) in enumerate(items):
         try:
-            prepared = _prepare(envelope, message, extensions)
+            commands, expected, body = _prepare(envelope, message, extensions)
         except FluxMailException as exc:
             outcomes[index] = exc
             continue
         pending = len(settles)
         try:
-            replies = yield Exchange(ahead + prepared.commands, pending + prepared.replies)
+            replies = yield Exchange(b"".join((ahead, end, commands)), pending + expected)
         except FluxMailException as exc:  # thrown in by the transport: see the module doc
             _unconfirm(settles, outcomes, exc)
             raise
         if pending:
             _settle(settles, replies, outcomes)
         verdict = _judge(envelope, replies, pending)
-        if verdict.error is None:
-            ahead, settles = prepared.payload, [(index, verdict)]
+        if (error := verdict[2]) is None:
+            ahead, end, settles = body, END_OF_DATA, [(index, verdict)]
             continue
-        outcomes[index] = verdict.error
-        ahead, settles = b"", []
+        outcomes[index] = error
+        ahead, end, settles = b"", b"", []
         if replies[-1].code == 354:
             ahead, settles = END_OF_EMPTY_DATA, [None]
         if replies[pending].ok:  # a transaction was opened: close it before the next MAIL
             ahead, settles = ahead + RSET, [*settles, None]
     if ahead:
         try:
-            last = yield Exchange(ahead, len(settles))
+            last = yield Exchange(ahead + end, len(settles))
         except FluxMailException as exc:  # thrown in by the transport: see the module doc
             _unconfirm(settles, outcomes, exc)
             raise
@@ -260,8 +258,10 @@ def _settle(
     """Settle ``settles`` with the first of ``replies`` (one each, in order)."""
     for pending, reply in zip(settles, replies, strict=False):
         if pending is not None:
-            index, verdict = pending
-            try:
-                outcomes[index] = _finish(verdict, reply)
-            except SMTPReplyError as exc:
-                outcomes[index] = exc
+            index, (accepted, refused, _) = pending
+            if 200 <= reply.code < 400:  # _finish's test, without its frame and try block
+                outcomes[index] = send_result(accepted, refused, reply)
+            else:
+                outcomes[index] = SMTPReplyError(
+                    f"Server rejected the message: {reply}", reply, "DATA"
+                )
