@@ -162,8 +162,18 @@ class _Settling(dict[int, Outcome]):
         self.retrying = False
 
     def __setitem__(self, position: int, outcome: Outcome) -> None:
-        super().__setitem__(position, outcome)
-        self.retrying |= self.work.settle_one(self.indexes[position], outcome)
+        dict.__setitem__(self, position, outcome)
+        work = self.work
+        if type(outcome) is not SendResult:  # a failure (retried or not): see settle_one
+            self.retrying |= work.settle_one(self.indexes[position], outcome)
+            return
+        # A result: what settle_one does with one, without its frame (once per message).
+        index = self.indexes[position]
+        with work._lock:
+            work.outcomes[index] = outcome
+            work._left -= 1
+        if work.on_result is not None:
+            work.on_result(index, outcome)
 
     def finish(self, error: FluxMailException | None) -> bool:
         """Settle what the batch did not reach with ``error``; True if anything is retried."""

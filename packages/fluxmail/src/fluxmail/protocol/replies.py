@@ -107,6 +107,17 @@ class ReplyParser:
         the buffer once and compacts it once.
         """
         buffer = self._buffer
+        if self._code is None and buffer[-1:] == b"\n" and type(buffer) is bytes:
+            # The common case: the buffer holds whole lines only, each a reply seen before
+            # ("250 2.0.0 Ok", "354 End data..."): one split, one look-up each (every line
+            # in _SEEN is a complete one-line reply, shorter than MAX_LINE).
+            raws = buffer.split(b"\n")
+            raws.pop()  # the empty piece after the last line break
+            if len(raws) <= count:
+                every = list(map(_SEEN.get, raws))
+                if all(every):  # (a Reply is always true; ``None in`` would call __eq__)
+                    self._buffer = b""
+                    return every  # type: ignore[return-value]  # no None in it
         replies: list[Reply] = []
         start = 0
         while len(replies) < count and (end := buffer.find(b"\n", start)) >= 0:

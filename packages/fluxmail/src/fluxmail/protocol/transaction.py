@@ -83,7 +83,7 @@ _Verdict = tuple[tuple[str, ...], dict[str, Reply], SMTPReplyError | None]
 
 
 def _prepare(envelope: Envelope, message: bytes, extensions: Extensions) -> _Prepared:
-    body = data_body(message)
+    body = message if type(message) is DataReady else data_body(message)  # (no call if ready)
     size = len(body) + len(END_OF_DATA)
     flags = extensions.flags
     limit = flags.max_size

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -79,6 +80,10 @@ class _ReplyStream(asyncio.BufferedProtocol):
         self._timeout: float | None = None
         self._since = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # The loop's clock: asyncio's own loop.time() is a Python method that returns
+        # time.monotonic(), so call that directly (read once per exchange); uvloop's is its own.
+        asyncio_time = type(self._loop).time is asyncio.BaseEventLoop.time
+        self._clock: Callable[[], float] = time.monotonic if asyncio_time else self._loop.time
         #: Resolved once the transport has really let go of its socket.
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -86,7 +91,16 @@ class _ReplyStream(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self._view[:nbytes]))
+        # data_received's work, without its frame: in a pipelined stream this runs once per
+        # message (the two must stay the same).
+        try:
+            self.parser.feed(self._view[:nbytes].tobytes())
+        except FluxMailException as exc:
+            self._error = exc
+            self._end(exc)
+            return
+        if self._conversation is not None:
+            self._pump()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream connection's transport; not checked with isinstance: other event loops'
@@ -94,7 +108,7 @@ class _ReplyStream(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        """Bytes from the server (what :meth:`buffer_updated` read)."""
+        """Bytes from the server (what :meth:`buffer_updated` does with what it read)."""
         try:
             self.parser.feed(data)
         except FluxMailException as exc:
@@ -141,13 +155,13 @@ class _ReplyStream(asyncio.BufferedProtocol):
         return step
 
     def _start(self, op: Exchange) -> None:
-        """Write one exchange and wait for its replies."""
+        """Write one exchange and wait for its replies (repeated in :meth:`_pump`)."""
         assert self.transport is not None
         if self._debug:
             assert self._owner is not None
             self._owner._log_out(op)
         if self._timeout is not None:
-            self._since = self._loop.time()
+            self._since = self._clock()
         self._wanted, self._got = op.replies, []
         if op.data:
             self.transport.write(op.data)
@@ -180,8 +194,17 @@ class _ReplyStream(asyncio.BufferedProtocol):
             if type(op) is not Exchange:
                 self._resolve(op)
                 return
-            self._start(op)
-            if self._conversation is None:
+            # What _start does, without its frame (once per message in a pipelined stream).
+            if self._debug:
+                assert self._owner is not None
+                self._owner._log_out(op)
+            if self._timeout is not None:
+                self._since = self._clock()
+            self._wanted, self._got = op.replies, []
+            if op.data:
+                assert self.transport is not None
+                self.transport.write(op.data)
+            if self._conversation is None:  # the write failed: the connection is lost
                 return
             if not self.parser.pending and self._wanted:
                 return
