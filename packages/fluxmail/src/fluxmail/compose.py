@@ -48,6 +48,7 @@ class _Substitution:
     def __init__(self, texts: list[str], names: list[str], *, html: bool) -> None:
         self.texts, self.names = texts, names
         self._convert: Callable[[Any], str] = (lambda v: str(markupsafe.escape(v))) if html else str
+        self._slots = _slots(texts)
 
     @classmethod
     def of(cls, source: str, *, html: bool) -> _Substitution | None:
@@ -60,6 +61,11 @@ class _Substitution:
     def values(self, context: Mapping[str, Any]) -> list[str]:
         """Each placeholder's text, in order (``template_error`` for a missing name, or a
         value whose conversion fails)."""
+        convert = self._convert
+        try:
+            return [convert(context[name]) for name in self.names]
+        except Exception:  # noqa: S110 - told apart, with the right error, below
+            pass
         out = []
         convert = self._convert
         for name in self.names:
@@ -78,12 +84,23 @@ class _Substitution:
         return out
 
     def __call__(self, context: Mapping[str, Any]) -> str:
-        texts = self.texts
-        out = [texts[0]]
-        for value, text in zip(self.values(context), texts[1:], strict=True):
-            out.append(value)
-            out.append(text)
-        return "".join(out)
+        return _fill(self._slots, self.values(context))
+
+
+def _slots(texts: Sequence[str]) -> list[str]:
+    """``texts`` with an empty slot between each two, for :func:`_fill`."""
+    slots = [""] * (2 * len(texts) - 1)
+    slots[0::2] = texts
+    return slots
+
+
+def _fill(slots: list[str], values: list[str]) -> str:
+    """The texts of ``slots`` with ``values`` between them: a copy of the list, one slice
+    assignment and one join, all C-level (a ``%`` format scans its whole text per call, and
+    a Python loop interleaving the pieces costs more than the copy)."""
+    out = slots.copy()
+    out[1::2] = values
+    return "".join(out)
 
 
 class _PlainPart:
@@ -91,7 +108,8 @@ class _PlainPart:
     row as bytes: what :func:`mime.text_part` would write, without encoding, normalising and
     measuring the whole text again for every row.
 
-    The static pieces are encoded and given CRLF line breaks once. A row takes this path only
+    The static pieces are given CRLF line breaks once, and the part's head; a row is one
+    join (:func:`_fill`) and one encode. A row takes this path only
     when its values cannot change what :func:`mime.text_part` decides: plain ASCII without
     CR, LF or NUL (so the part stays 7bit and every line break is a static one), and short
     enough that no line can pass :data:`mime.LONGEST_LINE` (the longest static line plus
@@ -99,10 +117,9 @@ class _PlainPart:
     part the general way. The tests compare both ways' bytes.
     """
 
-    def __init__(
-        self, head: bytes, pieces: list[bytes], longest: int, dots: bool, starts: list[int]
-    ) -> None:
-        self._head, self._pieces, self._longest = head, pieces, longest
+    def __init__(self, texts: list[str], longest: int, dots: bool, starts: list[int]) -> None:
+        # texts: the part's head then its text, in pieces, ASCII with CRLF breaks.
+        self._slots, self._longest = _slots(texts), longest
         self._dots, self._starts = dots, starts
 
     def ready(self, values: list[str]) -> bool:
@@ -130,7 +147,6 @@ class _PlainPart:
         if not texts[-1].endswith("\n"):
             texts[-1] += "\n"  # the text always ends with a line break (mime.text_part)
         lines = "".join(texts).split("\n")
-        pieces = [text.replace("\n", "\r\n").encode("ascii") for text in texts]
         # Where a line begins: at the start of the text and after each break. A static line
         # beginning with a dot needs stuffing whatever the values; a value that begins a line
         # is checked per row (see ready), and as it must then be non-empty, what follows it
@@ -145,10 +161,12 @@ class _PlainPart:
                     starts.append(index)
                 at_start = False
         head = (
-            b"Content-Type: text/" + subtype + b'; charset="utf-8"\r\n'
-            + b"Content-Transfer-Encoding: 7bit\r\n\r\n"
-        )  # fmt: skip
-        return cls(head, pieces, max(map(len, lines)), dots, starts)
+            f'Content-Type: text/{subtype.decode("ascii")}; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: 7bit\r\n\r\n"
+        )
+        pieces = [text.replace("\n", "\r\n") for text in texts]
+        pieces[0] = head + pieces[0]
+        return cls(pieces, max(map(len, lines)), dots, starts)
 
     def __call__(self, values: list[str]) -> bytes | None:
         joined = "".join(values)
@@ -160,12 +178,7 @@ class _PlainPart:
             or "\x00" in joined
         ):
             return None
-        pieces = self._pieces
-        out = [self._head, pieces[0]]
-        for value, piece in zip(values, pieces[1:], strict=True):
-            out.append(value.encode("ascii"))
-            out.append(piece)
-        return b"".join(out)
+        return _fill(self._slots, values).encode("ascii")
 
 
 def _compile(source: str | None, *, html: bool) -> Render | None:
