@@ -9,8 +9,14 @@ Usage (from the repository root; ``bench/README.md`` has the details)::
 Every client sends the same N personalised messages of about 2 KB (:mod:`workload`), each to
 its own recipient, to a fresh ``smtp-sink`` on a fresh loopback port. The clients run one
 after another, each in a process of its own, and the whole round is repeated R times
-(interleaved, so a noisy stretch of the shared machine hits every client alike); a client's
-speed is the median of its R rates. Contracts:
+(interleaved, so a noisy stretch of the shared machine hits every client alike; the order
+is reversed every other round, so no client always runs first or right after another);
+a client's speed is the median of its R rates. Before the first round every client runs
+once, untimed, with a few messages (a warm-up: the programs and libraries read from disk,
+the kernel's loopback paths warmed alike for all; not with ``--quick``). Each round prints
+its ratios and each client's CPU per message; the target ratios are judged on the medians
+and in every round.
+Contracts:
 
 * A run counts only if all N messages were accepted, seen from both ends: the client's own
   count of 250 replies (``smtp-source``: its exit status, as it aborts on any other reply)
@@ -41,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +75,7 @@ SINK_USER = "nobody"
 SMTP_SOURCE_HEADER_BYTES = 160
 DEFAULT_MESSAGES, DEFAULT_REPEATS, DEFAULT_CONNECTIONS = 5000, 3, 20
 QUICK_MESSAGES, QUICK_REPEATS = 200, 1
+WARM_UP_MESSAGES = 200
 
 
 @dataclass(frozen=True)
@@ -516,20 +523,32 @@ class Summary:
         }
 
 
+def round_ratios(summaries: dict[str, Summary], num: str, den: str) -> list[float | None]:
+    """``num``'s rate over ``den``'s, round by round (None where either run has no rate)."""
+    pairs = zip(summaries[num].runs, summaries[den].runs, strict=False)
+    return [a.rate / b.rate if a.rate and b.rate else None for a, b in pairs]
+
+
 def ratios(summaries: dict[str, Summary]) -> list[dict[str, Any]]:
-    """Each target ratio of medians, or None with the reason when a side has no speed."""
+    """Each target ratio of medians, or None with the reason when a side has no speed; and
+    the same ratio round by round (each round's two runs ran minutes apart at most)."""
     rows = []
     for num, den, target in RATIOS:
         if num not in summaries or den not in summaries:
             continue
         top, bottom = summaries[num].median, summaries[den].median
         value = top / bottom if top is not None and bottom is not None else None
+        rounds = round_ratios(summaries, num, den) if value is not None else []
+        lowest = min(rounds) if rounds and None not in rounds else None  # type: ignore[type-var]
         rows.append(
             {
                 "ratio": f"{num} / {den}",
                 "target": target,
                 "value": value,
                 "met": None if value is None or target is None else value >= target,
+                "rounds": rounds,
+                "min_round": lowest,
+                "met_every_round": (None if lowest is None or target is None else lowest >= target),
             }
         )
     return rows
@@ -563,12 +582,20 @@ def print_table(
             f"{fmt_rate(max(rates) if rates else None):>7} "
             f"{'-' if cpu is None else f'{cpu:,.0f}':>7} {s.message_bytes or '-':>5}  {status}"
         )
-    print(f"\n{'ratio of medians (msg/s)':<34} {'target':>7} {'value':>7}  met")
+    print(
+        f"\n{'ratio of medians (msg/s)':<34} {'target':>7} {'value':>7}  met  "
+        f"{'min':>5}  every round  rounds"
+    )
+    yes_no = {True: "yes", False: "NO", None: "-"}
     for row in ratio_rows:
         target = "-" if row["target"] is None else f">= {row['target']:g}"
         value = "-" if row["value"] is None else f"{row['value']:.2f}"
-        met = {True: "yes", False: "NO", None: "-"}[row["met"]]
-        print(f"{row['ratio']:<34} {target:>7} {value:>7}  {met}")
+        lowest = "-" if row["min_round"] is None else f"{row['min_round']:.2f}"
+        rounds = ", ".join("-" if r is None else f"{r:.2f}" for r in row["rounds"])
+        print(
+            f"{row['ratio']:<34} {target:>7} {value:>7}  {yes_no[row['met']]:<3}  {lowest:>5}  "
+            f"{yes_no[row['met_every_round']]:<11}  {rounds}"
+        )
     print()
 
 
@@ -641,6 +668,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def warm_up(clients: Sequence[Client], settings: Settings) -> None:
+    """Run each client once, untimed, with a few messages, before the measured rounds."""
+    few = replace(settings, messages=min(settings.messages, WARM_UP_MESSAGES))
+    note(f"== warm-up: {few.messages} messages per client, not counted")
+    for c in clients:
+        run = run_once(c, few)
+        if run.status != "ok":
+            note(f"   {c.key}: warm-up {run.status} ({run.note or run.errors}); measuring anyway")
+
+
 def tool_versions(tools: Tools) -> dict[str, str | None]:
     """Versions worth recording beside the numbers (None where a tool is missing)."""
     versions: dict[str, str | None] = {"python": None, "node": None, "nodemailer": None}
@@ -709,16 +746,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = missing_for(c, tools)
         if reason is not None:
             summaries[c.key].status, summaries[c.key].note = "skipped", reason
+    runnable = [c for c in chosen if summaries[c.key].status not in ("skipped", "unavailable")]
+    note(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not args.quick:  # a smoke run checks that every client works, not how fast
+        warm_up(runnable, settings)
     for rep in range(1, args.repeats + 1):
         note(f"== round {rep}/{args.repeats}: {args.messages} messages per client")
-        for c in chosen:
+        # Every other round in reverse: no client always goes first, or always follows
+        # the same neighbour (whose sink, page cache and CPU frequency it would inherit).
+        for c in runnable if rep % 2 else runnable[::-1]:
             summary = summaries[c.key]
             if summary.status in ("skipped", "unavailable"):
                 continue
             run = run_once(c, settings)
             summary.add(run)
-            note(f"   {c.key:<17} {run.status:<11} {fmt_rate(run.rate):>8} msg/s")
+            cpu = (
+                ""
+                if run.cpu_seconds is None
+                else f"{run.cpu_seconds / args.messages * 1e6:6.0f} us/msg"
+            )
+            note(f"   {c.key:<20} {run.status:<11} {fmt_rate(run.rate):>8} msg/s {cpu}")
+        for num, den, _target in RATIOS:
+            if num in summaries and den in summaries and summaries[num].runs:
+                value = round_ratios(summaries, num, den)[-1]
+                if value is not None:
+                    note(f"   round {rep}: {num} / {den} = {value:.2f}")
 
+    note(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ratio_rows = ratios(summaries)
     print_table(summaries, ratio_rows, settings, args.repeats)
     print(
@@ -728,7 +782,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "messages": args.messages,
                 "repeats": args.repeats,
                 "connections": args.connections,
-                "machine": {"cpus": os.cpu_count(), "system": platform.platform()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "system": platform.platform(),
+                    "load_average": os.getloadavg(),
+                },
                 "versions": tool_versions(tools),
                 "clients": {key: s.to_json() for key, s in summaries.items()},
                 "ratios": ratio_rows,
