@@ -84,23 +84,19 @@ class _Substitution:
         return out
 
     def __call__(self, context: Mapping[str, Any]) -> str:
-        return _fill(self._slots, self.values(context))
+        out = self._slots.copy()  # see _slots
+        out[1::2] = self.values(context)
+        return "".join(out)
 
 
 def _slots(texts: Sequence[str]) -> list[str]:
-    """``texts`` with an empty slot between each two, for :func:`_fill`."""
+    """``texts`` with an empty slot between each two. A row fills a copy of it:
+    ``out = slots.copy(); out[1::2] = values; "".join(out)``, all C-level (a ``%`` format
+    scans its whole text per call, and a Python loop interleaving the pieces costs more than
+    the copy)."""
     slots = [""] * (2 * len(texts) - 1)
     slots[0::2] = texts
     return slots
-
-
-def _fill(slots: list[str], values: list[str]) -> str:
-    """The texts of ``slots`` with ``values`` between them: a copy of the list, one slice
-    assignment and one join, all C-level (a ``%`` format scans its whole text per call, and
-    a Python loop interleaving the pieces costs more than the copy)."""
-    out = slots.copy()
-    out[1::2] = values
-    return "".join(out)
 
 
 class _PlainPart:
@@ -109,7 +105,7 @@ class _PlainPart:
     measuring the whole text again for every row.
 
     The static pieces are given CRLF line breaks once, and the part's head; a row is one
-    join (:func:`_fill`) and one encode. A row takes this path only
+    join (see :func:`_slots`) and one encode. A row takes this path only
     when its values cannot change what :func:`mime.text_part` decides: plain ASCII without
     CR, LF or NUL (so the part stays 7bit and every line break is a static one), and short
     enough that no line can pass :data:`mime.LONGEST_LINE` (the longest static line plus
@@ -121,6 +117,8 @@ class _PlainPart:
         # texts: the part's head then its text, in pieces, ASCII with CRLF breaks.
         self._slots, self._longest = _slots(texts), longest
         self._dots, self._starts = dots, starts
+        #: Ready for DATA whatever the values (no value begins a line): no per-row check.
+        self.always_ready = not dots and not starts
 
     def ready(self, values: list[str]) -> bool:
         """Whether the part written from ``values`` has no line beginning with a dot, so
@@ -178,7 +176,9 @@ class _PlainPart:
             or "\x00" in joined
         ):
             return None
-        return _fill(self._slots, values).encode("ascii")
+        out = self._slots.copy()  # see _slots
+        out[1::2] = values
+        return "".join(out).encode("ascii")
 
 
 def _compile(source: str | None, *, html: bool) -> Render | None:
@@ -307,7 +307,12 @@ class MessageTemplate:
         # The header lines made per row may come from the general writers (an address or a
         # subject that needs encoding): checked before the message is marked DataReady. The
         # writers fold with leading blanks, so this is for the 8-bit check, in effect.
-        ready = self._static_ready and _line_ready(to_line) and _line_ready(subject_line)
+        ready = (  # _line_ready of both, without the two calls
+            self._static_ready
+            and (to_line + subject_line).isascii()
+            and b"\n." not in to_line
+            and b"\n." not in subject_line
+        )
         head = [self._static, to_line, subject_line, mime.date_line()]
         head.append(f"Message-ID: {mime.message_id(self._domain)}\r\n".encode())
         if self._unsubscribe is not None:
@@ -364,7 +369,7 @@ def _write_part(
         assert isinstance(render, _Substitution)
         values = render.values(context)
         if (part := plain(values)) is not None:
-            return part, plain.ready(values)
+            return part, plain.always_ready or plain.ready(values)
     return mime.text_part(render(context), subtype), False
 
 
