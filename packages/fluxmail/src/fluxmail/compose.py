@@ -307,12 +307,8 @@ class MessageTemplate:
         # The header lines made per row may come from the general writers (an address or a
         # subject that needs encoding): checked before the message is marked DataReady. The
         # writers fold with leading blanks, so this is for the 8-bit check, in effect.
-        ready = (  # _line_ready of both, without the two calls
-            self._static_ready
-            and (to_line + subject_line).isascii()
-            and b"\n." not in to_line
-            and b"\n." not in subject_line
-        )
+        lines = to_line + subject_line  # whole lines, each beginning with its name
+        ready = self._static_ready and lines.isascii() and lines.find(b"\n.") < 0
         head = [self._static, to_line, subject_line, mime.date_line()]
         head.append(f"Message-ID: {mime.message_id(self._domain)}\r\n".encode())
         if self._unsubscribe is not None:
@@ -375,9 +371,11 @@ def _write_part(
 
 def _ready(data: bytes) -> bool:
     """Whether ``data`` (whole lines) may go after DATA as it is: see :class:`DataReady`."""
-    return data.isascii() and not data.startswith(b".") and b"\n." not in data
+    # find(), not ``in``: for bytes, ``in`` first tries the operand as an integer and raises
+    # and clears a TypeError (about a microsecond) before it searches.
+    return data.isascii() and not data.startswith(b".") and data.find(b"\n.") < 0
 
 
 def _line_ready(line: bytes) -> bool:
     """:func:`_ready` for a header line (which begins with its name, never a dot)."""
-    return line.isascii() and b"\n." not in line
+    return line.isascii() and line.find(b"\n.") < 0

@@ -115,7 +115,7 @@ def encode_text(text: str) -> tuple[bytes, bytes]:
     quoted-printable, or base64 when most of the text is outside ASCII.
     """
     data = text.encode("utf-8", "surrogatepass")
-    if len(data) == len(text) and b"\x00" not in data:  # pure ASCII
+    if len(data) == len(text) and data.find(b"\x00") < 0:  # pure ASCII (find: see data.py)
         body = normalize_newlines(data)
         if not has_long_line(body):
             return b"7bit", body
