@@ -115,6 +115,36 @@ def test_per_message_refusals_and_retries(smtp_server: SMTPServerFactory) -> Non
     assert len(server.rejected) == 2  # the two 451s, sent again and accepted
 
 
+@pytest.mark.parametrize("transient", [0, 2])
+async def test_async_pool_settles_each_message_as_its_reply_comes(
+    smtp_server: SMTPServerFactory, transient: int
+) -> None:
+    """One connection, one pipelined batch: each outcome is reported once, as its reply
+    comes (in the batch's order when nothing is retried); a refusal mid-batch settles that
+    message alone, a transient failure is retried, and every result names its own
+    recipient, nobody refused."""
+    faults = Faults(
+        refuse_recipients={"user3@example.com": (550, "5.1.1 No such user")},
+        transient_failures=transient,
+    )
+    server = smtp_server(pipelining=True, faults=faults)
+    heard: list[tuple[int, object]] = []
+    async with make(server, max_retries=1).async_pool(max_connections=1) as pool:
+        results = await pool.send_many(items(8), on_result=lambda i, o: heard.append((i, o)))
+    if not transient:
+        assert [i for i, _ in heard] == list(range(8))
+    assert sorted(i for i, _ in heard) == list(range(8))
+    assert [o for _, o in sorted(heard, key=lambda pair: pair[0])] == results
+    assert getattr(results[3], "code", None) == "recipients_refused"
+    for i, result in enumerate(results):
+        if i != 3:
+            assert isinstance(result, SendResult)
+            assert result.accepted == (f"user{i}@example.com",)
+            assert result.refused == {}
+            assert result.reply.code == 250
+    assert len(server.rejected) == transient
+
+
 async def test_reconnects_when_the_connection_dies(smtp_server: SMTPServerFactory) -> None:
     server = smtp_server(faults=Faults(drop_after_messages=3))
     async with make(server, max_retries=3).async_pool(max_connections=1) as pool:

@@ -79,6 +79,24 @@ class TestReplies:
         assert parser.take(5) == [Reply(221, ("bye",))]
         assert not parser.pending
 
+    def test_take_leaves_the_replies_it_was_not_asked_for(self) -> None:
+        # Whole known lines take one split, but never more replies than asked for, and a
+        # line never seen before, or a multiline reply, goes through the line-by-line path.
+        parse_all(b"250 2.1.0 Ok\r\n354 go\r\n")  # now known
+        parser = ReplyParser()
+        parser.feed(b"250 2.1.0 Ok\r\n354 go\r\n250 2.1.0 Ok\r\n")
+        assert parser.take(2) == [Reply(250, ("2.1.0 Ok",)), Reply(354, ("go",))]
+        assert parser.pending
+        assert parser.take(2) == [Reply(250, ("2.1.0 Ok",))]
+        assert not parser.pending
+        parser.feed(b"250 2.1.0 Ok\r\n250-first\r\n250 second\r\n251 never seen 1f3a\r\n")
+        assert parser.take(3) == [
+            Reply(250, ("2.1.0 Ok",)),
+            Reply(250, ("first", "second")),
+            Reply(251, ("never seen 1f3a",)),
+        ]
+        assert not parser.pending
+
     def test_recurring_one_line_replies_are_shared(self) -> None:
         # Replies are immutable, so a line seen before may come back as the same object.
         first, second = parse_all(b"250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n")

@@ -307,8 +307,8 @@ class MessageTemplate:
         # The header lines made per row may come from the general writers (an address or a
         # subject that needs encoding): checked before the message is marked DataReady. The
         # writers fold with leading blanks, so this is for the 8-bit check, in effect.
-        lines = to_line + subject_line  # whole lines, each beginning with its name
-        ready = self._static_ready and lines.isascii() and lines.find(b"\n.") < 0
+        per_row = to_line + subject_line  # whole lines, each beginning with its name
+        ready = self._static_ready and per_row.isascii() and per_row.find(b"\n.") < 0
         head = [self._static, to_line, subject_line, mime.date_line()]
         head.append(f"Message-ID: {mime.message_id(self._domain)}\r\n".encode())
         if self._unsubscribe is not None:
