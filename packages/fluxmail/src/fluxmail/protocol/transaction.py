@@ -216,6 +216,21 @@ def send_pipelined(
         except FluxMailException as exc:  # thrown in by the transport: see the module doc
             _unconfirm(settles, outcomes, exc)
             raise
+        # The steady state, settled without the calls to _settle and _judge: one message's
+        # content was pending and went through, one recipient, MAIL and RCPT accepted, 354.
+        if (
+            pending == 1
+            and expected == 3
+            and (previous := settles[0]) is not None
+            and 200 <= (final := replies[0]).code < 400
+            and replies[3].code == 354
+            and 200 <= replies[1].code < 400
+            and 200 <= replies[2].code < 400
+        ):
+            accepted, refused, _ = previous[1]
+            outcomes[previous[0]] = send_result(accepted, refused, final)
+            ahead, end, settles = body, END_OF_DATA, [(index, (envelope.recipients, {}, None))]
+            continue
         if pending:
             _settle(settles, replies, outcomes)
         verdict = _judge(envelope, replies, pending)

@@ -171,11 +171,15 @@ class _ReplyStream(asyncio.BufferedProtocol):
         asks next, for as long as the replies are already here."""
         conversation = self._conversation
         assert conversation is not None
+        parser = self.parser
         while True:
-            got = self._got
-            if len(got) < self._wanted:
-                got += self.parser.take(self._wanted - len(got))
-                if len(got) < self._wanted:
+            got, wanted = self._got, self._wanted
+            if len(got) < wanted:
+                if got:
+                    got += parser.take(wanted - len(got))
+                else:  # the common case: all the replies come in one read
+                    got = self._got = parser.take(wanted)
+                if len(got) < wanted:
                     return  # more bytes to come
             if self._debug:
                 assert self._owner is not None
@@ -206,7 +210,7 @@ class _ReplyStream(asyncio.BufferedProtocol):
                 self.transport.write(op.data)
             if self._conversation is None:  # the write failed: the connection is lost
                 return
-            if not self.parser.pending and self._wanted:
+            if self._wanted and not parser.pending:
                 return
 
     def _resolve(self, result: Op | _Returned) -> None:
