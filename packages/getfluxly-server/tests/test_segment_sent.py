@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from flux_testkit import audience, ledger
 from flux_testkit.smtpd import SMTPTestServer
@@ -179,6 +179,22 @@ def test_a_project_without_sent_segments_gets_no_rows_and_no_job(world: Project)
     world.mail(profiles, window=2)
     assert world.jobs() == []
     assert world.pending() == 0
+
+
+def test_the_rows_of_deleted_sent_segments_are_dropped_by_the_next_pass(world: Project) -> None:
+    profiles = [ledger.add_profile(world.db, world.project_id, {"n": i}) for i in range(3)]
+    today = world.segment({"email": "sent", "within": "P1D"})
+    runner = membership.SegmentRunner(world.db, world.clock, cache=world.cache)
+    runner.run_once()
+    world.mail(profiles, window=10)
+    assert world.pending() == 2 * len(profiles)  # due now, and when the window ends
+    with world.db.transaction() as session:  # the project's only segment goes
+        session.execute(
+            update(Segment).where(Segment.id == today).values(deleted_at=datetime.now(UTC))
+        )
+    assert runner.run_once() == {"entered": 0, "left": 0}
+    assert world.pending() == 0
+    assert world.run_jobs() == [{"profiles": 0, "entered": 0, "left": 0}]  # the job's too
 
 
 def test_a_sent_segment_made_after_the_mail_leaves_it_when_its_window_ends(

@@ -89,6 +89,17 @@ def remove(session: Session, ids: Collection[int]) -> None:
         session.execute(delete(SegmentPending).where(SegmentPending.id.in_(ids)))
 
 
+def clear(session: Session, project_id: str) -> int:
+    """Delete all of the project's rows, due or not; how many."""
+    result = session.execute(delete(SegmentPending).where(SegmentPending.project_id == project_id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def projects(session: Session) -> list[str]:
+    """The projects that have rows."""
+    return sorted(session.scalars(select(SegmentPending.project_id).distinct()))
+
+
 def last_pass(session: Session, project_id: str) -> SegmentPass | None:
     """The project's last periodic pass, if one was recorded."""
     return session.get(SegmentPass, project_id)
