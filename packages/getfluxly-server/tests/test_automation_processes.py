@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flux_testkit.gfserver import GFServer
+from flux_testkit.waiting import eventually
 
 if TYPE_CHECKING:
     from flux_testkit.pytest_fixtures import GFServerFactory, SMTPServerFactory
@@ -30,14 +30,6 @@ NO_POLL = {"GETFLUXLY_JOB_POLL_SECONDS": "3600"}
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _welcome(server: GFServer, relay: SMTPTestServer) -> str:
@@ -87,17 +79,17 @@ def test_serve_with_a_worker_process_sends_an_events_email(
     children = _children(server.process.pid)
     assert len(children) == 2, "an API process and a worker process"
     key = _welcome(server, relay)
-    _wait(lambda: server.database.query("SELECT 1 FROM profiles") != [], "ada's profile")
+    eventually(lambda: server.database.query("SELECT 1 FROM profiles") != [], "ada's profile")
     _sign_up_and_receive(server, relay, key)
     recorded = "SELECT status FROM messages WHERE to_email = 'ada@example.com'"
-    _wait(
+    eventually(
         lambda: [r["status"] for r in server.database.query(recorded)] == ["sent"],
         "the ledger to record the message sent, once",
     )
     # SIGTERM stops both children in order.
     assert server.process.stop() == 0
     for child in children:
-        _wait(lambda child=child: not Path(f"/proc/{child}").exists(), f"child {child} to end")
+        eventually(lambda child=child: not Path(f"/proc/{child}").exists(), f"child {child} to end")
 
 
 def test_an_api_process_wakes_a_separate_worker_process(
@@ -108,19 +100,19 @@ def test_an_api_process_wakes_a_separate_worker_process(
     relay = smtp_server(tls="none", auth=True)
     server = gf_server_factory(mode="api", env=NO_POLL)
     worker = server.start_worker()
-    _wait(lambda: "worker started" in worker.logs(), "the worker process")
+    eventually(lambda: "worker started" in worker.logs(), "the worker process")
     key = _welcome(server, relay)
-    _wait(lambda: server.database.query("SELECT 1 FROM profiles") != [], "ada's profile")
+    eventually(lambda: server.database.query("SELECT 1 FROM profiles") != [], "ada's profile")
     _sign_up_and_receive(server, relay, key)  # (`api` runs no job threads: the worker did)
     # A worker that went away leaves the channel usable: the next one is woken too.
     worker.signal(signal.SIGKILL)
     second = server.start_worker()
-    _wait(lambda: "worker started" in second.logs(), "the second worker process")
+    eventually(lambda: "worker started" in second.logs(), "the second worker process")
     time.sleep(0.5)  # (its dispatcher has made its first claim and sleeps)
     ingest = server.client(key)
     sent = ingest.post("/v1/events", json={"event": "page_viewed", "external_id": "ada"})
     assert sent.status_code == 202
-    _wait(
+    eventually(
         lambda: server.database.query("SELECT 1 FROM events WHERE processed_at IS NULL") == [],
         "the second worker to stitch the event",
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ import pytest
 from flux_testkit import audience
 from flux_testkit.gfserver import GFProject, GFServer, expect_error
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.storage.db import Database
 
 #: Short leases (a killed worker's messages come back in seconds), quiet logs.
@@ -36,14 +37,6 @@ WORKER_ENV: dict[str, str | None] = {
     "GETFLUXLY_WORKER_THREADS": "1",
     "GETFLUXLY_LOG_LEVEL": "WARNING",
 }
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 class Project:
@@ -305,11 +298,13 @@ def test_a_scheduled_broadcast_due_while_no_worker_ran_starts_when_one_does(
         send_at = datetime.now(UTC) + timedelta(seconds=1)
         broadcast = project.create(segment, send_at=send_at.isoformat())["id"]
         assert project.act(broadcast, "start")["status"] == "scheduled"
-        _wait("past send_at", lambda: datetime.now(UTC) > send_at + timedelta(seconds=0.5))
+        eventually(
+            lambda: datetime.now(UTC) > send_at + timedelta(seconds=0.5), "past send_at", 240
+        )
         assert project.get(broadcast)["status"] == "scheduled"  # nobody to start it
 
         server.start_worker()
-        _wait("sent", lambda: project.get(broadcast)["status"] == "sent", 60)
+        eventually(lambda: project.get(broadcast)["status"] == "sent", "sent", 60)
         assert _received(relay) == Counter({audience.address(n): 1 for n in range(20)})
         counts = project.get(broadcast)["counts"]
         assert (counts["targeted"], counts["sent"], counts["pending"]) == (20, 20, 0)
@@ -334,10 +329,12 @@ def test_ten_thousand_members_paused_and_resumed_twice_each_get_exactly_one_mess
         server.start_worker()
         project.act(broadcast, "start")
         for threshold in (MEMBERS // 5, MEMBERS // 2):
-            _wait(f"{threshold} received", lambda t=threshold: len(relay.messages) >= t)
+            eventually(lambda t=threshold: len(relay.messages) >= t, f"{threshold} received", 240)
             assert project.act(broadcast, "pause")["status"] == "paused"
             # Chunks already handed to the relay finish; then nothing more goes out.
-            _wait("in-flight chunks done", lambda: project.statuses(broadcast)["sending"] == 0)
+            eventually(
+                lambda: project.statuses(broadcast)["sending"] == 0, "in-flight chunks done", 240
+            )
             settled = len(relay.messages)
             time.sleep(1.5)
             assert len(relay.messages) == settled, "messages went out while paused"
@@ -347,7 +344,7 @@ def test_ten_thousand_members_paused_and_resumed_twice_each_get_exactly_one_mess
             statuses = project.statuses(broadcast)
             assert paused["counts"]["sent"] == settled, (paused["counts"], statuses)
             assert project.act(broadcast, "resume")["status"] == "sending"
-        _wait("sent", lambda: project.get(broadcast)["status"] == "sent")
+        eventually(lambda: project.get(broadcast)["status"] == "sent", "sent", 240)
 
         received = _received(relay)
         assert len(received) == MEMBERS
@@ -377,11 +374,15 @@ def test_a_worker_killed_mid_send_never_doubles_a_message(
         for kill in range(2):
             worker = server.start_worker()
             floor = len(relay.messages)
-            _wait(f"sending again after kill {kill}", lambda f=floor: len(relay.messages) > f + 200)
+            eventually(
+                lambda f=floor: len(relay.messages) > f + 200,
+                f"sending again after kill {kill}",
+                240,
+            )
             server.kill_worker(worker)
             assert worker.returncode == -9
         server.start_worker()
-        _wait("sent", lambda: project.get(broadcast)["status"] == "sent")
+        eventually(lambda: project.get(broadcast)["status"] == "sent", "sent", 240)
 
         received = _received(relay)
         assert set(received.values()) == {1}, "a member received two messages"

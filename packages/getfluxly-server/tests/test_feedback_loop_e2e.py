@@ -163,8 +163,13 @@ def test_a_click_followed_through_the_redirect_puts_the_profile_in_a_clicked_seg
     assert [e["kind"] for e in _entries(loop, opened, profile_id)] == ["entered"]
 
     # The message's own record says so too, and the other segments stayed empty.
-    message = loop.server.client().get(f"/v1/messages/{message_id}").json()["message"]
-    assert message["status"] == "clicked"
+    eventually(
+        lambda: (
+            loop.server.client().get(f"/v1/messages/{message_id}").json()["message"]["status"]
+            == "clicked"
+        ),
+        "the message clicked",
+    )
     assert _members(loop, elsewhere) == set()
     assert _members(loop, bounced) == set()
     # A second click is no second entry.

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from flux_testkit import ledger
@@ -25,10 +25,13 @@ from flux_testkit.gfserver import GFDatabase
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.domain import identity
 from getfluxly_server.domain.feedback.record import FeedbackEvent, FeedbackRules, record
+from getfluxly_server.domain.feedback.statuses import CATCH_UP, CatchUp, catch_up
 from getfluxly_server.storage import messages as message_store
+from getfluxly_server.storage import outbox
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import (
     Event,
+    Job,
     Message,
     MessageEvent,
     MessageEventType,
@@ -180,6 +183,70 @@ def test_statuses_only_move_forward_with_a_history_step_each(gf_db: Database, pr
         assert last.detail == "postmark: hard bounce; 550 5.1.1 no such user"
     _record(gf_db, project, [_event(T.COMPLAINED, "a@x.test", message_id=first)])
     assert _status(gf_db, first)[0] == "complained"
+
+
+def _catch_up_jobs(db: Database, project_id: str) -> list[Job]:
+    with db.read() as session:
+        found = session.scalars(select(Job).where(Job.kind == CATCH_UP.name).order_by(Job.id))
+        jobs = [job for job in found if job.payload["project_id"] == project_id]
+        session.expunge_all()
+        return jobs
+
+
+def _run_catch_up(db: Database, job: Job) -> dict[str, Any]:
+    with db.transaction() as session:
+        session.execute(delete(Job).where(Job.id == job.id))  # as the worker finishes it
+        return catch_up(session, CATCH_UP.load(job.payload))
+
+
+def test_feedback_that_outruns_the_worker_moves_the_status_once_it_is_recorded(
+    gf_db: Database, project: str
+) -> None:
+    """The relay has the message, so its recipient can unsubscribe, before the worker has
+    recorded the relay's reply: the unsubscribe applies at once, the status follows the
+    worker's ``sent``."""
+    message_id, other = _sent(gf_db, project, ["early@x.test", "slow@x.test"])
+    with gf_db.transaction() as session:
+        session.execute(
+            update(Message).where(Message.id.in_([message_id, other]))
+            .values(status="sending", locked_by="worker-1")
+        )  # fmt: skip
+    _record(gf_db, project, [_event(T.OPENED, "early@x.test", message_id=message_id),
+                             _event(T.UNSUBSCRIBED, "early@x.test", message_id=message_id,
+                                    occurred_at=T0 + timedelta(seconds=1)),
+                             _event(T.DELIVERED, "slow@x.test", message_id=other)])  # fmt: skip
+    assert _suppressions(gf_db, project) == {"early@x.test": "unsubscribed"}
+    assert _status(gf_db, message_id) == ("sending", ["queued"])  # the worker's, still
+    [job] = _catch_up_jobs(gf_db, project)
+    assert CATCH_UP.load(job.payload).message_ids == tuple(sorted([message_id, other]))
+    assert job.run_at > datetime.now(UTC)  # a second later: the worker records first
+
+    with gf_db.transaction() as session:
+        recorded = outbox.record_outcomes(
+            session, "worker-1", [outbox.Verdict(message_id, "sent", detail="250 ok")],
+            attempted=True,
+        )  # fmt: skip
+        assert recorded == [message_id]
+    assert _run_catch_up(gf_db, job) == {"messages": 2, "in_flight": 1}
+    assert _status(gf_db, message_id) == (
+        "unsubscribed",
+        ["queued", "sent", "opened", "unsubscribed"],
+    )
+    # The other is still with its worker: looked at again, later than the first time.
+    [again] = _catch_up_jobs(gf_db, project)
+    payload = CATCH_UP.load(again.payload)
+    assert (payload.message_ids, payload.look) == ((other,), 1)
+    assert again.run_at - job.run_at > timedelta(seconds=0.5)
+
+    with gf_db.transaction() as session:
+        outbox.record_outcomes(session, "worker-1", [outbox.Verdict(other, "sent")], attempted=True)
+    assert _run_catch_up(gf_db, again) == {"messages": 1, "in_flight": 0}
+    assert _status(gf_db, other) == ("delivered", ["queued", "sent", "delivered"])
+    assert _catch_up_jobs(gf_db, project) == []
+    # Replaying again changes nothing (the statuses only go forward).
+    with gf_db.transaction() as session:
+        catch_up(session, CatchUp(project_id=project, message_ids=(message_id, other)))
+    assert _status(gf_db, message_id)[1] == ["queued", "sent", "opened", "unsubscribed"]
 
 
 def test_bounces_complaints_and_unsubscribes_suppress(gf_db: Database, project: str) -> None:

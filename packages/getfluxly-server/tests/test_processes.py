@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from flux_testkit.gfserver import GFServer
+from flux_testkit.waiting import eventually
 
 if TYPE_CHECKING:
     from flux_testkit.pytest_fixtures import GFServerFactory
@@ -43,14 +43,6 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
-
-
-def _wait(condition: object, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 #: Several API processes are for PostgreSQL (SQLite refuses them: the last test).
@@ -106,9 +98,9 @@ def test_a_dead_child_stops_the_set_with_a_failure(gf_server_factory: GFServerFa
     children = _children(server.process.pid)
     assert len(children) == 2
     os.kill(children[0], signal.SIGKILL)
-    _wait(lambda: not server.process.alive, "the supervisor to stop")  # type: ignore[union-attr]
+    eventually(lambda: not server.process.alive, "the supervisor to stop")  # type: ignore[union-attr]
     assert server.process.returncode == 1
-    _wait(lambda: not _alive(children[1]), "the other child to stop")
+    eventually(lambda: not _alive(children[1]), "the other child to stop")
 
 
 @postgres_only
@@ -118,7 +110,7 @@ def test_a_killed_supervisor_leaves_no_orphan_serving(gf_server_factory: GFServe
     children = _children(server.process.pid)
     server.process.popen.kill()
     server.process.popen.wait(10)
-    _wait(lambda: not any(_alive(c) for c in children), "the orphans to stop")
+    eventually(lambda: not any(_alive(c) for c in children), "the orphans to stop")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/healthz", timeout=2)
 

@@ -34,6 +34,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flux_testkit.gfserver import GFDatabase, GFServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.domain.providers import TEST_SEND, TestSend
 from getfluxly_server.queue.kinds import JobKind, JobPayload, Queue, Registry
 from getfluxly_server.queue.retry import RetryPolicy, backoff
@@ -104,14 +105,6 @@ def _running(worker: Worker) -> Iterator[Worker]:
         worker.stop()
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def _jobs(db: Database) -> list[Job]:
     with db.read() as session:
         return list(session.scalars(select(Job).order_by(Job.id)))
@@ -139,7 +132,7 @@ def test_a_job_enqueued_in_a_rolled_back_transaction_never_runs(db: Database) ->
             enqueue_then_roll_back()
         with db.transaction() as session:
             KIND.enqueue(session, Item(label="committed"))
-        _wait(lambda: len(ran) >= 1, 10, "the committed job")
+        eventually(lambda: len(ran) >= 1, "the committed job", 10, poll=0.02)
         time.sleep(0.2)  # time enough for a wrongly visible job to run as well
     assert ran == [Item(label="committed")]
     assert [(j.payload, j.status, j.attempts) for j in _jobs(db)] == [
@@ -168,7 +161,9 @@ def test_each_job_is_claimed_by_exactly_one_of_many_workers(db: Database) -> Non
     for worker in workers:
         worker.start()
     try:
-        _wait(lambda: all(j.status == "done" for j in _jobs(db)), 30, "every job to finish")
+        eventually(
+            lambda: all(j.status == "done" for j in _jobs(db)), "every job to finish", 30, poll=0.02
+        )
     finally:
         for worker in workers:
             worker.stop()
@@ -243,7 +238,7 @@ def test_retry_with_a_delay_runs_again_after_that_delay(db: Database) -> None:
     with db.transaction() as session:
         THREE_TRIES.enqueue(session, Item())
     with _running(worker):
-        _wait(lambda: _jobs(db)[0].status == "done", 10, "the third attempt")
+        eventually(lambda: _jobs(db)[0].status == "done", "the third attempt", 10, poll=0.02)
     [job] = _jobs(db)
     assert (job.attempts, job.result, job.last_error) == (3, {"ok": True}, None)
     gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
@@ -290,7 +285,7 @@ def test_a_transactional_job_runs_first_behind_ten_thousand_bulk_jobs(db: Databa
         assert urgent_ran.wait(30), "the transactional job never ran"
         with lock:
             assert "urgent" in started[:threads], started
-        _wait(lambda: len(started) >= 3 * threads, 30, "bulk jobs to carry on")
+        eventually(lambda: len(started) >= 3 * threads, "bulk jobs to carry on", 30, poll=0.02)
     with db.read() as session:
         urgent_job = session.get(Job, urgent_id)
         assert urgent_job is not None
@@ -412,7 +407,7 @@ def test_a_worker_runs_no_more_of_a_kind_at_once_than_its_concurrency(db: Databa
         KIND.enqueue_many(session, (Item(n=n) for n in range(12)))
     handlers = [LIMITED.handler(tracked("limited", True)), KIND.handler(tracked("other", False))]
     with _running(Worker(db, handlers, threads=6, poll_seconds=0.02)):
-        _wait(lambda: all(j.status == "done" for j in _jobs(db)), 60, "every job")
+        eventually(lambda: all(j.status == "done" for j in _jobs(db)), "every job", 60, poll=0.02)
     assert most["limited"] == 2
     assert not pair.broken
 
@@ -477,7 +472,7 @@ def test_retention_deletes_only_jobs_finished_before_it(db: Database) -> None:
         db, [KIND.handler(lambda item: None)], retention=timedelta(days=7), sweep_seconds=0.05
     )
     with _running(sweeping):
-        _wait(lambda: len(_jobs(db)) == 4, 10, "the worker's own sweep")
+        eventually(lambda: len(_jobs(db)) == 4, "the worker's own sweep", 10, poll=0.02)
 
 
 def test_retention_deletes_in_batches_of_its_size(db: Database) -> None:
@@ -518,7 +513,9 @@ def test_a_payload_that_does_not_fit_fails_its_job_not_the_worker(db: Database) 
         bad = jobs.enqueue(session, KIND.name, {"n": "many", "colour": "red"}).id
         good = KIND.enqueue(session, Item(n=7))
     with _running(worker):
-        _wait(lambda: {j.status for j in _jobs(db)} <= {"done", "failed"}, 10, "both jobs")
+        eventually(
+            lambda: {j.status for j in _jobs(db)} <= {"done", "failed"}, "both jobs", 10, poll=0.02
+        )
     assert ran == [Item(n=7)]
     with db.read() as session:
         failed, done = session.get(Job, bad), session.get(Job, good)
@@ -588,16 +585,21 @@ def test_an_enqueue_wakes_an_idle_worker_at_once(db: Database) -> None:
     ran = threading.Event()
     worker = Worker(db, [KIND.handler(lambda item: ran.set())], poll_seconds=3600)
     with _running(worker):
-        _wait(lambda: worker.waiting, 10, "the worker to go idle")
+        eventually(lambda: worker.waiting, "the worker to go idle", 10, poll=0.02)
         with db.transaction() as session:
             KIND.enqueue(session, Item())
             time.sleep(0.2)
             assert not ran.is_set(), "woken before the enqueue committed"
         assert ran.wait(20), "the notification did not wake the worker"
-        _wait(lambda: worker.waiting, 10, "the worker to go idle again")
+        eventually(lambda: worker.waiting, "the worker to go idle again", 10, poll=0.02)
         with db.transaction() as session:  # and again: it listens on
             KIND.enqueue_many(session, [Item(n=1), Item(n=2)])
-        _wait(lambda: [j.status for j in _jobs(db)] == ["done"] * 3, 20, "the second wake-up")
+        eventually(
+            lambda: [j.status for j in _jobs(db)] == ["done"] * 3,
+            "the second wake-up",
+            20,
+            poll=0.02,
+        )
 
 
 @pytest.mark.parametrize("gf_backend", ["sqlite"])
@@ -660,12 +662,14 @@ def test_sqlite_writers_of_one_process_take_the_database_in_turn() -> None:
 
     first = threading.Thread(target=holder)
     first.start()
-    _wait(lambda: lock._owner is not None, 5, "the holder to take the lock")
+    eventually(lambda: lock._owner is not None, "the holder to take the lock", 5, poll=0.02)
     waiters = []
     for count, name in enumerate(("a", "b", "c"), 1):
         thread = threading.Thread(target=waiter, args=(name,))
         thread.start()
-        _wait(lambda count=count: len(lock._waiters) == count, 5, f"{name} to queue")
+        eventually(
+            lambda count=count: len(lock._waiters) == count, f"{name} to queue", 5, poll=0.02
+        )
         waiters.append(thread)
     release.set()
     for thread in (first, *waiters):
@@ -713,7 +717,7 @@ def test_worker_threads_of_two_processes_send_each_message_once(
     relay.faults.delay_reply_seconds = 0.1  # each send holds its job a moment
     count = 30
     worker = server.start_worker(threads)
-    _wait(lambda: "worker started" in worker.logs(), 30, "the worker process")
+    eventually(lambda: "worker started" in worker.logs(), "the worker process", 30, poll=0.02)
     with _in_process(server.database) as database, database.transaction() as session:
         for n in range(count):
             TEST_SEND.enqueue(
@@ -728,7 +732,7 @@ def test_worker_threads_of_two_processes_send_each_message_once(
         holders.update(_pid_of(r["locked_by"]) for r in rows)
         return _all_done(server, count)
 
-    _wait(sample, 60, "every job recorded as done")
+    eventually(sample, "every job recorded as done", 60, poll=0.02)
     time.sleep(0.3)  # a duplicate would arrive about now
     recipients = Counter(r for m in relay.messages for r in m.rcpt_tos)
     assert recipients == Counter(f"user{n}@example.com" for n in range(count))
@@ -768,7 +772,9 @@ def test_a_job_of_a_killed_worker_completes_on_another_after_its_lease(
     with _in_process(server.database) as database, database.transaction() as session:
         TEST_SEND.enqueue(session, TestSend(provider_id=provider["id"], to=RECIPIENT))
     try:
-        _wait(lambda: "DATA" in relay.commands, 30, "the first worker to reach DATA")
+        eventually(
+            lambda: "DATA" in relay.commands, "the first worker to reach DATA", 30, poll=0.02
+        )
         # The second worker starts now (its start-up overlaps the lease running out); it
         # cannot take the job while the first one renews its lease.
         second = server.start_worker()
@@ -783,7 +789,9 @@ def test_a_job_of_a_killed_worker_completes_on_another_after_its_lease(
         assert (job["status"], job["attempts"]) == ("running", 1)  # still leased to the dead
         assert _pid_of(job["locked_by"]) == first.pid
 
-        _wait(lambda: _all_done(server, 1), 30, "the job to finish on the second worker")
+        eventually(
+            lambda: _all_done(server, 1), "the job to finish on the second worker", 30, poll=0.02
+        )
     finally:
         relay.faults.delay_reply_seconds = 0
     [job] = server.database.query("SELECT status, attempts, locked_by FROM jobs")

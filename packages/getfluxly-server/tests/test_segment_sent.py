@@ -14,21 +14,25 @@ computation walks the profiles a page per transaction.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from flux_testkit import audience, ledger
+from flux_testkit.gfserver import GFDatabase
 from flux_testkit.smtpd import SMTPTestServer
+from flux_testkit.waiting import eventually
 from getfluxly_server.crypto import Keyring
 from getfluxly_server.delivery.base import BuildContext
 from getfluxly_server.domain import identity, ingest
 from getfluxly_server.domain.clock import ManualClock
 from getfluxly_server.domain.delivery import Dispatcher
 from getfluxly_server.domain.segments import membership, rules
+from getfluxly_server.domain.segments import sent as segment_sent
 from getfluxly_server.domain.segments.sent import SENT_JOB
 from getfluxly_server.storage import events as event_store
 from getfluxly_server.storage.db import Database
@@ -39,9 +43,6 @@ from getfluxly_server.storage.models import (
     SegmentPending,
     new_id,
 )
-
-if TYPE_CHECKING:
-    from flux_testkit.gfserver import GFDatabase
 
 DAY = timedelta(days=1)
 
@@ -181,6 +182,22 @@ def test_a_project_without_sent_segments_gets_no_rows_and_no_job(world: Project)
     assert world.pending() == 0
 
 
+def test_the_rows_of_deleted_sent_segments_are_dropped_by_the_next_pass(world: Project) -> None:
+    profiles = [ledger.add_profile(world.db, world.project_id, {"n": i}) for i in range(3)]
+    today = world.segment({"email": "sent", "within": "P1D"})
+    runner = membership.SegmentRunner(world.db, world.clock, cache=world.cache)
+    runner.run_once()
+    world.mail(profiles, window=10)
+    assert world.pending() == 2 * len(profiles)  # due now, and when the window ends
+    with world.db.transaction() as session:  # the project's only segment goes
+        session.execute(
+            update(Segment).where(Segment.id == today).values(deleted_at=datetime.now(UTC))
+        )
+    assert runner.run_once() == {"entered": 0, "left": 0}
+    assert world.pending() == 0
+    assert world.run_jobs() == [{"profiles": 0, "entered": 0, "left": 0}]  # the job's too
+
+
 def test_a_sent_segment_made_after_the_mail_leaves_it_when_its_window_ends(
     world: Project,
 ) -> None:
@@ -194,6 +211,56 @@ def test_a_sent_segment_made_after_the_mail_leaves_it_when_its_window_ends(
     world.clock.advance(DAY + timedelta(minutes=1))
     assert runner.run_once() == {"entered": 0, "left": 3}
     assert world.members(today) == set()
+
+
+def test_a_sent_segment_saved_while_mail_is_being_recorded_waits_for_it(
+    world: Project, gf_database: GFDatabase
+) -> None:
+    """The recording transaction looked for the project's sent segments before the new one
+    was saved (so it writes no segment_pending row), and commits only after the segment's
+    computation has begun: the computation waits for it and finds the profile."""
+    if gf_database.backend != "postgres":
+        pytest.skip("SQLite has one writer at a time: the recording is over before the segment")
+    [profile] = [ledger.add_profile(world.db, world.project_id, {"n": 1})]
+    [message_id] = ledger.queue_messages(
+        world.db, world.project_id, world.provider, ["late@example.com"], profile_id=profile
+    )
+    looked, commit = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def worker() -> None:  # as the delivery loop records an outcome
+        try:
+            with world.db.transaction() as session:
+                session.execute(
+                    update(Message).where(Message.id == message_id)
+                    .values(status="sent", sent_at=datetime.now(UTC))
+                )  # fmt: skip
+                segment_sent.messages_sent(session, [message_id])  # finds no sent segment
+                looked.set()
+                commit.wait(30)
+        except BaseException as exc:  # reported by the test's thread
+            failures.append(exc)
+
+    recording = threading.Thread(target=worker)
+    recording.start()
+    assert looked.wait(30)
+    with world.db.transaction() as session:
+        segment = Segment(id=new_id("seg"), project_id=world.project_id, name="mailed",
+                          rule={"email": "sent"})  # fmt: skip
+        session.add(segment)
+    computing = threading.Thread(
+        target=membership.compute, args=(world.db, world.clock, segment.id, world.cache)
+    )
+    computing.start()
+    try:
+        eventually(lambda: gf_database.lock_waiters() >= 1, "the computation to wait", 15)
+    finally:
+        commit.set()
+        recording.join(30)
+        computing.join(60)
+    assert failures == []
+    assert world.pending() == 0  # the recording wrote no row: the computation found it
+    assert world.members(segment.id) == {profile}
 
 
 def test_a_full_computation_takes_a_page_of_profiles_per_transaction(

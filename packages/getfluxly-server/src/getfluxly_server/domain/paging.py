@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -86,6 +86,23 @@ def cut(rows: Sequence[_Row], limit: int) -> tuple[list[_Row], _Row | None]:
     item its cursor names), else ``None``."""
     page = list(rows[:limit])
     return page, (page[-1] if len(rows) > limit else None)
+
+
+_TimedRow = TypeVar("_TimedRow", bound=Timed)
+
+
+def newest_first(
+    fetch: Callable[[tuple[datetime, str] | None, int], Sequence[_TimedRow]],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[_TimedRow], str | None]:
+    """A page of a newest-first list and the cursor of the next (``None``: the last page).
+    ``fetch(before, n)`` reads up to ``n`` rows after ``before``, the ``(created_at, id)``
+    of the previous page's last (``None``: from the newest); see
+    :func:`getfluxly_server.storage.paging.newest_first`."""
+    before = decode_time(cursor) if cursor else None
+    rows, last = cut(fetch(before, limit + 1), limit)
+    return rows, next_time_cursor(last)
 
 
 def next_time_cursor(last: Timed | None) -> str | None:

@@ -99,11 +99,12 @@ def page(
 ) -> TemplatePage:
     """The project's live templates, newest first, ``limit`` at a time (see :mod:`.paging`)."""
     project_of(session, principal, project_id)
-    before = paging.decode_time(cursor) if cursor else None
-    rows, last = paging.cut(
-        store.live_page(session, project_id, limit=limit + 1, before=before), limit
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.live_page(session, project_id, limit=n, before=before),
+        limit,
+        cursor,
     )
-    return TemplatePage(templates=rows, next_cursor=paging.next_time_cursor(last))
+    return TemplatePage(templates=rows, next_cursor=next_cursor)
 
 
 def update(

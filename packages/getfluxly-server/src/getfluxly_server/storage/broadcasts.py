@@ -34,6 +34,7 @@ from getfluxly_server.storage.models import (
     Segment,
     SegmentMember,
 )
+from getfluxly_server.storage.paging import newest_first
 
 #: Statuses of a message a worker may still act on (as ``storage.messages.PENDING``).
 PENDING = (MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value, MessageStatus.SENDING.value)
@@ -86,15 +87,7 @@ def page(
     query = select(Broadcast).where(Broadcast.project_id == project_id)
     if status is not None:
         query = query.where(Broadcast.status == status)
-    if before is not None:
-        at, last_id = before
-        query = query.where(
-            or_(
-                Broadcast.created_at < at,
-                and_(Broadcast.created_at == at, Broadcast.id < last_id),
-            )
-        )
-    query = query.order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(limit)
+    query = newest_first(query, Broadcast.created_at, Broadcast.id, limit=limit, before=before)
     return session.scalars(query).all()
 
 

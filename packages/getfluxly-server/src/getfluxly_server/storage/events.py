@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from getfluxly_server.storage.barriers import Barrier
 from getfluxly_server.storage.models import (
     Event,
     IdempotentResponse,
@@ -44,17 +45,12 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(_INSERTING, (INSERTS_LOCK,))
+    INSERTS.passes(connection)
     return insert_rows(connection, Event.__table__, rows)  # type: ignore[arg-type]
 
 
-#: The advisory lock key of event inserts (any 64-bit number no other lock uses: "events").
-INSERTS_LOCK = int.from_bytes(b"events", "big")
-_INSERTING = "SELECT pg_advisory_xact_lock_shared(%s)"
-# Session-level, taken and given back in one statement: it waits for the shared holders
-# of the moment only (a transaction-level lock would keep out every insert until commit).
-_SETTLE = "SELECT pg_advisory_unlock(k) FROM (SELECT %s::bigint AS k, pg_advisory_lock(%s)) AS s"
+#: The barrier event inserts pass and event processing settles (storage/barriers.py).
+INSERTS = Barrier.named(b"events")
 
 
 def settle_inserts(session: Session) -> None:
@@ -70,9 +66,7 @@ def settle_inserts(session: Session) -> None:
     be processed after later ones. Inserts that start meanwhile wait a moment (behind this
     lock) and no longer: their own processing job is queued when they commit, as the job
     running now is no longer waiting."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(_SETTLE, (INSERTS_LOCK, INSERTS_LOCK))
+    INSERTS.settle(session)
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> int:

@@ -222,6 +222,21 @@ def advance(
     return moved
 
 
+def events_of(
+    session: Session, message_ids: Collection[str], types: Collection[str]
+) -> list[MessageEvent]:
+    """The feedback rows of these messages whose type is one of ``types``, oldest first."""
+    found: list[MessageEvent] = []
+    for chunk in _chunks(message_ids):
+        query = (
+            select(MessageEvent)
+            .where(MessageEvent.message_id.in_(chunk), MessageEvent.type.in_(list(types)))
+            .order_by(MessageEvent.occurred_at, MessageEvent.id)
+        )
+        found += session.scalars(query)
+    return found
+
+
 def add_history(session: Session, entries: Sequence[dict[str, Any]]) -> None:
     """History rows (``message_id``, ``status``, ``at``, ``detail``), in one INSERT."""
     if entries:

@@ -43,6 +43,7 @@ from getfluxly_server.storage.models import (
     Profile,
     Project,
 )
+from getfluxly_server.storage.paging import newest_first
 
 #: Statuses a worker may still act on: what an erasure stops.
 PENDING = (MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value, MessageStatus.SENDING.value)
@@ -248,15 +249,7 @@ def page(
     ):
         if value is not None:
             query = query.where(column == value)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            or_(
-                Message.created_at < created,
-                and_(Message.created_at == created, Message.id < last_id),
-            )
-        )
-    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+    query = newest_first(query, Message.created_at, Message.id, limit=limit, before=after)
     return session.scalars(query).all()
 
 

@@ -13,10 +13,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from getfluxly_server.storage.barriers import Barrier
 from getfluxly_server.storage.models import Message, SegmentPass, SegmentPending
 from getfluxly_server.storage.segment_sql import SENT_OR_LATER
 
@@ -30,19 +31,28 @@ class SentMail:
     sent_at: datetime | None
 
 
+#: The barrier the transactions recording sent mail pass, and the full computation of a
+#: segment reading ``sent`` settles (storage/barriers.py; ``domain.segments.sent``).
+SENT = Barrier.named(b"sent")
+
+
 def sent_mail(session: Session, message_ids: Collection[str]) -> list[SentMail]:
     """Those of ``message_ids`` that are sent (or later) and name a profile (primary-key
-    lookups)."""
+    lookups). When there are some, the transaction has passed :data:`SENT` (on PostgreSQL
+    the lock is taken by this very statement: no round trip more per chunk recorded)."""
     if not message_ids:
         return []
-    rows = session.execute(
-        select(Message.project_id, Message.profile_id, Message.sent_at).where(
-            Message.id.in_(message_ids),
-            Message.profile_id.is_not(None),
-            Message.status.in_(SENT_OR_LATER),
-        )
+    query = select(Message.project_id, Message.profile_id, Message.sent_at).where(
+        Message.id.in_(message_ids),
+        Message.profile_id.is_not(None),
+        Message.status.in_(SENT_OR_LATER),
     )
-    return [SentMail(p, str(who), at) for p, who, at in rows]
+    if session.get_bind().dialect.name == "postgresql":
+        # Taken once per row found (a shared lock held again is only counted); none found,
+        # none needed: the transaction then records nothing a segment could miss.
+        query = query.add_columns(func.pg_advisory_xact_lock_shared(SENT.key))
+    rows = session.execute(query)
+    return [SentMail(row[0], str(row[1]), row[2]) for row in rows]
 
 
 def add(session: Session, rows: Sequence[tuple[str, str, datetime | None]]) -> None:
@@ -87,6 +97,17 @@ def due(session: Session, project_id: str, at: datetime, limit: int) -> list[tup
 def remove(session: Session, ids: Collection[int]) -> None:
     if ids:
         session.execute(delete(SegmentPending).where(SegmentPending.id.in_(ids)))
+
+
+def clear(session: Session, project_id: str) -> int:
+    """Delete all of the project's rows, due or not; how many."""
+    result = session.execute(delete(SegmentPending).where(SegmentPending.project_id == project_id))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def projects(session: Session) -> list[str]:
+    """The projects that have rows."""
+    return sorted(session.scalars(select(SegmentPending.project_id).distinct()))
 
 
 def last_pass(session: Session, project_id: str) -> SegmentPass | None:

@@ -165,11 +165,12 @@ def page(
     cursor: str | None = None,
 ) -> AutomationPage:
     project_of(session, principal, project_id)
-    before = paging.decode_time(cursor) if cursor else None
-    rows, last = paging.cut(
-        store.live_page(session, project_id, limit=limit + 1, before=before), limit
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.live_page(session, project_id, limit=n, before=before),
+        limit,
+        cursor,
     )
-    return AutomationPage(automations=rows, next_cursor=paging.next_time_cursor(last))
+    return AutomationPage(automations=rows, next_cursor=next_cursor)
 
 
 def update(

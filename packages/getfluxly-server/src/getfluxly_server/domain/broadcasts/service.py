@@ -182,9 +182,10 @@ def page(
             f"status must be one of {', '.join(s.value for s in BroadcastStatus)}",
             field="status",
         )
-    before = paging.decode_time(cursor) if cursor is not None else None
-    rows, last = paging.cut(store.page(session, project_id, status, before, limit + 1), limit)
-    return BroadcastPage(rows, paging.next_time_cursor(last))
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.page(session, project_id, status, before, n), limit, cursor
+    )
+    return BroadcastPage(rows, next_cursor)
 
 
 def update(

@@ -7,13 +7,9 @@ schema, the bounce mailbox, the open pixel, a click, an unsubscribe.
    else the Message-ID header (only messages of the project are ever found);
 2. writes a ``message_events`` row per event, skipping a report already recorded (the same
    ``(project, source, provider_event_id)``: a replayed webhook changes nothing);
-3. moves each message's status forward, with a history entry per step. Statuses only go
-   forward (:data:`RANK`): ``delivered`` < ``opened`` < ``clicked`` < ``unsubscribed`` <
-   ``bounced`` < ``complained``; a late ``delivered`` after ``bounced`` is recorded as an
-   event and leaves the status. Only messages that left are moved (``sent``, ``unknown`` or
-   a feedback status): feedback about a message still queued or being sent is recorded but
-   leaves it to its worker. ``deferred`` from a relay moves nothing (the ledger's
-   ``deferred`` means "our worker retries it");
+3. moves each message's status forward, with a history entry per step (``statuses``:
+   forward only; feedback that outran its message's worker catches up once the worker has
+   recorded the outcome);
 4. applies the suppression rules: a hard bounce suppresses the address (``hard_bounce``), a
    complaint (``complaint``), an unsubscribe from all marketing mail (``unsubscribed``),
    soft bounces of :attr:`FeedbackRules.soft_bounce_limit` distinct messages within
@@ -30,7 +26,6 @@ Set-based: a handful of statements per batch, whatever its size.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +34,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from fluxmail import is_email
+from getfluxly_server.domain.feedback import statuses
+from getfluxly_server.domain.feedback.statuses import STATUS_OF
 from getfluxly_server.domain.ingest import PROCESS_EVENTS, PROCESS_JOB, ProcessEvents
 from getfluxly_server.domain.outbound.fanout import queue_deliveries
 from getfluxly_server.domain.segments import addresses as segment_addresses
@@ -49,36 +46,14 @@ from getfluxly_server.storage.models import (
     ADDRESS_MAX,
     MessageEvent,
     MessageEventType,
-    MessageStatus,
     SuppressionReason,
     now,
 )
 
-__all__ = ["RANK", "FeedbackEvent", "FeedbackRules", "record"]
+__all__ = ["PROFILE_EVENTS", "FeedbackEvent", "FeedbackRules", "record"]
 
-#: How far along a message is, by status: feedback only ever moves it to a higher rank.
-#: ``sent`` and ``unknown`` (the relay may have taken it) are where feedback starts.
-RANK: dict[str, int] = {
-    MessageStatus.SENT.value: 0,
-    MessageStatus.UNKNOWN.value: 0,
-    MessageStatus.DELIVERED.value: 1,
-    MessageStatus.OPENED.value: 2,
-    MessageStatus.CLICKED.value: 3,
-    MessageStatus.UNSUBSCRIBED.value: 4,
-    MessageStatus.BOUNCED.value: 5,
-    MessageStatus.COMPLAINED.value: 6,
-}
-#: The status each event type moves a message to (``deferred``: none).
-_STATUS_OF: dict[str, str] = {
-    MessageEventType.DELIVERED.value: MessageStatus.DELIVERED.value,
-    MessageEventType.OPENED.value: MessageStatus.OPENED.value,
-    MessageEventType.CLICKED.value: MessageStatus.CLICKED.value,
-    MessageEventType.UNSUBSCRIBED.value: MessageStatus.UNSUBSCRIBED.value,
-    MessageEventType.BOUNCED.value: MessageStatus.BOUNCED.value,
-    MessageEventType.COMPLAINED.value: MessageStatus.COMPLAINED.value,
-}
 #: The profile event each event type adds (``deferred``: none).
-PROFILE_EVENTS: dict[str, str] = {kind: f"email_{kind}" for kind in _STATUS_OF}
+PROFILE_EVENTS: dict[str, str] = {kind: f"email_{kind}" for kind in STATUS_OF}
 
 #: Column widths (storage/models.py), so a long value from a reporter never fails a batch.
 _SOURCE_MAX, _EVENT_ID_MAX, _TEXT_MAX, _GROUP_MAX = 32, 255, 2_000, 64
@@ -198,7 +173,7 @@ def record(
         return []
     written_groups = _groups_of(rows, groups, written)
     by_id = {m.id: m for m in messages if m is not None}
-    _move_statuses(session, written, by_id, moment)
+    statuses.move(session, project_id, written, by_id, moment)
     _suppress(session, project_id, written, written_groups, rules, moment)
     _profile_events(session, project_id, written, by_id, written_groups, moment)
     # Outbound webhooks (domain/outbound): the project's subscribed endpoints hear of the
@@ -250,50 +225,6 @@ def _join(
             or (by_smtp.get(smtp_id) if smtp_id else None)
         )
     return joined
-
-
-def _detail(row: MessageEvent) -> str:
-    """A history entry's words: who reported it and what they said (``postmark: hard
-    bounce; 550 5.1.1 no such user``)."""
-    words = [
-        text
-        for text in (f"{row.bounce_type} bounce" if row.bounce_type else None, row.reason)
-        if text
-    ]
-    return f"{row.source}: {'; '.join(words)}"[:1_000] if words else row.source
-
-
-def _move_statuses(
-    session: Session,
-    written: Sequence[MessageEvent],
-    messages: dict[str, store.MessageRef],
-    moment: datetime,
-) -> None:
-    """Move each message forward through the statuses its new events reach, in the order
-    they happened; one conditional UPDATE per final status, one INSERT of history."""
-    steps: dict[str, list[tuple[str, datetime, str]]] = defaultdict(list)
-    for row in sorted(written, key=lambda r: (r.occurred_at, r.id)):
-        target = _STATUS_OF.get(row.type)
-        message = messages.get(row.message_id) if row.message_id else None
-        if target is None or message is None or message.erased:
-            continue
-        reached = steps[message.id][-1][0] if steps[message.id] else message.status
-        if reached in RANK and RANK[target] > RANK[reached]:
-            steps[message.id].append((target, row.occurred_at, _detail(row)))
-    by_final: dict[str, list[str]] = defaultdict(list)
-    for message_id, path in steps.items():
-        if path:
-            by_final[path[-1][0]].append(message_id)
-    history: list[dict[str, Any]] = []
-    for final, ids in by_final.items():
-        # From any status below the final one: a concurrent move further on is never undone.
-        below = [status for status, rank in RANK.items() if rank < RANK[final]]
-        for message_id in sorted(store.advance(session, ids, final, below, moment)):
-            history += [
-                {"message_id": message_id, "status": status, "at": at, "detail": detail}
-                for status, at, detail in steps[message_id]
-            ]
-    store.add_history(session, history)
 
 
 def _suppress(

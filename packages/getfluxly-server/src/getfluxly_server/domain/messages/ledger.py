@@ -63,9 +63,10 @@ def page(
             broadcast_id=filters.broadcast_id,
             profile_id=filters.profile_id,
         )
-    after = paging.decode_time(cursor) if cursor is not None else None
-    rows, last = paging.cut(store.page(session, project_id, filters, after, limit + 1), limit)
-    return Page(rows, paging.next_time_cursor(last))
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.page(session, project_id, filters, before, n), limit, cursor
+    )
+    return Page(rows, next_cursor)
 
 
 def _find(session: Session, principal: Principal, message_id: str) -> Message:

@@ -190,15 +190,16 @@ def deliveries(
         raise ValidationFailed(
             f"status must be one of {', '.join(DELIVERY_STATUSES)}", field="status"
         )
-    before = paging.decode_time(cursor) if cursor else None
-    rows, last = paging.cut(
-        store.deliveries_page(session, webhook_id, limit=limit + 1, before=before, status=status),
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.deliveries_page(
+            session, webhook_id, limit=n, before=before, status=status
+        ),
         limit,
+        cursor,
     )
     attempts = store.attempts_of(session, [row.id for row in rows])
     return DeliveryPage(
-        deliveries=[(row, attempts[row.id]) for row in rows],
-        next_cursor=paging.next_time_cursor(last),
+        deliveries=[(row, attempts[row.id]) for row in rows], next_cursor=next_cursor
     )
 
 

@@ -312,10 +312,16 @@ def recompute_in_pages(
     entered = left = 0
     with db.read() as session:
         wanted = [
-            s.id for s in cache.live(session, project_id)
+            s for s in cache.live(session, project_id)
             if segment_ids is None or s.id in segment_ids
         ]  # fmt: skip
-    for segment_id in wanted:
+    if any(s.reads.email_sent for s in wanted):
+        # Mail recorded sent by a transaction that looked for such segments before this one
+        # was saved wrote no segment_pending row: wait for those to commit, so that the pages
+        # below see their messages (domain/segments/sent.py).
+        with db.transaction() as session:
+            segment_pending.SENT.settle(session)
+    for segment_id in (s.id for s in wanted):
         after: tuple[datetime, str] | None = None
         while True:
             with db.transaction() as session:
@@ -361,17 +367,22 @@ def drain_sent(db: Database, clock: Clock, project_id: str, cache: RuleCache) ->
     """The ``segments.sent`` job (:mod:`.sent`), also run by the periodic pass: the
     project's ``segment_pending`` rows due at the clock's now, oldest first, their profiles
     evaluated against the segments reading ``sent``, :data:`REFRESH_CHUNK` rows per
-    transaction under the project's lock, each row deleted with its evaluation."""
+    transaction under the project's lock, each row deleted with its evaluation. A project
+    whose segments no longer read ``sent`` (deleted or changed) has all its rows deleted:
+    a segment that reads it again is computed in full and seeds its own."""
     totals = {"profiles": 0, "entered": 0, "left": 0}
     while True:
         with db.transaction() as session:
             lock_project(session, project_id)
             now = clock.now()
+            segments = [s for s in cache.live(session, project_id) if s.reads.email_sent]
+            if not segments:
+                segment_pending.clear(session, project_id)
+                break
             rows = segment_pending.due(session, project_id, now, REFRESH_CHUNK)
             if not rows:
                 break
             profile_ids = {p for _, p in rows}
-            segments = [s for s in cache.live(session, project_id) if s.reads.email_sent]
             more, fewer = refresh(session, segments, profile_ids, now)
             segment_pending.remove(session, [i for i, _ in rows])
         totals["profiles"] += len(profile_ids)
@@ -482,9 +493,12 @@ class SegmentRunner(Periodic):
         self.cache = cache or RuleCache()
 
     def run_once(self) -> dict[str, int]:
-        """One pass over every project with segments; totals of what changed."""
+        """One pass over every project with segments (or with ``segment_pending`` rows
+        left by segments since deleted); totals of what changed."""
         with self.db.read() as session:
-            projects = store.projects_with_segments(session)
+            projects = sorted(
+                {*store.projects_with_segments(session), *segment_pending.projects(session)}
+            )
         totals = {"entered": 0, "left": 0}
         for project_id in projects:
             entered, left = self.pass_project(project_id)

@@ -14,10 +14,12 @@ project's lock; the periodic pass drains the rows whose window ended. A project 
 nothing.
 
 A ``sent`` segment created while its first messages are being recorded: its full
-computation (the ``segments.compute`` job) runs after it commits, and sees every message
-whose outcome committed first; one recorded in a transaction that began before the
-segment existed and committed after that computation is left to the next change of that
-profile (a window of milliseconds on PostgreSQL; SQLite's single writer closes it).
+computation (the ``segments.compute`` job) runs after it commits. A transaction recording
+sent mail passes the barrier ``segment_pending.SENT`` before it looks for the project's
+segments, and the computation settles it first: every transaction that looked before the
+segment was saved (and so wrote no row for it) has committed when the computation reads
+the messages, and every one that looks later sees the segment. (SQLite's single writer
+needs no barrier.)
 """
 
 from __future__ import annotations

@@ -100,14 +100,13 @@ def page(
 ) -> SegmentPage:
     """The project's live segments, newest first, ``limit`` at a time (see :mod:`.paging`)."""
     project_of(session, principal, project_id)
-    before = paging.decode_time(cursor) if cursor else None
-    rows, last = paging.cut(
-        store.live_page(session, project_id, limit=limit + 1, before=before), limit
+    rows, next_cursor = paging.newest_first(
+        lambda before, n: store.live_page(session, project_id, limit=n, before=before),
+        limit,
+        cursor,
     )
     return SegmentPage(
-        segments=rows,
-        counts=store.counts(session, [r.id for r in rows]),
-        next_cursor=paging.next_time_cursor(last),
+        segments=rows, counts=store.counts(session, [r.id for r in rows]), next_cursor=next_cursor
     )
 
 
