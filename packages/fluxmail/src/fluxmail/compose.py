@@ -279,6 +279,11 @@ class MessageTemplate:
         self._alternative = f"alt-{token}".encode("ascii")
         self._mixed = f"mix-{token}".encode("ascii")
         self._attachments = [self._attachment_part(path) for path in attachments]
+        # One compiled text part and nothing else: render writes it without _body's calls.
+        self._single: tuple[_Substitution, _PlainPart] | None = None
+        compiled, plain = self._text, self._text_part
+        if isinstance(compiled, _Substitution) and plain and not (self._html or self._attachments):
+            self._single = (compiled, plain)
         self._static_ready = _ready(self._static)
         self._attachments_ready = all(map(_ready, self._attachments))
 
@@ -321,7 +326,12 @@ class MessageTemplate:
             lines = unsubscribe_headers(check_header_text(url, "unsubscribe_url"))
             ready = ready and all(map(_line_ready, lines))
             head += lines
-        body, body_ready = self._body(context)
+        single = self._single
+        if single is not None and (part := single[1](values := single[0].values(context))):
+            # _body's common case (one compiled text part, nothing else) without its calls.
+            body, body_ready = part, single[1].always_ready or single[1].ready(values)
+        else:
+            body, body_ready = self._body(context)
         head.append(body)
         # One join, then the marker type (a copy; joining into a subclass is not possible).
         data: bytes = (DataReady if ready and body_ready else CRLFBytes)(b"".join(head))

@@ -244,10 +244,14 @@ def mail_from(envelope: Envelope, extensions: Extensions, size: int, *, eight_bi
         if len(extensions.mail_prefixes) >= MAIL_PREFIXES:
             extensions.mail_prefixes.clear()
         extensions.mail_prefixes[sender, utf8] = prefix
+    eight_bit = eight_bit and flags.eight_bit
+    if not (eight_bit or utf8 or (flags.dsn and (envelope.ret or envelope.envid))):
+        # The common case, SIZE at most: one formatting, no list to join.
+        return b"%s SIZE=%d\r\n" % (prefix, size) if flags.size else prefix + CRLF
     line = [prefix]
     if flags.size:
         line.append(b" SIZE=%d" % size)
-    if eight_bit and flags.eight_bit:
+    if eight_bit:
         line.append(b" BODY=8BITMIME")
     if utf8:
         line.append(b" SMTPUTF8")
