@@ -22,7 +22,7 @@ class DataReady(CRLFBytes):
     last line ended, and no line beginning with a dot (nothing to stuff). What
     ``MessageTemplate`` writes when its compiled pieces and a row's values guarantee it, so
     :func:`encode_data` skips its scans of the whole message for dots and line breaks and
-    the transaction its 8-bit check (together ~5 % of the pool's CPU per message). As with
+    the transaction its 8-bit check (together ~4 % of the pool's instructions per message). As with
     :class:`CRLFBytes`, any change to them gives plain ``bytes``, checked as usual."""
 
     __slots__ = ()
@@ -32,7 +32,7 @@ def normalize_newlines(message: bytes) -> bytes:
     """Return ``message`` with every line break as CRLF."""
     # Three C-level passes beat one regex substitution several times over. (find(), not
     # ``in``: for bytes, ``in`` first tries its operand as an integer, raising and clearing a
-    # TypeError, about a microsecond, before it searches.)
+    # TypeError, before it searches.)
     if message.find(b"\r") >= 0:
         message = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return message.replace(b"\n", b"\r\n")
