@@ -70,7 +70,7 @@ from smtp_throughput import Sink, find_program, running_sink  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from workload import BODY_TEMPLATE, SENDER, SUBJECT_TEMPLATE, name, recipient  # noqa: E402
 
-from flux_testkit import ledger  # noqa: E402
+from flux_testkit import ledger, pgadmin  # noqa: E402
 from fluxmail import EmailInstance, FluxMail, MessageTemplate, SendResult  # noqa: E402
 from getfluxly_server.crypto import Keyring  # noqa: E402
 from getfluxly_server.delivery import smtp as smtp_provider  # noqa: E402
@@ -165,10 +165,7 @@ def fresh_database(backend: Backend, workdir: Path) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
-        postgres_admin(
-            admin_url,
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db_name)),
-        )
+        pgadmin.drop_database(admin_url, db_name)
 
 
 def count(db: Database, statement: str) -> int:

@@ -74,6 +74,9 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
+# flux_testkit.pgadmin: the test kit is not installed, the tests find it on their path too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "testkit"))
+
 import httpx
 import psycopg
 from psycopg import sql as pgsql
@@ -81,6 +84,7 @@ from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import quoted_name
 
+from flux_testkit import pgadmin
 from getfluxly_server.domain.ingest import MAX_EVENTS_PER_COMMIT, validate
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.events import insert_rows
@@ -394,12 +398,7 @@ class BenchDatabase:
             for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 part.unlink(missing_ok=True)
         elif self.admin_url and self.name:
-            postgres_admin(
-                self.admin_url,
-                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    pgsql.Identifier(self.name)
-                ),
-            )
+            pgadmin.drop_database(self.admin_url, self.name)
 
 
 def postgres_admin(admin_url: str, statement: pgsql.Composed) -> None:

@@ -46,11 +46,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+# flux_testkit.pgadmin: the test kit is not installed, the tests find it on their path too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "testkit"))
+
 import psycopg
 import sqlalchemy
 from psycopg import sql as pgsql
 from sqlalchemy import delete, func, select, text
 
+from flux_testkit import pgadmin
 from getfluxly_server.storage import jobs
 from getfluxly_server.storage.db import Database
 from getfluxly_server.storage.models import Job, JobStatus
@@ -142,10 +146,7 @@ def fresh_database(backend: Backend, workdir: Path) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
-        postgres_admin(
-            admin_url,
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)),
-        )
+        pgadmin.drop_database(admin_url, name)
 
 
 def fill(db: Database, count: int) -> None:

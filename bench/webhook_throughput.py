@@ -57,7 +57,7 @@ import psycopg  # noqa: E402
 from psycopg import sql as pgsql  # noqa: E402
 from sqlalchemy import bindparam, delete, func, insert, select, update  # noqa: E402
 
-from flux_testkit import ledger  # noqa: E402
+from flux_testkit import ledger, pgadmin  # noqa: E402
 from flux_testkit.webhook_signers import AppServer, SendGridKey  # noqa: E402
 from getfluxly_server.app import create_app  # noqa: E402
 from getfluxly_server.crypto import Keyring  # noqa: E402
@@ -123,18 +123,7 @@ def fresh_database(backend: Backend, workdir: Path) -> Iterator[tuple[Database, 
         yield db, url
     finally:
         db.dispose()
-        drop = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
-        # WITH (FORCE) now and then refuses (InsufficientPrivilege) while a session of the run
-        # (a worker's LISTEN connection) is still going away: try again briefly, as the test
-        # kit's drop_postgres_database does.
-        for attempt in range(20):
-            try:
-                postgres_admin(admin_url, drop)
-                break
-            except psycopg.errors.InsufficientPrivilege:
-                if attempt == 19:
-                    raise
-                time.sleep(0.25)
+        pgadmin.drop_database(admin_url, name)
 
 
 def install(db: Database, n: int) -> tuple[str, str, list[str]]:

@@ -55,7 +55,7 @@ from psycopg import sql as pgsql
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from flux_testkit import certs
+from flux_testkit import certs, pgadmin
 from flux_testkit.smtpd import DEFAULT_USERS
 
 __all__ = [
@@ -334,20 +334,7 @@ class Harness:
             ) from exc
 
     def drop_postgres_database(self, name: str) -> None:
-        statement = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            pgsql.Identifier(name)
-        )
-        # WITH (FORCE) has been seen refusing (InsufficientPrivilege) now and then while a
-        # session of the test (a worker's LISTEN connection) was still going away: try again
-        # briefly before calling the run broken.
-        for attempt in range(10):
-            try:
-                self._admin(statement)
-                return
-            except psycopg.errors.InsufficientPrivilege:
-                if attempt == 9:
-                    raise
-                time.sleep(0.2)
+        pgadmin.drop_database(self.postgres_url, name)
 
     def close(self) -> None:
         """Drop the PostgreSQL template, if one was made."""
