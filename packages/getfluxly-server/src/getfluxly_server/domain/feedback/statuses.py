@@ -19,7 +19,7 @@ not their status: the ledger says what its worker last did).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -133,8 +133,7 @@ def catch_up(session: Session, job: CatchUp) -> dict[str, Any]:
     """The job: replay, through :func:`move`, the status-moving events recorded for the
     job's messages (those that left since; those still in flight are queued for another
     look). In the caller's transaction; what it found, for the job's result."""
-    ids: Collection[str] = job.message_ids
-    messages = {m.id: m for m in store.messages_by(session, job.project_id, ids=ids)}
+    messages = {m.id: m for m in store.messages_by(session, job.project_id, ids=job.message_ids)}
     events = store.events_of(session, list(messages), list(STATUS_OF))
     move(session, job.project_id, events, messages, now(), look=job.look + 1)
     still = sum(1 for m in messages.values() if m.status in IN_FLIGHT)

@@ -315,11 +315,10 @@ def recompute_in_pages(
             s for s in cache.live(session, project_id)
             if segment_ids is None or s.id in segment_ids
         ]  # fmt: skip
-    if any(s.reads.email_sent for s in wanted):
-        # Mail recorded sent by a transaction that looked for such segments before this one
-        # was saved wrote no segment_pending row: wait for those to commit, so that the pages
-        # below see their messages (domain/segments/sent.py).
-        with db.transaction() as session:
+        if any(s.reads.email_sent for s in wanted):
+            # Mail recorded sent by a transaction that looked for such segments before this
+            # one was saved wrote no segment_pending row: wait for those to commit, so that
+            # the pages below see their messages (domain/segments/sent.py).
             segment_pending.SENT.settle(session)
     for segment_id in (s.id for s in wanted):
         after: tuple[datetime, str] | None = None
